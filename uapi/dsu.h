@@ -1,0 +1,246 @@
+/* SPDX-License-Identifier: GPL-2.0 WITH Linux-syscall-note */
+/*
+ * dsu: shared data segments for multi-version dynamic software update.
+ *
+ * This header is the single source of truth for the /dev/dsu interface. The Rust
+ * bindings in uapi/src/bindings.rs are generated from it (scripts/uapi-bindgen.sh) and
+ * used by both the kernel module and the userspace crate.
+ *
+ * Model:
+ *   - A *segment* is a named set of physical pages with a *directory* of the global
+ *     variables stored in them. It is owned by a uid/gid and has a permission mode.
+ *   - An open file of /dev/dsu is a *handle*. DSU_IOC_ATTACH connects it to a segment,
+ *     DSU_IOC_RESOLVE finds or creates variables, DSU_IOC_BIND turns the handle into a
+ *     *version* with a page map, and mmap() of the handle installs that map.
+ *   - Other handles attached to the segment are told when a version binds or ends:
+ *     poll() reports POLLIN and read() returns struct dsu_event records.
+ *
+ * Every struct starts with a __u32 size that the caller sets to sizeof(struct) as it
+ * knows it. The kernel accepts a smaller size that covers the first version of the
+ * struct (fields added later read as zero), and a larger one whose unknown tail is all
+ * zero (else E2BIG). Output is written only up to the caller's size. Fields are fixed
+ * width with explicit padding; padding and reserved fields must be zero.
+ *
+ * ioctl numbers are dispatched on type and number; the size field, not _IOC_SIZE,
+ * governs how much of each struct is copied.
+ */
+#ifndef _UAPI_LINUX_DSU_H
+#define _UAPI_LINUX_DSU_H
+
+#include <linux/ioctl.h>
+#include <linux/types.h>
+
+#define DSU_API_VERSION 1
+
+/* Name lengths include the terminating NUL. */
+#define DSU_SEGMENT_NAME_MAX 64  /* segment names: 1..63 bytes of [A-Za-z0-9._-] */
+#define DSU_VARIABLE_NAME_MAX 128 /* variable names: 1..127 printable ASCII bytes */
+#define DSU_LABEL_MAX 32         /* version labels: 1..31 printable ASCII bytes */
+
+/* Mode given to a new segment when struct dsu_attach.mode is 0. */
+#define DSU_DEFAULT_MODE 0600
+
+/* ---------------------------------------------------------------------------------- */
+/* DSU_IOC_ATTACH: open or create a segment and connect this handle to it.            */
+
+/* Fail with EEXIST if the segment exists. */
+#define DSU_ATTACH_MUST_CREATE (1U << 0)
+/* Fail with ENOENT if the segment does not exist. */
+#define DSU_ATTACH_MUST_EXIST (1U << 1)
+
+struct dsu_attach {
+	__u32 size;     /* in: sizeof(struct dsu_attach) */
+	__u32 flags;    /* in: DSU_ATTACH_* */
+	__u32 mode;     /* in: permission bits (<= 0777) for a new segment; 0: 0600 */
+	__u32 created;  /* out: 1 if this call created the segment, else 0 */
+	char name[DSU_SEGMENT_NAME_MAX]; /* in: NUL-terminated segment name */
+};
+
+/* ---------------------------------------------------------------------------------- */
+/* DSU_IOC_RESOLVE: find or create a batch of variables in the attached segment.      */
+/*
+ * All-or-nothing: when any entry conflicts, nothing is created, every entry's status
+ * tells what was found and the call fails with EEXIST. Otherwise every entry gets
+ * DSU_VAR_COMMON or DSU_VAR_ADDED with its pages in first_page and page_count.
+ */
+
+/* The entry may coexist with entries of the same name but another size or
+ * fingerprint: a migrated variable. Without it such an entry is a conflict. */
+#define DSU_VAR_MIGRATE (1U << 0)
+
+#define DSU_VAR_PENDING 0        /* not decided (the batch failed before this entry) */
+#define DSU_VAR_COMMON 1         /* found with equal size and fingerprint */
+#define DSU_VAR_ADDED 2          /* created by this call, holding the initial bytes */
+#define DSU_VAR_CONFLICT_SIZE 3  /* the name exists with another size */
+#define DSU_VAR_CONFLICT_TYPE 4  /* the name exists with the same size, another fingerprint */
+#define DSU_VAR_INVALID 5        /* this entry is malformed (the call fails with EINVAL) */
+
+struct dsu_var {
+	__u64 size;          /* in: bytes, >= 1 */
+	__u64 align;         /* in: power of two, <= the page size */
+	__u64 fingerprint;   /* in: 64-bit type fingerprint */
+	__u64 init;          /* in: user pointer to `size` initial bytes; 0: all zero */
+	__u32 flags;         /* in: DSU_VAR_* flags */
+	__u32 status;        /* out: DSU_VAR_* status */
+	__u64 first_page;    /* out: index of its first page in the segment */
+	__u64 page_count;    /* out: pages it occupies */
+	__u64 found_size;    /* out, on conflict: size in the directory */
+	__u64 found_fingerprint; /* out, on conflict: fingerprint in the directory */
+	char name[DSU_VARIABLE_NAME_MAX]; /* in: NUL-terminated variable name */
+};
+
+struct dsu_resolve {
+	__u32 size;      /* in: sizeof(struct dsu_resolve) */
+	__u32 var_size;  /* in: sizeof(struct dsu_var) as the caller knows it */
+	__u32 count;     /* in: number of entries, 1..max_variables */
+	__u32 flags;     /* in: 0 */
+	__u64 vars;      /* in: user pointer to `count` entries of `var_size` bytes */
+	__u32 added;     /* out: entries created */
+	__u32 conflicts; /* out: entries that conflict */
+};
+
+/* ---------------------------------------------------------------------------------- */
+/* DSU_IOC_BIND: make this handle a version of its segment.                           */
+/*
+ * pages[i] is the segment page that backs page i of the version's global section.
+ * mmap() of the handle must then be MAP_SHARED, offset 0 and exactly
+ * page_count pages long.
+ */
+
+/* Install every page-table entry at mmap() with vm_insert_pages instead of on fault. */
+#define DSU_BIND_PREFAULT (1U << 0)
+
+struct dsu_bind {
+	__u32 size;        /* in: sizeof(struct dsu_bind) */
+	__u32 flags;       /* in: DSU_BIND_* */
+	__u64 page_count;  /* in: pages in the map, 1..max_segment_pages */
+	__u64 pages;       /* in: user pointer to page_count __u64 segment page indexes */
+	__u64 version_id;  /* out: id of the new version, unique in the segment */
+	char label[DSU_LABEL_MAX]; /* in: NUL-terminated version label, e.g. "2.1.0" */
+};
+
+/* ---------------------------------------------------------------------------------- */
+/* read(): events for handles attached to a segment.                                  */
+
+#define DSU_EVENT_VERSION_BOUND 1 /* a version bound to the segment (a newer one) */
+#define DSU_EVENT_VERSION_ENDED 2 /* a version's fd and mappings are all gone */
+
+struct dsu_event {
+	__u32 size;        /* sizeof(struct dsu_event) */
+	__u32 kind;        /* DSU_EVENT_* */
+	__u64 version_id;  /* the version the event is about */
+	__s32 pid;         /* its process id (the binder's thread group) */
+	__u32 lost;        /* events dropped before this one: the queue was full */
+	__u64 time_ns;     /* CLOCK_REALTIME nanoseconds of the event */
+	char label[DSU_LABEL_MAX];
+};
+
+/* ---------------------------------------------------------------------------------- */
+/* Introspection: DSU_IOC_LIST_SEGMENTS, DSU_IOC_LIST_VARIABLES, DSU_IOC_LIST_VERSIONS. */
+/*
+ * Paged: the kernel writes at most `count` records starting at record `start`, sets
+ * `count` to the number written and `total` to the number that exist. Records are
+ * `record_size` bytes apart (sizeof the matching *_info struct as the caller knows it).
+ */
+
+#define DSU_LIST_MAX 1024 /* most records one call returns */
+
+struct dsu_list {
+	__u32 size;        /* in: sizeof(struct dsu_list) */
+	__u32 record_size; /* in: sizeof(struct dsu_*_info) as the caller knows it */
+	__u32 start;       /* in: first record */
+	__u32 count;       /* in: capacity (<= DSU_LIST_MAX); out: records written */
+	__u64 records;     /* in: user pointer to count * record_size bytes */
+	__u32 total;       /* out: records that exist */
+	__u32 __pad;
+	char segment[DSU_SEGMENT_NAME_MAX]; /* in: segment (unused for LIST_SEGMENTS) */
+};
+
+#define DSU_SEGMENT_DESTROYED (1U << 0) /* flag in dsu_segment_info.flags */
+
+struct dsu_segment_info {
+	__u32 uid;         /* owner */
+	__u32 gid;
+	__u32 mode;        /* permission bits */
+	__u32 flags;       /* DSU_SEGMENT_* */
+	__u64 pages;       /* pages allocated */
+	__u64 variables;   /* directory entries */
+	__u64 versions;    /* live versions */
+	__u64 handles;     /* open handles attached */
+	__u64 created_ns;  /* CLOCK_REALTIME */
+	char name[DSU_SEGMENT_NAME_MAX];
+};
+
+struct dsu_variable_info {
+	__u64 size;
+	__u64 align;
+	__u64 fingerprint;
+	__u64 first_page;
+	__u64 page_count;
+	__u64 created_ns;   /* CLOCK_REALTIME */
+	__u64 created_by;   /* id of the version (or handle) that created it */
+	char created_label[DSU_LABEL_MAX]; /* its label; "" if not bound yet */
+	char name[DSU_VARIABLE_NAME_MAX];
+};
+
+struct dsu_version_info {
+	__u64 id;
+	__s32 pid;
+	__u32 flags;        /* 0 */
+	__u64 pages;        /* pages in its map */
+	__u64 mappings;     /* live VMAs (fork and partial munmap count) */
+	__u64 bound_ns;     /* CLOCK_REALTIME of the bind */
+	char label[DSU_LABEL_MAX];
+};
+
+/* ---------------------------------------------------------------------------------- */
+/* DSU_IOC_READ_VAR: copy a variable's current bytes (dump, migration snapshots).     */
+
+/* Read the newest entry of that name whatever its fingerprint. */
+#define DSU_READ_ANY_FINGERPRINT (1U << 0)
+
+struct dsu_read_var {
+	__u32 size;        /* in: sizeof(struct dsu_read_var) */
+	__u32 flags;       /* in: DSU_READ_* */
+	__u64 fingerprint; /* in: the entry to read */
+	__u64 offset;      /* in: first byte */
+	__u64 length;      /* in: bytes to copy; out: bytes copied (to the variable's end) */
+	__u64 buf;         /* in: user pointer to length bytes */
+	__u64 var_size;    /* out: the variable's size */
+	__u64 var_fingerprint; /* out: the variable's fingerprint */
+	char segment[DSU_SEGMENT_NAME_MAX];
+	char name[DSU_VARIABLE_NAME_MAX];
+};
+
+/* ---------------------------------------------------------------------------------- */
+/* DSU_IOC_DESTROY: remove a segment's name; its pages go with the last fd and mapping. */
+
+struct dsu_destroy {
+	__u32 size;        /* in: sizeof(struct dsu_destroy) */
+	__u32 flags;       /* in: 0 */
+	char name[DSU_SEGMENT_NAME_MAX];
+};
+
+/* ---------------------------------------------------------------------------------- */
+
+#define DSU_IOC_MAGIC 0xD5
+
+#define DSU_IOC_NR_ATTACH 0x01
+#define DSU_IOC_NR_RESOLVE 0x02
+#define DSU_IOC_NR_BIND 0x03
+#define DSU_IOC_NR_LIST_SEGMENTS 0x04
+#define DSU_IOC_NR_LIST_VARIABLES 0x05
+#define DSU_IOC_NR_LIST_VERSIONS 0x06
+#define DSU_IOC_NR_READ_VAR 0x07
+#define DSU_IOC_NR_DESTROY 0x08
+
+#define DSU_IOC_ATTACH _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_ATTACH, struct dsu_attach)
+#define DSU_IOC_RESOLVE _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_RESOLVE, struct dsu_resolve)
+#define DSU_IOC_BIND _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_BIND, struct dsu_bind)
+#define DSU_IOC_LIST_SEGMENTS _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_LIST_SEGMENTS, struct dsu_list)
+#define DSU_IOC_LIST_VARIABLES _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_LIST_VARIABLES, struct dsu_list)
+#define DSU_IOC_LIST_VERSIONS _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_LIST_VERSIONS, struct dsu_list)
+#define DSU_IOC_READ_VAR _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_READ_VAR, struct dsu_read_var)
+#define DSU_IOC_DESTROY _IOW(DSU_IOC_MAGIC, DSU_IOC_NR_DESTROY, struct dsu_destroy)
+
+#endif /* _UAPI_LINUX_DSU_H */
