@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds every workspace binary and example as a static executable for the guest
+# (glibc with crt-static) and copies them, stripped, to $DSU_OUT/bin.
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+TARGET=x86_64-unknown-linux-gnu
+build() {
+    # With an explicit --target, RUSTFLAGS apply to the guest code only, not to proc-macros.
+    RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release \
+        --manifest-path "$DSU_ROOT/Cargo.toml" --target "$TARGET" --workspace --bins --examples
+    local rel="$DSU_ROOT/target/$TARGET/release"
+    rm -rf "$DSU_OUT/bin"; mkdir -p "$DSU_OUT/bin"
+    find "$rel" "$rel/examples" -maxdepth 1 -type f -perm -u+x ! -name '*-*[0-9a-f]' ! -name '*.so' \
+        -exec cp {} "$DSU_OUT/bin/" \;
+    if [ -x "$DSU_ROOT/userspace/libdsu/build-examples.sh" ]; then
+        "$DSU_ROOT/userspace/libdsu/build-examples.sh" "$DSU_OUT/bin" "$rel"
+    fi
+    strip "$DSU_OUT/bin/"* 2>/dev/null || true
+}
+step "static guest binaries" build

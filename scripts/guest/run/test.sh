@@ -1,0 +1,2 @@
+# The VM suite; arguments are test-name filters.
+exec dsu-vmtests "$@"

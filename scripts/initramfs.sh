@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Packs the guest: busybox, /init, the run scripts, the static binaries in $DSU_OUT/bin,
+# the modules given as arguments, and redis-cli/redis-benchmark with their libraries.
+# Writes $DSU_OUT/initramfs.cpio (uncompressed: packing is faster than gzip under TCG).
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
+pack() {
+    local root="$DSU_OUT/rootfs"
+    rm -rf "$root"
+    mkdir -p "$root"/{bin,sbin,etc,proc,sys,dev,tmp,root,dsu/bin,dsu/run,lib64,usr/bin}
+    cp /bin/busybox "$root/bin/busybox"
+    install -m 0755 "$DSU_ROOT/scripts/guest/init" "$root/init"
+    cp "$DSU_ROOT"/scripts/guest/run/*.sh "$root/dsu/run/"
+    cp "$DSU_OUT"/bin/* "$root/dsu/bin/" 2>/dev/null || true
+    local m; for m in "$@"; do cp "$m" "$root/dsu/"; done
+    printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\nother:x:1001:1001:other:/tmp:/bin/sh\n' > "$root/etc/passwd"
+    printf 'root:x:0:\nuser:x:1000:\nother:x:1001:\nshared:x:2000:user\n' > "$root/etc/group"
+    # redis-benchmark and redis-cli (Debian's redis-tools) with their shared libraries.
+    local tool lib
+    for tool in /usr/bin/redis-benchmark /usr/bin/redis-cli; do
+        [ -x "$tool" ] || continue
+        cp "$tool" "$root/usr/bin/"
+        for lib in $(ldd "$tool" | grep -o '/[^ ]*'); do
+            mkdir -p "$root$(dirname "$lib")"
+            cp -L "$lib" "$root$lib"
+        done
+    done
+    (cd "$root" && find . | cpio -o -H newc --quiet > "$DSU_OUT/initramfs.cpio")
+}
+step "initramfs" pack "$@"
+echo "$DSU_OUT/initramfs.cpio"
