@@ -4,6 +4,9 @@
 
 set -euo pipefail
 
+# cargo and bindgen live in ~/.cargo/bin; CI may start with a bare PATH.
+export PATH="$HOME/.cargo/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin:$PATH"
+
 DSU_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # Kernel builds are cached outside the repo; override with DSU_CACHE.
 DSU_CACHE="${DSU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/dsu}"
