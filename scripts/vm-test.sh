@@ -26,7 +26,8 @@ bash "$DSU_ROOT/scripts/guest-bins.sh"
 step "build the runner" build_runner
 bash "$DSU_ROOT/scripts/initramfs.sh" "$MODULE" >/dev/null
 filters=$(IFS=,; echo "$*")
-printf '\033[1m==> VM suite (QEMU, TCG)\033[0m\n' >&2
-exec "$DSU_ROOT/target/debug/dsu-vmrun" --kernel "$KDIR/arch/x86/boot/bzImage" \
+ACCEL=$(bash "$DSU_ROOT/scripts/accel.sh" "$KDIR/arch/x86/boot/bzImage" "$DSU_OUT/initramfs.cpio")
+printf '\033[1m==> VM suite (QEMU, %s)\033[0m\n' "$ACCEL" >&2
+exec "$DSU_ROOT/target/debug/dsu-vmrun" --kernel "$KDIR/arch/x86/boot/bzImage" --accel "$ACCEL" \
     --initrd "$DSU_OUT/initramfs.cpio" --run test ${filters:+--args "$filters"} \
     --timeout "${DSU_VM_TIMEOUT:-1800}" --log "$DSU_OUT/console-test.log"

@@ -5,6 +5,7 @@
 //! ```text
 //! dsu-vmrun --kernel bzImage --initrd initramfs.cpio [--run test] [--args a,b]
 //!           [--timeout 900] [--log FILE] [--console] [--expect-kernel-report]
+//!           [--accel tcg|kvm] [--memory 3G]
 //! ```
 
 use dsu_vmrun::{Outcome, Report, parse_test_line};
@@ -20,6 +21,7 @@ struct Args {
     args: String,
     timeout: u64,
     memory: String,
+    accel: String,
     log: Option<String>,
     console: bool,
     expect_kernel_report: bool,
@@ -33,6 +35,7 @@ fn parse_args() -> Result<Args, String> {
         args: String::new(),
         timeout: 900,
         memory: "3G".into(),
+        accel: "tcg".into(),
         log: None,
         console: false,
         expect_kernel_report: false,
@@ -47,6 +50,7 @@ fn parse_args() -> Result<Args, String> {
             "--args" => a.args = value()?,
             "--timeout" => a.timeout = value()?.parse().map_err(|e| format!("--timeout: {e}"))?,
             "--memory" => a.memory = value()?,
+            "--accel" => a.accel = value()?,
             "--log" => a.log = Some(value()?),
             "--console" => a.console = true,
             "--expect-kernel-report" => a.expect_kernel_report = true,
@@ -55,6 +59,9 @@ fn parse_args() -> Result<Args, String> {
     }
     if a.kernel.is_empty() || a.initrd.is_empty() {
         return Err("--kernel and --initrd are required".into());
+    }
+    if a.accel != "tcg" && a.accel != "kvm" {
+        return Err("--accel must be tcg or kvm".into());
     }
     if a.args.contains(char::is_whitespace) {
         return Err("--args must not contain spaces (use commas)".into());
@@ -77,9 +84,10 @@ fn main() -> ExitCode {
     if !args.args.is_empty() {
         append.push_str(&format!(" DSU_ARGS={}", args.args));
     }
-    // Nested KVM hangs on these machines: TCG only (see shared/FACTS.md).
+    // Nested KVM hangs on some machines: scripts/accel.sh picks kvm only after a probe boot.
+    let cpu = if args.accel == "kvm" { "host" } else { "max" };
     let mut child = match Command::new("qemu-system-x86_64")
-        .args(["-accel", "tcg", "-cpu", "max", "-smp", "2", "-m", &args.memory])
+        .args(["-accel", &args.accel, "-cpu", cpu, "-smp", "2", "-m", &args.memory])
         .args(["-nographic", "-no-reboot", "-serial", "stdio", "-monitor", "none"])
         .args(["-kernel", &args.kernel, "-initrd", &args.initrd, "-append", &append])
         .stdin(Stdio::null())
