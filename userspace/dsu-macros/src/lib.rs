@@ -1,1 +1,370 @@
-//! (being written)
+//! Procedural macros of the [`dsu`](../dsu/index.html) crate. Use them through `dsu`
+//! (`dsu::global!`, `#[derive(dsu::Shared)]`); this crate is an implementation detail.
+//!
+//! ```ignore
+//! use std::sync::atomic::AtomicU64;
+//!
+//! #[derive(dsu::Shared)]
+//! #[repr(C)]
+//! struct Stats { hits: AtomicU64, misses: AtomicU64 }
+//!
+//! dsu::global! {
+//!     static STATS: Stats = Stats { hits: AtomicU64::new(0), misses: AtomicU64::new(0) };
+//! }
+//! ```
+
+use proc_macro::TokenStream;
+use proc_macro2::{Span, TokenStream as TokenStream2};
+use quote::{format_ident, quote, quote_spanned};
+use syn::parse::{Parse, ParseStream};
+use syn::spanned::Spanned;
+use syn::{
+    Attribute, Data, DeriveInput, Expr, Fields, GenericArgument, Ident, LitStr, Path,
+    PathArguments, Token, Type, Visibility, parse_macro_input,
+};
+
+/// Derives `dsu::Shared` for a `#[repr(C)]` or `#[repr(transparent)]` struct whose fields
+/// are all `Shared`.
+///
+/// The fingerprint hashes the type's name, its size and alignment, and for each field its
+/// name, its type's fingerprint, its offset and its size: adding, removing, reordering,
+/// renaming or retyping a field changes it.
+///
+/// References, raw pointers, `Box`, `Vec`, `String`, `Rc`, `Arc` and function pointers are
+/// rejected: they point into one version's private memory.
+///
+/// ```ignore
+/// #[derive(dsu::Shared)]
+/// #[repr(C)]
+/// struct Point { x: std::sync::atomic::AtomicI32, y: std::sync::atomic::AtomicI32 }
+/// ```
+#[proc_macro_derive(Shared)]
+pub fn derive_shared(input: TokenStream) -> TokenStream {
+    let input = parse_macro_input!(input as DeriveInput);
+    match derive_shared_impl(input) {
+        Ok(ts) => ts.into(),
+        Err(e) => e.to_compile_error().into(),
+    }
+}
+
+fn has_stable_repr(attrs: &[Attribute]) -> syn::Result<bool> {
+    let mut ok = false;
+    for attr in attrs {
+        if attr.path().is_ident("repr") {
+            attr.parse_nested_meta(|meta| {
+                if meta.path.is_ident("C") || meta.path.is_ident("transparent") {
+                    ok = true;
+                }
+                // Skip the arguments of align(N) / packed(N).
+                if meta.input.peek(syn::token::Paren) {
+                    let content;
+                    syn::parenthesized!(content in meta.input);
+                    let _: TokenStream2 = content.parse()?;
+                }
+                Ok(())
+            })?;
+        }
+    }
+    Ok(ok)
+}
+
+/// Returns an error naming the first part of `ty` that cannot be shared between program
+/// versions, if any.
+fn reject_private_pointers(ty: &Type) -> syn::Result<()> {
+    let err = |what: &str| {
+        Err(syn::Error::new(
+            ty.span(),
+            format!(
+                "dsu::Shared: {what} cannot be shared between program versions: it points into one \
+                 version's private memory (store the data inline, e.g. in a fixed-size array)"
+            ),
+        ))
+    };
+    match ty {
+        Type::Reference(_) => err("a reference"),
+        Type::Ptr(_) => err("a raw pointer"),
+        Type::BareFn(_) => err("a function pointer"),
+        Type::TraitObject(_) | Type::ImplTrait(_) => err("a trait object"),
+        Type::Slice(_) => err("a slice"),
+        Type::Array(a) => reject_private_pointers(&a.elem),
+        Type::Tuple(t) => t.elems.iter().try_for_each(reject_private_pointers),
+        Type::Paren(p) => reject_private_pointers(&p.elem),
+        Type::Group(g) => reject_private_pointers(&g.elem),
+        Type::Path(p) => {
+            if let Some(last) = p.path.segments.last() {
+                let name = last.ident.to_string();
+                const FORBIDDEN: &[&str] = &[
+                    "Box", "Vec", "String", "Rc", "Arc", "CString", "OsString", "PathBuf",
+                    "HashMap", "BTreeMap",
+                ];
+                if FORBIDDEN.contains(&name.as_str()) {
+                    return err(&format!("`{name}`"));
+                }
+                for seg in &p.path.segments {
+                    if let PathArguments::AngleBracketed(args) = &seg.arguments {
+                        for arg in &args.args {
+                            if let GenericArgument::Type(t) = arg {
+                                reject_private_pointers(t)?;
+                            }
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+fn derive_shared_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
+    let name = &input.ident;
+    let data = match &input.data {
+        Data::Struct(s) => s,
+        _ => {
+            return Err(syn::Error::new(
+                name.span(),
+                "#[derive(dsu::Shared)] supports structs only (implement dsu::Shared by hand for other types)",
+            ));
+        }
+    };
+    if !has_stable_repr(&input.attrs)? {
+        return Err(syn::Error::new(
+            name.span(),
+            "#[derive(dsu::Shared)] needs #[repr(C)] or #[repr(transparent)]: the default Rust layout may \
+             differ between two builds, so the versions would disagree on where each field is",
+        ));
+    }
+    let mut field_hashes = Vec::new();
+    let mut bounds = Vec::new();
+    let fields: Vec<(String, TokenStream2, &Type)> = match &data.fields {
+        Fields::Named(f) => f
+            .named
+            .iter()
+            .map(|f| {
+                let id = f.ident.as_ref().unwrap();
+                (id.to_string(), quote!(#id), &f.ty)
+            })
+            .collect(),
+        Fields::Unnamed(f) => f
+            .unnamed
+            .iter()
+            .enumerate()
+            .map(|(i, f)| {
+                let idx = syn::Index::from(i);
+                (i.to_string(), quote!(#idx), &f.ty)
+            })
+            .collect(),
+        Fields::Unit => Vec::new(),
+    };
+    for (fname, faccess, fty) in &fields {
+        reject_private_pointers(fty)?;
+        bounds.push(quote_spanned!(fty.span()=> #fty: ::dsu::Shared));
+        field_hashes.push(quote! {
+            let h = h
+                .str(#fname)
+                .u64(<#fty as ::dsu::Shared>::FINGERPRINT)
+                .u64(::core::mem::offset_of!(Self, #faccess) as u64)
+                .u64(::core::mem::size_of::<#fty>() as u64);
+        });
+    }
+    let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
+    let mut where_preds: Vec<TokenStream2> = Vec::new();
+    if let Some(w) = where_clause {
+        for p in &w.predicates {
+            where_preds.push(quote!(#p));
+        }
+    }
+    where_preds.extend(bounds);
+    let type_name = name.to_string();
+    Ok(quote! {
+        // SAFETY: the derive checked that the type has a stable layout (repr(C) or
+        // repr(transparent)), holds no pointer into private memory, and that every field
+        // is itself Shared (the bounds below).
+        unsafe impl #impl_generics ::dsu::Shared for #name #ty_generics where #(#where_preds,)* {
+            const FINGERPRINT: u64 = {
+                let h = ::dsu::fingerprint::Fnv::new()
+                    .str(#type_name)
+                    .u64(::core::mem::size_of::<Self>() as u64)
+                    .u64(::core::mem::align_of::<Self>() as u64);
+                #(#field_hashes)*
+                h.finish()
+            };
+        }
+    })
+}
+
+/// One `static NAME: Type = init;` item inside `global!`.
+struct GlobalItem {
+    attrs: Vec<Attribute>,
+    vis: Visibility,
+    ident: Ident,
+    ty: Type,
+    init: Expr,
+    name: Option<LitStr>,
+    migrate: Option<(Type, Path)>,
+}
+
+struct GlobalItems(Vec<GlobalItem>);
+
+impl Parse for GlobalItems {
+    fn parse(input: ParseStream) -> syn::Result<Self> {
+        let mut items = Vec::new();
+        while !input.is_empty() {
+            let all_attrs = input.call(Attribute::parse_outer)?;
+            let vis: Visibility = input.parse()?;
+            input.parse::<Token![static]>()?;
+            if input.peek(Token![mut]) {
+                return Err(input.error(
+                    "dsu::global! statics cannot be `mut`: use an interior-mutable type (atomics, dsu::sync::Mutex)",
+                ));
+            }
+            let ident: Ident = input.parse()?;
+            input.parse::<Token![:]>()?;
+            let ty: Type = input.parse()?;
+            input.parse::<Token![=]>()?;
+            let init: Expr = input.parse()?;
+            input.parse::<Token![;]>()?;
+            let mut attrs = Vec::new();
+            let mut name = None;
+            let mut migrate = None;
+            for attr in all_attrs {
+                if !attr.path().is_ident("dsu") {
+                    attrs.push(attr);
+                    continue;
+                }
+                attr.parse_nested_meta(|meta| {
+                    if meta.path.is_ident("name") {
+                        let lit: LitStr = meta.value()?.parse()?;
+                        if let Err(why) = check_variable_name(&lit.value()) {
+                            return Err(syn::Error::new(lit.span(), why));
+                        }
+                        name = Some(lit);
+                        Ok(())
+                    } else if meta.path.is_ident("migrate") {
+                        let mut from = None;
+                        let mut with = None;
+                        meta.parse_nested_meta(|m| {
+                            if m.path.is_ident("from") {
+                                from = Some(m.value()?.parse::<Type>()?);
+                                Ok(())
+                            } else if m.path.is_ident("with") {
+                                with = Some(m.value()?.parse::<Path>()?);
+                                Ok(())
+                            } else {
+                                Err(m.error("expected `from = OldType` or `with = transform_fn`"))
+                            }
+                        })?;
+                        match (from, with) {
+                            (Some(f), Some(w)) => {
+                                migrate = Some((f, w));
+                                Ok(())
+                            }
+                            _ => Err(meta.error("migrate needs both `from = OldType` and `with = transform_fn`")),
+                        }
+                    } else {
+                        Err(meta.error("unknown dsu attribute: expected `name = \"...\"` or `migrate(from = T, with = f)`"))
+                    }
+                })?;
+            }
+            items.push(GlobalItem {
+                attrs,
+                vis,
+                ident,
+                ty,
+                init,
+                name,
+                migrate,
+            });
+        }
+        Ok(GlobalItems(items))
+    }
+}
+
+/// The kernel's rule for variable names: 1..127 printable ASCII bytes.
+fn check_variable_name(name: &str) -> Result<(), String> {
+    if name.is_empty() || name.len() > 127 {
+        return Err(format!(
+            "dsu variable name {name:?} must be 1 to 127 bytes long"
+        ));
+    }
+    if !name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return Err(format!(
+            "dsu variable name {name:?} must be printable ASCII"
+        ));
+    }
+    Ok(())
+}
+
+/// Declares shared globals. See `dsu::global!` for the documentation.
+#[proc_macro]
+pub fn global(input: TokenStream) -> TokenStream {
+    let items = parse_macro_input!(input as GlobalItems);
+    let mut out = TokenStream2::new();
+    for item in items.0 {
+        out.extend(expand_global(item));
+    }
+    out.into()
+}
+
+fn expand_global(item: GlobalItem) -> TokenStream2 {
+    let GlobalItem {
+        attrs,
+        vis,
+        ident,
+        ty,
+        init,
+        name,
+        migrate,
+    } = item;
+    let name_expr = match &name {
+        Some(lit) => {
+            let v = format!("{}\0", lit.value());
+            quote!(#v)
+        }
+        None => {
+            let id = ident.to_string();
+            quote!(::core::concat!(::core::module_path!(), "::", #id, "\0"))
+        }
+    };
+    let type_str = format!("{}\0", quote!(#ty).to_string().replace(' ', ""));
+    let desc = format_ident!("__DSU_DESC_{}", ident);
+    let migration = match &migrate {
+        None => quote!(::core::ptr::null()),
+        Some((old, with)) => {
+            let old_str = format!("{}\0", quote!(#old).to_string().replace(' ', ""));
+            quote! {{
+                fn __dsu_transform(old: *const u8, new: *mut u8) {
+                    // SAFETY: attach passes `size_of::<Old>()` bytes read from the segment
+                    // entry whose fingerprint is Old's, so they hold a valid Old, and a
+                    // buffer of `size_of::<New>()` bytes for the result.
+                    let old: #old = unsafe { ::core::ptr::read_unaligned(old.cast::<#old>()) };
+                    let new_value: #ty = #with(old);
+                    // SAFETY: see above.
+                    unsafe { ::core::ptr::write_unaligned(new.cast::<#ty>(), new_value) };
+                }
+                static __DSU_MIGRATION: ::dsu::Migration = ::dsu::Migration::new::<#old>(
+                    #old_str.as_ptr().cast(),
+                    __dsu_transform,
+                );
+                &__DSU_MIGRATION
+            }}
+        }
+    };
+    let span = Span::call_site();
+    quote_spanned! {span=>
+        #(#attrs)*
+        #[unsafe(link_section = "dsu_globals")]
+        #vis static #ident: ::dsu::Global<#ty> = ::dsu::Global::new(#init);
+
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        #[::dsu::__private::linkme::distributed_slice(::dsu::GLOBALS)]
+        #[linkme(crate = ::dsu::__private::linkme)]
+        static #desc: ::dsu::GlobalDesc = ::dsu::GlobalDesc::new::<#ty>(
+            #name_expr.as_ptr().cast(),
+            #type_str.as_ptr().cast(),
+            &#ident,
+            #migration,
+        );
+    }
+}

@@ -1,1 +1,188 @@
-//! (being written)
+//! Shared globals for multi-version dynamic software update.
+//!
+//! A program declares its long-lived state with [`global!`]. Each global is an ordinary
+//! static, alone in whole pages of the linker section `dsu_globals`. [`attach`] maps the
+//! pages of a named *segment* of the `dsu` kernel module over that section, so that every
+//! running version of the program (v1, and the v2 that replaces it) reads and writes the
+//! same physical pages at its own link-time addresses: no copying, no pointer chasing.
+//!
+//! Variables are matched by name. A variable both versions declare with the same type is
+//! *common* (shared); one only the new version declares is *added* with its initialiser;
+//! one only the old version declares stays in the segment for it. A variable whose type
+//! changed is a conflict ([`Error::TypeChanged`]) unless the new version declares a
+//! migration.
+//!
+//! # Worked example: v1 → v2
+//!
+//! Version 1 counts requests and keeps a log level:
+//!
+//! ```no_run
+//! // server v1
+//! use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+//!
+//! dsu::global! {
+//!     #[dsu(name = "server::REQUESTS")]
+//!     static REQUESTS: AtomicU64 = AtomicU64::new(0);
+//!     #[dsu(name = "server::LOG_LEVEL")]
+//!     static LOG_LEVEL: AtomicU32 = AtomicU32::new(2);
+//! }
+//!
+//! fn main() -> Result<(), dsu::Error> {
+//!     // First thing in main, before other threads touch the globals.
+//!     let version = dsu::attach("server", "1.0")?;
+//!     loop {
+//!         REQUESTS.fetch_add(1, Ordering::Relaxed); // handle a request
+//!         if version.newer_version()?.is_some() {
+//!             return Ok(()); // v2 is up: drain and exit
+//!         }
+//!     }
+//! }
+//! ```
+//!
+//! Version 2 keeps `REQUESTS` (same name and type: it sees v1's count and both versions
+//! update it while they run side by side), drops `LOG_LEVEL` (it stays in the segment for
+//! v1) and adds a mutex-protected table (created with its initialiser). Its `Stats` type
+//! migrates from v1's layout:
+//!
+//! ```no_run
+//! // server v2
+//! use dsu::sync::Mutex;
+//! use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! #[derive(dsu::Shared)]
+//! #[repr(C)]
+//! struct Table { len: u32, keys: [u64; 64] }
+//!
+//! // The old and the new layout of a struct that changed.
+//! #[derive(dsu::Shared)]
+//! #[repr(C)]
+//! struct StatsV1 { hits: AtomicU64 }
+//! #[derive(dsu::Shared)]
+//! #[repr(C)]
+//! struct Stats { hits: AtomicU64, misses: AtomicU64 }
+//!
+//! fn upgrade(old: StatsV1) -> Stats {
+//!     Stats { hits: old.hits, misses: AtomicU64::new(0) }
+//! }
+//!
+//! dsu::global! {
+//!     #[dsu(name = "server::REQUESTS")]
+//!     static REQUESTS: AtomicU64 = AtomicU64::new(0);
+//!     #[dsu(name = "server::TABLE")]
+//!     static TABLE: Mutex<Table> = Mutex::new(Table { len: 0, keys: [0; 64] });
+//!     #[dsu(name = "server::STATS", migrate(from = StatsV1, with = upgrade))]
+//!     static STATS: Stats = Stats { hits: AtomicU64::new(0), misses: AtomicU64::new(0) };
+//! }
+//!
+//! fn main() -> Result<(), dsu::Error> {
+//!     let version = dsu::Attach::new("server", "2.0").must_exist().attach()?;
+//!     println!("requests so far: {}", REQUESTS.load(Ordering::Relaxed));
+//!     let mut table = TABLE.lock().unwrap_or_else(|died| died.into_inner());
+//!     table.len += 1;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! A migrated variable is a new entry in the segment: it starts from a snapshot of the old
+//! value taken at attach, and is no longer shared with the older versions (they keep
+//! the old entry).
+//!
+//! # What can be shared
+//!
+//! Only [`Shared`] types: integers, floats, `bool`, atomics, arrays, [`sync::Mutex`] and
+//! `#[repr(C)]` structs deriving `Shared`. Pointers of any kind are refused: they point
+//! into one version's private memory. Use interior mutability (atomics, the mutex) for
+//! anything that changes; [`Global::read`]/[`Global::write`] give volatile access to plain
+//! values.
+//!
+//! # Linker sections
+//!
+//! Globals live in `dsu_globals`; their descriptors ([`GlobalDesc`]) in the linkme slice
+//! [`GLOBALS`], whose ELF section is `linkme_DSU_GLOBALS` (linkme names the section of a
+//! slice `linkme_<IDENT>`; the slice is declared as `DSU_GLOBALS` so that its section does
+//! not clash with another crate's `GLOBALS`). The C API (`libdsu`, `dsu.h`) places C
+//! globals and descriptors in the same two sections, so C and Rust globals can mix.
+
+extern crate self as dsu;
+
+pub mod error;
+pub mod fingerprint;
+mod global;
+pub mod layout;
+pub mod names;
+mod shared;
+pub mod sync;
+pub mod sys;
+
+mod attach;
+
+pub use attach::{Attach, AttachedVar, VarStatus, Version, attach};
+pub use dsu_macros::Shared;
+pub use error::{Error, Op, Result};
+pub use global::{
+    DESC_HASH_TYPE_NAME, DESC_MAGIC, Global, GlobalDesc, Migration, PAGE_SIZE, SECTION,
+};
+pub use shared::Shared;
+
+/// The name of the ELF section holding the [`GlobalDesc`] records (for C and tools).
+///
+/// ```
+/// assert_eq!(dsu::DESC_SECTION, "linkme_DSU_GLOBALS");
+/// ```
+pub const DESC_SECTION: &str = "linkme_DSU_GLOBALS";
+
+/// Every global of the program (Rust and C), one [`GlobalDesc`] each. Filled at link time
+/// by [`global!`] and C's `DSU_GLOBAL`; ELF section `linkme_DSU_GLOBALS`.
+///
+/// ```
+/// dsu::global! { static X: u64 = 0; }
+/// assert!(dsu::GLOBALS.iter().any(|d| d.name().ends_with("::X")));
+/// ```
+#[linkme::distributed_slice]
+pub static DSU_GLOBALS: [GlobalDesc];
+
+#[doc(inline)]
+pub use DSU_GLOBALS as GLOBALS;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use dsu_macros::global as global_impl;
+    pub use linkme;
+}
+
+/// Declares shared globals.
+///
+/// Each `static NAME: T = init;` becomes a [`Global<T>`] (page-aligned, whole pages, in the
+/// section `dsu_globals`) that dereferences to `T`, plus a [`GlobalDesc`] in [`GLOBALS`].
+/// `T` must be [`Shared`] and `init` a constant expression. Attributes:
+///
+/// - `#[dsu(name = "app::COUNTER")]`: the variable's name in the segment. The default is
+///   `module_path!()::NAME`, which includes the crate name: give an explicit name when two
+///   builds of different crates (e.g. two example binaries) must share it.
+/// - `#[dsu(migrate(from = OldType, with = transform))]`: the global's type changed;
+///   `transform: fn(OldType) -> T` turns a snapshot of the old value (read at attach)
+///   into the new one. The new entry is not shared with versions that use the old type.
+///   Without an old value in the segment, `init` is used.
+///
+/// Other attributes (docs, `#[allow]`) are kept on the static.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// use dsu::sync::Mutex;
+///
+/// dsu::global! {
+///     /// Requests served.
+///     pub static REQUESTS: AtomicU64 = AtomicU64::new(0);
+///     #[dsu(name = "app::CONFIG")]
+///     static CONFIG: Mutex<[u8; 64]> = Mutex::new([0; 64]);
+/// }
+///
+/// REQUESTS.fetch_add(1, Ordering::Relaxed);
+/// CONFIG.lock().unwrap()[0] = 1;
+/// ```
+#[macro_export]
+macro_rules! global {
+    ($($body:tt)*) => {
+        $crate::__private::global_impl! { $($body)* }
+    };
+}

@@ -1,0 +1,581 @@
+//! [`Attach`], [`attach`] and [`Version`]: the update step.
+
+use crate::error::{Error, Result};
+use crate::global::{DESC_MAGIC, GlobalDesc, PAGE_SIZE};
+use crate::layout::{Placed, page_map};
+use crate::sys::{Create, Device, Event, EventKind};
+use dsu_uapi as u;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+static ATTACHED: AtomicBool = AtomicBool::new(false);
+
+/// How a variable was found when attaching.
+///
+/// ```
+/// assert_ne!(dsu::VarStatus::Added, dsu::VarStatus::Common);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum VarStatus {
+    /// Already in the segment with the same type: shared with the other versions.
+    Common,
+    /// Created by this attach, holding the program's initial value.
+    Added,
+    /// Created by this attach from the old type's value through the migration transform.
+    Migrated,
+}
+
+/// One of this program's globals after attach.
+///
+/// ```no_run
+/// let v = dsu::attach("app", "1.0")?;
+/// for var in v.variables() { println!("{} {:?}", var.name, var.status); }
+/// # Ok::<(), dsu::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AttachedVar {
+    /// Its name.
+    pub name: String,
+    /// How it was found.
+    pub status: VarStatus,
+    /// Its first page in the segment.
+    pub first_page: u64,
+    /// Its pages.
+    pub pages: u64,
+}
+
+/// Options of the update step; [`attach`](Attach::attach) does it.
+///
+/// ```no_run
+/// let version = dsu::Attach::new("app", "2.0")
+///     .must_exist()
+///     .prefault(true)
+///     .attach()?;
+/// # Ok::<(), dsu::Error>(())
+/// ```
+#[derive(Clone, Debug)]
+pub struct Attach {
+    segment: String,
+    label: String,
+    create: Create,
+    mode: u32,
+    prefault: bool,
+    device: String,
+}
+
+impl Attach {
+    /// Attach this program's globals to `segment` as a version labelled `label` (1 to 31
+    /// printable ASCII bytes, e.g. `"2.1.0"`). By default the segment is created if
+    /// missing, with mode 0600, and pages are mapped on fault.
+    ///
+    /// ```
+    /// let a = dsu::Attach::new("app", "1.0");
+    /// ```
+    pub fn new(segment: impl Into<String>, label: impl Into<String>) -> Self {
+        Attach {
+            segment: segment.into(),
+            label: label.into(),
+            create: Create::IfMissing,
+            mode: 0,
+            prefault: false,
+            device: crate::sys::DEVICE_PATH.into(),
+        }
+    }
+
+    /// Whether to create the segment ([`Create::IfMissing`], the default), require it to
+    /// exist, or require this call to create it.
+    ///
+    /// ```
+    /// let a = dsu::Attach::new("app", "1.0").create(dsu::sys::Create::MustCreate);
+    /// ```
+    pub fn create(mut self, create: Create) -> Self {
+        self.create = create;
+        self
+    }
+
+    /// Fail with [`Error::SegmentNotFound`] if the segment does not exist (an update that
+    /// must find its predecessor's state).
+    ///
+    /// ```
+    /// let a = dsu::Attach::new("app", "2.0").must_exist();
+    /// ```
+    pub fn must_exist(self) -> Self {
+        self.create(Create::MustExist)
+    }
+
+    /// Fail with [`Error::SegmentExists`] if the segment exists (a first version that
+    /// must start fresh).
+    ///
+    /// ```
+    /// let a = dsu::Attach::new("app", "1.0").must_create();
+    /// ```
+    pub fn must_create(self) -> Self {
+        self.create(Create::MustCreate)
+    }
+
+    /// Permission bits (at most 0o777) of a segment this call creates; 0 means 0600.
+    ///
+    /// ```
+    /// let a = dsu::Attach::new("app", "1.0").mode(0o660);
+    /// ```
+    pub fn mode(mut self, mode: u32) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Install every page-table entry at mmap (`DSU_BIND_PREFAULT`) instead of on first
+    /// touch.
+    ///
+    /// ```
+    /// let a = dsu::Attach::new("app", "1.0").prefault(true);
+    /// ```
+    pub fn prefault(mut self, yes: bool) -> Self {
+        self.prefault = yes;
+        self
+    }
+
+    /// Use another device node than `/dev/dsu`.
+    ///
+    /// ```
+    /// let a = dsu::Attach::new("app", "1.0").device("/dev/dsu");
+    /// ```
+    pub fn device(mut self, path: impl Into<String>) -> Self {
+        self.device = path.into();
+        self
+    }
+
+    /// Does the update step with every global of the program ([`GLOBALS`](crate::GLOBALS)):
+    /// opens the device, attaches to the segment, resolves all globals in one batch
+    /// (running migrations), builds the page map of the `dsu_globals` section, binds, and
+    /// maps the segment's pages over the section with `MAP_FIXED`.
+    ///
+    /// Call it before any other thread touches the globals: their values before attach
+    /// are only initialisers, and a store racing with the mapping is lost. It succeeds
+    /// once per process ([`Error::AlreadyAttached`] after that).
+    ///
+    /// On a conflict ([`Error::TypeChanged`], [`Error::SizeChanged`]) nothing is changed in
+    /// the segment and the program's globals stay private.
+    ///
+    /// ```no_run
+    /// let version = dsu::Attach::new("app", "1.0").mode(0o600).attach()?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn attach(self) -> Result<Version> {
+        if ATTACHED.swap(true, Ordering::AcqRel) {
+            return Err(Error::AlreadyAttached);
+        }
+        let r = self.attach_descs(&crate::GLOBALS);
+        if r.is_err() {
+            ATTACHED.store(false, Ordering::Release);
+        }
+        r
+    }
+
+    fn attach_descs(self, descs: &[GlobalDesc]) -> Result<Version> {
+        // SAFETY: sysconf has no preconditions.
+        let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
+        if page != PAGE_SIZE {
+            return Err(Error::PageSize(page));
+        }
+        crate::names::check_segment(&self.segment)?;
+        crate::names::check_label(&self.label)?;
+        check_descs(descs)?;
+
+        let mut dev = Device::open_path(&self.device)?;
+        let created = dev.attach(&self.segment, self.create, self.mode)?;
+        let mut version = Version {
+            dev,
+            segment: self.segment.clone(),
+            label: self.label.clone(),
+            id: None,
+            created_segment: created,
+            vars: Vec::new(),
+            newest: std::sync::Mutex::new(None),
+        };
+        if descs.is_empty() {
+            version.dev.set_nonblocking(true)?;
+            return Ok(version);
+        }
+
+        // Build the batch; migrations read their old value first.
+        let mut vars = Vec::with_capacity(descs.len());
+        let mut buffers: Vec<Vec<u8>> = Vec::new();
+        let mut migrated = vec![false; descs.len()];
+        for (i, d) in descs.iter().enumerate() {
+            let mut v = u::dsu_var {
+                size: d.size,
+                align: d.align,
+                fingerprint: d.effective_fingerprint(),
+                init: d.init as u64,
+                ..Default::default()
+            };
+            crate::sys::set_var_name(&mut v, d.name())?;
+            if let Some(m) = d.migration() {
+                v.flags |= u::DSU_VAR_MIGRATE;
+                if let Some(bytes) = migrate_init(&version.dev, &self.segment, d, m)? {
+                    v.init = bytes.as_ptr() as u64;
+                    buffers.push(bytes);
+                    migrated[i] = true;
+                }
+            }
+            vars.push(v);
+        }
+        let type_names: Vec<&str> = descs.iter().map(|d| d.type_name()).collect();
+        version.dev.resolve(&mut vars, &type_names)?;
+        drop(buffers);
+
+        let mut placed = Vec::with_capacity(descs.len());
+        for (i, (d, v)) in descs.iter().zip(&vars).enumerate() {
+            if v.page_count != d.pages {
+                return Err(Error::PageCount {
+                    name: d.name().into(),
+                    got: v.page_count,
+                    want: d.pages,
+                });
+            }
+            placed.push(Placed {
+                name: d.name().into(),
+                addr: d.addr as usize,
+                pages: d.pages,
+                first_page: v.first_page,
+            });
+            let status = match v.status {
+                u::DSU_VAR_ADDED if migrated[i] => VarStatus::Migrated,
+                u::DSU_VAR_ADDED => VarStatus::Added,
+                _ => VarStatus::Common,
+            };
+            version.vars.push(AttachedVar {
+                name: d.name().into(),
+                status,
+                first_page: v.first_page,
+                pages: v.page_count,
+            });
+        }
+        let map = page_map(&placed).map_err(Error::Layout)?;
+        let id = version.dev.bind(&self.label, &map.pages, self.prefault)?;
+        version.id = Some(id);
+        // SAFETY: the range is exactly this program's dsu_globals section, which holds
+        // nothing but the globals (checked by page_map); mapping the segment over it is
+        // the purpose. No other thread touches the globals during attach (documented).
+        unsafe { version.dev.mmap(Some(map.start), map.len()) }?;
+        version.dev.set_nonblocking(true)?;
+        Ok(version)
+    }
+}
+
+/// Checks the descriptors: magic, names, duplicates.
+fn check_descs(descs: &[GlobalDesc]) -> Result<()> {
+    let mut names = std::collections::HashSet::new();
+    for d in descs {
+        if d.magic != DESC_MAGIC {
+            return Err(Error::BadDescriptor(format!(
+                "magic {:#x} != {DESC_MAGIC:#x} at {:p}",
+                d.magic, d
+            )));
+        }
+        if d.name.is_null() || d.addr.is_null() || d.init.is_null() {
+            return Err(Error::BadDescriptor(format!(
+                "null pointer in the descriptor at {d:p}"
+            )));
+        }
+        crate::names::check_variable(d.name())?;
+        if d.size == 0 || d.pages == 0 || d.size > d.pages * PAGE_SIZE as u64 {
+            return Err(Error::BadDescriptor(format!(
+                "\"{}\": size {} in {} pages",
+                d.name(),
+                d.size,
+                d.pages
+            )));
+        }
+        if !names.insert(d.name()) {
+            return Err(Error::DuplicateName(d.name().into()));
+        }
+    }
+    Ok(())
+}
+
+/// The initial bytes of a migrated global: `None` if the new entry already exists (it is
+/// shared as is) or there is no old value (the program's initialiser is used); else the
+/// transform applied to a snapshot of the old value.
+fn migrate_init(
+    dev: &Device,
+    segment: &str,
+    d: &GlobalDesc,
+    m: &crate::Migration,
+) -> Result<Option<Vec<u8>>> {
+    let mut probe = [0u8; 1];
+    match dev.read_var(
+        segment,
+        d.name(),
+        Some(d.effective_fingerprint()),
+        0,
+        &mut probe,
+    ) {
+        Ok(r) if r.var_size == d.size => return Ok(None),
+        Ok(_) | Err(Error::VariableNotFound { .. }) => {}
+        Err(e) => return Err(e),
+    }
+    let mut old = vec![0u8; m.old_size as usize];
+    match dev.read_var(segment, d.name(), Some(m.old_fingerprint), 0, &mut old) {
+        Ok(r) if r.var_size == m.old_size && r.copied == m.old_size => {
+            let mut new = vec![0u8; d.size as usize];
+            (m.transform)(old.as_ptr(), new.as_mut_ptr());
+            Ok(Some(new))
+        }
+        Ok(_) | Err(Error::VariableNotFound { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Attaches this program's globals to `segment` as version `label`, creating the segment
+/// if missing: `Attach::new(segment, label).attach()`. See [`Attach::attach`].
+///
+/// ```no_run
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// dsu::global! {
+///     static REQUESTS: AtomicU64 = AtomicU64::new(0);
+/// }
+/// fn main() -> Result<(), dsu::Error> {
+///     let _version = dsu::attach("server", "1.0")?;
+///     REQUESTS.fetch_add(1, Ordering::Relaxed); // now in the shared segment
+///     Ok(())
+/// }
+/// ```
+pub fn attach(segment: &str, label: &str) -> Result<Version> {
+    Attach::new(segment, label).attach()
+}
+
+/// This process as a version of a segment: returned by [`attach`].
+///
+/// It owns the `/dev/dsu` handle. Dropping it closes the handle but does **not** unmap
+/// the globals: they stay shared until the process exits. Keep it to learn about newer
+/// versions ([`newer_version`](Self::newer_version), [`wait_for_newer`](Self::wait_for_newer),
+/// or poll [`as_fd`](Self::as_fd) for `POLLIN` in an event loop).
+///
+/// ```no_run
+/// let version = dsu::attach("server", "1.0")?;
+/// loop {
+///     // ... serve ...
+///     if let Some(newer) = version.wait_for_newer(Some(std::time::Duration::from_secs(1)))? {
+///         println!("version {} is up: draining", newer.label);
+///         break;
+///     }
+/// }
+/// # Ok::<(), dsu::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Version {
+    dev: Device,
+    segment: String,
+    label: String,
+    id: Option<u64>,
+    created_segment: bool,
+    vars: Vec<AttachedVar>,
+    newest: std::sync::Mutex<Option<Event>>,
+}
+
+impl Version {
+    /// The segment's name.
+    ///
+    /// ```no_run
+    /// assert_eq!(dsu::attach("app", "1")?.segment(), "app");
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn segment(&self) -> &str {
+        &self.segment
+    }
+
+    /// This version's label.
+    ///
+    /// ```no_run
+    /// assert_eq!(dsu::attach("app", "1")?.label(), "1");
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The version id the kernel assigned, `None` for a program without globals (it is
+    /// attached, not bound).
+    ///
+    /// ```no_run
+    /// println!("{:?}", dsu::attach("app", "1")?.id());
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn id(&self) -> Option<u64> {
+        self.id
+    }
+
+    /// Whether this attach created the segment (the first version).
+    ///
+    /// ```no_run
+    /// if dsu::attach("app", "1")?.created_segment() { println!("fresh start"); }
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn created_segment(&self) -> bool {
+        self.created_segment
+    }
+
+    /// This program's globals and how each was found.
+    ///
+    /// ```no_run
+    /// let v = dsu::attach("app", "1")?;
+    /// let added = v.variables().iter().filter(|x| x.status == dsu::VarStatus::Added).count();
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn variables(&self) -> &[AttachedVar] {
+        &self.vars
+    }
+
+    /// The `/dev/dsu` handle, for queries such as [`Device::list_versions`].
+    ///
+    /// ```no_run
+    /// let v = dsu::attach("app", "1")?;
+    /// let others = v.device().list_versions("app")?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn device(&self) -> &Device {
+        &self.dev
+    }
+
+    /// The pollable fd: `POLLIN` when events (a newer version bound, a version ended) are
+    /// queued. It is non-blocking.
+    ///
+    /// ```no_run
+    /// use std::os::fd::AsRawFd;
+    /// let v = dsu::attach("app", "1")?;
+    /// println!("poll fd {}", v.as_fd().as_raw_fd());
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.dev.as_fd()
+    }
+
+    /// Reads the queued events without blocking (empty if none), remembering the newest
+    /// bound version for [`newer_version`](Self::newer_version).
+    ///
+    /// ```no_run
+    /// let v = dsu::attach("app", "1")?;
+    /// for e in v.events()? { println!("{:?} {}", e.kind, e.label); }
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn events(&self) -> Result<Vec<Event>> {
+        let events = self.dev.read_events()?;
+        if let Some(b) = events.iter().rev().find(|e| e.kind == EventKind::Bound) {
+            *self.newest.lock().unwrap_or_else(|e| e.into_inner()) = Some(b.clone());
+        }
+        Ok(events)
+    }
+
+    /// Whether a newer version has bound to the segment since this one did (non-blocking):
+    /// the newest such version's bind event. Events other than binds are consumed.
+    ///
+    /// ```no_run
+    /// let v = dsu::attach("app", "1")?;
+    /// if v.newer_version()?.is_some() { /* drain and exit */ }
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn newer_version(&self) -> Result<Option<Event>> {
+        self.events()?;
+        Ok(self
+            .newest
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone())
+    }
+
+    /// Waits until a newer version binds or the timeout passes (`None`: no timeout).
+    /// Returns its bind event, or `None` on timeout.
+    ///
+    /// ```no_run
+    /// let v = dsu::attach("app", "1")?;
+    /// let newer = v.wait_for_newer(Some(std::time::Duration::from_millis(100)))?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn wait_for_newer(&self, timeout: Option<Duration>) -> Result<Option<Event>> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            if let Some(e) = self.newer_version()? {
+                return Ok(Some(e));
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(None);
+            }
+            self.dev.poll(left)?;
+        }
+    }
+}
+
+impl AsFd for Version {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.dev.as_fd()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_names_fail_before_any_ioctl() {
+        let e = Attach::new("bad/name", "1")
+            .device("/nonexistent")
+            .attach_descs(&[])
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidName {
+                    what: "segment name",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = Attach::new("ok", "")
+            .device("/nonexistent")
+            .attach_descs(&[])
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                Error::InvalidName {
+                    what: "version label",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn missing_device_says_load_the_module() {
+        let e = Attach::new("ok", "1")
+            .device("/nonexistent/dsu")
+            .attach_descs(&[])
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "dsu kernel module not loaded: /dev/dsu is missing (load it with insmod dsu.ko)"
+        );
+    }
+
+    #[test]
+    fn descriptors_are_checked() {
+        check_descs(&crate::GLOBALS).unwrap();
+        static G: crate::Global<u32> = crate::Global::new(0);
+        let a = GlobalDesc::new::<u32>(c"dup".as_ptr(), c"u32".as_ptr(), &G, std::ptr::null());
+        let b = GlobalDesc::new::<u32>(c"dup".as_ptr(), c"u32".as_ptr(), &G, std::ptr::null());
+        let e = check_descs(&[a, b]).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("two globals of this program are named \"dup\""),
+            "{e}"
+        );
+        let mut c = GlobalDesc::new::<u32>(c"x".as_ptr(), c"u32".as_ptr(), &G, std::ptr::null());
+        c.magic = 0;
+        assert!(matches!(check_descs(&[c]), Err(Error::BadDescriptor(_))));
+    }
+}

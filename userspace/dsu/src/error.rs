@@ -1,0 +1,516 @@
+//! [`Error`]: every failure of the crate, with a message that says what to do.
+
+use nix::errno::Errno;
+
+/// Which `/dev/dsu` operation failed.
+///
+/// ```
+/// assert_eq!(dsu::Op::Resolve.to_string(), "RESOLVE");
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `DSU_IOC_ATTACH`.
+    Attach,
+    /// `DSU_IOC_RESOLVE`.
+    Resolve,
+    /// `DSU_IOC_BIND`.
+    Bind,
+    /// `mmap()` of a bound handle.
+    Mmap,
+    /// `DSU_IOC_LIST_SEGMENTS`.
+    ListSegments,
+    /// `DSU_IOC_LIST_VARIABLES`.
+    ListVariables,
+    /// `DSU_IOC_LIST_VERSIONS`.
+    ListVersions,
+    /// `DSU_IOC_READ_VAR`.
+    ReadVar,
+    /// `DSU_IOC_DESTROY`.
+    Destroy,
+    /// `read()` or `poll()` of events.
+    Events,
+}
+
+impl Op {
+    /// The permission the operation needs on an existing segment (per DESIGN.md).
+    ///
+    /// ```
+    /// assert_eq!(dsu::Op::Bind.needs(), "read and write");
+    /// ```
+    pub fn needs(self) -> &'static str {
+        match self {
+            Op::Resolve | Op::Bind | Op::Mmap => "read and write",
+            Op::Destroy => "owner",
+            _ => "read",
+        }
+    }
+}
+
+impl std::fmt::Display for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Op::Attach => "ATTACH",
+            Op::Resolve => "RESOLVE",
+            Op::Bind => "BIND",
+            Op::Mmap => "mmap",
+            Op::ListSegments => "LIST_SEGMENTS",
+            Op::ListVariables => "LIST_VARIABLES",
+            Op::ListVersions => "LIST_VERSIONS",
+            Op::ReadVar => "READ_VAR",
+            Op::Destroy => "DESTROY",
+            Op::Events => "reading events",
+        })
+    }
+}
+
+/// Formats "owner U, mode 0MMM" or what is known of it.
+fn owner_mode(uid: &Option<u32>, mode: &Option<u32>) -> String {
+    match (uid, mode) {
+        (Some(u), Some(m)) => format!("owner {u}, mode {m:04o}"),
+        _ => "owner and mode unknown".into(),
+    }
+}
+
+fn more(n: &usize) -> String {
+    if *n == 0 {
+        String::new()
+    } else {
+        format!(" (and {n} more conflicting variables)")
+    }
+}
+
+/// Every error of the crate. The messages name the object and say what to do.
+///
+/// ```
+/// let e = dsu::Error::ModuleNotLoaded;
+/// assert_eq!(e.to_string(), "dsu kernel module not loaded: /dev/dsu is missing (load it with insmod dsu.ko)");
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// `/dev/dsu` does not exist.
+    #[error("dsu kernel module not loaded: /dev/dsu is missing (load it with insmod dsu.ko)")]
+    ModuleNotLoaded,
+
+    /// `/dev/dsu` exists but cannot be opened.
+    #[error(
+        "cannot open {path}: {source} (it should be the dsu module's character device, mode 0666)"
+    )]
+    OpenDevice {
+        /// The device path.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+
+    /// A segment name, variable name or label breaks the kernel's rules.
+    #[error("invalid {what} {name:?}: {why}")]
+    InvalidName {
+        /// "segment name", "variable name" or "version label".
+        what: &'static str,
+        /// The offending name.
+        name: String,
+        /// What is wrong with it.
+        why: String,
+    },
+
+    /// `EACCES`: the segment's mode does not allow the operation.
+    #[error(
+        "permission denied on segment \"{segment}\" ({}): {op} needs {needs} permission (run as its owner, or recreate it with a wider mode, e.g. dsuctl create {segment} --mode 0660)",
+        owner_mode(.uid, .mode), needs = .op.needs()
+    )]
+    PermissionDenied {
+        /// The segment.
+        segment: String,
+        /// The operation refused.
+        op: Op,
+        /// Its owner, if it could be looked up.
+        uid: Option<u32>,
+        /// Its mode, if it could be looked up.
+        mode: Option<u32>,
+    },
+
+    /// `EPERM` from DESTROY.
+    #[error("only the owner of segment \"{segment}\" ({}) or root can destroy it", owner_mode(.uid, .mode))]
+    NotOwner {
+        /// The segment.
+        segment: String,
+        /// Its owner, if known.
+        uid: Option<u32>,
+        /// Its mode, if known.
+        mode: Option<u32>,
+    },
+
+    /// `ENOENT`: no such segment.
+    #[error(
+        "segment \"{segment}\" does not exist (create it with `dsuctl create {segment}`, or attach without must_exist; `dsuctl list` shows the segments)"
+    )]
+    SegmentNotFound {
+        /// The segment.
+        segment: String,
+    },
+
+    /// `EEXIST` from ATTACH with must-create.
+    #[error(
+        "segment \"{segment}\" already exists (attach without must_create, or remove it first with `dsuctl destroy {segment}`)"
+    )]
+    SegmentExists {
+        /// The segment.
+        segment: String,
+    },
+
+    /// `EIDRM`: the segment was destroyed.
+    #[error(
+        "segment \"{segment}\" was destroyed (running versions keep their pages); attach again to create a new segment of that name"
+    )]
+    SegmentDestroyed {
+        /// The segment.
+        segment: String,
+    },
+
+    /// `ENOENT` from READ_VAR: no such variable (with that fingerprint).
+    #[error(
+        "variable \"{name}\" not found in segment \"{segment}\" (`dsuctl show {segment}` lists its variables)"
+    )]
+    VariableNotFound {
+        /// The segment.
+        segment: String,
+        /// The variable.
+        name: String,
+    },
+
+    /// RESOLVE conflict: same size, another fingerprint.
+    #[error(
+        "variable \"{name}\" changed type: fingerprint {ours:#018x} != {theirs:#018x} in segment \"{segment}\" (this program declares it as {type_name}; keep the old type, use a new name, or declare #[dsu(migrate(from = OldType, with = transform))]){}; nothing was changed",
+        more(.others)
+    )]
+    TypeChanged {
+        /// The segment.
+        segment: String,
+        /// The variable.
+        name: String,
+        /// The type as this program spells it.
+        type_name: String,
+        /// This program's fingerprint.
+        ours: u64,
+        /// The fingerprint in the segment.
+        theirs: u64,
+        /// Further conflicting variables in the same batch.
+        others: usize,
+    },
+
+    /// RESOLVE conflict: another size.
+    #[error(
+        "variable \"{name}\" changed size: {ours} bytes in this program ({type_name}) != {theirs} bytes in segment \"{segment}\" (keep the old type, use a new name, or declare #[dsu(migrate(from = OldType, with = transform))]){}; nothing was changed",
+        more(.others)
+    )]
+    SizeChanged {
+        /// The segment.
+        segment: String,
+        /// The variable.
+        name: String,
+        /// The type as this program spells it.
+        type_name: String,
+        /// This program's size.
+        ours: u64,
+        /// The size in the segment.
+        theirs: u64,
+        /// Further conflicting variables in the same batch.
+        others: usize,
+    },
+
+    /// `ENOSPC` / `E2BIG`: a module limit.
+    #[error(
+        "dsu limit reached: {what} (raise /sys/module/dsu/parameters/{param} when loading the module)"
+    )]
+    Limit {
+        /// What ran out.
+        what: &'static str,
+        /// The module parameter(s).
+        param: &'static str,
+    },
+
+    /// `ENOMEM`.
+    #[error("out of memory during {op} (dsu pages are charged to the caller's memory cgroup)")]
+    OutOfMemory {
+        /// The operation.
+        op: Op,
+    },
+
+    /// An errno that means the library and the module disagree, or a bug.
+    #[error("dsu {op} failed with {errno}: {hint}")]
+    Kernel {
+        /// The operation.
+        op: Op,
+        /// The errno.
+        errno: Errno,
+        /// What it most likely means.
+        hint: &'static str,
+    },
+
+    /// Two globals of this program have the same name.
+    #[error(
+        "two globals of this program are named \"{0}\": give one of them an explicit #[dsu(name = \"...\")]"
+    )]
+    DuplicateName(String),
+
+    /// The globals do not tile the section.
+    #[error(
+        "this program's dsu globals do not tile the dsu_globals section: {0} (only dsu::global! / DSU_GLOBAL may place data there)"
+    )]
+    Layout(String),
+
+    /// A descriptor is malformed (wrong magic, a C header from another version).
+    #[error("bad dsu global descriptor: {0} (rebuild the program against this library's dsu.h)")]
+    BadDescriptor(String),
+
+    /// The kernel returned pages that do not match the program's layout.
+    #[error(
+        "the kernel gave variable \"{name}\" {got} pages where this program has {want} (the module and the library disagree)"
+    )]
+    PageCount {
+        /// The variable.
+        name: String,
+        /// Pages in the segment.
+        got: u64,
+        /// Pages here.
+        want: u64,
+    },
+
+    /// `attach` was called twice.
+    #[error(
+        "dsu::attach was already called in this process: the globals can be attached only once"
+    )]
+    AlreadyAttached,
+
+    /// The system's page size is not the one the layout assumes.
+    #[error("dsu globals assume 4096-byte pages, but this system uses {0}-byte pages")]
+    PageSize(usize),
+
+    /// A system call other than an ioctl failed.
+    #[error("{what} failed: {source}")]
+    Io {
+        /// What was being done.
+        what: &'static str,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// A `Result` with [`Error`].
+///
+/// ```
+/// fn f() -> dsu::Result<()> { Ok(()) }
+/// f().unwrap();
+/// ```
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// What a failing ioctl was about, for the message.
+#[derive(Clone, Debug, Default)]
+pub struct Context {
+    /// The segment.
+    pub segment: String,
+    /// The variable, if any.
+    pub name: Option<String>,
+    /// The segment's owner and mode, if looked up (for EACCES / EPERM).
+    pub owner: Option<(u32, u32)>,
+}
+
+impl Error {
+    /// Maps an errno of `op` to an error, as DESIGN.md lists them for every ioctl.
+    ///
+    /// ```
+    /// use dsu::{Error, Op, error::Context};
+    /// use nix::errno::Errno;
+    /// let ctx = Context { segment: "x".into(), owner: Some((0, 0o600)), ..Default::default() };
+    /// let e = Error::from_errno(Op::Bind, Errno::EACCES, &ctx);
+    /// assert!(e.to_string().starts_with("permission denied on segment \"x\" (owner 0, mode 0600)"));
+    /// ```
+    pub fn from_errno(op: Op, errno: Errno, ctx: &Context) -> Error {
+        let segment = ctx.segment.clone();
+        let (uid, mode) = match ctx.owner {
+            Some((u, m)) => (Some(u), Some(m)),
+            None => (None, None),
+        };
+        match (op, errno) {
+            (_, Errno::ENOMEM) => Error::OutOfMemory { op },
+            (_, Errno::EACCES) => Error::PermissionDenied {
+                segment,
+                op,
+                uid,
+                mode,
+            },
+            (Op::Destroy, Errno::EPERM) => Error::NotOwner { segment, uid, mode },
+            (_, Errno::EIDRM) => Error::SegmentDestroyed { segment },
+            (Op::ReadVar, Errno::ENOENT) if ctx.name.is_some() => Error::VariableNotFound {
+                segment,
+                name: ctx.name.clone().unwrap_or_default(),
+            },
+            (_, Errno::ENOENT) => Error::SegmentNotFound { segment },
+            (Op::Attach, Errno::EEXIST) => Error::SegmentExists { segment },
+            (Op::Attach, Errno::ENOSPC) => Error::Limit {
+                what: "too many segments",
+                param: "max_segments",
+            },
+            (Op::Resolve, Errno::ENOSPC) => Error::Limit {
+                what: "the segment is full (pages or variables)",
+                param: "max_segment_pages or max_variables",
+            },
+            (Op::Resolve, Errno::E2BIG) => Error::Limit {
+                what: "this program has more globals than one batch may hold",
+                param: "max_variables",
+            },
+            (Op::Bind, Errno::ENOSPC) => Error::Limit {
+                what: "too many live versions of the segment",
+                param: "max_versions",
+            },
+            (Op::Bind, Errno::E2BIG) => Error::Limit {
+                what: "the globals section is longer than a segment may be",
+                param: "max_segment_pages",
+            },
+            (_, errno) => Error::Kernel {
+                op,
+                errno,
+                hint: hint(op, errno),
+            },
+        }
+    }
+}
+
+/// What an unexpected errno most likely means.
+fn hint(op: Op, errno: Errno) -> &'static str {
+    match errno {
+        Errno::EINVAL if op == Op::Mmap => {
+            "the mapping must be MAP_SHARED, at offset 0 and exactly as long as the bound map"
+        }
+        Errno::EINVAL if op == Op::Events => "the read buffer is smaller than one struct dsu_event",
+        Errno::EINVAL => {
+            "the module rejected a name, label, flag or size; if they are valid, the module and this library were built from different uapi/dsu.h"
+        }
+        Errno::E2BIG => {
+            "the module is older than this library (it does not know a non-zero field); rebuild them together"
+        }
+        Errno::ENOTTY => {
+            "the device does not know this ioctl: is /dev/dsu the dsu module of the same uapi version?"
+        }
+        Errno::EBUSY => {
+            "this handle is already attached or bound; use a new handle (open /dev/dsu again)"
+        }
+        Errno::EBADFD => "this handle is not attached (or not bound, for mmap) yet",
+        Errno::EFAULT => "the kernel could not access a buffer passed to it (a bug in the caller)",
+        Errno::EEXIST => "a variable conflicts with the segment's directory",
+        Errno::EINTR => "interrupted by a signal; retry",
+        _ => "unexpected error from the dsu module",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ctx(seg: &str) -> Context {
+        Context {
+            segment: seg.into(),
+            name: None,
+            owner: None,
+        }
+    }
+
+    #[test]
+    fn messages_say_what_to_do() {
+        let with_owner = Context {
+            owner: Some((0, 0o600)),
+            ..ctx("x")
+        };
+        assert_eq!(
+            Error::from_errno(Op::Attach, Errno::EACCES, &with_owner).to_string(),
+            "permission denied on segment \"x\" (owner 0, mode 0600): ATTACH needs read permission (run as its owner, or recreate it with a wider mode, e.g. dsuctl create x --mode 0660)"
+        );
+        let m = Error::from_errno(Op::Resolve, Errno::EACCES, &ctx("x")).to_string();
+        assert!(
+            m.contains("owner and mode unknown") && m.contains("read and write"),
+            "{m}"
+        );
+        let m = Error::from_errno(Op::Destroy, Errno::EPERM, &with_owner).to_string();
+        assert!(
+            m.contains("only the owner of segment \"x\" (owner 0, mode 0600)"),
+            "{m}"
+        );
+        let m = Error::from_errno(Op::Attach, Errno::ENOENT, &ctx("s")).to_string();
+        assert!(
+            m.contains("segment \"s\" does not exist") && m.contains("dsuctl create s"),
+            "{m}"
+        );
+        let m = Error::from_errno(Op::Attach, Errno::EEXIST, &ctx("s")).to_string();
+        assert!(m.contains("already exists"), "{m}");
+        let m = Error::from_errno(Op::Bind, Errno::EIDRM, &ctx("s")).to_string();
+        assert!(m.contains("was destroyed"), "{m}");
+        let rv = Context {
+            name: Some("v".into()),
+            ..ctx("s")
+        };
+        let m = Error::from_errno(Op::ReadVar, Errno::ENOENT, &rv).to_string();
+        assert!(
+            m.contains("variable \"v\" not found in segment \"s\""),
+            "{m}"
+        );
+        for (op, e, param) in [
+            (Op::Attach, Errno::ENOSPC, "max_segments"),
+            (Op::Resolve, Errno::ENOSPC, "max_segment_pages"),
+            (Op::Resolve, Errno::E2BIG, "max_variables"),
+            (Op::Bind, Errno::ENOSPC, "max_versions"),
+            (Op::Bind, Errno::E2BIG, "max_segment_pages"),
+        ] {
+            let m = Error::from_errno(op, e, &ctx("s")).to_string();
+            assert!(
+                m.contains(&format!("/sys/module/dsu/parameters/{param}")),
+                "{op} {e}: {m}"
+            );
+        }
+        let m = Error::from_errno(Op::Resolve, Errno::ENOMEM, &ctx("s")).to_string();
+        assert!(m.contains("out of memory during RESOLVE"), "{m}");
+        for e in [
+            Errno::EINVAL,
+            Errno::E2BIG,
+            Errno::ENOTTY,
+            Errno::EBUSY,
+            Errno::EBADFD,
+            Errno::EFAULT,
+        ] {
+            let m = Error::from_errno(Op::Attach, e, &ctx("s")).to_string();
+            assert!(m.starts_with("dsu ATTACH failed with"), "{m}");
+            assert!(!m.contains("unexpected"), "{e} has a hint: {m}");
+        }
+    }
+
+    #[test]
+    fn conflict_messages() {
+        let e = Error::TypeChanged {
+            segment: "s".into(),
+            name: "app::COUNTER".into(),
+            type_name: "AtomicI64".into(),
+            ours: 0xa,
+            theirs: 0xb,
+            others: 0,
+        };
+        let m = e.to_string();
+        assert!(
+            m.starts_with("variable \"app::COUNTER\" changed type: fingerprint 0x000000000000000a != 0x000000000000000b"),
+            "{m}"
+        );
+        assert!(m.contains("nothing was changed"), "{m}");
+        let e = Error::SizeChanged {
+            segment: "s".into(),
+            name: "v".into(),
+            type_name: "u64".into(),
+            ours: 8,
+            theirs: 4,
+            others: 2,
+        };
+        let m = e.to_string();
+        assert!(
+            m.contains("changed size: 8 bytes") && m.contains("(and 2 more conflicting variables)"),
+            "{m}"
+        );
+    }
+}

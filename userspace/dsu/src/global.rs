@@ -1,0 +1,305 @@
+//! [`Global`], the page-aligned wrapper of every shared global, and [`GlobalDesc`], its
+//! descriptor in the [`GLOBALS`](crate::GLOBALS) slice.
+
+use crate::Shared;
+use core::cell::UnsafeCell;
+use core::ffi::{CStr, c_char};
+
+/// The page size the layout assumes (x86_64 and most Linux targets); `attach` checks it.
+pub const PAGE_SIZE: usize = 4096;
+
+/// The linker section every global lives in. The C header uses the same name.
+pub const SECTION: &str = "dsu_globals";
+
+/// `magic` of a [`GlobalDesc`]: `"DSUG"` little-endian plus the format version in the
+/// top byte. `attach` rejects descriptors with another magic.
+pub const DESC_MAGIC: u32 = 0x0147_5553;
+
+/// [`GlobalDesc::flags`]: the fingerprint is computed at attach from `type_name`, `size`
+/// and `align` with [`fingerprint::c_type`](crate::fingerprint::c_type) (C globals).
+pub const DESC_HASH_TYPE_NAME: u32 = 1 << 0;
+
+/// A shared global: the value of type `T`, alone in one or more whole pages, in the linker
+/// section [`SECTION`]. Declare it with [`global!`](crate::global); after
+/// [`attach`](crate::attach) its pages are the segment's.
+///
+/// It dereferences to `T`, so an atomic or a [`Mutex`](crate::sync::Mutex) is used as
+/// usual. The value sits in an `UnsafeCell` so that the compiler never constant-folds the
+/// static or places it in read-only memory.
+///
+/// ```
+/// use std::sync::atomic::{AtomicU64, Ordering};
+/// dsu::global! {
+///     static HITS: AtomicU64 = AtomicU64::new(0);
+/// }
+/// HITS.fetch_add(1, Ordering::Relaxed);
+/// assert_eq!(HITS.load(Ordering::Relaxed), 1);
+/// assert_eq!(std::mem::align_of_val(&HITS), 4096);
+/// ```
+#[repr(C, align(4096))]
+pub struct Global<T> {
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: Global<T> only hands out &T (and raw pointers), so it is Sync exactly when T is.
+unsafe impl<T: Sync> Sync for Global<T> {}
+
+impl<T: Shared> Global<T> {
+    /// Wraps the initial value. Used by [`global!`](crate::global).
+    ///
+    /// ```
+    /// static X: dsu::Global<u32> = dsu::Global::new(7);
+    /// assert_eq!(X.read(), 7);
+    /// ```
+    pub const fn new(value: T) -> Self {
+        const {
+            assert!(
+                size_of::<T>() > 0,
+                "dsu: a shared global cannot be zero-sized"
+            );
+            assert!(
+                align_of::<T>() <= PAGE_SIZE,
+                "dsu: a shared global's alignment must not exceed the page size"
+            );
+        }
+        Global {
+            value: UnsafeCell::new(value),
+        }
+    }
+}
+
+impl<T> Global<T> {
+    /// A raw pointer to the value.
+    ///
+    /// ```
+    /// static X: dsu::Global<u64> = dsu::Global::new(1);
+    /// assert_eq!(X.as_ptr() as usize % 4096, 0);
+    /// ```
+    pub const fn as_ptr(&self) -> *mut T {
+        self.value.get()
+    }
+
+    /// Pages the global occupies.
+    ///
+    /// ```
+    /// static BIG: dsu::Global<[u8; 5000]> = dsu::Global::new([0; 5000]);
+    /// assert_eq!(BIG.pages(), 2);
+    /// ```
+    pub const fn pages(&self) -> usize {
+        size_of::<Self>() / PAGE_SIZE
+    }
+}
+
+impl<T: Copy> Global<T> {
+    /// Reads a plain value with a volatile load. Prefer atomics for values that other
+    /// versions write concurrently.
+    ///
+    /// ```
+    /// static X: dsu::Global<u32> = dsu::Global::new(3);
+    /// assert_eq!(X.read(), 3);
+    /// ```
+    pub fn read(&self) -> T {
+        // SAFETY: the pointer is valid and aligned for the program's whole life.
+        unsafe { self.value.get().read_volatile() }
+    }
+
+    /// Writes a plain value with a volatile store. Prefer atomics for values that other
+    /// versions access concurrently.
+    ///
+    /// ```
+    /// static X: dsu::Global<u32> = dsu::Global::new(3);
+    /// X.write(4);
+    /// assert_eq!(X.read(), 4);
+    /// ```
+    pub fn write(&self, value: T) {
+        // SAFETY: as in read; a torn concurrent access is a logic error, not UB for Copy
+        // types that are valid for all bit patterns, which Shared types are.
+        unsafe { self.value.get().write_volatile(value) }
+    }
+}
+
+impl<T> core::ops::Deref for Global<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: shared access only; mutation goes through T's own interior mutability.
+        unsafe { &*self.value.get() }
+    }
+}
+
+/// A migration of a global from an older type, declared with
+/// `#[dsu(migrate(from = Old, with = transform))]` in [`global!`](crate::global).
+///
+/// ```
+/// # use std::sync::atomic::{AtomicU32, AtomicU64};
+/// fn widen(old: AtomicU32) -> AtomicU64 { AtomicU64::new(old.into_inner() as u64) }
+/// dsu::global! {
+///     #[dsu(name = "doc::COUNT", migrate(from = AtomicU32, with = widen))]
+///     static COUNT: AtomicU64 = AtomicU64::new(0);
+/// }
+/// ```
+#[repr(C)]
+#[derive(Debug)]
+pub struct Migration {
+    /// Size of the old type.
+    pub old_size: u64,
+    /// Alignment of the old type.
+    pub old_align: u64,
+    /// Fingerprint of the old type.
+    pub old_fingerprint: u64,
+    /// NUL-terminated spelling of the old type.
+    pub old_type_name: *const c_char,
+    /// Reads an `Old` from `old_size` bytes and writes the new value's bytes.
+    pub transform: fn(*const u8, *mut u8),
+}
+
+// SAFETY: the pointer is to a 'static string, never written.
+unsafe impl Sync for Migration {}
+
+impl Migration {
+    /// The descriptor of a migration from `Old` (used by [`global!`](crate::global)).
+    ///
+    /// ```
+    /// fn t(_old: *const u8, _new: *mut u8) {}
+    /// static M: dsu::Migration = dsu::Migration::new::<u32>(c"u32".as_ptr(), t);
+    /// assert_eq!(M.old_size, 4);
+    /// ```
+    pub const fn new<Old: Shared>(
+        old_type_name: *const c_char,
+        transform: fn(*const u8, *mut u8),
+    ) -> Self {
+        Migration {
+            old_size: size_of::<Old>() as u64,
+            old_align: align_of::<Old>() as u64,
+            old_fingerprint: Old::FINGERPRINT,
+            old_type_name,
+            transform,
+        }
+    }
+}
+
+/// The descriptor of one shared global, collected in [`GLOBALS`](crate::GLOBALS).
+///
+/// The layout is part of the C ABI: `struct dsu_global_desc` in `libdsu`'s `dsu.h` is the
+/// same, and C globals put their descriptors in the same linker section,
+/// `linkme_DSU_GLOBALS` (linkme names a slice's section `linkme_<IDENT>`).
+///
+/// ```
+/// dsu::global! {
+///     static X: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+/// }
+/// let d = dsu::GLOBALS.iter().find(|d| d.name().ends_with("::X")).unwrap();
+/// assert_eq!(d.size, 4);
+/// assert_eq!(d.pages, 1);
+/// ```
+#[repr(C)]
+#[derive(Debug)]
+pub struct GlobalDesc {
+    /// [`DESC_MAGIC`].
+    pub magic: u32,
+    /// `DESC_*` flags.
+    pub flags: u32,
+    /// NUL-terminated variable name, stable across versions.
+    pub name: *const c_char,
+    /// NUL-terminated spelling of the type (for messages; C: also hashed).
+    pub type_name: *const c_char,
+    /// Address of the page-aligned global.
+    pub addr: *const u8,
+    /// Size of the value in bytes (not rounded to pages).
+    pub size: u64,
+    /// Alignment of the value.
+    pub align: u64,
+    /// Whole pages the global occupies in the section.
+    pub pages: u64,
+    /// Layout fingerprint (0 with [`DESC_HASH_TYPE_NAME`]).
+    pub fingerprint: u64,
+    /// The initial bytes (`size` of them).
+    pub init: *const u8,
+    /// Migration from an older type, or null.
+    pub migration: *const Migration,
+}
+
+// SAFETY: every pointer is to 'static data; the descriptor is never written.
+unsafe impl Sync for GlobalDesc {}
+
+impl GlobalDesc {
+    /// The descriptor of `global` (used by [`global!`](crate::global)).
+    ///
+    /// ```
+    /// static G: dsu::Global<u64> = dsu::Global::new(0);
+    /// static D: dsu::GlobalDesc =
+    ///     dsu::GlobalDesc::new::<u64>(c"doc::G".as_ptr(), c"u64".as_ptr(), &G, std::ptr::null());
+    /// assert_eq!(D.name(), "doc::G");
+    /// ```
+    pub const fn new<T: Shared>(
+        name: *const c_char,
+        type_name: *const c_char,
+        global: &'static Global<T>,
+        migration: *const Migration,
+    ) -> Self {
+        GlobalDesc {
+            magic: DESC_MAGIC,
+            flags: 0,
+            name,
+            type_name,
+            addr: global as *const Global<T> as *const u8,
+            size: size_of::<T>() as u64,
+            align: align_of::<T>() as u64,
+            pages: (size_of::<Global<T>>() / PAGE_SIZE) as u64,
+            fingerprint: T::FINGERPRINT,
+            init: global.as_ptr() as *const u8,
+            migration,
+        }
+    }
+
+    /// The variable's name.
+    ///
+    /// ```
+    /// for d in dsu::GLOBALS.iter() { assert!(!d.name().is_empty()); }
+    /// ```
+    pub fn name(&self) -> &str {
+        cstr(self.name)
+    }
+
+    /// The spelling of the variable's type.
+    ///
+    /// ```
+    /// for d in dsu::GLOBALS.iter() { let _ = d.type_name(); }
+    /// ```
+    pub fn type_name(&self) -> &str {
+        cstr(self.type_name)
+    }
+
+    /// The fingerprint the kernel sees: [`fingerprint`](Self::fingerprint) or, for C
+    /// globals, the hash of the type's spelling, size and alignment.
+    ///
+    /// ```
+    /// for d in dsu::GLOBALS.iter() { let _ = d.effective_fingerprint(); }
+    /// ```
+    pub fn effective_fingerprint(&self) -> u64 {
+        if self.flags & DESC_HASH_TYPE_NAME != 0 {
+            crate::fingerprint::c_type(self.type_name().as_bytes(), self.size, self.align)
+        } else {
+            self.fingerprint
+        }
+    }
+
+    /// The migration, if the global declares one.
+    ///
+    /// ```
+    /// for d in dsu::GLOBALS.iter() { let _ = d.migration(); }
+    /// ```
+    pub fn migration(&self) -> Option<&Migration> {
+        // SAFETY: null or a pointer to a 'static Migration.
+        unsafe { self.migration.as_ref() }
+    }
+}
+
+fn cstr(p: *const c_char) -> &'static str {
+    if p.is_null() {
+        return "";
+    }
+    // SAFETY: descriptors hold NUL-terminated 'static strings.
+    unsafe { CStr::from_ptr(p) }
+        .to_str()
+        .unwrap_or("<non-UTF-8>")
+}

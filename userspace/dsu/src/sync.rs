@@ -1,0 +1,476 @@
+//! Process-shared, robust synchronisation for shared globals.
+//!
+//! `std::sync::Mutex` uses private futexes, which do not wake waiters in another process,
+//! and it deadlocks forever if its holder dies. [`Mutex`] is a futex word holding the
+//! owner's thread id: waiters sleep on a *shared* futex with a timeout and check whether
+//! the owner still lives; a dead owner's lock is taken over and the new holder is told
+//! through [`OwnerDied`], like std's `PoisonError`.
+//!
+//! ```
+//! use dsu::sync::Mutex;
+//! dsu::global! {
+//!     static QUEUE: Mutex<[u32; 16]> = Mutex::new([0; 16]);
+//! }
+//! let mut q = QUEUE.lock().unwrap_or_else(|died| died.into_inner());
+//! q[0] = 1;
+//! ```
+
+use crate::Shared;
+use crate::fingerprint::Fnv;
+use core::cell::UnsafeCell;
+use core::marker::PhantomData;
+use core::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+/// Set in the lock word when a thread may be sleeping on it.
+const WAITERS: u32 = 1 << 31;
+/// The owner's thread id (Linux tids are below 2^22).
+const TID_MASK: u32 = (1 << 30) - 1;
+/// How long a waiter sleeps before it checks again whether the owner lives.
+const RECHECK: Duration = Duration::from_millis(50);
+
+/// A mutual-exclusion lock that works across processes (and program versions) mapping the
+/// same shared global, and survives the death of its holder.
+///
+/// The layout is `#[repr(C)]`: a `u32` lock word (0 = free, else the owner's tid, with bit
+/// 31 set when there are waiters) followed by the data. It is [`Shared`] when `T` is.
+///
+/// A thread id can be reused by a new thread after its owner died; the check treats such
+/// a lock as held until that thread exits. Locking a mutex the calling thread already
+/// holds panics.
+///
+/// ```
+/// use dsu::sync::Mutex;
+/// static M: Mutex<u64> = Mutex::new(0);
+/// *M.lock().unwrap() += 1;
+/// assert_eq!(*M.lock().unwrap(), 1);
+/// ```
+#[repr(C)]
+pub struct Mutex<T> {
+    word: AtomicU32,
+    data: UnsafeCell<T>,
+}
+
+// SAFETY: the lock serialises access to `data`, like std's Mutex.
+unsafe impl<T: Send> Sync for Mutex<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send> Send for Mutex<T> {}
+
+// SAFETY: repr(C) of an AtomicU32 and a Shared T; the lock word's meaning (a tid) is the
+// same in every version.
+unsafe impl<T: Shared> Shared for Mutex<T> {
+    const FINGERPRINT: u64 = Fnv::new()
+        .str("dsu::sync::Mutex")
+        .u64(T::FINGERPRINT)
+        .finish();
+}
+
+/// Holds a [`Mutex`] locked; unlocks on drop. Dereferences to the data.
+///
+/// ```
+/// let m = dsu::sync::Mutex::new(5);
+/// let g: dsu::sync::MutexGuard<'_, i32> = m.lock().unwrap();
+/// assert_eq!(*g, 5);
+/// ```
+pub struct MutexGuard<'a, T> {
+    lock: &'a Mutex<T>,
+    // The lock word records this thread: the guard must not move to another.
+    _not_send: PhantomData<*const ()>,
+}
+
+/// The lock was taken over from an owner that died while holding it: the data may be
+/// half-updated. The guard is still yours ([`into_inner`](Self::into_inner)).
+///
+/// ```
+/// let m = dsu::sync::Mutex::new(0u32);
+/// let guard = match m.lock() {
+///     Ok(g) => g,
+///     Err(died) => {
+///         eprintln!("{died}; repairing");
+///         died.into_inner()
+///     }
+/// };
+/// ```
+pub struct OwnerDied<G> {
+    guard: G,
+    tid: u32,
+}
+
+impl<G> OwnerDied<G> {
+    /// The guard: the lock is held by the caller.
+    ///
+    /// ```
+    /// let m = dsu::sync::Mutex::new(1);
+    /// let g = m.lock().unwrap_or_else(|e| e.into_inner());
+    /// assert_eq!(*g, 1);
+    /// ```
+    pub fn into_inner(self) -> G {
+        self.guard
+    }
+
+    /// The thread id of the owner that died.
+    ///
+    /// ```
+    /// let m = dsu::sync::Mutex::new(1);
+    /// if let Err(e) = m.lock() { println!("tid {} died", e.dead_owner()); }
+    /// ```
+    pub fn dead_owner(&self) -> u32 {
+        self.tid
+    }
+
+    /// A reference to the guard.
+    ///
+    /// ```
+    /// let m = dsu::sync::Mutex::new(1);
+    /// if let Err(e) = m.lock() { let _ = **e.get_ref(); }
+    /// ```
+    pub fn get_ref(&self) -> &G {
+        &self.guard
+    }
+
+    /// A mutable reference to the guard.
+    ///
+    /// ```
+    /// let m = dsu::sync::Mutex::new(1);
+    /// if let Err(mut e) = m.lock() { **e.get_mut() = 0; }
+    /// ```
+    pub fn get_mut(&mut self) -> &mut G {
+        &mut self.guard
+    }
+}
+
+impl<G> std::fmt::Debug for OwnerDied<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OwnerDied")
+            .field("tid", &self.tid)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<G> std::fmt::Display for OwnerDied<G> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "the previous owner of the lock (thread {}) died while holding it: the protected data may be inconsistent",
+            self.tid
+        )
+    }
+}
+
+impl<G> std::error::Error for OwnerDied<G> {}
+
+/// The result of [`Mutex::lock`]: the guard, or the guard wrapped in [`OwnerDied`].
+///
+/// ```
+/// let m = dsu::sync::Mutex::new(());
+/// let r: dsu::sync::LockResult<dsu::sync::MutexGuard<'_, ()>> = m.lock();
+/// ```
+pub type LockResult<G> = Result<G, OwnerDied<G>>;
+
+fn gettid() -> u32 {
+    // SAFETY: gettid has no preconditions.
+    (unsafe { libc::gettid() }) as u32
+}
+
+/// Whether thread `tid` exists and is not a zombie.
+fn alive(tid: u32) -> bool {
+    // SAFETY: signal 0 only checks for existence and permission.
+    let r = unsafe { libc::kill(tid as libc::pid_t, 0) };
+    if r != 0 && nix::errno::Errno::last() == nix::errno::Errno::ESRCH {
+        return false;
+    }
+    // A killed process that its parent has not reaped yet still answers kill(): look at
+    // its state.
+    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
+        Ok(stat) => match stat.rsplit_once(')') {
+            Some((_, rest)) => !matches!(rest.trim_start().chars().next(), Some('Z' | 'X')),
+            None => true,
+        },
+        Err(_) => true,
+    }
+}
+
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+    let ts = libc::timespec {
+        tv_sec: timeout.as_secs() as libc::time_t,
+        tv_nsec: timeout.subsec_nanos() as libc::c_long,
+    };
+    // SAFETY: a shared (not FUTEX_PRIVATE_FLAG) wait on a valid aligned u32; the kernel
+    // only reads it.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAIT,
+            expected,
+            &ts as *const libc::timespec,
+            0usize,
+            0u32,
+        );
+    }
+}
+
+fn futex_wake(word: &AtomicU32, n: i32) {
+    // SAFETY: a shared wake on a valid aligned u32.
+    unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word.as_ptr(),
+            libc::FUTEX_WAKE,
+            n,
+            0usize,
+            0usize,
+            0u32,
+        );
+    }
+}
+
+impl<T> Mutex<T> {
+    /// A new, unlocked mutex. `const`, for use in [`global!`](crate::global).
+    ///
+    /// ```
+    /// static M: dsu::sync::Mutex<[u8; 4]> = dsu::sync::Mutex::new([0; 4]);
+    /// ```
+    pub const fn new(value: T) -> Self {
+        Mutex {
+            word: AtomicU32::new(0),
+            data: UnsafeCell::new(value),
+        }
+    }
+
+    /// Locks, sleeping while another thread (in any process) holds it. If the holder died,
+    /// takes the lock over and returns the guard inside [`OwnerDied`].
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread already holds the lock.
+    ///
+    /// ```
+    /// let m = dsu::sync::Mutex::new(vec![1]);
+    /// m.lock().unwrap().push(2);
+    /// ```
+    pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
+        let me = gettid();
+        let mut waited = false;
+        loop {
+            match self.try_acquire(me, waited) {
+                Some(r) => return r,
+                None => {
+                    let cur = self.word.load(Ordering::Relaxed);
+                    if cur == 0 {
+                        continue;
+                    }
+                    if cur & WAITERS == 0
+                        && self
+                            .word
+                            .compare_exchange(
+                                cur,
+                                cur | WAITERS,
+                                Ordering::Relaxed,
+                                Ordering::Relaxed,
+                            )
+                            .is_err()
+                    {
+                        continue;
+                    }
+                    futex_wait(&self.word, cur | WAITERS, RECHECK);
+                    waited = true;
+                }
+            }
+        }
+    }
+
+    /// Locks if that needs no waiting: `None` if a live thread holds it.
+    ///
+    /// ```
+    /// let m = dsu::sync::Mutex::new(0);
+    /// let g = m.try_lock().unwrap().unwrap();
+    /// ```
+    pub fn try_lock(&self) -> Option<LockResult<MutexGuard<'_, T>>> {
+        let me = gettid();
+        for _ in 0..4 {
+            if let Some(r) = self.try_acquire(me, false) {
+                return Some(r);
+            }
+            let cur = self.word.load(Ordering::Relaxed);
+            if cur != 0 && alive(cur & TID_MASK) {
+                return None;
+            }
+        }
+        None
+    }
+
+    /// One attempt: free → take; dead owner → take over; live owner → None.
+    fn try_acquire(&self, me: u32, waited: bool) -> Option<LockResult<MutexGuard<'_, T>>> {
+        let cur = self.word.load(Ordering::Relaxed);
+        let guard = || MutexGuard {
+            lock: self,
+            _not_send: PhantomData,
+        };
+        if cur == 0 {
+            let new = if waited { me | WAITERS } else { me };
+            return match self
+                .word
+                .compare_exchange(0, new, Ordering::Acquire, Ordering::Relaxed)
+            {
+                Ok(_) => Some(Ok(guard())),
+                Err(_) => None,
+            };
+        }
+        let owner = cur & TID_MASK;
+        if owner == me {
+            panic!("dsu::sync::Mutex::lock: this thread already holds the lock (deadlock)");
+        }
+        if alive(owner) {
+            return None;
+        }
+        match self.word.compare_exchange(
+            cur,
+            me | (cur & WAITERS),
+            Ordering::Acquire,
+            Ordering::Relaxed,
+        ) {
+            Ok(_) => Some(Err(OwnerDied {
+                guard: guard(),
+                tid: owner,
+            })),
+            Err(_) => None,
+        }
+    }
+
+    /// The thread id of the current holder, if locked (racy: for diagnostics and tests).
+    ///
+    /// ```
+    /// let m = dsu::sync::Mutex::new(0);
+    /// assert_eq!(m.owner(), None);
+    /// ```
+    pub fn owner(&self) -> Option<u32> {
+        match self.word.load(Ordering::Relaxed) & TID_MASK {
+            0 => None,
+            t => Some(t),
+        }
+    }
+
+    /// Consumes the mutex and returns the data, whatever the lock state (used by
+    /// migrations, which receive a snapshot of the old value).
+    ///
+    /// ```
+    /// assert_eq!(dsu::sync::Mutex::new(3).into_inner(), 3);
+    /// ```
+    pub fn into_inner(self) -> T {
+        self.data.into_inner()
+    }
+
+    /// Mutable access without locking (the `&mut` proves exclusivity).
+    ///
+    /// ```
+    /// let mut m = dsu::sync::Mutex::new(3);
+    /// *m.get_mut() = 4;
+    /// ```
+    pub fn get_mut(&mut self) -> &mut T {
+        self.data.get_mut()
+    }
+}
+
+impl<T> core::ops::Deref for MutexGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard holds the lock.
+        unsafe { &*self.lock.data.get() }
+    }
+}
+
+impl<T> core::ops::DerefMut for MutexGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard holds the lock.
+        unsafe { &mut *self.lock.data.get() }
+    }
+}
+
+impl<T> Drop for MutexGuard<'_, T> {
+    fn drop(&mut self) {
+        let prev = self.lock.word.swap(0, Ordering::Release);
+        if prev & WAITERS != 0 {
+            futex_wake(&self.lock.word, 1);
+        }
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Mutex<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Mutex")
+            .field("owner", &self.owner())
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn contended_counter() {
+        let m = Arc::new(Mutex::new(0u64));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        *m.lock().unwrap() += 1;
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        assert_eq!(*m.lock().unwrap(), 40_000);
+    }
+
+    #[test]
+    fn dead_owner_is_taken_over() {
+        let m = Mutex::new(7u32);
+        // Pretend a thread that no longer exists holds it (the largest tid is never used).
+        m.word.store(TID_MASK - 1, Ordering::Relaxed);
+        let e = m.lock().err().expect("owner died");
+        assert_eq!(e.dead_owner(), TID_MASK - 1);
+        assert!(e.to_string().contains("died while holding it"));
+        let g = e.into_inner();
+        assert_eq!(*g, 7);
+        assert_eq!(m.owner(), Some(gettid()));
+        drop(g);
+        assert_eq!(m.owner(), None);
+        assert!(m.lock().is_ok());
+    }
+
+    #[test]
+    fn exited_thread_is_dead() {
+        let m = Arc::new(Mutex::new(0));
+        let m2 = m.clone();
+        std::thread::spawn(move || std::mem::forget(m2.lock().unwrap()))
+            .join()
+            .unwrap();
+        assert!(m.lock().is_err());
+    }
+
+    #[test]
+    fn try_lock_fails_while_held() {
+        let m = Arc::new(Mutex::new(0));
+        let g = m.lock().unwrap();
+        let m2 = m.clone();
+        assert!(
+            std::thread::spawn(move || m2.try_lock().is_none())
+                .join()
+                .unwrap()
+        );
+        drop(g);
+        assert!(m.try_lock().is_some());
+    }
+
+    #[test]
+    fn fingerprint_depends_on_data() {
+        assert_ne!(Mutex::<u32>::FINGERPRINT, Mutex::<u64>::FINGERPRINT);
+        assert_ne!(Mutex::<u32>::FINGERPRINT, u32::FINGERPRINT);
+    }
+}

@@ -1,0 +1,867 @@
+//! The typed `/dev/dsu` ioctl layer: one method per ioctl of `uapi/dsu.h`, errors mapped
+//! to [`Error`]. [`attach`](crate::attach), `dsuctl` and the tests are built on it.
+//!
+//! ```no_run
+//! let dev = dsu::sys::Device::open()?;
+//! for seg in dev.list_segments()? {
+//!     println!("{} owner {} mode {:o}", seg.name, seg.uid, seg.mode);
+//! }
+//! # Ok::<(), dsu::Error>(())
+//! ```
+
+use crate::error::{Context, Error, Op, Result};
+use crate::names;
+use dsu_uapi as u;
+use nix::errno::Errno;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+
+#[allow(missing_docs)]
+mod ioctls {
+    use dsu_uapi as u;
+    nix::ioctl_readwrite!(
+        attach,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_ATTACH,
+        u::dsu_attach
+    );
+    nix::ioctl_readwrite!(
+        resolve,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_RESOLVE,
+        u::dsu_resolve
+    );
+    nix::ioctl_readwrite!(bind, u::DSU_IOC_MAGIC, u::DSU_IOC_NR_BIND, u::dsu_bind);
+    nix::ioctl_readwrite!(
+        list_segments,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_LIST_SEGMENTS,
+        u::dsu_list
+    );
+    nix::ioctl_readwrite!(
+        list_variables,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_LIST_VARIABLES,
+        u::dsu_list
+    );
+    nix::ioctl_readwrite!(
+        list_versions,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_LIST_VERSIONS,
+        u::dsu_list
+    );
+    nix::ioctl_readwrite!(
+        read_var,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_READ_VAR,
+        u::dsu_read_var
+    );
+    nix::ioctl_write_ptr!(
+        destroy,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_DESTROY,
+        u::dsu_destroy
+    );
+}
+
+/// The path of the device.
+pub const DEVICE_PATH: &str = "/dev/dsu";
+
+/// How ATTACH treats a missing or existing segment.
+///
+/// ```
+/// assert_eq!(dsu::sys::Create::default(), dsu::sys::Create::IfMissing);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Create {
+    /// Open the segment, creating it if missing (flags 0).
+    #[default]
+    IfMissing,
+    /// Fail with [`Error::SegmentNotFound`] if missing (`DSU_ATTACH_MUST_EXIST`).
+    MustExist,
+    /// Fail with [`Error::SegmentExists`] if present (`DSU_ATTACH_MUST_CREATE`).
+    MustCreate,
+}
+
+impl Create {
+    /// The `DSU_ATTACH_*` flags.
+    ///
+    /// ```
+    /// assert_eq!(dsu::sys::Create::MustExist.flags(), dsu_uapi::DSU_ATTACH_MUST_EXIST);
+    /// ```
+    pub fn flags(self) -> u32 {
+        match self {
+            Create::IfMissing => 0,
+            Create::MustExist => u::DSU_ATTACH_MUST_EXIST,
+            Create::MustCreate => u::DSU_ATTACH_MUST_CREATE,
+        }
+    }
+}
+
+/// A segment, from LIST_SEGMENTS.
+///
+/// ```no_run
+/// let segs: Vec<dsu::sys::SegmentInfo> = dsu::sys::Device::open()?.list_segments()?;
+/// # Ok::<(), dsu::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    /// Name.
+    pub name: String,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Permission bits.
+    pub mode: u32,
+    /// Destroyed (name removed) but still alive through handles or mappings.
+    pub destroyed: bool,
+    /// Pages allocated.
+    pub pages: u64,
+    /// Directory entries.
+    pub variables: u64,
+    /// Live versions.
+    pub versions: u64,
+    /// Open handles attached.
+    pub handles: u64,
+    /// Creation time, CLOCK_REALTIME nanoseconds.
+    pub created_ns: u64,
+}
+
+impl From<&u::dsu_segment_info> for SegmentInfo {
+    fn from(s: &u::dsu_segment_info) -> Self {
+        SegmentInfo {
+            name: names::read(&s.name),
+            uid: s.uid,
+            gid: s.gid,
+            mode: s.mode,
+            destroyed: s.flags & u::DSU_SEGMENT_DESTROYED != 0,
+            pages: s.pages,
+            variables: s.variables,
+            versions: s.versions,
+            handles: s.handles,
+            created_ns: s.created_ns,
+        }
+    }
+}
+
+/// A directory entry, from LIST_VARIABLES.
+///
+/// ```no_run
+/// let vars: Vec<dsu::sys::VariableInfo> = dsu::sys::Device::open()?.list_variables("app")?;
+/// # Ok::<(), dsu::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VariableInfo {
+    /// Name.
+    pub name: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Alignment.
+    pub align: u64,
+    /// Type fingerprint.
+    pub fingerprint: u64,
+    /// First page in the segment.
+    pub first_page: u64,
+    /// Pages it occupies.
+    pub page_count: u64,
+    /// Creation time, CLOCK_REALTIME nanoseconds.
+    pub created_ns: u64,
+    /// Id of the version (or handle) that created it.
+    pub created_by: u64,
+    /// That version's label ("" if it had not bound yet).
+    pub created_label: String,
+}
+
+impl From<&u::dsu_variable_info> for VariableInfo {
+    fn from(v: &u::dsu_variable_info) -> Self {
+        VariableInfo {
+            name: names::read(&v.name),
+            size: v.size,
+            align: v.align,
+            fingerprint: v.fingerprint,
+            first_page: v.first_page,
+            page_count: v.page_count,
+            created_ns: v.created_ns,
+            created_by: v.created_by,
+            created_label: names::read(&v.created_label),
+        }
+    }
+}
+
+/// A live version, from LIST_VERSIONS.
+///
+/// ```no_run
+/// let versions: Vec<dsu::sys::VersionInfo> = dsu::sys::Device::open()?.list_versions("app")?;
+/// # Ok::<(), dsu::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VersionInfo {
+    /// Version id, unique in the segment.
+    pub id: u64,
+    /// Process id of the binder.
+    pub pid: i32,
+    /// Pages in its map.
+    pub pages: u64,
+    /// Live mappings.
+    pub mappings: u64,
+    /// Bind time, CLOCK_REALTIME nanoseconds.
+    pub bound_ns: u64,
+    /// Label.
+    pub label: String,
+}
+
+impl From<&u::dsu_version_info> for VersionInfo {
+    fn from(v: &u::dsu_version_info) -> Self {
+        VersionInfo {
+            id: v.id,
+            pid: v.pid,
+            pages: v.pages,
+            mappings: v.mappings,
+            bound_ns: v.bound_ns,
+            label: names::read(&v.label),
+        }
+    }
+}
+
+/// What an event is about.
+///
+/// ```
+/// assert_ne!(dsu::sys::EventKind::Bound, dsu::sys::EventKind::Ended);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EventKind {
+    /// A (newer) version bound to the segment.
+    Bound,
+    /// A version's fd and mappings are all gone.
+    Ended,
+    /// A kind this library does not know.
+    Other(u32),
+}
+
+/// An event read from a handle attached to a segment.
+///
+/// ```no_run
+/// let mut dev = dsu::sys::Device::open()?;
+/// dev.attach("app", dsu::sys::Create::MustExist, 0)?;
+/// for ev in dev.read_events()? {
+///     println!("{:?} version {} ({}) pid {}", ev.kind, ev.version_id, ev.label, ev.pid);
+/// }
+/// # Ok::<(), dsu::Error>(())
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Event {
+    /// Bound or ended.
+    pub kind: EventKind,
+    /// The version it is about.
+    pub version_id: u64,
+    /// That version's process id.
+    pub pid: i32,
+    /// Events dropped before this one (the queue was full).
+    pub lost: u32,
+    /// CLOCK_REALTIME nanoseconds.
+    pub time_ns: u64,
+    /// That version's label.
+    pub label: String,
+}
+
+impl From<&u::dsu_event> for Event {
+    fn from(e: &u::dsu_event) -> Self {
+        Event {
+            kind: match e.kind {
+                u::DSU_EVENT_VERSION_BOUND => EventKind::Bound,
+                u::DSU_EVENT_VERSION_ENDED => EventKind::Ended,
+                k => EventKind::Other(k),
+            },
+            version_id: e.version_id,
+            pid: e.pid,
+            lost: e.lost,
+            time_ns: e.time_ns,
+            label: names::read(&e.label),
+        }
+    }
+}
+
+/// The result of READ_VAR.
+///
+/// ```
+/// let r = dsu::sys::ReadVar { copied: 4, var_size: 4, var_fingerprint: 1 };
+/// assert_eq!(r.copied, r.var_size);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReadVar {
+    /// Bytes copied into the buffer.
+    pub copied: u64,
+    /// The variable's size.
+    pub var_size: u64,
+    /// The variable's fingerprint.
+    pub var_fingerprint: u64,
+}
+
+/// An open handle of `/dev/dsu`.
+///
+/// ```no_run
+/// use dsu::sys::{Create, Device};
+/// let mut dev = Device::open()?;
+/// let created = dev.attach("demo", Create::IfMissing, 0o600)?;
+/// println!("created: {created}");
+/// # Ok::<(), dsu::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct Device {
+    fd: OwnedFd,
+    segment: String,
+}
+
+fn size32<T>() -> u32 {
+    size_of::<T>() as u32
+}
+
+impl Device {
+    /// Opens `/dev/dsu` read-write, close-on-exec.
+    ///
+    /// ```no_run
+    /// let dev = dsu::sys::Device::open()?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn open() -> Result<Device> {
+        Self::open_path(DEVICE_PATH)
+    }
+
+    /// Opens another device node (tests).
+    ///
+    /// ```no_run
+    /// let dev = dsu::sys::Device::open_path("/dev/dsu")?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn open_path(path: &str) -> Result<Device> {
+        use std::os::unix::fs::OpenOptionsExt;
+        match std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_CLOEXEC)
+            .open(path)
+        {
+            Ok(f) => Ok(Device {
+                fd: f.into(),
+                segment: String::new(),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Err(Error::ModuleNotLoaded),
+            Err(source) => Err(Error::OpenDevice {
+                path: path.into(),
+                source,
+            }),
+        }
+    }
+
+    /// The segment this handle attached to ("" before [`attach`](Self::attach)).
+    ///
+    /// ```no_run
+    /// let dev = dsu::sys::Device::open()?;
+    /// assert_eq!(dev.segment(), "");
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn segment(&self) -> &str {
+        &self.segment
+    }
+
+    /// Looks up a segment's owner and mode for an error message.
+    fn owner_of(&self, segment: &str) -> Option<(u32, u32)> {
+        let segs = self.list_segments().ok()?;
+        segs.iter()
+            .find(|s| s.name == segment && !s.destroyed)
+            .map(|s| (s.uid, s.mode))
+    }
+
+    fn error(&self, op: Op, errno: Errno, segment: &str, name: Option<&str>) -> Error {
+        let owner = match errno {
+            Errno::EACCES | Errno::EPERM => self.owner_of(segment),
+            _ => None,
+        };
+        let mut ctx = Context {
+            segment: segment.into(),
+            name: name.map(Into::into),
+            owner,
+        };
+        if op == Op::ReadVar && errno == Errno::ENOENT {
+            // Segment or variable? Ask.
+            let seg_exists = self
+                .list_segments()
+                .map(|s| s.iter().any(|s| s.name == segment))
+                .unwrap_or(true);
+            if !seg_exists {
+                ctx.name = None;
+            }
+        }
+        Error::from_errno(op, errno, &ctx)
+    }
+
+    /// DSU_IOC_ATTACH: opens or creates `segment` (mode 0 means 0600) and connects this
+    /// handle to it. Returns whether this call created it.
+    ///
+    /// ```no_run
+    /// use dsu::sys::{Create, Device};
+    /// let mut dev = Device::open()?;
+    /// dev.attach("demo", Create::MustExist, 0)?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn attach(&mut self, segment: &str, create: Create, mode: u32) -> Result<bool> {
+        names::check_segment(segment)?;
+        if mode > 0o777 {
+            return Err(Error::InvalidName {
+                what: "mode",
+                name: format!("{mode:o}"),
+                why: "it must be at most 0777".into(),
+            });
+        }
+        let mut a = u::dsu_attach {
+            size: size32::<u::dsu_attach>(),
+            flags: create.flags(),
+            mode,
+            ..Default::default()
+        };
+        names::fill(&mut a.name, segment);
+        // SAFETY: a valid, initialised struct of the size the request encodes.
+        match unsafe { ioctls::attach(self.fd.as_raw_fd(), &mut a) } {
+            Ok(_) => {
+                self.segment = segment.into();
+                Ok(a.created != 0)
+            }
+            Err(e) => Err(self.error(Op::Attach, e, segment, None)),
+        }
+    }
+
+    /// DSU_IOC_RESOLVE: finds or creates the batch of variables. On success every entry's
+    /// `status`, `first_page` and `page_count` are set and the number added is returned.
+    /// A conflict becomes [`Error::TypeChanged`] or [`Error::SizeChanged`] for the first
+    /// conflicting entry (`type_names[i]` spells entry i's type in the message).
+    ///
+    /// ```no_run
+    /// use dsu::sys::{Create, Device};
+    /// let mut dev = Device::open()?;
+    /// dev.attach("demo", Create::IfMissing, 0)?;
+    /// let mut v = dsu_uapi::dsu_var { size: 8, align: 8, fingerprint: 1, ..Default::default() };
+    /// dsu::sys::set_var_name(&mut v, "demo::X")?;
+    /// let added = dev.resolve(std::slice::from_mut(&mut v), &["u64"])?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn resolve(&self, vars: &mut [u::dsu_var], type_names: &[&str]) -> Result<u32> {
+        let mut r = u::dsu_resolve {
+            size: size32::<u::dsu_resolve>(),
+            var_size: size32::<u::dsu_var>(),
+            count: vars.len() as u32,
+            flags: 0,
+            vars: vars.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: `vars` points to `count` initialised entries that live across the call.
+        match unsafe { ioctls::resolve(self.fd.as_raw_fd(), &mut r) } {
+            Ok(_) => Ok(r.added),
+            Err(Errno::EEXIST) => Err(conflict_error(&self.segment, vars, type_names)),
+            Err(Errno::EINVAL) => {
+                if let Some(v) = vars.iter().find(|v| v.status == u::DSU_VAR_INVALID) {
+                    return Err(Error::InvalidName {
+                        what: "variable",
+                        name: names::read(&v.name),
+                        why: format!(
+                            "the module rejected it (size {}, align {}: size must be >= 1, align a power of two <= 4096)",
+                            v.size, v.align
+                        ),
+                    });
+                }
+                let mut seen = std::collections::HashSet::new();
+                if let Some(v) = vars.iter().find(|v| !seen.insert(names::read(&v.name))) {
+                    return Err(Error::DuplicateName(names::read(&v.name)));
+                }
+                Err(self.error(Op::Resolve, Errno::EINVAL, &self.segment, None))
+            }
+            Err(e) => Err(self.error(Op::Resolve, e, &self.segment, None)),
+        }
+    }
+
+    /// DSU_IOC_BIND: makes this handle a version with the given page map and label.
+    /// Returns the version id.
+    ///
+    /// ```no_run
+    /// # let dev = dsu::sys::Device::open()?;
+    /// let id = dev.bind("1.0", &[0, 1], false)?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn bind(&self, label: &str, pages: &[u64], prefault: bool) -> Result<u64> {
+        names::check_label(label)?;
+        let mut b = u::dsu_bind {
+            size: size32::<u::dsu_bind>(),
+            flags: if prefault { u::DSU_BIND_PREFAULT } else { 0 },
+            page_count: pages.len() as u64,
+            pages: pages.as_ptr() as u64,
+            ..Default::default()
+        };
+        names::fill(&mut b.label, label);
+        // SAFETY: `pages` points to page_count u64s that live across the call.
+        match unsafe { ioctls::bind(self.fd.as_raw_fd(), &mut b) } {
+            Ok(_) => Ok(b.version_id),
+            Err(e) => Err(self.error(Op::Bind, e, &self.segment, None)),
+        }
+    }
+
+    /// Maps the bound version: `MAP_SHARED`, read-write, offset 0, `len` bytes, at `addr`
+    /// (with `MAP_FIXED`) or wherever the kernel chooses.
+    ///
+    /// # Safety
+    ///
+    /// With `addr`, the range is replaced: nothing else may use it (other than as the
+    /// program's globals section, which is the point).
+    ///
+    /// ```no_run
+    /// # let dev = dsu::sys::Device::open()?;
+    /// // SAFETY: no fixed address.
+    /// let p = unsafe { dev.mmap(None, 4096) }?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub unsafe fn mmap(&self, addr: Option<usize>, len: usize) -> Result<*mut u8> {
+        let (hint, flags) = match addr {
+            Some(a) => (a as *mut libc::c_void, libc::MAP_SHARED | libc::MAP_FIXED),
+            None => (std::ptr::null_mut(), libc::MAP_SHARED),
+        };
+        // SAFETY: the caller vouches for the range when it is fixed.
+        let p = unsafe {
+            libc::mmap(
+                hint,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                self.fd.as_raw_fd(),
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(self.error(Op::Mmap, Errno::last(), &self.segment, None));
+        }
+        Ok(p.cast())
+    }
+
+    fn list<T: Default + Clone>(
+        &self,
+        op: Op,
+        segment: &str,
+        call: unsafe fn(libc::c_int, *mut u::dsu_list) -> nix::Result<libc::c_int>,
+    ) -> Result<Vec<T>> {
+        let mut out: Vec<T> = Vec::new();
+        loop {
+            let cap = 256usize;
+            let mut buf = vec![T::default(); cap];
+            let mut l = u::dsu_list {
+                size: size32::<u::dsu_list>(),
+                record_size: size32::<T>(),
+                start: out.len() as u32,
+                count: cap as u32,
+                records: buf.as_mut_ptr() as u64,
+                ..Default::default()
+            };
+            if op != Op::ListSegments {
+                names::fill(&mut l.segment, segment);
+            }
+            // SAFETY: `records` points to `count` records of `record_size` bytes.
+            if let Err(e) = unsafe { call(self.fd.as_raw_fd(), &mut l) } {
+                return Err(self.error(op, e, segment, None));
+            }
+            buf.truncate(l.count.min(cap as u32) as usize);
+            out.extend(buf);
+            if l.count == 0 || out.len() >= l.total as usize {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// DSU_IOC_LIST_SEGMENTS, every page of it.
+    ///
+    /// ```no_run
+    /// let n = dsu::sys::Device::open()?.list_segments()?.len();
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn list_segments(&self) -> Result<Vec<SegmentInfo>> {
+        let raw: Vec<u::dsu_segment_info> =
+            self.list(Op::ListSegments, "", ioctls::list_segments)?;
+        Ok(raw.iter().map(SegmentInfo::from).collect())
+    }
+
+    /// DSU_IOC_LIST_VARIABLES of `segment`.
+    ///
+    /// ```no_run
+    /// for v in dsu::sys::Device::open()?.list_variables("app")? { println!("{}", v.name); }
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn list_variables(&self, segment: &str) -> Result<Vec<VariableInfo>> {
+        names::check_segment(segment)?;
+        let raw: Vec<u::dsu_variable_info> =
+            self.list(Op::ListVariables, segment, ioctls::list_variables)?;
+        Ok(raw.iter().map(VariableInfo::from).collect())
+    }
+
+    /// DSU_IOC_LIST_VERSIONS of `segment`.
+    ///
+    /// ```no_run
+    /// for v in dsu::sys::Device::open()?.list_versions("app")? { println!("{} pid {}", v.label, v.pid); }
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn list_versions(&self, segment: &str) -> Result<Vec<VersionInfo>> {
+        names::check_segment(segment)?;
+        let raw: Vec<u::dsu_version_info> =
+            self.list(Op::ListVersions, segment, ioctls::list_versions)?;
+        Ok(raw.iter().map(VersionInfo::from).collect())
+    }
+
+    /// DSU_IOC_READ_VAR: copies up to `buf.len()` bytes of the variable from `offset`. With
+    /// `fingerprint` `None` the newest entry of that name is read, whatever its type.
+    ///
+    /// ```no_run
+    /// let mut buf = [0u8; 8];
+    /// let r = dsu::sys::Device::open()?.read_var("app", "app::COUNTER", None, 0, &mut buf)?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn read_var(
+        &self,
+        segment: &str,
+        name: &str,
+        fingerprint: Option<u64>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<ReadVar> {
+        names::check_segment(segment)?;
+        names::check_variable(name)?;
+        let mut r = u::dsu_read_var {
+            size: size32::<u::dsu_read_var>(),
+            flags: if fingerprint.is_none() {
+                u::DSU_READ_ANY_FINGERPRINT
+            } else {
+                0
+            },
+            fingerprint: fingerprint.unwrap_or(0),
+            offset,
+            length: buf.len() as u64,
+            buf: buf.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        names::fill(&mut r.segment, segment);
+        names::fill(&mut r.name, name);
+        // SAFETY: `buf` is writable for `length` bytes across the call.
+        match unsafe { ioctls::read_var(self.fd.as_raw_fd(), &mut r) } {
+            Ok(_) => Ok(ReadVar {
+                copied: r.length,
+                var_size: r.var_size,
+                var_fingerprint: r.var_fingerprint,
+            }),
+            Err(e) => Err(self.error(Op::ReadVar, e, segment, Some(name))),
+        }
+    }
+
+    /// Reads a whole variable: its bytes and fingerprint.
+    ///
+    /// ```no_run
+    /// let (bytes, fp) = dsu::sys::Device::open()?.read_var_all("app", "app::COUNTER", None)?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn read_var_all(
+        &self,
+        segment: &str,
+        name: &str,
+        fingerprint: Option<u64>,
+    ) -> Result<(Vec<u8>, u64)> {
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let r = self.read_var(segment, name, fingerprint, 0, &mut buf)?;
+            if r.var_size as usize <= buf.len() {
+                buf.truncate(r.copied.min(r.var_size) as usize);
+                return Ok((buf, r.var_fingerprint));
+            }
+            buf = vec![0u8; r.var_size as usize];
+        }
+    }
+
+    /// DSU_IOC_DESTROY: removes the segment's name (owner or root only).
+    ///
+    /// ```no_run
+    /// dsu::sys::Device::open()?.destroy("demo")?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn destroy(&self, segment: &str) -> Result<()> {
+        names::check_segment(segment)?;
+        let mut d = u::dsu_destroy {
+            size: size32::<u::dsu_destroy>(),
+            ..Default::default()
+        };
+        names::fill(&mut d.name, segment);
+        // SAFETY: a valid struct of the encoded size.
+        match unsafe { ioctls::destroy(self.fd.as_raw_fd(), &d) } {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.error(Op::Destroy, e, segment, None)),
+        }
+    }
+
+    /// Sets or clears `O_NONBLOCK` (whether [`read_events`](Self::read_events) blocks).
+    ///
+    /// ```no_run
+    /// dsu::sys::Device::open()?.set_nonblocking(true)?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn set_nonblocking(&self, on: bool) -> Result<()> {
+        use nix::fcntl::{FcntlArg, OFlag, fcntl};
+        let io = |e: Errno| Error::Io {
+            what: "fcntl on /dev/dsu",
+            source: e.into(),
+        };
+        let flags =
+            OFlag::from_bits_truncate(fcntl(self.fd.as_raw_fd(), FcntlArg::F_GETFL).map_err(io)?);
+        let flags = if on {
+            flags | OFlag::O_NONBLOCK
+        } else {
+            flags - OFlag::O_NONBLOCK
+        };
+        fcntl(self.fd.as_raw_fd(), FcntlArg::F_SETFL(flags)).map_err(io)?;
+        Ok(())
+    }
+
+    /// Waits until events are queued or the timeout passes (`None`: forever). Returns
+    /// whether events are ready.
+    ///
+    /// ```no_run
+    /// let ready = dsu::sys::Device::open()?.poll(Some(std::time::Duration::ZERO))?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn poll(&self, timeout: Option<std::time::Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            let ms: i32 = match deadline {
+                None => -1,
+                Some(d) => d
+                    .saturating_duration_since(std::time::Instant::now())
+                    .as_millis()
+                    .min(i32::MAX as u128) as i32,
+            };
+            let mut pfd = libc::pollfd {
+                fd: self.fd.as_raw_fd(),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: one valid pollfd.
+            let n = unsafe { libc::poll(&mut pfd, 1, ms) };
+            if n < 0 {
+                let e = Errno::last();
+                if e == Errno::EINTR {
+                    continue;
+                }
+                return Err(Error::Io {
+                    what: "poll on /dev/dsu",
+                    source: e.into(),
+                });
+            }
+            return Ok(n > 0 && pfd.revents & libc::POLLIN != 0);
+        }
+    }
+
+    /// Reads the queued events: blocks until there is one unless the handle is
+    /// non-blocking, in which case an empty queue gives an empty vector.
+    ///
+    /// ```no_run
+    /// let dev = dsu::sys::Device::open()?;
+    /// dev.set_nonblocking(true)?;
+    /// let events = dev.read_events()?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn read_events(&self) -> Result<Vec<Event>> {
+        let mut buf = vec![u::dsu_event::default(); 64];
+        loop {
+            // SAFETY: the buffer is writable for its whole length.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len() * size_of::<u::dsu_event>(),
+                )
+            };
+            if n < 0 {
+                match Errno::last() {
+                    Errno::EINTR => continue,
+                    Errno::EAGAIN => return Ok(Vec::new()),
+                    e => return Err(self.error(Op::Events, e, &self.segment, None)),
+                }
+            }
+            let count = n as usize / size_of::<u::dsu_event>();
+            return Ok(buf[..count].iter().map(Event::from).collect());
+        }
+    }
+}
+
+impl AsFd for Device {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+/// Sets a `dsu_var`'s name, checking the kernel's rules.
+///
+/// ```
+/// let mut v = dsu_uapi::dsu_var::default();
+/// dsu::sys::set_var_name(&mut v, "app::X").unwrap();
+/// assert!(dsu::sys::set_var_name(&mut v, "").is_err());
+/// ```
+pub fn set_var_name(v: &mut u::dsu_var, name: &str) -> Result<()> {
+    names::check_variable(name)?;
+    names::fill(&mut v.name, name);
+    Ok(())
+}
+
+/// The error for a RESOLVE that failed with `EEXIST`: the first conflicting entry, and how
+/// many others conflict.
+///
+/// ```
+/// let mut v = dsu_uapi::dsu_var { size: 8, fingerprint: 1, found_size: 8, found_fingerprint: 2, ..Default::default() };
+/// v.status = dsu_uapi::DSU_VAR_CONFLICT_TYPE;
+/// dsu::sys::set_var_name(&mut v, "app::X").unwrap();
+/// let e = dsu::sys::conflict_error("s", &[v], &["u64"]);
+/// assert!(e.to_string().contains("variable \"app::X\" changed type"));
+/// ```
+pub fn conflict_error(segment: &str, vars: &[u::dsu_var], type_names: &[&str]) -> Error {
+    let conflicts: Vec<usize> = (0..vars.len())
+        .filter(|&i| {
+            matches!(
+                vars[i].status,
+                u::DSU_VAR_CONFLICT_SIZE | u::DSU_VAR_CONFLICT_TYPE
+            )
+        })
+        .collect();
+    let Some(&i) = conflicts.first() else {
+        return Error::Kernel {
+            op: Op::Resolve,
+            errno: Errno::EEXIST,
+            hint: "a conflict was reported but no entry says which",
+        };
+    };
+    let v = &vars[i];
+    let name = names::read(&v.name);
+    let type_name = type_names
+        .get(i)
+        .copied()
+        .unwrap_or("this type")
+        .to_string();
+    let others = conflicts.len() - 1;
+    let segment = segment.to_string();
+    if v.status == u::DSU_VAR_CONFLICT_SIZE {
+        Error::SizeChanged {
+            segment,
+            name,
+            type_name,
+            ours: v.size,
+            theirs: v.found_size,
+            others,
+        }
+    } else {
+        Error::TypeChanged {
+            segment,
+            name,
+            type_name,
+            ours: v.fingerprint,
+            theirs: v.found_fingerprint,
+            others,
+        }
+    }
+}
