@@ -1,0 +1,231 @@
+//! Call counters: per operation, per errno, and the invariant violations found.
+
+/// The operations the fuzzer performs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(usize)]
+pub enum Op {
+    /// open("/dev/dsu").
+    Open,
+    /// close.
+    Close,
+    /// dup.
+    Dup,
+    /// DSU_IOC_ATTACH.
+    Attach,
+    /// DSU_IOC_RESOLVE.
+    Resolve,
+    /// DSU_IOC_BIND.
+    Bind,
+    /// DSU_IOC_LIST_SEGMENTS.
+    ListSegments,
+    /// DSU_IOC_LIST_VARIABLES.
+    ListVariables,
+    /// DSU_IOC_LIST_VERSIONS.
+    ListVersions,
+    /// DSU_IOC_READ_VAR.
+    ReadVar,
+    /// DSU_IOC_DESTROY.
+    Destroy,
+    /// Any other ioctl number.
+    RawIoctl,
+    /// mmap of a handle.
+    Mmap,
+    /// munmap, whole or one page.
+    Munmap,
+    /// mremap.
+    Mremap,
+    /// mprotect.
+    Mprotect,
+    /// madvise.
+    Madvise,
+    /// Reads and writes of mapped pages through the kernel.
+    Touch,
+    /// /proc/self/mem and process_vm_readv/writev.
+    ProcMem,
+    /// read() of events.
+    Read,
+    /// poll().
+    Poll,
+    /// fork of a child sharing handles and mappings.
+    Fork,
+    /// Directory consistency checks.
+    Check,
+}
+
+/// Number of [`Op`] variants.
+pub const OPS: usize = Op::Check as usize + 1;
+/// Names of the operations, by index.
+pub const OP_NAMES: [&str; OPS] = [
+    "open",
+    "close",
+    "dup",
+    "attach",
+    "resolve",
+    "bind",
+    "list_segments",
+    "list_variables",
+    "list_versions",
+    "read_var",
+    "destroy",
+    "raw_ioctl",
+    "mmap",
+    "munmap",
+    "mremap",
+    "mprotect",
+    "madvise",
+    "touch",
+    "proc_mem",
+    "read",
+    "poll",
+    "fork",
+    "check",
+];
+const ERRNOS: usize = 160;
+
+/// Counters of one worker, or of a whole run once merged.
+#[derive(Clone, Debug)]
+pub struct Stats {
+    /// Calls per operation.
+    pub calls: [u64; OPS],
+    /// Successful calls per operation.
+    pub ok: [u64; OPS],
+    /// Failed calls per errno.
+    pub errnos: [u64; ERRNOS],
+    /// Invariant violations (each is a bug in the module).
+    pub findings: Vec<String>,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            calls: [0; OPS],
+            ok: [0; OPS],
+            errnos: [0; ERRNOS],
+            findings: Vec::new(),
+        }
+    }
+}
+
+impl Stats {
+    /// Counts one call of `op` that failed with `errno` (0: succeeded).
+    pub fn count(&mut self, op: Op, errno: i32) {
+        self.calls[op as usize] += 1;
+        if errno == 0 {
+            self.ok[op as usize] += 1;
+        } else {
+            self.errnos[(errno as usize).min(ERRNOS - 1)] += 1;
+        }
+    }
+
+    /// Records an invariant violation (printed at once and in the summary).
+    pub fn finding(&mut self, what: String) {
+        eprintln!("dsu-fuzz: FINDING: {what}");
+        if self.findings.len() < 100 {
+            self.findings.push(what);
+        }
+    }
+
+    /// All calls made.
+    pub fn total_calls(&self) -> u64 {
+        self.calls.iter().sum()
+    }
+
+    /// Adds another worker's counters.
+    pub fn merge(&mut self, o: &Stats) {
+        for i in 0..OPS {
+            self.calls[i] += o.calls[i];
+            self.ok[i] += o.ok[i];
+        }
+        for i in 0..ERRNOS {
+            self.errnos[i] += o.errnos[i];
+        }
+        self.findings.extend(o.findings.iter().cloned());
+    }
+
+    /// A line-based text form for passing counters from a child process to the parent.
+    pub fn to_wire(&self) -> String {
+        let mut s = String::new();
+        let nums = |v: &[u64]| {
+            v.iter()
+                .map(|x| x.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        s.push_str(&format!(
+            "calls {}\nok {}\nerrnos {}\n",
+            nums(&self.calls),
+            nums(&self.ok),
+            nums(&self.errnos)
+        ));
+        for f in &self.findings {
+            s.push_str(&format!("finding {}\n", f.replace('\n', " ")));
+        }
+        s
+    }
+
+    /// Parses [`Stats::to_wire`] output.
+    pub fn from_wire(s: &str) -> Stats {
+        let mut st = Stats::default();
+        for line in s.lines() {
+            let (key, rest) = line.split_once(' ').unwrap_or((line, ""));
+            let fill = |dst: &mut [u64]| {
+                for (d, v) in dst.iter_mut().zip(rest.split(' ')) {
+                    *d = v.parse().unwrap_or(0);
+                }
+            };
+            match key {
+                "calls" => fill(&mut st.calls),
+                "ok" => fill(&mut st.ok),
+                "errnos" => fill(&mut st.errnos),
+                "finding" => st.findings.push(rest.to_string()),
+                _ => {}
+            }
+        }
+        st
+    }
+
+    /// The human summary: one line per operation and one of errnos.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        for i in 0..OPS {
+            if self.calls[i] > 0 {
+                s.push_str(&format!(
+                    "dsu-fuzz:   {:<15} calls={:<8} ok={}\n",
+                    OP_NAMES[i], self.calls[i], self.ok[i]
+                ));
+            }
+        }
+        let errs: Vec<String> = (0..ERRNOS)
+            .filter(|e| self.errnos[*e] > 0)
+            .map(|e| {
+                format!(
+                    "{:?}={}",
+                    nix::errno::Errno::from_raw(e as i32),
+                    self.errnos[e]
+                )
+            })
+            .collect();
+        s.push_str(&format!("dsu-fuzz:   errnos: {}\n", errs.join(" ")));
+        s
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wire_round_trip() {
+        let mut a = Stats::default();
+        a.count(Op::Bind, 0);
+        a.count(Op::Bind, 22);
+        a.count(Op::Check, 14);
+        a.findings.push("x y".into());
+        let b = Stats::from_wire(&a.to_wire());
+        assert_eq!(a.calls, b.calls);
+        assert_eq!(a.ok, b.ok);
+        assert_eq!(a.errnos, b.errnos);
+        assert_eq!(a.findings, b.findings);
+        assert!(b.summary().contains("EINVAL=1"));
+    }
+}
