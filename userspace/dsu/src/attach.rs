@@ -145,7 +145,7 @@ impl Attach {
         self
     }
 
-    /// Does the update step with every global of the program ([`GLOBALS`](crate::GLOBALS)):
+    /// Does the update step with every global of the program ([`GLOBALS`](static@crate::GLOBALS)):
     /// opens the device, attaches to the segment, resolves all globals in one batch
     /// (running migrations), builds the page map of the `dsu_globals` section, binds, and
     /// maps the segment's pages over the section with `MAP_FIXED`.

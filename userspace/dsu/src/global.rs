@@ -1,5 +1,5 @@
 //! [`Global`], the page-aligned wrapper of every shared global, and [`GlobalDesc`], its
-//! descriptor in the [`GLOBALS`](crate::GLOBALS) slice.
+//! descriptor in the [`GLOBALS`](static@crate::GLOBALS) slice.
 
 use crate::Shared;
 use core::cell::UnsafeCell;
@@ -177,7 +177,7 @@ impl Migration {
     }
 }
 
-/// The descriptor of one shared global, collected in [`GLOBALS`](crate::GLOBALS).
+/// The descriptor of one shared global, collected in [`GLOBALS`](static@crate::GLOBALS).
 ///
 /// The layout is part of the C ABI: `struct dsu_global_desc` in `libdsu`'s `dsu.h` is the
 /// same, and C globals put their descriptors in the same linker section,

@@ -98,7 +98,7 @@
 //! # Linker sections
 //!
 //! Globals live in `dsu_globals`; their descriptors ([`GlobalDesc`]) in the linkme slice
-//! [`GLOBALS`], whose ELF section is `linkme_DSU_GLOBALS` (linkme names the section of a
+//! [`GLOBALS`](static@GLOBALS), whose ELF section is `linkme_DSU_GLOBALS` (linkme names the section of a
 //! slice `linkme_<IDENT>`; the slice is declared as `DSU_GLOBALS` so that its section does
 //! not clash with another crate's `GLOBALS`). The C API (`libdsu`, `dsu.h`) places C
 //! globals and descriptors in the same two sections, so C and Rust globals can mix.
@@ -153,7 +153,7 @@ pub mod __private {
 /// Declares shared globals.
 ///
 /// Each `static NAME: T = init;` becomes a [`Global<T>`] (page-aligned, whole pages, in the
-/// section `dsu_globals`) that dereferences to `T`, plus a [`GlobalDesc`] in [`GLOBALS`].
+/// section `dsu_globals`) that dereferences to `T`, plus a [`GlobalDesc`] in [`GLOBALS`](static@GLOBALS).
 /// `T` must be [`Shared`] and `init` a constant expression. Attributes:
 ///
 /// - `#[dsu(name = "app::COUNTER")]`: the variable's name in the segment. The default is
