@@ -6,6 +6,7 @@
 //! turns into its report. `dsu-vmtests [filter...]` runs only the tests whose names
 //! contain one of the filters (setup and teardown phases always run).
 
+mod bench;
 mod foundation;
 mod util;
 
