@@ -1,0 +1,28 @@
+//! `kv-v2`: adds INCRBY and APPEND, and a new global, per-command call counters, which
+//! starts at zero when v2 attaches beside v1 while the keyspace and totals keep their
+//! values.
+
+use dsu_kv::server::{Program, main as serve};
+use dsu_kv::stats::{CmdCalls, Stats};
+use dsu_kv::table::Table;
+
+dsu::global! {
+    /// The keyspace, shared by every version.
+    #[dsu(name = "kv::TABLE")]
+    static TABLE: Table = Table::new();
+    /// INFO's totals, shared by every version.
+    #[dsu(name = "kv::STATS")]
+    static STATS: Stats = Stats::new();
+    /// New in v2: calls per command.
+    #[dsu(name = "kv::CMD_STATS")]
+    static CMD_STATS: CmdCalls = CmdCalls::new();
+}
+
+fn main() {
+    serve(Program {
+        version: 2,
+        table: &TABLE,
+        stats: &STATS,
+        cmd_stats: Some(&*CMD_STATS),
+    })
+}

@@ -1,0 +1,429 @@
+//! The TCP server and the update procedure.
+//!
+//! Start-up of a version: bind the port with `SO_REUSEPORT` and listen (connections queue
+//! from now on), attach to the dsu segment (the keyspace of the running version appears at
+//! once, and the running version gets a "version bound" event), then accept.
+//!
+//! Retirement of the old version, when its `/dev/dsu` handle reports a newer version:
+//! accept whatever is already queued on its listener, close the listener (the kernel now
+//! sends every new connection to the new version; with `net.ipv4.tcp_migrate_req=1` even
+//! a connection that raced into the closing listener's queue is moved, not reset), keep
+//! serving the open connections until their clients close them, and exit. Clients such as
+//! `redis-benchmark` never reconnect, so an old version must not close a connection under
+//! them; only after `--drain-timeout` are connections closed, and then only when idle
+//! (no partial request buffered, no reply pending).
+
+use crate::commands::{After, Ctx, execute};
+use crate::resp::{self, Parsed};
+use crate::stats::{CommandStats, Stats};
+use crate::table::Table;
+use std::io::{self, Read, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+/// What a version of the server consists of: its number and its globals.
+pub struct Program {
+    /// 1, 2 or 3.
+    pub version: u32,
+    /// The keyspace global.
+    pub table: &'static Table,
+    /// The totals global.
+    pub stats: &'static Stats,
+    /// The per-command statistics global (v2 on).
+    pub cmd_stats: Option<&'static dyn CommandStats>,
+}
+
+/// Command-line options.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// Address to listen on (`--bind`, default 127.0.0.1).
+    pub bind: Ipv4Addr,
+    /// Port (`--port`, default 6379).
+    pub port: u16,
+    /// dsu segment (`--segment`, default `kv`).
+    pub segment: String,
+    /// How long a retiring version waits for its clients to close before closing idle
+    /// connections itself (`--drain-timeout SECS`, default 120).
+    pub drain_timeout: Duration,
+    /// Run without dsu (`--no-dsu`): the globals stay private to this process.
+    pub no_dsu: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            bind: Ipv4Addr::LOCALHOST,
+            port: 6379,
+            segment: "kv".into(),
+            drain_timeout: Duration::from_secs(120),
+            no_dsu: false,
+        }
+    }
+}
+
+const USAGE: &str =
+    "usage: kv-vN [--port N] [--bind IPV4] [--segment NAME] [--drain-timeout SECS] [--no-dsu]";
+
+impl Options {
+    /// Parses the command line (without the program name).
+    ///
+    /// ```
+    /// let o = dsu_kv::server::Options::parse(["--port", "7000", "--no-dsu"].map(String::from)).unwrap();
+    /// assert_eq!(o.port, 7000);
+    /// assert!(o.no_dsu);
+    /// ```
+    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
+        let mut o = Options::default();
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value\n{USAGE}"));
+            match a.as_str() {
+                "--port" => {
+                    o.port = value("--port")?
+                        .parse()
+                        .map_err(|e| format!("--port: {e}"))?
+                }
+                "--bind" => {
+                    o.bind = value("--bind")?
+                        .parse()
+                        .map_err(|e| format!("--bind: {e}"))?
+                }
+                "--segment" => o.segment = value("--segment")?,
+                "--drain-timeout" => {
+                    let s: f64 = value("--drain-timeout")?
+                        .parse()
+                        .map_err(|e| format!("--drain-timeout: {e}"))?;
+                    o.drain_timeout = Duration::from_secs_f64(s);
+                }
+                "--no-dsu" => o.no_dsu = true,
+                "-h" | "--help" => return Err(USAGE.into()),
+                _ => return Err(format!("unknown argument {a:?}\n{USAGE}")),
+            }
+        }
+        Ok(o)
+    }
+}
+
+/// Creates a listening TCP socket with `SO_REUSEADDR` and `SO_REUSEPORT`, so that two
+/// versions listen on the same port at once.
+pub fn listen_reuseport(addr: SocketAddrV4, backlog: i32) -> io::Result<TcpListener> {
+    let check = |r: libc::c_int| {
+        if r < 0 {
+            Err(io::Error::last_os_error())
+        } else {
+            Ok(r)
+        }
+    };
+    // SAFETY: plain socket syscalls on a descriptor this function owns; the option values
+    // and the address are live locals of the sizes passed.
+    unsafe {
+        let fd = check(libc::socket(
+            libc::AF_INET,
+            libc::SOCK_STREAM | libc::SOCK_CLOEXEC,
+            0,
+        ))?;
+        let owned = OwnedFd::from_raw_fd(fd);
+        let one: libc::c_int = 1;
+        for opt in [libc::SO_REUSEADDR, libc::SO_REUSEPORT] {
+            check(libc::setsockopt(
+                fd,
+                libc::SOL_SOCKET,
+                opt,
+                (&one as *const libc::c_int).cast(),
+                size_of::<libc::c_int>() as libc::socklen_t,
+            ))?;
+        }
+        let sa = libc::sockaddr_in {
+            sin_family: libc::AF_INET as libc::sa_family_t,
+            sin_port: addr.port().to_be(),
+            sin_addr: libc::in_addr {
+                s_addr: u32::from(*addr.ip()).to_be(),
+            },
+            sin_zero: [0; 8],
+        };
+        check(libc::bind(
+            fd,
+            (&sa as *const libc::sockaddr_in).cast(),
+            size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        ))?;
+        check(libc::listen(fd, backlog))?;
+        Ok(TcpListener::from(owned))
+    }
+}
+
+/// This process's own counters and drain state, shared by its connection threads.
+#[derive(Default)]
+pub struct Local {
+    /// Open connections.
+    pub clients: AtomicUsize,
+    /// Commands this process executed.
+    pub commands: AtomicU64,
+    /// Connections this process accepted.
+    pub connections: AtomicU64,
+    /// Set when the drain timeout passed: idle connections close.
+    pub close_idle: AtomicBool,
+}
+
+/// Serves one connection until the client closes it (or QUIT, a protocol error, or
+/// `close_idle` while idle).
+pub fn handle_connection(stream: TcpStream, ctx: &Ctx, local: &Local) {
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(Duration::from_millis(200)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
+    let mut stream = stream;
+    let mut buf: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut out: Vec<u8> = Vec::with_capacity(16 * 1024);
+    let mut chunk = vec![0u8; 16 * 1024];
+    loop {
+        let n = match stream.read(&mut chunk) {
+            Ok(0) => return,
+            Ok(n) => n,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                if buf.is_empty() && local.close_idle.load(Relaxed) {
+                    return;
+                }
+                continue;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => return,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut pos = 0;
+        let mut close = false;
+        loop {
+            match resp::parse(&buf[pos..]) {
+                Ok(Parsed::Request(args, used)) => {
+                    pos += used;
+                    if args.is_empty() {
+                        continue;
+                    }
+                    local.commands.fetch_add(1, Relaxed);
+                    if execute(ctx, &args, &mut out) == After::Close {
+                        close = true;
+                        break;
+                    }
+                }
+                Ok(Parsed::Incomplete) => break,
+                Err(e) => {
+                    resp::error(&mut out, &format!("ERR {e}"));
+                    close = true;
+                    break;
+                }
+            }
+        }
+        buf.drain(..pos);
+        if !out.is_empty() {
+            if stream.write_all(&out).is_err() {
+                return;
+            }
+            out.clear();
+        }
+        if close {
+            return;
+        }
+    }
+}
+
+/// Why the accept loop ended.
+enum Stop {
+    /// A newer version bound: its label and pid.
+    Newer(String, i32),
+}
+
+fn poll_readable(fds: &[RawFd], timeout: Duration) -> io::Result<Vec<bool>> {
+    let mut p: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    // SAFETY: p is a live array of p.len() pollfds.
+    let r = unsafe {
+        libc::poll(
+            p.as_mut_ptr(),
+            p.len() as libc::nfds_t,
+            timeout.as_millis() as libc::c_int,
+        )
+    };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        if e.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(e);
+    }
+    Ok(p.iter().map(|x| x.revents != 0).collect())
+}
+
+fn spawn_connection(stream: TcpStream, ctx: &'static Ctx<'static>, local: &'static Local) {
+    local.clients.fetch_add(1, Relaxed);
+    local.connections.fetch_add(1, Relaxed);
+    ctx.stats.total_connections.fetch_add(1, Relaxed);
+    let spawned = std::thread::Builder::new()
+        .name("kv-conn".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            handle_connection(stream, ctx, local);
+            local.clients.fetch_sub(1, Relaxed);
+        });
+    if let Err(e) = spawned {
+        eprintln!("dsu-kv: cannot start a connection thread: {e}");
+        local.clients.fetch_sub(1, Relaxed);
+    }
+}
+
+/// Accepts every connection already queued on the (non-blocking) listener.
+fn accept_queued(
+    listener: &TcpListener,
+    ctx: &'static Ctx<'static>,
+    local: &'static Local,
+) -> io::Result<usize> {
+    let mut n = 0;
+    loop {
+        match listener.accept() {
+            Ok((s, _)) => {
+                s.set_nonblocking(false)?;
+                spawn_connection(s, ctx, local);
+                n += 1;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(n),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                ) => {}
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// Runs a version of the server: the body of `kv-v1`, `kv-v2` and `kv-v3`. Exits the
+/// process: 0 after a clean retirement, 1 on an error.
+pub fn main(p: Program) -> ! {
+    let name = format!("kv-v{}", p.version);
+    let opts = match Options::parse(std::env::args().skip(1)) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{e}");
+            std::process::exit(2);
+        }
+    };
+    match run(&name, p, &opts) {
+        Ok(()) => std::process::exit(0),
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
+fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error::Error>> {
+    let say = |msg: String| {
+        println!("{name}[{}]: {msg}", std::process::id());
+        let _ = io::stdout().flush();
+    };
+    // Listen first: from here on connections queue for us, so the old version may close
+    // its listener as soon as it learns that we are bound.
+    let listener = listen_reuseport(SocketAddrV4::new(opts.bind, opts.port), 1024)
+        .map_err(|e| format!("listen on {}:{}: {e}", opts.bind, opts.port))?;
+    listener.set_nonblocking(true)?;
+    let version = if opts.no_dsu {
+        say("running without dsu: globals are private to this process".into());
+        None
+    } else {
+        let t0 = Instant::now();
+        let v = dsu::attach(&opts.segment, name)?;
+        let vars: Vec<String> = v
+            .variables()
+            .iter()
+            .map(|x| format!("{} {:?}", x.name, x.status).to_lowercase())
+            .collect();
+        say(format!(
+            "attached to segment {:?} in {} ms ({}): {}",
+            opts.segment,
+            t0.elapsed().as_millis(),
+            if v.created_segment() {
+                "created it"
+            } else {
+                "joined the running version"
+            },
+            vars.join(", ")
+        ));
+        Some(v)
+    };
+    let started = p.stats.versions_started.fetch_add(1, Relaxed) + 1;
+    // Both live as long as the process: connection threads are never joined.
+    let local: &'static Local = Box::leak(Box::default());
+    let ctx: &'static Ctx<'static> = Box::leak(Box::new(Ctx {
+        table: p.table,
+        stats: p.stats,
+        cmd_stats: p.cmd_stats,
+        version: p.version,
+        port: opts.port,
+        started: Instant::now(),
+        clients: &local.clients,
+    }));
+    say(format!(
+        "serving {}:{}: {} keys, total_commands_processed={}, versions started so far: {started}",
+        opts.bind,
+        opts.port,
+        p.table.len(),
+        p.stats.total_commands.load(Relaxed)
+    ));
+
+    let stop = loop {
+        let mut fds = vec![listener.as_raw_fd()];
+        if let Some(v) = &version {
+            fds.push(v.as_fd().as_raw_fd());
+        }
+        let ready = poll_readable(&fds, Duration::from_secs(1))?;
+        if ready[0] {
+            accept_queued(&listener, ctx, local)?;
+        }
+        if let Some(v) = &version
+            && let Some(e) = v.newer_version()?
+        {
+            break Stop::Newer(e.label, e.pid);
+        }
+    };
+    let Stop::Newer(label, pid) = stop;
+    let late = accept_queued(&listener, ctx, local)?;
+    drop(listener);
+    say(format!(
+        "newer version {label} (pid {pid}) is up: listener closed, draining {} open connection(s){}",
+        local.clients.load(Relaxed),
+        if late > 0 {
+            format!(" ({late} accepted from the queue)")
+        } else {
+            String::new()
+        }
+    ));
+    let t0 = Instant::now();
+    while local.clients.load(Relaxed) > 0 {
+        if t0.elapsed() > opts.drain_timeout && !local.close_idle.swap(true, Relaxed) {
+            say(format!(
+                "drain timeout ({:?}) passed: closing {} idle connection(s)",
+                opts.drain_timeout,
+                local.clients.load(Relaxed)
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    say(format!(
+        "retired after draining for {} ms: this process served {} commands on {} connections",
+        t0.elapsed().as_millis(),
+        local.commands.load(Relaxed),
+        local.connections.load(Relaxed)
+    ));
+    drop(version);
+    Ok(())
+}

@@ -1,0 +1,28 @@
+//! The locks of the keyspace: [`dsu::sync::Mutex`], process-shared and robust, so that the
+//! versions of the server running side by side during an update exclude each other, and a
+//! version killed while holding a stripe leaves it repairable rather than locked forever.
+
+pub use dsu::sync::{Mutex, MutexGuard};
+
+/// Locks `m`; when the previous holder died with the lock, runs `repair` on the data
+/// before handing out the guard (and says so on stderr).
+///
+/// ```
+/// let m = dsu_kv::sync::Mutex::new(1u32);
+/// let g = dsu_kv::sync::lock_repair(&m, |v| { *v = 0; true });
+/// assert_eq!(*g, 1, "not repaired: nobody died");
+/// ```
+pub fn lock_repair<T>(m: &Mutex<T>, repair: impl FnOnce(&mut T) -> bool) -> MutexGuard<'_, T> {
+    match m.lock() {
+        Ok(g) => g,
+        Err(died) => {
+            let tid = died.dead_owner();
+            let mut g = died.into_inner();
+            let changed = repair(&mut g);
+            eprintln!(
+                "dsu-kv: thread {tid} died holding a stripe lock; stripe repaired (changed: {changed})"
+            );
+            g
+        }
+    }
+}
