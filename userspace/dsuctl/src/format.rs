@@ -1,0 +1,484 @@
+//! Output formatting: pure functions from the kernel's records to text and JSON.
+
+use dsu::sys::{Event, EventKind, SegmentInfo, VariableInfo, VersionInfo};
+use serde::Serialize;
+
+/// A segment as `list --json` prints it.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct SegmentJson {
+    pub name: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub mode: String,
+    pub destroyed: bool,
+    pub pages: u64,
+    pub variables: u64,
+    pub versions: u64,
+    pub handles: u64,
+    pub created_ns: u64,
+}
+
+impl From<&SegmentInfo> for SegmentJson {
+    fn from(s: &SegmentInfo) -> Self {
+        SegmentJson {
+            name: s.name.clone(),
+            uid: s.uid,
+            gid: s.gid,
+            mode: format!("{:04o}", s.mode),
+            destroyed: s.destroyed,
+            pages: s.pages,
+            variables: s.variables,
+            versions: s.versions,
+            handles: s.handles,
+            created_ns: s.created_ns,
+        }
+    }
+}
+
+/// A variable as `show --json` prints it.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct VariableJson {
+    pub name: String,
+    pub size: u64,
+    pub align: u64,
+    pub pages: u64,
+    pub first_page: u64,
+    pub fingerprint: String,
+    pub created_by: u64,
+    pub created_label: String,
+    pub created_ns: u64,
+}
+
+impl From<&VariableInfo> for VariableJson {
+    fn from(v: &VariableInfo) -> Self {
+        VariableJson {
+            name: v.name.clone(),
+            size: v.size,
+            align: v.align,
+            pages: v.page_count,
+            first_page: v.first_page,
+            fingerprint: format!("{:016x}", v.fingerprint),
+            created_by: v.created_by,
+            created_label: v.created_label.clone(),
+            created_ns: v.created_ns,
+        }
+    }
+}
+
+/// A version as `show --json` prints it.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct VersionJson {
+    pub id: u64,
+    pub label: String,
+    pub pid: i32,
+    pub pages: u64,
+    pub mappings: u64,
+    pub bound_ns: u64,
+    pub age_s: u64,
+}
+
+/// `show --json`.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct ShowJson {
+    pub segment: SegmentJson,
+    pub variables: Vec<VariableJson>,
+    pub versions: Vec<VersionJson>,
+}
+
+/// `dump --json`.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct DumpJson {
+    pub segment: String,
+    pub name: String,
+    pub size: usize,
+    pub fingerprint: String,
+    pub hex: String,
+}
+
+/// An event as `watch --json` prints it (one object per line).
+#[derive(Serialize, Debug, PartialEq)]
+pub struct EventJson {
+    pub event: String,
+    pub version_id: u64,
+    pub label: String,
+    pub pid: i32,
+    pub time_ns: u64,
+    pub lost: u32,
+}
+
+impl From<&Event> for EventJson {
+    fn from(e: &Event) -> Self {
+        EventJson {
+            event: event_kind(e.kind),
+            version_id: e.version_id,
+            label: e.label.clone(),
+            pid: e.pid,
+            time_ns: e.time_ns,
+            lost: e.lost,
+        }
+    }
+}
+
+fn event_kind(k: EventKind) -> String {
+    match k {
+        EventKind::Bound => "bound".into(),
+        EventKind::Ended => "ended".into(),
+        EventKind::Other(n) => format!("kind-{n}"),
+    }
+}
+
+/// `2024-05-01T12:00:00Z` from CLOCK_REALTIME nanoseconds (UTC).
+pub fn utc(ns: u64) -> String {
+    let secs = ns / 1_000_000_000;
+    let days = (secs / 86_400) as i64;
+    let rem = secs % 86_400;
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// A duration in seconds as `5s`, `3m04s`, `2h05m`, `3d04h`.
+pub fn age(secs: u64) -> String {
+    match secs {
+        s if s < 60 => format!("{s}s"),
+        s if s < 3600 => format!("{}m{:02}s", s / 60, s % 60),
+        s if s < 86_400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        s => format!("{}d{:02}h", s / 86_400, s % 86_400 / 3600),
+    }
+}
+
+/// Lays out rows under a header, columns separated by two spaces, the last one unpadded.
+pub fn table(header: &[&str], rows: &[Vec<String>]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r) {
+            *w = (*w).max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let n = cells.len();
+        let mut s = String::new();
+        for (i, c) in cells.into_iter().enumerate() {
+            if i + 1 == n {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_string() + "\n"
+    };
+    let mut out = line(header.to_vec());
+    for r in rows {
+        out.push_str(&line(r.iter().map(String::as_str).collect()));
+    }
+    out
+}
+
+/// `dsuctl list`.
+pub fn segments_text(segs: &[SegmentInfo]) -> String {
+    if segs.is_empty() {
+        return "no segments\n".into();
+    }
+    let rows: Vec<Vec<String>> = segs
+        .iter()
+        .map(|s| {
+            vec![
+                s.name.clone() + if s.destroyed { " (destroyed)" } else { "" },
+                format!("{}:{}", s.uid, s.gid),
+                format!("{:04o}", s.mode),
+                s.pages.to_string(),
+                s.variables.to_string(),
+                s.versions.to_string(),
+                s.handles.to_string(),
+            ]
+        })
+        .collect();
+    table(
+        &[
+            "SEGMENT",
+            "OWNER",
+            "MODE",
+            "PAGES",
+            "VARIABLES",
+            "VERSIONS",
+            "HANDLES",
+        ],
+        &rows,
+    )
+}
+
+/// `dsuctl show SEG`; `now_ns` is the current CLOCK_REALTIME.
+pub fn show_text(
+    seg: &SegmentInfo,
+    vars: &[VariableInfo],
+    versions: &[VersionInfo],
+    now_ns: u64,
+) -> String {
+    let mut out = format!(
+        "segment {}{}: owner {}:{}, mode {:04o}, {} pages, {} handles, created {}\n\n",
+        seg.name,
+        if seg.destroyed { " (destroyed)" } else { "" },
+        seg.uid,
+        seg.gid,
+        seg.mode,
+        seg.pages,
+        seg.handles,
+        utc(seg.created_ns)
+    );
+    out.push_str(&format!("variables ({}):\n", vars.len()));
+    let rows: Vec<Vec<String>> = vars
+        .iter()
+        .map(|v| {
+            vec![
+                v.name.clone(),
+                v.size.to_string(),
+                v.page_count.to_string(),
+                format!("{:016x}", v.fingerprint),
+                if v.created_label.is_empty() {
+                    format!("#{}", v.created_by)
+                } else {
+                    format!("{} (#{})", v.created_label, v.created_by)
+                },
+                utc(v.created_ns),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &[
+            "NAME",
+            "SIZE",
+            "PAGES",
+            "FINGERPRINT",
+            "CREATED BY",
+            "CREATED AT",
+        ],
+        &rows,
+    ));
+    out.push_str(&format!("\nversions ({}):\n", versions.len()));
+    let rows: Vec<Vec<String>> = versions
+        .iter()
+        .map(|v| {
+            vec![
+                v.id.to_string(),
+                v.label.clone(),
+                v.pid.to_string(),
+                age(now_ns.saturating_sub(v.bound_ns) / 1_000_000_000),
+                v.pages.to_string(),
+                v.mappings.to_string(),
+            ]
+        })
+        .collect();
+    out.push_str(&table(
+        &["ID", "LABEL", "PID", "AGE", "PAGES", "MAPPINGS"],
+        &rows,
+    ));
+    out
+}
+
+/// `dsuctl show SEG --json`.
+pub fn show_json(
+    seg: &SegmentInfo,
+    vars: &[VariableInfo],
+    versions: &[VersionInfo],
+    now_ns: u64,
+) -> ShowJson {
+    ShowJson {
+        segment: seg.into(),
+        variables: vars.iter().map(Into::into).collect(),
+        versions: versions
+            .iter()
+            .map(|v| VersionJson {
+                id: v.id,
+                label: v.label.clone(),
+                pid: v.pid,
+                pages: v.pages,
+                mappings: v.mappings,
+                bound_ns: v.bound_ns,
+                age_s: now_ns.saturating_sub(v.bound_ns) / 1_000_000_000,
+            })
+            .collect(),
+    }
+}
+
+/// Hex and ASCII, 16 bytes a line: `00000000  01 02 ... |..|`.
+pub fn hexdump(bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, chunk) in bytes.chunks(16).enumerate() {
+        out.push_str(&format!("{:08x}  ", i * 16));
+        for j in 0..16 {
+            match chunk.get(j) {
+                Some(b) => out.push_str(&format!("{b:02x} ")),
+                None => out.push_str("   "),
+            }
+            if j == 7 {
+                out.push(' ');
+            }
+        }
+        out.push_str(" |");
+        out.extend(chunk.iter().map(|&b| {
+            if (0x20..0x7f).contains(&b) {
+                b as char
+            } else {
+                '.'
+            }
+        }));
+        out.push_str("|\n");
+    }
+    out
+}
+
+/// `dsuctl watch` line for an event.
+pub fn event_text(e: &Event) -> String {
+    let mut s = format!(
+        "{} {} version {} label {} pid {}",
+        utc(e.time_ns),
+        event_kind(e.kind),
+        e.version_id,
+        e.label,
+        e.pid
+    );
+    if e.lost > 0 {
+        s.push_str(&format!(" ({} earlier events lost)", e.lost));
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn seg() -> SegmentInfo {
+        SegmentInfo {
+            name: "app".into(),
+            uid: 0,
+            gid: 0,
+            mode: 0o600,
+            destroyed: false,
+            pages: 3,
+            variables: 2,
+            versions: 1,
+            handles: 2,
+            created_ns: 1_700_000_000_000_000_000,
+        }
+    }
+
+    fn var() -> VariableInfo {
+        VariableInfo {
+            name: "app::COUNTER".into(),
+            size: 8,
+            align: 8,
+            fingerprint: 0xabc,
+            first_page: 0,
+            page_count: 1,
+            created_ns: 1_700_000_000_000_000_000,
+            created_by: 1,
+            created_label: "1.0".into(),
+        }
+    }
+
+    fn ver() -> VersionInfo {
+        VersionInfo {
+            id: 1,
+            pid: 42,
+            pages: 3,
+            mappings: 1,
+            bound_ns: 1_700_000_000_000_000_000,
+            label: "1.0".into(),
+        }
+    }
+
+    #[test]
+    fn utc_and_age() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(1_700_000_000_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(utc(951_782_400 * 1_000_000_000), "2000-02-29T00:00:00Z");
+        assert_eq!(age(5), "5s");
+        assert_eq!(age(184), "3m04s");
+        assert_eq!(age(7500), "2h05m");
+        assert_eq!(age(3 * 86_400 + 4 * 3600), "3d04h");
+    }
+
+    #[test]
+    fn list_text() {
+        let t = segments_text(&[seg()]);
+        assert_eq!(
+            t,
+            "SEGMENT  OWNER  MODE  PAGES  VARIABLES  VERSIONS  HANDLES\n\
+             app      0:0    0600  3      2          1         2\n"
+        );
+        assert_eq!(segments_text(&[]), "no segments\n");
+        let mut d = seg();
+        d.destroyed = true;
+        assert!(segments_text(&[d]).contains("app (destroyed)"));
+    }
+
+    #[test]
+    fn show_text_and_json() {
+        let now = 1_700_000_000_000_000_000 + 65_000_000_000;
+        let t = show_text(&seg(), &[var()], &[ver()], now);
+        assert!(t.starts_with("segment app: owner 0:0, mode 0600, 3 pages, 2 handles, created 2023-11-14T22:13:20Z\n"), "{t}");
+        assert!(
+            t.contains(
+                "app::COUNTER  8     1      0000000000000abc  1.0 (#1)    2023-11-14T22:13:20Z"
+            ),
+            "{t}"
+        );
+        assert!(t.contains("1   1.0    42   1m05s  3      1"), "{t}");
+        let j = serde_json::to_value(show_json(&seg(), &[var()], &[ver()], now)).unwrap();
+        assert_eq!(j["segment"]["mode"], "0600");
+        assert_eq!(j["variables"][0]["fingerprint"], "0000000000000abc");
+        assert_eq!(j["versions"][0]["age_s"], 65);
+        assert_eq!(j["versions"][0]["pid"], 42);
+    }
+
+    #[test]
+    fn hexdump_lines() {
+        let d = hexdump(b"hello, world\x00\x01\x02\x03ABC");
+        assert_eq!(
+            d,
+            "00000000  68 65 6c 6c 6f 2c 20 77  6f 72 6c 64 00 01 02 03  |hello, world....|\n\
+             00000010  41 42 43                                          |ABC|\n"
+        );
+        assert_eq!(hexdump(&[]), "");
+    }
+
+    #[test]
+    fn events() {
+        let e = Event {
+            kind: EventKind::Bound,
+            version_id: 2,
+            pid: 7,
+            lost: 0,
+            time_ns: 0,
+            label: "v2".into(),
+        };
+        assert_eq!(
+            event_text(&e),
+            "1970-01-01T00:00:00Z bound version 2 label v2 pid 7"
+        );
+        let j = serde_json::to_string(&EventJson::from(&e)).unwrap();
+        assert_eq!(
+            j,
+            r#"{"event":"bound","version_id":2,"label":"v2","pid":7,"time_ns":0,"lost":0}"#
+        );
+        let e = Event {
+            kind: EventKind::Ended,
+            lost: 3,
+            ..e
+        };
+        assert!(event_text(&e).ends_with("ended version 2 label v2 pid 7 (3 earlier events lost)"));
+    }
+}
