@@ -1,0 +1,189 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! `/dev/dsu` file operations: open, release, ioctl dispatch, mmap, poll and read.
+//!
+//! Each ioctl is dispatched on its type and number (the struct's own size field governs
+//! copying). The introspection and DESTROY ioctls, which name their segment and work in any
+//! handle state, are implemented here; the state-changing ones are in `handle.rs`.
+//! Nothing here holds a dsu lock across a user copy.
+
+use crate::{
+    handle::Handle,
+    kernel_ext::{
+        file::File,
+        miscdevice::MiscDevice,
+        mm::VmaNew,
+        poll::{PollTable, POLLIN, POLLRDNORM},
+    },
+    mapping,
+    registry::Registry,
+    segment::MAY_READ,
+    uapi::{
+        self, dsu_destroy, dsu_event, dsu_list, dsu_read_var, dsu_segment_info,
+        dsu_variable_info, dsu_version_info, ioctl, RecordArray, DSU_LIST_MAX,
+        DSU_READ_ANY_FINGERPRINT,
+    },
+};
+use core::mem::size_of;
+use kernel::{
+    error::code::*,
+    ioctl::{_IOC_NR, _IOC_TYPE},
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::{Arc, ArcBorrow},
+    uaccess::UserSliceWriter,
+};
+
+impl MiscDevice for Handle {
+    type Context = Pin<KBox<Registry>>;
+    type Ptr = Arc<Handle>;
+    // World-accessible: access control is per segment.
+    const MODE: u16 = 0o666;
+
+    fn open(_registry: &Pin<KBox<Registry>>, _file: &File) -> Result<Arc<Handle>> {
+        Handle::new()
+    }
+
+    fn release(registry: &Pin<KBox<Registry>>, handle: Arc<Handle>, _file: &File) {
+        handle.release(registry);
+    }
+
+    fn ioctl(registry: &Pin<KBox<Registry>>, handle: ArcBorrow<'_, Handle>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+        if _IOC_TYPE(cmd) != ioctl::MAGIC {
+            return Err(ENOTTY);
+        }
+        match _IOC_NR(cmd) {
+            ioctl::ATTACH => handle.attach(registry, arg),
+            ioctl::RESOLVE => handle.resolve(arg),
+            ioctl::BIND => handle.bind(arg),
+            ioctl::LIST_SEGMENTS => list(registry, arg, ListKind::Segments),
+            ioctl::LIST_VARIABLES => list(registry, arg, ListKind::Variables),
+            ioctl::LIST_VERSIONS => list(registry, arg, ListKind::Versions),
+            ioctl::READ_VAR => read_var(registry, arg),
+            ioctl::DESTROY => destroy(registry, arg),
+            _ => Err(ENOTTY),
+        }
+    }
+
+    fn mmap(_registry: &Pin<KBox<Registry>>, handle: ArcBorrow<'_, Handle>, _file: &File, vma: &VmaNew) -> Result {
+        mapping::mmap(&handle, vma)
+    }
+
+    fn poll(handle: ArcBorrow<'_, Handle>, file: &File, table: &PollTable) -> u32 {
+        handle.events.wait_queue().register(file, table);
+        if handle.events.ready() { POLLIN | POLLRDNORM } else { 0 }
+    }
+
+    fn read(handle: ArcBorrow<'_, Handle>, file: &File, mut buf: UserSliceWriter) -> Result<usize> {
+        const EVENT: usize = size_of::<dsu_event>();
+        let want = (buf.len() / EVENT).min(16);
+        if want == 0 {
+            return Err(EINVAL);
+        }
+        let mut events = [dsu_event::default(); 16];
+        loop {
+            let n = handle.events.pop(&mut events[..want]);
+            if n > 0 {
+                // Copied out with no lock held.
+                for e in &events[..n] {
+                    buf.write(e)?;
+                }
+                return Ok(n * EVENT);
+            }
+            if file.is_nonblocking() {
+                return Err(EAGAIN);
+            }
+            handle.events.wait_queue().wait_interruptible(|| handle.events.ready())?;
+        }
+    }
+}
+
+enum ListKind {
+    Segments,
+    Variables,
+    Versions,
+}
+
+/// DSU_IOC_LIST_*: paged copies of introspection records.
+fn list(registry: &Registry, arg: usize, kind: ListKind) -> Result<isize> {
+    let mut l: dsu_list = uapi::read_struct(arg)?;
+    if l.__pad != 0 {
+        return Err(EINVAL);
+    }
+    if l.count > DSU_LIST_MAX {
+        return Err(E2BIG);
+    }
+    let (start, count) = (l.start as usize, l.count as usize);
+    let written = match kind {
+        ListKind::Segments => {
+            let array = RecordArray::new::<dsu_segment_info>(l.records, l.record_size, count)?;
+            let (records, total) = registry.list(start, count)?;
+            l.total = total as u32;
+            write_records(&array, &records)?
+        }
+        ListKind::Variables => {
+            let array = RecordArray::new::<dsu_variable_info>(l.records, l.record_size, count)?;
+            let seg = registry.get(&uapi::segment_name(&l.segment)?)?;
+            seg.check_access(MAY_READ)?;
+            let (records, total) = seg.list_variables(start, count)?;
+            l.total = total as u32;
+            write_records(&array, &records)?
+        }
+        ListKind::Versions => {
+            let array = RecordArray::new::<dsu_version_info>(l.records, l.record_size, count)?;
+            let seg = registry.get(&uapi::segment_name(&l.segment)?)?;
+            seg.check_access(MAY_READ)?;
+            let (records, total) = seg.list_versions(start, count)?;
+            l.total = total as u32;
+            write_records(&array, &records)?
+        }
+    };
+    l.count = written as u32;
+    uapi::write_struct(arg, &l)?;
+    Ok(0)
+}
+
+fn write_records<T: kernel::types::AsBytes>(array: &RecordArray, records: &[T]) -> Result<usize> {
+    for (i, r) in records.iter().enumerate().take(array.count()) {
+        array.write(i, r)?;
+    }
+    Ok(records.len().min(array.count()))
+}
+
+/// DSU_IOC_READ_VAR: copies a variable's current bytes.
+fn read_var(registry: &Registry, arg: usize) -> Result<isize> {
+    let mut r: dsu_read_var = uapi::read_struct(arg)?;
+    if r.flags & !DSU_READ_ANY_FINGERPRINT != 0 {
+        return Err(EINVAL);
+    }
+    let seg = registry.get(&uapi::segment_name(&r.segment)?)?;
+    let name = uapi::variable_name(&r.name)?;
+    seg.check_access(MAY_READ)?;
+    let any = r.flags & DSU_READ_ANY_FINGERPRINT != 0;
+    let snap = seg.read_var(&name, r.fingerprint, any, r.offset, r.length)?;
+    // The pages stay valid while `seg` is held; copy with no lock held.
+    let mut writer = uapi::writer(r.buf, snap.len)?;
+    let (mut skip, mut left) = (snap.skip, snap.len);
+    for page in snap.pages.iter() {
+        let n = left.min(PAGE_SIZE - skip);
+        // SAFETY: The segment (held by `seg`) keeps its pages until it is dropped.
+        unsafe { page.copy_to_user(&mut writer, skip, n)? };
+        skip = 0;
+        left -= n;
+    }
+    r.length = snap.len as u64;
+    r.var_size = snap.var_size;
+    r.var_fingerprint = snap.var_fingerprint;
+    uapi::write_struct(arg, &r)?;
+    Ok(0)
+}
+
+/// DSU_IOC_DESTROY.
+fn destroy(registry: &Registry, arg: usize) -> Result<isize> {
+    let d: dsu_destroy = uapi::read_struct(arg)?;
+    if d.flags != 0 {
+        return Err(EINVAL);
+    }
+    registry.destroy(&uapi::segment_name(&d.name)?)?;
+    Ok(0)
+}

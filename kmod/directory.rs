@@ -1,0 +1,161 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The variable directory of a segment: which pages hold which global variable.
+//!
+//! Entries are kept in creation order (a vector, so listing is paged by index) and indexed
+//! by `(name, index)` in a red-black tree, so lookups are `O(log n)` and one name may have
+//! several entries (migrated variables with another size or fingerprint). Entries are never
+//! removed while the segment lives.
+//!
+//! The directory has no lock of its own: it lives in the segment's mutex. Inserting is split
+//! into a fallible [`Directory::reserve`] and an infallible [`Directory::insert`], so that a
+//! RESOLVE batch either adds all of its entries or none.
+
+use crate::uapi::{Label, VarName, DSU_VAR_CONFLICT_SIZE, DSU_VAR_CONFLICT_TYPE};
+use kernel::{
+    error::code::ENOMEM,
+    prelude::*,
+    rbtree::{RBTree, RBTreeNodeReservation},
+};
+
+/// One variable.
+pub struct Entry {
+    /// Its name.
+    pub name: VarName,
+    /// Size in bytes.
+    pub size: u64,
+    /// Alignment its creator asked for (pages satisfy any alignment up to a page).
+    pub align: u64,
+    /// Type fingerprint.
+    pub fingerprint: u64,
+    /// First page in the segment.
+    pub first_page: u64,
+    /// Pages it occupies, from `first_page`.
+    pub page_count: u64,
+    /// `CLOCK_REALTIME` of its creation.
+    pub created_ns: u64,
+    /// Id of the version (or, if unbound, the handle) that created it.
+    pub created_by: u64,
+    /// Label of the version that created it; empty if the handle was not bound.
+    pub created_label: Label,
+}
+
+/// What a lookup found for `(name, size, fingerprint)`.
+pub enum Lookup {
+    /// An entry with equal size and fingerprint: the common global.
+    Found(usize),
+    /// No usable entry: a new one would be added.
+    Missing,
+    /// The name exists with another size (`DSU_VAR_CONFLICT_SIZE`) or fingerprint
+    /// (`DSU_VAR_CONFLICT_TYPE`); the newest such entry's size and fingerprint.
+    Conflict {
+        /// The conflict status.
+        status: u32,
+        /// Size in the directory.
+        size: u64,
+        /// Fingerprint in the directory.
+        fingerprint: u64,
+    },
+}
+
+/// Space reserved for new entries.
+pub struct Reservation {
+    nodes: kernel::alloc::kvec::IntoIter<RBTreeNodeReservation<(VarName, u32), ()>, kernel::alloc::allocator::Kmalloc>,
+}
+
+/// The directory.
+pub struct Directory {
+    entries: KVVec<Entry>,
+    index: RBTree<(VarName, u32), ()>,
+}
+
+impl Directory {
+    /// An empty directory.
+    pub fn new() -> Self {
+        Self { entries: KVVec::new(), index: RBTree::new() }
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Entry `i` in creation order.
+    pub fn get(&self, i: usize) -> Option<&Entry> {
+        self.entries.get(i)
+    }
+
+    /// Looks up `name` with `size` and `fingerprint`. With `migrate`, an entry of the same
+    /// name but another size or fingerprint is no conflict (a new entry goes beside it).
+    pub fn lookup(&mut self, name: &VarName, size: u64, fingerprint: u64, migrate: bool) -> Lookup {
+        let entries = &self.entries;
+        let (mut exact, mut newest) = (None, None);
+        for_name(&mut self.index, name, |i| {
+            newest = Some(i);
+            let e = &entries[i];
+            if exact.is_none() && e.size == size && e.fingerprint == fingerprint {
+                exact = Some(i);
+            }
+        });
+        match (exact, newest) {
+            (Some(i), _) => Lookup::Found(i),
+            (None, None) => Lookup::Missing,
+            (None, Some(_)) if migrate => Lookup::Missing,
+            (None, Some(n)) => {
+                let e = &entries[n];
+                let status =
+                    if e.size != size { DSU_VAR_CONFLICT_SIZE } else { DSU_VAR_CONFLICT_TYPE };
+                Lookup::Conflict { status, size: e.size, fingerprint: e.fingerprint }
+            }
+        }
+    }
+
+    /// The newest entry named `name`, with fingerprint `fingerprint` unless `any`.
+    pub fn find(&mut self, name: &VarName, fingerprint: u64, any: bool) -> Option<&Entry> {
+        let entries = &self.entries;
+        let mut best = None;
+        for_name(&mut self.index, name, |i| {
+            if any || entries[i].fingerprint == fingerprint {
+                best = Some(i);
+            }
+        });
+        best.map(|i| &self.entries[i])
+    }
+
+    /// Reserves room for `n` more entries (`ENOMEM` on failure; nothing changes).
+    pub fn reserve(&mut self, n: usize) -> Result<Reservation> {
+        self.entries.reserve(n, GFP_KERNEL)?;
+        let mut nodes = KVec::with_capacity(n, GFP_KERNEL)?;
+        for _ in 0..n {
+            nodes.push(RBTreeNodeReservation::new(GFP_KERNEL)?, GFP_KERNEL)?;
+        }
+        Ok(Reservation { nodes: nodes.into_iter() })
+    }
+
+    /// Appends `entry` using room from `reservation`, returning its index.
+    ///
+    /// Cannot fail when `reservation` came from [`Directory::reserve`] with room for every
+    /// entry inserted; `ENOMEM` (with nothing changed) if it is exhausted.
+    pub fn insert(&mut self, entry: Entry, reservation: &mut Reservation) -> Result<usize> {
+        let i = self.entries.len();
+        let node = reservation.nodes.next().ok_or(ENOMEM)?;
+        let key = (entry.name, i as u32);
+        // The vector's capacity was reserved, so this does not allocate.
+        self.entries.push(entry, GFP_NOWAIT)?;
+        self.index.insert(node.into_node(key, ()));
+        Ok(i)
+    }
+}
+
+/// Calls `f` with the index of every entry named `name`, oldest first.
+fn for_name(index: &mut RBTree<(VarName, u32), ()>, name: &VarName, mut f: impl FnMut(usize)) {
+    let mut cursor = index.cursor_lower_bound(&(*name, 0));
+    while let Some(c) = cursor {
+        let (key, _) = c.current();
+        if key.0 != *name {
+            return;
+        }
+        f(key.1 as usize);
+        cursor = c.move_next();
+    }
+}

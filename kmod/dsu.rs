@@ -1,0 +1,48 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! dsu: shared data segments for multi-version dynamic software update.
+//!
+//! Global variables are migrated between program versions by overlaying virtual memory:
+//! each version maps the physical pages of a named *segment* over its own global section,
+//! so that a common global is the same memory in every version. See `docs/DESIGN.md`.
+//!
+//! The module registers `/dev/dsu` (mode 0666; access control is per segment) and owns the
+//! segment registry. Every open file pins the module (`fops.owner`), so unloading is refused
+//! while any fd or mapping lives; unloading drops the registry and with it every segment.
+
+pub mod device;
+pub mod directory;
+pub mod handle;
+pub mod kernel_ext;
+pub mod limits;
+pub mod mapping;
+pub mod registry;
+pub mod segment;
+pub mod uapi;
+pub mod version;
+
+use handle::Handle;
+use kernel::{c_str, prelude::*};
+use kernel_ext::miscdevice::MiscDeviceRegistration;
+use registry::Registry;
+
+module! {
+    type: DsuModule,
+    name: "dsu",
+    author: "dsu developers",
+    description: "Shared data segments for multi-version dynamic software update",
+    license: "GPL",
+}
+
+struct DsuModule {
+    _device: MiscDeviceRegistration<Handle>,
+}
+
+impl kernel::Module for DsuModule {
+    fn init(module: &'static ThisModule) -> Result<Self> {
+        let registry = KBox::pin_init(Registry::new(), GFP_KERNEL)?;
+        let device = MiscDeviceRegistration::register(c_str!("dsu"), module, registry)?;
+        pr_info!("/dev/dsu ready (API version {})\n", uapi::DSU_API_VERSION);
+        Ok(Self { _device: device })
+    }
+}

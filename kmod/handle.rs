@@ -1,0 +1,276 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Handles: one per open file of `/dev/dsu`.
+//!
+//! A handle moves `Fresh → Attached(segment) → Bound(segment, version)` and never back; the
+//! state lives in a mutex, held across each transition (but never across a user copy, which
+//! happens before locking or after unlocking). The handle's event queue is registered with
+//! its segment from ATTACH until release. Release comes after the last fd is closed and the
+//! last VMA is gone (each VMA holds the file), so it ends the version.
+//!
+//! Lock order: mmap_lock → handle state mutex → registry mutex → segment mutex → event
+//! spinlock.
+
+use crate::{
+    kernel_ext::error::ebadfd,
+    limits,
+    registry::{AttachMode, Registry},
+    segment::{Creator, Segment, MAY_READ, MAY_WRITE},
+    uapi::{
+        self, dsu_attach, dsu_bind, dsu_resolve, dsu_var, Label, RecordArray, VarName,
+        DSU_ATTACH_MUST_CREATE, DSU_ATTACH_MUST_EXIST, DSU_BIND_PREFAULT, DSU_VAR_INVALID,
+        DSU_VAR_MIGRATE, DSU_VAR_PENDING,
+    },
+    version::{EventQueue, Version},
+};
+use core::sync::atomic::{AtomicU64, Ordering};
+use kernel::{
+    error::code::*,
+    new_mutex,
+    page::PAGE_SIZE,
+    prelude::*,
+    sync::{Arc, Mutex},
+};
+
+/// Where a handle is in its life.
+pub enum State {
+    /// Opened, not attached.
+    Fresh,
+    /// Attached to a segment.
+    Attached(Arc<Segment>),
+    /// A version of the segment.
+    Bound(Arc<Segment>, Arc<Version>),
+}
+
+/// An open file of `/dev/dsu`.
+///
+/// Every ioctl may race with every other on the same file (threads sharing the fd), and
+/// with `mmap`, `poll` and `read`; the state mutex orders state changes, and the event
+/// queue has its own lock.
+#[pin_data]
+pub struct Handle {
+    /// Unique among handles of this module instance.
+    pub id: u64,
+    #[pin]
+    state: Mutex<State>,
+    /// Events about other versions of the attached segment.
+    pub events: Arc<EventQueue>,
+}
+
+static NEXT_HANDLE_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Handle {
+    /// A fresh handle.
+    pub fn new() -> Result<Arc<Self>> {
+        let events = EventQueue::new()?;
+        Arc::pin_init(
+            pin_init!(Self {
+                id: NEXT_HANDLE_ID.fetch_add(1, Ordering::Relaxed),
+                state <- new_mutex!(State::Fresh, "dsu_handle_state"),
+                events,
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// The version, if bound (for mmap).
+    pub fn version(&self) -> Result<Arc<Version>> {
+        match &*self.state.lock() {
+            State::Bound(_, v) => Ok(v.clone()),
+            _ => Err(ebadfd()),
+        }
+    }
+
+    /// The segment, if attached or bound.
+    fn segment(&self) -> Result<Arc<Segment>> {
+        match &*self.state.lock() {
+            State::Fresh => Err(ebadfd()),
+            State::Attached(s) | State::Bound(s, _) => Ok(s.clone()),
+        }
+    }
+
+    /// DSU_IOC_ATTACH.
+    pub fn attach(&self, registry: &Registry, arg: usize) -> Result<isize> {
+        let mut a: dsu_attach = uapi::read_struct(arg)?;
+        let known = DSU_ATTACH_MUST_CREATE | DSU_ATTACH_MUST_EXIST;
+        if a.flags & !known != 0 || a.flags == known || a.mode > 0o777 {
+            return Err(EINVAL);
+        }
+        let name = uapi::segment_name(&a.name)?;
+        let how = AttachMode {
+            must_create: a.flags & DSU_ATTACH_MUST_CREATE != 0,
+            must_exist: a.flags & DSU_ATTACH_MUST_EXIST != 0,
+            mode: a.mode,
+        };
+        let created = {
+            let mut state = self.state.lock();
+            if !matches!(*state, State::Fresh) {
+                return Err(EBUSY);
+            }
+            let (seg, created) = registry.attach(&name, &how, self.id, self.events.clone())?;
+            *state = State::Attached(seg);
+            created
+        };
+        a.created = created as u32;
+        uapi::write_struct(arg, &a)?;
+        Ok(0)
+    }
+
+    /// DSU_IOC_RESOLVE.
+    pub fn resolve(&self, arg: usize) -> Result<isize> {
+        let mut r: dsu_resolve = uapi::read_struct(arg)?;
+        if r.flags != 0 || r.count == 0 {
+            return Err(EINVAL);
+        }
+        let count = r.count as usize;
+        if count > limits::max_variables() {
+            return Err(E2BIG);
+        }
+        let array = RecordArray::new::<dsu_var>(r.vars, r.var_size, count)?;
+
+        // State first, so that a fresh handle gets ebadfd() before any entry is looked at.
+        let seg = self.segment()?;
+        seg.check_access(MAY_READ | MAY_WRITE)?;
+
+        // 1. Copy in and validate every entry.
+        let mut vars: KVVec<dsu_var> = KVVec::with_capacity(count, GFP_KERNEL)?;
+        let mut names: KVVec<VarName> = KVVec::with_capacity(count, GFP_KERNEL)?;
+        let mut invalid = false;
+        for i in 0..count {
+            let mut v: dsu_var = array.read(i)?;
+            let name = uapi::variable_name(&v.name);
+            let ok = name.is_ok()
+                && v.size >= 1
+                && v.align.is_power_of_two()
+                && v.align <= PAGE_SIZE as u64
+                && v.flags & !DSU_VAR_MIGRATE == 0;
+            v.status = if ok { DSU_VAR_PENDING } else { DSU_VAR_INVALID };
+            invalid |= !ok;
+            names.push(name.unwrap_or(VarName::EMPTY), GFP_KERNEL)?;
+            vars.push(v, GFP_KERNEL)?;
+        }
+        if !invalid {
+            invalid = mark_duplicates(&mut vars, &names)?;
+        }
+        if invalid {
+            write_vars(&array, &vars)?;
+            return Err(EINVAL);
+        }
+
+        // 2-5. Classify, allocate, commit (segment.rs), as this handle's version if bound.
+        let creator = match &*self.state.lock() {
+            State::Bound(_, v) => Creator { id: v.id, label: v.label },
+            _ => Creator { id: self.id, label: Label::EMPTY },
+        };
+        let result = seg.resolve(&mut vars, &names, &creator);
+
+        // 6. Copy statuses and pages out (also on a conflict).
+        match result {
+            Ok(added) => {
+                write_vars(&array, &vars)?;
+                r.added = added;
+                r.conflicts = 0;
+                uapi::write_struct(arg, &r)?;
+                Ok(0)
+            }
+            Err(e) if e == EEXIST => {
+                write_vars(&array, &vars)?;
+                r.added = 0;
+                r.conflicts = vars.iter().filter(|v| is_conflict(v.status)).count() as u32;
+                uapi::write_struct(arg, &r)?;
+                Err(EEXIST)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// DSU_IOC_BIND.
+    pub fn bind(&self, arg: usize) -> Result<isize> {
+        let mut b: dsu_bind = uapi::read_struct(arg)?;
+        if b.flags & !DSU_BIND_PREFAULT != 0 {
+            return Err(EINVAL);
+        }
+        let label = uapi::label(&b.label)?;
+        if b.page_count == 0 {
+            return Err(EINVAL);
+        }
+        // Check the state before copying the map in, for precise errnos.
+        let seg = match &*self.state.lock() {
+            State::Fresh => return Err(ebadfd()),
+            State::Bound(..) => return Err(EBUSY),
+            State::Attached(s) => s.clone(),
+        };
+        seg.check_access(MAY_READ | MAY_WRITE)?;
+        if b.page_count > limits::max_segment_pages() as u64 {
+            return Err(E2BIG);
+        }
+        let indexes = uapi::read_u64s(b.pages, b.page_count as usize)?;
+
+        let version = {
+            let mut state = self.state.lock();
+            let seg = match &*state {
+                State::Fresh => return Err(ebadfd()),
+                State::Bound(..) => return Err(EBUSY),
+                State::Attached(s) => s.clone(),
+            };
+            let pid = kernel::current!().group_leader().pid();
+            let version = Segment::bind(
+                &seg,
+                self.id,
+                label,
+                pid,
+                b.flags & DSU_BIND_PREFAULT != 0,
+                &indexes,
+                &self.events,
+            )?;
+            *state = State::Bound(seg, version.clone());
+            version
+        };
+        b.version_id = version.id;
+        uapi::write_struct(arg, &b)?;
+        Ok(0)
+    }
+
+    /// The file's release: detaches from the segment, ending the version.
+    pub fn release(&self, registry: &Registry) {
+        let state = core::mem::replace(&mut *self.state.lock(), State::Fresh);
+        let (seg, version) = match state {
+            State::Fresh => return,
+            State::Attached(s) => (s, None),
+            State::Bound(s, v) => (s, Some(v)),
+        };
+        if seg.detach_handle(self.id, version.as_deref()) {
+            registry.forget_destroyed(seg.id);
+        }
+    }
+}
+
+fn is_conflict(status: u32) -> bool {
+    status == uapi::DSU_VAR_CONFLICT_SIZE || status == uapi::DSU_VAR_CONFLICT_TYPE
+}
+
+/// Marks entries whose name appears earlier in the batch `INVALID`; returns whether any did.
+fn mark_duplicates(vars: &mut [dsu_var], names: &[VarName]) -> Result<bool> {
+    let mut order: KVVec<usize> = KVVec::with_capacity(names.len(), GFP_KERNEL)?;
+    for i in 0..names.len() {
+        order.push(i, GFP_KERNEL)?;
+    }
+    order.sort_unstable_by(|a, b| names[*a].cmp(&names[*b]).then(a.cmp(b)));
+    let mut dup = false;
+    for w in order.windows(2) {
+        if names[w[0]] == names[w[1]] {
+            vars[w[1]].status = DSU_VAR_INVALID;
+            dup = true;
+        }
+    }
+    Ok(dup)
+}
+
+/// Copies each entry's output fields back.
+fn write_vars(array: &RecordArray, vars: &[dsu_var]) -> Result {
+    for (i, v) in vars.iter().enumerate() {
+        array.write_prefix(i, v)?;
+    }
+    Ok(())
+}
+

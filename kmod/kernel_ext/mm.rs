@@ -1,0 +1,345 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Memory management: VMAs, page faults and raw page references.
+//!
+//! - [`VmaNew`]: a VMA being set up by a file's `mmap` (mmap_lock held for writing, the VMA
+//!   not yet in the tree), where flags and `vm_ops` may be set and pages inserted.
+//! - [`VmArea`]: a VMA seen from `vm_operations_struct` callbacks (mmap_lock or the VMA lock
+//!   held), with read-only accessors.
+//! - [`VmOperations`] and [`VmOpsTable`]: a typed `vm_operations_struct`. Callbacks check
+//!   that a VMA's `vm_ops` is the table and its `vm_private_data` is set before use.
+//! - [`PagePtr`]: a borrowed `struct page` pointer whose owner keeps the page alive.
+
+use core::{marker::PhantomData, ptr::NonNull};
+use kernel::{
+    bindings,
+    error::{code::*, to_result},
+    page::{Page, PAGE_SIZE},
+    prelude::*,
+    types::Opaque,
+    uaccess::UserSliceWriter,
+};
+
+/// A borrowed pointer to a page that someone else owns and keeps alive.
+///
+/// # Invariants
+///
+/// Points to a valid order-0 page for as long as the owner that produced it says.
+#[repr(transparent)]
+#[derive(Clone, Copy)]
+pub struct PagePtr(NonNull<bindings::page>);
+
+// SAFETY: A page pointer may be used from any thread; the page's owner controls lifetime.
+unsafe impl Send for PagePtr {}
+// SAFETY: See above.
+unsafe impl Sync for PagePtr {}
+
+impl PagePtr {
+    /// Borrows the pointer of an owned page. The caller must keep `page` alive (unmoved pages
+    /// do not matter: only the `Page` handle moves, not the page) while the result is used.
+    pub fn of(page: &Page) -> Self {
+        // INVARIANT: `Page` always holds a valid page.
+        Self(NonNull::new(page.as_ptr()).expect("Page holds a non-null page"))
+    }
+
+    /// Copies `len` bytes at `offset` in the page to userspace.
+    ///
+    /// # Safety
+    ///
+    /// The page must be alive for the duration of the call.
+    pub unsafe fn copy_to_user(self, writer: &mut UserSliceWriter, offset: usize, len: usize) -> Result {
+        if offset.checked_add(len).map_or(true, |end| end > PAGE_SIZE) {
+            return Err(EINVAL);
+        }
+        // SAFETY: The page is valid (caller); `kmap_local_page` maps it for this thread.
+        let addr = unsafe { bindings::kmap_local_page(self.0.as_ptr()) }.cast::<u8>();
+        // SAFETY: `addr` maps a whole page and `offset + len <= PAGE_SIZE`. Other mappings may
+        // write the bytes concurrently, which only makes the copied snapshot racy, as a
+        // read of shared memory is.
+        let bytes = unsafe { core::slice::from_raw_parts(addr.add(offset), len) };
+        let result = writer.write_slice(bytes);
+        // SAFETY: `addr` was returned by `kmap_local_page` above, in this thread.
+        unsafe { bindings::kunmap_local(addr.cast()) };
+        result
+    }
+}
+
+/// A VMA, borrowed within a VMA callback.
+///
+/// # Invariants
+///
+/// Points to a valid VMA whose mm is locked (mmap_lock or the VMA lock) for the borrow.
+#[repr(transparent)]
+pub struct VmArea(Opaque<bindings::vm_area_struct>);
+
+impl VmArea {
+    /// Borrows a raw VMA.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be a valid VMA, locked for reading at least, for the lifetime `'a`.
+    pub unsafe fn from_raw<'a>(ptr: *mut bindings::vm_area_struct) -> &'a Self {
+        // SAFETY: Transparent wrapper; validity is guaranteed by the caller.
+        unsafe { &*ptr.cast() }
+    }
+
+    fn raw(&self) -> *mut bindings::vm_area_struct {
+        self.0.get()
+    }
+
+    /// First address.
+    pub fn start(&self) -> usize {
+        // SAFETY: The VMA is valid by the type invariant; its bounds are stable while locked.
+        unsafe { (*self.raw()).__bindgen_anon_1.__bindgen_anon_1.vm_start as usize }
+    }
+
+    /// One past the last address.
+    pub fn end(&self) -> usize {
+        // SAFETY: As in `start`.
+        unsafe { (*self.raw()).__bindgen_anon_1.__bindgen_anon_1.vm_end as usize }
+    }
+
+    /// Length in bytes.
+    pub fn len(&self) -> usize {
+        self.end() - self.start()
+    }
+
+    /// Offset in the file, in pages.
+    pub fn pgoff(&self) -> usize {
+        // SAFETY: As in `start`.
+        unsafe { (*self.raw()).vm_pgoff as usize }
+    }
+
+    /// The `VM_*` flags.
+    pub fn flags(&self) -> usize {
+        // SAFETY: As in `start`; flags only change under the write lock.
+        unsafe { (*self.raw()).__bindgen_anon_2.__vm_flags }
+    }
+
+    /// The private data if this VMA is ours: its `vm_ops` is `T`'s table and its
+    /// `vm_private_data` is set.
+    pub fn data_if_ours<T: VmOperations>(&self) -> Option<&T::Data> {
+        // SAFETY: As in `start`.
+        let (ops, data) = unsafe { ((*self.raw()).vm_ops, (*self.raw()).vm_private_data) };
+        if !core::ptr::eq(ops, &T::table().ops) || data.is_null() {
+            return None;
+        }
+        // SAFETY: Only `VmaNew::set_ops::<T>` installs `T`'s table, with a `T::Data` that it
+        // requires to outlive the VMA.
+        Some(unsafe { &*data.cast::<T::Data>() })
+    }
+}
+
+/// Page protection and mapping flags.
+pub mod flags {
+    use kernel::bindings;
+    /// `VM_WRITE`.
+    pub const WRITE: usize = bindings::VM_WRITE as usize;
+    /// `VM_SHARED`: writes go to the shared object, not copy-on-write.
+    pub const SHARED: usize = bindings::VM_SHARED as usize;
+    /// `VM_DONTEXPAND`: mremap may not grow the VMA.
+    pub const DONTEXPAND: usize = bindings::VM_DONTEXPAND as usize;
+    /// `VM_DONTDUMP`: not in core dumps.
+    pub const DONTDUMP: usize = bindings::VM_DONTDUMP as usize;
+    /// `VM_MIXEDMAP`: pages inserted with `vm_insert_page(s)`.
+    pub const MIXEDMAP: usize = bindings::VM_MIXEDMAP as usize;
+}
+
+/// A VMA under construction in a file's `mmap` operation.
+///
+/// # Invariants
+///
+/// The mmap_lock is held for writing and the VMA is not yet visible in the mm's tree, so
+/// its fields may be written directly.
+#[repr(transparent)]
+pub struct VmaNew(VmArea);
+
+impl core::ops::Deref for VmaNew {
+    type Target = VmArea;
+    fn deref(&self) -> &VmArea {
+        &self.0
+    }
+}
+
+impl VmaNew {
+    /// Borrows the VMA given to `mmap`.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` must be the VMA passed to a file's `mmap` operation, for that call's duration.
+    pub unsafe fn from_raw<'a>(ptr: *mut bindings::vm_area_struct) -> &'a Self {
+        // SAFETY: Transparent wrapper; validity is guaranteed by the caller.
+        unsafe { &*ptr.cast() }
+    }
+
+    /// Sets `VM_*` flags.
+    pub fn set_flags(&self, flags: usize) {
+        // SAFETY: By the type invariant nobody else can see the VMA yet.
+        unsafe { (*self.raw()).__bindgen_anon_2.__vm_flags |= flags };
+    }
+
+    /// Installs `T`'s table as the VMA's operations with `data` as its private data.
+    ///
+    /// # Safety
+    ///
+    /// `data` must stay valid until the VMA and every VMA copied from it (fork, split) is
+    /// closed, e.g. because it is owned by the file that the VMA holds a reference to.
+    pub unsafe fn set_ops<T: VmOperations>(&self, data: &T::Data) {
+        // SAFETY: By the type invariant nobody else can see the VMA yet.
+        unsafe {
+            (*self.raw()).vm_ops = &T::table().ops;
+            (*self.raw()).vm_private_data = (data as *const T::Data).cast_mut().cast();
+        }
+    }
+
+    /// Inserts `pages` at `addr` onwards with `vm_insert_pages` (which takes its own page
+    /// references), in batches of one page table.
+    pub fn insert_pages(&self, addr: usize, pages: &[PagePtr]) -> Result {
+        const BATCH: usize = 512;
+        let end = addr
+            .checked_add(pages.len().checked_mul(PAGE_SIZE).ok_or(EINVAL)?)
+            .ok_or(EINVAL)?;
+        if addr < self.start() || end > self.end() {
+            return Err(EINVAL);
+        }
+        let mut at = addr;
+        for chunk in pages.chunks(BATCH) {
+            let mut left = chunk.len() as kernel::ffi::c_ulong;
+            // SAFETY: The VMA is being set up under the mmap write lock (type invariant) and
+            // `[at, at + chunk)` lies inside it. `PagePtr` is a transparent `*mut page`, so the
+            // slice is an array of page pointers, which the call only reads; the pages are
+            // valid by the `PagePtr` invariant.
+            let ret = unsafe {
+                bindings::vm_insert_pages(
+                    self.raw(),
+                    at as kernel::ffi::c_ulong,
+                    chunk.as_ptr().cast_mut().cast(),
+                    &mut left,
+                )
+            };
+            to_result(ret)?;
+            if left != 0 {
+                return Err(ENOMEM);
+            }
+            at += chunk.len() * PAGE_SIZE;
+        }
+        Ok(())
+    }
+}
+
+/// A page fault in a VMA of ours.
+pub struct VmFault {
+    vmf: *mut bindings::vm_fault,
+}
+
+/// What a fault handler reports.
+pub enum FaultResult {
+    /// The handler installed the PTE itself (`VM_FAULT_NOPAGE`).
+    Installed,
+    /// Out of memory (`VM_FAULT_OOM`).
+    Oom,
+    /// The address has no page (`VM_FAULT_SIGBUS`).
+    SigBus,
+}
+
+impl VmFault {
+    /// Page offset of the faulting address in the file (`vma->vm_pgoff` included).
+    pub fn pgoff(&self) -> usize {
+        // SAFETY: `vmf` is valid for the duration of the fault callback.
+        unsafe { (*self.vmf).__bindgen_anon_1.pgoff as usize }
+    }
+
+    /// Installs `page` at the faulting (page-aligned) address with `vm_insert_page`, which
+    /// takes its own page reference.
+    pub fn insert_page(&self, page: PagePtr) -> FaultResult {
+        // SAFETY: `vmf` is valid for the fault callback, and so is its VMA.
+        let (vma, address) =
+            unsafe { ((*self.vmf).__bindgen_anon_1.vma, (*self.vmf).__bindgen_anon_1.address) };
+        // SAFETY: The VMA has `VM_MIXEDMAP` (set at mmap), so `vm_insert_page` needs only the
+        // read or VMA lock that the fault path holds. `page` is valid by its invariant.
+        let ret = unsafe { bindings::vm_insert_page(vma, address, page.0.as_ptr()) };
+        match ret {
+            // -EBUSY: another thread installed the PTE first, which is as good.
+            0 => FaultResult::Installed,
+            e if e == -(bindings::EBUSY as i32) => FaultResult::Installed,
+            e if e == -(bindings::ENOMEM as i32) => FaultResult::Oom,
+            _ => FaultResult::SigBus,
+        }
+    }
+}
+
+/// Callbacks for a VMA type. `Data` is what `vm_private_data` points to.
+pub trait VmOperations: Sized + 'static {
+    /// The per-VMA data.
+    type Data: Sync;
+    /// The table, a `static` whose address marks our VMAs.
+    fn table() -> &'static VmOpsTable<Self>;
+    /// A VMA was copied from one of ours (fork, split, mremap).
+    fn open(data: &Self::Data, vma: &VmArea);
+    /// A VMA of ours is going away.
+    fn close(data: &Self::Data, vma: &VmArea);
+    /// A page fault in a VMA of ours.
+    fn fault(data: &Self::Data, vmf: &VmFault) -> FaultResult;
+}
+
+/// A `vm_operations_struct` for `T`. Place it in a `static` and pass it to
+/// [`VmaNew::set_ops`]; its address identifies our VMAs.
+pub struct VmOpsTable<T: VmOperations> {
+    ops: bindings::vm_operations_struct,
+    _t: PhantomData<T>,
+}
+
+// SAFETY: The table is immutable and holds only function pointers.
+unsafe impl<T: VmOperations> Sync for VmOpsTable<T> {}
+
+impl<T: VmOperations> VmOpsTable<T> {
+    /// Builds the table.
+    pub const fn new() -> Self {
+        // SAFETY: `vm_operations_struct` is plain C data for which all-zero is valid (no
+        // callbacks).
+        let mut ops: bindings::vm_operations_struct = unsafe { core::mem::zeroed() };
+        ops.open = Some(Self::open_callback);
+        ops.close = Some(Self::close_callback);
+        ops.fault = Some(Self::fault_callback);
+        Self { ops, _t: PhantomData }
+    }
+
+    /// Returns the VMA and its data if the VMA is ours.
+    ///
+    /// # Safety
+    ///
+    /// `vma` must be valid and locked for the lifetime `'a`.
+    unsafe fn data<'a>(vma: *mut bindings::vm_area_struct) -> Option<(&'a VmArea, &'a T::Data)> {
+        // SAFETY: Guaranteed by the caller.
+        let vma = unsafe { VmArea::from_raw(vma) };
+        vma.data_if_ours::<T>().map(|data| (vma, data))
+    }
+
+    unsafe extern "C" fn open_callback(vma: *mut bindings::vm_area_struct) {
+        // SAFETY: The kernel passes a valid, locked VMA.
+        if let Some((vma, data)) = unsafe { Self::data(vma) } {
+            T::open(data, vma);
+        }
+    }
+
+    unsafe extern "C" fn close_callback(vma: *mut bindings::vm_area_struct) {
+        // SAFETY: The kernel passes a valid, locked VMA.
+        if let Some((vma, data)) = unsafe { Self::data(vma) } {
+            T::close(data, vma);
+        }
+    }
+
+    unsafe extern "C" fn fault_callback(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
+        // SAFETY: The kernel passes a valid fault whose VMA is valid and locked.
+        let vma = unsafe { (*vmf).__bindgen_anon_1.vma };
+        // SAFETY: As above.
+        let Some((_, data)) = (unsafe { Self::data(vma) }) else {
+            return bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+        };
+        match T::fault(data, &VmFault { vmf }) {
+            FaultResult::Installed => bindings::vm_fault_reason_VM_FAULT_NOPAGE,
+            FaultResult::Oom => bindings::vm_fault_reason_VM_FAULT_OOM,
+            FaultResult::SigBus => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
+        }
+    }
+}

@@ -1,0 +1,18 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Thin safe wrappers over the raw `kernel::bindings` that the 6.12 `kernel` crate does not
+//! abstract yet: a misc-like character device, files, VMAs and faults, credentials, poll
+//! wait queues, module parameters and wall-clock time.
+//!
+//! This is the only place in the module that touches `kernel::bindings`. Each file is named
+//! after the upstream (6.13+) abstraction it stands in for, so that it can be replaced by
+//! the real one when the kernel moves on.
+
+pub mod cred;
+pub mod error;
+pub mod file;
+pub mod miscdevice;
+pub mod mm;
+pub mod param;
+pub mod poll;
+pub mod time;

@@ -1,0 +1,454 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Segments: named sets of physical pages with a directory of the variables in them.
+//!
+//! A [`Segment`] owns its pages (zeroed, charged to the memcg of whoever caused their
+//! allocation) and frees them when it is dropped: after DESTROY, and once the last handle
+//! attached to it, and so the last version and mapping, is gone. Pages are only appended,
+//! never removed or moved, so a page pointer taken under the lock stays valid for as long
+//! as a reference to the segment is held (that is what versions and READ_VAR rely on).
+//!
+//! Lock order: registry mutex → segment mutex → event spinlock. Nothing here touches user
+//! memory with the mutex held: RESOLVE copies initial values in between two lock sections.
+
+use crate::{
+    directory::{Directory, Entry, Lookup},
+    kernel_ext::{
+        error::eidrm,
+        cred::{capable_sys_admin, current_fsgid, current_fsuid, in_group},
+        mm::PagePtr,
+        time::realtime_ns,
+    },
+    limits,
+    uapi::{
+        self, dsu_segment_info, dsu_var, dsu_variable_info, Label, SegName, VarName,
+        DSU_EVENT_VERSION_BOUND, DSU_EVENT_VERSION_ENDED, DSU_SEGMENT_DESTROYED, DSU_VAR_ADDED,
+        DSU_VAR_COMMON, DSU_VAR_MIGRATE, DSU_VAR_PENDING,
+    },
+    version::{EventQueue, Version},
+};
+use core::sync::atomic::AtomicU64;
+use kernel::{
+    error::code::*,
+    new_mutex,
+    page::{Page, PAGE_SIZE},
+    prelude::*,
+    rbtree::{RBTree, RBTreeNodeReservation},
+    sync::{Arc, Mutex},
+};
+
+/// Permission bits, as in a file mode's triplets.
+pub const MAY_READ: u32 = 4;
+/// Write permission.
+pub const MAY_WRITE: u32 = 2;
+
+/// Who creates directory entries in a RESOLVE.
+pub struct Creator {
+    /// Version id if bound, else handle id.
+    pub id: u64,
+    /// Version label if bound, else empty.
+    pub label: Label,
+}
+
+/// State behind the segment mutex.
+struct Inner {
+    destroyed: bool,
+    pages: KVVec<Page>,
+    dir: Directory,
+    /// Live versions by id; removed when their handle is released.
+    versions: RBTree<u64, Arc<Version>>,
+    version_count: usize,
+    /// Event queues of attached handles, by handle id.
+    handles: RBTree<u64, Arc<EventQueue>>,
+    handle_count: usize,
+    next_version: u64,
+}
+
+/// A segment. Owner, group, mode and name never change; everything else is in the mutex.
+///
+/// RESOLVE, BIND, attach/detach, DESTROY and listing may race on any thread; each takes the
+/// mutex, so each sees the others either wholly done or not started.
+#[pin_data]
+pub struct Segment {
+    /// Registry-wide unique id.
+    pub id: u64,
+    /// Its name.
+    pub name: SegName,
+    /// Owner uid.
+    pub uid: u32,
+    /// Owner gid.
+    pub gid: u32,
+    /// Permission bits (<= 0777).
+    pub mode: u32,
+    /// `CLOCK_REALTIME` of its creation.
+    pub created_ns: u64,
+    #[pin]
+    inner: Mutex<Inner>,
+}
+
+/// Where READ_VAR copies from.
+pub struct VarSnapshot {
+    /// Pages covering the requested bytes.
+    pub pages: KVVec<PagePtr>,
+    /// Offset of the first byte in `pages[0]`.
+    pub skip: usize,
+    /// Bytes to copy.
+    pub len: usize,
+    /// The variable's size.
+    pub var_size: u64,
+    /// The variable's fingerprint.
+    pub var_fingerprint: u64,
+}
+
+impl Segment {
+    /// Creates a segment owned by the caller's fsuid and fsgid.
+    pub fn new(id: u64, name: SegName, mode: u32) -> Result<Arc<Self>> {
+        let inner = Inner {
+            destroyed: false,
+            pages: KVVec::new(),
+            dir: Directory::new(),
+            versions: RBTree::new(),
+            version_count: 0,
+            handles: RBTree::new(),
+            handle_count: 0,
+            next_version: 1,
+        };
+        Arc::pin_init(
+            pin_init!(Self {
+                id,
+                name,
+                uid: current_fsuid(),
+                gid: current_fsgid(),
+                mode,
+                created_ns: realtime_ns(),
+                inner <- new_mutex!(inner, "dsu_segment"),
+            }),
+            GFP_KERNEL,
+        )
+    }
+
+    /// Checks the caller's access like a file's: owner bits for the owner, else group bits
+    /// for a member of the group, else other bits; `CAP_SYS_ADMIN` overrides. `EACCES`.
+    pub fn check_access(&self, want: u32) -> Result {
+        let bits = if current_fsuid() == self.uid {
+            self.mode >> 6
+        } else if in_group(self.gid) {
+            self.mode >> 3
+        } else {
+            self.mode
+        } & 7;
+        if bits & want == want || capable_sys_admin() {
+            Ok(())
+        } else {
+            Err(EACCES)
+        }
+    }
+
+    /// Whether the caller may DESTROY the segment.
+    pub fn may_destroy(&self) -> bool {
+        current_fsuid() == self.uid || capable_sys_admin()
+    }
+
+    /// Connects a handle: its queue will get events about other versions.
+    pub fn attach_handle(&self, handle_id: u64, queue: Arc<EventQueue>) -> Result {
+        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let mut g = self.inner.lock();
+        g.handles.insert(node.into_node(handle_id, queue));
+        g.handle_count += 1;
+        Ok(())
+    }
+
+    /// Disconnects a released handle and ends its version, if any, telling the other
+    /// handles. Returns whether this was the last handle of a destroyed segment.
+    pub fn detach_handle(&self, handle_id: u64, version: Option<&Version>) -> bool {
+        let (queue, ended, last);
+        {
+            let mut g = self.inner.lock();
+            queue = g.handles.remove(&handle_id);
+            g.handle_count = g.handle_count.saturating_sub(1);
+            ended = version.and_then(|v| g.versions.remove(&v.id));
+            if let Some(v) = &ended {
+                g.version_count = g.version_count.saturating_sub(1);
+                let event = v.event(DSU_EVENT_VERSION_ENDED);
+                for (_, q) in g.handles.iter() {
+                    q.push(event);
+                }
+            }
+            last = g.destroyed && g.handle_count == 0;
+        }
+        // Dropped here, outside the mutex.
+        drop((queue, ended));
+        last
+    }
+
+    /// Marks the segment destroyed (DESTROY, with the registry locked). Returns the number
+    /// of handles still attached.
+    pub fn mark_destroyed(&self) -> usize {
+        let mut g = self.inner.lock();
+        g.destroyed = true;
+        g.handle_count
+    }
+
+    /// The introspection record.
+    pub fn info(&self) -> dsu_segment_info {
+        let g = self.inner.lock();
+        dsu_segment_info {
+            uid: self.uid,
+            gid: self.gid,
+            mode: self.mode,
+            flags: if g.destroyed { DSU_SEGMENT_DESTROYED } else { 0 },
+            pages: g.pages.len() as u64,
+            variables: g.dir.len() as u64,
+            versions: g.version_count as u64,
+            handles: g.handle_count as u64,
+            created_ns: self.created_ns,
+            name: self.name.to_c(),
+        }
+    }
+
+    /// RESOLVE (see DESIGN.md): finds or creates every entry of `vars` (validated, with
+    /// unique `names`). On success every status is `COMMON` or `ADDED` with its pages, and
+    /// the number added is returned. On `EEXIST` (a conflict) statuses say what was found
+    /// and nothing changed. On any other error nothing changed either.
+    pub fn resolve(&self, vars: &mut [dsu_var], names: &[VarName], creator: &Creator) -> Result<u32> {
+        // 1. Classify under the lock.
+        let (adds, add_pages) = {
+            let mut g = self.inner.lock();
+            classify(&mut g, vars, names)?
+        };
+        if adds == 0 {
+            return Ok(0);
+        }
+
+        // 2. Allocate and fill the new entries' pages with no lock held.
+        let mut groups: KVVec<KVVec<Page>> = KVVec::with_capacity(vars.len(), GFP_KERNEL)?;
+        for v in vars.iter() {
+            let group = if v.status == DSU_VAR_PENDING { new_pages(v)? } else { KVVec::new() };
+            groups.push(group, GFP_KERNEL)?;
+        }
+        let _ = add_pages;
+
+        // 3. Re-classify (another version may have resolved the same names meanwhile) and
+        //    commit. Pages of entries that became common are freed after unlocking.
+        let mut g = self.inner.lock();
+        let (adds, add_pages) = classify(&mut g, vars, names)?;
+        if adds == 0 {
+            return Ok(0);
+        }
+        g.pages.reserve(add_pages, GFP_KERNEL)?;
+        let mut reservation = g.dir.reserve(adds)?;
+        let now = realtime_ns();
+        for (i, v) in vars.iter_mut().enumerate() {
+            if v.status != DSU_VAR_PENDING {
+                continue;
+            }
+            let group = core::mem::replace(&mut groups[i], KVVec::new());
+            let first_page = g.pages.len() as u64;
+            let page_count = group.len() as u64;
+            for page in group {
+                // Capacity was reserved above: no allocation, no failure.
+                g.pages.push(page, GFP_NOWAIT)?;
+            }
+            g.dir.insert(
+                Entry {
+                    name: names[i],
+                    size: v.size,
+                    align: v.align,
+                    fingerprint: v.fingerprint,
+                    first_page,
+                    page_count,
+                    created_ns: now,
+                    created_by: creator.id,
+                    created_label: creator.label,
+                },
+                &mut reservation,
+            )?;
+            v.status = DSU_VAR_ADDED;
+            v.first_page = first_page;
+            v.page_count = page_count;
+        }
+        Ok(adds as u32)
+    }
+
+    /// BIND: creates a version whose page `i` is segment page `indexes[i]`. `EINVAL` for an
+    /// index out of range, `ENOSPC` at `max_versions`, `eidrm()` if destroyed. Tells every
+    /// other attached handle and clears `own` (the binder's queue).
+    pub fn bind(
+        seg: &Arc<Segment>,
+        handle_id: u64,
+        label: Label,
+        pid: i32,
+        prefault: bool,
+        indexes: &[u64],
+        own: &EventQueue,
+    ) -> Result<Arc<Version>> {
+        let mut pages = KVVec::with_capacity(indexes.len(), GFP_KERNEL)?;
+        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let mut g = seg.inner.lock();
+        if g.destroyed {
+            return Err(eidrm());
+        }
+        if g.version_count >= limits::max_versions() {
+            return Err(ENOSPC);
+        }
+        for &index in indexes {
+            let page = usize::try_from(index).ok().and_then(|i| g.pages.get(i)).ok_or(EINVAL)?;
+            pages.push(PagePtr::of(page), GFP_KERNEL)?;
+        }
+        let id = g.next_version;
+        let version = Arc::new(
+            Version {
+                id,
+                label,
+                pid,
+                bound_ns: realtime_ns(),
+                prefault,
+                pages,
+                mappings: AtomicU64::new(0),
+                segment: seg.clone(),
+            },
+            GFP_KERNEL,
+        )?;
+        g.next_version += 1;
+        g.versions.insert(node.into_node(id, version.clone()));
+        g.version_count += 1;
+        own.clear();
+        let event = version.event(DSU_EVENT_VERSION_BOUND);
+        for (hid, q) in g.handles.iter() {
+            if *hid != handle_id {
+                q.push(event);
+            }
+        }
+        Ok(version)
+    }
+
+    /// Up to `count` variable records from `start`, and the total.
+    pub fn list_variables(&self, start: usize, count: usize) -> Result<(KVVec<dsu_variable_info>, usize)> {
+        let mut out = KVVec::with_capacity(count, GFP_KERNEL)?;
+        let g = self.inner.lock();
+        let total = g.dir.len();
+        for i in start..total.min(start.saturating_add(count)) {
+            let Some(e) = g.dir.get(i) else { break };
+            out.push(
+                dsu_variable_info {
+                    size: e.size,
+                    align: e.align,
+                    fingerprint: e.fingerprint,
+                    first_page: e.first_page,
+                    page_count: e.page_count,
+                    created_ns: e.created_ns,
+                    created_by: e.created_by,
+                    created_label: e.created_label.to_c(),
+                    name: e.name.to_c(),
+                },
+                GFP_KERNEL,
+            )?;
+        }
+        Ok((out, total))
+    }
+
+    /// Up to `count` version records from `start` (by id), and the total.
+    pub fn list_versions(&self, start: usize, count: usize) -> Result<(KVVec<uapi::dsu_version_info>, usize)> {
+        let mut out = KVVec::with_capacity(count, GFP_KERNEL)?;
+        let g = self.inner.lock();
+        for (_, v) in g.versions.iter().skip(start).take(count) {
+            out.push(v.info(), GFP_KERNEL)?;
+        }
+        Ok((out, g.version_count))
+    }
+
+    /// Finds the pages holding `length` bytes at `offset` of the newest entry `name` (with
+    /// `fingerprint` unless `any`). `ENOENT` if missing, `EINVAL` for an offset past its end.
+    pub fn read_var(&self, name: &VarName, fingerprint: u64, any: bool, offset: u64, length: u64) -> Result<VarSnapshot> {
+        let mut g = self.inner.lock();
+        let g = &mut *g;
+        let e = g.dir.find(name, fingerprint, any).ok_or(ENOENT)?;
+        if offset > e.size {
+            return Err(EINVAL);
+        }
+        let len = length.min(e.size - offset) as usize;
+        let offset = offset as usize;
+        let skip = offset % PAGE_SIZE;
+        let first = e.first_page as usize + offset / PAGE_SIZE;
+        let count = (skip + len).div_ceil(PAGE_SIZE);
+        let (var_size, var_fingerprint) = (e.size, e.fingerprint);
+        let mut pages = KVVec::with_capacity(count, GFP_KERNEL)?;
+        for i in first..first + count {
+            pages.push(PagePtr::of(g.pages.get(i).ok_or(EINVAL)?), GFP_KERNEL)?;
+        }
+        Ok(VarSnapshot { pages, skip, len, var_size, var_fingerprint })
+    }
+}
+
+/// Pages a variable of `size` bytes occupies, or `None` if that overflows.
+fn pages_for(size: u64) -> Option<usize> {
+    usize::try_from(size.div_ceil(PAGE_SIZE as u64)).ok()
+}
+
+/// Classifies every entry (statuses: `COMMON` with its pages, `PENDING` for an entry to add,
+/// `CONFLICT_*`), checks that adding the pending ones fits the limits, and returns how many
+/// entries and pages they need. `EEXIST` on a conflict, `eidrm()` if destroyed, `ENOSPC` past
+/// a limit.
+fn classify(g: &mut Inner, vars: &mut [dsu_var], names: &[VarName]) -> Result<(usize, usize)> {
+    if g.destroyed {
+        return Err(eidrm());
+    }
+    let (mut adds, mut pages, mut conflicts) = (0usize, 0usize, 0usize);
+    for (v, name) in vars.iter_mut().zip(names) {
+        v.first_page = 0;
+        v.page_count = 0;
+        v.found_size = 0;
+        v.found_fingerprint = 0;
+        match g.dir.lookup(name, v.size, v.fingerprint, v.flags & DSU_VAR_MIGRATE != 0) {
+            Lookup::Found(i) => {
+                let e = g.dir.get(i).ok_or(EINVAL)?;
+                v.status = DSU_VAR_COMMON;
+                v.first_page = e.first_page;
+                v.page_count = e.page_count;
+            }
+            Lookup::Missing => {
+                v.status = DSU_VAR_PENDING;
+                adds += 1;
+                pages = pages.saturating_add(pages_for(v.size).unwrap_or(usize::MAX));
+            }
+            Lookup::Conflict { status, size, fingerprint } => {
+                v.status = status;
+                v.found_size = size;
+                v.found_fingerprint = fingerprint;
+                conflicts += 1;
+            }
+        }
+    }
+    if conflicts > 0 {
+        return Err(EEXIST);
+    }
+    if adds > 0 {
+        if g.pages.len().saturating_add(pages) > limits::max_segment_pages() {
+            return Err(ENOSPC);
+        }
+        if g.dir.len().saturating_add(adds) > limits::max_variables() {
+            return Err(ENOSPC);
+        }
+    }
+    Ok((adds, pages))
+}
+
+/// Allocates the zeroed pages of a new variable and copies its initial bytes in.
+fn new_pages(v: &dsu_var) -> Result<KVVec<Page>> {
+    let count = pages_for(v.size).ok_or(ENOSPC)?;
+    let mut pages = KVVec::with_capacity(count, GFP_KERNEL)?;
+    let size = usize::try_from(v.size).map_err(|_| ENOSPC)?;
+    let mut init = if v.init != 0 { Some(uapi::reader(v.init, size)?) } else { None };
+    let mut left = size;
+    for _ in 0..count {
+        let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
+        let n = left.min(PAGE_SIZE);
+        if let Some(reader) = init.as_mut() {
+            // SAFETY: The page was just allocated and nobody else can see it.
+            unsafe { page.copy_from_user_slice_raw(reader, 0, n)? };
+        }
+        left -= n;
+        pages.push(page, GFP_KERNEL)?;
+    }
+    Ok(pages)
+}

@@ -1,0 +1,289 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! The `/dev/dsu` interface: the structs generated from `uapi/dsu.h`, ioctl numbers, and
+//! copying them in and out of userspace with the header's size rules.
+//!
+//! Every struct starts with a `u32 size`. A size below the struct's first version (for API
+//! version 1: the whole struct) is `EINVAL`; a larger one must have an all-zero tail, else
+//! `E2BIG`, and is capped at one page. Output is written back only up to the size the
+//! kernel knows. Arrays of records (`dsu_var`, `*_info`) follow the same rules with their
+//! own element size. Names and labels are validated here into fixed, zero-padded arrays.
+//!
+//! No lock is held by any function here: they all touch user memory.
+
+use core::mem::size_of;
+use kernel::{
+    error::code::*,
+    page::PAGE_SIZE,
+    prelude::*,
+    types::{AsBytes, FromBytes},
+    uaccess::{UserSlice, UserSliceReader, UserSliceWriter},
+};
+
+#[allow(
+    dead_code,
+    missing_docs,
+    non_camel_case_types,
+    non_upper_case_globals,
+    clippy::all,
+    clippy::undocumented_unsafe_blocks
+)]
+mod raw {
+    include!("../uapi/src/bindings.rs");
+}
+pub use raw::*;
+
+macro_rules! plain_data {
+    ($($t:ty => $size:expr),* $(,)?) => {$(
+        // The header lays every struct out with explicit padding: check that the generated
+        // struct has exactly the bytes of its fields, so no padding byte is uninitialised.
+        const _: () = assert!(size_of::<$t>() == $size);
+        // SAFETY: The struct consists of integers and integer arrays with no padding (size
+        // checked above): every bit pattern is valid and every byte is initialised.
+        unsafe impl FromBytes for $t {}
+        // SAFETY: See above.
+        unsafe impl AsBytes for $t {}
+    )*};
+}
+
+plain_data! {
+    dsu_attach => 80,
+    dsu_var => 200,
+    dsu_resolve => 32,
+    dsu_bind => 64,
+    dsu_event => 64,
+    dsu_list => 96,
+    dsu_segment_info => 120,
+    dsu_variable_info => 216,
+    dsu_version_info => 72,
+    dsu_read_var => 248,
+    dsu_destroy => 72,
+}
+
+/// ioctl numbers, dispatched on `_IOC_TYPE` and `_IOC_NR` only (the size field in each
+/// struct, not `_IOC_SIZE`, says how much to copy).
+pub mod ioctl {
+    /// The dsu ioctl type.
+    pub const MAGIC: u32 = super::DSU_IOC_MAGIC;
+    pub use super::{
+        DSU_IOC_NR_ATTACH as ATTACH, DSU_IOC_NR_BIND as BIND, DSU_IOC_NR_DESTROY as DESTROY,
+        DSU_IOC_NR_LIST_SEGMENTS as LIST_SEGMENTS, DSU_IOC_NR_LIST_VARIABLES as LIST_VARIABLES,
+        DSU_IOC_NR_LIST_VERSIONS as LIST_VERSIONS, DSU_IOC_NR_READ_VAR as READ_VAR,
+        DSU_IOC_NR_RESOLVE as RESOLVE,
+    };
+}
+
+/// Largest struct or record size accepted (the tail beyond what the kernel knows must be
+/// zero, and is only read this far).
+const MAX_STRUCT_SIZE: usize = PAGE_SIZE;
+
+/// Checks that `len` user bytes at `ptr` are zero: `E2BIG` if not, `EFAULT` if unreadable.
+fn check_zero_tail(ptr: usize, len: usize) -> Result {
+    let mut reader = UserSlice::new(ptr, len).reader();
+    let mut chunk = [0u8; 64];
+    while !reader.is_empty() {
+        let n = reader.len().min(chunk.len());
+        reader.read_slice(&mut chunk[..n])?;
+        if chunk[..n].iter().any(|b| *b != 0) {
+            return Err(E2BIG);
+        }
+    }
+    Ok(())
+}
+
+/// Validates a caller's size for a struct or record of `T`: `EINVAL` below it, `E2BIG` for
+/// a non-zero tail or above [`MAX_STRUCT_SIZE`].
+fn check_size<T>(ptr: usize, size: usize) -> Result {
+    let known = size_of::<T>();
+    if size < known {
+        return Err(EINVAL);
+    }
+    if size > MAX_STRUCT_SIZE {
+        return Err(E2BIG);
+    }
+    if size > known {
+        check_zero_tail(ptr.checked_add(known).ok_or(EFAULT)?, size - known)?;
+    }
+    Ok(())
+}
+
+/// Copies in an ioctl argument struct whose first field is its `u32 size`.
+pub fn read_struct<T: FromBytes>(arg: usize) -> Result<T> {
+    let size: u32 = UserSlice::new(arg, size_of::<u32>()).reader().read()?;
+    check_size::<T>(arg, size as usize)?;
+    UserSlice::new(arg, size_of::<T>()).reader().read()
+}
+
+/// Copies an ioctl argument struct back out (the bytes the kernel knows).
+pub fn write_struct<T: AsBytes>(arg: usize, value: &T) -> Result {
+    UserSlice::new(arg, size_of::<T>()).writer().write(value)
+}
+
+/// An array of `count` records of `record_size` bytes at a user address.
+#[derive(Clone, Copy)]
+pub struct RecordArray {
+    ptr: usize,
+    record_size: usize,
+    count: usize,
+}
+
+impl RecordArray {
+    /// Describes the array, checking that its byte length does not overflow (`EFAULT`) and
+    /// that `record_size` covers `T` (`EINVAL`) and is at most a page (`E2BIG`).
+    pub fn new<T>(ptr: u64, record_size: u32, count: usize) -> Result<Self> {
+        let record_size = record_size as usize;
+        if record_size < size_of::<T>() {
+            return Err(EINVAL);
+        }
+        if record_size > MAX_STRUCT_SIZE {
+            return Err(E2BIG);
+        }
+        let ptr = usize::try_from(ptr).map_err(|_| EFAULT)?;
+        let bytes = record_size.checked_mul(count).ok_or(EFAULT)?;
+        ptr.checked_add(bytes).ok_or(EFAULT)?;
+        Ok(Self { ptr, record_size, count })
+    }
+
+    fn at(&self, i: usize) -> usize {
+        self.ptr + i * self.record_size
+    }
+
+    /// Reads record `i` (its tail beyond `T` must be zero).
+    pub fn read<T: FromBytes>(&self, i: usize) -> Result<T> {
+        check_size::<T>(self.at(i), self.record_size)?;
+        UserSlice::new(self.at(i), size_of::<T>()).reader().read()
+    }
+
+    /// Writes record `i`: `T`'s bytes, then zeros up to the record size, so that fields the
+    /// kernel does not know read as zero.
+    pub fn write<T: AsBytes>(&self, i: usize, value: &T) -> Result {
+        let mut writer = UserSlice::new(self.at(i), self.record_size).writer();
+        writer.write(value)?;
+        zero_fill(&mut writer)
+    }
+
+    /// Writes back only the first `prefix` bytes of record `i` from `value` (output fields of
+    /// an in/out record, leaving the caller's tail alone).
+    pub fn write_prefix<T: AsBytes>(&self, i: usize, value: &T) -> Result {
+        UserSlice::new(self.at(i), size_of::<T>()).writer().write(value)
+    }
+
+    /// Number of records.
+    pub fn count(&self) -> usize {
+        self.count
+    }
+}
+
+fn zero_fill(writer: &mut UserSliceWriter) -> Result {
+    let zeros = [0u8; 64];
+    while !writer.is_empty() {
+        let n = writer.len().min(zeros.len());
+        writer.write_slice(&zeros[..n])?;
+    }
+    Ok(())
+}
+
+/// Copies `len` bytes of user memory at `ptr` (e.g. a variable's initial value).
+pub fn reader(ptr: u64, len: usize) -> Result<UserSliceReader> {
+    let ptr = usize::try_from(ptr).map_err(|_| EFAULT)?;
+    ptr.checked_add(len).ok_or(EFAULT)?;
+    Ok(UserSlice::new(ptr, len).reader())
+}
+
+/// A writer for `len` bytes of user memory at `ptr`.
+pub fn writer(ptr: u64, len: usize) -> Result<UserSliceWriter> {
+    let ptr = usize::try_from(ptr).map_err(|_| EFAULT)?;
+    ptr.checked_add(len).ok_or(EFAULT)?;
+    Ok(UserSlice::new(ptr, len).writer())
+}
+
+/// Reads an array of `count` `u64`s (a page map).
+pub fn read_u64s(ptr: u64, count: usize) -> Result<KVVec<u64>> {
+    let bytes = count.checked_mul(size_of::<u64>()).ok_or(EFAULT)?;
+    let mut reader = reader(ptr, bytes)?;
+    let mut out = KVVec::with_capacity(count, GFP_KERNEL)?;
+    let mut chunk = [0u64; 64];
+    let mut left = count;
+    while left > 0 {
+        let n = left.min(chunk.len());
+        let mut bytes = [0u8; 64 * 8];
+        reader.read_slice(&mut bytes[..n * 8])?;
+        for (i, word) in chunk[..n].iter_mut().enumerate() {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
+            *word = u64::from_ne_bytes(b);
+        }
+        out.extend_from_slice(&chunk[..n], GFP_KERNEL)?;
+        left -= n;
+    }
+    Ok(out)
+}
+
+/// A validated, NUL-terminated name or label stored in `N` bytes, zero-padded after its
+/// end, so that equal names compare equal as arrays.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Name<const N: usize>([u8; N]);
+
+/// A segment name: 1..63 bytes of `[A-Za-z0-9._-]`.
+pub type SegName = Name<{ DSU_SEGMENT_NAME_MAX as usize }>;
+/// A variable name: 1..127 printable ASCII bytes.
+pub type VarName = Name<{ DSU_VARIABLE_NAME_MAX as usize }>;
+/// A version label: 1..31 printable ASCII bytes (or empty where "not bound").
+pub type Label = Name<{ DSU_LABEL_MAX as usize }>;
+
+impl<const N: usize> Name<N> {
+    /// The empty name (only used for "no label").
+    pub const EMPTY: Self = Self([0; N]);
+
+    /// Validates a NUL-terminated C array: `EINVAL` if empty, unterminated or containing a
+    /// byte that `allowed` rejects.
+    pub fn parse(raw: &[core::ffi::c_char; N], allowed: fn(u8) -> bool) -> Result<Self> {
+        let mut out = [0u8; N];
+        for (i, c) in raw.iter().enumerate() {
+            let b = *c as u8;
+            if b == 0 {
+                return if i == 0 { Err(EINVAL) } else { Ok(Self(out)) };
+            }
+            if !allowed(b) {
+                return Err(EINVAL);
+            }
+            out[i] = b;
+        }
+        Err(EINVAL)
+    }
+
+    /// Copies the name into a C array of the same size (NUL-padded).
+    pub fn to_c(&self) -> [core::ffi::c_char; N] {
+        self.0.map(|b| b as core::ffi::c_char)
+    }
+
+    /// Whether the name is empty.
+    pub fn is_empty(&self) -> bool {
+        self.0[0] == 0
+    }
+}
+
+/// Bytes allowed in segment names.
+pub fn segment_char(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-'
+}
+
+/// Bytes allowed in variable names and labels: printable ASCII.
+pub fn printable_char(b: u8) -> bool {
+    (0x20..0x7f).contains(&b)
+}
+
+/// Parses a segment name.
+pub fn segment_name(raw: &[core::ffi::c_char; DSU_SEGMENT_NAME_MAX as usize]) -> Result<SegName> {
+    SegName::parse(raw, segment_char)
+}
+
+/// Parses a variable name.
+pub fn variable_name(raw: &[core::ffi::c_char; DSU_VARIABLE_NAME_MAX as usize]) -> Result<VarName> {
+    VarName::parse(raw, printable_char)
+}
+
+/// Parses a version label.
+pub fn label(raw: &[core::ffi::c_char; DSU_LABEL_MAX as usize]) -> Result<Label> {
+    Label::parse(raw, printable_char)
+}
