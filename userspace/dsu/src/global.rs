@@ -11,9 +11,9 @@ pub const PAGE_SIZE: usize = 4096;
 /// The linker section every global lives in. The C header uses the same name.
 pub const SECTION: &str = "dsu_globals";
 
-/// `magic` of a [`GlobalDesc`]: `"DSUG"` little-endian plus the format version in the
-/// top byte. `attach` rejects descriptors with another magic.
-pub const DESC_MAGIC: u32 = 0x0147_5553;
+/// `magic` of a [`GlobalDesc`]: the bytes `"DSUG"` (little-endian), format 1. `attach`
+/// rejects descriptors with another magic.
+pub const DESC_MAGIC: u32 = 0x4755_5344;
 
 /// [`GlobalDesc::flags`]: the fingerprint is computed at attach from `type_name`, `size`
 /// and `align` with [`fingerprint::c_type`](crate::fingerprint::c_type) (C globals).
