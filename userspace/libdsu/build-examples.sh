@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the C examples of libdsu as static binaries: build-examples.sh OUTDIR
+# Builds the C examples of libdsu as static binaries: build-examples.sh OUTDIR [LIBDIR]
 #
-# Uses $LIBDSU_A if set (the staticlib built for the guest), else builds libdsu in
-# release mode for $CARGO_BUILD_TARGET (default x86_64-unknown-linux-gnu).
+# Links LIBDIR/libdsuc.a (LIBDIR: a cargo release directory that already holds it), else
+# $LIBDSU_A, else builds libdsu in release mode for $CARGO_BUILD_TARGET (default
+# x86_64-unknown-linux-gnu).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../.." && pwd)"
@@ -10,6 +11,9 @@ out="${1:?usage: build-examples.sh OUTDIR}"
 mkdir -p "$out"
 target="${CARGO_BUILD_TARGET:-x86_64-unknown-linux-gnu}"
 lib="${LIBDSU_A:-}"
+if [[ -n "${2:-}" ]]; then
+    lib="$2/libdsuc.a"
+fi
 if [[ -z "$lib" ]]; then
     (cd "$root" && cargo build --quiet --release --target "$target" -p libdsu)
     lib="${CARGO_TARGET_DIR:-$root/target}/$target/release/libdsuc.a"
