@@ -8,6 +8,12 @@
 
 mod bench;
 mod foundation;
+mod robust_crash;
+mod robust_fuzz;
+mod robust_limits;
+mod robust_permissions;
+mod robust_raw;
+mod robust_stress;
 mod util;
 
 use linkme::distributed_slice;

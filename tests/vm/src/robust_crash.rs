@@ -1,0 +1,416 @@
+//! Crash consistency: a version is SIGKILLed at every step of its life — before and during
+//! attach, resolve (while its pages are being allocated and filled), bind, mmap, and while
+//! it holds a `dsu::sync::Mutex` in the segment — over many trials. After each kill the
+//! surviving version's data is intact, the directory is consistent (no half-created
+//! variable, the segment's pages are exactly its variables' pages), the dead version is
+//! gone from LIST_VERSIONS, and the mutex is taken over. At the end a restarted version
+//! re-attaches and sees everything.
+
+use crate::robust_raw::{Dev, Map, PAGE, check_directory, cstr, destroy_quietly, var, wait_child};
+use crate::{Failure, Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
+use dsu::sync::Mutex;
+use dsu_uapi::*;
+use linkme::distributed_slice;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+const SEG: &str = "crash";
+const LOCK_FP: u64 = 0x10c;
+const CHILD_SIZE: u64 = 3 * PAGE as u64 + 100;
+const BIG_SIZE: u64 = 64 * PAGE as u64;
+
+/// The protected pair: `a` and `b` are incremented one after the other under the lock, so a
+/// holder killed in between leaves `a == b + 1`, which the next holder repairs.
+type Pair = Mutex<[u64; 2]>;
+
+fn pattern(trial: u64, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (trial as usize * 31 + i * 7) as u8)
+        .collect()
+}
+
+/// Steps of a child's life, written to a shared page so that the parent knows where it died.
+mod step {
+    pub const OPEN: u64 = 1;
+    pub const ATTACH: u64 = 2;
+    pub const RESOLVE: u64 = 3;
+    pub const BIND: u64 = 4;
+    pub const MMAP: u64 = 5;
+    pub const LOCK: u64 = 6;
+    pub const HOLDING: u64 = 7;
+    pub const UNLOCKED: u64 = 8;
+    pub const LAST: u64 = UNLOCKED;
+}
+
+/// The life of a child version. With `stop_at`, it stops itself (SIGSTOP) just before that
+/// step, so the parent kills it exactly there; without, it loops until killed at random.
+fn child(trial: u64, stop_at: Option<u64>, progress: &AtomicU64) -> i32 {
+    let at = |s: u64| {
+        progress.store(s, Ordering::SeqCst);
+        if stop_at == Some(s) {
+            // SAFETY: stops this process; the parent kills it.
+            unsafe { libc::raise(libc::SIGSTOP) };
+        }
+    };
+    at(step::OPEN);
+    let Ok(dev) = Dev::open() else { return 2 };
+    at(step::ATTACH);
+    if dev.attach(SEG, DSU_ATTACH_MUST_EXIST, 0).is_err() {
+        return 3;
+    }
+    at(step::RESOLVE);
+    let init = pattern(trial, CHILD_SIZE as usize);
+    let mut vars = [
+        var("lock", size_of::<Pair>() as u64, LOCK_FP, None),
+        var(&format!("child-{trial}"), CHILD_SIZE, 7, Some(&init)),
+        var(&format!("big-{trial}"), BIG_SIZE, 7, None),
+    ];
+    if dev.resolve(&mut vars).is_err() {
+        return 4;
+    }
+    at(step::BIND);
+    let c = &vars[1];
+    let mut map = vec![vars[0].first_page];
+    map.extend(c.first_page..c.first_page + c.page_count);
+    if dev
+        .bind(
+            &format!("c{trial}"),
+            &map,
+            if trial.is_multiple_of(2) { DSU_BIND_PREFAULT } else { 0 },
+        )
+        .is_err()
+    {
+        return 5;
+    }
+    at(step::MMAP);
+    let Ok(m) = dev.map_rw(map.len()) else {
+        return 6;
+    };
+    // SAFETY: page 0 of the map is the "lock" variable, zero-initialised: a free Pair.
+    let pair = unsafe { &*(m.addr as *const Pair) };
+    loop {
+        at(step::LOCK);
+        let mut g = pair.lock().unwrap_or_else(|died| {
+            let mut g = died.into_inner();
+            g[1] = g[0];
+            g
+        });
+        g[0] += 1;
+        at(step::HOLDING);
+        g[1] += 1;
+        drop(g);
+        at(step::UNLOCKED);
+        if stop_at.is_some() {
+            return 0;
+        }
+    }
+}
+
+/// Takes the lock within a few seconds (a dead holder's lock is taken over): returns the
+/// pair and whether the previous owner had died.
+fn take_lock(pair: &Pair) -> Result<([u64; 2], bool), Failure> {
+    let start = Instant::now();
+    loop {
+        match pair.try_lock() {
+            Some(Ok(g)) => return Ok((*g, false)),
+            Some(Err(died)) => {
+                let mut g = died.into_inner();
+                let before = *g;
+                g[1] = g[0];
+                return Ok((before, true));
+            }
+            None if start.elapsed() > Duration::from_secs(10) => {
+                return Err(Failure::Fail(format!(
+                    "lock still held after 10 s by {:?}",
+                    pair.owner()
+                )));
+            }
+            None => std::thread::sleep(Duration::from_millis(2)),
+        }
+    }
+}
+
+#[distributed_slice(TESTS)]
+static KILL_EVERY_STEP: VmTest = VmTest {
+    name: "robust::crash_kill_every_step",
+    phase: Phase::Main,
+    run: kill_every_step,
+};
+fn kill_every_step() -> TestResult {
+    let trials: u64 = std::env::var("DSU_CRASH_TRIALS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(48);
+    destroy_quietly(SEG);
+    let survivor = Dev::open()?;
+    survivor.attach(SEG, DSU_ATTACH_MUST_CREATE, 0o600)?;
+    let mine = vec![0x5au8; 300];
+    let mut vars = [
+        var("lock", size_of::<Pair>() as u64, LOCK_FP, None),
+        var("survivor", 300, 9, Some(&mine)),
+    ];
+    survivor.resolve(&mut vars)?;
+    survivor.bind("survivor", &[vars[0].first_page, vars[1].first_page], 0)?;
+    let m = survivor.map_rw(2)?;
+    // SAFETY: page 0 of the map is the zero-initialised "lock" variable.
+    let pair = unsafe { &*(m.addr as *const Pair) };
+    // SAFETY: page 1 is "survivor", 300 bytes initialised to 0x5a.
+    let data = unsafe { std::slice::from_raw_parts_mut(m.addr.add(PAGE), 300) };
+    ensure!(data.iter().all(|b| *b == 0x5a), "survivor's initial bytes");
+    data[..8].copy_from_slice(&0xfeed_u64.to_ne_bytes());
+
+    // A shared anonymous page for the children's progress.
+    let progress_map = Map {
+        // SAFETY: a fresh shared anonymous page.
+        addr: unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        } as *mut u8,
+        len: PAGE,
+    };
+    let progress = progress_map.u64_at(0);
+
+    let mut rng = 0x9e37_79b9_u64;
+    let mut next = || {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        rng
+    };
+    let mut created = Vec::new();
+    let mut died_holding = 0;
+    let mut last_a = 0;
+    for trial in 0..trials {
+        // Even trials stop exactly at a step (cycling through all of them); odd trials are
+        // killed after a random delay, which lands inside system calls as well.
+        let stop_at = if trial.is_multiple_of(2) {
+            Some(1 + (trial / 2) % step::LAST)
+        } else {
+            None
+        };
+        progress.store(0, Ordering::SeqCst);
+        // SAFETY: the suite is single-threaded.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            let code = child(trial, stop_at, progress);
+            // SAFETY: leave without the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        if stop_at.is_some() {
+            let mut status = 0;
+            // SAFETY: waits for our child to stop or exit.
+            unsafe { libc::waitpid(pid, &mut status, libc::WUNTRACED) };
+            if libc::WIFSTOPPED(status) {
+                // SAFETY: kills our stopped child.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+                let _ = wait_child(pid);
+            } else {
+                ensure!(
+                    libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+                    "trial {trial}: child status {status:#x}"
+                );
+            }
+        } else {
+            std::thread::sleep(Duration::from_micros(next() % 40_000));
+            // SAFETY: kills our child.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            let r = wait_child(pid);
+            ensure!(
+                r == Err(libc::SIGKILL) || r == Ok(0),
+                "trial {trial}: child ended with {r:?}"
+            );
+        }
+        let reached = progress.load(Ordering::SeqCst);
+
+        // The survivor's data is intact and its mapping works.
+        ensure!(
+            data[8..].iter().all(|b| *b == 0x5a),
+            "trial {trial}: survivor's bytes changed"
+        );
+        ensure_eq!(
+            u64::from_ne_bytes(data[..8].try_into()?),
+            0xfeed,
+            "trial {trial}: survivor's word"
+        );
+        // The lock is free or taken over; the pair is consistent after repair.
+        let ([a, b], died) = take_lock(pair)?;
+        if died {
+            died_holding += 1;
+            ensure!(
+                reached >= step::LOCK,
+                "trial {trial}: owner died before locking (step {reached})"
+            );
+            ensure!(
+                a == b || a == b + 1,
+                "trial {trial}: pair {a} {b} after the owner died"
+            );
+        } else {
+            ensure_eq!(a, b, "trial {trial}: pair with no dead owner");
+        }
+        if stop_at == Some(step::HOLDING) {
+            ensure!(
+                died,
+                "trial {trial}: killed while holding, but the lock was not reported as taken over"
+            );
+        }
+        ensure!(
+            a >= last_a,
+            "trial {trial}: counter went back from {last_a} to {a}"
+        );
+        last_a = a;
+        // The dead version is gone, nothing half-created, page count exact.
+        let versions = survivor.versions(SEG)?;
+        ensure_eq!(
+            versions.len(),
+            1,
+            "trial {trial}: versions after the kill (step {reached})"
+        );
+        let info = survivor
+            .segment(SEG)?
+            .ok_or_else(|| Failure::Fail("segment gone".into()))?;
+        ensure_eq!(
+            (info.handles, info.versions),
+            (1, 1),
+            "trial {trial}: handles and versions"
+        );
+        let vars = check_directory(&survivor, SEG)?;
+        let name = format!("child-{trial}");
+        match vars.iter().find(|v| cstr(&v.name) == name) {
+            Some(v) => {
+                ensure_eq!(v.size, CHILD_SIZE, "trial {trial}: size of {name}");
+                ensure!(
+                    reached >= step::RESOLVE,
+                    "trial {trial}: {name} exists but the child died at step {reached}"
+                );
+                let bytes = survivor.read_var(SEG, &name, CHILD_SIZE as usize)?;
+                ensure!(
+                    bytes == pattern(trial, CHILD_SIZE as usize),
+                    "trial {trial}: {name} half-initialised"
+                );
+                ensure!(
+                    vars.iter().any(|v| cstr(&v.name) == format!("big-{trial}")),
+                    "trial {trial}: the batch was applied in part"
+                );
+                created.push(trial);
+            }
+            None => ensure!(
+                reached <= step::RESOLVE,
+                "trial {trial}: {name} missing after the child reached step {reached}"
+            ),
+        }
+    }
+    ensure!(died_holding > 0, "no trial killed a lock holder");
+
+    // A restarted version re-attaches, finds every variable common and sees the state.
+    let expect_a = last_a;
+    let created2 = created.clone();
+    let r = crate::robust_raw::in_child(move || {
+        let run = || -> Result<(), String> {
+            let dev = Dev::open().map_err(|e| e.to_string())?;
+            dev.attach(SEG, DSU_ATTACH_MUST_EXIST, 0)
+                .map_err(|e| format!("attach {e}"))?;
+            let mut vars = vec![var("lock", size_of::<Pair>() as u64, LOCK_FP, None)];
+            let inits: Vec<Vec<u8>> = created2
+                .iter()
+                .map(|t| pattern(*t, CHILD_SIZE as usize))
+                .collect();
+            for (t, init) in created2.iter().zip(&inits) {
+                vars.push(var(&format!("child-{t}"), CHILD_SIZE, 7, Some(init)));
+            }
+            let added = dev.resolve(&mut vars).map_err(|e| format!("resolve {e}"))?;
+            if added != 0 {
+                return Err(format!("{added} variables re-created"));
+            }
+            let mut map = Vec::new();
+            for v in &vars {
+                map.extend(v.first_page..v.first_page + v.page_count);
+            }
+            dev.bind("restarted", &map, 0)
+                .map_err(|e| format!("bind {e}"))?;
+            let m = dev.map_rw(map.len()).map_err(|e| format!("mmap {e}"))?;
+            // SAFETY: page 0 is the lock.
+            let pair = unsafe { &*(m.addr as *const Pair) };
+            let g = pair.lock().map_err(|_| "owner died".to_string())?;
+            if g[0] != expect_a || g[1] != expect_a {
+                return Err(format!("pair {:?}, expected {expect_a}", *g));
+            }
+            drop(g);
+            let mut page = 1;
+            for (t, init) in created2.iter().zip(&inits) {
+                // SAFETY: the variable's pages follow in the map.
+                let got = unsafe {
+                    std::slice::from_raw_parts(m.addr.add(page * PAGE), CHILD_SIZE as usize)
+                };
+                if got != init.as_slice() {
+                    return Err(format!("child-{t} differs through the restarted mapping"));
+                }
+                page += CHILD_SIZE.div_ceil(PAGE as u64) as usize;
+            }
+            Ok(())
+        };
+        match run() {
+            Ok(()) => 0,
+            Err(e) => {
+                eprintln!("restarted version: {e}");
+                1
+            }
+        }
+    });
+    ensure_eq!(r, Ok(0), "restarted version (see its stderr)");
+    println!(
+        "    {trials} trials, {} variables created by killed versions, {died_holding} lock takeovers",
+        created.len()
+    );
+    drop(m);
+    survivor.destroy(SEG)?;
+    Ok(())
+}
+
+#[distributed_slice(TESTS)]
+static FUTEX: VmTest = VmTest {
+    name: "robust::futex_on_segment_page",
+    phase: Phase::Main,
+    run: futex_on_segment_page,
+};
+/// `dsu::sync::Mutex` sleeps on a *shared* futex in a segment page. The kernel must accept
+/// such a futex (a key for the page), or waiters spin instead of sleeping: FUTEX_WAIT
+/// must time out (not fail with EFAULT), and a FUTEX_WAKE from another process wakes it.
+fn futex_on_segment_page() -> TestResult {
+    destroy_quietly("futex");
+    let d = Dev::open()?;
+    d.attach("futex", DSU_ATTACH_MUST_CREATE, 0)?;
+    let mut v = [var("word", 4, 1, None)];
+    d.resolve(&mut v)?;
+    d.bind("f", &[v[0].first_page], 0)?;
+    let m = d.map_rw(1)?;
+    let word = m.addr as *const u32;
+    let ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 20_000_000,
+    };
+    // SAFETY: a shared FUTEX_WAIT on an aligned u32 in our mapping, expecting its value (0).
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_futex,
+            word,
+            libc::FUTEX_WAIT,
+            0u32,
+            &ts as *const libc::timespec,
+            0usize,
+            0u32,
+        )
+    };
+    let e = nix::errno::Errno::last();
+    d.destroy("futex")?;
+    ensure!(
+        r == -1 && e == nix::errno::Errno::ETIMEDOUT,
+        "shared FUTEX_WAIT on a segment page: {r} {e:?} (EFAULT: the pages have no futex key, waiters of dsu::sync::Mutex spin)"
+    );
+    Ok(())
+}
