@@ -14,6 +14,10 @@ mod robust_limits;
 mod robust_permissions;
 mod robust_raw;
 mod robust_stress;
+mod userspace_c;
+mod userspace_dsuctl;
+mod userspace_helpers;
+mod userspace_rust;
 mod util;
 
 use linkme::distributed_slice;

@@ -122,7 +122,7 @@ fn command(p: &Program, version: &dsu::Version, args: &[String]) -> Result<Strin
         "status" => Ok(version
             .variables()
             .iter()
-            .map(|v| format!("{}={:?}", v.name, v.status).to_lowercase())
+            .map(|v| format!("{}={}", v.name, format!("{:?}", v.status).to_lowercase()))
             .collect::<Vec<_>>()
             .join(" ")),
         "read" => Ok(p
