@@ -29,3 +29,15 @@ step() {
 }
 
 die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+# The in-tree module objects and $DSU_OUT are shared by every run on this checkout: hold
+# this lock while building and packing, then boot from a private copy of the initramfs
+# (private_initrd), so that concurrent runs never see each other's half-written files.
+build_lock() { mkdir -p "$DSU_CACHE"; exec 9>"$DSU_CACHE/build.lock"; flock 9; }
+build_unlock() { flock -u 9; }
+private_initrd() {
+    local f
+    f=$(mktemp "$DSU_OUT/initramfs-XXXXXX.cpio")
+    cp "$DSU_OUT/initramfs.cpio" "$f"
+    echo "$f"
+}

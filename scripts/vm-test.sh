@@ -12,22 +12,28 @@ make_warn_module() {
 }
 build_runner() { cargo build --quiet --manifest-path "$DSU_ROOT/Cargo.toml" -p dsu-vmrun; }
 
+build_lock
 if [ "${1:-}" = --self-test ]; then
     step "build the warning test module" make_warn_module
     step "build the runner" build_runner
     bash "$DSU_ROOT/scripts/initramfs.sh" "$DSU_ROOT/tests/warnmod/dsu_warn_test.ko" >/dev/null
-    exec "$DSU_ROOT/target/debug/dsu-vmrun" --kernel "$KDIR/arch/x86/boot/bzImage" \
-        --initrd "$DSU_OUT/initramfs.cpio" --run warn --timeout 300 \
+    INITRD=$(private_initrd); trap 'rm -f "$INITRD"' EXIT
+    build_unlock
+    "$DSU_ROOT/target/debug/dsu-vmrun" --kernel "$KDIR/arch/x86/boot/bzImage" \
+        --initrd "$INITRD" --run warn --timeout 300 \
         --log "$DSU_OUT/console-warn.log" --expect-kernel-report
+    exit
 fi
 
 MODULE=$(KDIR="$KDIR" bash "$DSU_ROOT/scripts/module.sh")
 bash "$DSU_ROOT/scripts/guest-bins.sh"
 step "build the runner" build_runner
 bash "$DSU_ROOT/scripts/initramfs.sh" "$MODULE" >/dev/null
+INITRD=$(private_initrd); trap 'rm -f "$INITRD"' EXIT
+build_unlock
 filters=$(IFS=,; echo "$*")
-ACCEL=$(bash "$DSU_ROOT/scripts/accel.sh" "$KDIR/arch/x86/boot/bzImage" "$DSU_OUT/initramfs.cpio")
+ACCEL=$(bash "$DSU_ROOT/scripts/accel.sh" "$KDIR/arch/x86/boot/bzImage" "$INITRD")
 printf '\033[1m==> VM suite (QEMU, %s)\033[0m\n' "$ACCEL" >&2
-exec "$DSU_ROOT/target/debug/dsu-vmrun" --kernel "$KDIR/arch/x86/boot/bzImage" --accel "$ACCEL" \
-    --initrd "$DSU_OUT/initramfs.cpio" --run test ${filters:+--args "$filters"} \
+"$DSU_ROOT/target/debug/dsu-vmrun" --kernel "$KDIR/arch/x86/boot/bzImage" --accel "$ACCEL" \
+    --initrd "$INITRD" --run test ${filters:+--args "$filters"} \
     --timeout "${DSU_VM_TIMEOUT:-1800}" --log "$DSU_OUT/console-test.log"
