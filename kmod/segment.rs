@@ -16,7 +16,7 @@ use crate::{
     kernel_ext::{
         error::eidrm,
         cred::{capable_sys_admin, current_fsgid, current_fsuid, in_group},
-        mm::PagePtr,
+        mm::{user_page_flags, PagePtr},
         time::realtime_ns,
     },
     limits,
@@ -441,7 +441,7 @@ fn new_pages(v: &dsu_var) -> Result<KVVec<Page>> {
     let mut init = if v.init != 0 { Some(uapi::reader(v.init, size)?) } else { None };
     let mut left = size;
     for _ in 0..count {
-        let page = Page::alloc_page(GFP_KERNEL_ACCOUNT | __GFP_ZERO)?;
+        let page = Page::alloc_page(user_page_flags())?;
         let n = left.min(PAGE_SIZE);
         if let Some(reader) = init.as_mut() {
             // SAFETY: The page was just allocated and nobody else can see it.

@@ -20,6 +20,26 @@ use kernel::{
     uaccess::UserSliceWriter,
 };
 
+/// Allocation flags for pages that userspace asked for: zeroed, charged to the caller's
+/// memory cgroup (`GFP_KERNEL_ACCOUNT`), silent on failure, and allowed to fail
+/// (`__GFP_RETRY_MAYFAIL`), so that a charge past `memory.max` or an allocation the machine
+/// cannot satisfy returns `ENOMEM` instead of invoking the OOM killer.
+pub fn user_page_flags() -> kernel::alloc::Flags {
+    use kernel::alloc::flags::*;
+    const RETRY_MAYFAIL: u32 = 1 << bindings::___GFP_RETRY_MAYFAIL_BIT;
+    let base = GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_NOWARN;
+    // The 6.12 crate has no constant for __GFP_RETRY_MAYFAIL and `Flags` cannot be built
+    // from raw bits, so derive it: `Flags` is a newtype over the `gfp_t` bits.
+    const _: () = assert!(core::mem::size_of::<kernel::alloc::Flags>() == core::mem::size_of::<u32>());
+    // SAFETY: `Flags` is a single-field struct over `u32` (same size, checked above) and every
+    // bit pattern is a valid value of it; the result is `base` with one more GFP bit set.
+    unsafe {
+        core::mem::transmute::<u32, kernel::alloc::Flags>(
+            core::mem::transmute::<kernel::alloc::Flags, u32>(base) | RETRY_MAYFAIL,
+        )
+    }
+}
+
 /// A borrowed pointer to a page that someone else owns and keeps alive.
 ///
 /// # Invariants

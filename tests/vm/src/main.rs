@@ -8,6 +8,14 @@
 
 mod bench;
 mod foundation;
+mod kmod_binding;
+mod kmod_ioctl;
+mod kmod_limits;
+mod kmod_notify;
+mod kmod_permissions;
+mod kmod_resolve;
+mod kmod_segments;
+mod kmod_unload;
 mod robust_crash;
 mod robust_fuzz;
 mod robust_limits;

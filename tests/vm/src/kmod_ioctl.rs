@@ -1,0 +1,438 @@
+//! Raw `/dev/dsu` ioctls for the kernel module tests, through `nix`'s ioctl macros and the
+//! `dsu-uapi` structs. Every call returns the exact errno; nothing is retried or checked in
+//! userspace, so tests can assert the module's error contract.
+
+use dsu_uapi::*;
+use nix::errno::Errno;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicU32, Ordering};
+
+/// The result of a raw call.
+pub type Sys<T> = Result<T, Errno>;
+
+/// Page size of the guest.
+pub const PAGE: usize = 4096;
+
+mod raw {
+    use dsu_uapi::*;
+    nix::ioctl_readwrite!(attach, DSU_IOC_MAGIC, DSU_IOC_NR_ATTACH, dsu_attach);
+    nix::ioctl_readwrite!(resolve, DSU_IOC_MAGIC, DSU_IOC_NR_RESOLVE, dsu_resolve);
+    nix::ioctl_readwrite!(bind, DSU_IOC_MAGIC, DSU_IOC_NR_BIND, dsu_bind);
+    nix::ioctl_readwrite!(list_segments, DSU_IOC_MAGIC, DSU_IOC_NR_LIST_SEGMENTS, dsu_list);
+    nix::ioctl_readwrite!(list_variables, DSU_IOC_MAGIC, DSU_IOC_NR_LIST_VARIABLES, dsu_list);
+    nix::ioctl_readwrite!(list_versions, DSU_IOC_MAGIC, DSU_IOC_NR_LIST_VERSIONS, dsu_list);
+    nix::ioctl_readwrite!(read_var, DSU_IOC_MAGIC, DSU_IOC_NR_READ_VAR, dsu_read_var);
+    nix::ioctl_write_ptr!(destroy, DSU_IOC_MAGIC, DSU_IOC_NR_DESTROY, dsu_destroy);
+}
+
+/// Which ioctl, for calls with a raw (possibly bad) argument pointer.
+#[derive(Clone, Copy, Debug)]
+pub enum Ioc {
+    /// DSU_IOC_ATTACH.
+    Attach,
+    /// DSU_IOC_RESOLVE.
+    Resolve,
+    /// DSU_IOC_BIND.
+    Bind,
+    /// DSU_IOC_LIST_SEGMENTS.
+    ListSegments,
+    /// DSU_IOC_READ_VAR.
+    ReadVar,
+    /// DSU_IOC_DESTROY.
+    Destroy,
+}
+
+/// A NUL-padded C string field.
+pub fn cname<const N: usize>(s: &str) -> [core::ffi::c_char; N] {
+    let mut b = [0 as core::ffi::c_char; N];
+    for (d, c) in b.iter_mut().zip(s.bytes()) {
+        *d = c as core::ffi::c_char;
+    }
+    b
+}
+
+/// A C string field as a Rust string.
+pub fn cstr(s: &[core::ffi::c_char]) -> String {
+    s.iter().take_while(|c| **c != 0).map(|c| *c as u8 as char).collect()
+}
+
+/// A segment name unique in this run.
+pub fn unique(prefix: &str) -> String {
+    static N: AtomicU32 = AtomicU32::new(0);
+    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A RESOLVE entry of `size` bytes (align 8) with optional initial bytes, which must
+/// outlive the call.
+pub fn var(name: &str, size: u64, fingerprint: u64, init: Option<&[u8]>) -> dsu_var {
+    dsu_var {
+        size,
+        align: 8,
+        fingerprint,
+        init: init.map(|b| b.as_ptr() as u64).unwrap_or(0),
+        name: cname(name),
+        ..Default::default()
+    }
+}
+
+/// One open file of `/dev/dsu`.
+pub struct Dsu(pub OwnedFd);
+
+/// A shared mapping of a bound handle, unmapped on drop.
+pub struct Map {
+    /// Start.
+    pub ptr: *mut u8,
+    /// Length in bytes.
+    pub len: usize,
+}
+
+impl Map {
+    /// The `u64` at byte `offset`, read volatile.
+    pub fn get(&self, offset: usize) -> u64 {
+        assert!(offset + 8 <= self.len);
+        // SAFETY: In bounds of a live mapping.
+        unsafe { std::ptr::read_volatile(self.ptr.add(offset).cast::<u64>()) }
+    }
+
+    /// Writes the `u64` at byte `offset`.
+    pub fn set(&self, offset: usize, v: u64) {
+        assert!(offset + 8 <= self.len);
+        // SAFETY: In bounds of a live mapping.
+        unsafe { std::ptr::write_volatile(self.ptr.add(offset).cast::<u64>(), v) }
+    }
+
+    /// The atomic `u64` at byte `offset`.
+    pub fn atomic(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
+        assert!(offset + 8 <= self.len && offset % 8 == 0);
+        // SAFETY: In bounds and aligned, in a live shared mapping.
+        unsafe { &*self.ptr.add(offset).cast::<std::sync::atomic::AtomicU64>() }
+    }
+}
+
+impl Drop for Map {
+    fn drop(&mut self) {
+        // SAFETY: We own this mapping.
+        unsafe { libc::munmap(self.ptr.cast(), self.len) };
+    }
+}
+
+fn errno<T>(r: nix::Result<T>) -> Sys<T> {
+    r
+}
+
+impl Dsu {
+    /// Opens `/dev/dsu` read-write.
+    pub fn open() -> Sys<Dsu> {
+        Self::open_flags(libc::O_RDWR)
+    }
+
+    /// Opens `/dev/dsu` with the given flags.
+    pub fn open_flags(flags: i32) -> Sys<Dsu> {
+        // SAFETY: A valid NUL-terminated path.
+        let fd = unsafe { libc::open(c"/dev/dsu".as_ptr(), flags | libc::O_CLOEXEC) };
+        if fd < 0 {
+            return Err(Errno::last());
+        }
+        // SAFETY: A fresh fd that we own.
+        Ok(Dsu(unsafe { OwnedFd::from_raw_fd(fd) }))
+    }
+
+    /// The raw fd.
+    pub fn fd(&self) -> RawFd {
+        self.0.as_raw_fd()
+    }
+
+    /// ATTACH with a prepared struct.
+    pub fn attach_raw(&self, a: &mut dsu_attach) -> Sys<()> {
+        // SAFETY: `a` is a valid dsu_attach.
+        errno(unsafe { raw::attach(self.fd(), a) }).map(drop)
+    }
+
+    /// ATTACH `name` with `flags` and `mode`; returns whether it was created.
+    pub fn attach(&self, name: &str, flags: u32, mode: u32) -> Sys<bool> {
+        let mut a = dsu_attach {
+            size: size_of::<dsu_attach>() as u32,
+            flags,
+            mode,
+            name: cname(name),
+            ..Default::default()
+        };
+        self.attach_raw(&mut a)?;
+        Ok(a.created == 1)
+    }
+
+    /// Opens a handle and attaches it (create or open).
+    pub fn attached(name: &str) -> Sys<Dsu> {
+        let d = Dsu::open()?;
+        d.attach(name, 0, 0)?;
+        Ok(d)
+    }
+
+    /// RESOLVE with a prepared struct.
+    pub fn resolve_raw(&self, r: &mut dsu_resolve) -> Sys<()> {
+        // SAFETY: `r` is a valid dsu_resolve; its `vars` pointer is checked by the kernel.
+        errno(unsafe { raw::resolve(self.fd(), r) }).map(drop)
+    }
+
+    /// RESOLVE `vars` in place; returns the struct (with `added`/`conflicts`) and the result.
+    pub fn resolve(&self, vars: &mut [dsu_var]) -> (dsu_resolve, Sys<()>) {
+        let mut r = dsu_resolve {
+            size: size_of::<dsu_resolve>() as u32,
+            var_size: size_of::<dsu_var>() as u32,
+            count: vars.len() as u32,
+            vars: vars.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        let res = self.resolve_raw(&mut r);
+        (r, res)
+    }
+
+    /// RESOLVE that must succeed; returns the entries.
+    pub fn resolve_ok(&self, mut vars: Vec<dsu_var>) -> Sys<Vec<dsu_var>> {
+        self.resolve(&mut vars).1?;
+        Ok(vars)
+    }
+
+    /// BIND with a prepared struct.
+    pub fn bind_raw(&self, b: &mut dsu_bind) -> Sys<()> {
+        // SAFETY: `b` is a valid dsu_bind.
+        errno(unsafe { raw::bind(self.fd(), b) }).map(drop)
+    }
+
+    /// BIND with `label`, `pages` and `flags`; returns the version id.
+    pub fn bind(&self, label: &str, pages: &[u64], flags: u32) -> Sys<u64> {
+        let mut b = dsu_bind {
+            size: size_of::<dsu_bind>() as u32,
+            flags,
+            page_count: pages.len() as u64,
+            pages: pages.as_ptr() as u64,
+            label: cname(label),
+            ..Default::default()
+        };
+        self.bind_raw(&mut b)?;
+        Ok(b.version_id)
+    }
+
+    /// mmap `pages` pages with `flags` (MAP_SHARED normally) at offset `offset`.
+    pub fn map_with(&self, pages: usize, flags: i32, offset: i64) -> Sys<Map> {
+        let len = pages * PAGE;
+        // SAFETY: A fresh mapping chosen by the kernel.
+        let p = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, self.fd(), offset)
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        Ok(Map { ptr: p.cast(), len })
+    }
+
+    /// mmap `pages` pages MAP_SHARED.
+    pub fn map(&self, pages: usize) -> Sys<Map> {
+        self.map_with(pages, libc::MAP_SHARED, 0)
+    }
+
+    fn list<T: Default + Clone>(
+        &self,
+        call: unsafe fn(i32, *mut dsu_list) -> nix::Result<i32>,
+        segment: &str,
+        start: u32,
+        count: u32,
+    ) -> Sys<(Vec<T>, u32)> {
+        let mut records = vec![T::default(); count as usize];
+        let mut l = dsu_list {
+            size: size_of::<dsu_list>() as u32,
+            record_size: size_of::<T>() as u32,
+            start,
+            count,
+            records: records.as_mut_ptr() as u64,
+            segment: cname(segment),
+            ..Default::default()
+        };
+        // SAFETY: `l` is valid and `records` holds `count` records.
+        errno(unsafe { call(self.fd(), &mut l) })?;
+        records.truncate(l.count as usize);
+        Ok((records, l.total))
+    }
+
+    /// LIST_SEGMENTS from `start`, at most `count`; returns records and total.
+    pub fn list_segments(&self, start: u32, count: u32) -> Sys<(Vec<dsu_segment_info>, u32)> {
+        self.list(raw::list_segments, "", start, count)
+    }
+
+    /// LIST_VARIABLES of `segment`.
+    pub fn list_variables(&self, segment: &str, start: u32, count: u32) -> Sys<(Vec<dsu_variable_info>, u32)> {
+        self.list(raw::list_variables, segment, start, count)
+    }
+
+    /// LIST_VERSIONS of `segment`.
+    pub fn list_versions(&self, segment: &str, start: u32, count: u32) -> Sys<(Vec<dsu_version_info>, u32)> {
+        self.list(raw::list_versions, segment, start, count)
+    }
+
+    /// LIST_* with a prepared struct (`which`: 0 segments, 1 variables, 2 versions).
+    pub fn list_raw(&self, which: u32, l: &mut dsu_list) -> Sys<()> {
+        // SAFETY: `l` is a valid dsu_list; its records pointer is checked by the kernel.
+        let r = unsafe {
+            match which {
+                0 => raw::list_segments(self.fd(), l),
+                1 => raw::list_variables(self.fd(), l),
+                _ => raw::list_versions(self.fd(), l),
+            }
+        };
+        errno(r).map(drop)
+    }
+
+    /// The info record of `segment` from LIST_SEGMENTS, if listed.
+    pub fn segment_info(&self, segment: &str) -> Sys<Option<dsu_segment_info>> {
+        let (all, _) = self.list_segments(0, DSU_LIST_MAX)?;
+        Ok(all.into_iter().find(|s| cstr(&s.name) == segment))
+    }
+
+    /// READ_VAR with a prepared struct.
+    pub fn read_var_raw(&self, r: &mut dsu_read_var) -> Sys<()> {
+        // SAFETY: `r` is a valid dsu_read_var; its buffer pointer is checked by the kernel.
+        errno(unsafe { raw::read_var(self.fd(), r) }).map(drop)
+    }
+
+    /// READ_VAR of `len` bytes at `offset`.
+    pub fn read_var(&self, segment: &str, name: &str, fingerprint: u64, flags: u32, offset: u64, len: usize) -> Sys<Vec<u8>> {
+        let mut buf = vec![0u8; len];
+        let mut r = dsu_read_var {
+            size: size_of::<dsu_read_var>() as u32,
+            flags,
+            fingerprint,
+            offset,
+            length: len as u64,
+            buf: buf.as_mut_ptr() as u64,
+            segment: cname(segment),
+            name: cname(name),
+            ..Default::default()
+        };
+        self.read_var_raw(&mut r)?;
+        buf.truncate(r.length as usize);
+        Ok(buf)
+    }
+
+    /// DESTROY `name`.
+    pub fn destroy(&self, name: &str) -> Sys<()> {
+        let d = dsu_destroy { size: size_of::<dsu_destroy>() as u32, flags: 0, name: cname(name) };
+        // SAFETY: `d` is a valid dsu_destroy.
+        errno(unsafe { raw::destroy(self.fd(), &d) }).map(drop)
+    }
+
+    /// An ioctl with an arbitrary argument (e.g. a bad pointer).
+    pub fn ioctl_arg(&self, which: Ioc, arg: usize) -> Sys<()> {
+        // SAFETY: The kernel must handle any argument; that is what is tested.
+        let r = unsafe {
+            match which {
+                Ioc::Attach => raw::attach(self.fd(), arg as *mut _),
+                Ioc::Resolve => raw::resolve(self.fd(), arg as *mut _),
+                Ioc::Bind => raw::bind(self.fd(), arg as *mut _),
+                Ioc::ListSegments => raw::list_segments(self.fd(), arg as *mut _),
+                Ioc::ReadVar => raw::read_var(self.fd(), arg as *mut _),
+                Ioc::Destroy => raw::destroy(self.fd(), arg as *const _),
+            }
+        };
+        errno(r).map(drop)
+    }
+
+    /// An ioctl with any request number.
+    pub fn ioctl_cmd(&self, cmd: u64, arg: usize) -> Sys<()> {
+        // SAFETY: The kernel must reject unknown requests without touching `arg`.
+        let r = unsafe { libc::ioctl(self.fd(), cmd as _, arg) };
+        if r < 0 { Err(Errno::last()) } else { Ok(()) }
+    }
+
+    /// read() into `buf`; returns bytes read.
+    pub fn read(&self, buf: &mut [u8]) -> Sys<usize> {
+        nix::unistd::read(self.fd(), buf)
+    }
+
+    /// Reads whole events (up to 16).
+    pub fn events(&self) -> Sys<Vec<dsu_event>> {
+        let mut evs = vec![dsu_event::default(); 16];
+        // SAFETY: `evs` is plain data of 16 * 64 bytes.
+        let buf = unsafe {
+            std::slice::from_raw_parts_mut(evs.as_mut_ptr().cast::<u8>(), evs.len() * size_of::<dsu_event>())
+        };
+        let n = self.read(buf)?;
+        evs.truncate(n / size_of::<dsu_event>());
+        Ok(evs)
+    }
+
+    /// poll() for POLLIN with a timeout in ms; returns whether readable.
+    pub fn readable(&self, timeout_ms: i32) -> Sys<bool> {
+        let mut p = libc::pollfd { fd: self.fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: One valid pollfd.
+        let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
+        if n < 0 {
+            return Err(Errno::last());
+        }
+        Ok(n == 1 && p.revents & libc::POLLIN != 0)
+    }
+}
+
+/// Destroys `name` (ignoring errors): test cleanup.
+pub fn cleanup(name: &str) {
+    if let Ok(d) = Dsu::open() {
+        let _ = d.destroy(name);
+    }
+}
+
+/// Forks a child running `f` and returns its pid; the child exits 0 on `Ok`, 1 otherwise
+/// (printing the failure to stderr).
+pub fn spawn(f: impl FnOnce() -> crate::TestResult) -> nix::unistd::Pid {
+    use nix::unistd::{fork, ForkResult};
+    // SAFETY: The suite is single-threaded when it forks; the child only runs `f` and exits.
+    match unsafe { fork() }.expect("fork") {
+        ForkResult::Child => {
+            let code = match f() {
+                Ok(()) => 0,
+                Err(crate::Failure::Fail(m)) | Err(crate::Failure::Skip(m)) => {
+                    eprintln!("child failed: {m}");
+                    1
+                }
+            };
+            // SAFETY: Leaves the child without running the parent's destructors.
+            unsafe { libc::_exit(code) }
+        }
+        ForkResult::Parent { child } => child,
+    }
+}
+
+/// Waits for a child from [`spawn`] and fails unless it exited 0.
+pub fn join(pid: nix::unistd::Pid, what: &str) -> crate::TestResult {
+    use nix::sys::wait::{waitpid, WaitStatus};
+    match waitpid(pid, None)? {
+        WaitStatus::Exited(_, 0) => Ok(()),
+        other => Err(crate::Failure::Fail(format!("{what}: child ended with {other:?}"))),
+    }
+}
+
+/// A pipe used to pass single bytes between a parent and a forked child.
+pub struct Channel {
+    r: OwnedFd,
+    w: OwnedFd,
+}
+
+impl Channel {
+    /// A new pipe.
+    pub fn new() -> Sys<Self> {
+        let (r, w) = nix::unistd::pipe()?;
+        Ok(Self { r, w })
+    }
+
+    /// Sends one byte.
+    pub fn send(&self, b: u8) -> Sys<()> {
+        nix::unistd::write(&self.w, &[b]).map(drop)
+    }
+
+    /// Receives one byte (blocking).
+    pub fn recv(&self) -> Sys<u8> {
+        let mut b = [0u8];
+        match nix::unistd::read(self.r.as_raw_fd(), &mut b)? {
+            1 => Ok(b[0]),
+            _ => Err(Errno::EPIPE),
+        }
+    }
+}
