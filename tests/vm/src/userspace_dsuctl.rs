@@ -50,12 +50,7 @@ fn dsuctl_output() -> TestResult {
         ensure_eq!(counter["size"], 8, "COUNTER size");
         ensure_eq!(counter["pages"], 1, "COUNTER pages");
         ensure_eq!(counter["fingerprint"], format!("{:016x}", AtomicU64::FINGERPRINT), "COUNTER fingerprint");
-        // RESOLVE comes before BIND, so the creator may have had no label yet ("").
-        ensure!(
-            counter["created_label"] == "ctl-1" || counter["created_label"] == "",
-            "COUNTER created by {:?}",
-            counter["created_label"]
-        );
+        ensure_eq!(counter["created_label"], "ctl-1", "COUNTER created by");
         let versions = show["versions"].as_array().cloned().unwrap_or_default();
         ensure_eq!(versions.len(), 1, "one version: {versions:?}");
         ensure_eq!(versions[0]["label"], "ctl-1", "version label");

@@ -261,6 +261,14 @@ pub fn print_tables(r: &Report, out: &mut dyn Write) -> io::Result<()> {
         fmt_ns(m.clock_step_ns),
         fmt_ns(m.clock_read_ns)
     )?;
+    if m.clock_step_ns > 1000.0 {
+        writeln!(
+            out,
+            "WARNING: the clock steps by {}: figures below a few of its steps are noise \
+             (a kernel without a usable TSC or HPET; see scripts/kernel-bench.config)",
+            fmt_ns(m.clock_step_ns)
+        )?;
+    }
     if !m.module_params.is_empty() {
         writeln!(out, "module: {}", m.module_params.join(" "))?;
     }
