@@ -11,11 +11,21 @@ fn have_c_examples() -> Result<(), Failure> {
         .unwrap_or_default()
         .split(':')
         .any(|d| std::path::Path::new(d).join("ccounter_v1").exists());
-    if found { Ok(()) } else { Err(Failure::Fail("ccounter_v1 is not on PATH (build-examples.sh did not run?)".into())) }
+    if found {
+        Ok(())
+    } else {
+        Err(Failure::Fail(
+            "ccounter_v1 is not on PATH (build-examples.sh did not run?)".into(),
+        ))
+    }
 }
 
 #[distributed_slice(TESTS)]
-static C_V1_V2: VmTest = VmTest { name: "userspace::c_v1_v2", phase: Phase::Main, run: c_v1_v2 };
+static C_V1_V2: VmTest = VmTest {
+    name: "userspace::c_v1_v2",
+    phase: Phase::Main,
+    run: c_v1_v2,
+};
 fn c_v1_v2() -> TestResult {
     have_c_examples()?;
     let seg = "us-c";
@@ -29,7 +39,11 @@ fn c_v1_v2() -> TestResult {
         std::thread::sleep(Duration::from_millis(200));
         let mut v2 = Server::start("ccounter_v2", &["--segment", seg])?;
         ensure_eq!(v1.reply("wait-newer")?, "newer", "v1 woken by v2");
-        ensure_eq!(v2.cmd("read")?, "counter=5 added=42 table_len=5", "v2 sees v1's value and its initialisers");
+        ensure_eq!(
+            v2.cmd("read")?,
+            "counter=5 added=42 table_len=5",
+            "v2 sees v1's value and its initialisers"
+        );
         v2.cmd("write counter 6")?;
         ensure_eq!(v1.get("counter")?, 6, "v1 sees v2's write");
         v1.cmd("write counter 7")?;
@@ -37,11 +51,18 @@ fn c_v1_v2() -> TestResult {
         ensure_eq!(v1.get("old_only")?, 7, "v1's removed global");
         let show = ok("dsuctl", &["show", seg])?;
         for n in ["counter ", "old_only ", "added ", "table "] {
-            ensure!(show.lines().any(|l| l.starts_with(n)), "{n}missing from the segment:\n{show}");
+            ensure!(
+                show.lines().any(|l| l.starts_with(n)),
+                "{n}missing from the segment:\n{show}"
+            );
         }
         // The table is three pages.
         let table = show.lines().find(|l| l.starts_with("table ")).unwrap_or("");
-        ensure_eq!(table.split_whitespace().nth(2), Some("3"), "table pages: {table}");
+        ensure_eq!(
+            table.split_whitespace().nth(2),
+            Some("3"),
+            "table pages: {table}"
+        );
         v1.exit()?;
         v2.exit()?;
         Ok(())
@@ -50,6 +71,9 @@ fn c_v1_v2() -> TestResult {
     r?;
     // Errors come back through dsu_last_error.
     let err = fails("ccounter_v1", &["--segment", "bad/name", "read"], 1)?;
-    ensure!(err.contains("invalid segment name \"bad/name\""), "C error message: {err}");
+    ensure!(
+        err.contains("invalid segment name \"bad/name\""),
+        "C error message: {err}"
+    );
     Ok(())
 }

@@ -41,10 +41,18 @@ impl Server {
                 }
             }
         });
-        let mut s = Server { name: format!("{prog} {}", args.join(" ")), child, stdin, lines };
+        let mut s = Server {
+            name: format!("{prog} {}", args.join(" ")),
+            child,
+            stdin,
+            lines,
+        };
         let first = s.line(REPLY)?;
         if !first.starts_with("ready") {
-            return Err(Failure::Fail(format!("{}: expected ready, got {first:?}", s.name)));
+            return Err(Failure::Fail(format!(
+                "{}: expected ready, got {first:?}",
+                s.name
+            )));
         }
         Ok(s)
     }
@@ -61,7 +69,11 @@ impl Server {
                 if let Some(mut e) = self.child.stderr.take() {
                     let _ = e.read_to_string(&mut err);
                 }
-                Err(Failure::Fail(format!("{}: no reply within {timeout:?} ({status}; stderr: {})", self.name, err.trim())))
+                Err(Failure::Fail(format!(
+                    "{}: no reply within {timeout:?} ({status}; stderr: {})",
+                    self.name,
+                    err.trim()
+                )))
             }
         }
     }
@@ -84,14 +96,19 @@ impl Server {
         let l = self.line(REPLY)?;
         match l.strip_prefix("ok ") {
             Some(rest) => Ok(rest.to_string()),
-            None => Err(Failure::Fail(format!("{}: `{cmd}` answered {l:?}", self.name))),
+            None => Err(Failure::Fail(format!(
+                "{}: `{cmd}` answered {l:?}",
+                self.name
+            ))),
         }
     }
 
     /// `get VAR` as a number.
     pub fn get(&mut self, var: &str) -> Result<u64, Failure> {
         let s = self.cmd(&format!("get {var}"))?;
-        s.trim().parse().map_err(|_| Failure::Fail(format!("{}: get {var} gave {s:?}", self.name)))
+        s.trim()
+            .parse()
+            .map_err(|_| Failure::Fail(format!("{}: get {var} gave {s:?}", self.name)))
     }
 
     /// The process id.
@@ -134,7 +151,10 @@ pub fn run(prog: &str, args: &[&str]) -> Result<Output, Failure> {
         Err(_) => {
             // SAFETY: killing our own child.
             unsafe { libc::kill(pid as i32, libc::SIGKILL) };
-            Err(Failure::Fail(format!("{prog} {}: did not finish within {REPLY:?}", args.join(" "))))
+            Err(Failure::Fail(format!(
+                "{prog} {}: did not finish within {REPLY:?}",
+                args.join(" ")
+            )))
         }
     }
 }
@@ -171,7 +191,10 @@ pub fn fails(prog: &str, args: &[&str], code: i32) -> Result<String, Failure> {
 /// Parses "a=1 b=2" into pairs.
 pub fn pairs(s: &str) -> Vec<(String, String)> {
     s.split_whitespace()
-        .filter_map(|w| w.split_once('=').map(|(k, v)| (k.to_string(), v.to_string())))
+        .filter_map(|w| {
+            w.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+        })
         .collect()
 }
 

@@ -9,26 +9,55 @@ use linkme::distributed_slice;
 use std::time::Duration;
 
 #[distributed_slice(TESTS)]
-static V1_V2: VmTest = VmTest { name: "userspace::v1_v2_common_added_removed", phase: Phase::Main, run: v1_v2 };
+static V1_V2: VmTest = VmTest {
+    name: "userspace::v1_v2_common_added_removed",
+    phase: Phase::Main,
+    run: v1_v2,
+};
 fn v1_v2() -> TestResult {
     let seg = "us-v1v2";
     destroy(seg);
     let r = (|| -> TestResult {
         let mut v1 = Server::start("counter_v1", &["--segment", seg])?;
         let status = v1.cmd("status")?;
-        for var in ["counter::COUNTER", "counter::OLD_ONLY", "counter::STATS", "counter::LOCK"] {
-            ensure_eq!(field(&status, var), Some("added".to_string()), "v1 creates {var}: {status}");
+        for var in [
+            "counter::COUNTER",
+            "counter::OLD_ONLY",
+            "counter::STATS",
+            "counter::LOCK",
+        ] {
+            ensure_eq!(
+                field(&status, var),
+                Some("added".to_string()),
+                "v1 creates {var}: {status}"
+            );
         }
         v1.cmd("write counter 5")?;
         v1.cmd("write hits 3")?;
         // v2 starts while v1 runs and sees v1's values.
         let mut v2 = Server::start("counter_v2", &["--segment", seg])?;
         let status = v2.cmd("status")?;
-        ensure_eq!(field(&status, "counter::COUNTER"), Some("common".to_string()), "v2 status {status}");
-        ensure_eq!(field(&status, "counter::ADDED"), Some("added".to_string()), "v2 status {status}");
-        ensure_eq!(field(&status, "counter::BIG"), Some("added".to_string()), "v2 status {status}");
+        ensure_eq!(
+            field(&status, "counter::COUNTER"),
+            Some("common".to_string()),
+            "v2 status {status}"
+        );
+        ensure_eq!(
+            field(&status, "counter::ADDED"),
+            Some("added".to_string()),
+            "v2 status {status}"
+        );
+        ensure_eq!(
+            field(&status, "counter::BIG"),
+            Some("added".to_string()),
+            "v2 status {status}"
+        );
         let read = v2.cmd("read")?;
-        ensure_eq!(read, "counter=5 hits=3 added=42 big_last=9", "v2 sees v1's values and its own initialisers");
+        ensure_eq!(
+            read,
+            "counter=5 hits=3 added=42 big_last=9",
+            "v2 sees v1's values and its own initialisers"
+        );
         // Writes both ways.
         v2.cmd("write counter 6")?;
         ensure_eq!(v1.get("counter")?, 6, "v1 sees v2's write");
@@ -41,16 +70,30 @@ fn v1_v2() -> TestResult {
         v1.cmd("write old_only 8")?;
         ensure_eq!(v1.get("old_only")?, 8, "v1's removed global still writable");
         let show = ok("dsuctl", &["show", seg])?;
-        ensure!(show.contains("counter::OLD_ONLY"), "removed global missing from the segment:\n{show}");
-        ensure!(show.contains("counter::ADDED"), "added global missing from the segment:\n{show}");
+        ensure!(
+            show.contains("counter::OLD_ONLY"),
+            "removed global missing from the segment:\n{show}"
+        );
+        ensure!(
+            show.contains("counter::ADDED"),
+            "added global missing from the segment:\n{show}"
+        );
         // Added globals are really shared too: a second v2 sees the first one's write.
         v2.cmd("write added 43")?;
-        ensure_eq!(ok("counter_v2", &["--segment", seg, "get", "added"])?, "43", "another v2");
+        ensure_eq!(
+            ok("counter_v2", &["--segment", seg, "get", "added"])?,
+            "43",
+            "another v2"
+        );
         // v1 exits; v2 keeps the state.
         v1.exit()?;
         ensure_eq!(v2.get("counter")?, 7, "after v1 exited");
         v2.exit()?;
-        ensure_eq!(ok("counter_v1", &["--segment", seg, "read"])?, "counter=7 old_only=8 hits=30", "state outlives the versions");
+        ensure_eq!(
+            ok("counter_v1", &["--segment", seg, "read"])?,
+            "counter=7 old_only=8 hits=30",
+            "state outlives the versions"
+        );
         Ok(())
     })();
     destroy(seg);
@@ -58,7 +101,11 @@ fn v1_v2() -> TestResult {
 }
 
 #[distributed_slice(TESTS)]
-static THREE: VmTest = VmTest { name: "userspace::three_versions", phase: Phase::Main, run: three_versions };
+static THREE: VmTest = VmTest {
+    name: "userspace::three_versions",
+    phase: Phase::Main,
+    run: three_versions,
+};
 fn three_versions() -> TestResult {
     let seg = "us-three";
     destroy(seg);
@@ -76,7 +123,10 @@ fn three_versions() -> TestResult {
         ensure_eq!(v3.get("added")?, 7, "v3 sees v2's added global");
         let versions = ok("dsuctl", &["show", seg, "--json"])?;
         for label in ["\"v1\"", "\"v2\"", "\"v3\""] {
-            ensure!(versions.contains(label), "dsuctl show lacks version {label}:\n{versions}");
+            ensure!(
+                versions.contains(label),
+                "dsuctl show lacks version {label}:\n{versions}"
+            );
         }
         v1.exit()?;
         v2.exit()?;
@@ -88,7 +138,11 @@ fn three_versions() -> TestResult {
 }
 
 #[distributed_slice(TESTS)]
-static CONFLICT: VmTest = VmTest { name: "userspace::type_conflict", phase: Phase::Main, run: type_conflict };
+static CONFLICT: VmTest = VmTest {
+    name: "userspace::type_conflict",
+    phase: Phase::Main,
+    run: type_conflict,
+};
 fn type_conflict() -> TestResult {
     let seg = "us-conflict";
     destroy(seg);
@@ -103,10 +157,26 @@ fn type_conflict() -> TestResult {
         ensure!(err.contains("nothing was changed"), "conflict error: {err}");
         let after = ok("dsuctl", &["show", seg, "--json"])?;
         // Variables unchanged: no CONFLICT_ADDED, same list (versions may differ in age).
-        ensure!(!after.contains("CONFLICT_ADDED"), "the failed attach added a variable:\n{after}");
-        let vars = |s: &str| s.lines().filter(|l| l.contains("\"name\"")).map(str::to_string).collect::<Vec<_>>();
-        ensure_eq!(vars(&before), vars(&after), "variables changed by a failed attach");
-        ensure_eq!(ok("counter_v1", &["--segment", seg, "get", "counter"])?, "5", "value after the conflict");
+        ensure!(
+            !after.contains("CONFLICT_ADDED"),
+            "the failed attach added a variable:\n{after}"
+        );
+        let vars = |s: &str| {
+            s.lines()
+                .filter(|l| l.contains("\"name\""))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        ensure_eq!(
+            vars(&before),
+            vars(&after),
+            "variables changed by a failed attach"
+        );
+        ensure_eq!(
+            ok("counter_v1", &["--segment", seg, "get", "counter"])?,
+            "5",
+            "value after the conflict"
+        );
         Ok(())
     })();
     destroy(seg);
@@ -114,7 +184,11 @@ fn type_conflict() -> TestResult {
 }
 
 #[distributed_slice(TESTS)]
-static MIGRATION: VmTest = VmTest { name: "userspace::migration", phase: Phase::Main, run: migration };
+static MIGRATION: VmTest = VmTest {
+    name: "userspace::migration",
+    phase: Phase::Main,
+    run: migration,
+};
 fn migration() -> TestResult {
     let seg = "us-migrate";
     destroy(seg);
@@ -123,7 +197,11 @@ fn migration() -> TestResult {
         v1.cmd("write hits 11")?;
         let mut v3 = Server::start("counter_v3", &["--segment", seg])?;
         let status = v3.cmd("status")?;
-        ensure_eq!(field(&status, "counter::STATS"), Some("migrated".to_string()), "v3 status {status}");
+        ensure_eq!(
+            field(&status, "counter::STATS"),
+            Some("migrated".to_string()),
+            "v3 status {status}"
+        );
         ensure_eq!(v3.get("hits")?, 11, "transform carried hits over");
         ensure_eq!(v3.get("misses")?, 1000, "transform set misses");
         // A migrated variable is no longer shared with the old version.
@@ -132,10 +210,20 @@ fn migration() -> TestResult {
         v1.cmd("write hits 12")?;
         ensure_eq!(v3.get("hits")?, 20, "v3 does not see the old entry");
         // Another v3 shares the migrated entry (no second transform).
-        ensure_eq!(ok("counter_v3", &["--segment", seg, "read"])?, "counter=0 hits=20 misses=1000 added=42", "second v3");
+        ensure_eq!(
+            ok("counter_v3", &["--segment", seg, "read"])?,
+            "counter=0 hits=20 misses=1000 added=42",
+            "second v3"
+        );
         // Both entries are in the directory.
         let show = ok("dsuctl", &["show", seg])?;
-        ensure_eq!(show.lines().filter(|l| l.starts_with("counter::STATS ")).count(), 2, "two STATS entries:\n{show}");
+        ensure_eq!(
+            show.lines()
+                .filter(|l| l.starts_with("counter::STATS "))
+                .count(),
+            2,
+            "two STATS entries:\n{show}"
+        );
         v1.exit()?;
         v3.exit()?;
         Ok(())
@@ -147,12 +235,20 @@ fn migration() -> TestResult {
     let r2 = ok("counter_v3", &["--segment", fresh, "read"]);
     destroy(fresh);
     r?;
-    ensure_eq!(r2?, "counter=0 hits=0 misses=0 added=42", "v3 on a fresh segment");
+    ensure_eq!(
+        r2?,
+        "counter=0 hits=0 misses=0 added=42",
+        "v3 on a fresh segment"
+    );
     Ok(())
 }
 
 #[distributed_slice(TESTS)]
-static MUTEX: VmTest = VmTest { name: "userspace::mutex_across_versions_and_sigkill", phase: Phase::Main, run: mutex };
+static MUTEX: VmTest = VmTest {
+    name: "userspace::mutex_across_versions_and_sigkill",
+    phase: Phase::Main,
+    run: mutex,
+};
 fn mutex() -> TestResult {
     let seg = "us-mutex";
     destroy(seg);
@@ -167,7 +263,10 @@ fn mutex() -> TestResult {
             .stdout(std::process::Stdio::piped())
             .spawn()?;
         let mut line = String::new();
-        std::io::BufRead::read_line(&mut std::io::BufReader::new(holder.stdout.take().unwrap()), &mut line)?;
+        std::io::BufRead::read_line(
+            &mut std::io::BufReader::new(holder.stdout.take().unwrap()),
+            &mut line,
+        )?;
         ensure_eq!(line.trim(), "locked 2", "holder");
         // v2 blocks on it...
         v2.send("lock")?;
@@ -192,7 +291,11 @@ fn mutex() -> TestResult {
 }
 
 #[distributed_slice(TESTS)]
-static NOTIFY: VmTest = VmTest { name: "userspace::notification_wakes_v1", phase: Phase::Main, run: notify };
+static NOTIFY: VmTest = VmTest {
+    name: "userspace::notification_wakes_v1",
+    phase: Phase::Main,
+    run: notify,
+};
 fn notify() -> TestResult {
     let seg = "us-notify";
     destroy(seg);
@@ -204,8 +307,16 @@ fn notify() -> TestResult {
         std::thread::sleep(Duration::from_millis(200));
         let mut v2 = Server::start("counter_v2", &["--segment", seg])?;
         let reply = v1.reply("wait-newer")?;
-        ensure_eq!(reply, format!("newer v2 {}", v2.pid()), "v1 woken by v2's bind");
-        ensure_eq!(v1.cmd("newer")?, format!("newer v2 {}", v2.pid()), "newer_version remembers");
+        ensure_eq!(
+            reply,
+            format!("newer v2 {}", v2.pid()),
+            "v1 woken by v2's bind"
+        );
+        ensure_eq!(
+            v1.cmd("newer")?,
+            format!("newer v2 {}", v2.pid()),
+            "newer_version remembers"
+        );
         // v2 itself has no newer version.
         ensure_eq!(v2.cmd("newer")?, "none", "v2");
         v1.exit()?;
@@ -217,24 +328,45 @@ fn notify() -> TestResult {
 }
 
 #[distributed_slice(TESTS)]
-static ERRORS: VmTest = VmTest { name: "userspace::attach_errors", phase: Phase::Main, run: attach_errors };
+static ERRORS: VmTest = VmTest {
+    name: "userspace::attach_errors",
+    phase: Phase::Main,
+    run: attach_errors,
+};
 fn attach_errors() -> TestResult {
-    let err = fails("counter_v1", &["--segment", "us-missing", "--must-exist", "read"], 1)?;
-    ensure!(err.contains("segment \"us-missing\" does not exist"), "must-exist: {err}");
+    let err = fails(
+        "counter_v1",
+        &["--segment", "us-missing", "--must-exist", "read"],
+        1,
+    )?;
+    ensure!(
+        err.contains("segment \"us-missing\" does not exist"),
+        "must-exist: {err}"
+    );
     let err = fails("counter_v1", &["--segment", "bad/name", "read"], 1)?;
-    ensure!(err.contains("invalid segment name \"bad/name\""), "bad name: {err}");
+    ensure!(
+        err.contains("invalid segment name \"bad/name\""),
+        "bad name: {err}"
+    );
     // Permission: a root-owned 0600 segment, attached by uid 1000.
     let seg = "us-perm";
     destroy(seg);
     ok("dsuctl", &["create", seg, "--mode", "0600"])?;
     let out = {
         use std::os::unix::process::CommandExt;
-        std::process::Command::new("counter_v1").args(["--segment", seg, "read"]).uid(1000).gid(1000).output()
+        std::process::Command::new("counter_v1")
+            .args(["--segment", seg, "read"])
+            .uid(1000)
+            .gid(1000)
+            .output()
     };
     destroy(seg);
     let out = out.map_err(|e| Failure::Fail(format!("run as uid 1000: {e}")))?;
     let err = String::from_utf8_lossy(&out.stderr);
     ensure_eq!(out.status.code(), Some(1), "as uid 1000: {err}");
-    ensure!(err.contains("permission denied on segment \"us-perm\" (owner 0, mode 0600)"), "as uid 1000: {err}");
+    ensure!(
+        err.contains("permission denied on segment \"us-perm\" (owner 0, mode 0600)"),
+        "as uid 1000: {err}"
+    );
     Ok(())
 }
