@@ -211,8 +211,8 @@ impl Segment {
     /// the number added is returned. On `EEXIST` (a conflict) statuses say what was found
     /// and nothing changed. On any other error nothing changed either.
     pub fn resolve(&self, vars: &mut [dsu_var], names: &[VarName], creator: &Creator) -> Result<u32> {
-        // 1. Classify under the lock.
-        let (adds, add_pages) = {
+        // 1. Classify under the lock (limits are checked here too, before allocating).
+        let (adds, _) = {
             let mut g = self.inner.lock();
             classify(&mut g, vars, names)?
         };
@@ -226,7 +226,6 @@ impl Segment {
             let group = if v.status == DSU_VAR_PENDING { new_pages(v)? } else { KVVec::new() };
             groups.push(group, GFP_KERNEL)?;
         }
-        let _ = add_pages;
 
         // 3. Re-classify (another version may have resolved the same names meanwhile) and
         //    commit. Pages of entries that became common are freed after unlocking.

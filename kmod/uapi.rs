@@ -199,21 +199,20 @@ pub fn writer(ptr: u64, len: usize) -> Result<UserSliceWriter> {
 
 /// Reads an array of `count` `u64`s (a page map).
 pub fn read_u64s(ptr: u64, count: usize) -> Result<KVVec<u64>> {
+    const CHUNK: usize = 64;
     let bytes = count.checked_mul(size_of::<u64>()).ok_or(EFAULT)?;
     let mut reader = reader(ptr, bytes)?;
     let mut out = KVVec::with_capacity(count, GFP_KERNEL)?;
-    let mut chunk = [0u64; 64];
+    let mut buf = [0u8; CHUNK * 8];
     let mut left = count;
     while left > 0 {
-        let n = left.min(chunk.len());
-        let mut bytes = [0u8; 64 * 8];
-        reader.read_slice(&mut bytes[..n * 8])?;
-        for (i, word) in chunk[..n].iter_mut().enumerate() {
+        let n = left.min(CHUNK);
+        reader.read_slice(&mut buf[..n * 8])?;
+        for word in buf[..n * 8].chunks_exact(8) {
             let mut b = [0u8; 8];
-            b.copy_from_slice(&bytes[i * 8..i * 8 + 8]);
-            *word = u64::from_ne_bytes(b);
+            b.copy_from_slice(word);
+            out.push(u64::from_ne_bytes(b), GFP_KERNEL)?;
         }
-        out.extend_from_slice(&chunk[..n], GFP_KERNEL)?;
         left -= n;
     }
     Ok(out)

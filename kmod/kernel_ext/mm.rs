@@ -58,8 +58,9 @@ impl PagePtr {
     /// Borrows the pointer of an owned page. The caller must keep `page` alive (unmoved pages
     /// do not matter: only the `Page` handle moves, not the page) while the result is used.
     pub fn of(page: &Page) -> Self {
-        // INVARIANT: `Page` always holds a valid page.
-        Self(NonNull::new(page.as_ptr()).expect("Page holds a non-null page"))
+        // SAFETY: `Page` always holds a valid, hence non-null, page.
+        // INVARIANT: The page is valid while the caller keeps `page` alive.
+        Self(unsafe { NonNull::new_unchecked(page.as_ptr()) })
     }
 
     /// Copies `len` bytes at `offset` in the page to userspace.
@@ -153,8 +154,6 @@ impl VmArea {
 /// Page protection and mapping flags.
 pub mod flags {
     use kernel::bindings;
-    /// `VM_WRITE`.
-    pub const WRITE: usize = bindings::VM_WRITE as usize;
     /// `VM_SHARED`: writes go to the shared object, not copy-on-write.
     pub const SHARED: usize = bindings::VM_SHARED as usize;
     /// `VM_DONTEXPAND`: mremap may not grow the VMA.
