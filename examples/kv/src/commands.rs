@@ -55,7 +55,7 @@ pub fn execute(ctx: &Ctx, args: &[&[u8]], out: &mut Vec<u8>) -> After {
     }
     let after = dispatch(ctx, cmd, args, out);
     if let Some(cs) = ctx.cmd_stats {
-        cs.record(cmd, t0.elapsed().as_micros() as u64);
+        cs.record(cmd, t0.elapsed().as_nanos() as u64);
     }
     after
 }

@@ -2,15 +2,15 @@
 //! live in dsu shared globals, so that a new version of the server can start beside the
 //! running one, see every key at once, and take over without a failed request.
 //!
-//! The crate is a library shared by three programs, `kv-v1`, `kv-v2` and `kv-v3`
+//! The crate is a library shared by three programs, `kv_v1`, `kv_v2` and `kv_v3`
 //! (`src/bin/`), each of which declares its own set of globals with [`dsu::global!`] and
 //! calls [`server::main`]:
 //!
 //! | program | globals | commands |
 //! | --- | --- | --- |
-//! | `kv-v1` | `kv::TABLE` ([`table::Table`]), `kv::STATS` ([`stats::Stats`]) | PING ECHO GET SET DEL EXISTS INCR DBSIZE INFO (+ CONFIG GET, COMMAND, SELECT, QUIT) |
-//! | `kv-v2` | v1's + `kv::CMD_STATS` ([`stats::CmdCalls`], new: starts at zero) | v1's + INCRBY APPEND |
-//! | `kv-v3` | v1's + `kv::CMD_STATS` migrated to [`stats::CmdStats`] | v2's; INFO shows time per command |
+//! | `kv_v1` | `kv::TABLE` ([`table::Table`]), `kv::STATS` ([`stats::Stats`]) | PING ECHO GET SET DEL EXISTS INCR DBSIZE INFO (+ CONFIG GET, COMMAND, SELECT, QUIT) |
+//! | `kv_v2` | v1's + `kv::CMD_STATS` ([`stats::CmdCalls`], new: starts at zero) | v1's + INCRBY APPEND |
+//! | `kv_v3` | v1's + `kv::CMD_STATS` migrated to [`stats::CmdStats`] | v2's; INFO shows time per command |
 //!
 //! See `examples/kv/README.md` for the update procedure.
 

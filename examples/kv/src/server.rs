@@ -64,7 +64,7 @@ impl Default for Options {
 }
 
 const USAGE: &str =
-    "usage: kv-vN [--port N] [--bind IPV4] [--segment NAME] [--drain-timeout SECS] [--no-dsu]";
+    "usage: kv_vN [--port N] [--bind IPV4] [--segment NAME] [--drain-timeout SECS] [--no-dsu]";
 
 impl Options {
     /// Parses the command line (without the program name).
@@ -306,10 +306,10 @@ fn accept_queued(
     }
 }
 
-/// Runs a version of the server: the body of `kv-v1`, `kv-v2` and `kv-v3`. Exits the
+/// Runs a version of the server: the body of `kv_v1`, `kv_v2` and `kv_v3`. Exits the
 /// process: 0 after a clean retirement, 1 on an error.
 pub fn main(p: Program) -> ! {
-    let name = format!("kv-v{}", p.version);
+    let name = format!("kv_v{}", p.version);
     let opts = match Options::parse(std::env::args().skip(1)) {
         Ok(o) => o,
         Err(e) => {
@@ -345,7 +345,7 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         let vars: Vec<String> = v
             .variables()
             .iter()
-            .map(|x| format!("{} {:?}", x.name, x.status).to_lowercase())
+            .map(|x| format!("{} {}", x.name, format!("{:?}", x.status).to_lowercase()))
             .collect();
         say(format!(
             "attached to segment {:?} in {} ms ({}): {}",

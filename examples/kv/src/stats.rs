@@ -148,8 +148,8 @@ impl Cmd {
 
 /// Per-command statistics, as a version keeps them (none in v1).
 pub trait CommandStats: Sync {
-    /// Counts one call of `cmd` that took `usec` microseconds.
-    fn record(&self, cmd: Cmd, usec: u64);
+    /// Counts one call of `cmd` that took `nsec` nanoseconds.
+    fn record(&self, cmd: Cmd, nsec: u64);
     /// Appends INFO's `# Commandstats` lines.
     fn render(&self, out: &mut String);
 }
@@ -178,7 +178,7 @@ impl Default for CmdCalls {
 }
 
 impl CommandStats for CmdCalls {
-    fn record(&self, cmd: Cmd, _usec: u64) {
+    fn record(&self, cmd: Cmd, _nsec: u64) {
         self.calls[cmd as usize].fetch_add(1, Relaxed);
     }
 
@@ -192,14 +192,15 @@ impl CommandStats for CmdCalls {
     }
 }
 
-/// v3's per-command statistics: calls and total microseconds, like Redis' commandstats.
+/// v3's per-command statistics: calls and total time, like Redis' commandstats (kept in
+/// nanoseconds, shown in microseconds).
 #[derive(dsu::Shared)]
 #[repr(C)]
 pub struct CmdStats {
     /// Calls per [`Cmd`] index.
     pub calls: [AtomicU64; NCMD],
-    /// Microseconds spent per [`Cmd`] index.
-    pub usec: [AtomicU64; NCMD],
+    /// Nanoseconds spent per [`Cmd`] index.
+    pub nsec: [AtomicU64; NCMD],
 }
 
 impl CmdStats {
@@ -207,7 +208,7 @@ impl CmdStats {
     pub const fn new() -> Self {
         CmdStats {
             calls: [const { AtomicU64::new(0) }; NCMD],
-            usec: [const { AtomicU64::new(0) }; NCMD],
+            nsec: [const { AtomicU64::new(0) }; NCMD],
         }
     }
 
@@ -221,12 +222,12 @@ impl CmdStats {
     /// old.calls[Cmd::Get as usize].store(7, Relaxed);
     /// let new = CmdStats::from_calls(old);
     /// assert_eq!(new.calls[Cmd::Get as usize].load(Relaxed), 7);
-    /// assert_eq!(new.usec[Cmd::Get as usize].load(Relaxed), 0);
+    /// assert_eq!(new.nsec[Cmd::Get as usize].load(Relaxed), 0);
     /// ```
     pub fn from_calls(old: CmdCalls) -> CmdStats {
         CmdStats {
             calls: old.calls,
-            usec: [const { AtomicU64::new(0) }; NCMD],
+            nsec: [const { AtomicU64::new(0) }; NCMD],
         }
     }
 }
@@ -238,20 +239,21 @@ impl Default for CmdStats {
 }
 
 impl CommandStats for CmdStats {
-    fn record(&self, cmd: Cmd, usec: u64) {
+    fn record(&self, cmd: Cmd, nsec: u64) {
         self.calls[cmd as usize].fetch_add(1, Relaxed);
-        self.usec[cmd as usize].fetch_add(usec, Relaxed);
+        self.nsec[cmd as usize].fetch_add(nsec, Relaxed);
     }
 
     fn render(&self, out: &mut String) {
         for c in Cmd::ALL {
             let calls = self.calls[c as usize].load(Relaxed);
             if calls > 0 {
-                let usec = self.usec[c as usize].load(Relaxed);
+                let nsec = self.nsec[c as usize].load(Relaxed);
                 out.push_str(&format!(
-                    "cmdstat_{}:calls={calls},usec={usec},usec_per_call={:.2}\r\n",
+                    "cmdstat_{}:calls={calls},usec={},usec_per_call={:.2}\r\n",
                     c.name(),
-                    usec as f64 / calls as f64
+                    nsec / 1000,
+                    nsec as f64 / 1000.0 / calls as f64
                 ));
             }
         }
@@ -282,11 +284,11 @@ mod tests {
     #[test]
     fn render() {
         let s = CmdStats::new();
-        s.record(Cmd::Get, 10);
-        s.record(Cmd::Get, 20);
+        s.record(Cmd::Get, 10_000);
+        s.record(Cmd::Get, 20_500);
         let mut out = String::new();
         s.render(&mut out);
-        assert_eq!(out, "cmdstat_get:calls=2,usec=30,usec_per_call=15.00\r\n");
+        assert_eq!(out, "cmdstat_get:calls=2,usec=30,usec_per_call=15.25\r\n");
         let c = CmdCalls::new();
         c.record(Cmd::Set, 5);
         out.clear();

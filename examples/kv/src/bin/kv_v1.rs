@@ -1,4 +1,4 @@
-//! `kv-v1`: the base version of the dsu key-value server. Its globals are the keyspace and
+//! `kv_v1`: the base version of the dsu key-value server. Its globals are the keyspace and
 //! the totals; every later version shares both.
 
 use dsu_kv::server::{Program, main as serve};

@@ -1,4 +1,4 @@
-//! `kv-v2`: adds INCRBY and APPEND, and a new global, per-command call counters, which
+//! `kv_v2`: adds INCRBY and APPEND, and a new global, per-command call counters, which
 //! starts at zero when v2 attaches beside v1 while the keyspace and totals keep their
 //! values.
 

@@ -1,4 +1,4 @@
-//! `kv-v3`: changes the type of `kv::CMD_STATS` from v2's calls-only [`CmdCalls`] to
+//! `kv_v3`: changes the type of `kv::CMD_STATS` from v2's calls-only [`CmdCalls`] to
 //! [`CmdStats`] (calls and microseconds per command) through dsu's migration path: attach
 //! reads v2's value, converts it with [`CmdStats::from_calls`], and creates the new entry
 //! beside the old one, which v2 keeps using until it exits.
