@@ -16,6 +16,7 @@ mod kmod_permissions;
 mod kmod_resolve;
 mod kmod_segments;
 mod kmod_unload;
+mod kv_update;
 mod robust_crash;
 mod robust_fuzz;
 mod robust_limits;

@@ -1,0 +1,580 @@
+//! The kv server (`examples/kv`) is updated live v1 -> v2 -> v3 while Debian's unmodified
+//! `redis-benchmark` loads it, and a verifying client of our own writes and reads back
+//! through the update, reconnecting often so that its connections land on every version.
+//!
+//! Asserts: zero failed requests (redis-benchmark exits 0 with no error line, every reply
+//! the verifying client gets is the right one), every key written before the update reads
+//! back after it, INFO's `total_commands_processed` equals the commands that all clients
+//! sent to all versions together, each old version retires by itself with status 0, and
+//! v3 reports the migrated per-command statistics. The runner checks the kernel log.
+//!
+//! Prints requests per second and p99 latency before, during and after the update (the
+//! console log keeps them; BENCHMARKS.md quotes them).
+
+use crate::{Failure, Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
+use linkme::distributed_slice;
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::time::{Duration, Instant};
+
+const PORT: u16 = 16379;
+const SEGMENT: &str = "kvtest";
+/// redis-benchmark requests per test per run.
+const N: u64 = 1500;
+/// Keys written before the update.
+const PRELOAD: usize = 2000;
+/// redis-benchmark sends `CONFIG GET save` and `CONFIG GET appendonly` once per run.
+const BENCH_CONFIG_GETS: u64 = 2;
+
+#[distributed_slice(TESTS)]
+static KV_LIVE_UPDATE: VmTest = VmTest {
+    name: "kv::live_update_under_load",
+    phase: Phase::Main,
+    run: live_update,
+};
+
+/// A reply, as far as this test needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Reply {
+    Simple(String),
+    Error(String),
+    Int(i64),
+    Bulk(Option<Vec<u8>>),
+    Array(Vec<Reply>),
+}
+
+fn parse_reply(buf: &[u8]) -> Option<(Reply, usize)> {
+    let end = buf.windows(2).position(|w| w == b"\r\n")?;
+    let line = std::str::from_utf8(&buf[1..end]).ok()?;
+    let next = end + 2;
+    Some(match buf[0] {
+        b'+' => (Reply::Simple(line.into()), next),
+        b'-' => (Reply::Error(line.into()), next),
+        b':' => (Reply::Int(line.parse().ok()?), next),
+        b'$' => {
+            let n: i64 = line.parse().ok()?;
+            if n < 0 {
+                (Reply::Bulk(None), next)
+            } else {
+                let stop = next + n as usize;
+                if buf.len() < stop + 2 {
+                    return None;
+                }
+                (Reply::Bulk(Some(buf[next..stop].to_vec())), stop + 2)
+            }
+        }
+        b'*' => {
+            let n: usize = line.parse().ok()?;
+            let mut pos = next;
+            let mut items = Vec::new();
+            for _ in 0..n {
+                let (r, used) = parse_reply(&buf[pos..])?;
+                items.push(r);
+                pos += used;
+            }
+            (Reply::Array(items), pos)
+        }
+        _ => (
+            Reply::Error(format!(
+                "unparsable reply {:?}",
+                String::from_utf8_lossy(buf)
+            )),
+            buf.len(),
+        ),
+    })
+}
+
+/// A RESP client that counts the commands it sends into a shared counter.
+struct Client {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    sent: Arc<AtomicU64>,
+}
+
+impl Client {
+    fn connect(sent: &Arc<AtomicU64>) -> std::io::Result<Client> {
+        let stream = TcpStream::connect(("127.0.0.1", PORT))?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        stream.set_nodelay(true)?;
+        Ok(Client {
+            stream,
+            buf: Vec::new(),
+            sent: sent.clone(),
+        })
+    }
+
+    /// Sends the requests in one write and reads one reply per request.
+    fn pipeline(&mut self, reqs: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>, String> {
+        let mut out = Vec::new();
+        for args in reqs {
+            out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
+            for a in args {
+                out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
+                out.extend_from_slice(a);
+                out.extend_from_slice(b"\r\n");
+            }
+        }
+        self.stream
+            .write_all(&out)
+            .map_err(|e| format!("write: {e}"))?;
+        self.sent.fetch_add(reqs.len() as u64, Relaxed);
+        let mut replies = Vec::with_capacity(reqs.len());
+        let mut chunk = [0u8; 16384];
+        while replies.len() < reqs.len() {
+            if let Some((r, used)) = parse_reply(&self.buf) {
+                self.buf.drain(..used);
+                replies.push(r);
+                continue;
+            }
+            let n = self
+                .stream
+                .read(&mut chunk)
+                .map_err(|e| format!("read: {e}"))?;
+            if n == 0 {
+                return Err(format!(
+                    "connection closed after {} of {} replies",
+                    replies.len(),
+                    reqs.len()
+                ));
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+        Ok(replies)
+    }
+
+    fn cmd(&mut self, args: &[&str]) -> Result<Reply, String> {
+        let req: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
+        Ok(self.pipeline(&[req])?.remove(0))
+    }
+
+    fn info(&mut self) -> Result<String, String> {
+        match self.cmd(&["INFO"])? {
+            Reply::Bulk(Some(b)) => Ok(String::from_utf8_lossy(&b).into_owned()),
+            r => Err(format!("INFO replied {r:?}")),
+        }
+    }
+}
+
+fn info_field(info: &str, name: &str) -> Option<String> {
+    info.lines().find_map(|l| {
+        l.strip_prefix(name)?
+            .strip_prefix(':')
+            .map(|v| v.trim().to_string())
+    })
+}
+
+/// One version of the server, its output going to `/tmp/kv_vN.log`.
+struct Server {
+    name: String,
+    child: Child,
+    log: String,
+}
+
+impl Server {
+    fn start(version: u32) -> Result<Server, Failure> {
+        let name = format!("kv_v{version}");
+        let log = format!("/tmp/{name}.log");
+        let out = std::fs::File::create(&log)?;
+        let child = Command::new(&name)
+            .args([
+                "--port",
+                &PORT.to_string(),
+                "--segment",
+                SEGMENT,
+                "--drain-timeout",
+                "60",
+            ])
+            .stdout(out.try_clone()?)
+            .stderr(out)
+            .spawn()
+            .map_err(|e| Failure::Fail(format!("cannot start {name}: {e}")))?;
+        Ok(Server { name, child, log })
+    }
+
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until the server says it serves (it has listened and attached).
+    fn wait_serving(&mut self, timeout: Duration) -> TestResult {
+        let t0 = Instant::now();
+        while !self.output().contains(": serving ") {
+            if let Some(st) = self.child.try_wait()? {
+                return Err(Failure::Fail(format!(
+                    "{} exited with {st}: {}",
+                    self.name,
+                    self.output()
+                )));
+            }
+            ensure!(
+                t0.elapsed() < timeout,
+                "{} not serving after {timeout:?}: {}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// Waits until the server retires by itself, successfully.
+    fn wait_retired(&mut self, timeout: Duration) -> TestResult {
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = self.child.try_wait()? {
+                ensure!(
+                    st.success(),
+                    "{} exited with {st}: {}",
+                    self.name,
+                    self.output()
+                );
+                ensure!(
+                    self.output().contains("retired"),
+                    "{} did not retire: {}",
+                    self.name,
+                    self.output()
+                );
+                return Ok(());
+            }
+            ensure!(
+                t0.elapsed() < timeout,
+                "{} still running {timeout:?} after a newer version: {}",
+                self.name,
+                self.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// One line of redis-benchmark's CSV.
+#[derive(Debug, Clone)]
+struct BenchRow {
+    test: String,
+    rps: f64,
+    p99_ms: f64,
+}
+
+/// Runs redis-benchmark once; fails on a non-zero exit or any error line. Returns its
+/// rows and the number of commands it sent.
+fn redis_benchmark(tests: &str) -> Result<(Vec<BenchRow>, u64), String> {
+    let out = Command::new("redis-benchmark")
+        .args([
+            "-p",
+            &PORT.to_string(),
+            "-t",
+            tests,
+            "-n",
+            &N.to_string(),
+            "-r",
+            "10000",
+            "-c",
+            "8",
+            "--csv",
+        ])
+        .stdin(Stdio::null())
+        .output()
+        .map_err(|e| format!("redis-benchmark: {e}"))?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    if !out.status.success() || text.to_lowercase().contains("error") {
+        return Err(format!(
+            "redis-benchmark -t {tests} failed ({}): {text}",
+            out.status
+        ));
+    }
+    let mut rows = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with("\"test\"") && !l.trim().is_empty())
+    {
+        let f: Vec<&str> = line.split(',').map(|x| x.trim_matches('"')).collect();
+        match (
+            f.len(),
+            f.get(1).and_then(|x| x.parse().ok()),
+            f.get(6).and_then(|x| x.parse().ok()),
+        ) {
+            (8, Some(rps), Some(p99_ms)) => rows.push(BenchRow {
+                test: f[0].into(),
+                rps,
+                p99_ms,
+            }),
+            _ => {
+                return Err(format!(
+                    "unexpected redis-benchmark output line {line:?} in: {text}"
+                ));
+            }
+        }
+    }
+    let want = tests
+        .split(',')
+        .map(|t| if t == "ping" { 2 } else { 1 })
+        .sum::<usize>();
+    if rows.len() != want {
+        return Err(format!(
+            "redis-benchmark -t {tests} printed {} results, want {want}: {text}",
+            rows.len()
+        ));
+    }
+    Ok((rows.clone(), N * rows.len() as u64 + BENCH_CONFIG_GETS))
+}
+
+/// "SET 1234 req/s p99 5.1 ms, ..." over runs: mean req/s, worst p99 per test.
+fn summarize(runs: &[Vec<BenchRow>]) -> String {
+    let mut tests: Vec<String> = Vec::new();
+    for r in runs.iter().flatten() {
+        if !tests.contains(&r.test) {
+            tests.push(r.test.clone());
+        }
+    }
+    tests
+        .iter()
+        .map(|t| {
+            let rows: Vec<&BenchRow> = runs.iter().flatten().filter(|r| &r.test == t).collect();
+            let rps = rows.iter().map(|r| r.rps).sum::<f64>() / rows.len() as f64;
+            let p99 = rows.iter().map(|r| r.p99_ms).fold(0.0, f64::max);
+            format!("{t} {rps:.0} req/s p99 {p99:.2} ms")
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The verifying client: until `stop`, connects, does 10 rounds of SET/GET/INCR with
+/// checks, disconnects. Returns the keys it wrote, with their values.
+fn verifier(sent: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> Result<Vec<(String, String)>, String> {
+    let mut written = Vec::new();
+    let mut counter = 0i64;
+    let mut i = 0u64;
+    while !stop.load(Relaxed) {
+        let mut c = Client::connect(&sent).map_err(|e| format!("verifier: connect: {e}"))?;
+        for _ in 0..10 {
+            i += 1;
+            let (k, v) = (format!("ver:{i}"), format!("value-{i}"));
+            let replies = c.pipeline(&[
+                vec![
+                    b"SET".to_vec(),
+                    k.clone().into_bytes(),
+                    v.clone().into_bytes(),
+                ],
+                vec![b"GET".to_vec(), k.clone().into_bytes()],
+                vec![b"INCR".to_vec(), b"ver:counter".to_vec()],
+            ])?;
+            counter += 1;
+            let want = [
+                Reply::Simple("OK".into()),
+                Reply::Bulk(Some(v.clone().into_bytes())),
+                Reply::Int(counter),
+            ];
+            if replies != want {
+                return Err(format!(
+                    "verifier round {i}: got {replies:?}, want {want:?}"
+                ));
+            }
+            written.push((k, v));
+        }
+    }
+    Ok(written)
+}
+
+/// Stops the load threads however the test ends.
+struct StopOnDrop(Arc<AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, Relaxed);
+    }
+}
+
+fn live_update() -> TestResult {
+    for tool in ["/usr/bin/redis-benchmark", "/usr/bin/redis-cli"] {
+        if !std::path::Path::new(tool).exists() {
+            return Err(Failure::Skip(format!(
+                "{tool} is not in the initramfs (install redis-tools on the host)"
+            )));
+        }
+    }
+    if Command::new("kv_v1").arg("--help").output().is_err() {
+        return Err(Failure::Skip("kv_v1 is not on PATH".into()));
+    }
+    // A connection that races into the closing listener's queue moves to the new one.
+    std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1")?;
+    let sent = Arc::new(AtomicU64::new(0));
+
+    // v1, and the keys written before the update.
+    let mut v1 = Server::start(1)?;
+    v1.wait_serving(Duration::from_secs(60))?;
+    let mut c = Client::connect(&sent)?;
+    ensure_eq!(c.cmd(&["PING"])?, Reply::Simple("PONG".into()), "PING");
+    let preload: Vec<Vec<Vec<u8>>> = (0..PRELOAD)
+        .map(|i| {
+            vec![
+                b"SET".to_vec(),
+                format!("pre:{i}").into_bytes(),
+                format!("before-{i}").into_bytes(),
+            ]
+        })
+        .collect();
+    for chunk in preload.chunks(200) {
+        let replies = c.pipeline(chunk)?;
+        ensure!(
+            replies.iter().all(|r| *r == Reply::Simple("OK".into())),
+            "preload: {replies:?}"
+        );
+    }
+    drop(c);
+
+    let (before, n) = redis_benchmark("set,get,incr")?;
+    sent.fetch_add(n, Relaxed);
+    println!(
+        "kv-update: before (v1): {}",
+        summarize(std::slice::from_ref(&before))
+    );
+
+    // The update, under load: redis-benchmark runs back to back, the verifier churns.
+    let stop = Arc::new(AtomicBool::new(false));
+    let _stop_on_return = StopOnDrop(stop.clone());
+    let bench = std::thread::spawn({
+        let (stop, sent) = (stop.clone(), sent.clone());
+        move || -> Result<Vec<Vec<BenchRow>>, String> {
+            let mut runs = Vec::new();
+            loop {
+                let done = stop.load(Relaxed);
+                let (rows, n) = redis_benchmark("set,get,incr")?;
+                sent.fetch_add(n, Relaxed);
+                runs.push(rows);
+                if done {
+                    return Ok(runs);
+                }
+            }
+        }
+    });
+    let verify = std::thread::spawn({
+        let (stop, sent) = (stop.clone(), sent.clone());
+        move || verifier(sent, stop)
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let t_update = Instant::now();
+    let mut v2 = Server::start(2)?;
+    v2.wait_serving(Duration::from_secs(60))?;
+    v1.wait_retired(Duration::from_secs(90))?;
+    let v1_done = t_update.elapsed();
+    let mut v3 = Server::start(3)?;
+    v3.wait_serving(Duration::from_secs(60))?;
+    v2.wait_retired(Duration::from_secs(90))?;
+    let update_time = t_update.elapsed();
+    stop.store(true, Relaxed);
+    let during = bench
+        .join()
+        .map_err(|_| Failure::Fail("benchmark thread panicked".into()))??;
+    let written = verify
+        .join()
+        .map_err(|_| Failure::Fail("verifier thread panicked".into()))??;
+    println!(
+        "kv-update: during (v1 -> v2 -> v3; v1 retired after {} ms, v2 after {} ms; {} runs): {}",
+        v1_done.as_millis(),
+        update_time.as_millis(),
+        during.len(),
+        summarize(&during)
+    );
+
+    let (after, n) = redis_benchmark("set,get,incr")?;
+    sent.fetch_add(n, Relaxed);
+    println!(
+        "kv-update: after (v3): {}",
+        summarize(std::slice::from_ref(&after))
+    );
+
+    // Every key written before and during the update reads back from v3.
+    let mut c = Client::connect(&sent)?;
+    let gets: Vec<Vec<Vec<u8>>> = (0..PRELOAD)
+        .map(|i| vec![b"GET".to_vec(), format!("pre:{i}").into_bytes()])
+        .collect();
+    let mut i = 0;
+    for chunk in gets.chunks(200) {
+        for r in c.pipeline(chunk)? {
+            ensure_eq!(
+                r,
+                Reply::Bulk(Some(format!("before-{i}").into_bytes())),
+                "pre:{i} after the update"
+            );
+            i += 1;
+        }
+    }
+    let gets: Vec<Vec<Vec<u8>>> = written
+        .iter()
+        .map(|(k, _)| vec![b"GET".to_vec(), k.clone().into_bytes()])
+        .collect();
+    let mut pos = 0;
+    for chunk in gets.chunks(200) {
+        for r in c.pipeline(chunk)? {
+            let (k, v) = &written[pos];
+            ensure_eq!(
+                r,
+                Reply::Bulk(Some(v.clone().into_bytes())),
+                "{k} (written by the verifier during the update)"
+            );
+            pos += 1;
+        }
+    }
+    ensure_eq!(
+        c.cmd(&["GET", "ver:counter"])?,
+        Reply::Bulk(Some(written.len().to_string().into_bytes())),
+        "ver:counter"
+    );
+
+    // INFO's counter, shared by all versions, equals what all clients sent (INFO counts
+    // itself before it renders).
+    let info = c.info()?;
+    let total: u64 = info_field(&info, "total_commands_processed")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    ensure_eq!(
+        total,
+        sent.load(Relaxed),
+        "total_commands_processed vs commands sent by all clients\n{info}"
+    );
+    ensure_eq!(
+        info_field(&info, "dsu_kv_version"),
+        Some("3".to_string()),
+        "INFO comes from v3"
+    );
+    ensure_eq!(
+        info_field(&info, "dsu_versions_started"),
+        Some("3".to_string()),
+        "versions started"
+    );
+    ensure!(
+        info.contains("cmdstat_set:calls=") && info.contains(",usec="),
+        "v3's command statistics:\n{info}"
+    );
+    let v3_out = v3.output();
+    ensure!(
+        v3_out.contains("kv::CMD_STATS migrated"),
+        "v3 did not migrate kv::CMD_STATS: {v3_out}"
+    );
+    println!(
+        "kv-update: {} commands in all, {} verifier rounds, {PRELOAD} preloaded keys read back, update took {} ms",
+        total,
+        written.len(),
+        update_time.as_millis()
+    );
+    drop(c);
+    drop(v3);
+    let _ = Command::new("dsuctl").args(["destroy", SEGMENT]).output();
+    Ok(())
+}
