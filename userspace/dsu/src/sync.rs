@@ -28,6 +28,10 @@ const WAITERS: u32 = 1 << 31;
 const TID_MASK: u32 = (1 << 30) - 1;
 /// How long a waiter sleeps before it checks again whether the owner lives.
 const RECHECK: Duration = Duration::from_millis(50);
+/// How often a waiter polls when the kernel refuses a futex on the lock's page: the
+/// interval starts here and doubles up to the maximum.
+const NO_FUTEX_POLL_MIN: Duration = Duration::from_micros(200);
+const NO_FUTEX_POLL_MAX: Duration = Duration::from_millis(8);
 
 /// A mutual-exclusion lock that works across processes (and program versions) mapping the
 /// same shared global, and survives the death of its holder.
@@ -190,14 +194,16 @@ fn alive(tid: u32) -> bool {
     }
 }
 
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
+/// Sleeps on a shared futex until woken or `timeout`. Returns false if the kernel has no
+/// futex for this memory (then the caller must poll).
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> bool {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
     };
     // SAFETY: a shared (not FUTEX_PRIVATE_FLAG) wait on a valid aligned u32; the kernel
     // only reads it.
-    unsafe {
+    let r = unsafe {
         libc::syscall(
             libc::SYS_futex,
             word.as_ptr(),
@@ -206,8 +212,11 @@ fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) {
             &ts as *const libc::timespec,
             0usize,
             0u32,
-        );
-    }
+        )
+    };
+    // A shared futex needs a key for the page: the kernel derives it from the page's
+    // mapping, and pages without one (such as /dev/dsu segment pages) give EFAULT at once.
+    !(r == -1 && nix::errno::Errno::last() == nix::errno::Errno::EFAULT)
 }
 
 fn futex_wake(word: &AtomicU32, n: i32) {
@@ -252,6 +261,7 @@ impl<T> Mutex<T> {
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
         let me = gettid();
         let mut waited = false;
+        let mut poll = NO_FUTEX_POLL_MIN;
         loop {
             match self.try_acquire(me, waited) {
                 Some(r) => return r,
@@ -273,7 +283,13 @@ impl<T> Mutex<T> {
                     {
                         continue;
                     }
-                    futex_wait(&self.word, cur | WAITERS, RECHECK);
+                    if !futex_wait(&self.word, cur | WAITERS, RECHECK) {
+                        // No futex for this page: poll with a growing interval instead of
+                        // spinning, so a waiter costs next to no CPU
+                        // (tests/vm robust::mutex_waiter_sleeps).
+                        std::thread::sleep(poll);
+                        poll = (poll * 2).min(NO_FUTEX_POLL_MAX);
+                    }
                     waited = true;
                 }
             }
