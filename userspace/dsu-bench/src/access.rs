@@ -17,6 +17,13 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 struct Padded(AtomicU64);
 static PLAIN: Padded = Padded(AtomicU64::new(0));
 
+/// A control: an ordinary static alone at the start of its page, like the shared global,
+/// but in private memory. If it is as slow as the shared global, page placement (e.g. the
+/// emulator's software TLB), not dsu, makes the difference.
+#[repr(C, align(4096))]
+struct PageAligned(AtomicU64);
+static ALIGNED: PageAligned = PageAligned(AtomicU64::new(0));
+
 /// Figure 1's figures: ns per operation.
 #[derive(Serialize, Clone, Debug, Default)]
 pub struct Access {
@@ -32,6 +39,10 @@ pub struct Access {
     pub static_load_store: Samples,
     /// Load + store on the shared global.
     pub shared_load_store: Samples,
+    /// `fetch_add` on the page-aligned ordinary static (control).
+    pub aligned_fetch_add: Samples,
+    /// Load + store on the page-aligned ordinary static (control).
+    pub aligned_load_store: Samples,
     /// Median shared / median static, fetch_add.
     pub ratio_fetch_add: f64,
     /// Median shared / median static, load + store.
@@ -89,6 +100,7 @@ pub fn run(dsu: bool, iterations: u64, trials: usize) -> std::io::Result<Access>
     };
     // Warm up both (page faults, caches) before timing.
     let _ = fetch_add_loop!(PLAIN.0, 1000u64);
+    let _ = fetch_add_loop!(ALIGNED.0, 1000u64);
     if dsu {
         let _ = fetch_add_loop!(SHARED, 1000u64);
         check_mapped(SHARED.as_ptr() as usize)?;

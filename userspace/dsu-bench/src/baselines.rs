@@ -20,7 +20,7 @@ use crate::stats::Clock;
 use std::io::{self, Read, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::sync::Barrier;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// Chunk of the serialised stream handed to one write/read.
 const CHUNK: usize = 64 << 10;
@@ -116,10 +116,14 @@ pub fn copy_transfer(old: &[u8], new: &Reservation) -> io::Result<f64> {
 /// and one word was read.
 pub fn serialise_transfer(old: &[u8], new: &Reservation) -> io::Result<f64> {
     let (mut tx, mut rx) = UnixStream::pair()?;
-    let start = Barrier::new(2);
+    // The request to send: the sender spins on it, so that the figure holds the transfer
+    // and not the wakeup of an idle CPU (slow under QEMU TCG).
+    let start = AtomicBool::new(false);
     std::thread::scope(|scope| {
         let sender = scope.spawn(|| -> io::Result<()> {
-            start.wait();
+            while !start.load(Ordering::Acquire) {
+                std::hint::spin_loop();
+            }
             let mut buf = Vec::with_capacity(CHUNK);
             tx.write_all(&(old.len() as u64).to_le_bytes())?;
             for chunk in old.chunks(CHUNK) {
@@ -135,7 +139,7 @@ pub fn serialise_transfer(old: &[u8], new: &Reservation) -> io::Result<f64> {
         let received = (|| -> io::Result<f64> {
             let mut buf = vec![0u8; CHUNK];
             let clock = Clock::start();
-            start.wait();
+            start.store(true, Ordering::Release);
             let mut header = [0u8; 8];
             rx.read_exact(&mut header)?;
             let len = u64::from_le_bytes(header) as usize;

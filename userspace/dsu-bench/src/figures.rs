@@ -207,6 +207,11 @@ fn check_stamps(v: &Version) -> io::Result<()> {
     Ok(())
 }
 
+fn checked(v: Version) -> io::Result<Version> {
+    check_stamps(&v)?;
+    Ok(v)
+}
+
 /// Figure 2 at one state size.
 #[derive(Serialize, Clone, Debug, Default)]
 pub struct PauseRow {
@@ -247,23 +252,49 @@ pub fn pause(plan: &Plan, with_dsu: bool, progress: &dyn Fn(&str)) -> io::Result
             bytes,
             ..Default::default()
         };
+        let mut rng = 0x9E37_79B9_7F4A_7C15u64 ^ bytes;
         for _ in 0..trials {
-            if with_dsu {
-                for (mode, phases) in [
-                    (FAULT, &mut row.dsu),
-                    (PREFAULT, &mut row.dsu_prefault),
-                    (TOUCH_ALL, &mut row.dsu_touch_all),
-                ] {
-                    let v = attach_version(&seg, &mut vars, mode, phases)?;
-                    check_stamps(&v)?;
+            // Shuffle the methods in every round, so that whatever the previous one left
+            // behind (caches, TLB, a CPU gone idle) hits every method alike.
+            let mut order = [0, 1, 2, 3, 4];
+            for i in (1..order.len()).rev() {
+                rng ^= rng << 13;
+                rng ^= rng >> 7;
+                rng ^= rng << 17;
+                order.swap(i, (rng % (i as u64 + 1)) as usize);
+            }
+            for k in order {
+                match k {
+                    0 if with_dsu => drop(checked(attach_version(
+                        &seg,
+                        &mut vars,
+                        FAULT,
+                        &mut row.dsu,
+                    )?)?),
+                    1 if with_dsu => drop(checked(attach_version(
+                        &seg,
+                        &mut vars,
+                        PREFAULT,
+                        &mut row.dsu_prefault,
+                    )?)?),
+                    2 if with_dsu => drop(checked(attach_version(
+                        &seg,
+                        &mut vars,
+                        TOUCH_ALL,
+                        &mut row.dsu_touch_all,
+                    )?)?),
+                    3 => {
+                        let new = Reservation::anon(bytes as usize)?;
+                        row.copy.push(baselines::copy_transfer(src.bytes(), &new)?);
+                    }
+                    4 => {
+                        let new = Reservation::anon(bytes as usize)?;
+                        row.serialise
+                            .push(baselines::serialise_transfer(src.bytes(), &new)?);
+                    }
+                    _ => {}
                 }
             }
-            let new = Reservation::anon(bytes as usize)?;
-            row.copy.push(baselines::copy_transfer(src.bytes(), &new)?);
-            drop(new);
-            let new = Reservation::anon(bytes as usize)?;
-            row.serialise
-                .push(baselines::serialise_transfer(src.bytes(), &new)?);
         }
         drop(old);
         if with_dsu {

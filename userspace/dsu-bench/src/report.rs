@@ -309,6 +309,11 @@ pub fn print_tables(r: &Report, out: &mut dyn Write) -> io::Result<()> {
                 name, s.median_ns, d.median_ns, q
             )?;
         }
+        writeln!(
+            out,
+            "   control, ordinary static alone in its page: fetch_add {:.3}, load + store {:.3}",
+            a.aligned_fetch_add.median_ns, a.aligned_load_store.median_ns
+        )?;
         writeln!(out, "   shared global: {}", a.shared)?;
     }
     if !r.pause.is_empty() {
