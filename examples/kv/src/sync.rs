@@ -4,6 +4,13 @@
 
 pub use dsu::sync::{Mutex, MutexGuard};
 
+/// Looks this many times for the lock to be free, yielding the CPU in between, before
+/// [`Mutex::lock`] sleeps. A stripe is held for a microsecond or two, so a short wait usually suffices,
+/// while `lock` on a `/dev/dsu` page cannot use a futex (the kernel has no futex key for
+/// such pages) and sleeps in steps of at least 200 µs, a whole timer tick on a kernel
+/// without high-resolution timers.
+const TRIES_BEFORE_SLEEP: usize = 64;
+
 /// Locks `m`; when the previous holder died with the lock, runs `repair` on the data
 /// before handing out the guard (and says so on stderr).
 ///
@@ -13,7 +20,19 @@ pub use dsu::sync::{Mutex, MutexGuard};
 /// assert_eq!(*g, 1, "not repaired: nobody died");
 /// ```
 pub fn lock_repair<T>(m: &Mutex<T>, repair: impl FnOnce(&mut T) -> bool) -> MutexGuard<'_, T> {
-    match m.lock() {
+    let mut attempt = None;
+    for _ in 0..TRIES_BEFORE_SLEEP {
+        // `owner` is one load; `try_lock` on a held lock also checks (through /proc)
+        // whether the holder lives, which is too slow to repeat.
+        if m.owner().is_none() {
+            attempt = m.try_lock();
+            if attempt.is_some() {
+                break;
+            }
+        }
+        std::thread::yield_now();
+    }
+    match attempt.unwrap_or_else(|| m.lock()) {
         Ok(g) => g,
         Err(died) => {
             let tid = died.dead_owner();
@@ -24,5 +43,28 @@ pub fn lock_repair<T>(m: &Mutex<T>, repair: impl FnOnce(&mut T) -> bool) -> Mute
             );
             g
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn threads_contend_on_one_lock() {
+        let m = Arc::new(Mutex::new(0u64));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for _ in 0..10_000 {
+                        *lock_repair(&m, |_| false) += 1;
+                    }
+                })
+            })
+            .collect();
+        threads.into_iter().for_each(|t| t.join().unwrap());
+        assert_eq!(*lock_repair(&m, |_| false), 40_000);
     }
 }
