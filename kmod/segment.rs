@@ -2,8 +2,10 @@
 
 //! Segments: named sets of physical pages with a directory of the variables in them.
 //!
-//! A [`Segment`] owns its pages (zeroed, charged to the memcg of whoever caused their
-//! allocation) and frees them when it is dropped: after DESTROY, and once the last handle
+//! A [`Segment`] owns its pages, which live in an internal shmem file (see
+//! `kernel_ext/shmem.rs`: page-cache pages, so that shared futexes on them work; zeroed,
+//! unevictable, charged to the memcg of whoever caused their allocation) and frees them
+//! when it is dropped: after DESTROY, and once the last handle
 //! attached to it, and so the last version and mapping, is gone. Pages are only appended,
 //! never removed or moved, so a page pointer taken under the lock stays valid for as long
 //! as a reference to the segment is held (that is what versions and READ_VAR rely on).
@@ -16,7 +18,8 @@ use crate::{
     kernel_ext::{
         error::eidrm,
         cred::{capable_sys_admin, current_fsgid, current_fsuid, in_group},
-        mm::{user_page_flags, PagePtr},
+        mm::{PagePtr, PageRef},
+        shmem::ShmemFile,
         time::realtime_ns,
     },
     limits,
@@ -27,11 +30,12 @@ use crate::{
     },
     version::{EventQueue, Version},
 };
-use core::sync::atomic::AtomicU64;
+use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     error::code::*,
     new_mutex,
-    page::{Page, PAGE_SIZE},
+    c_str,
+    page::PAGE_SIZE,
     prelude::*,
     rbtree::{RBTree, RBTreeNodeReservation},
     sync::{Arc, Mutex},
@@ -53,7 +57,8 @@ pub struct Creator {
 /// State behind the segment mutex.
 struct Inner {
     destroyed: bool,
-    pages: KVVec<Page>,
+    /// Segment page `i` is `pages[i]` (held references to pages of `Segment::file`).
+    pages: KVVec<PageRef>,
     dir: Directory,
     /// Live versions by id; removed when their handle is released.
     versions: RBTree<u64, Arc<Version>>,
@@ -84,6 +89,31 @@ pub struct Segment {
     pub created_ns: u64,
     #[pin]
     inner: Mutex<Inner>,
+    /// Backing store of the pages (dropped after `inner`, which holds references into it).
+    file: ShmemFile,
+    /// Next unused page index of `file`. Indexes are never reused: pages allocated for
+    /// entries that were then not added are truncated from the file.
+    next_file_page: AtomicU64,
+}
+
+/// Pages allocated for one new entry, at file indexes `first..first + reserved`. Unless
+/// taken by a commit, they are freed from the file when dropped (after the segment mutex is
+/// released: they are dropped after the guard).
+struct NewPages<'a> {
+    file: &'a ShmemFile,
+    first: u64,
+    reserved: u64,
+    pages: KVVec<PageRef>,
+}
+
+impl Drop for NewPages<'_> {
+    fn drop(&mut self) {
+        if self.reserved > 0 {
+            // Drop our references first, then free the pages from the file.
+            self.pages = KVVec::new();
+            self.file.truncate(self.first, self.reserved);
+        }
+    }
 }
 
 /// Where READ_VAR copies from.
@@ -100,6 +130,10 @@ pub struct VarSnapshot {
     pub var_fingerprint: u64,
 }
 
+/// Page indexes of a segment's file: far more than any segment uses, since indexes of pages
+/// that were allocated but not added (lost races, failed copies) are not reused.
+const FILE_PAGES: u64 = 1 << 50;
+
 impl Segment {
     /// Creates a segment owned by the caller's fsuid and fsgid.
     pub fn new(id: u64, name: SegName, mode: u32) -> Result<Arc<Self>> {
@@ -113,6 +147,7 @@ impl Segment {
             handle_count: 0,
             next_version: 1,
         };
+        let file = ShmemFile::new(c_str!("dsu-segment"), FILE_PAGES)?;
         Arc::pin_init(
             pin_init!(Self {
                 id,
@@ -122,6 +157,8 @@ impl Segment {
                 mode,
                 created_ns: realtime_ns(),
                 inner <- new_mutex!(inner, "dsu_segment"),
+                file,
+                next_file_page: AtomicU64::new(0),
             }),
             GFP_KERNEL,
         )
@@ -221,9 +258,13 @@ impl Segment {
         }
 
         // 2. Allocate and fill the new entries' pages with no lock held.
-        let mut groups: KVVec<KVVec<Page>> = KVVec::with_capacity(vars.len(), GFP_KERNEL)?;
+        let mut groups: KVVec<NewPages<'_>> = KVVec::with_capacity(vars.len(), GFP_KERNEL)?;
         for v in vars.iter() {
-            let group = if v.status == DSU_VAR_PENDING { new_pages(v)? } else { KVVec::new() };
+            let group = if v.status == DSU_VAR_PENDING {
+                self.new_pages(v)?
+            } else {
+                NewPages { file: &self.file, first: 0, reserved: 0, pages: KVVec::new() }
+            };
             groups.push(group, GFP_KERNEL)?;
         }
 
@@ -241,7 +282,9 @@ impl Segment {
             if v.status != DSU_VAR_PENDING {
                 continue;
             }
-            let group = core::mem::replace(&mut groups[i], KVVec::new());
+            // Taken: the commit owns the pages now, the group must not free them.
+            groups[i].reserved = 0;
+            let group = core::mem::replace(&mut groups[i].pages, KVVec::new());
             let first_page = g.pages.len() as u64;
             let page_count = group.len() as u64;
             for page in group {
@@ -269,6 +312,32 @@ impl Segment {
         Ok(adds as u32)
     }
 
+    /// Allocates the zeroed pages of a new variable in the segment's file and copies its
+    /// initial bytes in (no lock held: this faults on user memory).
+    fn new_pages(&self, v: &dsu_var) -> Result<NewPages<'_>> {
+        let count = pages_for(v.size).ok_or(ENOSPC)?;
+        let size = usize::try_from(v.size).map_err(|_| ENOSPC)?;
+        let mut group = NewPages {
+            file: &self.file,
+            first: self.next_file_page.fetch_add(count as u64, Ordering::Relaxed),
+            reserved: count as u64,
+            pages: KVVec::with_capacity(count, GFP_KERNEL)?,
+        };
+        let mut init = if v.init != 0 { Some(uapi::reader(v.init, size)?) } else { None };
+        let mut left = size;
+        for i in 0..count as u64 {
+            let page = self.file.page(group.first + i)?;
+            let n = left.min(PAGE_SIZE);
+            if let Some(reader) = init.as_mut() {
+                // SAFETY: `page` holds a reference, so the page is alive.
+                unsafe { page.ptr().copy_from_user(reader, 0, n)? };
+            }
+            left -= n;
+            group.pages.push(page, GFP_KERNEL)?;
+        }
+        Ok(group)
+    }
+
     /// BIND: creates a version whose page `i` is segment page `indexes[i]`. `EINVAL` for an
     /// index out of range, `ENOSPC` at `max_versions`, `eidrm()` if destroyed. Tells every
     /// other attached handle and clears `own` (the binder's queue).
@@ -292,7 +361,7 @@ impl Segment {
         }
         for &index in indexes {
             let page = usize::try_from(index).ok().and_then(|i| g.pages.get(i)).ok_or(EINVAL)?;
-            pages.push(PagePtr::of(page), GFP_KERNEL)?;
+            pages.push(page.ptr(), GFP_KERNEL)?;
         }
         let id = g.next_version;
         let version = Arc::new(
@@ -373,7 +442,7 @@ impl Segment {
         let (var_size, var_fingerprint) = (e.size, e.fingerprint);
         let mut pages = KVVec::with_capacity(count, GFP_KERNEL)?;
         for i in first..first + count {
-            pages.push(PagePtr::of(g.pages.get(i).ok_or(EINVAL)?), GFP_KERNEL)?;
+            pages.push(g.pages.get(i).ok_or(EINVAL)?.ptr(), GFP_KERNEL)?;
         }
         Ok(VarSnapshot { pages, skip, len, var_size, var_fingerprint })
     }
@@ -432,22 +501,3 @@ fn classify(g: &mut Inner, vars: &mut [dsu_var], names: &[VarName]) -> Result<(u
     Ok((adds, pages))
 }
 
-/// Allocates the zeroed pages of a new variable and copies its initial bytes in.
-fn new_pages(v: &dsu_var) -> Result<KVVec<Page>> {
-    let count = pages_for(v.size).ok_or(ENOSPC)?;
-    let mut pages = KVVec::with_capacity(count, GFP_KERNEL)?;
-    let size = usize::try_from(v.size).map_err(|_| ENOSPC)?;
-    let mut init = if v.init != 0 { Some(uapi::reader(v.init, size)?) } else { None };
-    let mut left = size;
-    for _ in 0..count {
-        let page = Page::alloc_page(user_page_flags())?;
-        let n = left.min(PAGE_SIZE);
-        if let Some(reader) = init.as_mut() {
-            // SAFETY: The page was just allocated and nobody else can see it.
-            unsafe { page.copy_from_user_slice_raw(reader, 0, n)? };
-        }
-        left -= n;
-        pages.push(page, GFP_KERNEL)?;
-    }
-    Ok(pages)
-}

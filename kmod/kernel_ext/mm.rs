@@ -8,35 +8,56 @@
 //!   held), with read-only accessors.
 //! - [`VmOperations`] and [`VmOpsTable`]: a typed `vm_operations_struct`. Callbacks check
 //!   that a VMA's `vm_ops` is the table and its `vm_private_data` is set before use.
-//! - [`PagePtr`]: a borrowed `struct page` pointer whose owner keeps the page alive.
+//! - [`PageRef`]: an owned page reference; [`PagePtr`]: a borrowed pointer whose owner
+//!   keeps the page alive.
 
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
     bindings,
     error::{code::*, to_result},
-    page::{Page, PAGE_SIZE},
+    page::PAGE_SIZE,
     prelude::*,
     types::Opaque,
-    uaccess::UserSliceWriter,
+    uaccess::{UserSliceReader, UserSliceWriter},
 };
 
-/// Allocation flags for pages that userspace asked for: zeroed, charged to the caller's
-/// memory cgroup (`GFP_KERNEL_ACCOUNT`), silent on failure, and allowed to fail
-/// (`__GFP_RETRY_MAYFAIL`), so that a charge past `memory.max` or an allocation the machine
-/// cannot satisfy returns `ENOMEM` instead of invoking the OOM killer.
-pub fn user_page_flags() -> kernel::alloc::Flags {
-    use kernel::alloc::flags::*;
-    const RETRY_MAYFAIL: u32 = 1 << bindings::___GFP_RETRY_MAYFAIL_BIT;
-    let base = GFP_KERNEL_ACCOUNT | __GFP_ZERO | __GFP_NOWARN;
-    // The 6.12 crate has no constant for __GFP_RETRY_MAYFAIL and `Flags` cannot be built
-    // from raw bits, so derive it: `Flags` is a newtype over the `gfp_t` bits.
-    const _: () = assert!(core::mem::size_of::<kernel::alloc::Flags>() == core::mem::size_of::<u32>());
-    // SAFETY: `Flags` is a single-field struct over `u32` (same size, checked above) and every
-    // bit pattern is a valid value of it; the result is `base` with one more GFP bit set.
-    unsafe {
-        core::mem::transmute::<u32, kernel::alloc::Flags>(
-            core::mem::transmute::<kernel::alloc::Flags, u32>(base) | RETRY_MAYFAIL,
-        )
+/// An owned reference to a page (`get_page`), dropped with `release_pages`.
+///
+/// # Invariants
+///
+/// Holds one reference to a valid page.
+pub struct PageRef(NonNull<bindings::page>);
+
+// SAFETY: Page references may be used and dropped from any thread.
+unsafe impl Send for PageRef {}
+// SAFETY: Shared access only reads the pointer.
+unsafe impl Sync for PageRef {}
+
+impl PageRef {
+    /// Takes ownership of a page reference.
+    ///
+    /// # Safety
+    ///
+    /// `page` must be a valid page and the caller must own one reference to it, which is
+    /// transferred.
+    pub unsafe fn from_raw(page: NonNull<bindings::page>) -> Self {
+        Self(page)
+    }
+
+    /// A borrowed pointer, valid while this reference lives.
+    pub fn ptr(&self) -> PagePtr {
+        PagePtr(self.0)
+    }
+}
+
+impl Drop for PageRef {
+    fn drop(&mut self) {
+        let mut page = self.0.as_ptr();
+        // SAFETY: We own one reference (type invariant); `release_pages` drops one reference
+        // per array entry, freeing the page if it was the last.
+        unsafe {
+            bindings::release_pages(bindings::release_pages_arg { pages: &mut page }, 1)
+        };
     }
 }
 
@@ -55,12 +76,24 @@ unsafe impl Send for PagePtr {}
 unsafe impl Sync for PagePtr {}
 
 impl PagePtr {
-    /// Borrows the pointer of an owned page. The caller must keep `page` alive (unmoved pages
-    /// do not matter: only the `Page` handle moves, not the page) while the result is used.
-    pub fn of(page: &Page) -> Self {
-        // SAFETY: `Page` always holds a valid, hence non-null, page.
-        // INVARIANT: The page is valid while the caller keeps `page` alive.
-        Self(unsafe { NonNull::new_unchecked(page.as_ptr()) })
+    /// Copies `len` bytes from userspace into the page at `offset`.
+    ///
+    /// # Safety
+    ///
+    /// The page must be alive for the duration of the call.
+    pub unsafe fn copy_from_user(self, reader: &mut UserSliceReader, offset: usize, len: usize) -> Result {
+        if offset.checked_add(len).map_or(true, |end| end > PAGE_SIZE) {
+            return Err(EINVAL);
+        }
+        // SAFETY: The page is valid (caller); `kmap_local_page` maps it for this thread.
+        let addr = unsafe { bindings::kmap_local_page(self.0.as_ptr()) }.cast::<u8>();
+        // SAFETY: `addr` maps a whole page and `offset + len <= PAGE_SIZE`. Concurrent writers
+        // through other mappings only make the result racy, as any write to shared memory is.
+        let bytes = unsafe { core::slice::from_raw_parts_mut(addr.add(offset), len) };
+        let result = reader.read_slice(bytes);
+        // SAFETY: `addr` was returned by `kmap_local_page` above, in this thread.
+        unsafe { bindings::kunmap_local(addr.cast()) };
+        result
     }
 
     /// Copies `len` bytes at `offset` in the page to userspace.

@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Thin safe wrappers over the raw `kernel::bindings` that the 6.12 `kernel` crate does not
-//! abstract yet: a misc-like character device, files, VMAs and faults, credentials, poll
-//! wait queues, module parameters and wall-clock time.
+//! abstract yet: a misc-like character device, files, VMAs and faults, page references,
+//! shmem files, credentials, poll wait queues, module parameters and wall-clock time.
 //!
 //! This is the only place in the module that touches `kernel::bindings`. Each file is named
 //! after the upstream (6.13+) abstraction it stands in for, so that it can be replaced by
@@ -15,4 +15,5 @@ pub mod miscdevice;
 pub mod mm;
 pub mod param;
 pub mod poll;
+pub mod shmem;
 pub mod time;

@@ -71,7 +71,18 @@ fn mmap_args() -> TestResult {
     let h = Dsu::attached(&name)?;
     let [a, b, _] = globals(&h)?;
     h.bind("1", &[a, b], 0)?;
-    ensure_eq!(h.map_with(2, libc::MAP_PRIVATE, 0).map(|_| ()), Err(Errno::EINVAL), "MAP_PRIVATE");
+    for prot in [libc::PROT_READ | libc::PROT_WRITE, libc::PROT_READ, libc::PROT_WRITE, libc::PROT_NONE, libc::PROT_READ | libc::PROT_EXEC] {
+        for flags in [libc::MAP_PRIVATE, libc::MAP_PRIVATE | libc::MAP_POPULATE] {
+            // SAFETY: A fresh mapping chosen by the kernel; unmapped below if it succeeds.
+            let p = unsafe { libc::mmap(std::ptr::null_mut(), 2 * PAGE, prot, flags, h.fd(), 0) };
+            if p != libc::MAP_FAILED {
+                // SAFETY: We just mapped it.
+                unsafe { libc::munmap(p, 2 * PAGE) };
+                return Err(crate::Failure::Fail(format!("MAP_PRIVATE succeeded: prot {prot:#x} flags {flags:#x}")));
+            }
+            ensure_eq!(Errno::last(), Errno::EINVAL, "MAP_PRIVATE prot {prot:#x} flags {flags:#x}");
+        }
+    }
     ensure_eq!(h.map(1).map(|_| ()), Err(Errno::EINVAL), "shorter than the map");
     ensure_eq!(h.map(3).map(|_| ()), Err(Errno::EINVAL), "longer than the map");
     ensure_eq!(h.map_with(1, libc::MAP_SHARED, PAGE as i64).map(|_| ()), Err(Errno::EINVAL), "offset");

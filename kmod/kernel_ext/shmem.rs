@@ -1,0 +1,151 @@
+// SPDX-License-Identifier: GPL-2.0
+
+//! Internal tmpfs (shmem) files, used as the backing store of segment pages.
+//!
+//! Segment pages live in a kernel-internal shmem file (no LSM checks: access control is
+//! dsu's own) so that they are ordinary page-cache pages with a `mapping` and an `index`.
+//! That is what lets a *shared* futex on a segment page work: the futex key of a page-cache
+//! page is `(inode, index)`, the same in every process whatever address maps it. Pages are
+//! zeroed by shmem and charged to the memory cgroup of the task that allocates them. The
+//! mapping is made unevictable (like `SHM_LOCK`): dsu holds a reference to every page and
+//! maps them with `vm_insert_page(s)`, which rmap cannot see through the shmem inode, so
+//! they must never be swapped out or truncated behind dsu's back.
+
+use super::mm::PageRef;
+use core::{ptr::NonNull, sync::atomic::{AtomicUsize, Ordering}};
+use kernel::{
+    bindings,
+    error::{code::*, from_err_ptr},
+    prelude::*,
+    str::CStr,
+};
+
+/// `AS_UNEVICTABLE` of `enum mapping_flags` (`include/linux/pagemap.h`, not in the 6.12
+/// bindings).
+const AS_UNEVICTABLE: usize = 3;
+
+const fn bit(b: u32) -> u32 {
+    1 << b
+}
+
+/// Allocation flags for segment pages: `GFP_HIGHUSER` (not movable: dsu pins every page for
+/// the segment's life), silent, and allowed to fail (`__GFP_RETRY_MAYFAIL`), so that a memory
+/// cgroup charge past `memory.max` returns `ENOMEM` instead of invoking the OOM killer.
+const PAGE_GFP: bindings::gfp_t = bit(bindings::___GFP_HIGHMEM_BIT)
+    | bit(bindings::___GFP_DIRECT_RECLAIM_BIT)
+    | bit(bindings::___GFP_KSWAPD_RECLAIM_BIT)
+    | bit(bindings::___GFP_IO_BIT)
+    | bit(bindings::___GFP_FS_BIT)
+    | bit(bindings::___GFP_HARDWALL_BIT)
+    | bit(bindings::___GFP_NOWARN_BIT)
+    | bit(bindings::___GFP_RETRY_MAYFAIL_BIT);
+
+// `include/linux/shmem_fs.h` is not in the 6.12 bindings' headers, so these exported
+// functions are declared here. The types contain a zero-sized placeholder struct deep
+// inside (`sched_statistics`), which trips `improper_ctypes` although only pointers cross.
+#[allow(improper_ctypes)]
+extern "C" {
+    fn shmem_kernel_file_setup(
+        name: *const kernel::ffi::c_char,
+        size: bindings::loff_t,
+        flags: kernel::ffi::c_ulong,
+    ) -> *mut bindings::file;
+    fn shmem_read_mapping_page_gfp(
+        mapping: *mut bindings::address_space,
+        index: kernel::ffi::c_ulong,
+        gfp: bindings::gfp_t,
+    ) -> *mut bindings::page;
+    fn shmem_truncate_range(inode: *mut bindings::inode, start: bindings::loff_t, end: bindings::loff_t);
+}
+
+/// An unlinked, kernel-internal shmem file, released on drop.
+///
+/// # Invariants
+///
+/// `file` is a valid file from `shmem_kernel_file_setup` that this object holds a reference
+/// to, with an unevictable mapping.
+pub struct ShmemFile {
+    file: NonNull<bindings::file>,
+}
+
+// SAFETY: The file reference may be used and dropped from any thread.
+unsafe impl Send for ShmemFile {}
+// SAFETY: Shared access only calls shmem functions that do their own locking.
+unsafe impl Sync for ShmemFile {}
+
+impl ShmemFile {
+    /// Creates a file able to hold `pages` pages (nothing is allocated or reserved yet).
+    pub fn new(name: &CStr, pages: u64) -> Result<Self> {
+        let size = pages
+            .checked_mul(kernel::page::PAGE_SIZE as u64)
+            .and_then(|s| bindings::loff_t::try_from(s).ok())
+            .ok_or(EINVAL)?;
+        // SAFETY: `name` is NUL-terminated; VM_NORESERVE defers accounting to allocation.
+        let file = from_err_ptr(unsafe {
+            shmem_kernel_file_setup(name.as_char_ptr(), size, bindings::VM_NORESERVE as _)
+        })?;
+        // INVARIANT: A successful setup returns a valid file with a reference for us.
+        let this = Self { file: NonNull::new(file).ok_or(ENOMEM)? };
+        let mapping = this.mapping();
+        // SAFETY: The mapping of a new, unshared file is valid. `flags` is only changed with
+        // atomic bit operations (`set_bit` in C), which this mirrors; `gfp_mask` is a plain
+        // field nobody else writes for an internal file.
+        unsafe {
+            AtomicUsize::from_ptr((&raw mut (*mapping).flags).cast())
+                .fetch_or(1 << AS_UNEVICTABLE, Ordering::Relaxed);
+            (*mapping).gfp_mask = PAGE_GFP;
+        }
+        Ok(this)
+    }
+
+    fn mapping(&self) -> *mut bindings::address_space {
+        // SAFETY: The file is valid by the type invariant.
+        unsafe { (*self.file.as_ptr()).f_mapping }
+    }
+
+    /// The zeroed (or previously written) page at `index`, allocated if needed and charged
+    /// to the caller's memory cgroup. `ENOMEM` if that fails.
+    pub fn page(&self, index: u64) -> Result<PageRef> {
+        let index = kernel::ffi::c_ulong::try_from(index).map_err(|_| EINVAL)?;
+        // SAFETY: The mapping is valid by the type invariant.
+        let page = unsafe { shmem_read_mapping_page_gfp(self.mapping(), index, PAGE_GFP) };
+        match from_err_ptr(page) {
+            // SAFETY: shmem returns the page with a reference, which `PageRef` now owns.
+            Ok(page) => Ok(unsafe { PageRef::from_raw(NonNull::new(page).ok_or(ENOMEM)?) }),
+            // Out of tmpfs or overcommit room: to the caller, memory ran out.
+            Err(e) if e == ENOSPC => Err(ENOMEM),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Frees pages `[first, first + count)` from the file. References held elsewhere keep
+    /// their pages alive until dropped.
+    pub fn truncate(&self, first: u64, count: u64) {
+        let page = kernel::page::PAGE_SIZE as u64;
+        let (Some(start), Some(end)) = (
+            first.checked_mul(page),
+            first.checked_add(count).and_then(|e| e.checked_mul(page)),
+        ) else {
+            return;
+        };
+        if count == 0 {
+            return;
+        }
+        // SAFETY: The file (and so its inode) is valid by the type invariant; the range is
+        // page-aligned and inclusive at its end, as shmem expects.
+        unsafe {
+            shmem_truncate_range(
+                (*self.file.as_ptr()).f_inode,
+                start as bindings::loff_t,
+                (end - 1) as bindings::loff_t,
+            )
+        };
+    }
+}
+
+impl Drop for ShmemFile {
+    fn drop(&mut self) {
+        // SAFETY: We own a reference to the file (type invariant).
+        unsafe { bindings::fput(self.file.as_ptr()) };
+    }
+}
