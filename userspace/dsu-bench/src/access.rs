@@ -113,6 +113,10 @@ pub fn run(dsu: bool, iterations: u64, trials: usize) -> std::io::Result<Access>
                     .push(fetch_add_loop!(PLAIN.0, iterations));
                 a.static_load_store
                     .push(load_store_loop!(PLAIN.0, iterations));
+                a.aligned_fetch_add
+                    .push(fetch_add_loop!(ALIGNED.0, iterations));
+                a.aligned_load_store
+                    .push(load_store_loop!(ALIGNED.0, iterations));
             } else if dsu {
                 a.shared_fetch_add.push(fetch_add_loop!(SHARED, iterations));
                 a.shared_load_store
