@@ -51,7 +51,11 @@ pub fn parse_test_line(line: &str) -> Option<TestLine> {
         _ => return None,
     };
     let detail = parts.next().unwrap_or("").to_string();
-    Some(TestLine { name, outcome, detail })
+    Some(TestLine {
+        name,
+        outcome,
+        detail,
+    })
 }
 
 /// Parses the guest's `DSU-EXIT <code>` line, printed by /init just before reboot.
@@ -122,7 +126,7 @@ impl Report {
     pub fn from_log(log: &str) -> Self {
         Report {
             tests: log.lines().filter_map(parse_test_line).collect(),
-            exit: log.lines().filter_map(parse_exit_line).last(),
+            exit: log.lines().rev().find_map(parse_exit_line),
             kernel_reports: kernel_reports(log),
         }
     }
@@ -150,7 +154,10 @@ impl Report {
     pub fn extra_failures(&self) -> Vec<String> {
         let mut v = Vec::new();
         if !self.kernel_reports.is_empty() {
-            v.push(format!("kernel log holds {} report line(s)", self.kernel_reports.len()));
+            v.push(format!(
+                "kernel log holds {} report line(s)",
+                self.kernel_reports.len()
+            ));
         }
         match self.exit {
             None => v.push("guest did not report an exit status (crashed or timed out)".into()),
@@ -217,7 +224,11 @@ DSU-EXIT 0
         );
         let r = Report::from_log(&log);
         assert!(!r.passed());
-        assert!(r.kernel_reports.iter().any(|l| l.contains("KASAN: slab-use-after-free")));
+        assert!(
+            r.kernel_reports
+                .iter()
+                .any(|l| l.contains("KASAN: slab-use-after-free"))
+        );
     }
 
     #[test]
@@ -229,7 +240,9 @@ DSU-EXIT 0
             "kmemleak: 1 new suspected memory leaks (see /sys/kernel/debug/kmemleak)",
             "Oops: general protection fault, probably for non-canonical address",
         ] {
-            let r = Report::from_log(&CLEAN.replace("DSU-EXIT 0", &format!("[ 5.0] {report}\nDSU-EXIT 0")));
+            let r = Report::from_log(
+                &CLEAN.replace("DSU-EXIT 0", &format!("[ 5.0] {report}\nDSU-EXIT 0")),
+            );
             assert!(!r.passed(), "not caught: {report}");
         }
     }
@@ -243,7 +256,8 @@ DSU-EXIT 0
 
     #[test]
     fn failing_and_skipped_tests_are_counted() {
-        let log = "DSU-TEST a PASS 1ms\nDSU-TEST b FAIL boom\nDSU-TEST c SKIP no memcg\nDSU-EXIT 1\n";
+        let log =
+            "DSU-TEST a PASS 1ms\nDSU-TEST b FAIL boom\nDSU-TEST c SKIP no memcg\nDSU-EXIT 1\n";
         let r = Report::from_log(log);
         assert!(!r.passed());
         assert_eq!(r.summary(), "1 passed, 1 failed, 1 skipped");

@@ -87,9 +87,32 @@ fn main() -> ExitCode {
     // Nested KVM hangs on some machines: scripts/accel.sh picks kvm only after a probe boot.
     let cpu = if args.accel == "kvm" { "host" } else { "max" };
     let mut child = match Command::new("qemu-system-x86_64")
-        .args(["-accel", &args.accel, "-cpu", cpu, "-smp", "2", "-m", &args.memory])
-        .args(["-nographic", "-no-reboot", "-serial", "stdio", "-monitor", "none"])
-        .args(["-kernel", &args.kernel, "-initrd", &args.initrd, "-append", &append])
+        .args([
+            "-accel",
+            &args.accel,
+            "-cpu",
+            cpu,
+            "-smp",
+            "2",
+            "-m",
+            &args.memory,
+        ])
+        .args([
+            "-nographic",
+            "-no-reboot",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+        ])
+        .args([
+            "-kernel",
+            &args.kernel,
+            "-initrd",
+            &args.initrd,
+            "-append",
+            &append,
+        ])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -106,7 +129,10 @@ fn main() -> ExitCode {
     std::thread::spawn(move || {
         for line in BufReader::new(stdout).split(b'\n') {
             let Ok(line) = line else { break };
-            if tx.send(String::from_utf8_lossy(&line).into_owned()).is_err() {
+            if tx
+                .send(String::from_utf8_lossy(&line).into_owned())
+                .is_err()
+            {
                 break;
             }
         }
@@ -142,15 +168,18 @@ fn main() -> ExitCode {
         }
     }
     let _ = child.wait();
-    if let Some(path) = &args.log {
-        if let Err(e) = std::fs::write(path, &log) {
-            eprintln!("dsu-vmrun: cannot write {path}: {e}");
-        }
+    if let Some(path) = &args.log
+        && let Err(e) = std::fs::write(path, &log)
+    {
+        eprintln!("dsu-vmrun: cannot write {path}: {e}");
     }
 
     let report = Report::from_log(&log);
     if timed_out {
-        println!("FAIL vm::timeout guest hung: killed after {} s", args.timeout);
+        println!(
+            "FAIL vm::timeout guest hung: killed after {} s",
+            args.timeout
+        );
     }
     for line in &report.kernel_reports {
         println!("kernel: {line}");
@@ -170,7 +199,11 @@ fn main() -> ExitCode {
             if caught { "PASS" } else { "FAIL" }
         );
         println!("{} passed, {} failed", caught as u32, !caught as u32);
-        return if caught { ExitCode::SUCCESS } else { ExitCode::from(1) };
+        return if caught {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
     }
 
     let mut summary = report.summary();
@@ -184,5 +217,9 @@ fn main() -> ExitCode {
         }
     }
     println!("{summary}");
-    if report.passed() && !timed_out { ExitCode::SUCCESS } else { ExitCode::from(1) }
+    if report.passed() && !timed_out {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    }
 }
