@@ -5,10 +5,10 @@
 pub use dsu::sync::{Mutex, MutexGuard};
 
 /// Looks this many times for the lock to be free, yielding the CPU in between, before
-/// [`Mutex::lock`] sleeps. A stripe is held for a microsecond or two, so a short wait usually suffices,
-/// while `lock` on a `/dev/dsu` page cannot use a futex (the kernel has no futex key for
-/// such pages) and sleeps in steps of at least 200 µs, a whole timer tick on a kernel
-/// without high-resolution timers.
+/// [`Mutex::lock`] sleeps. A stripe is held for a microsecond or two, so a short wait
+/// usually suffices and is cheaper than a futex sleep and wake-up, or than `lock`'s polling
+/// fallback on a kernel without a futex for `/dev/dsu` pages, whose sleeps last a whole
+/// timer tick on a kernel without high-resolution timers.
 const TRIES_BEFORE_SLEEP: usize = 64;
 
 /// Locks `m`; when the previous holder died with the lock, runs `repair` on the data

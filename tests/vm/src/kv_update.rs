@@ -573,6 +573,12 @@ fn live_update() -> TestResult {
         written.len(),
         update_time.as_millis()
     );
+    // The servers' own account of the update (attach times, drains), for the console log.
+    for server in [&v1, &v2, &v3] {
+        for line in server.output().lines() {
+            println!("kv-update: {line}");
+        }
+    }
     drop(c);
     drop(v3);
     let _ = Command::new("dsuctl").args(["destroy", SEGMENT]).output();
