@@ -359,10 +359,18 @@ impl Segment {
         if g.version_count >= limits::max_versions() {
             return Err(ENOSPC);
         }
-        for &index in indexes {
-            let page = usize::try_from(index).ok().and_then(|i| g.pages.get(i)).ok_or(EINVAL)?;
-            pages.push(page.ptr(), GFP_KERNEL)?;
+        // One pass to validate, one to fill the reserved array: this is the part of BIND
+        // that grows with the map, so keep it a tight loop.
+        let available = g.pages.len() as u64;
+        if indexes.iter().any(|&i| i >= available) {
+            return Err(EINVAL);
         }
+        let spare = pages.spare_capacity_mut();
+        for (slot, &index) in spare.iter_mut().zip(indexes) {
+            slot.write(g.pages[index as usize].ptr());
+        }
+        // SAFETY: The capacity is `indexes.len()` and the loop initialised that many slots.
+        unsafe { pages.set_len(indexes.len()) };
         let id = g.next_version;
         let version = Arc::new(
             Version {

@@ -197,24 +197,21 @@ pub fn writer(ptr: u64, len: usize) -> Result<UserSliceWriter> {
     Ok(UserSlice::new(ptr, len).writer())
 }
 
-/// Reads an array of `count` `u64`s (a page map).
+/// Reads an array of `count` `u64`s (a page map) with one user copy.
 pub fn read_u64s(ptr: u64, count: usize) -> Result<KVVec<u64>> {
-    const CHUNK: usize = 64;
     let bytes = count.checked_mul(size_of::<u64>()).ok_or(EFAULT)?;
     let mut reader = reader(ptr, bytes)?;
-    let mut out = KVVec::with_capacity(count, GFP_KERNEL)?;
-    let mut buf = [0u8; CHUNK * 8];
-    let mut left = count;
-    while left > 0 {
-        let n = left.min(CHUNK);
-        reader.read_slice(&mut buf[..n * 8])?;
-        for word in buf[..n * 8].chunks_exact(8) {
-            let mut b = [0u8; 8];
-            b.copy_from_slice(word);
-            out.push(u64::from_ne_bytes(b), GFP_KERNEL)?;
-        }
-        left -= n;
-    }
+    let mut out = KVVec::<u64>::with_capacity(count, GFP_KERNEL)?;
+    let spare = out.spare_capacity_mut();
+    // SAFETY: `spare` is `count` (or more) uninitialised `u64`s; viewing their first
+    // `bytes` bytes as uninitialised bytes is sound (same memory, alignment 1).
+    let raw = unsafe {
+        core::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<core::mem::MaybeUninit<u8>>(), bytes)
+    };
+    reader.read_raw(raw)?;
+    // SAFETY: `read_raw` succeeded, so the first `count` elements are initialised, and any
+    // bit pattern is a valid `u64`.
+    unsafe { out.set_len(count) };
     Ok(out)
 }
 
