@@ -107,7 +107,11 @@ fn main() {
                     .cloned()
                     .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
                     .unwrap_or_else(|| "panicked".into());
-                format!("DSU-TEST {} FAIL panic: {}", t.name, why.replace('\n', " | "))
+                format!(
+                    "DSU-TEST {} FAIL panic: {}",
+                    t.name,
+                    why.replace('\n', " | ")
+                )
             }
         };
         println!("{line}");

@@ -382,9 +382,10 @@ static FUTEX: VmTest = VmTest {
     phase: Phase::Main,
     run: futex_on_segment_page,
 };
-/// `dsu::sync::Mutex` sleeps on a *shared* futex in a segment page. The kernel must accept
-/// such a futex (a key for the page), or waiters spin instead of sleeping: FUTEX_WAIT
-/// must time out (not fail with EFAULT), and a FUTEX_WAKE from another process wakes it.
+/// `dsu::sync::Mutex` sleeps on a *shared* futex in a segment page. The kernel must key
+/// such a futex by the page (segment pages live in a shmem file), not by the virtual
+/// address: a FUTEX_WAIT through one mapping must time out rather than fail with EFAULT,
+/// and a FUTEX_WAKE from another process through a mapping at another address must wake it.
 fn futex_on_segment_page() -> TestResult {
     destroy_quietly("futex");
     let d = Dev::open()?;
@@ -392,37 +393,69 @@ fn futex_on_segment_page() -> TestResult {
     let mut v = [var("word", 4, 1, None)];
     d.resolve(&mut v)?;
     d.bind("f", &[v[0].first_page], 0)?;
-    let m = d.map_rw(1)?;
-    let word = m.addr as *const u32;
-    let ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 20_000_000,
+    let waiter_map = d.map_rw(1)?;
+    let waker_map = d.map_rw(1)?;
+    let (word, other) = (waiter_map.addr as *const u32, waker_map.addr as *const u32);
+    ensure!(word != other, "the two mappings share an address");
+    let wait = |ns: i64| {
+        let ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: ns,
+        };
+        // SAFETY: a shared FUTEX_WAIT on an aligned u32 in our mapping, expecting its value (0).
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                word,
+                libc::FUTEX_WAIT,
+                0u32,
+                &ts as *const libc::timespec,
+                0usize,
+                0u32,
+            )
+        };
+        (r, nix::errno::Errno::last())
     };
-    // SAFETY: a shared FUTEX_WAIT on an aligned u32 in our mapping, expecting its value (0).
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_futex,
-            word,
-            libc::FUTEX_WAIT,
-            0u32,
-            &ts as *const libc::timespec,
-            0usize,
-            0u32,
-        )
-    };
-    let e = nix::errno::Errno::last();
-    d.destroy("futex")?;
-    if r == -1 && e == nix::errno::Errno::EFAULT {
-        // Known (SECURITY.md): segment pages are not in a page cache, so get_futex_key()
-        // finds no mapping. dsu::sync::Mutex then polls (robust::mutex_waiter_sleeps).
-        return Err(Failure::Skip(
-            "shared futex on a segment page gives EFAULT (pages have no mapping); dsu::sync::Mutex waiters poll with backoff".into(),
-        ));
-    }
+    let (r, e) = wait(20_000_000);
     ensure!(
         r == -1 && e == nix::errno::Errno::ETIMEDOUT,
-        "shared FUTEX_WAIT on a segment page: {r} {e:?}"
+        "shared FUTEX_WAIT on a segment page: {r} {e:?} (EFAULT: the page has no futex key)"
     );
+    // SAFETY: the suite is single-threaded.
+    let pid = unsafe { libc::fork() };
+    if pid == 0 {
+        // Wake through the other mapping until the parent is woken (it may not sleep yet).
+        for _ in 0..400 {
+            std::thread::sleep(Duration::from_millis(5));
+            // SAFETY: a shared FUTEX_WAKE on an aligned u32 in the inherited mapping.
+            let woken = unsafe {
+                libc::syscall(
+                    libc::SYS_futex,
+                    other,
+                    libc::FUTEX_WAKE,
+                    1,
+                    0usize,
+                    0usize,
+                    0u32,
+                )
+            };
+            if woken > 0 {
+                // SAFETY: leave without the parent's exit handlers.
+                unsafe { libc::_exit(0) };
+            }
+        }
+        // SAFETY: as above.
+        unsafe { libc::_exit(1) };
+    }
+    let (r, e) = wait(900_000_000);
+    let status = wait_child(pid);
+    drop((waiter_map, waker_map));
+    d.destroy("futex")?;
+    ensure!(
+        r == 0,
+        "FUTEX_WAKE through another address and process did not wake the waiter: {r} {e:?}"
+    );
+    ensure_eq!(status, Ok(0), "waker child (1: its wakes found no waiter)");
     Ok(())
 }
 
@@ -433,7 +466,7 @@ static WAITER_SLEEPS: VmTest = VmTest {
     run: mutex_waiter_sleeps,
 };
 /// Regression test: a `dsu::sync::Mutex` waiter in a segment page must sleep, not spin,
-/// while another process holds the lock (the shared futex fails with EFAULT there).
+/// while another process holds the lock.
 fn mutex_waiter_sleeps() -> TestResult {
     destroy_quietly("mutex-sleep");
     let d = Dev::open()?;

@@ -43,7 +43,11 @@ fn round(p: u64, r: u64) -> i32 {
         return 5;
     }
     let map: Vec<u64> = vars.iter().map(|v| v.first_page).collect();
-    let flags = if r.is_multiple_of(2) { DSU_BIND_PREFAULT } else { 0 };
+    let flags = if r.is_multiple_of(2) {
+        DSU_BIND_PREFAULT
+    } else {
+        0
+    };
     if dev.bind(&format!("{p}.{r}"), &map, flags).is_err() {
         return 6;
     }

@@ -2,9 +2,15 @@
 //!
 //! `std::sync::Mutex` uses private futexes, which do not wake waiters in another process,
 //! and it deadlocks forever if its holder dies. [`Mutex`] is a futex word holding the
-//! owner's thread id: waiters sleep on a *shared* futex with a timeout and check whether
-//! the owner still lives; a dead owner's lock is taken over and the new holder is told
-//! through [`OwnerDied`], like std's `PoisonError`.
+//! owner's thread id. An uncontended lock is one compare-and-swap; a contended one spins
+//! briefly, then sleeps on a *shared* futex (the module backs segment pages with a shmem
+//! file, so the kernel keys the futex by page, not by virtual address, and versions that
+//! map the lock at different addresses wake each other). Only when a sleep times out does
+//! the waiter check whether the owner still lives; a dead owner's lock is taken over and
+//! the new holder is told through [`OwnerDied`], like std's `PoisonError`.
+//!
+//! Thread ids are compared within one pid namespace: every version sharing a lock must run
+//! in the same one.
 //!
 //! ```
 //! use dsu::sync::Mutex;
@@ -26,8 +32,11 @@ use std::time::Duration;
 const WAITERS: u32 = 1 << 31;
 /// The owner's thread id (Linux tids are below 2^22).
 const TID_MASK: u32 = (1 << 30) - 1;
-/// How long a waiter sleeps before it checks again whether the owner lives.
+/// How long a waiter sleeps before it checks again whether the owner lives: the most a
+/// dead owner can delay the next locker.
 const RECHECK: Duration = Duration::from_millis(50);
+/// Spins on a held lock before sleeping: critical sections on shared globals are short.
+const SPINS: u32 = 100;
 /// How often a waiter polls when the kernel refuses a futex on the lock's page: the
 /// interval starts here and doubles up to the maximum.
 const NO_FUTEX_POLL_MIN: Duration = Duration::from_micros(200);
@@ -171,9 +180,30 @@ impl<G> std::error::Error for OwnerDied<G> {}
 /// ```
 pub type LockResult<G> = Result<G, OwnerDied<G>>;
 
+std::thread_local! {
+    /// This thread's id, 0 until first asked (gettid is a system call on every lock otherwise).
+    static TID: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+extern "C" fn forget_tid_after_fork() {
+    // The child's only thread has a new id: forget the one inherited from the parent.
+    TID.with(|t| t.set(0));
+}
+
 fn gettid() -> u32 {
-    // SAFETY: gettid has no preconditions.
-    (unsafe { libc::gettid() }) as u32
+    TID.with(|t| {
+        if t.get() == 0 {
+            static AT_FORK: std::sync::Once = std::sync::Once::new();
+            AT_FORK.call_once(|| {
+                // SAFETY: registers a handler that only touches a thread-local cell, which
+                // is async-signal-safe enough for the child of fork.
+                unsafe { libc::pthread_atfork(None, None, Some(forget_tid_after_fork)) };
+            });
+            // SAFETY: gettid has no preconditions.
+            t.set((unsafe { libc::gettid() }) as u32);
+        }
+        t.get()
+    })
 }
 
 /// Whether thread `tid` exists and is not a zombie.
@@ -194,9 +224,19 @@ fn alive(tid: u32) -> bool {
     }
 }
 
-/// Sleeps on a shared futex until woken or `timeout`. Returns false if the kernel has no
-/// futex for this memory (then the caller must poll).
-fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> bool {
+/// Why a futex sleep ended.
+#[derive(Debug, PartialEq, Eq)]
+enum Wake {
+    /// Woken, or the word changed before the sleep began: look again.
+    Changed,
+    /// The timeout passed: time to check on the owner.
+    TimedOut,
+    /// The kernel has no futex for this memory (a page without a mapping): poll instead.
+    NoFutex,
+}
+
+/// Sleeps on a shared futex while `word == expected`, for at most `timeout`.
+fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> Wake {
     let ts = libc::timespec {
         tv_sec: timeout.as_secs() as libc::time_t,
         tv_nsec: timeout.subsec_nanos() as libc::c_long,
@@ -214,9 +254,16 @@ fn futex_wait(word: &AtomicU32, expected: u32, timeout: Duration) -> bool {
             0u32,
         )
     };
-    // A shared futex needs a key for the page: the kernel derives it from the page's
-    // mapping, and pages without one (such as /dev/dsu segment pages) give EFAULT at once.
-    !(r == -1 && nix::errno::Errno::last() == nix::errno::Errno::EFAULT)
+    if r == 0 {
+        return Wake::Changed;
+    }
+    match nix::errno::Errno::last() {
+        nix::errno::Errno::ETIMEDOUT => Wake::TimedOut,
+        // A shared futex needs a key for the page, derived from the page's mapping; pages
+        // without one (driver pages of older dsu modules) give EFAULT at once.
+        nix::errno::Errno::EFAULT => Wake::NoFutex,
+        _ => Wake::Changed,
+    }
 }
 
 fn futex_wake(word: &AtomicU32, n: i32) {
@@ -260,40 +307,110 @@ impl<T> Mutex<T> {
     /// ```
     pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
         let me = gettid();
-        let mut waited = false;
+        if self
+            .word
+            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .is_ok()
+        {
+            return Ok(self.guard());
+        }
+        self.lock_contended(me)
+    }
+
+    /// The slow path of [`lock`](Self::lock): spin, then sleep on the futex, checking on
+    /// the owner each time a sleep times out.
+    #[cold]
+    fn lock_contended(&self, me: u32) -> LockResult<MutexGuard<'_, T>> {
+        for _ in 0..SPINS {
+            core::hint::spin_loop();
+            if self.word.load(Ordering::Relaxed) == 0
+                && self
+                    .word
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+            {
+                return Ok(self.guard());
+            }
+        }
         let mut poll = NO_FUTEX_POLL_MIN;
+        let mut last_check = std::time::Instant::now();
         loop {
-            match self.try_acquire(me, waited) {
-                Some(r) => return r,
-                None => {
-                    let cur = self.word.load(Ordering::Relaxed);
-                    if cur == 0 {
-                        continue;
-                    }
-                    if cur & WAITERS == 0
-                        && self
-                            .word
-                            .compare_exchange(
-                                cur,
-                                cur | WAITERS,
-                                Ordering::Relaxed,
-                                Ordering::Relaxed,
-                            )
-                            .is_err()
-                    {
-                        continue;
-                    }
-                    if !futex_wait(&self.word, cur | WAITERS, RECHECK) {
-                        // No futex for this page: poll with a growing interval instead of
-                        // spinning, so a waiter costs next to no CPU
-                        // (tests/vm robust::mutex_waiter_sleeps).
-                        std::thread::sleep(poll);
-                        poll = (poll * 2).min(NO_FUTEX_POLL_MAX);
-                    }
-                    waited = true;
+            let cur = self.word.load(Ordering::Relaxed);
+            if cur == 0 {
+                // Others may sleep on it too: keep WAITERS so that our unlock wakes one.
+                if self
+                    .word
+                    .compare_exchange(0, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Ok(self.guard());
+                }
+                continue;
+            }
+            let owner = cur & TID_MASK;
+            if owner == me {
+                panic!("dsu::sync::Mutex::lock: this thread already holds the lock (deadlock)");
+            }
+            if cur & WAITERS == 0
+                && self
+                    .word
+                    .compare_exchange(cur, cur | WAITERS, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_err()
+            {
+                continue;
+            }
+            let check_owner = match futex_wait(&self.word, cur | WAITERS, RECHECK) {
+                Wake::Changed => false,
+                Wake::TimedOut => true,
+                Wake::NoFutex => {
+                    // Poll with a growing interval instead of spinning, so that a waiter
+                    // costs next to no CPU (tests/vm robust::mutex_waiter_sleeps).
+                    std::thread::sleep(poll);
+                    poll = (poll * 2).min(NO_FUTEX_POLL_MAX);
+                    last_check.elapsed() >= RECHECK
+                }
+            };
+            if check_owner {
+                last_check = std::time::Instant::now();
+                if let Some(taken) = self.take_over_if_dead(me, cur | WAITERS) {
+                    return taken;
                 }
             }
         }
+    }
+
+    fn guard(&self) -> MutexGuard<'_, T> {
+        MutexGuard {
+            lock: self,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// If the lock word still is `cur` and its owner is dead, takes the lock over.
+    fn take_over_if_dead(&self, me: u32, cur: u32) -> Option<LockResult<MutexGuard<'_, T>>> {
+        let owner = cur & TID_MASK;
+        if owner == 0 || alive(owner) {
+            return None;
+        }
+        self.take_over(me, cur)
+    }
+
+    /// Replaces the dead owner in lock word `cur` with `me`; None if the word changed.
+    fn take_over(&self, me: u32, cur: u32) -> Option<LockResult<MutexGuard<'_, T>>> {
+        self.word
+            .compare_exchange(
+                cur,
+                me | (cur & WAITERS),
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .ok()
+            .map(|_| {
+                Err(OwnerDied {
+                    guard: self.guard(),
+                    tid: cur & TID_MASK,
+                })
+            })
     }
 
     /// Locks if that needs no waiting: `None` if a live thread holds it.
@@ -305,53 +422,28 @@ impl<T> Mutex<T> {
     pub fn try_lock(&self) -> Option<LockResult<MutexGuard<'_, T>>> {
         let me = gettid();
         for _ in 0..4 {
-            if let Some(r) = self.try_acquire(me, false) {
-                return Some(r);
-            }
             let cur = self.word.load(Ordering::Relaxed);
-            if cur != 0 && alive(cur & TID_MASK) {
+            if cur == 0 {
+                if self
+                    .word
+                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return Some(Ok(self.guard()));
+                }
+                continue;
+            }
+            if cur & TID_MASK == me {
+                panic!("dsu::sync::Mutex::try_lock: this thread already holds the lock (deadlock)");
+            }
+            if alive(cur & TID_MASK) {
                 return None;
+            }
+            if let Some(taken) = self.take_over(me, cur) {
+                return Some(taken);
             }
         }
         None
-    }
-
-    /// One attempt: free → take; dead owner → take over; live owner → None.
-    fn try_acquire(&self, me: u32, waited: bool) -> Option<LockResult<MutexGuard<'_, T>>> {
-        let cur = self.word.load(Ordering::Relaxed);
-        let guard = || MutexGuard {
-            lock: self,
-            _not_send: PhantomData,
-        };
-        if cur == 0 {
-            let new = if waited { me | WAITERS } else { me };
-            return match self
-                .word
-                .compare_exchange(0, new, Ordering::Acquire, Ordering::Relaxed)
-            {
-                Ok(_) => Some(Ok(guard())),
-                Err(_) => None,
-            };
-        }
-        let owner = cur & TID_MASK;
-        if owner == me {
-            panic!("dsu::sync::Mutex::lock: this thread already holds the lock (deadlock)");
-        }
-        if alive(owner) {
-            return None;
-        }
-        match self.word.compare_exchange(
-            cur,
-            me | (cur & WAITERS),
-            Ordering::Acquire,
-            Ordering::Relaxed,
-        ) {
-            Ok(_) => Some(Err(OwnerDied {
-                guard: guard(),
-                tid: owner,
-            })),
-            Err(_) => None,
-        }
     }
 
     /// The thread id of the current holder, if locked (racy: for diagnostics and tests).
