@@ -10,8 +10,9 @@ build() {
         --manifest-path "$DSU_ROOT/Cargo.toml" --target "$TARGET" --workspace --bins --examples
     local rel="$DSU_ROOT/target/$TARGET/release"
     rm -rf "$DSU_OUT/bin"; mkdir -p "$DSU_OUT/bin"
-    find "$rel" "$rel/examples" -maxdepth 1 -type f -perm -u+x ! -name '*-*[0-9a-f]' ! -name '*.so' \
-        -exec cp {} "$DSU_OUT/bin/" \;
+    # Skip cargo's hashed copies of examples (name-<16 hex digits>) and shared libraries.
+    find "$rel" "$rel/examples" -maxdepth 1 -type f -perm -u+x -regextype posix-extended \
+        ! -regex '.*-[0-9a-f]{16}' ! -name '*.so' -exec cp {} "$DSU_OUT/bin/" \;
     if [ -x "$DSU_ROOT/userspace/libdsu/build-examples.sh" ]; then
         "$DSU_ROOT/userspace/libdsu/build-examples.sh" "$DSU_OUT/bin" "$rel"
     fi
