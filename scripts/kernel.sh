@@ -45,10 +45,13 @@ build() {
     touch "$KDIR/.dsu-built"
 }
 
+mkdir -p "$DSU_CACHE"
+# One build per tree: a second run waits for the first instead of building beside it.
+exec 8>"$KDIR.lock"
+flock 8
 if [ -f "$KDIR/.dsu-built" ]; then
     echo "    kernel cached: $KDIR" >&2
 else
-    mkdir -p "$DSU_CACHE"
     [ -d "$KDIR" ] || step "unpack linux-source-6.12" unpack
     step "configure kernel" configure
     step "build kernel (about 6 min on 2 cores)" build
