@@ -21,7 +21,9 @@ use crate::{
 use core::sync::atomic::Ordering;
 use kernel::{error::code::*, page::PAGE_SIZE, prelude::*};
 
-/// The VMA type.
+/// The VMA type. Its callbacks may run at once for different VMAs of one version (a fork
+/// in one process, a munmap in another, faults on every CPU); they only touch the version's
+/// atomic mapping count and its page map, which is immutable after BIND.
 pub struct Mapping;
 
 /// Our `vm_operations_struct`; its address marks our VMAs.

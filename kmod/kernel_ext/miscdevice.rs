@@ -176,6 +176,9 @@ unsafe fn context<'a, T: MiscDevice>(file: *mut bindings::file) -> &'a T::Contex
     }
 }
 
+/// # Safety
+///
+/// Only devtmpfs calls this, as the class `devnode` callback, with `mode` null or valid.
 unsafe extern "C" fn devnode_callback<T: MiscDevice>(
     _dev: *const bindings::device,
     mode: *mut bindings::umode_t,
@@ -187,6 +190,10 @@ unsafe extern "C" fn devnode_callback<T: MiscDevice>(
     core::ptr::null_mut()
 }
 
+/// # Safety
+///
+/// Only the VFS calls this, as a `file_operations` callback of a file opened through a
+/// `MiscDeviceRegistration<T>`, with valid arguments.
 unsafe extern "C" fn open_callback<T: MiscDevice>(
     _inode: *mut bindings::inode,
     file: *mut bindings::file,
@@ -203,6 +210,10 @@ unsafe extern "C" fn open_callback<T: MiscDevice>(
     }
 }
 
+/// # Safety
+///
+/// Only the VFS calls this, as a `file_operations` callback of a file opened through a
+/// `MiscDeviceRegistration<T>`, with valid arguments.
 unsafe extern "C" fn release_callback<T: MiscDevice>(
     _inode: *mut bindings::inode,
     file: *mut bindings::file,
@@ -215,6 +226,10 @@ unsafe extern "C" fn release_callback<T: MiscDevice>(
     0
 }
 
+/// # Safety
+///
+/// Only the VFS calls this, as a `file_operations` callback of a file opened through a
+/// `MiscDeviceRegistration<T>`, with valid arguments.
 unsafe extern "C" fn ioctl_callback<T: MiscDevice>(
     file: *mut bindings::file,
     cmd: c_uint,
@@ -230,6 +245,10 @@ unsafe extern "C" fn ioctl_callback<T: MiscDevice>(
     }
 }
 
+/// # Safety
+///
+/// Only the VFS calls this, as a `file_operations` callback of a file opened through a
+/// `MiscDeviceRegistration<T>`, with valid arguments.
 unsafe extern "C" fn mmap_callback<T: MiscDevice>(
     file: *mut bindings::file,
     vma: *mut bindings::vm_area_struct,
@@ -246,6 +265,10 @@ unsafe extern "C" fn mmap_callback<T: MiscDevice>(
     }
 }
 
+/// # Safety
+///
+/// Only the VFS calls this, as a `file_operations` callback of a file opened through a
+/// `MiscDeviceRegistration<T>`, with valid arguments.
 unsafe extern "C" fn poll_callback<T: MiscDevice>(
     file: *mut bindings::file,
     table: *mut bindings::poll_table_struct,
@@ -259,6 +282,10 @@ unsafe extern "C" fn poll_callback<T: MiscDevice>(
     T::poll(device, f, &table)
 }
 
+/// # Safety
+///
+/// Only the VFS calls this, as a `file_operations` callback of a file opened through a
+/// `MiscDeviceRegistration<T>`, with valid arguments.
 unsafe extern "C" fn read_callback<T: MiscDevice>(
     file: *mut bindings::file,
     buf: *mut c_char,

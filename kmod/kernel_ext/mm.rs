@@ -367,6 +367,10 @@ impl<T: VmOperations> VmOpsTable<T> {
         vma.data_if_ours::<T>().map(|data| (vma, data))
     }
 
+    /// # Safety
+    ///
+    /// Only the mm core calls this, as a `vm_operations_struct` callback, with valid, locked
+    /// arguments.
     unsafe extern "C" fn open_callback(vma: *mut bindings::vm_area_struct) {
         // SAFETY: The kernel passes a valid, locked VMA.
         if let Some((vma, data)) = unsafe { Self::data(vma) } {
@@ -374,6 +378,10 @@ impl<T: VmOperations> VmOpsTable<T> {
         }
     }
 
+    /// # Safety
+    ///
+    /// Only the mm core calls this, as a `vm_operations_struct` callback, with valid, locked
+    /// arguments.
     unsafe extern "C" fn close_callback(vma: *mut bindings::vm_area_struct) {
         // SAFETY: The kernel passes a valid, locked VMA.
         if let Some((vma, data)) = unsafe { Self::data(vma) } {
@@ -381,6 +389,10 @@ impl<T: VmOperations> VmOpsTable<T> {
         }
     }
 
+    /// # Safety
+    ///
+    /// Only the mm core calls this, as a `vm_operations_struct` callback, with valid, locked
+    /// arguments.
     unsafe extern "C" fn fault_callback(vmf: *mut bindings::vm_fault) -> bindings::vm_fault_t {
         // SAFETY: The kernel passes a valid fault whose VMA is valid and locked.
         let vma = unsafe { (*vmf).__bindgen_anon_1.vma };

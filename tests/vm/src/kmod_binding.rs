@@ -203,12 +203,13 @@ static THREE: VmTest = VmTest {
 };
 fn three() -> TestResult {
     let name = unique("three");
-    let go = Channel::new()?;
+    // One pipe per step: a fast child must not take a byte meant for a slow one.
+    let (go, done) = (Channel::new()?, Channel::new()?);
     let ready = Channel::new()?;
     let mut kids = Vec::new();
     for (k, label) in ["1.0", "1.1", "2.0"].into_iter().enumerate() {
         let name = name.clone();
-        let (go, ready) = (&go, &ready);
+        let (go, done, ready) = (&go, &done, &ready);
         kids.push(spawn(move || {
             let h = Dsu::attached(&name)?;
             let v = h.resolve_ok(vec![
@@ -227,12 +228,15 @@ fn three() -> TestResult {
                     .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             }
             ready.send(2)?;
-            go.recv()?;
+            done.recv()?;
             Ok(())
         }));
     }
     for _ in 0..3 {
-        ensure_eq!(ready.recv()?, 1, "child ready");
+        match ready.recv() {
+            Ok(b) => ensure_eq!(b, 1, "child ready"),
+            Err(e) => return Err(crate::Failure::Fail(format!("waiting for the children: {e}: {}", where_are(&kids)))),
+        }
     }
     let h = Dsu::open()?;
     let (versions, total) = h.list_versions(&name, 0, 16)?;
@@ -250,7 +254,10 @@ fn three() -> TestResult {
         go.send(1)?;
     }
     for _ in 0..3 {
-        ensure_eq!(ready.recv()?, 2, "child done");
+        match ready.recv() {
+            Ok(b) => ensure_eq!(b, 2, "child done"),
+            Err(e) => return Err(crate::Failure::Fail(format!("waiting for the increments: {e}: {}", where_are(&kids)))),
+        }
     }
     ensure_eq!(
         h.read_var(&name, "counter", 7, 0, 0, 8)?,
@@ -258,7 +265,7 @@ fn three() -> TestResult {
         "increments of all three"
     );
     for _ in 0..3 {
-        go.send(1)?;
+        done.send(1)?;
     }
     for k in kids {
         join(k, "version")?;

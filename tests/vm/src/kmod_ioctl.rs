@@ -18,9 +18,24 @@ mod raw {
     nix::ioctl_readwrite!(attach, DSU_IOC_MAGIC, DSU_IOC_NR_ATTACH, dsu_attach);
     nix::ioctl_readwrite!(resolve, DSU_IOC_MAGIC, DSU_IOC_NR_RESOLVE, dsu_resolve);
     nix::ioctl_readwrite!(bind, DSU_IOC_MAGIC, DSU_IOC_NR_BIND, dsu_bind);
-    nix::ioctl_readwrite!(list_segments, DSU_IOC_MAGIC, DSU_IOC_NR_LIST_SEGMENTS, dsu_list);
-    nix::ioctl_readwrite!(list_variables, DSU_IOC_MAGIC, DSU_IOC_NR_LIST_VARIABLES, dsu_list);
-    nix::ioctl_readwrite!(list_versions, DSU_IOC_MAGIC, DSU_IOC_NR_LIST_VERSIONS, dsu_list);
+    nix::ioctl_readwrite!(
+        list_segments,
+        DSU_IOC_MAGIC,
+        DSU_IOC_NR_LIST_SEGMENTS,
+        dsu_list
+    );
+    nix::ioctl_readwrite!(
+        list_variables,
+        DSU_IOC_MAGIC,
+        DSU_IOC_NR_LIST_VARIABLES,
+        dsu_list
+    );
+    nix::ioctl_readwrite!(
+        list_versions,
+        DSU_IOC_MAGIC,
+        DSU_IOC_NR_LIST_VERSIONS,
+        dsu_list
+    );
     nix::ioctl_readwrite!(read_var, DSU_IOC_MAGIC, DSU_IOC_NR_READ_VAR, dsu_read_var);
     nix::ioctl_write_ptr!(destroy, DSU_IOC_MAGIC, DSU_IOC_NR_DESTROY, dsu_destroy);
 }
@@ -53,13 +68,20 @@ pub fn cname<const N: usize>(s: &str) -> [core::ffi::c_char; N] {
 
 /// A C string field as a Rust string.
 pub fn cstr(s: &[core::ffi::c_char]) -> String {
-    s.iter().take_while(|c| **c != 0).map(|c| *c as u8 as char).collect()
+    s.iter()
+        .take_while(|c| **c != 0)
+        .map(|c| *c as u8 as char)
+        .collect()
 }
 
 /// A segment name unique in this run.
 pub fn unique(prefix: &str) -> String {
     static N: AtomicU32 = AtomicU32::new(0);
-    format!("{prefix}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+    format!(
+        "{prefix}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
 }
 
 /// A RESOLVE entry of `size` bytes (align 8) with optional initial bytes, which must
@@ -218,7 +240,14 @@ impl Dsu {
         let len = pages * PAGE;
         // SAFETY: A fresh mapping chosen by the kernel.
         let p = unsafe {
-            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, self.fd(), offset)
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags,
+                self.fd(),
+                offset,
+            )
         };
         if p == libc::MAP_FAILED {
             return Err(Errno::last());
@@ -260,12 +289,22 @@ impl Dsu {
     }
 
     /// LIST_VARIABLES of `segment`.
-    pub fn list_variables(&self, segment: &str, start: u32, count: u32) -> Sys<(Vec<dsu_variable_info>, u32)> {
+    pub fn list_variables(
+        &self,
+        segment: &str,
+        start: u32,
+        count: u32,
+    ) -> Sys<(Vec<dsu_variable_info>, u32)> {
         self.list(raw::list_variables, segment, start, count)
     }
 
     /// LIST_VERSIONS of `segment`.
-    pub fn list_versions(&self, segment: &str, start: u32, count: u32) -> Sys<(Vec<dsu_version_info>, u32)> {
+    pub fn list_versions(
+        &self,
+        segment: &str,
+        start: u32,
+        count: u32,
+    ) -> Sys<(Vec<dsu_version_info>, u32)> {
         self.list(raw::list_versions, segment, start, count)
     }
 
@@ -295,7 +334,15 @@ impl Dsu {
     }
 
     /// READ_VAR of `len` bytes at `offset`.
-    pub fn read_var(&self, segment: &str, name: &str, fingerprint: u64, flags: u32, offset: u64, len: usize) -> Sys<Vec<u8>> {
+    pub fn read_var(
+        &self,
+        segment: &str,
+        name: &str,
+        fingerprint: u64,
+        flags: u32,
+        offset: u64,
+        len: usize,
+    ) -> Sys<Vec<u8>> {
         let mut buf = vec![0u8; len];
         let mut r = dsu_read_var {
             size: size_of::<dsu_read_var>() as u32,
@@ -315,7 +362,11 @@ impl Dsu {
 
     /// DESTROY `name`.
     pub fn destroy(&self, name: &str) -> Sys<()> {
-        let d = dsu_destroy { size: size_of::<dsu_destroy>() as u32, flags: 0, name: cname(name) };
+        let d = dsu_destroy {
+            size: size_of::<dsu_destroy>() as u32,
+            flags: 0,
+            name: cname(name),
+        };
         // SAFETY: `d` is a valid dsu_destroy.
         errno(unsafe { raw::destroy(self.fd(), &d) }).map(drop)
     }
@@ -353,7 +404,10 @@ impl Dsu {
         let mut evs = vec![dsu_event::default(); 16];
         // SAFETY: `evs` is plain data of 16 * 64 bytes.
         let buf = unsafe {
-            std::slice::from_raw_parts_mut(evs.as_mut_ptr().cast::<u8>(), evs.len() * size_of::<dsu_event>())
+            std::slice::from_raw_parts_mut(
+                evs.as_mut_ptr().cast::<u8>(),
+                evs.len() * size_of::<dsu_event>(),
+            )
         };
         let n = self.read(buf)?;
         evs.truncate(n / size_of::<dsu_event>());
@@ -362,7 +416,11 @@ impl Dsu {
 
     /// poll() for POLLIN with a timeout in ms; returns whether readable.
     pub fn readable(&self, timeout_ms: i32) -> Sys<bool> {
-        let mut p = libc::pollfd { fd: self.fd(), events: libc::POLLIN, revents: 0 };
+        let mut p = libc::pollfd {
+            fd: self.fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: One valid pollfd.
         let n = unsafe { libc::poll(&mut p, 1, timeout_ms) };
         if n < 0 {
@@ -382,14 +440,15 @@ pub fn cleanup(name: &str) {
 /// Forks a child running `f` and returns its pid; the child exits 0 on `Ok`, 1 otherwise
 /// (printing the failure to stderr).
 pub fn spawn(f: impl FnOnce() -> crate::TestResult) -> nix::unistd::Pid {
-    use nix::unistd::{fork, ForkResult};
+    use nix::unistd::{ForkResult, fork};
     // SAFETY: The suite is single-threaded when it forks; the child only runs `f` and exits.
     match unsafe { fork() }.expect("fork") {
         ForkResult::Child => {
             let code = match f() {
                 Ok(()) => 0,
                 Err(crate::Failure::Fail(m)) | Err(crate::Failure::Skip(m)) => {
-                    eprintln!("child failed: {m}");
+                    // On the console, for the run's log.
+                    println!("kmod test child {} failed: {m}", std::process::id());
                     1
                 }
             };
@@ -400,12 +459,34 @@ pub fn spawn(f: impl FnOnce() -> crate::TestResult) -> nix::unistd::Pid {
     }
 }
 
+/// Where the given processes are: their state and kernel stacks (for a stuck test).
+pub fn where_are(pids: &[nix::unistd::Pid]) -> String {
+    let mut out = String::new();
+    for pid in pids {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+        if status.contains("zombie") {
+            let w = nix::sys::wait::waitpid(*pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG));
+            out += &format!("[pid {pid}: ended: {w:?}] ");
+            continue;
+        }
+        let state = status.lines().find(|l| l.starts_with("State:")).unwrap_or("gone");
+        let stack = std::fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
+        let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let times: Vec<&str> = stat.split_whitespace().skip(13).take(2).collect();
+        out += &format!("[pid {pid}: {state} utime/stime {times:?} wchan {wchan} stack {}] ", stack.replace('\n', " < "));
+    }
+    out
+}
+
 /// Waits for a child from [`spawn`] and fails unless it exited 0.
 pub fn join(pid: nix::unistd::Pid, what: &str) -> crate::TestResult {
-    use nix::sys::wait::{waitpid, WaitStatus};
+    use nix::sys::wait::{WaitStatus, waitpid};
     match waitpid(pid, None)? {
         WaitStatus::Exited(_, 0) => Ok(()),
-        other => Err(crate::Failure::Fail(format!("{what}: child ended with {other:?}"))),
+        other => Err(crate::Failure::Fail(format!(
+            "{what}: child ended with {other:?}"
+        ))),
     }
 }
 
@@ -427,8 +508,16 @@ impl Channel {
         nix::unistd::write(&self.w, &[b]).map(drop)
     }
 
-    /// Receives one byte (blocking).
+    /// Receives one byte, waiting at most a minute (`ETIMEDOUT`), so that a peer that died
+    /// without sending fails the test instead of hanging it.
     pub fn recv(&self) -> Sys<u8> {
+        let mut p = libc::pollfd { fd: self.r.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        // SAFETY: One valid pollfd.
+        match unsafe { libc::poll(&mut p, 1, 60_000) } {
+            0 => return Err(Errno::ETIMEDOUT),
+            n if n < 0 => return Err(Errno::last()),
+            _ => {}
+        }
         let mut b = [0u8];
         match nix::unistd::read(self.r.as_raw_fd(), &mut b)? {
             1 => Ok(b[0]),
