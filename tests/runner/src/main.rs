@@ -206,6 +206,24 @@ fn main() -> ExitCode {
         };
     }
 
+    if report.tests.is_empty() && args.run != "test" {
+        // A demo or benchmark run: no tests to count, only the run's own verdict.
+        let ok = report.passed() && !timed_out;
+        println!(
+            "run {}: {}",
+            args.run,
+            if ok {
+                "passed (guest exited 0, kernel log clean)"
+            } else {
+                "FAILED"
+            }
+        );
+        return if ok {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(1)
+        };
+    }
     let mut summary = report.summary();
     if timed_out {
         // The timeout is a failure of its own, on top of whatever the guest reported.
