@@ -6,8 +6,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 TARGET=x86_64-unknown-linux-gnu
 build() {
     # With an explicit --target, RUSTFLAGS apply to the guest code only, not to proc-macros.
+    # --lib builds libdsu's staticlib (libdsuc.a), which the C examples link.
     RUSTFLAGS="-C target-feature=+crt-static" cargo build --quiet --release \
-        --manifest-path "$DSU_ROOT/Cargo.toml" --target "$TARGET" --workspace --bins --examples
+        --manifest-path "$DSU_ROOT/Cargo.toml" --target "$TARGET" --workspace --lib --bins --examples
     local rel="$DSU_ROOT/target/$TARGET/release"
     rm -rf "$DSU_OUT/bin"; mkdir -p "$DSU_OUT/bin"
     # Skip cargo's hashed copies of examples (name-<16 hex digits>) and shared libraries.
