@@ -17,8 +17,8 @@ use crate::{
     registry::{AttachMode, Registry},
     segment::{Creator, Segment, MAY_READ, MAY_WRITE},
     uapi::{
-        self, dsu_attach, dsu_bind, dsu_resolve, dsu_var, Label, RecordArray, VarName,
-        DSU_ATTACH_MUST_CREATE, DSU_ATTACH_MUST_EXIST, DSU_BIND_PREFAULT, DSU_VAR_INVALID,
+        self, dsu_attach, dsu_bind, dsu_extent, dsu_resolve, dsu_var, Label, RecordArray, VarName,
+        DSU_ATTACH_MUST_CREATE, DSU_ATTACH_MUST_EXIST, DSU_BIND_PREFAULT, DSU_BIND_SIZE_VER1, DSU_VAR_INVALID,
         DSU_VAR_MIGRATE, DSU_VAR_PENDING,
     },
     version::{EventQueue, Version},
@@ -186,7 +186,7 @@ impl Handle {
 
     /// DSU_IOC_BIND.
     pub fn bind(&self, arg: usize) -> Result<isize> {
-        let mut b: dsu_bind = uapi::read_struct(arg)?;
+        let (mut b, size) = uapi::read_struct_grown::<dsu_bind>(arg, DSU_BIND_SIZE_VER1 as usize)?;
         if b.flags & !DSU_BIND_PREFAULT != 0 {
             return Err(EINVAL);
         }
@@ -194,6 +194,12 @@ impl Handle {
         if b.page_count == 0 {
             return Err(EINVAL);
         }
+        // Exactly one form of the map.
+        let per_page = match (b.pages != 0, b.extents != 0) {
+            (true, false) if b.extent_count == 0 => true,
+            (false, true) => false,
+            _ => return Err(EINVAL),
+        };
         // Check the state before copying the map in, for precise errnos.
         let seg = match &*self.state.lock() {
             State::Fresh => return Err(ebadfd()),
@@ -201,10 +207,33 @@ impl Handle {
             State::Attached(s) => s.clone(),
         };
         seg.check_access(MAY_READ | MAY_WRITE)?;
-        if b.page_count > limits::max_segment_pages() as u64 {
+        let max = limits::max_segment_pages() as u64;
+        if b.page_count > max {
             return Err(E2BIG);
         }
-        let indexes = uapi::read_u64s(b.pages, b.page_count as usize)?;
+        let extents = if per_page {
+            let indexes = uapi::read_u64s(b.pages, b.page_count as usize)?;
+            compress(&indexes)?
+        } else {
+            if b.extent_count == 0 {
+                return Err(EINVAL);
+            }
+            if b.extent_count > max {
+                return Err(E2BIG);
+            }
+            let extents = uapi::read_extents(b.extents, b.extent_count as usize)?;
+            let mut sum = 0u64;
+            for e in extents.iter() {
+                if e.page_count == 0 || e.first_page.checked_add(e.page_count).is_none() {
+                    return Err(EINVAL);
+                }
+                sum = sum.checked_add(e.page_count).ok_or(EINVAL)?;
+            }
+            if sum != b.page_count {
+                return Err(EINVAL);
+            }
+            extents
+        };
 
         let version = {
             let mut state = self.state.lock();
@@ -220,14 +249,14 @@ impl Handle {
                 label,
                 pid,
                 b.flags & DSU_BIND_PREFAULT != 0,
-                &indexes,
+                &extents,
                 &self.events,
             )?;
             *state = State::Bound(seg, version.clone());
             version
         };
         b.version_id = version.id;
-        uapi::write_struct(arg, &b)?;
+        uapi::write_struct_prefix(arg, &b, size)?;
         Ok(0)
     }
 
@@ -264,6 +293,22 @@ fn mark_duplicates(vars: &mut [dsu_var], names: &[VarName]) -> Result<bool> {
         }
     }
     Ok(dup)
+}
+
+/// A per-page map as extents of consecutive segment pages (an index that overflows is
+/// caught as out of range by BIND).
+fn compress(indexes: &[u64]) -> Result<KVVec<dsu_extent>> {
+    let mut out: KVVec<dsu_extent> = KVVec::new();
+    for &i in indexes {
+        if let Some(last) = out.last_mut() {
+            if last.first_page.checked_add(last.page_count) == Some(i) {
+                last.page_count += 1;
+                continue;
+            }
+        }
+        out.push(dsu_extent { first_page: i, page_count: 1 }, GFP_KERNEL)?;
+    }
+    Ok(out)
 }
 
 /// Copies each entry's output fields back.

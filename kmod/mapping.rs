@@ -14,7 +14,7 @@
 
 use crate::{
     handle::Handle,
-    kernel_ext::mm::{flags, FaultResult, VmArea, VmFault, VmOperations, VmOpsTable, VmaNew},
+    kernel_ext::mm::{flags, FaultResult, PagePtr, VmArea, VmFault, VmOperations, VmOpsTable, VmaNew},
     segment::{MAY_READ, MAY_WRITE},
     version::Version,
 };
@@ -23,7 +23,8 @@ use kernel::{error::code::*, page::PAGE_SIZE, prelude::*};
 
 /// The VMA type. Its callbacks may run at once for different VMAs of one version (a fork
 /// in one process, a munmap in another, faults on every CPU); they only touch the version's
-/// atomic mapping count and its page map, which is immutable after BIND.
+/// atomic mapping count and its page map, which is immutable after BIND, and look pages up
+/// in the segment's file (RCU, no dsu lock).
 pub struct Mapping;
 
 /// Our `vm_operations_struct`; its address marks our VMAs.
@@ -45,11 +46,37 @@ impl VmOperations for Mapping {
     }
 
     fn fault(version: &Version, vmf: &VmFault) -> FaultResult {
-        match version.pages.get(vmf.pgoff()) {
-            Some(page) => vmf.insert_page(*page),
+        let page = version.map.file_page(vmf.pgoff() as u64).and_then(|i| version.segment.file_page(i));
+        match page {
+            // `vm_insert_page` takes its own reference; ours is dropped after it.
+            Some(page) => vmf.insert_page(page.ptr()),
             None => FaultResult::SigBus,
         }
     }
+}
+
+/// Inserts every page of the version at mmap, one page table (512 pages) per
+/// `vm_insert_pages` call. Each batch's page pointers are copied from the segment's page
+/// array under its mutex (`mmap_lock` → segment mutex, the documented order), which is
+/// released before the insert; the segment keeps the pages alive.
+fn prefault(vma: &VmaNew, version: &Version) -> Result {
+    const BATCH: usize = 512;
+    let mut batch: KVVec<PagePtr> = KVVec::with_capacity(BATCH, GFP_KERNEL)?;
+    let mut addr = vma.start();
+    for run in version.map.runs() {
+        let mut seg = run.seg;
+        let end = run.seg + run.count;
+        while seg < end {
+            let n = (BATCH as u64).min(end - seg) as usize;
+            // SAFETY: `PagePtr` is `Copy`: forgetting the previous batch drops nothing.
+            unsafe { batch.set_len(0) };
+            version.segment.page_ptrs(seg, n, &mut batch)?;
+            vma.insert_pages(addr, &batch)?;
+            addr += n * PAGE_SIZE;
+            seg += n as u64;
+        }
+    }
+    Ok(())
 }
 
 /// `mmap` of a handle.
@@ -59,18 +86,19 @@ pub fn mmap(handle: &Handle, vma: &VmaNew) -> Result {
     if vma.flags() & flags::SHARED == 0 {
         return Err(EINVAL);
     }
-    if vma.pgoff() != 0 || vma.len() != version.pages.len() * PAGE_SIZE {
+    if vma.pgoff() != 0 || (vma.len() / PAGE_SIZE) as u64 != version.map.pages() {
         return Err(EINVAL);
     }
     version.segment.check_access(MAY_READ | MAY_WRITE)?;
 
     vma.set_flags(flags::DONTEXPAND | flags::DONTDUMP | flags::MIXEDMAP);
-    if version.prefault {
-        vma.insert_pages(vma.start(), &version.pages)?;
-    }
+    // Recognisable as ours before any page goes in.
     // SAFETY: The version is owned by the handle, which the VMA's file owns, so it outlives
     // the VMA and every copy of it.
     unsafe { vma.set_ops::<Mapping>(&version) };
+    if version.prefault {
+        prefault(vma, &version)?;
+    }
     // The initial mmap does not call `open`; count it here, once nothing can fail.
     version.mappings.fetch_add(1, Ordering::Relaxed);
     Ok(())

@@ -8,7 +8,9 @@
 //! when it is dropped: after DESTROY, and once the last handle
 //! attached to it, and so the last version and mapping, is gone. Pages are only appended,
 //! never removed or moved, so a page pointer taken under the lock stays valid for as long
-//! as a reference to the segment is held (that is what versions and READ_VAR rely on).
+//! as a reference to the segment is held (READ_VAR relies on that), and so does a page
+//! looked up in the file's page cache without the lock (the fault path: versions map runs
+//! of file pages, which BIND translates from segment pages through `Inner::file_map`).
 //!
 //! Lock order: registry mutex → segment mutex → event spinlock. Nothing here touches user
 //! memory with the mutex held: RESOLVE copies initial values in between two lock sections.
@@ -24,11 +26,11 @@ use crate::{
     },
     limits,
     uapi::{
-        self, dsu_segment_info, dsu_var, dsu_variable_info, Label, SegName, VarName,
+        self, dsu_extent, dsu_segment_info, dsu_var, dsu_variable_info, Label, SegName, VarName,
         DSU_EVENT_VERSION_BOUND, DSU_EVENT_VERSION_ENDED, DSU_SEGMENT_DESTROYED, DSU_VAR_ADDED,
         DSU_VAR_COMMON, DSU_VAR_MIGRATE, DSU_VAR_PENDING,
     },
-    version::{EventQueue, Version},
+    version::{EventQueue, PageMap, Version},
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
@@ -59,6 +61,9 @@ struct Inner {
     destroyed: bool,
     /// Segment page `i` is `pages[i]` (held references to pages of `Segment::file`).
     pages: KVVec<PageRef>,
+    /// Where segment pages are in the file: runs by segment page index, covering `pages`.
+    /// BIND translates a version's extents through it.
+    file_map: PageMap,
     dir: Directory,
     /// Live versions by id; removed when their handle is released.
     versions: RBTree<u64, Arc<Version>>,
@@ -140,6 +145,7 @@ impl Segment {
         let inner = Inner {
             destroyed: false,
             pages: KVVec::new(),
+            file_map: PageMap::new(),
             dir: Directory::new(),
             versions: RBTree::new(),
             version_count: 0,
@@ -276,6 +282,7 @@ impl Segment {
             return Ok(0);
         }
         g.pages.reserve(add_pages, GFP_KERNEL)?;
+        g.file_map.reserve(adds)?;
         let mut reservation = g.dir.reserve(adds)?;
         let now = realtime_ns();
         for (i, v) in vars.iter_mut().enumerate() {
@@ -284,12 +291,17 @@ impl Segment {
             }
             // Taken: the commit owns the pages now, the group must not free them.
             groups[i].reserved = 0;
+            let file_first = groups[i].first;
             let group = core::mem::replace(&mut groups[i].pages, KVVec::new());
             let first_page = g.pages.len() as u64;
             let page_count = group.len() as u64;
             for page in group {
                 // Capacity was reserved above: no allocation, no failure.
                 g.pages.push(page, GFP_NOWAIT)?;
+            }
+            if page_count > 0 {
+                // One run per entry was reserved above.
+                g.file_map.push(first_page, file_first, page_count, GFP_NOWAIT)?;
             }
             g.dir.insert(
                 Entry {
@@ -338,19 +350,41 @@ impl Segment {
         Ok(group)
     }
 
-    /// BIND: creates a version whose page `i` is segment page `indexes[i]`. `EINVAL` for an
-    /// index out of range, `ENOSPC` at `max_versions`, `eidrm()` if destroyed. Tells every
-    /// other attached handle and clears `own` (the binder's queue).
+    /// Appends to `out` the pointers of segment pages `first..first + count` (`EINVAL` past
+    /// the end). They stay valid for as long as the segment lives: its pages are only freed
+    /// when it is dropped. No user memory is touched under the lock.
+    pub fn page_ptrs(&self, first: u64, count: usize, out: &mut KVVec<PagePtr>) -> Result {
+        let g = self.inner.lock();
+        let first = usize::try_from(first).map_err(|_| EINVAL)?;
+        let pages = first.checked_add(count).and_then(|end| g.pages.get(first..end)).ok_or(EINVAL)?;
+        for page in pages {
+            out.push(page.ptr(), GFP_KERNEL)?;
+        }
+        Ok(())
+    }
+
+    /// The page at `index` of the segment's file, with a reference; `None` if absent. Takes
+    /// no lock (an RCU page-cache lookup), for the fault path.
+    pub fn file_page(&self, index: u64) -> Option<PageRef> {
+        self.file.lookup(index)
+    }
+
+    /// BIND: creates a version whose section is the concatenation of `extents` (segment
+    /// pages `first_page..first_page + page_count`, each non-empty and not overflowing: the
+    /// caller checked). `EINVAL` for an extent out of range, `ENOSPC` at `max_versions`,
+    /// `eidrm()` if destroyed. Costs O(extents + entries they span), not O(pages). Tells
+    /// every other attached handle and clears `own` (the binder's queue).
     pub fn bind(
         seg: &Arc<Segment>,
         handle_id: u64,
         label: Label,
         pid: i32,
         prefault: bool,
-        indexes: &[u64],
+        extents: &[dsu_extent],
         own: &EventQueue,
     ) -> Result<Arc<Version>> {
-        let mut pages = KVVec::with_capacity(indexes.len(), GFP_KERNEL)?;
+        let mut map = PageMap::new();
+        map.reserve(extents.len())?;
         let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
         let mut g = seg.inner.lock();
         if g.destroyed {
@@ -359,18 +393,9 @@ impl Segment {
         if g.version_count >= limits::max_versions() {
             return Err(ENOSPC);
         }
-        // One pass to validate, one to fill the reserved array: this is the part of BIND
-        // that grows with the map, so keep it a tight loop.
-        let available = g.pages.len() as u64;
-        if indexes.iter().any(|&i| i >= available) {
-            return Err(EINVAL);
+        for e in extents {
+            g.file_map.translate(e.first_page, e.page_count, &mut map)?;
         }
-        let spare = pages.spare_capacity_mut();
-        for (slot, &index) in spare.iter_mut().zip(indexes) {
-            slot.write(g.pages[index as usize].ptr());
-        }
-        // SAFETY: The capacity is `indexes.len()` and the loop initialised that many slots.
-        unsafe { pages.set_len(indexes.len()) };
         let id = g.next_version;
         let version = Arc::new(
             Version {
@@ -379,7 +404,7 @@ impl Segment {
                 pid,
                 bound_ns: realtime_ns(),
                 prefault,
-                pages,
+                map,
                 mappings: AtomicU64::new(0),
                 segment: seg.clone(),
             },

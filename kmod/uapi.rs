@@ -50,7 +50,8 @@ plain_data! {
     dsu_attach => 80,
     dsu_var => 200,
     dsu_resolve => 32,
-    dsu_bind => 64,
+    dsu_bind => 80,
+    dsu_extent => 16,
     dsu_event => 64,
     dsu_list => 96,
     dsu_segment_info => 120,
@@ -112,6 +113,36 @@ pub fn read_struct<T: FromBytes>(arg: usize) -> Result<T> {
     let size: u32 = UserSlice::new(arg, size_of::<u32>()).reader().read()?;
     check_size::<T>(arg, size as usize)?;
     UserSlice::new(arg, size_of::<T>()).reader().read()
+}
+
+/// Copies in an ioctl argument struct that grew after API version 1: a caller's `size` of at
+/// least `min` (the first version's size) is accepted, and the fields it does not cover read
+/// as zero. Returns the struct and the caller's size.
+pub fn read_struct_grown<T: FromBytes + Default + AsBytes>(arg: usize, min: usize) -> Result<(T, usize)> {
+    let size: u32 = UserSlice::new(arg, size_of::<u32>()).reader().read()?;
+    let size = size as usize;
+    if size < min {
+        return Err(EINVAL);
+    }
+    if size >= size_of::<T>() {
+        check_size::<T>(arg, size)?;
+        return Ok((UserSlice::new(arg, size_of::<T>()).reader().read()?, size));
+    }
+    let mut value = T::default();
+    // SAFETY: `T: AsBytes + FromBytes`: its bytes are plain data, any pattern is valid, and
+    // `size < size_of::<T>()` bytes of it are overwritten.
+    let bytes = unsafe { core::slice::from_raw_parts_mut((&raw mut value).cast::<u8>(), size) };
+    UserSlice::new(arg, size).reader().read_slice(bytes)?;
+    Ok((value, size))
+}
+
+/// Copies the first `size` bytes (a caller's smaller size) of an ioctl struct back out, or
+/// the bytes the kernel knows if `size` is larger.
+pub fn write_struct_prefix<T: AsBytes>(arg: usize, value: &T, size: usize) -> Result {
+    let len = size.min(size_of::<T>());
+    // SAFETY: `T: AsBytes`: every byte of `value` is initialised; `len <= size_of::<T>()`.
+    let bytes = unsafe { core::slice::from_raw_parts((value as *const T).cast::<u8>(), len) };
+    UserSlice::new(arg, len).writer().write_slice(bytes)
 }
 
 /// Copies an ioctl argument struct back out (the bytes the kernel knows).
@@ -211,6 +242,24 @@ pub fn read_u64s(ptr: u64, count: usize) -> Result<KVVec<u64>> {
     reader.read_raw(raw)?;
     // SAFETY: `read_raw` succeeded, so the first `count` elements are initialised, and any
     // bit pattern is a valid `u64`.
+    unsafe { out.set_len(count) };
+    Ok(out)
+}
+
+/// Reads an array of `count` extents with one user copy.
+pub fn read_extents(ptr: u64, count: usize) -> Result<KVVec<dsu_extent>> {
+    let bytes = count.checked_mul(size_of::<dsu_extent>()).ok_or(EFAULT)?;
+    let mut reader = reader(ptr, bytes)?;
+    let mut out = KVVec::<dsu_extent>::with_capacity(count, GFP_KERNEL)?;
+    let spare = out.spare_capacity_mut();
+    // SAFETY: `spare` is `count` (or more) uninitialised extents; viewing their first
+    // `bytes` bytes as uninitialised bytes is sound (same memory, alignment 1).
+    let raw = unsafe {
+        core::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<core::mem::MaybeUninit<u8>>(), bytes)
+    };
+    reader.read_raw(raw)?;
+    // SAFETY: `read_raw` succeeded, so the first `count` elements are initialised, and any
+    // bit pattern is a valid `dsu_extent` (two `u64`s).
     unsafe { out.set_len(count) };
     Ok(out)
 }

@@ -2,11 +2,14 @@
 
 //! Versions and their events.
 //!
-//! A [`Version`] is a handle after BIND: a label, the binder's pid, and a page map that says
-//! which segment page backs each page of the version's global section. The map holds page
-//! pointers resolved at BIND; they stay valid because the version holds a reference to the
-//! segment, which frees its pages only when it is dropped. The fault path reads the map
-//! without any lock: it never changes after BIND.
+//! A [`Version`] is a handle after BIND: a label, the binder's pid, and a [`PageMap`] that
+//! says which page of the segment's shmem file backs each page of the version's global
+//! section. The map is a sorted array of runs, one per contiguous stretch (an extent of the
+//! BIND, split where the segment's file pages are not contiguous), so BIND costs O(runs),
+//! not O(pages). The fault path reads the map without any lock (it never changes after
+//! BIND), finds the run by binary search and takes the page from the file's page cache
+//! (an RCU lookup). The pages stay in the file because the version holds a reference to the
+//! segment, which only truncates pages that never became part of it.
 //!
 //! An [`EventQueue`] belongs to each attached handle and receives `VERSION_BOUND` and
 //! `VERSION_ENDED` events about the *other* versions of its segment.
@@ -16,7 +19,6 @@
 
 use crate::{
     kernel_ext::{
-        mm::PagePtr,
         poll::WaitQueue,
         time::realtime_ns,
     },
@@ -26,7 +28,7 @@ use crate::{
     uapi::{dsu_event, dsu_version_info, Label},
 };
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::{c_str, new_spinlock, prelude::*, sync::{Arc, SpinLock}};
+use kernel::{c_str, error::code::*, new_spinlock, prelude::*, sync::{Arc, SpinLock}};
 
 /// A bound version.
 ///
@@ -42,8 +44,8 @@ pub struct Version {
     pub bound_ns: u64,
     /// Install every PTE at mmap instead of on fault.
     pub prefault: bool,
-    /// Page `i` of the version's section is `pages[i]`.
-    pub pages: KVVec<PagePtr>,
+    /// Which file page backs each page of the version's section.
+    pub map: PageMap,
     /// Live VMAs over this version.
     pub mappings: AtomicU64,
     /// Keeps the pages in `pages` alive.
@@ -57,7 +59,7 @@ impl Version {
             id: self.id,
             pid: self.pid,
             flags: 0,
-            pages: self.pages.len() as u64,
+            pages: self.map.pages(),
             mappings: self.mappings.load(Ordering::Relaxed),
             bound_ns: self.bound_ns,
             label: self.label.to_c(),
@@ -75,6 +77,103 @@ impl Version {
             time_ns: realtime_ns(),
             label: self.label.to_c(),
         }
+    }
+}
+
+/// A run of a page map: pages `start..start + count` of a range are the segment pages
+/// `seg..seg + count`, which are the pages `file..file + count` of the segment's file.
+/// Segments use runs too (with `start == seg`), to say where their pages are in the file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Run {
+    /// First page of the range.
+    pub start: u64,
+    /// Its segment page.
+    pub seg: u64,
+    /// Its page in the segment's file.
+    pub file: u64,
+    /// Pages, >= 1.
+    pub count: u64,
+}
+
+/// Runs sorted by `start`, each starting where the previous one ends, from page 0.
+pub struct PageMap {
+    runs: KVVec<Run>,
+    pages: u64,
+}
+
+impl PageMap {
+    /// An empty map.
+    pub fn new() -> Self {
+        Self { runs: KVVec::new(), pages: 0 }
+    }
+
+    /// Appends `count >= 1` pages: segment pages from `seg`, file pages from `file`, merging
+    /// with the last run if both continue it. May allocate.
+    pub fn push(&mut self, seg: u64, file: u64, count: u64, flags: kernel::alloc::Flags) -> Result {
+        let start = self.pages;
+        self.pages = start.checked_add(count).ok_or(EINVAL)?;
+        if let Some(last) = self.runs.last_mut() {
+            if last.file.checked_add(last.count) == Some(file) && last.seg.checked_add(last.count) == Some(seg) {
+                last.count += count;
+                return Ok(());
+            }
+        }
+        if let Err(e) = self.runs.push(Run { start, seg, file, count }, flags) {
+            self.pages = start;
+            return Err(e.into());
+        }
+        Ok(())
+    }
+
+    /// Reserves room for `additional` more runs.
+    pub fn reserve(&mut self, additional: usize) -> Result {
+        self.runs.reserve(additional, GFP_KERNEL)?;
+        Ok(())
+    }
+
+    /// Pages mapped.
+    pub fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// The runs, in order.
+    pub fn runs(&self) -> &[Run] {
+        &self.runs
+    }
+
+    /// Index of the run holding page `page` (binary search), or `None` past the end.
+    fn run_of(&self, page: u64) -> Option<usize> {
+        if page >= self.pages {
+            return None;
+        }
+        // Runs start at 0 and cover `0..pages`, so some run starts at or before `page`.
+        Some(self.runs.partition_point(|r| r.start <= page) - 1)
+    }
+
+    /// The file page behind page `page`.
+    pub fn file_page(&self, page: u64) -> Option<u64> {
+        let run = self.runs[self.run_of(page)?];
+        Some(run.file + (page - run.start))
+    }
+
+    /// Appends to `out` the file pages behind `first..first + count`, which must lie inside
+    /// the map (`EINVAL` otherwise), as runs continuing `out`.
+    pub fn translate(&self, first: u64, count: u64, out: &mut PageMap) -> Result {
+        let end = first.checked_add(count).ok_or(EINVAL)?;
+        if count == 0 || end > self.pages {
+            return Err(EINVAL);
+        }
+        let mut i = self.run_of(first).ok_or(EINVAL)?;
+        let mut at = first;
+        while at < end {
+            let run = self.runs[i];
+            let skip = at - run.start;
+            let n = (run.count - skip).min(end - at);
+            out.push(run.seg + skip, run.file + skip, n, GFP_KERNEL)?;
+            at += n;
+            i += 1;
+        }
+        Ok(())
     }
 }
 

@@ -102,21 +102,41 @@ struct dsu_resolve {
 /* ---------------------------------------------------------------------------------- */
 /* DSU_IOC_BIND: make this handle a version of its segment.                           */
 /*
- * pages[i] is the segment page that backs page i of the version's global section.
- * mmap() of the handle must then be MAP_SHARED, offset 0 and exactly
- * page_count pages long.
+ * The map says which segment page backs each page of the version's global section. It
+ * is given in one of two forms; exactly one of `pages` and `extents` is non-zero (else
+ * EINVAL):
+ *   - per page: pages[i] is the segment page that backs page i of the section;
+ *   - extents: the section is the concatenation of the extents, in order: extent k covers
+ *     segment pages first_page..first_page + page_count - 1. BIND then costs O(extents),
+ *     not O(pages). extent_count is 1..max_segment_pages (0: EINVAL, more: E2BIG); every
+ *     extent has page_count >= 1 and lies inside the segment (EINVAL, also for a u64
+ *     overflow), and the page counts sum to `page_count` (else EINVAL).
+ * mmap() of the handle must then be MAP_SHARED, offset 0 and exactly page_count pages long.
+ *
+ * `extents` and `extent_count` were added after API version 1: a caller whose `size` is
+ * the first version's (64 bytes) passes the per-page form.
  */
+
+/* sizeof(struct dsu_bind) in API version 1, before extents: the smallest size accepted. */
+#define DSU_BIND_SIZE_VER1 64
 
 /* Install every page-table entry at mmap() with vm_insert_pages instead of on fault. */
 #define DSU_BIND_PREFAULT (1U << 0)
+
+struct dsu_extent {
+	__u64 first_page;  /* in: first segment page */
+	__u64 page_count;  /* in: pages, >= 1 */
+};
 
 struct dsu_bind {
 	__u32 size;        /* in: sizeof(struct dsu_bind) */
 	__u32 flags;       /* in: DSU_BIND_* */
 	__u64 page_count;  /* in: pages in the map, 1..max_segment_pages */
-	__u64 pages;       /* in: user pointer to page_count __u64 segment page indexes */
+	__u64 pages;       /* in: user pointer to page_count __u64 segment page indexes, or 0 */
 	__u64 version_id;  /* out: id of the new version, unique in the segment */
 	char label[DSU_LABEL_MAX]; /* in: NUL-terminated version label, e.g. "2.1.0" */
+	__u64 extents;     /* in: user pointer to extent_count struct dsu_extent, or 0 */
+	__u64 extent_count; /* in: entries at extents (0 with pages) */
 };
 
 /* ---------------------------------------------------------------------------------- */

@@ -55,6 +55,12 @@ extern "C" {
         index: kernel::ffi::c_ulong,
         gfp: bindings::gfp_t,
     ) -> *mut bindings::page;
+    fn pagecache_get_page(
+        mapping: *mut bindings::address_space,
+        index: kernel::ffi::c_ulong,
+        fgp_flags: kernel::ffi::c_uint,
+        gfp: bindings::gfp_t,
+    ) -> *mut bindings::page;
     fn shmem_truncate_range(inode: *mut bindings::inode, start: bindings::loff_t, end: bindings::loff_t);
 }
 
@@ -116,6 +122,19 @@ impl ShmemFile {
             Err(e) if e == ENOSPC => Err(ENOMEM),
             Err(e) => Err(e),
         }
+    }
+
+    /// The page at `index` if it is in the file, with a reference. A lock-free (RCU) lookup
+    /// in the page cache that allocates nothing and never sleeps, for the fault path.
+    pub fn lookup(&self, index: u64) -> Option<PageRef> {
+        let index = kernel::ffi::c_ulong::try_from(index).ok()?;
+        // SAFETY: The mapping is valid by the type invariant. With no `FGP_*` flags this is
+        // `find_get_page`: an RCU walk of the page cache that takes a reference on the folio
+        // found and returns its page at `index` (or NULL), with no lock and no allocation.
+        let page = unsafe { pagecache_get_page(self.mapping(), index, 0, 0) };
+        // SAFETY: A non-NULL page comes with a folio reference, which `PageRef` now owns
+        // (`release_pages` drops it through the page's folio).
+        NonNull::new(page).map(|p| unsafe { PageRef::from_raw(p) })
     }
 
     /// Frees pages `[first, first + count)` from the file. References held elsewhere keep

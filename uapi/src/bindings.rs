@@ -16,6 +16,7 @@ pub const DSU_VAR_ADDED: u32 = 2;
 pub const DSU_VAR_CONFLICT_SIZE: u32 = 3;
 pub const DSU_VAR_CONFLICT_TYPE: u32 = 4;
 pub const DSU_VAR_INVALID: u32 = 5;
+pub const DSU_BIND_SIZE_VER1: u32 = 64;
 pub const DSU_BIND_PREFAULT: u32 = 1;
 pub const DSU_EVENT_VERSION_BOUND: u32 = 1;
 pub const DSU_EVENT_VERSION_ENDED: u32 = 2;
@@ -89,6 +90,12 @@ pub struct dsu_resolve {
 }
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]
+pub struct dsu_extent {
+    pub first_page: __u64,
+    pub page_count: __u64,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
 pub struct dsu_bind {
     pub size: __u32,
     pub flags: __u32,
@@ -96,6 +103,8 @@ pub struct dsu_bind {
     pub pages: __u64,
     pub version_id: __u64,
     pub label: [core::ffi::c_char; 32usize],
+    pub extents: __u64,
+    pub extent_count: __u64,
 }
 #[repr(C)]
 #[derive(Debug, Default, Copy, Clone)]

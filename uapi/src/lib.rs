@@ -24,7 +24,8 @@ mod tests {
         assert_eq!(size_of::<dsu_attach>(), 80);
         assert_eq!(size_of::<dsu_var>(), 200);
         assert_eq!(size_of::<dsu_resolve>(), 32);
-        assert_eq!(size_of::<dsu_bind>(), 64);
+        assert_eq!(size_of::<dsu_bind>(), 80);
+        assert_eq!(size_of::<dsu_extent>(), 16);
         assert_eq!(size_of::<dsu_event>(), 64);
         assert_eq!(size_of::<dsu_list>(), 96);
         assert_eq!(size_of::<dsu_segment_info>(), 120);

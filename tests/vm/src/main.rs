@@ -9,6 +9,7 @@
 mod bench;
 mod foundation;
 mod kmod_binding;
+mod kmod_extents;
 mod kmod_ioctl;
 mod kmod_limits;
 mod kmod_notify;

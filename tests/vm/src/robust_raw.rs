@@ -122,6 +122,7 @@ impl Dev {
             pages: pages.as_ptr() as u64,
             version_id: 0,
             label: cbuf(label),
+            ..Default::default()
         };
         self.ioctl(IOC_BIND, &mut b)?;
         Ok(b.version_id)
