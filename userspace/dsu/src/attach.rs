@@ -253,7 +253,9 @@ impl Attach {
             });
         }
         let map = page_map(&placed).map_err(Error::Layout)?;
-        let id = version.dev.bind(&self.label, &map.pages, self.prefault)?;
+        let id = version
+            .dev
+            .bind_extents(&self.label, &map.extents, self.prefault)?;
         version.id = Some(id);
         // SAFETY: the range is exactly this program's dsu_globals section, which holds
         // nothing but the globals (checked by page_map); mapping the segment over it is

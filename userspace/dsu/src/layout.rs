@@ -20,44 +20,119 @@ pub struct Placed {
     pub first_page: u64,
 }
 
-/// The section to map and which segment page backs each of its pages.
+/// A run of consecutive segment pages: `page_count` pages from `first_page`. Laid out like
+/// `struct dsu_extent`, so a slice of them is passed to BIND as is.
 ///
 /// ```
-/// use dsu::layout::{Placed, page_map};
+/// let e = dsu::layout::Extent { first_page: 4, page_count: 2 };
+/// assert_eq!(e.pages().collect::<Vec<_>>(), vec![4, 5]);
+/// ```
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Extent {
+    /// First segment page.
+    pub first_page: u64,
+    /// Pages, >= 1.
+    pub page_count: u64,
+}
+
+const _: () = assert!(
+    std::mem::size_of::<Extent>() == std::mem::size_of::<dsu_uapi::dsu_extent>()
+        && std::mem::align_of::<Extent>() == std::mem::align_of::<dsu_uapi::dsu_extent>()
+);
+
+impl Extent {
+    /// Its segment pages, in order.
+    pub fn pages(&self) -> std::ops::Range<u64> {
+        self.first_page..self.first_page + self.page_count
+    }
+}
+
+/// The section to map and which segment pages back it: the concatenation of `extents`
+/// (one per global, merged where a global's pages continue the previous one's).
+///
+/// ```
+/// use dsu::layout::{Extent, Placed, page_map};
 /// let vars = [
 ///     Placed { name: "b".into(), addr: 0x11000, pages: 2, first_page: 5 },
 ///     Placed { name: "a".into(), addr: 0x10000, pages: 1, first_page: 9 },
 /// ];
 /// let m = page_map(&vars).unwrap();
 /// assert_eq!(m.start, 0x10000);
-/// assert_eq!(m.pages, vec![9, 5, 6]);
+/// assert_eq!(m.extents, vec![Extent { first_page: 9, page_count: 1 }, Extent { first_page: 5, page_count: 2 }]);
+/// assert_eq!(m.pages(), vec![9, 5, 6]);
 /// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PageMap {
     /// First address of the section.
     pub start: usize,
-    /// `pages[i]` backs the page at `start + i * PAGE_SIZE`.
-    pub pages: Vec<u64>,
+    /// The segment pages backing `start` onwards, in order.
+    pub extents: Vec<Extent>,
+    /// Pages covered (the sum of the extents' page counts).
+    pub page_count: u64,
 }
 
 impl PageMap {
+    /// An empty map at `start`.
+    pub fn new(start: usize) -> Self {
+        Self {
+            start,
+            extents: Vec::new(),
+            page_count: 0,
+        }
+    }
+
+    /// Appends `page_count` pages from segment page `first_page`, extending the last
+    /// extent when they continue it.
+    ///
+    /// ```
+    /// let mut m = dsu::layout::PageMap::new(0);
+    /// m.push(3, 2);
+    /// m.push(5, 1);
+    /// m.push(0, 1);
+    /// assert_eq!(m.extents.len(), 2);
+    /// assert_eq!(m.pages(), vec![3, 4, 5, 0]);
+    /// ```
+    pub fn push(&mut self, first_page: u64, page_count: u64) {
+        if page_count == 0 {
+            return;
+        }
+        self.page_count += page_count;
+        if let Some(last) = self.extents.last_mut()
+            && last.first_page.checked_add(last.page_count) == Some(first_page)
+        {
+            last.page_count += page_count;
+            return;
+        }
+        self.extents.push(Extent {
+            first_page,
+            page_count,
+        });
+    }
+
+    /// The per-page form: element `i` is the segment page backing `start + i * PAGE_SIZE`.
+    pub fn pages(&self) -> Vec<u64> {
+        self.extents.iter().flat_map(Extent::pages).collect()
+    }
+
     /// Bytes covered.
     ///
     /// ```
-    /// let m = dsu::layout::PageMap { start: 0, pages: vec![0, 1] };
+    /// let mut m = dsu::layout::PageMap::new(0);
+    /// m.push(0, 2);
     /// assert_eq!(m.len(), 8192);
     /// ```
     pub fn len(&self) -> usize {
-        self.pages.len() * PAGE_SIZE
+        self.page_count as usize * PAGE_SIZE
     }
 
     /// Whether the map is empty (a program with no globals).
     ///
     /// ```
-    /// assert!(dsu::layout::PageMap { start: 0, pages: vec![] }.is_empty());
+    /// assert!(dsu::layout::PageMap::new(0).is_empty());
     /// ```
     pub fn is_empty(&self) -> bool {
-        self.pages.is_empty()
+        self.page_count == 0
     }
 }
 
@@ -77,14 +152,11 @@ pub fn page_map(vars: &[Placed]) -> Result<PageMap, String> {
     let mut sorted: Vec<&Placed> = vars.iter().collect();
     sorted.sort_by_key(|v| v.addr);
     let Some(first) = sorted.first() else {
-        return Ok(PageMap {
-            start: 0,
-            pages: Vec::new(),
-        });
+        return Ok(PageMap::new(0));
     };
     let start = first.addr;
     let mut next = start;
-    let mut pages = Vec::new();
+    let mut map = PageMap::new(start);
     for v in sorted {
         if v.addr % PAGE_SIZE != 0 {
             return Err(format!(
@@ -109,10 +181,10 @@ pub fn page_map(vars: &[Placed]) -> Result<PageMap, String> {
                 v.addr
             ));
         }
-        pages.extend(v.first_page..v.first_page + v.pages);
+        map.push(v.first_page, v.pages);
         next = v.addr + v.pages as usize * PAGE_SIZE;
     }
-    Ok(PageMap { start, pages })
+    Ok(map)
 }
 
 #[cfg(test)]
@@ -137,14 +209,95 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(m.start, 0x40000);
-        assert_eq!(m.pages, vec![10, 11, 3, 0]);
+        assert_eq!(m.pages(), vec![10, 11, 3, 0]);
         assert_eq!(m.len(), 4 * 4096);
+        assert_eq!(m.page_count, 4);
+        assert_eq!(
+            m.extents,
+            vec![
+                Extent {
+                    first_page: 10,
+                    page_count: 2
+                },
+                Extent {
+                    first_page: 3,
+                    page_count: 1
+                },
+                Extent {
+                    first_page: 0,
+                    page_count: 1
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn one_extent_per_global_merged_when_contiguous() {
+        // b's pages continue a's in the segment: one extent; c does not continue b.
+        let m = page_map(&[
+            p("a", 0x40000, 3, 7),
+            p("b", 0x43000, 2, 10),
+            p("c", 0x45000, 1, 11),
+            p("d", 0x46000, 5, 100),
+        ])
+        .unwrap();
+        assert_eq!(
+            m.extents,
+            vec![
+                Extent {
+                    first_page: 7,
+                    page_count: 5
+                },
+                Extent {
+                    first_page: 11,
+                    page_count: 1
+                },
+                Extent {
+                    first_page: 100,
+                    page_count: 5
+                },
+            ]
+        );
+        assert_eq!(m.page_count, 11);
+        assert_eq!(
+            m.pages(),
+            vec![7, 8, 9, 10, 11, 11, 100, 101, 102, 103, 104]
+        );
+        let sum: u64 = m.extents.iter().map(|e| e.page_count).sum();
+        assert_eq!(sum, m.page_count);
+    }
+
+    #[test]
+    fn a_large_global_is_one_extent() {
+        // 256 MiB in one global: one extent, not 65536 page indexes.
+        let m = page_map(&[p("big", 0x40000000, 65536, 3)]).unwrap();
+        assert_eq!(m.extents.len(), 1);
+        assert_eq!(m.len(), 256 << 20);
     }
 
     #[test]
     fn empty_is_empty() {
         let m = page_map(&[]).unwrap();
         assert!(m.is_empty());
+        assert!(m.extents.is_empty());
+        assert!(m.pages().is_empty());
+    }
+
+    #[test]
+    fn push_skips_empty_runs() {
+        let mut m = PageMap::new(0);
+        m.push(5, 0);
+        assert!(m.is_empty());
+        m.push(5, 1);
+        m.push(9, 0);
+        m.push(6, 1);
+        assert_eq!(
+            m.extents,
+            vec![Extent {
+                first_page: 5,
+                page_count: 2
+            }]
+        );
     }
 
     #[test]

@@ -478,8 +478,9 @@ impl Device {
         }
     }
 
-    /// DSU_IOC_BIND: makes this handle a version with the given page map and label.
-    /// Returns the version id.
+    /// DSU_IOC_BIND: makes this handle a version with the given per-page map (`pages[i]`
+    /// backs page `i` of the section) and label. Returns the version id. The kernel's work
+    /// grows with the number of pages; [`bind_extents`](Self::bind_extents) does not.
     ///
     /// ```no_run
     /// # let dev = dsu::sys::Device::open()?;
@@ -497,6 +498,44 @@ impl Device {
         };
         names::fill(&mut b.label, label);
         // SAFETY: `pages` points to page_count u64s that live across the call.
+        match unsafe { ioctls::bind(self.fd.as_raw_fd(), &mut b) } {
+            Ok(_) => Ok(b.version_id),
+            Err(e) => Err(self.error(Op::Bind, e, &self.segment, None)),
+        }
+    }
+
+    /// DSU_IOC_BIND with the map as extents: the version's section is the concatenation of
+    /// `extents` (see [`Extent`](crate::layout::Extent)), so the kernel's work does not grow
+    /// with the number of pages. Returns the version id.
+    ///
+    /// ```no_run
+    /// # let dev = dsu::sys::Device::open()?;
+    /// use dsu::layout::Extent;
+    /// let id = dev.bind_extents("1.0", &[Extent { first_page: 0, page_count: 2 }], false)?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn bind_extents(
+        &self,
+        label: &str,
+        extents: &[crate::layout::Extent],
+        prefault: bool,
+    ) -> Result<u64> {
+        names::check_label(label)?;
+        let page_count = extents
+            .iter()
+            .try_fold(0u64, |sum, e| sum.checked_add(e.page_count))
+            .ok_or_else(|| self.error(Op::Bind, Errno::EINVAL, &self.segment, None))?;
+        let mut b = u::dsu_bind {
+            size: size32::<u::dsu_bind>(),
+            flags: if prefault { u::DSU_BIND_PREFAULT } else { 0 },
+            page_count,
+            extents: extents.as_ptr() as u64,
+            extent_count: extents.len() as u64,
+            ..Default::default()
+        };
+        names::fill(&mut b.label, label);
+        // SAFETY: `extents` points to extent_count `Extent`s, laid out as `struct
+        // dsu_extent` (checked in layout.rs), that live across the call.
         match unsafe { ioctls::bind(self.fd.as_raw_fd(), &mut b) } {
             Ok(_) => Ok(b.version_id),
             Err(e) => Err(self.error(Op::Bind, e, &self.segment, None)),
