@@ -116,22 +116,33 @@ pub struct Mode {
     pub bind_flags: u32,
     /// Read one word of every page inside the timed span (all state touched).
     pub touch_all: bool,
+    /// Bind with the per-page map (one `u64` per page) instead of extents.
+    pub per_page: bool,
 }
 
 /// Fault on demand, one word read: the pause as dsu delivers it.
 pub const FAULT: Mode = Mode {
     bind_flags: 0,
     touch_all: false,
+    per_page: false,
+};
+/// Fault on demand, one word read, but bound with the per-page map (dsu before extents).
+pub const PER_PAGE: Mode = Mode {
+    bind_flags: 0,
+    touch_all: false,
+    per_page: true,
 };
 /// DSU_BIND_PREFAULT: every PTE installed at mmap.
 pub const PREFAULT: Mode = Mode {
     bind_flags: DSU_BIND_PREFAULT,
     touch_all: false,
+    per_page: false,
 };
 /// Fault on demand, then every page touched once.
 pub const TOUCH_ALL: Mode = Mode {
     bind_flags: 0,
     touch_all: true,
+    per_page: false,
 };
 
 /// Attaches a new version of `seg` with the batch `vars` over a fresh reservation and
@@ -151,8 +162,13 @@ pub fn attach_version(
     let t_attach = c.ns();
     let added = handle.resolve(vars)?;
     let t_resolve = c.ns();
-    let page_map = raw::page_map(vars);
-    handle.bind(&page_map, mode.bind_flags, "new")?;
+    if mode.per_page {
+        let page_map = raw::page_map(vars);
+        handle.bind(&page_map, mode.bind_flags, "new")?;
+    } else {
+        let extents = raw::extents(vars);
+        handle.bind_extents(&extents, mode.bind_flags, "new")?;
+    }
     let t_bind = c.ns();
     handle.map_fixed(&map)?;
     let t_mmap = c.ns();
@@ -223,6 +239,8 @@ pub struct PauseRow {
     pub dsu_prefault: Phases,
     /// dsu, fault on demand, then every page touched.
     pub dsu_touch_all: Phases,
+    /// dsu, fault on demand, bound with the per-page map.
+    pub dsu_per_page: Phases,
     /// Copy through a shared buffer (Kitsune/Ekiden).
     pub copy: Samples,
     /// Serialise and send over a Unix socket (Envoy).
@@ -256,7 +274,7 @@ pub fn pause(plan: &Plan, with_dsu: bool, progress: &dyn Fn(&str)) -> io::Result
         for _ in 0..trials {
             // Shuffle the methods in every round, so that whatever the previous one left
             // behind (caches, TLB, a CPU gone idle) hits every method alike.
-            let mut order = [0, 1, 2, 3, 4];
+            let mut order = [0, 1, 2, 3, 4, 5];
             for i in (1..order.len()).rev() {
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
@@ -282,6 +300,12 @@ pub fn pause(plan: &Plan, with_dsu: bool, progress: &dyn Fn(&str)) -> io::Result
                         &mut vars,
                         TOUCH_ALL,
                         &mut row.dsu_touch_all,
+                    )?)?),
+                    5 if with_dsu => drop(checked(attach_version(
+                        &seg,
+                        &mut vars,
+                        PER_PAGE,
+                        &mut row.dsu_per_page,
                     )?)?),
                     3 => {
                         let new = Reservation::anon(bytes as usize)?;

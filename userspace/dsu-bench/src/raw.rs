@@ -2,7 +2,7 @@
 //! attach versions of any state size and variable count at run time, which compile-time
 //! `dsu::global!`s cannot do. Every call is one system call; nothing is cached.
 
-use dsu_uapi::{dsu_attach, dsu_bind, dsu_destroy, dsu_resolve, dsu_var};
+use dsu_uapi::{dsu_attach, dsu_bind, dsu_destroy, dsu_extent, dsu_resolve, dsu_var};
 use std::ffi::c_void;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -105,6 +105,21 @@ impl Handle {
         Ok(b.version_id)
     }
 
+    /// DSU_IOC_BIND with the map as extents, as `dsu::attach` binds.
+    pub fn bind_extents(&self, extents: &[dsu_extent], flags: u32, label: &str) -> io::Result<u64> {
+        let mut b = dsu_bind {
+            size: size_of::<dsu_bind>() as u32,
+            flags,
+            page_count: extents.iter().map(|e| e.page_count).sum(),
+            extents: extents.as_ptr() as u64,
+            extent_count: extents.len() as u64,
+            ..Default::default()
+        };
+        copy_name(&mut b.label, label);
+        self.ioctl(BIND, &mut b)?;
+        Ok(b.version_id)
+    }
+
     /// mmap of this (bound) handle with `MAP_SHARED | MAP_FIXED` over `at`, a reservation
     /// exactly as long as the page map.
     pub fn map_fixed(&self, at: &Reservation) -> io::Result<()> {
@@ -165,6 +180,25 @@ pub fn page_map(vars: &[dsu_var]) -> Vec<u64> {
         map.extend(v.first_page..v.first_page + v.page_count);
     }
     map
+}
+
+/// The same map as extents: one per variable, merged where a variable's pages continue
+/// the previous one's (what `dsu::attach` sends).
+pub fn extents(vars: &[dsu_var]) -> Vec<dsu_extent> {
+    let mut out: Vec<dsu_extent> = Vec::with_capacity(vars.len());
+    for v in vars.iter().filter(|v| v.page_count > 0) {
+        if let Some(last) = out.last_mut()
+            && last.first_page + last.page_count == v.first_page
+        {
+            last.page_count += v.page_count;
+            continue;
+        }
+        out.push(dsu_extent {
+            first_page: v.first_page,
+            page_count: v.page_count,
+        });
+    }
+    out
 }
 
 /// Pages a variable of `size` bytes occupies.
@@ -248,5 +282,36 @@ impl Drop for Reservation {
         // SAFETY: the range is ours; whatever is mapped there now (a dsu version or
         // anonymous memory) goes with it.
         unsafe { libc::munmap(self.ptr as *mut c_void, self.len) };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn resolved(first_page: u64, page_count: u64) -> dsu_var {
+        dsu_var {
+            first_page,
+            page_count,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn extents_merge_contiguous_variables() {
+        let vars = [
+            resolved(0, 2),
+            resolved(2, 1),
+            resolved(9, 4),
+            resolved(5, 1),
+        ];
+        let e = extents(&vars);
+        let pairs: Vec<(u64, u64)> = e.iter().map(|e| (e.first_page, e.page_count)).collect();
+        assert_eq!(pairs, vec![(0, 3), (9, 4), (5, 1)]);
+        let flat: Vec<u64> = e
+            .iter()
+            .flat_map(|e| e.first_page..e.first_page + e.page_count)
+            .collect();
+        assert_eq!(flat, page_map(&vars));
     }
 }

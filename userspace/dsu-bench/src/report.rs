@@ -361,6 +361,12 @@ pub fn print_tables(r: &Report, out: &mut dyn Write) -> io::Result<()> {
                 "",
                 phases_line(&p.dsu_prefault)
             )?;
+            writeln!(
+                out,
+                "   {:<9}per-page map: {}",
+                "",
+                phases_line(&p.dsu_per_page)
+            )?;
         }
     }
     if let Some(tch) = &r.first_touch {
