@@ -8,7 +8,11 @@ use linkme::distributed_slice;
 use nix::errno::Errno;
 
 #[distributed_slice(TESTS)]
-static POLL_READ: VmTest = VmTest { name: "kmod_notify::poll_and_read", phase: Phase::Main, run: poll_read };
+static POLL_READ: VmTest = VmTest {
+    name: "kmod_notify::poll_and_read",
+    phase: Phase::Main,
+    run: poll_read,
+};
 fn poll_read() -> TestResult {
     let name = unique("notify");
     let old = Dsu::open_flags(libc::O_RDWR | libc::O_NONBLOCK)?;
@@ -19,7 +23,11 @@ fn poll_read() -> TestResult {
     watcher.attach(&name, 0, 0)?;
     let fresh = Dsu::open_flags(libc::O_RDWR | libc::O_NONBLOCK)?;
     ensure!(!old.readable(0)?, "old readable before anything happened");
-    ensure_eq!(old.events().map(|_| ()), Err(Errno::EAGAIN), "non-blocking read of an empty queue");
+    ensure_eq!(
+        old.events().map(|_| ()),
+        Err(Errno::EAGAIN),
+        "non-blocking read of an empty queue"
+    );
 
     let new = Dsu::attached(&name)?;
     let id = new.bind("2.0", &[v[0].first_page], 0)?;
@@ -28,7 +36,11 @@ fn poll_read() -> TestResult {
         let evs = h.events()?;
         ensure_eq!(evs.len(), 1, "{who}: events");
         let e = &evs[0];
-        ensure_eq!((e.size, e.kind, e.version_id), (64, DSU_EVENT_VERSION_BOUND, id), "{who}: event");
+        ensure_eq!(
+            (e.size, e.kind, e.version_id),
+            (64, DSU_EVENT_VERSION_BOUND, id),
+            "{who}: event"
+        );
         ensure_eq!(e.pid, std::process::id() as i32, "{who}: pid");
         ensure_eq!(cstr(&e.label), "2.0", "{who}: label");
         ensure_eq!(e.lost, 0, "{who}: lost");
@@ -40,18 +52,33 @@ fn poll_read() -> TestResult {
 
     // The new version ends; then a buffer smaller than one record.
     drop(new);
-    ensure!(old.readable(0)?, "old not readable after the new version ended");
+    ensure!(
+        old.readable(0)?,
+        "old not readable after the new version ended"
+    );
     let mut small = [0u8; 63];
-    ensure_eq!(old.read(&mut small), Err(Errno::EINVAL), "read into 63 bytes");
+    ensure_eq!(
+        old.read(&mut small),
+        Err(Errno::EINVAL),
+        "read into 63 bytes"
+    );
     let evs = old.events()?;
     ensure_eq!(evs.len(), 1, "ended events");
-    ensure_eq!((evs[0].kind, evs[0].version_id), (DSU_EVENT_VERSION_ENDED, id), "ended event");
+    ensure_eq!(
+        (evs[0].kind, evs[0].version_id),
+        (DSU_EVENT_VERSION_ENDED, id),
+        "ended event"
+    );
     cleanup(&name);
     Ok(())
 }
 
 #[distributed_slice(TESTS)]
-static BLOCKING: VmTest = VmTest { name: "kmod_notify::blocking_read_wakes", phase: Phase::Main, run: blocking };
+static BLOCKING: VmTest = VmTest {
+    name: "kmod_notify::blocking_read_wakes",
+    phase: Phase::Main,
+    run: blocking,
+};
 fn blocking() -> TestResult {
     let name = unique("block");
     let waiter = Dsu::attached(&name)?;
@@ -64,7 +91,11 @@ fn blocking() -> TestResult {
     let id = binder.bind("next", &[page], 0)?;
     let evs = reader.join().map_err(|_| "reader panicked")??;
     ensure_eq!(evs.len(), 1, "events");
-    ensure_eq!((evs[0].kind, evs[0].version_id), (DSU_EVENT_VERSION_BOUND, id), "event");
+    ensure_eq!(
+        (evs[0].kind, evs[0].version_id),
+        (DSU_EVENT_VERSION_BOUND, id),
+        "event"
+    );
 
     // A signal interrupts a blocked read (EINTR without SA_RESTART).
     let waiter = Dsu::attached(&name)?;
@@ -77,7 +108,11 @@ fn blocking() -> TestResult {
         );
         // SAFETY: The handler does nothing.
         unsafe { nix::sys::signal::sigaction(nix::sys::signal::Signal::SIGUSR1, &action) }?;
-        ensure_eq!(waiter.events().map(|_| ()), Err(Errno::EINTR), "read interrupted by a signal");
+        ensure_eq!(
+            waiter.events().map(|_| ()),
+            Err(Errno::EINTR),
+            "read interrupted by a signal"
+        );
         Ok(())
     });
     // Signal until it is out: one sent before it blocks only runs the handler.
@@ -99,7 +134,11 @@ fn blocking() -> TestResult {
 }
 
 #[distributed_slice(TESTS)]
-static OVERFLOW: VmTest = VmTest { name: "kmod_notify::queue_overflow_counts_lost", phase: Phase::Main, run: overflow };
+static OVERFLOW: VmTest = VmTest {
+    name: "kmod_notify::queue_overflow_counts_lost",
+    phase: Phase::Main,
+    run: overflow,
+};
 fn overflow() -> TestResult {
     let name = unique("overflow");
     let watcher = Dsu::open_flags(libc::O_RDWR | libc::O_NONBLOCK)?;
@@ -122,7 +161,11 @@ fn overflow() -> TestResult {
     ensure_eq!(all[0].lost, 16, "lost before the oldest kept");
     ensure!(all[1..].iter().all(|e| e.lost == 0), "lost on later events");
     let last = all.last().ok_or("no events")?;
-    ensure_eq!((last.kind, cstr(&last.label)), (DSU_EVENT_VERSION_ENDED, "v39".to_string()), "newest event");
+    ensure_eq!(
+        (last.kind, cstr(&last.label)),
+        (DSU_EVENT_VERSION_ENDED, "v39".to_string()),
+        "newest event"
+    );
     cleanup(&name);
     Ok(())
 }

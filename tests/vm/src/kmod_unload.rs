@@ -7,11 +7,17 @@ use crate::{Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
 use linkme::distributed_slice;
 
 fn refcount() -> Result<String, crate::Failure> {
-    Ok(std::fs::read_to_string("/sys/module/dsu/refcnt")?.trim().to_string())
+    Ok(std::fs::read_to_string("/sys/module/dsu/refcnt")?
+        .trim()
+        .to_string())
 }
 
 #[distributed_slice(TESTS)]
-static REFUSED: VmTest = VmTest { name: "kmod_unload::refused_while_in_use", phase: Phase::Main, run: refused };
+static REFUSED: VmTest = VmTest {
+    name: "kmod_unload::refused_while_in_use",
+    phase: Phase::Main,
+    run: refused,
+};
 fn refused() -> TestResult {
     ensure_eq!(refcount()?, "0", "refcount with nothing open");
     // An open fd pins the module.
@@ -27,7 +33,10 @@ fn refused() -> TestResult {
     let m = h.map(1)?;
     drop(h);
     ensure!(refcount()? != "0", "refcount 0 with a mapping left");
-    ensure!(sh("rmmod dsu").is_err(), "rmmod succeeded with a mapping left");
+    ensure!(
+        sh("rmmod dsu").is_err(),
+        "rmmod succeeded with a mapping left"
+    );
     ensure!(module_loaded(), "module gone with a mapping left");
     ensure_eq!(m.get(0), 9, "the mapping still works");
     drop(m);
@@ -37,6 +46,9 @@ fn refused() -> TestResult {
     sh("rmmod dsu")?;
     ensure!(!module_loaded(), "module still loaded");
     insmod("")?;
-    ensure!(Dsu::open()?.segment_info("unload-test")?.is_none(), "segment survived a reload");
+    ensure!(
+        Dsu::open()?.segment_info("unload-test")?.is_none(),
+        "segment survived a reload"
+    );
     Ok(())
 }
