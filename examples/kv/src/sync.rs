@@ -4,15 +4,10 @@
 
 pub use dsu::sync::{Mutex, MutexGuard};
 
-/// Looks this many times for the lock to be free, yielding the CPU in between, before
-/// [`Mutex::lock`] sleeps. A stripe is held for a microsecond or two, so a short wait
-/// usually suffices and is cheaper than a futex sleep and wake-up, or than `lock`'s polling
-/// fallback on a kernel without a futex for `/dev/dsu` pages, whose sleeps last a whole
-/// timer tick on a kernel without high-resolution timers.
-const TRIES_BEFORE_SLEEP: usize = 64;
-
 /// Locks `m`; when the previous holder died with the lock, runs `repair` on the data
-/// before handing out the guard (and says so on stderr).
+/// before handing out the guard (and says so on stderr). [`Mutex::lock`] itself spins
+/// briefly before it sleeps on the shared futex, which suits stripes held for a
+/// microsecond or two.
 ///
 /// ```
 /// let m = dsu_kv::sync::Mutex::new(1u32);
@@ -20,19 +15,7 @@ const TRIES_BEFORE_SLEEP: usize = 64;
 /// assert_eq!(*g, 1, "not repaired: nobody died");
 /// ```
 pub fn lock_repair<T>(m: &Mutex<T>, repair: impl FnOnce(&mut T) -> bool) -> MutexGuard<'_, T> {
-    let mut attempt = None;
-    for _ in 0..TRIES_BEFORE_SLEEP {
-        // `owner` is one load; `try_lock` on a held lock also checks (through /proc)
-        // whether the holder lives, which is too slow to repeat.
-        if m.owner().is_none() {
-            attempt = m.try_lock();
-            if attempt.is_some() {
-                break;
-            }
-        }
-        std::thread::yield_now();
-    }
-    match attempt.unwrap_or_else(|| m.lock()) {
+    match m.lock() {
         Ok(g) => g,
         Err(died) => {
             let tid = died.dead_owner();
