@@ -235,7 +235,12 @@ fn three() -> TestResult {
     for _ in 0..3 {
         match ready.recv() {
             Ok(b) => ensure_eq!(b, 1, "child ready"),
-            Err(e) => return Err(crate::Failure::Fail(format!("waiting for the children: {e}: {}", where_are(&kids)))),
+            Err(e) => {
+                return Err(crate::Failure::Fail(format!(
+                    "waiting for the children: {e}: {}",
+                    where_are(&kids)
+                )));
+            }
         }
     }
     let h = Dsu::open()?;
@@ -256,7 +261,12 @@ fn three() -> TestResult {
     for _ in 0..3 {
         match ready.recv() {
             Ok(b) => ensure_eq!(b, 2, "child done"),
-            Err(e) => return Err(crate::Failure::Fail(format!("waiting for the increments: {e}: {}", where_are(&kids)))),
+            Err(e) => {
+                return Err(crate::Failure::Fail(format!(
+                    "waiting for the increments: {e}: {}",
+                    where_are(&kids)
+                )));
+            }
         }
     }
     ensure_eq!(

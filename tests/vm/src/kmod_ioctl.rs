@@ -125,7 +125,7 @@ impl Map {
 
     /// The atomic `u64` at byte `offset`.
     pub fn atomic(&self, offset: usize) -> &std::sync::atomic::AtomicU64 {
-        assert!(offset + 8 <= self.len && offset % 8 == 0);
+        assert!(offset + 8 <= self.len && offset.is_multiple_of(8));
         // SAFETY: In bounds and aligned, in a live shared mapping.
         unsafe { &*self.ptr.add(offset).cast::<std::sync::atomic::AtomicU64>() }
     }
@@ -469,12 +469,18 @@ pub fn where_are(pids: &[nix::unistd::Pid]) -> String {
             out += &format!("[pid {pid}: ended: {w:?}] ");
             continue;
         }
-        let state = status.lines().find(|l| l.starts_with("State:")).unwrap_or("gone");
+        let state = status
+            .lines()
+            .find(|l| l.starts_with("State:"))
+            .unwrap_or("gone");
         let stack = std::fs::read_to_string(format!("/proc/{pid}/stack")).unwrap_or_default();
         let wchan = std::fs::read_to_string(format!("/proc/{pid}/wchan")).unwrap_or_default();
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let times: Vec<&str> = stat.split_whitespace().skip(13).take(2).collect();
-        out += &format!("[pid {pid}: {state} utime/stime {times:?} wchan {wchan} stack {}] ", stack.replace('\n', " < "));
+        out += &format!(
+            "[pid {pid}: {state} utime/stime {times:?} wchan {wchan} stack {}] ",
+            stack.replace('\n', " < ")
+        );
     }
     out
 }
@@ -511,7 +517,11 @@ impl Channel {
     /// Receives one byte, waiting at most a minute (`ETIMEDOUT`), so that a peer that died
     /// without sending fails the test instead of hanging it.
     pub fn recv(&self) -> Sys<u8> {
-        let mut p = libc::pollfd { fd: self.r.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut p = libc::pollfd {
+            fd: self.r.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         // SAFETY: One valid pollfd.
         match unsafe { libc::poll(&mut p, 1, 60_000) } {
             0 => return Err(Errno::ETIMEDOUT),
