@@ -34,10 +34,12 @@ pub struct Entry {
     pub page_count: u64,
     /// `CLOCK_REALTIME` of its creation.
     pub created_ns: u64,
-    /// Id of the version (or, if unbound, the handle) that created it.
+    /// Id of the version that created it; 0 while its creating handle is not bound.
     pub created_by: u64,
-    /// Label of the version that created it; empty if the handle was not bound.
+    /// Label of the version that created it; empty while its creating handle is not bound.
     pub created_label: Label,
+    /// The handle whose RESOLVE created it (dsu::attach resolves, then binds that handle).
+    pub creator_handle: u64,
 }
 
 /// What a lookup found for `(name, size, fingerprint)`.
@@ -73,6 +75,17 @@ impl Directory {
     /// An empty directory.
     pub fn new() -> Self {
         Self { entries: KVVec::new(), index: RBTree::new() }
+    }
+
+    /// BIND of handle `handle_id` as version `version_id`: entries that handle created
+    /// before it was bound now name the version and its label. O(entries), no allocation.
+    pub fn adopt(&mut self, handle_id: u64, version_id: u64, label: Label) {
+        for e in self.entries.iter_mut() {
+            if e.created_by == 0 && e.creator_handle == handle_id {
+                e.created_by = version_id;
+                e.created_label = label;
+            }
+        }
     }
 
     /// Number of entries.

@@ -159,8 +159,8 @@ impl Handle {
 
         // 2-5. Classify, allocate, commit (segment.rs), as this handle's version if bound.
         let creator = match &*self.state.lock() {
-            State::Bound(_, v) => Creator { id: v.id, label: v.label },
-            _ => Creator { id: self.id, label: Label::EMPTY },
+            State::Bound(_, v) => Creator { handle: self.id, version: v.id, label: v.label },
+            _ => Creator { handle: self.id, version: 0, label: Label::EMPTY },
         };
         let result = seg.resolve(&mut vars, &names, &creator);
 

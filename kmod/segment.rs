@@ -50,8 +50,10 @@ pub const MAY_WRITE: u32 = 2;
 
 /// Who creates directory entries in a RESOLVE.
 pub struct Creator {
-    /// Version id if bound, else handle id.
-    pub id: u64,
+    /// The resolving handle.
+    pub handle: u64,
+    /// Version id if bound, else 0 (BIND fills it in: [`Directory::adopt`]).
+    pub version: u64,
     /// Version label if bound, else empty.
     pub label: Label,
 }
@@ -312,8 +314,9 @@ impl Segment {
                     first_page,
                     page_count,
                     created_ns: now,
-                    created_by: creator.id,
+                    created_by: creator.version,
                     created_label: creator.label,
+                    creator_handle: creator.handle,
                 },
                 &mut reservation,
             )?;
@@ -411,6 +414,7 @@ impl Segment {
             GFP_KERNEL,
         )?;
         g.next_version += 1;
+        g.dir.adopt(handle_id, id, label);
         g.versions.insert(node.into_node(id, version.clone()));
         g.version_count += 1;
         own.clear();

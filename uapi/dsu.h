@@ -198,8 +198,8 @@ struct dsu_variable_info {
 	__u64 first_page;
 	__u64 page_count;
 	__u64 created_ns;   /* CLOCK_REALTIME */
-	__u64 created_by;   /* id of the version (or handle) that created it */
-	char created_label[DSU_LABEL_MAX]; /* its label; "" if not bound yet */
+	__u64 created_by;   /* id of the version that created it; 0 until its handle binds */
+	char created_label[DSU_LABEL_MAX]; /* that version's label; "" until then */
 	char name[DSU_VARIABLE_NAME_MAX];
 };
 

@@ -108,10 +108,11 @@ fn added() -> TestResult {
         (8, 0x5, 8),
         "small's record"
     );
+    // Created by the handle's RESOLVE, labelled by its BIND.
     ensure_eq!(
-        cstr(&list[1].created_label),
-        "",
-        "created before BIND: no label"
+        (cstr(&list[1].created_label), list[1].created_by > 0),
+        ("1.0".to_string(), true),
+        "created by the handle that then bound as version 1.0"
     );
     ensure!(list[1].created_ns > 0, "creation time");
     cleanup(&name);
@@ -165,9 +166,9 @@ fn common() -> TestResult {
         .find(|v| cstr(&v.name) == "later")
         .ok_or("later not listed")?;
     ensure_eq!(
-        cstr(&later.created_label),
-        "",
-        "created by an unbound handle"
+        (cstr(&later.created_label), later.created_by),
+        (String::new(), 0),
+        "created by a handle that never bound"
     );
     let va2 = a.resolve_ok(vec![var("by_v1", 8, 3, None)])?;
     let (list, _) = a.list_variables(&name, 0, 16)?;

@@ -247,7 +247,10 @@ pub fn show_text(
                 v.size.to_string(),
                 v.page_count.to_string(),
                 format!("{:016x}", v.fingerprint),
-                if v.created_label.is_empty() {
+                if v.created_by == 0 {
+                    // Its creating handle never bound.
+                    "-".to_string()
+                } else if v.created_label.is_empty() {
                     format!("#{}", v.created_by)
                 } else {
                     format!("{} (#{})", v.created_label, v.created_by)
