@@ -201,7 +201,7 @@ pub fn array(out: &mut Vec<u8>, n: usize) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A reply read back by a client: what [`read_reply`] returns.
+/// A reply read back by a client: what [`parse_reply`] returns.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reply {
     /// `+...`
