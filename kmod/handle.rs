@@ -212,7 +212,7 @@ impl Handle {
             return Err(E2BIG);
         }
         let extents = if per_page {
-            let indexes = uapi::read_u64s(b.pages, b.page_count as usize)?;
+            let indexes = uapi::read_array::<u64>(b.pages, b.page_count as usize)?;
             compress(&indexes)?
         } else {
             if b.extent_count == 0 {
@@ -221,7 +221,7 @@ impl Handle {
             if b.extent_count > max {
                 return Err(E2BIG);
             }
-            let extents = uapi::read_extents(b.extents, b.extent_count as usize)?;
+            let extents = uapi::read_array::<dsu_extent>(b.extents, b.extent_count as usize)?;
             let mut sum = 0u64;
             for e in extents.iter() {
                 if e.page_count == 0 || e.first_page.checked_add(e.page_count).is_none() {

@@ -228,38 +228,20 @@ pub fn writer(ptr: u64, len: usize) -> Result<UserSliceWriter> {
     Ok(UserSlice::new(ptr, len).writer())
 }
 
-/// Reads an array of `count` `u64`s (a page map) with one user copy.
-pub fn read_u64s(ptr: u64, count: usize) -> Result<KVVec<u64>> {
-    let bytes = count.checked_mul(size_of::<u64>()).ok_or(EFAULT)?;
+/// Reads an array of `count` `T`s (a page map, extents) with one user copy.
+pub fn read_array<T: FromBytes>(ptr: u64, count: usize) -> Result<KVVec<T>> {
+    let bytes = count.checked_mul(size_of::<T>()).ok_or(EFAULT)?;
     let mut reader = reader(ptr, bytes)?;
-    let mut out = KVVec::<u64>::with_capacity(count, GFP_KERNEL)?;
+    let mut out = KVVec::<T>::with_capacity(count, GFP_KERNEL)?;
     let spare = out.spare_capacity_mut();
-    // SAFETY: `spare` is `count` (or more) uninitialised `u64`s; viewing their first
-    // `bytes` bytes as uninitialised bytes is sound (same memory, alignment 1).
+    // SAFETY: `spare` is `count` (or more) uninitialised `T`s; viewing their first `bytes`
+    // bytes as uninitialised bytes is sound (same memory, alignment 1).
     let raw = unsafe {
         core::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<core::mem::MaybeUninit<u8>>(), bytes)
     };
     reader.read_raw(raw)?;
-    // SAFETY: `read_raw` succeeded, so the first `count` elements are initialised, and any
-    // bit pattern is a valid `u64`.
-    unsafe { out.set_len(count) };
-    Ok(out)
-}
-
-/// Reads an array of `count` extents with one user copy.
-pub fn read_extents(ptr: u64, count: usize) -> Result<KVVec<dsu_extent>> {
-    let bytes = count.checked_mul(size_of::<dsu_extent>()).ok_or(EFAULT)?;
-    let mut reader = reader(ptr, bytes)?;
-    let mut out = KVVec::<dsu_extent>::with_capacity(count, GFP_KERNEL)?;
-    let spare = out.spare_capacity_mut();
-    // SAFETY: `spare` is `count` (or more) uninitialised extents; viewing their first
-    // `bytes` bytes as uninitialised bytes is sound (same memory, alignment 1).
-    let raw = unsafe {
-        core::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<core::mem::MaybeUninit<u8>>(), bytes)
-    };
-    reader.read_raw(raw)?;
-    // SAFETY: `read_raw` succeeded, so the first `count` elements are initialised, and any
-    // bit pattern is a valid `dsu_extent` (two `u64`s).
+    // SAFETY: `read_raw` succeeded, so the first `count` elements are initialised, and
+    // `T: FromBytes` makes any bit pattern a valid `T`.
     unsafe { out.set_len(count) };
     Ok(out)
 }
