@@ -1500,31 +1500,39 @@ impl Worker {
     }
 }
 
-/// LIST_SEGMENTS into `buf` (room for `cap` records): the records or an errno.
-pub fn list_segments(fd: i32, buf: *mut u8, cap: usize) -> Result<Vec<dsu_segment_info>, i32> {
+/// A LIST_* ioctl of `segment` into `buf` (room for `cap` records of `T`): the records
+/// and the total, or an errno.
+fn list_records<T: Copy + Default>(
+    fd: i32,
+    request: u64,
+    buf: *mut u8,
+    cap: usize,
+    segment: [core::ffi::c_char; 64],
+) -> Result<(Vec<T>, u32), i32> {
     let mut l = dsu_list {
         size: size_of::<dsu_list>() as u32,
-        record_size: size_of::<dsu_segment_info>() as u32,
+        record_size: size_of::<T>() as u32,
         count: cap as u32,
         records: buf as u64,
+        segment,
         ..Default::default()
     };
     // SAFETY: l and buf (cap records) are valid for the kernel to write.
-    let r = unsafe {
-        libc::ioctl(
-            fd,
-            IOC_LIST_SEGMENTS as libc::c_ulong,
-            &mut l as *mut dsu_list,
-        )
-    };
+    let r = unsafe { libc::ioctl(fd, request as libc::c_ulong, &mut l as *mut dsu_list) };
     if r < 0 {
         return Err(errno());
     }
     let n = (l.count as usize).min(cap);
     // SAFETY: the kernel wrote n records.
-    Ok((0..n)
-        .map(|i| read_struct(unsafe { buf.add(i * size_of::<dsu_segment_info>()) }))
-        .collect())
+    let records = (0..n)
+        .map(|i| read_struct(unsafe { buf.add(i * size_of::<T>()) }))
+        .collect();
+    Ok((records, l.total))
+}
+
+/// LIST_SEGMENTS into `buf` (room for `cap` records): the records or an errno.
+pub fn list_segments(fd: i32, buf: *mut u8, cap: usize) -> Result<Vec<dsu_segment_info>, i32> {
+    list_records(fd, IOC_LIST_SEGMENTS, buf, cap, [0; 64]).map(|(records, _)| records)
 }
 
 /// LIST_VARIABLES of `segment` into `buf`: the records and the total, or an errno.
@@ -1534,33 +1542,7 @@ pub fn list_variables(
     cap: usize,
     segment: &[core::ffi::c_char; 64],
 ) -> Result<(Vec<dsu_variable_info>, u32), i32> {
-    let mut l = dsu_list {
-        size: size_of::<dsu_list>() as u32,
-        record_size: size_of::<dsu_variable_info>() as u32,
-        count: cap as u32,
-        records: buf as u64,
-        segment: *segment,
-        ..Default::default()
-    };
-    // SAFETY: l and buf (cap records) are valid for the kernel to write.
-    let r = unsafe {
-        libc::ioctl(
-            fd,
-            IOC_LIST_VARIABLES as libc::c_ulong,
-            &mut l as *mut dsu_list,
-        )
-    };
-    if r < 0 {
-        return Err(errno());
-    }
-    let n = (l.count as usize).min(cap);
-    // SAFETY: the kernel wrote n records.
-    Ok((
-        (0..n)
-            .map(|i| read_struct(unsafe { buf.add(i * size_of::<dsu_variable_info>()) }))
-            .collect(),
-        l.total,
-    ))
+    list_records(fd, IOC_LIST_VARIABLES, buf, cap, *segment)
 }
 
 /// Destroys every segment whose name starts with `prefix` (and the odd names the fuzzer
