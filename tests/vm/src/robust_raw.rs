@@ -32,26 +32,8 @@ fn cbuf<const N: usize>(s: &str) -> [core::ffi::c_char; N] {
     b
 }
 
-/// A C string field as a Rust string.
-pub fn cstr(s: &[core::ffi::c_char]) -> String {
-    s.iter()
-        .take_while(|c| **c != 0)
-        .map(|c| *c as u8 as char)
-        .collect()
-}
-
-/// A RESOLVE entry: `size` bytes, align 8, the given fingerprint and optional initial bytes
-/// (which must outlive the call).
-pub fn var(name: &str, size: u64, fingerprint: u64, init: Option<&[u8]>) -> dsu_var {
-    dsu_var {
-        size,
-        align: 8,
-        fingerprint,
-        init: init.map(|b| b.as_ptr() as u64).unwrap_or(0),
-        name: cbuf(name),
-        ..Default::default()
-    }
-}
+// C string fields and RESOLVE entries are built as in the kmod tests.
+pub use crate::kmod_ioctl::{cstr, var};
 
 /// One open handle of `/dev/dsu`.
 #[derive(Debug)]
