@@ -84,9 +84,13 @@ impl MiscDevice for Handle {
         loop {
             let n = handle.events.pop(&mut events[..want]);
             if n > 0 {
-                // Copied out with no lock held.
-                for e in &events[..n] {
-                    buf.write(e)?;
+                // Copied out with no lock held. Events that could not be copied are put
+                // back: a failed read returns EFAULT, a partial one the records it copied.
+                for (i, e) in events[..n].iter().enumerate() {
+                    if let Err(err) = buf.write(e) {
+                        handle.events.unpop(&events[i..n]);
+                        return if i == 0 { Err(err) } else { Ok(i * EVENT) };
+                    }
                 }
                 return Ok(n * EVENT);
             }

@@ -244,6 +244,27 @@ impl EventQueue {
         n
     }
 
+    /// Puts back `events`, popped from the head but not delivered (a read whose copy-out
+    /// failed), ahead of anything queued since. If the queue filled up meanwhile, the oldest
+    /// of them are dropped and counted in `lost`, as `push` would have. Wakes readers.
+    pub fn unpop(&self, events: &[dsu_event]) {
+        let Some(first) = events.first() else { return };
+        {
+            let mut r = self.ring.lock();
+            let keep = events.len().min(EVENT_QUEUE_LEN - r.len);
+            let dropped = events.len() - keep;
+            for e in events[dropped..].iter().rev() {
+                r.head = (r.head + EVENT_QUEUE_LEN - 1) % EVENT_QUEUE_LEN;
+                let head = r.head;
+                r.events[head] = *e;
+                r.len += 1;
+            }
+            // `pop` gave the first event the count of those lost before it.
+            r.lost = r.lost.saturating_add(first.lost).saturating_add(dropped as u32);
+        }
+        self.wait.wake_up();
+    }
+
     /// Whether an event is queued.
     pub fn ready(&self) -> bool {
         self.ring.lock().len > 0

@@ -18,6 +18,7 @@ mod kmod_resolve;
 mod kmod_segments;
 mod kmod_unload;
 mod kv_update;
+mod review;
 mod robust_crash;
 mod robust_fuzz;
 mod robust_limits;
