@@ -287,6 +287,16 @@ impl Segment {
         g.file_map.reserve(adds)?;
         let mut reservation = g.dir.reserve(adds)?;
         let now = realtime_ns();
+        // The caller looked at its handle's state before copying initial values in; a BIND
+        // of that handle may have come since (and adopted only the entries it saw).
+        let (created_by, created_label) = if creator.version != 0 {
+            (creator.version, creator.label)
+        } else {
+            g.versions
+                .values()
+                .find(|v| v.handle == creator.handle)
+                .map_or((0, Label::EMPTY), |v| (v.id, v.label))
+        };
         for (i, v) in vars.iter_mut().enumerate() {
             if v.status != DSU_VAR_PENDING {
                 continue;
@@ -314,8 +324,8 @@ impl Segment {
                     first_page,
                     page_count,
                     created_ns: now,
-                    created_by: creator.version,
-                    created_label: creator.label,
+                    created_by,
+                    created_label,
                     creator_handle: creator.handle,
                 },
                 &mut reservation,
@@ -403,6 +413,7 @@ impl Segment {
         let version = Arc::new(
             Version {
                 id,
+                handle: handle_id,
                 label,
                 pid,
                 bound_ns: realtime_ns(),

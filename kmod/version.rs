@@ -36,6 +36,8 @@ use kernel::{c_str, error::code::*, new_spinlock, prelude::*, sync::{Arc, SpinLo
 pub struct Version {
     /// Unique in its segment, from 1.
     pub id: u64,
+    /// The handle that bound it.
+    pub handle: u64,
     /// The label given at BIND.
     pub label: Label,
     /// Thread group id of the binder.

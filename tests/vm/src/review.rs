@@ -75,3 +75,57 @@ fn read_efault_keeps_events() -> TestResult {
     cleanup(&name);
     Ok(())
 }
+
+/// Shmem pages in use, from /proc/meminfo (kB).
+fn shmem_kb() -> u64 {
+    let info = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    info.lines()
+        .find_map(|l| l.strip_prefix("Shmem:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// An entry that a handle's RESOLVE creates names the handle's version even when the BIND
+/// of that handle lands while the RESOLVE is copying initial values in (after it looked at
+/// the handle's state, before it committed): `Directory::adopt` at BIND ran too early for
+/// the entry, so its `created_by` stayed 0 for good.
+#[distributed_slice(TESTS)]
+static RESOLVE_RACING_BIND_NAMES_VERSION: VmTest = VmTest {
+    name: "review::resolve_racing_bind_names_version",
+    phase: Phase::Main,
+    run: resolve_racing_bind_names_version,
+};
+fn resolve_racing_bind_names_version() -> TestResult {
+    const BIG: usize = 32 << 20;
+    let init = vec![0x5au8; BIG];
+    let name = unique("review-adopt");
+    let h = Dsu::attached(&name)?;
+    let v = h.resolve_ok(vec![var("small", 8, 1, None)])?;
+    let before = shmem_kb();
+    let (id, resolved) = std::thread::scope(|s| {
+        let resolver = s.spawn(|| h.resolve_ok(vec![var("big", BIG as u64, 2, Some(&init))]));
+        // BIND once the RESOLVE is allocating and copying (Shmem grows page by page).
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while shmem_kb() < before + 2048 && std::time::Instant::now() < deadline {
+            std::hint::spin_loop();
+        }
+        let id = h.bind("racer", &[v[0].first_page], 0);
+        (id, resolver.join().expect("resolver panicked"))
+    });
+    let id = id?;
+    let big = resolved?;
+    ensure_eq!(big[0].status, DSU_VAR_ADDED, "big entry status");
+    let (vars, _) = h.list_variables(&name, 0, 16)?;
+    let entry = vars
+        .iter()
+        .find(|e| cstr(&e.name) == "big")
+        .ok_or("big entry not listed")?;
+    ensure_eq!(
+        (entry.created_by, cstr(&entry.created_label)),
+        (id, "racer".to_string()),
+        "created_by of an entry the bound handle created"
+    );
+    drop(h);
+    cleanup(&name);
+    Ok(())
+}
