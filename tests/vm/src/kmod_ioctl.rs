@@ -138,6 +138,34 @@ impl Drop for Map {
     }
 }
 
+/// One readable and writable page followed by an inaccessible (`PROT_NONE`) one, for user
+/// pointers that run off the end of valid memory. Unmapped on drop.
+pub fn page_then_guard() -> Sys<Map> {
+    // SAFETY: A fresh private anonymous mapping; nothing else refers to it.
+    let ptr = unsafe {
+        libc::mmap(
+            std::ptr::null_mut(),
+            2 * PAGE,
+            libc::PROT_READ | libc::PROT_WRITE,
+            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+            -1,
+            0,
+        )
+    };
+    if ptr == libc::MAP_FAILED {
+        return Err(Errno::last());
+    }
+    let map = Map {
+        ptr: ptr.cast(),
+        len: 2 * PAGE,
+    };
+    // SAFETY: The second page of the mapping just made.
+    if unsafe { libc::mprotect(map.ptr.add(PAGE).cast(), PAGE, libc::PROT_NONE) } != 0 {
+        return Err(Errno::last());
+    }
+    Ok(map)
+}
+
 fn errno<T>(r: nix::Result<T>) -> Sys<T> {
     r
 }

@@ -267,28 +267,14 @@ fn freed() -> TestResult {
         var("big", 16 << 20, 1, Some(&one_page)),
         var("small", 8, 1, None),
     ];
-    // SAFETY: Maps one readable page followed by a guard (PROT_NONE) page.
-    let area = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            2 * PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    ensure!(area != libc::MAP_FAILED, "mmap");
-    // SAFETY: The second page of our own anonymous mapping.
-    unsafe { libc::mprotect(area.cast::<u8>().add(PAGE).cast(), PAGE, libc::PROT_NONE) };
-    vars[0].init = area as u64;
+    let area = page_then_guard()?;
+    vars[0].init = area.ptr as u64;
     ensure_eq!(
         h.resolve(&mut vars).1,
         Err(Errno::EFAULT),
         "initial bytes end early"
     );
-    // SAFETY: Ours.
-    unsafe { libc::munmap(area, 2 * PAGE) };
+    drop(area);
     let after = shmem_kib()?;
     ensure!(
         after - before < 1024,

@@ -37,22 +37,9 @@ fn read_efault_keeps_events() -> TestResult {
     );
 
     // Two pages, the second inaccessible: room for the first record only.
-    // SAFETY: A fresh anonymous mapping, unmapped below.
-    let area = unsafe {
-        libc::mmap(
-            std::ptr::null_mut(),
-            2 * PAGE,
-            libc::PROT_READ | libc::PROT_WRITE,
-            libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
-            -1,
-            0,
-        )
-    };
-    ensure_eq!(area == libc::MAP_FAILED, false, "mmap");
-    // SAFETY: The second page of our own mapping.
-    unsafe { libc::mprotect(area.cast::<u8>().add(PAGE).cast(), PAGE, libc::PROT_NONE) };
+    let area = page_then_guard()?;
     // SAFETY: The last record's room of the first page, then the inaccessible page.
-    let buf = unsafe { area.cast::<u8>().add(PAGE - EVENT) };
+    let buf = unsafe { area.ptr.add(PAGE - EVENT) };
     // SAFETY: As above; the kernel checks every byte it writes.
     let n = unsafe { libc::read(watcher.fd(), buf.cast(), 2 * EVENT) };
     let first = if n == EVENT as isize {
@@ -62,8 +49,7 @@ fn read_efault_keeps_events() -> TestResult {
         None
     };
     let errno = Errno::last();
-    // SAFETY: Our own mapping.
-    unsafe { libc::munmap(area, 2 * PAGE) };
+    drop(area);
     ensure_eq!(
         (n, first),
         (EVENT as isize, Some(id_a)),
