@@ -1166,15 +1166,7 @@ impl Worker {
             if m.prot & libc::PROT_READ != 0 {
                 // SAFETY: the kernel copies from our mapping into the pipe, or fails with EFAULT.
                 let r = unsafe { libc::write(self.pipe[1], addr as *const _, 8) } as i64;
-                let e = if r < 0 { errno() } else { 0 };
-                self.record(Op::Touch, r);
-                if e == libc::EFAULT {
-                    self.stats.finding(format!(
-                        "reading a mapped dsu page faulted (addr {addr:#x}, len {})",
-                        m.len
-                    ));
-                }
-                self.drain_pipe();
+                self.check_touch(r, "reading", addr, m.len);
             }
             if m.prot & libc::PROT_WRITE != 0 {
                 let v = self.rng.next_u64().to_ne_bytes();
@@ -1183,17 +1175,20 @@ impl Worker {
                 unsafe { libc::write(self.pipe[1], v.as_ptr() as *const _, 8) };
                 // SAFETY: as above.
                 let r = unsafe { libc::read(self.pipe[0], addr as *mut _, 8) } as i64;
-                let e = if r < 0 { errno() } else { 0 };
-                self.record(Op::Touch, r);
-                if e == libc::EFAULT {
-                    self.stats.finding(format!(
-                        "writing a mapped dsu page faulted (addr {addr:#x}, len {})",
-                        m.len
-                    ));
-                }
-                self.drain_pipe();
+                self.check_touch(r, "writing", addr, m.len);
             }
         }
+    }
+
+    /// Records a kernel copy to or from a mapped dsu page (`r`, with errno still set): a
+    /// fault there is a finding, since every page of a mapping must be backed.
+    fn check_touch(&mut self, r: i64, what: &str, addr: usize, len: usize) {
+        if self.record(Op::Touch, r) == -(libc::EFAULT as i64) {
+            self.stats.finding(format!(
+                "{what} a mapped dsu page faulted (addr {addr:#x}, len {len})"
+            ));
+        }
+        self.drain_pipe();
     }
 
     /// Remote access (get_user_pages): /proc/self/mem and process_vm_readv/writev.
