@@ -4,7 +4,7 @@
 
 use dsu_uapi::*;
 use nix::errno::Errno;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 
 /// The result of a raw call.
 pub type Sys<T> = Result<T, Errno>;
@@ -47,13 +47,7 @@ impl Dev {
 
     /// Opens `/dev/dsu` with the given flags (close-on-exec is added).
     pub fn open_flags(flags: i32) -> Sys<Dev> {
-        // SAFETY: a constant NUL-terminated path.
-        let fd = unsafe { libc::open(c"/dev/dsu".as_ptr(), flags | libc::O_CLOEXEC) };
-        if fd < 0 {
-            return Err(Errno::last());
-        }
-        // SAFETY: a descriptor we just opened and own.
-        Ok(Dev(unsafe { OwnedFd::from_raw_fd(fd) }))
+        crate::kmod_ioctl::Dsu::open_flags(flags).map(|d| Dev(d.0))
     }
 
     /// The raw descriptor.
