@@ -19,9 +19,8 @@ use crate::{
     registry::Registry,
     segment::MAY_READ,
     uapi::{
-        self, dsu_destroy, dsu_event, dsu_list, dsu_read_var, dsu_segment_info,
-        dsu_variable_info, dsu_version_info, ioctl, RecordArray, DSU_LIST_MAX,
-        DSU_READ_ANY_FINGERPRINT,
+        self, dsu_destroy, dsu_event, dsu_list, dsu_read_var, dsu_segment_info, dsu_variable_info,
+        dsu_version_info, ioctl, RecordArray, DSU_LIST_MAX, DSU_READ_ANY_FINGERPRINT,
     },
 };
 use core::mem::size_of;
@@ -48,7 +47,13 @@ impl MiscDevice for Handle {
         handle.release(registry);
     }
 
-    fn ioctl(registry: &Pin<KBox<Registry>>, handle: ArcBorrow<'_, Handle>, _file: &File, cmd: u32, arg: usize) -> Result<isize> {
+    fn ioctl(
+        registry: &Pin<KBox<Registry>>,
+        handle: ArcBorrow<'_, Handle>,
+        _file: &File,
+        cmd: u32,
+        arg: usize,
+    ) -> Result<isize> {
         if _IOC_TYPE(cmd) != ioctl::MAGIC {
             return Err(ENOTTY);
         }
@@ -65,13 +70,22 @@ impl MiscDevice for Handle {
         }
     }
 
-    fn mmap(_registry: &Pin<KBox<Registry>>, handle: ArcBorrow<'_, Handle>, _file: &File, vma: &VmaNew) -> Result {
+    fn mmap(
+        _registry: &Pin<KBox<Registry>>,
+        handle: ArcBorrow<'_, Handle>,
+        _file: &File,
+        vma: &VmaNew,
+    ) -> Result {
         mapping::mmap(&handle, vma)
     }
 
     fn poll(handle: ArcBorrow<'_, Handle>, file: &File, table: &PollTable) -> u32 {
         handle.events.wait_queue().register(file, table);
-        if handle.events.ready() { POLLIN | POLLRDNORM } else { 0 }
+        if handle.events.ready() {
+            POLLIN | POLLRDNORM
+        } else {
+            0
+        }
     }
 
     fn read(handle: ArcBorrow<'_, Handle>, file: &File, mut buf: UserSliceWriter) -> Result<usize> {
@@ -97,7 +111,10 @@ impl MiscDevice for Handle {
             if file.is_nonblocking() {
                 return Err(EAGAIN);
             }
-            handle.events.wait_queue().wait_interruptible(|| handle.events.ready())?;
+            handle
+                .events
+                .wait_queue()
+                .wait_interruptible(|| handle.events.ready())?;
         }
     }
 }

@@ -62,7 +62,10 @@ pub enum Lookup {
 
 /// Space reserved for new entries.
 pub struct Reservation {
-    nodes: kernel::alloc::kvec::IntoIter<RBTreeNodeReservation<(VarName, u32), ()>, kernel::alloc::allocator::Kmalloc>,
+    nodes: kernel::alloc::kvec::IntoIter<
+        RBTreeNodeReservation<(VarName, u32), ()>,
+        kernel::alloc::allocator::Kmalloc,
+    >,
 }
 
 /// The directory.
@@ -74,7 +77,10 @@ pub struct Directory {
 impl Directory {
     /// An empty directory.
     pub fn new() -> Self {
-        Self { entries: KVVec::new(), index: RBTree::new() }
+        Self {
+            entries: KVVec::new(),
+            index: RBTree::new(),
+        }
     }
 
     /// BIND of handle `handle_id` as version `version_id`: entries that handle created
@@ -116,9 +122,16 @@ impl Directory {
             (None, Some(_)) if migrate => Lookup::Missing,
             (None, Some(n)) => {
                 let e = &entries[n];
-                let status =
-                    if e.size != size { DSU_VAR_CONFLICT_SIZE } else { DSU_VAR_CONFLICT_TYPE };
-                Lookup::Conflict { status, size: e.size, fingerprint: e.fingerprint }
+                let status = if e.size != size {
+                    DSU_VAR_CONFLICT_SIZE
+                } else {
+                    DSU_VAR_CONFLICT_TYPE
+                };
+                Lookup::Conflict {
+                    status,
+                    size: e.size,
+                    fingerprint: e.fingerprint,
+                }
             }
         }
     }
@@ -142,7 +155,9 @@ impl Directory {
         for _ in 0..n {
             nodes.push(RBTreeNodeReservation::new(GFP_KERNEL)?, GFP_KERNEL)?;
         }
-        Ok(Reservation { nodes: nodes.into_iter() })
+        Ok(Reservation {
+            nodes: nodes.into_iter(),
+        })
     }
 
     /// Appends `entry` using room from `reservation`, returning its index.

@@ -18,8 +18,8 @@ use crate::{
     segment::{Creator, Segment, MAY_READ, MAY_WRITE},
     uapi::{
         self, dsu_attach, dsu_bind, dsu_extent, dsu_resolve, dsu_var, Label, RecordArray, VarName,
-        DSU_ATTACH_MUST_CREATE, DSU_ATTACH_MUST_EXIST, DSU_BIND_PREFAULT, DSU_BIND_SIZE_VER1, DSU_VAR_INVALID,
-        DSU_VAR_MIGRATE, DSU_VAR_PENDING,
+        DSU_ATTACH_MUST_CREATE, DSU_ATTACH_MUST_EXIST, DSU_BIND_PREFAULT, DSU_BIND_SIZE_VER1,
+        DSU_VAR_INVALID, DSU_VAR_MIGRATE, DSU_VAR_PENDING,
     },
     version::{EventQueue, Version},
 };
@@ -159,8 +159,16 @@ impl Handle {
 
         // 2-5. Classify, allocate, commit (segment.rs), as this handle's version if bound.
         let creator = match &*self.state.lock() {
-            State::Bound(_, v) => Creator { handle: self.id, version: v.id, label: v.label },
-            _ => Creator { handle: self.id, version: 0, label: Label::EMPTY },
+            State::Bound(_, v) => Creator {
+                handle: self.id,
+                version: v.id,
+                label: v.label,
+            },
+            _ => Creator {
+                handle: self.id,
+                version: 0,
+                label: Label::EMPTY,
+            },
         };
         let result = seg.resolve(&mut vars, &names, &creator);
 
@@ -306,7 +314,13 @@ fn compress(indexes: &[u64]) -> Result<KVVec<dsu_extent>> {
                 continue;
             }
         }
-        out.push(dsu_extent { first_page: i, page_count: 1 }, GFP_KERNEL)?;
+        out.push(
+            dsu_extent {
+                first_page: i,
+                page_count: 1,
+            },
+            GFP_KERNEL,
+        )?;
     }
     Ok(out)
 }
@@ -318,4 +332,3 @@ fn write_vars(array: &RecordArray, vars: &[dsu_var]) -> Result {
     }
     Ok(())
 }
-

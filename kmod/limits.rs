@@ -6,7 +6,13 @@
 
 use crate::module_param_uint;
 
-module_param_uint!(MAX_SEGMENTS, "max_segments", 64, 0o644, "Most named segments (ATTACH: ENOSPC)");
+module_param_uint!(
+    MAX_SEGMENTS,
+    "max_segments",
+    64,
+    0o644,
+    "Most named segments (ATTACH: ENOSPC)"
+);
 module_param_uint!(
     MAX_SEGMENT_PAGES,
     "max_segment_pages",
@@ -21,7 +27,13 @@ module_param_uint!(
     0o644,
     "Most variables per segment (RESOLVE: ENOSPC; a larger batch: E2BIG)"
 );
-module_param_uint!(MAX_VERSIONS, "max_versions", 128, 0o644, "Most live versions per segment (BIND: ENOSPC)");
+module_param_uint!(
+    MAX_VERSIONS,
+    "max_versions",
+    128,
+    0o644,
+    "Most live versions per segment (BIND: ENOSPC)"
+);
 
 /// Most named segments.
 pub fn max_segments() -> usize {

@@ -14,7 +14,9 @@
 
 use crate::{
     handle::Handle,
-    kernel_ext::mm::{flags, FaultResult, PagePtr, VmArea, VmFault, VmOperations, VmOpsTable, VmaNew},
+    kernel_ext::mm::{
+        flags, FaultResult, PagePtr, VmArea, VmFault, VmOperations, VmOpsTable, VmaNew,
+    },
     segment::{MAY_READ, MAY_WRITE},
     version::Version,
 };
@@ -46,7 +48,10 @@ impl VmOperations for Mapping {
     }
 
     fn fault(version: &Version, vmf: &VmFault) -> FaultResult {
-        let page = version.map.file_page(vmf.pgoff() as u64).and_then(|i| version.segment.file_page(i));
+        let page = version
+            .map
+            .file_page(vmf.pgoff() as u64)
+            .and_then(|i| version.segment.file_page(i));
         match page {
             // `vm_insert_page` takes its own reference; ours is dropped after it.
             Some(page) => vmf.insert_page(page.ptr()),

@@ -69,7 +69,13 @@ impl Registry {
 
     /// Opens or creates segment `name` and attaches a handle's event queue to it. Returns
     /// the segment and whether it was created.
-    pub fn attach(&self, name: &SegName, how: &AttachMode, handle_id: u64, queue: Arc<EventQueue>) -> Result<(Arc<Segment>, bool)> {
+    pub fn attach(
+        &self,
+        name: &SegName,
+        how: &AttachMode,
+        handle_id: u64,
+        queue: Arc<EventQueue>,
+    ) -> Result<(Arc<Segment>, bool)> {
         let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
         let mut g = self.inner.lock();
         if let Some(seg) = g.named.get(name) {
@@ -88,7 +94,11 @@ impl Registry {
         if g.named_count >= limits::max_segments() {
             return Err(ENOSPC);
         }
-        let mode = if how.mode == 0 { DSU_DEFAULT_MODE } else { how.mode };
+        let mode = if how.mode == 0 {
+            DSU_DEFAULT_MODE
+        } else {
+            how.mode
+        };
         let seg = Segment::new(g.next_id, *name, mode)?;
         seg.attach_handle(handle_id, queue)?;
         g.next_id += 1;

@@ -18,8 +18,8 @@
 use crate::{
     directory::{Directory, Entry, Lookup},
     kernel_ext::{
-        error::eidrm,
         cred::{capable_sys_admin, current_fsgid, current_fsuid, in_group},
+        error::eidrm,
         mm::{PagePtr, PageRef},
         shmem::ShmemFile,
         time::realtime_ns,
@@ -34,9 +34,9 @@ use crate::{
 };
 use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
+    c_str,
     error::code::*,
     new_mutex,
-    c_str,
     page::PAGE_SIZE,
     prelude::*,
     rbtree::{RBTree, RBTreeNodeReservation},
@@ -241,7 +241,11 @@ impl Segment {
             uid: self.uid,
             gid: self.gid,
             mode: self.mode,
-            flags: if g.destroyed { DSU_SEGMENT_DESTROYED } else { 0 },
+            flags: if g.destroyed {
+                DSU_SEGMENT_DESTROYED
+            } else {
+                0
+            },
             pages: g.pages.len() as u64,
             variables: g.dir.len() as u64,
             versions: g.version_count as u64,
@@ -255,7 +259,12 @@ impl Segment {
     /// unique `names`). On success every status is `COMMON` or `ADDED` with its pages, and
     /// the number added is returned. On `EEXIST` (a conflict) statuses say what was found
     /// and nothing changed. On any other error nothing changed either.
-    pub fn resolve(&self, vars: &mut [dsu_var], names: &[VarName], creator: &Creator) -> Result<u32> {
+    pub fn resolve(
+        &self,
+        vars: &mut [dsu_var],
+        names: &[VarName],
+        creator: &Creator,
+    ) -> Result<u32> {
         // 1. Classify under the lock (limits are checked here too, before allocating).
         let (adds, _) = {
             let mut g = self.inner.lock();
@@ -271,7 +280,12 @@ impl Segment {
             let group = if v.status == DSU_VAR_PENDING {
                 self.new_pages(v)?
             } else {
-                NewPages { file: &self.file, first: 0, reserved: 0, pages: KVVec::new() }
+                NewPages {
+                    file: &self.file,
+                    first: 0,
+                    reserved: 0,
+                    pages: KVVec::new(),
+                }
             };
             groups.push(group, GFP_KERNEL)?;
         }
@@ -313,7 +327,8 @@ impl Segment {
             }
             if page_count > 0 {
                 // One run per entry was reserved above.
-                g.file_map.push(first_page, file_first, page_count, GFP_NOWAIT)?;
+                g.file_map
+                    .push(first_page, file_first, page_count, GFP_NOWAIT)?;
             }
             g.dir.insert(
                 Entry {
@@ -344,11 +359,17 @@ impl Segment {
         let size = usize::try_from(v.size).map_err(|_| ENOSPC)?;
         let mut group = NewPages {
             file: &self.file,
-            first: self.next_file_page.fetch_add(count as u64, Ordering::Relaxed),
+            first: self
+                .next_file_page
+                .fetch_add(count as u64, Ordering::Relaxed),
             reserved: count as u64,
             pages: KVVec::with_capacity(count, GFP_KERNEL)?,
         };
-        let mut init = if v.init != 0 { Some(uapi::reader(v.init, size)?) } else { None };
+        let mut init = if v.init != 0 {
+            Some(uapi::reader(v.init, size)?)
+        } else {
+            None
+        };
         let mut left = size;
         for i in 0..count as u64 {
             let page = self.file.page(group.first + i)?;
@@ -369,7 +390,10 @@ impl Segment {
     pub fn page_ptrs(&self, first: u64, count: usize, out: &mut KVVec<PagePtr>) -> Result {
         let g = self.inner.lock();
         let first = usize::try_from(first).map_err(|_| EINVAL)?;
-        let pages = first.checked_add(count).and_then(|end| g.pages.get(first..end)).ok_or(EINVAL)?;
+        let pages = first
+            .checked_add(count)
+            .and_then(|end| g.pages.get(first..end))
+            .ok_or(EINVAL)?;
         for page in pages {
             out.push(page.ptr(), GFP_KERNEL)?;
         }
@@ -439,7 +463,11 @@ impl Segment {
     }
 
     /// Up to `count` variable records from `start`, and the total.
-    pub fn list_variables(&self, start: usize, count: usize) -> Result<(KVVec<dsu_variable_info>, usize)> {
+    pub fn list_variables(
+        &self,
+        start: usize,
+        count: usize,
+    ) -> Result<(KVVec<dsu_variable_info>, usize)> {
         let mut out = KVVec::with_capacity(count, GFP_KERNEL)?;
         let g = self.inner.lock();
         let total = g.dir.len();
@@ -464,7 +492,11 @@ impl Segment {
     }
 
     /// Up to `count` version records from `start` (by id), and the total.
-    pub fn list_versions(&self, start: usize, count: usize) -> Result<(KVVec<uapi::dsu_version_info>, usize)> {
+    pub fn list_versions(
+        &self,
+        start: usize,
+        count: usize,
+    ) -> Result<(KVVec<uapi::dsu_version_info>, usize)> {
         let mut out = KVVec::with_capacity(count, GFP_KERNEL)?;
         let g = self.inner.lock();
         for (_, v) in g.versions.iter().skip(start).take(count) {
@@ -475,7 +507,14 @@ impl Segment {
 
     /// Finds the pages holding `length` bytes at `offset` of the newest entry `name` (with
     /// `fingerprint` unless `any`). `ENOENT` if missing, `EINVAL` for an offset past its end.
-    pub fn read_var(&self, name: &VarName, fingerprint: u64, any: bool, offset: u64, length: u64) -> Result<VarSnapshot> {
+    pub fn read_var(
+        &self,
+        name: &VarName,
+        fingerprint: u64,
+        any: bool,
+        offset: u64,
+        length: u64,
+    ) -> Result<VarSnapshot> {
         let mut g = self.inner.lock();
         let g = &mut *g;
         let e = g.dir.find(name, fingerprint, any).ok_or(ENOENT)?;
@@ -492,7 +531,13 @@ impl Segment {
         for i in first..first + count {
             pages.push(g.pages.get(i).ok_or(EINVAL)?.ptr(), GFP_KERNEL)?;
         }
-        Ok(VarSnapshot { pages, skip, len, var_size, var_fingerprint })
+        Ok(VarSnapshot {
+            pages,
+            skip,
+            len,
+            var_size,
+            var_fingerprint,
+        })
     }
 }
 
@@ -515,7 +560,10 @@ fn classify(g: &mut Inner, vars: &mut [dsu_var], names: &[VarName]) -> Result<(u
         v.page_count = 0;
         v.found_size = 0;
         v.found_fingerprint = 0;
-        match g.dir.lookup(name, v.size, v.fingerprint, v.flags & DSU_VAR_MIGRATE != 0) {
+        match g
+            .dir
+            .lookup(name, v.size, v.fingerprint, v.flags & DSU_VAR_MIGRATE != 0)
+        {
             Lookup::Found(i) => {
                 let e = g.dir.get(i).ok_or(EINVAL)?;
                 v.status = DSU_VAR_COMMON;
@@ -527,7 +575,11 @@ fn classify(g: &mut Inner, vars: &mut [dsu_var], names: &[VarName]) -> Result<(u
                 adds += 1;
                 pages = pages.saturating_add(pages_for(v.size).unwrap_or(usize::MAX));
             }
-            Lookup::Conflict { status, size, fingerprint } => {
+            Lookup::Conflict {
+                status,
+                size,
+                fingerprint,
+            } => {
                 v.status = status;
                 v.found_size = size;
                 v.found_fingerprint = fingerprint;
@@ -548,4 +600,3 @@ fn classify(g: &mut Inner, vars: &mut [dsu_var], names: &[VarName]) -> Result<(u
     }
     Ok((adds, pages))
 }
-

@@ -118,7 +118,10 @@ pub fn read_struct<T: FromBytes>(arg: usize) -> Result<T> {
 /// Copies in an ioctl argument struct that grew after API version 1: a caller's `size` of at
 /// least `min` (the first version's size) is accepted, and the fields it does not cover read
 /// as zero. Returns the struct and the caller's size.
-pub fn read_struct_grown<T: FromBytes + Default + AsBytes>(arg: usize, min: usize) -> Result<(T, usize)> {
+pub fn read_struct_grown<T: FromBytes + Default + AsBytes>(
+    arg: usize,
+    min: usize,
+) -> Result<(T, usize)> {
     let size: u32 = UserSlice::new(arg, size_of::<u32>()).reader().read()?;
     let size = size as usize;
     if size < min {
@@ -172,7 +175,11 @@ impl RecordArray {
         let ptr = usize::try_from(ptr).map_err(|_| EFAULT)?;
         let bytes = record_size.checked_mul(count).ok_or(EFAULT)?;
         ptr.checked_add(bytes).ok_or(EFAULT)?;
-        Ok(Self { ptr, record_size, count })
+        Ok(Self {
+            ptr,
+            record_size,
+            count,
+        })
     }
 
     fn at(&self, i: usize) -> usize {
@@ -196,7 +203,9 @@ impl RecordArray {
     /// Writes back only the first `prefix` bytes of record `i` from `value` (output fields of
     /// an in/out record, leaving the caller's tail alone).
     pub fn write_prefix<T: AsBytes>(&self, i: usize, value: &T) -> Result {
-        UserSlice::new(self.at(i), size_of::<T>()).writer().write(value)
+        UserSlice::new(self.at(i), size_of::<T>())
+            .writer()
+            .write(value)
     }
 
     /// Number of records.
@@ -237,7 +246,10 @@ pub fn read_array<T: FromBytes>(ptr: u64, count: usize) -> Result<KVVec<T>> {
     // SAFETY: `spare` is `count` (or more) uninitialised `T`s; viewing their first `bytes`
     // bytes as uninitialised bytes is sound (same memory, alignment 1).
     let raw = unsafe {
-        core::slice::from_raw_parts_mut(spare.as_mut_ptr().cast::<core::mem::MaybeUninit<u8>>(), bytes)
+        core::slice::from_raw_parts_mut(
+            spare.as_mut_ptr().cast::<core::mem::MaybeUninit<u8>>(),
+            bytes,
+        )
     };
     reader.read_raw(raw)?;
     // SAFETY: `read_raw` succeeded, so the first `count` elements are initialised, and

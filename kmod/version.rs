@@ -18,17 +18,20 @@
 //! The wait queue is woken after the spinlock is released.
 
 use crate::{
-    kernel_ext::{
-        poll::WaitQueue,
-        time::realtime_ns,
-    },
+    kernel_ext::{poll::WaitQueue, time::realtime_ns},
     limits::EVENT_QUEUE_LEN,
     segment::Segment,
     static_wait_class,
     uapi::{dsu_event, dsu_version_info, Label},
 };
 use core::sync::atomic::{AtomicU64, Ordering};
-use kernel::{c_str, error::code::*, new_spinlock, prelude::*, sync::{Arc, SpinLock}};
+use kernel::{
+    c_str,
+    error::code::*,
+    new_spinlock,
+    prelude::*,
+    sync::{Arc, SpinLock},
+};
 
 /// A bound version.
 ///
@@ -106,7 +109,10 @@ pub struct PageMap {
 impl PageMap {
     /// An empty map.
     pub fn new() -> Self {
-        Self { runs: KVVec::new(), pages: 0 }
+        Self {
+            runs: KVVec::new(),
+            pages: 0,
+        }
     }
 
     /// Appends `count >= 1` pages: segment pages from `seg`, file pages from `file`, merging
@@ -115,12 +121,22 @@ impl PageMap {
         let start = self.pages;
         self.pages = start.checked_add(count).ok_or(EINVAL)?;
         if let Some(last) = self.runs.last_mut() {
-            if last.file.checked_add(last.count) == Some(file) && last.seg.checked_add(last.count) == Some(seg) {
+            if last.file.checked_add(last.count) == Some(file)
+                && last.seg.checked_add(last.count) == Some(seg)
+            {
                 last.count += count;
                 return Ok(());
             }
         }
-        if let Err(e) = self.runs.push(Run { start, seg, file, count }, flags) {
+        if let Err(e) = self.runs.push(
+            Run {
+                start,
+                seg,
+                file,
+                count,
+            },
+            flags,
+        ) {
             self.pages = start;
             return Err(e.into());
         }
@@ -262,7 +278,10 @@ impl EventQueue {
                 r.len += 1;
             }
             // `pop` gave the first event the count of those lost before it.
-            r.lost = r.lost.saturating_add(first.lost).saturating_add(dropped as u32);
+            r.lost = r
+                .lost
+                .saturating_add(first.lost)
+                .saturating_add(dropped as u32);
         }
         self.wait.wake_up();
     }

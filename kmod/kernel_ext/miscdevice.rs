@@ -85,7 +85,11 @@ unsafe impl<T: MiscDevice> Sync for MiscDeviceRegistration<T> {}
 
 impl<T: MiscDevice> MiscDeviceRegistration<T> {
     /// Registers `/dev/<name>` for `module` with context `ctx`.
-    pub fn register(name: &'static CStr, module: &'static ThisModule, ctx: T::Context) -> Result<Self> {
+    pub fn register(
+        name: &'static CStr,
+        module: &'static ThisModule,
+        ctx: T::Context,
+    ) -> Result<Self> {
         // SAFETY: `file_operations` is plain C data; all-zero means "no operation".
         let mut fops: bindings::file_operations = unsafe { core::mem::zeroed() };
         fops.owner = module.as_ptr();
@@ -100,9 +104,8 @@ impl<T: MiscDevice> MiscDeviceRegistration<T> {
 
         // SAFETY: `name` is NUL-terminated and static; `fops` is in a box that outlives the
         // registration (dropped after `__unregister_chrdev`).
-        let major = unsafe {
-            bindings::__register_chrdev(0, 0, 1, name.as_char_ptr(), &inner.fops)
-        };
+        let major =
+            unsafe { bindings::__register_chrdev(0, 0, 1, name.as_char_ptr(), &inner.fops) };
         to_result(major)?;
         let major = major as u32;
 
@@ -137,7 +140,12 @@ impl<T: MiscDevice> MiscDeviceRegistration<T> {
             }
             return Err(e);
         }
-        Ok(Self { inner, name, major, class })
+        Ok(Self {
+            inner,
+            name,
+            major,
+            class,
+        })
     }
 
     /// The context.

@@ -55,9 +55,7 @@ impl Drop for PageRef {
         let mut page = self.0.as_ptr();
         // SAFETY: We own one reference (type invariant); `release_pages` drops one reference
         // per array entry, freeing the page if it was the last.
-        unsafe {
-            bindings::release_pages(bindings::release_pages_arg { pages: &mut page }, 1)
-        };
+        unsafe { bindings::release_pages(bindings::release_pages_arg { pages: &mut page }, 1) };
     }
 }
 
@@ -81,7 +79,12 @@ impl PagePtr {
     /// # Safety
     ///
     /// The page must be alive for the duration of the call.
-    pub unsafe fn copy_from_user(self, reader: &mut UserSliceReader, offset: usize, len: usize) -> Result {
+    pub unsafe fn copy_from_user(
+        self,
+        reader: &mut UserSliceReader,
+        offset: usize,
+        len: usize,
+    ) -> Result {
         if offset.checked_add(len).map_or(true, |end| end > PAGE_SIZE) {
             return Err(EINVAL);
         }
@@ -101,7 +104,12 @@ impl PagePtr {
     /// # Safety
     ///
     /// The page must be alive for the duration of the call.
-    pub unsafe fn copy_to_user(self, writer: &mut UserSliceWriter, offset: usize, len: usize) -> Result {
+    pub unsafe fn copy_to_user(
+        self,
+        writer: &mut UserSliceWriter,
+        offset: usize,
+        len: usize,
+    ) -> Result {
         if offset.checked_add(len).map_or(true, |end| end > PAGE_SIZE) {
             return Err(EINVAL);
         }
@@ -305,8 +313,12 @@ impl VmFault {
     /// takes its own page reference.
     pub fn insert_page(&self, page: PagePtr) -> FaultResult {
         // SAFETY: `vmf` is valid for the fault callback, and so is its VMA.
-        let (vma, address) =
-            unsafe { ((*self.vmf).__bindgen_anon_1.vma, (*self.vmf).__bindgen_anon_1.address) };
+        let (vma, address) = unsafe {
+            (
+                (*self.vmf).__bindgen_anon_1.vma,
+                (*self.vmf).__bindgen_anon_1.address,
+            )
+        };
         // SAFETY: The VMA has `VM_MIXEDMAP` (set at mmap), so `vm_insert_page` needs only the
         // read or VMA lock that the fault path holds. `page` is valid by its invariant.
         let ret = unsafe { bindings::vm_insert_page(vma, address, page.0.as_ptr()) };
@@ -353,7 +365,10 @@ impl<T: VmOperations> VmOpsTable<T> {
         ops.open = Some(Self::open_callback);
         ops.close = Some(Self::close_callback);
         ops.fault = Some(Self::fault_callback);
-        Self { ops, _t: PhantomData }
+        Self {
+            ops,
+            _t: PhantomData,
+        }
     }
 
     /// Returns the VMA and its data if the VMA is ours.

@@ -47,7 +47,11 @@ macro_rules! static_wait_class {
 #[repr(C)]
 struct RawPollTable {
     qproc: Option<
-        unsafe extern "C" fn(*mut bindings::file, *mut bindings::wait_queue_head, *mut RawPollTable),
+        unsafe extern "C" fn(
+            *mut bindings::file,
+            *mut bindings::wait_queue_head,
+            *mut RawPollTable,
+        ),
     >,
     key: u32,
 }

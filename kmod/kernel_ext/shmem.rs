@@ -12,7 +12,10 @@
 //! they must never be swapped out or truncated behind dsu's back.
 
 use super::mm::PageRef;
-use core::{ptr::NonNull, sync::atomic::{AtomicUsize, Ordering}};
+use core::{
+    ptr::NonNull,
+    sync::atomic::{AtomicUsize, Ordering},
+};
 use kernel::{
     bindings,
     error::{code::*, from_err_ptr},
@@ -61,7 +64,11 @@ extern "C" {
         fgp_flags: kernel::ffi::c_uint,
         gfp: bindings::gfp_t,
     ) -> *mut bindings::page;
-    fn shmem_truncate_range(inode: *mut bindings::inode, start: bindings::loff_t, end: bindings::loff_t);
+    fn shmem_truncate_range(
+        inode: *mut bindings::inode,
+        start: bindings::loff_t,
+        end: bindings::loff_t,
+    );
 }
 
 /// An unlinked, kernel-internal shmem file, released on drop.
@@ -91,7 +98,9 @@ impl ShmemFile {
             shmem_kernel_file_setup(name.as_char_ptr(), size, bindings::VM_NORESERVE as _)
         })?;
         // INVARIANT: A successful setup returns a valid file with a reference for us.
-        let this = Self { file: NonNull::new(file).ok_or(ENOMEM)? };
+        let this = Self {
+            file: NonNull::new(file).ok_or(ENOMEM)?,
+        };
         let mapping = this.mapping();
         // SAFETY: The mapping of a new, unshared file is valid. `flags` is only changed with
         // atomic bit operations (`set_bit` in C), which this mirrors; `gfp_mask` is a plain

@@ -22,8 +22,12 @@ impl kernel::Module for WarnTest {
         buf.push(0, GFP_KERNEL)?;
         // SAFETY: `__kasan_check_read` only checks the shadow memory of the range and reports;
         // it does not dereference it. Byte 16 lies past the 16-byte allocation on purpose.
-        let in_bounds = unsafe { kernel::bindings::__kasan_check_read(buf.as_ptr().add(16).cast(), 1) };
-        pr_info!("dsu_warn_test: out-of-bounds check returned {}\n", in_bounds);
+        let in_bounds =
+            unsafe { kernel::bindings::__kasan_check_read(buf.as_ptr().add(16).cast(), 1) };
+        pr_info!(
+            "dsu_warn_test: out-of-bounds check returned {}\n",
+            in_bounds
+        );
         Ok(WarnTest)
     }
 }
