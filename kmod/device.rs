@@ -21,6 +21,7 @@ use crate::{
     uapi::{
         self, dsu_destroy, dsu_event, dsu_list, dsu_read_var, dsu_segment_info, dsu_variable_info,
         dsu_version_info, ioctl, RecordArray, DSU_LIST_MAX, DSU_READ_ANY_FINGERPRINT,
+        DSU_READ_TYPE_DESC,
     },
 };
 use core::mem::size_of;
@@ -171,16 +172,26 @@ fn write_records<T: kernel::types::AsBytes>(array: &RecordArray, records: &[T]) 
     Ok(records.len().min(array.count()))
 }
 
-/// DSU_IOC_READ_VAR: copies a variable's current bytes.
+/// DSU_IOC_READ_VAR: copies a variable's current bytes, or its type description.
 fn read_var(registry: &Registry, arg: usize) -> Result<isize> {
     let mut r: dsu_read_var = uapi::read_struct(arg)?;
-    if r.flags & !DSU_READ_ANY_FINGERPRINT != 0 {
+    if r.flags & !(DSU_READ_ANY_FINGERPRINT | DSU_READ_TYPE_DESC) != 0 {
         return Err(EINVAL);
     }
     let seg = registry.get(&uapi::segment_name(&r.segment)?)?;
     let name = uapi::variable_name(&r.name)?;
     seg.check_access(MAY_READ)?;
     let any = r.flags & DSU_READ_ANY_FINGERPRINT != 0;
+    if r.flags & DSU_READ_TYPE_DESC != 0 {
+        // Copied under the segment mutex, written out with no lock held.
+        let snap = seg.read_type_desc(&name, r.fingerprint, any, r.offset, r.length)?;
+        uapi::writer(r.buf, snap.bytes.len())?.write_slice(&snap.bytes)?;
+        r.length = snap.bytes.len() as u64;
+        r.var_size = snap.var_size;
+        r.var_fingerprint = snap.var_fingerprint;
+        uapi::write_struct(arg, &r)?;
+        return Ok(0);
+    }
     let snap = seg.read_var(&name, r.fingerprint, any, r.offset, r.length)?;
     // The pages stay valid while `seg` is held; copy with no lock held.
     let mut writer = uapi::writer(r.buf, snap.len)?;

@@ -11,12 +11,43 @@
 //! into a fallible [`Directory::reserve`] and an infallible [`Directory::insert`], so that a
 //! RESOLVE batch either adds all of its entries or none.
 
-use crate::uapi::{Label, VarName, DSU_VAR_CONFLICT_SIZE, DSU_VAR_CONFLICT_TYPE};
+use crate::uapi::{self, Label, VarName, DSU_VAR_CONFLICT_SIZE, DSU_VAR_CONFLICT_TYPE};
 use kernel::{
     error::code::ENOMEM,
     prelude::*,
     rbtree::{RBTree, RBTreeNodeReservation},
 };
+
+/// A variable's type description as its creator gave it to RESOLVE (`dsu_var.type_desc`,
+/// the text format of DESIGN.md): at most `DSU_TYPE_DESC_MAX` bytes of printable ASCII and
+/// newlines, empty for none. The kernel only checks the bytes; userspace parses them.
+pub struct TypeDesc(KVVec<u8>);
+
+impl TypeDesc {
+    /// No description.
+    pub fn none() -> Self {
+        Self(KVVec::new())
+    }
+
+    /// Copies `len` (at most `DSU_TYPE_DESC_MAX`: the caller checked) bytes in from `ptr`,
+    /// charged to the caller's memcg. `EFAULT` for a bad pointer; `Ok(None)` if a byte is
+    /// neither printable ASCII nor a newline. No lock may be held (this faults).
+    pub fn copy_in(ptr: u64, len: u32) -> Result<Option<Self>> {
+        let len = len as usize;
+        if len == 0 {
+            return Ok(Some(Self::none()));
+        }
+        let mut bytes = KVVec::from_elem(0u8, len, GFP_KERNEL_ACCOUNT)?;
+        uapi::reader(ptr, len)?.read_slice(&mut bytes)?;
+        let valid = bytes.iter().all(|&b| b == b'\n' || uapi::printable_char(b));
+        Ok(valid.then_some(Self(bytes)))
+    }
+
+    /// The description's bytes (empty for none).
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
 
 /// One variable.
 pub struct Entry {
@@ -40,6 +71,8 @@ pub struct Entry {
     pub created_label: Label,
     /// The handle whose RESOLVE created it (dsu::attach resolves, then binds that handle).
     pub creator_handle: u64,
+    /// The type description its creator gave (READ_VAR with `DSU_READ_TYPE_DESC`).
+    pub type_desc: TypeDesc,
 }
 
 /// What a lookup found for `(name, size, fingerprint)`.

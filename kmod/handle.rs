@@ -12,6 +12,7 @@
 //! spinlock.
 
 use crate::{
+    directory::TypeDesc,
     kernel_ext::error::ebadfd,
     limits,
     registry::{AttachMode, Registry},
@@ -19,7 +20,7 @@ use crate::{
     uapi::{
         self, dsu_attach, dsu_bind, dsu_extent, dsu_resolve, dsu_var, Label, RecordArray, VarName,
         DSU_ATTACH_MUST_CREATE, DSU_ATTACH_MUST_EXIST, DSU_BIND_PREFAULT, DSU_BIND_SIZE_VER1,
-        DSU_VAR_INVALID, DSU_VAR_MIGRATE, DSU_VAR_PENDING,
+        DSU_TYPE_DESC_MAX, DSU_VAR_INVALID, DSU_VAR_MIGRATE, DSU_VAR_PENDING, DSU_VAR_SIZE_VER1,
     },
     version::{EventQueue, Version},
 };
@@ -126,28 +127,46 @@ impl Handle {
         if count > limits::max_variables() {
             return Err(E2BIG);
         }
-        let array = RecordArray::new::<dsu_var>(r.vars, r.var_size, count)?;
+        let array = RecordArray::new_grown::<dsu_var>(
+            r.vars,
+            r.var_size,
+            count,
+            DSU_VAR_SIZE_VER1 as usize,
+        )?;
 
         // State first, so that a fresh handle gets ebadfd() before any entry is looked at.
         let seg = self.segment()?;
         seg.check_access(MAY_READ | MAY_WRITE)?;
 
-        // 1. Copy in and validate every entry.
-        let mut vars: KVVec<dsu_var> = KVVec::with_capacity(count, GFP_KERNEL)?;
-        let mut names: KVVec<VarName> = KVVec::with_capacity(count, GFP_KERNEL)?;
+        // 1. Copy in and validate every entry, with its type description.
+        let mut vars: KVVec<dsu_var> = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
+        let mut names: KVVec<VarName> = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
+        let mut descs: KVVec<TypeDesc> = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
         let mut invalid = false;
         for i in 0..count {
-            let mut v: dsu_var = array.read(i)?;
+            let mut v: dsu_var = array.read_grown(i)?;
+            if v.type_desc_len > DSU_TYPE_DESC_MAX {
+                return Err(E2BIG);
+            }
             let name = uapi::variable_name(&v.name);
             let ok = name.is_ok()
                 && v.size >= 1
                 && v.align.is_power_of_two()
                 && v.align <= PAGE_SIZE as u64
-                && v.flags & !DSU_VAR_MIGRATE == 0;
+                && v.flags & !DSU_VAR_MIGRATE == 0
+                && v.__pad == 0
+                && (v.type_desc == 0) == (v.type_desc_len == 0);
+            let desc = if ok {
+                TypeDesc::copy_in(v.type_desc, v.type_desc_len)?
+            } else {
+                None
+            };
+            let ok = ok && desc.is_some();
             v.status = if ok { DSU_VAR_PENDING } else { DSU_VAR_INVALID };
             invalid |= !ok;
             names.push(name.unwrap_or(VarName::EMPTY), GFP_KERNEL)?;
             vars.push(v, GFP_KERNEL)?;
+            descs.push(desc.unwrap_or_else(TypeDesc::none), GFP_KERNEL)?;
         }
         if !invalid {
             invalid = mark_duplicates(&mut vars, &names)?;
@@ -170,7 +189,7 @@ impl Handle {
                 label: Label::EMPTY,
             },
         };
-        let result = seg.resolve(&mut vars, &names, &creator);
+        let result = seg.resolve(&mut vars, &names, &mut descs, &creator);
 
         // 6. Copy statuses and pages out (also on a conflict).
         match result {

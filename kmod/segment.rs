@@ -16,7 +16,7 @@
 //! memory with the mutex held: RESOLVE copies initial values in between two lock sections.
 
 use crate::{
-    directory::{Directory, Entry, Lookup},
+    directory::{Directory, Entry, Lookup, TypeDesc},
     kernel_ext::{
         cred::{capable_sys_admin, current_fsgid, current_fsuid, in_group},
         error::eidrm,
@@ -256,13 +256,14 @@ impl Segment {
     }
 
     /// RESOLVE (see DESIGN.md): finds or creates every entry of `vars` (validated, with
-    /// unique `names`). On success every status is `COMMON` or `ADDED` with its pages, and
+    /// unique `names`); an entry it creates takes its type description from `descs`. On success every status is `COMMON` or `ADDED` with its pages, and
     /// the number added is returned. On `EEXIST` (a conflict) statuses say what was found
     /// and nothing changed. On any other error nothing changed either.
     pub fn resolve(
         &self,
         vars: &mut [dsu_var],
         names: &[VarName],
+        descs: &mut [TypeDesc],
         creator: &Creator,
     ) -> Result<u32> {
         // 1. Classify under the lock (limits are checked here too, before allocating).
@@ -342,6 +343,7 @@ impl Segment {
                     created_by,
                     created_label,
                     creator_handle: creator.handle,
+                    type_desc: core::mem::replace(&mut descs[i], TypeDesc::none()),
                 },
                 &mut reservation,
             )?;
@@ -537,6 +539,48 @@ impl Segment {
             len,
             var_size,
             var_fingerprint,
+        })
+    }
+}
+
+/// Where READ_VAR with `DSU_READ_TYPE_DESC` copies from: a copy of the requested bytes.
+pub struct DescSnapshot {
+    /// The bytes to copy out.
+    pub bytes: KVVec<u8>,
+    /// The variable's size.
+    pub var_size: u64,
+    /// The variable's fingerprint.
+    pub var_fingerprint: u64,
+}
+
+impl Segment {
+    /// Copies up to `length` bytes at `offset` of the type description of the newest entry
+    /// `name` (with `fingerprint` unless `any`). `ENOENT` if missing, `EINVAL` for an offset
+    /// past the description's end.
+    pub fn read_type_desc(
+        &self,
+        name: &VarName,
+        fingerprint: u64,
+        any: bool,
+        offset: u64,
+        length: u64,
+    ) -> Result<DescSnapshot> {
+        let mut g = self.inner.lock();
+        let e = g.dir.find(name, fingerprint, any).ok_or(ENOENT)?;
+        let desc = e.type_desc.bytes();
+        let start = usize::try_from(offset)
+            .ok()
+            .filter(|&o| o <= desc.len())
+            .ok_or(EINVAL)?;
+        let len = usize::try_from(length)
+            .unwrap_or(usize::MAX)
+            .min(desc.len() - start);
+        let mut bytes = KVVec::with_capacity(len, GFP_KERNEL_ACCOUNT)?;
+        bytes.extend_from_slice(&desc[start..start + len], GFP_KERNEL_ACCOUNT)?;
+        Ok(DescSnapshot {
+            bytes,
+            var_size: e.size,
+            var_fingerprint: e.fingerprint,
         })
     }
 }

@@ -48,7 +48,7 @@ macro_rules! plain_data {
 
 plain_data! {
     dsu_attach => 80,
-    dsu_var => 200,
+    dsu_var => 216,
     dsu_resolve => 32,
     dsu_bind => 80,
     dsu_extent => 16,
@@ -182,6 +182,44 @@ impl RecordArray {
         })
     }
 
+    /// As [`RecordArray::new`] for a record that grew after API version 1: a `record_size`
+    /// of at least `min` (the first version's size) is accepted; [`RecordArray::read_grown`]
+    /// reads the fields it does not cover as zero.
+    pub fn new_grown<T>(ptr: u64, record_size: u32, count: usize, min: usize) -> Result<Self> {
+        let size = record_size as usize;
+        if size < min {
+            return Err(EINVAL);
+        }
+        if size >= size_of::<T>() {
+            return Self::new::<T>(ptr, record_size, count);
+        }
+        let ptr = usize::try_from(ptr).map_err(|_| EFAULT)?;
+        let bytes = size.checked_mul(count).ok_or(EFAULT)?;
+        ptr.checked_add(bytes).ok_or(EFAULT)?;
+        Ok(Self {
+            ptr,
+            record_size: size,
+            count,
+        })
+    }
+
+    /// Reads record `i` of an array made by [`RecordArray::new_grown`].
+    pub fn read_grown<T: FromBytes + AsBytes + Default>(&self, i: usize) -> Result<T> {
+        if self.record_size >= size_of::<T>() {
+            return self.read(i);
+        }
+        let mut value = T::default();
+        // SAFETY: `T: AsBytes + FromBytes`: its bytes are plain data, any pattern is valid,
+        // and `record_size < size_of::<T>()` bytes of it are overwritten.
+        let bytes = unsafe {
+            core::slice::from_raw_parts_mut((&raw mut value).cast::<u8>(), self.record_size)
+        };
+        UserSlice::new(self.at(i), self.record_size)
+            .reader()
+            .read_slice(bytes)?;
+        Ok(value)
+    }
+
     fn at(&self, i: usize) -> usize {
         self.ptr + i * self.record_size
     }
@@ -200,12 +238,13 @@ impl RecordArray {
         zero_fill(&mut writer)
     }
 
-    /// Writes back only the first `prefix` bytes of record `i` from `value` (output fields of
-    /// an in/out record, leaving the caller's tail alone).
+    /// Writes back the bytes of record `i` that both the caller and the kernel know, from
+    /// `value` (output fields of an in/out record, leaving the caller's tail alone).
     pub fn write_prefix<T: AsBytes>(&self, i: usize, value: &T) -> Result {
-        UserSlice::new(self.at(i), size_of::<T>())
-            .writer()
-            .write(value)
+        let len = self.record_size.min(size_of::<T>());
+        // SAFETY: `T: AsBytes`: every byte of `value` is initialised; `len <= size_of::<T>()`.
+        let bytes = unsafe { core::slice::from_raw_parts((value as *const T).cast::<u8>(), len) };
+        UserSlice::new(self.at(i), len).writer().write_slice(bytes)
     }
 
     /// Number of records.

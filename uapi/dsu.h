@@ -75,6 +75,12 @@ struct dsu_attach {
 #define DSU_VAR_CONFLICT_TYPE 4  /* the name exists with the same size, another fingerprint */
 #define DSU_VAR_INVALID 5        /* this entry is malformed (the call fails with EINVAL) */
 
+/* sizeof(struct dsu_var) in API version 1, before type_desc: the smallest var_size accepted. */
+#define DSU_VAR_SIZE_VER1 200
+
+/* Most bytes of a type description (struct dsu_var.type_desc). */
+#define DSU_TYPE_DESC_MAX 4096
+
 struct dsu_var {
 	__u64 size;          /* in: bytes, >= 1 */
 	__u64 align;         /* in: power of two, <= the page size */
@@ -87,6 +93,17 @@ struct dsu_var {
 	__u64 found_size;    /* out, on conflict: size in the directory */
 	__u64 found_fingerprint; /* out, on conflict: fingerprint in the directory */
 	char name[DSU_VARIABLE_NAME_MAX]; /* in: NUL-terminated variable name */
+	/*
+	 * Added after API version 1 (a var_size of DSU_VAR_SIZE_VER1 leaves them zero).
+	 * type_desc: user pointer to type_desc_len bytes describing the type (the text format
+	 * of docs/DESIGN.md: printable ASCII and newlines), stored with an entry this call
+	 * creates and read back with DSU_READ_TYPE_DESC; 0 with type_desc_len 0: none.
+	 * Longer than DSU_TYPE_DESC_MAX: E2BIG; other bytes, or a pointer without a length
+	 * (or a length without a pointer): the entry is DSU_VAR_INVALID (EINVAL).
+	 */
+	__u64 type_desc;     /* in: user pointer to the type description, or 0 */
+	__u32 type_desc_len; /* in: its length in bytes, 0..DSU_TYPE_DESC_MAX */
+	__u32 __pad;         /* in: 0 */
 };
 
 struct dsu_resolve {
@@ -218,6 +235,12 @@ struct dsu_version_info {
 
 /* Read the newest entry of that name whatever its fingerprint. */
 #define DSU_READ_ANY_FINGERPRINT (1U << 0)
+/*
+ * Read the entry's type description (given to RESOLVE in dsu_var.type_desc) instead of
+ * its value: offset and length address the description, whose length is at most
+ * DSU_TYPE_DESC_MAX (an entry without one reads as 0 bytes).
+ */
+#define DSU_READ_TYPE_DESC (1U << 1)
 
 struct dsu_read_var {
 	__u32 size;        /* in: sizeof(struct dsu_read_var) */

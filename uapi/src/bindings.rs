@@ -16,6 +16,8 @@ pub const DSU_VAR_ADDED: u32 = 2;
 pub const DSU_VAR_CONFLICT_SIZE: u32 = 3;
 pub const DSU_VAR_CONFLICT_TYPE: u32 = 4;
 pub const DSU_VAR_INVALID: u32 = 5;
+pub const DSU_VAR_SIZE_VER1: u32 = 200;
+pub const DSU_TYPE_DESC_MAX: u32 = 4096;
 pub const DSU_BIND_SIZE_VER1: u32 = 64;
 pub const DSU_BIND_PREFAULT: u32 = 1;
 pub const DSU_EVENT_VERSION_BOUND: u32 = 1;
@@ -23,6 +25,7 @@ pub const DSU_EVENT_VERSION_ENDED: u32 = 2;
 pub const DSU_LIST_MAX: u32 = 1024;
 pub const DSU_SEGMENT_DESTROYED: u32 = 1;
 pub const DSU_READ_ANY_FINGERPRINT: u32 = 1;
+pub const DSU_READ_TYPE_DESC: u32 = 2;
 pub const DSU_IOC_MAGIC: u32 = 213;
 pub const DSU_IOC_NR_ATTACH: u32 = 1;
 pub const DSU_IOC_NR_RESOLVE: u32 = 2;
@@ -67,6 +70,9 @@ pub struct dsu_var {
     pub found_size: __u64,
     pub found_fingerprint: __u64,
     pub name: [core::ffi::c_char; 128usize],
+    pub type_desc: __u64,
+    pub type_desc_len: __u32,
+    pub __pad: __u32,
 }
 impl Default for dsu_var {
     fn default() -> Self {

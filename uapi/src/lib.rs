@@ -22,7 +22,8 @@ mod tests {
     #[test]
     fn struct_sizes_are_stable() {
         assert_eq!(size_of::<dsu_attach>(), 80);
-        assert_eq!(size_of::<dsu_var>(), 200);
+        assert_eq!(size_of::<dsu_var>(), 216);
+        assert_eq!(DSU_VAR_SIZE_VER1, 200);
         assert_eq!(size_of::<dsu_resolve>(), 32);
         assert_eq!(size_of::<dsu_bind>(), 80);
         assert_eq!(size_of::<dsu_extent>(), 16);

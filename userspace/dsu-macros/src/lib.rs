@@ -28,7 +28,8 @@ use syn::{
 ///
 /// The fingerprint hashes the type's name, its size and alignment, and for each field its
 /// name, its type's fingerprint, its offset and its size: adding, removing, reordering,
-/// renaming or retyping a field changes it.
+/// renaming or retyping a field changes it. `FIELDS` lists each field's name, type
+/// spelling, offset and size for the type description stored in the segment.
 ///
 /// References, raw pointers, `Box`, `Vec`, `String`, `Rc`, `Arc` and function pointers are
 /// rejected: they point into one version's private memory.
@@ -135,6 +136,7 @@ fn derive_shared_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
         ));
     }
     let mut field_hashes = Vec::new();
+    let mut field_descs = Vec::new();
     let mut bounds = Vec::new();
     let fields: Vec<(String, TokenStream2, &Type)> = match &data.fields {
         Fields::Named(f) => f
@@ -166,6 +168,16 @@ fn derive_shared_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
                 .u64(::core::mem::offset_of!(Self, #faccess) as u64)
                 .u64(::core::mem::size_of::<#fty>() as u64);
         });
+        let name_c = format!("{fname}\0");
+        let type_c = format!("{}\0", quote!(#fty).to_string().replace(' ', ""));
+        field_descs.push(quote! {
+            ::dsu::typedesc::FieldDesc::new(
+                #name_c.as_ptr().cast(),
+                #type_c.as_ptr().cast(),
+                ::core::mem::offset_of!(Self, #faccess) as u64,
+                ::core::mem::size_of::<#fty>() as u64,
+            )
+        });
     }
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let mut where_preds: Vec<TokenStream2> = Vec::new();
@@ -189,6 +201,7 @@ fn derive_shared_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
                 #(#field_hashes)*
                 h.finish()
             };
+            const FIELDS: &'static [::dsu::typedesc::FieldDesc] = &[#(#field_descs),*];
         }
     })
 }

@@ -4,6 +4,7 @@ use crate::error::{Error, Result};
 use crate::global::{DESC_MAGIC, GlobalDesc, PAGE_SIZE};
 use crate::layout::{Placed, page_map};
 use crate::sys::{Create, Device, Event, EventKind};
+use crate::typedesc::TypeDesc;
 use dsu_uapi as u;
 use std::os::fd::{AsFd, BorrowedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -198,6 +199,14 @@ impl Attach {
             return Ok(version);
         }
 
+        // Each global's type description, stored with an entry this attach creates.
+        let type_descs: Vec<TypeDesc> = descs.iter().map(GlobalDesc::type_desc).collect();
+        for (d, t) in descs.iter().zip(&type_descs) {
+            t.check_fields()
+                .map_err(|e| Error::BadDescriptor(format!("\"{}\": {e}", d.name())))?;
+        }
+        let type_texts: Vec<String> = type_descs.iter().map(TypeDesc::to_text).collect();
+
         // Build the batch; migrations read their old value first.
         let mut vars = Vec::with_capacity(descs.len());
         let mut buffers: Vec<Vec<u8>> = Vec::new();
@@ -208,6 +217,8 @@ impl Attach {
                 align: d.align,
                 fingerprint: d.effective_fingerprint(),
                 init: d.init as u64,
+                type_desc: type_texts[i].as_ptr() as u64,
+                type_desc_len: type_texts[i].len() as u32,
                 ..Default::default()
             };
             crate::sys::set_var_name(&mut v, d.name())?;
@@ -222,8 +233,12 @@ impl Attach {
             vars.push(v);
         }
         let type_names: Vec<&str> = descs.iter().map(|d| d.type_name()).collect();
-        version.dev.resolve(&mut vars, &type_names)?;
+        let resolved = version.dev.resolve(&mut vars, &type_names);
         drop(buffers);
+        if let Err(mut e) = resolved {
+            explain_conflict(&version.dev, &self.segment, &vars, &type_descs, &mut e);
+            return Err(e);
+        }
 
         let mut placed = Vec::with_capacity(descs.len());
         for (i, (d, v)) in descs.iter().zip(&vars).enumerate() {
@@ -264,6 +279,40 @@ impl Attach {
         version.dev.set_nonblocking(true)?;
         Ok(version)
     }
+}
+
+/// Fills in what differs in a conflict error, from the type description stored with the
+/// conflicting entry (best effort: the error stands as it is if it cannot be read).
+fn explain_conflict(
+    dev: &Device,
+    segment: &str,
+    vars: &[u::dsu_var],
+    ours: &[TypeDesc],
+    e: &mut Error,
+) {
+    let (Error::TypeChanged { name, detail, .. } | Error::SizeChanged { name, detail, .. }) = e
+    else {
+        return;
+    };
+    let Some(i) = vars
+        .iter()
+        .position(|v| crate::names::read(&v.name) == *name)
+    else {
+        return;
+    };
+    let theirs = dev.read_type_desc(segment, name, Some(vars[i].found_fingerprint));
+    *detail = match theirs {
+        Ok(Some(text)) => match TypeDesc::parse(&text) {
+            Ok(theirs) => theirs.diff(&ours[i]).unwrap_or_else(|| {
+                "their descriptions (fields' names, types, offsets and sizes) are equal, so a nested type changed".into()
+            }),
+            Err(why) => format!("the segment's type description is unreadable ({why})"),
+        },
+        Ok(None) => {
+            "the segment's entry has no type description (its creator used an older dsu)".into()
+        }
+        Err(_) => return,
+    };
 }
 
 /// Checks the descriptors: magic, names, duplicates.

@@ -71,6 +71,14 @@ fn owner_mode(uid: &Option<u32>, mode: &Option<u32>) -> String {
     }
 }
 
+fn detail_or(detail: &str) -> &str {
+    if detail.is_empty() {
+        "the segment does not say how its type differs"
+    } else {
+        detail
+    }
+}
+
 fn more(n: &usize) -> String {
     if *n == 0 {
         String::new()
@@ -181,8 +189,8 @@ pub enum Error {
 
     /// RESOLVE conflict: same size, another fingerprint.
     #[error(
-        "variable \"{name}\" changed type: fingerprint {ours:#018x} != {theirs:#018x} in segment \"{segment}\" (this program declares it as {type_name}; keep the old type, use a new name, or declare #[dsu(migrate(from = OldType, with = transform))]){}; nothing was changed",
-        more(.others)
+        "variable \"{name}\" changed type in segment \"{segment}\": {} (fingerprint {theirs:#018x} in the segment, {ours:#018x} in this program, which declares it as {type_name}){}; migrate it with #[dsu(migrate(from = OldType, with = transform))], keep the old type, or use a new name; nothing was changed",
+        detail_or(.detail), more(.others)
     )]
     TypeChanged {
         /// The segment.
@@ -195,14 +203,18 @@ pub enum Error {
         ours: u64,
         /// The fingerprint in the segment.
         theirs: u64,
+        /// What differs, from the type description stored in the segment (e.g. "field
+        /// `port` is u16 at offset 8 (2 bytes) in the segment but u32 ..."); empty if
+        /// unknown.
+        detail: String,
         /// Further conflicting variables in the same batch.
         others: usize,
     },
 
     /// RESOLVE conflict: another size.
     #[error(
-        "variable \"{name}\" changed size: {ours} bytes in this program ({type_name}) != {theirs} bytes in segment \"{segment}\" (keep the old type, use a new name, or declare #[dsu(migrate(from = OldType, with = transform))]){}; nothing was changed",
-        more(.others)
+        "variable \"{name}\" changed size in segment \"{segment}\": {theirs} bytes in the segment, {ours} bytes in this program ({type_name}); {}{}; migrate it with #[dsu(migrate(from = OldType, with = transform))], keep the old type, or use a new name; nothing was changed",
+        detail_or(.detail), more(.others)
     )]
     SizeChanged {
         /// The segment.
@@ -215,6 +227,9 @@ pub enum Error {
         ours: u64,
         /// The size in the segment.
         theirs: u64,
+        /// What differs, from the type description stored in the segment; empty if
+        /// unknown.
+        detail: String,
         /// Further conflicting variables in the same batch.
         others: usize,
     },
@@ -491,25 +506,26 @@ mod tests {
             type_name: "AtomicI64".into(),
             ours: 0xa,
             theirs: 0xb,
+            detail: "field `port` is u16 at offset 8 (2 bytes) in the segment but u32 at offset 8 (4 bytes) in this program".into(),
             others: 0,
         };
         let m = e.to_string();
-        assert!(
-            m.starts_with("variable \"app::COUNTER\" changed type: fingerprint 0x000000000000000a != 0x000000000000000b"),
-            "{m}"
+        assert_eq!(
+            m,
+            "variable \"app::COUNTER\" changed type in segment \"s\": field `port` is u16 at offset 8 (2 bytes) in the segment but u32 at offset 8 (4 bytes) in this program (fingerprint 0x000000000000000b in the segment, 0x000000000000000a in this program, which declares it as AtomicI64); migrate it with #[dsu(migrate(from = OldType, with = transform))], keep the old type, or use a new name; nothing was changed"
         );
-        assert!(m.contains("nothing was changed"), "{m}");
         let e = Error::SizeChanged {
             segment: "s".into(),
             name: "v".into(),
             type_name: "u64".into(),
             ours: 8,
             theirs: 4,
+            detail: String::new(),
             others: 2,
         };
         let m = e.to_string();
         assert!(
-            m.contains("changed size: 8 bytes") && m.contains("(and 2 more conflicting variables)"),
+            m.contains("changed size in segment \"s\": 4 bytes in the segment, 8 bytes in this program (u64); the segment does not say how its type differs (and 2 more conflicting variables)"),
             "{m}"
         );
     }

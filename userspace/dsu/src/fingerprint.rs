@@ -101,3 +101,34 @@ pub const fn c_type(type_name: &[u8], size: u64, align: u64) -> u64 {
         .u64(align)
         .finish()
 }
+
+/// The fingerprint of a C global whose type is described field by field (`DSU_TYPE` in
+/// `dsu.h`): [`c_type`] extended with every field's name, type spelling, offset and size,
+/// so that reordering, renaming or retyping a field changes it. With no fields it equals
+/// [`c_type`] (primitives, and structs declared without `DSU_TYPE`).
+///
+/// ```
+/// use dsu::typedesc::Field;
+/// use dsu::fingerprint::{c_type, c_type_fields};
+/// let f = |n: &str, o| Field { name: n.into(), type_name: "int".into(), offset: o, size: 4 };
+/// let ab = c_type_fields(b"struct s", 8, 4, &[f("a", 0), f("b", 4)]);
+/// let ba = c_type_fields(b"struct s", 8, 4, &[f("b", 0), f("a", 4)]);
+/// assert_ne!(ab, ba);
+/// assert_eq!(c_type_fields(b"int", 4, 4, &[]), c_type(b"int", 4, 4));
+/// ```
+pub fn c_type_fields(
+    type_name: &[u8],
+    size: u64,
+    align: u64,
+    fields: &[crate::typedesc::Field],
+) -> u64 {
+    let base = c_type(type_name, size, align);
+    if fields.is_empty() {
+        return base;
+    }
+    let mut h = Fnv::new().bytes(b"C fields:").u64(base);
+    for f in fields {
+        h = h.str(&f.name).str(&f.type_name).u64(f.offset).u64(f.size);
+    }
+    h.finish()
+}

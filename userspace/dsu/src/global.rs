@@ -15,8 +15,9 @@ pub const SECTION: &str = "dsu_globals";
 /// rejects descriptors with another magic.
 pub const DESC_MAGIC: u32 = 0x4755_5344;
 
-/// [`GlobalDesc::flags`]: the fingerprint is computed at attach from `type_name`, `size`
-/// and `align` with [`fingerprint::c_type`](crate::fingerprint::c_type) (C globals).
+/// [`GlobalDesc::flags`]: the fingerprint is computed at attach from `type_name`, `size`,
+/// `align` and the fields with [`fingerprint::c_type_fields`](crate::fingerprint::c_type_fields)
+/// (C globals).
 pub const DESC_HASH_TYPE_NAME: u32 = 1 << 0;
 
 /// A shared global: the value of type `T`, alone in one or more whole pages, in the linker
@@ -216,6 +217,10 @@ pub struct GlobalDesc {
     pub init: *const u8,
     /// Migration from an older type, or null.
     pub migration: *const Migration,
+    /// The type's fields in offset order ([`Shared::FIELDS`], C: `DSU_TYPE`), or null.
+    pub fields: *const crate::typedesc::FieldDesc,
+    /// Entries at `fields`.
+    pub field_count: u64,
 }
 
 // SAFETY: every pointer is to 'static data; the descriptor is never written.
@@ -248,6 +253,8 @@ impl GlobalDesc {
             fingerprint: T::FINGERPRINT,
             init: global.as_ptr() as *const u8,
             migration,
+            fields: T::FIELDS.as_ptr(),
+            field_count: T::FIELDS.len() as u64,
         }
     }
 
@@ -277,9 +284,51 @@ impl GlobalDesc {
     /// ```
     pub fn effective_fingerprint(&self) -> u64 {
         if self.flags & DESC_HASH_TYPE_NAME != 0 {
-            crate::fingerprint::c_type(self.type_name().as_bytes(), self.size, self.align)
+            let fields = self.type_desc().fields;
+            crate::fingerprint::c_type_fields(
+                self.type_name().as_bytes(),
+                self.size,
+                self.align,
+                &fields,
+            )
         } else {
             self.fingerprint
+        }
+    }
+
+    /// The description of the variable's type stored with its entry in the segment: the
+    /// spelling of the type, its size and alignment, and its fields.
+    ///
+    /// ```
+    /// #[derive(dsu::Shared)]
+    /// #[repr(C)]
+    /// struct Conf { port: u16, limit: u32 }
+    /// dsu::global! {
+    ///     #[dsu(name = "doc::CONF")]
+    ///     static CONF: Conf = Conf { port: 80, limit: 10 };
+    /// }
+    /// let d = dsu::GLOBALS.iter().find(|d| d.name() == "doc::CONF").unwrap();
+    /// let t = d.type_desc();
+    /// assert_eq!((t.name.as_str(), t.size, t.fields.len()), ("Conf", 8, 2));
+    /// assert_eq!((t.fields[1].name.as_str(), t.fields[1].type_name.as_str(), t.fields[1].offset), ("limit", "u32", 4));
+    /// ```
+    pub fn type_desc(&self) -> crate::typedesc::TypeDesc {
+        let fields = if self.fields.is_null() {
+            Vec::new()
+        } else {
+            // SAFETY: descriptors hold null or a 'static array of `field_count` field
+            // records with 'static strings (global!, the derive, DSU_TYPE).
+            unsafe { core::slice::from_raw_parts(self.fields, self.field_count as usize) }
+                .iter()
+                // SAFETY: as above.
+                .map(|f| unsafe { f.to_field() })
+                .collect()
+        };
+        crate::typedesc::TypeDesc {
+            name: self.type_name().into(),
+            size: self.size,
+            align: self.align,
+            fields,
         }
     }
 

@@ -113,6 +113,7 @@ pub mod names;
 mod shared;
 pub mod sync;
 pub mod sys;
+pub mod typedesc;
 
 mod attach;
 

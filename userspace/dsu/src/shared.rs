@@ -40,6 +40,21 @@ pub unsafe trait Shared: Sized {
     /// assert_ne!(u32::FINGERPRINT, i32::FINGERPRINT);
     /// ```
     const FINGERPRINT: u64;
+
+    /// The fields of a struct, in offset order, for the type description stored in the
+    /// segment (`dsuctl show`, conflict messages naming the field that changed); empty
+    /// for primitives, arrays and atomics. The derive lists every field.
+    ///
+    /// ```
+    /// #[derive(dsu::Shared)]
+    /// #[repr(C)]
+    /// struct P { x: u32, y: u64 }
+    /// use dsu::Shared;
+    /// assert_eq!(P::FIELDS.len(), 2);
+    /// assert_eq!(P::FIELDS[1].offset, 8);
+    /// assert!(u32::FIELDS.is_empty());
+    /// ```
+    const FIELDS: &'static [crate::typedesc::FieldDesc] = &[];
 }
 
 /// The fingerprint of a primitive: its name and size.

@@ -693,6 +693,52 @@ impl Device {
         }
     }
 
+    /// DSU_IOC_READ_VAR with `DSU_READ_TYPE_DESC`: the type description stored with the
+    /// variable's entry (newest of that name with `fingerprint`, or whatever its
+    /// fingerprint with `None`), as text (format: [`typedesc`](crate::typedesc)); `None`
+    /// if its creator gave none.
+    ///
+    /// ```no_run
+    /// let dev = dsu::sys::Device::open()?;
+    /// if let Some(text) = dev.read_type_desc("app", "app::CONF", None)? {
+    ///     println!("{:?}", dsu::typedesc::TypeDesc::parse(&text));
+    /// }
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn read_type_desc(
+        &self,
+        segment: &str,
+        name: &str,
+        fingerprint: Option<u64>,
+    ) -> Result<Option<String>> {
+        names::check_segment(segment)?;
+        names::check_variable(name)?;
+        let mut buf = vec![0u8; crate::typedesc::TYPE_DESC_MAX];
+        let mut r = u::dsu_read_var {
+            size: size32::<u::dsu_read_var>(),
+            flags: u::DSU_READ_TYPE_DESC
+                | if fingerprint.is_none() {
+                    u::DSU_READ_ANY_FINGERPRINT
+                } else {
+                    0
+                },
+            fingerprint: fingerprint.unwrap_or(0),
+            length: buf.len() as u64,
+            buf: buf.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        names::fill(&mut r.segment, segment);
+        names::fill(&mut r.name, name);
+        // SAFETY: `buf` is writable for `length` bytes across the call.
+        match unsafe { ioctls::read_var(self.fd.as_raw_fd(), &mut r) } {
+            Ok(_) => {
+                buf.truncate((r.length as usize).min(buf.len()));
+                Ok((!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned()))
+            }
+            Err(e) => Err(self.error(Op::ReadVar, e, segment, Some(name))),
+        }
+    }
+
     /// Reads a whole variable: its bytes and fingerprint.
     ///
     /// ```no_run
@@ -891,6 +937,7 @@ pub fn conflict_error(segment: &str, vars: &[u::dsu_var], type_names: &[&str]) -
             type_name,
             ours: v.size,
             theirs: v.found_size,
+            detail: String::new(),
             others,
         }
     } else {
@@ -900,6 +947,7 @@ pub fn conflict_error(segment: &str, vars: &[u::dsu_var], type_names: &[&str]) -
             type_name,
             ours: v.fingerprint,
             theirs: v.found_fingerprint,
+            detail: String::new(),
             others,
         }
     }

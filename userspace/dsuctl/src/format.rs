@@ -1,6 +1,7 @@
 //! Output formatting: pure functions from the kernel's records to text and JSON.
 
 use dsu::sys::{Event, EventKind, SegmentInfo, VariableInfo, VersionInfo};
+use dsu::typedesc::TypeDesc;
 use serde::Serialize;
 
 /// A segment as `list --json` prints it.
@@ -47,6 +48,8 @@ pub struct VariableJson {
     pub created_by: u64,
     pub created_label: String,
     pub created_ns: u64,
+    #[serde(rename = "type")]
+    pub type_desc: Option<TypeJson>,
 }
 
 impl From<&VariableInfo> for VariableJson {
@@ -61,6 +64,47 @@ impl From<&VariableInfo> for VariableJson {
             created_by: v.created_by,
             created_label: v.created_label.clone(),
             created_ns: v.created_ns,
+            type_desc: None,
+        }
+    }
+}
+
+/// A variable's type as `show --json` prints it (from the description stored in the
+/// segment; `null` if its creator gave none).
+#[derive(Serialize, Debug, PartialEq)]
+pub struct TypeJson {
+    pub name: String,
+    pub size: u64,
+    pub align: u64,
+    pub fields: Vec<FieldJson>,
+}
+
+/// A field of a [`TypeJson`].
+#[derive(Serialize, Debug, PartialEq)]
+pub struct FieldJson {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub type_name: String,
+    pub offset: u64,
+    pub size: u64,
+}
+
+impl From<&TypeDesc> for TypeJson {
+    fn from(t: &TypeDesc) -> Self {
+        TypeJson {
+            name: t.name.clone(),
+            size: t.size,
+            align: t.align,
+            fields: t
+                .fields
+                .iter()
+                .map(|f| FieldJson {
+                    name: f.name.clone(),
+                    type_name: f.type_name.clone(),
+                    offset: f.offset,
+                    size: f.size,
+                })
+                .collect(),
         }
     }
 }
@@ -220,12 +264,15 @@ pub fn segments_text(segs: &[SegmentInfo]) -> String {
     )
 }
 
-/// `dsuctl show SEG`; `now_ns` is the current CLOCK_REALTIME.
+/// `dsuctl show SEG`; `now_ns` is the current CLOCK_REALTIME; `types[i]` is variable i's
+/// type description, if the segment has one. `verbose` lists each struct's fields.
 pub fn show_text(
     seg: &SegmentInfo,
     vars: &[VariableInfo],
+    types: &[Option<TypeDesc>],
     versions: &[VersionInfo],
     now_ns: u64,
+    verbose: bool,
 ) -> String {
     let mut out = format!(
         "segment {}{}: owner {}:{}, mode {:04o}, {} pages, {} handles, created {}\n\n",
@@ -239,9 +286,11 @@ pub fn show_text(
         utc(seg.created_ns)
     );
     out.push_str(&format!("variables ({}):\n", vars.len()));
+    let type_of = |i: usize| types.get(i).and_then(Option::as_ref);
     let rows: Vec<Vec<String>> = vars
         .iter()
-        .map(|v| {
+        .enumerate()
+        .map(|(i, v)| {
             vec![
                 v.name.clone(),
                 v.size.to_string(),
@@ -256,6 +305,7 @@ pub fn show_text(
                     format!("{} (#{})", v.created_label, v.created_by)
                 },
                 utc(v.created_ns),
+                type_of(i).map_or("-".into(), |t| t.name.clone()),
             ]
         })
         .collect();
@@ -267,9 +317,36 @@ pub fn show_text(
             "FINGERPRINT",
             "CREATED BY",
             "CREATED AT",
+            "TYPE",
         ],
         &rows,
     ));
+    if verbose {
+        for (i, v) in vars.iter().enumerate() {
+            let Some(t) = type_of(i).filter(|t| !t.fields.is_empty()) else {
+                continue;
+            };
+            out.push_str(&format!(
+                "\n{} ({}, {} bytes, align {}):\n",
+                v.name, t.name, t.size, t.align
+            ));
+            let rows: Vec<Vec<String>> = t
+                .fields
+                .iter()
+                .map(|f| {
+                    vec![
+                        f.offset.to_string(),
+                        f.size.to_string(),
+                        f.name.clone(),
+                        f.type_name.clone(),
+                    ]
+                })
+                .collect();
+            for line in table(&["OFFSET", "SIZE", "FIELD", "TYPE"], &rows).lines() {
+                out.push_str(&format!("  {line}\n"));
+            }
+        }
+    }
     out.push_str(&format!("\nversions ({}):\n", versions.len()));
     let rows: Vec<Vec<String>> = versions
         .iter()
@@ -295,12 +372,20 @@ pub fn show_text(
 pub fn show_json(
     seg: &SegmentInfo,
     vars: &[VariableInfo],
+    types: &[Option<TypeDesc>],
     versions: &[VersionInfo],
     now_ns: u64,
 ) -> ShowJson {
     ShowJson {
         segment: seg.into(),
-        variables: vars.iter().map(Into::into).collect(),
+        variables: vars
+            .iter()
+            .enumerate()
+            .map(|(i, v)| VariableJson {
+                type_desc: types.get(i).and_then(Option::as_ref).map(Into::into),
+                ..v.into()
+            })
+            .collect(),
         versions: versions
             .iter()
             .map(|v| VersionJson {
@@ -431,20 +516,64 @@ mod tests {
     #[test]
     fn show_text_and_json() {
         let now = 1_700_000_000_000_000_000 + 65_000_000_000;
-        let t = show_text(&seg(), &[var()], &[ver()], now);
+        let t = show_text(&seg(), &[var()], &[None], &[ver()], now, false);
         assert!(t.starts_with("segment app: owner 0:0, mode 0600, 3 pages, 2 handles, created 2023-11-14T22:13:20Z\n"), "{t}");
         assert!(
             t.contains(
-                "app::COUNTER  8     1      0000000000000abc  1.0 (#1)    2023-11-14T22:13:20Z"
+                "app::COUNTER  8     1      0000000000000abc  1.0 (#1)    2023-11-14T22:13:20Z  -"
             ),
             "{t}"
         );
         assert!(t.contains("1   1.0    42   1m05s  3      1"), "{t}");
-        let j = serde_json::to_value(show_json(&seg(), &[var()], &[ver()], now)).unwrap();
+        let j = serde_json::to_value(show_json(&seg(), &[var()], &[None], &[ver()], now)).unwrap();
         assert_eq!(j["segment"]["mode"], "0600");
         assert_eq!(j["variables"][0]["fingerprint"], "0000000000000abc");
+        assert!(j["variables"][0]["type"].is_null());
         assert_eq!(j["versions"][0]["age_s"], 65);
         assert_eq!(j["versions"][0]["pid"], 42);
+    }
+
+    #[test]
+    fn show_types_and_fields() {
+        let conf = TypeDesc {
+            name: "struct conf".into(),
+            size: 16,
+            align: 8,
+            fields: vec![
+                dsu::typedesc::Field {
+                    name: "port".into(),
+                    type_name: "uint64_t".into(),
+                    offset: 0,
+                    size: 8,
+                },
+                dsu::typedesc::Field {
+                    name: "limit".into(),
+                    type_name: "uint64_t".into(),
+                    offset: 8,
+                    size: 8,
+                },
+            ],
+        };
+        let types = [Some(conf)];
+        let t = show_text(&seg(), &[var()], &types, &[], 0, false);
+        assert!(t.contains("2023-11-14T22:13:20Z  struct conf\n"), "{t}");
+        assert!(!t.contains("OFFSET"), "{t}");
+        let t = show_text(&seg(), &[var()], &types, &[], 0, true);
+        assert!(
+            t.contains(
+                "app::COUNTER (struct conf, 16 bytes, align 8):\n  \
+                 OFFSET  SIZE  FIELD  TYPE\n  \
+                 0       8     port   uint64_t\n  \
+                 8       8     limit  uint64_t\n"
+            ),
+            "{t}"
+        );
+        let j = serde_json::to_value(show_json(&seg(), &[var()], &types, &[], 0)).unwrap();
+        let ty = &j["variables"][0]["type"];
+        assert_eq!(ty["name"], "struct conf");
+        assert_eq!(ty["fields"][1]["name"], "limit");
+        assert_eq!(ty["fields"][1]["type"], "uint64_t");
+        assert_eq!(ty["fields"][1]["offset"], 8);
     }
 
     #[test]

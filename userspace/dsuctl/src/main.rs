@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! dsuctl list                      segments with owner, mode, pages, variables, versions
-//! dsuctl show SEG                  a segment's variables and versions
+//! dsuctl show SEG [-v]             a segment's variables (with types; -v: fields) and versions
 //! dsuctl create SEG [--mode 0660]  create an empty segment
 //! dsuctl destroy SEG               remove a segment's name
 //! dsuctl dump SEG VAR              hex and ASCII of a variable (read-only)
@@ -16,6 +16,7 @@ mod format;
 
 use clap::{Parser, Subcommand};
 use dsu::sys::{Create, Device};
+use dsu::typedesc::TypeDesc;
 use std::io::Write;
 use std::process::ExitCode;
 
@@ -58,6 +59,10 @@ enum Command {
     Show {
         /// Segment name.
         segment: String,
+        /// Also list each struct variable's fields (offset, size, name, type), from the
+        /// type description stored in the segment (--json always includes them).
+        #[arg(long, short)]
+        verbose: bool,
     },
     /// Create an empty segment owned by you. Fails if it exists.
     Create {
@@ -134,7 +139,7 @@ fn run(cli: Cli) -> Result<(), dsu::Error> {
                 format::segments_text(&segs)
             }
         }
-        Command::Show { segment } => {
+        Command::Show { segment, verbose } => {
             dsu::names::check_segment(segment)?;
             let seg = dev
                 .list_segments()?
@@ -145,10 +150,21 @@ fn run(cli: Cli) -> Result<(), dsu::Error> {
                 })?;
             let vars = dev.list_variables(segment)?;
             let versions = dev.list_versions(segment)?;
+            // Best effort: an entry without a description (or a module without
+            // DSU_READ_TYPE_DESC) shows no type.
+            let types: Vec<Option<TypeDesc>> = vars
+                .iter()
+                .map(|v| {
+                    dev.read_type_desc(segment, &v.name, Some(v.fingerprint))
+                        .ok()
+                        .flatten()
+                        .and_then(|text| TypeDesc::parse(&text).ok())
+                })
+                .collect();
             if cli.json {
-                json(&format::show_json(&seg, &vars, &versions, now_ns()))
+                json(&format::show_json(&seg, &vars, &types, &versions, now_ns()))
             } else {
-                format::show_text(&seg, &vars, &versions, now_ns())
+                format::show_text(&seg, &vars, &types, &versions, now_ns(), *verbose)
             }
         }
         Command::Create { segment, mode } => {
@@ -238,7 +254,15 @@ mod tests {
         assert_eq!(
             c.command,
             Command::Show {
-                segment: "app".into()
+                segment: "app".into(),
+                verbose: false
+            }
+        );
+        assert_eq!(
+            parse(&["show", "app", "-v"]).unwrap().command,
+            Command::Show {
+                segment: "app".into(),
+                verbose: true
             }
         );
         assert!(parse(&["--json", "list"]).unwrap().json);

@@ -19,10 +19,12 @@
  *     }
  *
  * Variables are matched by name (the C identifier, or the string given to
- * DSU_GLOBAL_NAMED) and by a fingerprint of the type's spelling, size and alignment:
- * spell the type the same way in every version ("unsigned long", not "size_t" in one and
- * "unsigned long" in the other). Shared data must not contain pointers. Use atomics
- * (__atomic builtins or _Atomic) for data that versions change concurrently.
+ * DSU_GLOBAL_NAMED) and by a fingerprint of the type's spelling, size and alignment, and
+ * for a struct described with DSU_TYPE of every field's name, type spelling, offset and
+ * size: spell types the same way in every version ("unsigned long", not "size_t" in one
+ * and "unsigned long" in the other), and describe shared structs with DSU_TYPE. Shared
+ * data must not contain pointers. Use atomics (__atomic builtins or _Atomic) for data
+ * that versions change concurrently.
  *
  * Link: gcc -static prog.c -I include libdsuc.a -lpthread -ldl -lm (see
  * build-examples.sh). Use the static library: the descriptors are found through a linker
@@ -36,15 +38,27 @@
 #ifndef DSU_LIBDSU_H
 #define DSU_LIBDSU_H
 
+#include <stddef.h>
 #include <stdint.h>
 
 #ifdef __cplusplus
+/* DSU_TYPE's check that a field has the listed type. */
+template <class A, class B> struct dsu__same_type { enum { value = 0 }; };
+template <class A> struct dsu__same_type<A, A> { enum { value = 1 }; };
 extern "C" {
 #endif
 
 #define DSU_PAGE_SIZE 4096
 #define DSU_DESC_MAGIC 0x47555344u      /* "DSUG" in memory: descriptor format 1 */
 #define DSU_DESC_HASH_TYPE_NAME (1u << 0) /* fingerprint = hash(type spelling, size, align) */
+
+/* One field of a struct described with DSU_TYPE. Same layout as dsu::typedesc::FieldDesc. */
+struct dsu_field_desc {
+	const char *name;       /* the field's name */
+	const char *type_name;  /* the spelling of its type */
+	uint64_t offset;        /* offsetof(struct, field) */
+	uint64_t size;          /* sizeof(field) */
+};
 
 /* One global's descriptor. Same layout as dsu::GlobalDesc. */
 struct dsu_global_desc {
@@ -59,6 +73,8 @@ struct dsu_global_desc {
 	uint64_t fingerprint;   /* 0 with DSU_DESC_HASH_TYPE_NAME */
 	const void *init;       /* initial bytes */
 	const void *migration;  /* NULL in C */
+	const struct dsu_field_desc *fields; /* DSU_TYPE's field list, or NULL */
+	uint64_t field_count;   /* entries at fields */
 };
 
 #define DSU__PAGES(bytes) (((bytes) + DSU_PAGE_SIZE - 1) / DSU_PAGE_SIZE)
@@ -71,7 +87,49 @@ struct dsu_global_desc {
 #define DSU_GLOBAL(type, name, ...) DSU_GLOBAL_NAMED(type, name, #name, __VA_ARGS__)
 
 /* As DSU_GLOBAL, with an explicit variable name (a string literal, 1..127 printable ASCII). */
-#define DSU_GLOBAL_NAMED(type, name, varname, ...)                                          \
+#define DSU_GLOBAL_NAMED(type, name, varname, ...) \
+	DSU__GLOBAL(type, name, varname, #type, 0, 0, __VA_ARGS__)
+
+/*
+ * DSU_TYPE(id, type, DSU_FIELD(field, field_type), ...): describes the struct `type`
+ * field by field, under the identifier `id`, for DSU_GLOBAL_TYPED. List every field,
+ * once, in declaration order (1 to 32 of them), spelling each field's type as declared:
+ *
+ *     struct conf { uint16_t port; char host[64]; int limit; };
+ *     DSU_TYPE(conf, struct conf,
+ *              DSU_FIELD(port, uint16_t), DSU_FIELD(host, char[64]), DSU_FIELD(limit, int));
+ *     DSU_GLOBAL_TYPED(conf, config, { .port = 80 });
+ *
+ * The fingerprint then hashes every field's name, type spelling, offset and size (taken
+ * from offsetof and sizeof, so from the real layout): two versions whose struct has the
+ * same name and size but reordered, renamed or retyped fields conflict instead of sharing
+ * bytes, and the conflict names the field that changed. A struct given to plain
+ * DSU_GLOBAL is fingerprinted by its spelling, size and alignment only.
+ *
+ * Checked at compile time: each field's listed type has its size (and, with GCC or clang
+ * in C, and in C++, is its type), and the fields are listed in offset order without
+ * overlapping. dsu_attach checks the list again (DSU_ELAYOUT).
+ */
+#define DSU_TYPE(id, type, ...)                                                              \
+	typedef type dsu__type_##id;                                                          \
+	static const char dsu__type_name_##id[] = #type;                                      \
+	static const struct dsu_field_desc dsu__fields_##id[] = {                             \
+		DSU__MAP(DSU__FIELD_INIT, type, __VA_ARGS__)                                  \
+	};                                                                                    \
+	typedef char dsu__fields_in_order_##id[(1 DSU__PAIRS(DSU__ORDERED, type, __VA_ARGS__)) ? 1 : -1]
+
+/* One field of DSU_TYPE: its name and the spelling of its type. */
+#define DSU_FIELD(field, field_type) (field, field_type)
+
+/* As DSU_GLOBAL for a struct described with DSU_TYPE(id, ...) in the same file. */
+#define DSU_GLOBAL_TYPED(id, name, ...) DSU_GLOBAL_TYPED_NAMED(id, name, #name, __VA_ARGS__)
+
+/* As DSU_GLOBAL_TYPED, with an explicit variable name. */
+#define DSU_GLOBAL_TYPED_NAMED(id, name, varname, ...)                                       \
+	DSU__GLOBAL(dsu__type_##id, name, varname, dsu__type_name_##id, dsu__fields_##id,    \
+		    sizeof(dsu__fields_##id) / sizeof(dsu__fields_##id[0]), __VA_ARGS__)
+
+#define DSU__GLOBAL(type, name, varname, type_name, fields, field_count, ...)               \
 	union dsu__u_##name {                                                                 \
 		type value;                                                                   \
 		unsigned char dsu__pages[DSU__PAGES(sizeof(type)) * DSU_PAGE_SIZE];          \
@@ -81,9 +139,100 @@ struct dsu_global_desc {
 	extern type name __attribute__((alias("dsu__g_" #name)));                             \
 	__attribute__((section("linkme_DSU_GLOBALS"), aligned(8), used))                      \
 	const struct dsu_global_desc dsu__d_##name = {                                        \
-		DSU_DESC_MAGIC, DSU_DESC_HASH_TYPE_NAME, varname, #type, &dsu__g_##name,      \
-		sizeof(type), _Alignof(type), DSU__PAGES(sizeof(type)), 0, &dsu__g_##name, 0  \
+		DSU_DESC_MAGIC, DSU_DESC_HASH_TYPE_NAME, varname, type_name, &dsu__g_##name,  \
+		sizeof(type), _Alignof(type), DSU__PAGES(sizeof(type)), 0, &dsu__g_##name, 0, \
+		fields, field_count                                                           \
 	}
+
+/* DSU_TYPE's machinery. */
+#define DSU__STRIP(...) __VA_ARGS__
+#define DSU__APPLY(m, args) m args
+#define DSU__FIELD_INIT(T, f) DSU__APPLY(DSU__FIELD_INIT_, (T, DSU__STRIP f))
+#define DSU__FIELD_INIT_(T, f, ft)                                                           \
+	{ #f, #ft,                                                                            \
+	  offsetof(T, f) + 0 * sizeof(char[DSU__FIELD_IS(T, f, ft) ? 1 : -1]),                 \
+	  sizeof(((T *)0)->f) },
+#define DSU__ORDERED(T, a, b) && DSU__APPLY(DSU__ORDERED_, (T, DSU__STRIP a, DSU__STRIP b))
+#define DSU__ORDERED_(T, fa, ta, fb, tb) (offsetof(T, fa) + sizeof(((T *)0)->fa) <= offsetof(T, fb))
+#if defined(__cplusplus)
+#define DSU__FIELD_IS(T, f, ft) \
+	(sizeof(ft) == sizeof(((T *)0)->f) && dsu__same_type<decltype(((T *)0)->f), ft>::value)
+#elif defined(__GNUC__)
+#define DSU__FIELD_IS(T, f, ft) \
+	(sizeof(ft) == sizeof(((T *)0)->f) && __builtin_types_compatible_p(__typeof__(((T *)0)->f), ft))
+#else
+#define DSU__FIELD_IS(T, f, ft) (sizeof(ft) == sizeof(((T *)0)->f))
+#endif
+#define DSU__CAT(a, b) DSU__CAT_(a, b)
+#define DSU__CAT_(a, b) a##b
+#define DSU__NARGS(...) DSU__NARGS_(__VA_ARGS__, 32, 31, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0)
+#define DSU__NARGS_(_1, _2, _3, _4, _5, _6, _7, _8, _9, _10, _11, _12, _13, _14, _15, _16, _17, _18, _19, _20, _21, _22, _23, _24, _25, _26, _27, _28, _29, _30, _31, _32, n, ...) n
+#define DSU__MAP(m, c, ...) DSU__CAT(DSU__MAP, DSU__NARGS(__VA_ARGS__))(m, c, __VA_ARGS__)
+#define DSU__MAP1(m, c, a) m(c, a)
+#define DSU__MAP2(m, c, a, ...) m(c, a) DSU__MAP1(m, c, __VA_ARGS__)
+#define DSU__MAP3(m, c, a, ...) m(c, a) DSU__MAP2(m, c, __VA_ARGS__)
+#define DSU__MAP4(m, c, a, ...) m(c, a) DSU__MAP3(m, c, __VA_ARGS__)
+#define DSU__MAP5(m, c, a, ...) m(c, a) DSU__MAP4(m, c, __VA_ARGS__)
+#define DSU__MAP6(m, c, a, ...) m(c, a) DSU__MAP5(m, c, __VA_ARGS__)
+#define DSU__MAP7(m, c, a, ...) m(c, a) DSU__MAP6(m, c, __VA_ARGS__)
+#define DSU__MAP8(m, c, a, ...) m(c, a) DSU__MAP7(m, c, __VA_ARGS__)
+#define DSU__MAP9(m, c, a, ...) m(c, a) DSU__MAP8(m, c, __VA_ARGS__)
+#define DSU__MAP10(m, c, a, ...) m(c, a) DSU__MAP9(m, c, __VA_ARGS__)
+#define DSU__MAP11(m, c, a, ...) m(c, a) DSU__MAP10(m, c, __VA_ARGS__)
+#define DSU__MAP12(m, c, a, ...) m(c, a) DSU__MAP11(m, c, __VA_ARGS__)
+#define DSU__MAP13(m, c, a, ...) m(c, a) DSU__MAP12(m, c, __VA_ARGS__)
+#define DSU__MAP14(m, c, a, ...) m(c, a) DSU__MAP13(m, c, __VA_ARGS__)
+#define DSU__MAP15(m, c, a, ...) m(c, a) DSU__MAP14(m, c, __VA_ARGS__)
+#define DSU__MAP16(m, c, a, ...) m(c, a) DSU__MAP15(m, c, __VA_ARGS__)
+#define DSU__MAP17(m, c, a, ...) m(c, a) DSU__MAP16(m, c, __VA_ARGS__)
+#define DSU__MAP18(m, c, a, ...) m(c, a) DSU__MAP17(m, c, __VA_ARGS__)
+#define DSU__MAP19(m, c, a, ...) m(c, a) DSU__MAP18(m, c, __VA_ARGS__)
+#define DSU__MAP20(m, c, a, ...) m(c, a) DSU__MAP19(m, c, __VA_ARGS__)
+#define DSU__MAP21(m, c, a, ...) m(c, a) DSU__MAP20(m, c, __VA_ARGS__)
+#define DSU__MAP22(m, c, a, ...) m(c, a) DSU__MAP21(m, c, __VA_ARGS__)
+#define DSU__MAP23(m, c, a, ...) m(c, a) DSU__MAP22(m, c, __VA_ARGS__)
+#define DSU__MAP24(m, c, a, ...) m(c, a) DSU__MAP23(m, c, __VA_ARGS__)
+#define DSU__MAP25(m, c, a, ...) m(c, a) DSU__MAP24(m, c, __VA_ARGS__)
+#define DSU__MAP26(m, c, a, ...) m(c, a) DSU__MAP25(m, c, __VA_ARGS__)
+#define DSU__MAP27(m, c, a, ...) m(c, a) DSU__MAP26(m, c, __VA_ARGS__)
+#define DSU__MAP28(m, c, a, ...) m(c, a) DSU__MAP27(m, c, __VA_ARGS__)
+#define DSU__MAP29(m, c, a, ...) m(c, a) DSU__MAP28(m, c, __VA_ARGS__)
+#define DSU__MAP30(m, c, a, ...) m(c, a) DSU__MAP29(m, c, __VA_ARGS__)
+#define DSU__MAP31(m, c, a, ...) m(c, a) DSU__MAP30(m, c, __VA_ARGS__)
+#define DSU__MAP32(m, c, a, ...) m(c, a) DSU__MAP31(m, c, __VA_ARGS__)
+#define DSU__PAIRS(m, c, ...) DSU__CAT(DSU__PAIRS, DSU__NARGS(__VA_ARGS__))(m, c, __VA_ARGS__)
+#define DSU__PAIRS1(m, c, a)
+#define DSU__PAIRS2(m, c, a, b) m(c, a, b)
+#define DSU__PAIRS3(m, c, a, b, ...) m(c, a, b) DSU__PAIRS2(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS4(m, c, a, b, ...) m(c, a, b) DSU__PAIRS3(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS5(m, c, a, b, ...) m(c, a, b) DSU__PAIRS4(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS6(m, c, a, b, ...) m(c, a, b) DSU__PAIRS5(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS7(m, c, a, b, ...) m(c, a, b) DSU__PAIRS6(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS8(m, c, a, b, ...) m(c, a, b) DSU__PAIRS7(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS9(m, c, a, b, ...) m(c, a, b) DSU__PAIRS8(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS10(m, c, a, b, ...) m(c, a, b) DSU__PAIRS9(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS11(m, c, a, b, ...) m(c, a, b) DSU__PAIRS10(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS12(m, c, a, b, ...) m(c, a, b) DSU__PAIRS11(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS13(m, c, a, b, ...) m(c, a, b) DSU__PAIRS12(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS14(m, c, a, b, ...) m(c, a, b) DSU__PAIRS13(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS15(m, c, a, b, ...) m(c, a, b) DSU__PAIRS14(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS16(m, c, a, b, ...) m(c, a, b) DSU__PAIRS15(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS17(m, c, a, b, ...) m(c, a, b) DSU__PAIRS16(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS18(m, c, a, b, ...) m(c, a, b) DSU__PAIRS17(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS19(m, c, a, b, ...) m(c, a, b) DSU__PAIRS18(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS20(m, c, a, b, ...) m(c, a, b) DSU__PAIRS19(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS21(m, c, a, b, ...) m(c, a, b) DSU__PAIRS20(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS22(m, c, a, b, ...) m(c, a, b) DSU__PAIRS21(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS23(m, c, a, b, ...) m(c, a, b) DSU__PAIRS22(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS24(m, c, a, b, ...) m(c, a, b) DSU__PAIRS23(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS25(m, c, a, b, ...) m(c, a, b) DSU__PAIRS24(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS26(m, c, a, b, ...) m(c, a, b) DSU__PAIRS25(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS27(m, c, a, b, ...) m(c, a, b) DSU__PAIRS26(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS28(m, c, a, b, ...) m(c, a, b) DSU__PAIRS27(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS29(m, c, a, b, ...) m(c, a, b) DSU__PAIRS28(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS30(m, c, a, b, ...) m(c, a, b) DSU__PAIRS29(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS31(m, c, a, b, ...) m(c, a, b) DSU__PAIRS30(m, c, b, __VA_ARGS__)
+#define DSU__PAIRS32(m, c, a, b, ...) m(c, a, b) DSU__PAIRS31(m, c, b, __VA_ARGS__)
 
 /* Declares a global defined with DSU_GLOBAL in another file. */
 #define DSU_GLOBAL_EXTERN(type, name) extern type name
