@@ -671,6 +671,34 @@ impl Worker {
             let fill = vec![idx as u8 ^ 0x5a; (v.size as usize).min(DATA_LEN).min(64)];
             v.init = self.place_kind(kind, &fill, DATA_OFF, DATA_LEN);
         }
+        if self.rng.chance(8) {
+            // A type description in the upper half of the data region (init uses the lower):
+            // valid text, stray bytes, or lengths past DSU_TYPE_DESC_MAX.
+            let kind = self.pick_ptr();
+            let mut text =
+                format!("dsu-type 1\ntype {} {} fuzz{idx}\n", v.size, v.align).into_bytes();
+            if self.rng.chance(4) {
+                let at = self.rng.below(text.len() as u64) as usize;
+                text[at] = self.rng.pick(&[0, 1, 0x7f, 0x80, 0xff, b'\t']);
+            }
+            if self.rng.chance(6) {
+                text.resize(DSU_TYPE_DESC_MAX as usize, b'x');
+            }
+            v.type_desc = self.place_kind(kind, &text, DATA_OFF + 2 * PAGE, 2 * PAGE);
+            v.type_desc_len = match self.rng.weighted(&[80, 10, 10]) {
+                0 => text.len() as u32,
+                1 => self
+                    .rng
+                    .pick(&[0, DSU_TYPE_DESC_MAX, DSU_TYPE_DESC_MAX + 1, u32::MAX]),
+                _ => self.rng.interesting_u32(),
+            };
+            if self.rng.chance(10) {
+                v.type_desc = 0;
+            }
+        }
+        if self.rng.chance(50) {
+            v.__pad = self.rng.interesting_u32();
+        }
         let name = self.var_name(idx);
         set_cstr(&mut v.name, &name);
         v
@@ -691,7 +719,9 @@ impl Worker {
             2 => size_of::<dsu_var>() as u32 - 1,
             3 => 100,
             4 => size_of::<dsu_var>() as u32 + 8,
-            _ => self.rng.pick(&[4096, u32::MAX, 199, 208]),
+            _ => self
+                .rng
+                .pick(&[4096, u32::MAX, 199, 208, DSU_VAR_SIZE_VER1]),
         };
         let stride = var_size as usize;
         let fill = if stride == 0 {
@@ -869,9 +899,10 @@ impl Worker {
             buf,
             ..Default::default()
         };
-        r.flags = match self.rng.weighted(&[60, 35, 5]) {
+        r.flags = match self.rng.weighted(&[50, 30, 15, 5]) {
             0 => 0,
             1 => DSU_READ_ANY_FINGERPRINT,
+            2 => DSU_READ_TYPE_DESC | self.rng.pick(&[0, DSU_READ_ANY_FINGERPRINT]),
             _ => self.rng.interesting_u32(),
         };
         let (_, seg) = self.seg_name();

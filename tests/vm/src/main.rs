@@ -16,6 +16,7 @@ mod kmod_notify;
 mod kmod_permissions;
 mod kmod_resolve;
 mod kmod_segments;
+mod kmod_typedesc;
 mod kmod_unload;
 mod kv_update;
 mod review;

@@ -77,3 +77,77 @@ fn c_v1_v2() -> TestResult {
     );
     Ok(())
 }
+
+#[distributed_slice(TESTS)]
+static C_STRUCT_LAYOUT: VmTest = VmTest {
+    name: "userspace::c_struct_layout",
+    phase: Phase::Main,
+    run: c_struct_layout,
+};
+/// A C struct described with DSU_TYPE: v2 with the same layout shares v1's bytes; v2 with
+/// the same struct name and size but its fields swapped conflicts, naming the field, and
+/// changes nothing; `dsuctl show` prints the type and its fields.
+fn c_struct_layout() -> TestResult {
+    have_c_examples()?;
+    let seg = "us-cstruct";
+    destroy(seg);
+    let r = (|| -> TestResult {
+        let mut v1 = Server::start("cconf_v1", &["--segment", seg])?;
+        ensure_eq!(v1.cmd("read")?, "port=80 limit=10", "v1 initial");
+        v1.cmd("write port 8080")?;
+        let before = ok("dsuctl", &["show", seg, "--json"])?;
+
+        let err = fails("cconf_v2_reordered", &["--segment", seg, "read"], 1)?;
+        ensure!(
+            err.contains("variable \"conf\" changed type in segment \"us-cstruct\": field `limit` is uint64_t at offset 8 (8 bytes) in the segment but uint64_t at offset 0 (8 bytes) in this program"),
+            "the conflict does not name the moved field: {err}"
+        );
+        ensure!(err.contains("nothing was changed"), "conflict error: {err}");
+        let after = ok("dsuctl", &["show", seg, "--json"])?;
+        let vars = |s: &str| {
+            s.lines()
+                .filter(|l| l.contains("\"name\"") || l.contains("\"fingerprint\""))
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        };
+        ensure_eq!(
+            vars(&before),
+            vars(&after),
+            "the failed attach changed the segment"
+        );
+        ensure_eq!(v1.get("port")?, 8080, "v1's value after the refused v2");
+
+        let mut v2 = Server::start("cconf_v2_same", &["--segment", seg])?;
+        ensure_eq!(
+            v2.cmd("read")?,
+            "port=8080 limit=10 retries=3",
+            "the same layout shares v1's bytes"
+        );
+        v2.cmd("write limit 11")?;
+        ensure_eq!(v1.get("limit")?, 11, "v1 sees v2's write");
+
+        let show = ok("dsuctl", &["show", seg, "-v"])?;
+        let conf = show.lines().find(|l| l.starts_with("conf ")).unwrap_or("");
+        ensure!(conf.ends_with("struct conf"), "conf's type: {show}");
+        ensure!(
+            show.contains("conf (struct conf, 16 bytes, align 8):"),
+            "no field list: {show}"
+        );
+        ensure!(
+            show.lines().any(
+                |l| l.split_whitespace().collect::<Vec<_>>() == ["8", "8", "limit", "uint64_t"]
+            ),
+            "limit's line: {show}"
+        );
+        let json = ok("dsuctl", &["show", seg, "--json"])?;
+        ensure!(
+            json.contains("\"type\": \"uint64_t\"") && json.contains("\"name\": \"struct conf\""),
+            "show --json lacks the type: {json}"
+        );
+        v1.exit()?;
+        v2.exit()?;
+        Ok(())
+    })();
+    destroy(seg);
+    r
+}

@@ -151,7 +151,7 @@ fn type_conflict() -> TestResult {
         let before = ok("dsuctl", &["show", seg, "--json"])?;
         let err = fails("counter_conflict", &["--segment", seg, "read"], 1)?;
         ensure!(
-            err.contains("variable \"counter::COUNTER\" changed type: fingerprint 0x"),
+            err.contains("variable \"counter::COUNTER\" changed type in segment \"us-conflict\": the type is `AtomicU64` in the segment but `AtomicI64` in this program (fingerprint 0x"),
             "unclear conflict error: {err}"
         );
         ensure!(err.contains("nothing was changed"), "conflict error: {err}");
