@@ -301,7 +301,7 @@ fn explain_conflict(
         return;
     };
     let theirs = dev.read_type_desc(segment, name, Some(vars[i].found_fingerprint));
-    *detail = match theirs {
+    let what: String = match theirs {
         Ok(Some(text)) => match TypeDesc::parse(&text) {
             Ok(theirs) => theirs.diff(&ours[i]).unwrap_or_else(|| {
                 "their descriptions (fields' names, types, offsets and sizes) are equal, so a nested type changed".into()
@@ -313,6 +313,7 @@ fn explain_conflict(
         }
         Err(_) => return,
     };
+    *detail = what.into();
 }
 
 /// Checks the descriptors: magic, names, duplicates.

@@ -206,7 +206,7 @@ pub enum Error {
         /// What differs, from the type description stored in the segment (e.g. "field
         /// `port` is u16 at offset 8 (2 bytes) in the segment but u32 ..."); empty if
         /// unknown.
-        detail: String,
+        detail: Box<str>,
         /// Further conflicting variables in the same batch.
         others: usize,
     },
@@ -229,7 +229,7 @@ pub enum Error {
         theirs: u64,
         /// What differs, from the type description stored in the segment; empty if
         /// unknown.
-        detail: String,
+        detail: Box<str>,
         /// Further conflicting variables in the same batch.
         others: usize,
     },
@@ -520,7 +520,7 @@ mod tests {
             type_name: "u64".into(),
             ours: 8,
             theirs: 4,
-            detail: String::new(),
+            detail: Box::default(),
             others: 2,
         };
         let m = e.to_string();

@@ -937,7 +937,7 @@ pub fn conflict_error(segment: &str, vars: &[u::dsu_var], type_names: &[&str]) -
             type_name,
             ours: v.size,
             theirs: v.found_size,
-            detail: String::new(),
+            detail: Box::default(),
             others,
         }
     } else {
@@ -947,7 +947,7 @@ pub fn conflict_error(segment: &str, vars: &[u::dsu_var], type_names: &[&str]) -
             type_name,
             ours: v.fingerprint,
             theirs: v.found_fingerprint,
-            detail: String::new(),
+            detail: Box::default(),
             others,
         }
     }
