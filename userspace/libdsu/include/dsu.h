@@ -8,7 +8,9 @@
  *
  *     #include <dsu.h>
  *     DSU_GLOBAL(unsigned long, requests, 0);
- *     DSU_GLOBAL(struct config, config, { .level = 2 });
+ *     struct config { int level; unsigned port; };
+ *     DSU_TYPE(config, struct config, DSU_FIELD(level, int), DSU_FIELD(port, unsigned));
+ *     DSU_GLOBAL_TYPED(config, config, { .level = 2 });
  *
  *     int main(void) {
  *         if (dsu_attach("server", "1.0", 0, 0) < 0) {
