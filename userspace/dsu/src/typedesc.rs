@@ -58,6 +58,9 @@ pub struct FieldDesc {
     pub size: u64,
 }
 
+// SAFETY: the pointers are to 'static strings that are never written (as in GlobalDesc).
+unsafe impl Sync for FieldDesc {}
+
 impl FieldDesc {
     /// A field record (used by the derive).
     ///
@@ -477,6 +480,103 @@ mod tests {
         assert_eq!(
             p.diff(&q).unwrap(),
             "the type is `u64` in the segment but `i64` in this program"
+        );
+    }
+
+    /// A C descriptor as `DSU_GLOBAL_TYPED` emits it: the fingerprint follows the fields.
+    #[test]
+    fn c_fingerprints_follow_the_layout() {
+        use crate::global::{DESC_HASH_TYPE_NAME, DESC_MAGIC, GlobalDesc};
+        static G: crate::Global<[u64; 2]> = crate::Global::new([0; 2]);
+        const U64: *const c_char = c"uint64_t".as_ptr();
+        static PORT_LIMIT: [FieldDesc; 2] = [
+            FieldDesc::new(c"port".as_ptr(), U64, 0, 8),
+            FieldDesc::new(c"limit".as_ptr(), U64, 8, 8),
+        ];
+        static LIMIT_PORT: [FieldDesc; 2] = [
+            FieldDesc::new(c"limit".as_ptr(), U64, 0, 8),
+            FieldDesc::new(c"port".as_ptr(), U64, 8, 8),
+        ];
+        static RETYPED: [FieldDesc; 2] = [
+            FieldDesc::new(c"port".as_ptr(), c"int64_t".as_ptr(), 0, 8),
+            FieldDesc::new(c"limit".as_ptr(), U64, 8, 8),
+        ];
+        let c = |fields: &'static [FieldDesc]| GlobalDesc {
+            magic: DESC_MAGIC,
+            flags: DESC_HASH_TYPE_NAME,
+            name: c"conf".as_ptr(),
+            type_name: c"struct conf".as_ptr(),
+            addr: G.as_ptr().cast(),
+            size: 16,
+            align: 8,
+            pages: 1,
+            fingerprint: 0,
+            init: G.as_ptr().cast(),
+            migration: std::ptr::null(),
+            fields: fields.as_ptr(),
+            field_count: fields.len() as u64,
+        };
+        let v1 = c(&PORT_LIMIT);
+        let reordered = c(&LIMIT_PORT);
+        let retyped = c(&RETYPED);
+        assert_eq!(
+            v1.effective_fingerprint(),
+            c(&PORT_LIMIT).effective_fingerprint()
+        );
+        assert_ne!(
+            v1.effective_fingerprint(),
+            reordered.effective_fingerprint()
+        );
+        assert_ne!(v1.effective_fingerprint(), retyped.effective_fingerprint());
+        assert_ne!(
+            v1.effective_fingerprint(),
+            c(&[]).effective_fingerprint(),
+            "a described struct differs from an undescribed one"
+        );
+        assert_eq!(
+            v1.type_desc().diff(&reordered.type_desc()).unwrap(),
+            "field `limit` is uint64_t at offset 8 (8 bytes) in the segment but uint64_t at offset 0 (8 bytes) in this program"
+        );
+        let mut dup = c(&PORT_LIMIT);
+        dup.field_count = 1;
+        assert!(dup.type_desc().check_fields().is_ok());
+    }
+
+    mod v1 {
+        #[derive(crate::Shared)]
+        #[repr(C)]
+        pub struct Conf {
+            pub limit: u64,
+            pub port: u16,
+        }
+    }
+    mod v2 {
+        #[derive(crate::Shared)]
+        #[repr(C)]
+        pub struct Conf {
+            pub limit: u64,
+            pub port: u32,
+        }
+    }
+
+    /// The derive's field list gives the description the conflict message uses.
+    #[test]
+    fn derived_descriptions_name_the_field() {
+        static A: crate::Global<v1::Conf> = crate::Global::new(v1::Conf { limit: 0, port: 0 });
+        static B: crate::Global<v2::Conf> = crate::Global::new(v2::Conf { limit: 0, port: 0 });
+        let null = std::ptr::null();
+        let a = crate::GlobalDesc::new(c"conf".as_ptr(), c"Conf".as_ptr(), &A, null);
+        let b = crate::GlobalDesc::new(c"conf".as_ptr(), c"Conf".as_ptr(), &B, null);
+        let (ta, tb) = (a.type_desc(), b.type_desc());
+        assert_eq!(ta.fields.len(), 2);
+        assert_eq!(
+            TypeDesc::parse(&ta.to_text()).unwrap(),
+            ta,
+            "survives the text form"
+        );
+        assert_eq!(
+            ta.diff(&tb).unwrap(),
+            "field `port` is u16 at offset 8 (2 bytes) in the segment but u32 at offset 8 (4 bytes) in this program"
         );
     }
 
