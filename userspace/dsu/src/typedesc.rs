@@ -61,6 +61,12 @@ pub struct FieldDesc {
 // SAFETY: the pointers are to 'static strings that are never written (as in GlobalDesc).
 unsafe impl Sync for FieldDesc {}
 
+// The C header's `struct dsu_field_desc` and `struct dsu_global_desc` have these sizes.
+const _: () = assert!(
+    size_of::<FieldDesc>() == 32 && size_of::<crate::GlobalDesc>() == 96,
+    "dsu.h's descriptor layouts changed: update userspace/libdsu/include/dsu.h"
+);
+
 impl FieldDesc {
     /// A field record (used by the derive).
     ///

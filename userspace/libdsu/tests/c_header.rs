@@ -1,0 +1,81 @@
+//! `dsu.h`'s `DSU_TYPE` compiles as C99, C11 and C++17 and refuses, at compile time, field
+//! lists that do not match the struct (needs `gcc`/`g++`, as the C examples do).
+
+use std::path::Path;
+use std::process::Command;
+
+const STRUCT: &str = "struct conf { uint16_t port; char host[64]; int limit; };\n";
+
+/// Compiles `body` after `#include <dsu.h>` and the struct; returns the compiler's stderr
+/// on failure.
+fn compile(compiler: &str, std: &str, body: &str) -> Result<(), String> {
+    let dir = std::env::temp_dir().join(format!("dsu-c-header-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ext = if compiler == "g++" { "cc" } else { "c" };
+    let file = dir.join(format!("t-{std}-{}.{ext}", body.len()));
+    std::fs::write(&file, format!("#include <dsu.h>\n{STRUCT}{body}\n")).unwrap();
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+    let out = Command::new(compiler)
+        .arg(format!("-std={std}"))
+        .args(["-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I"])
+        .arg(&include)
+        .arg(&file)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("{compiler} is needed for this test (as for the C examples): {e}")
+        });
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
+}
+
+const GOOD: &str = "DSU_TYPE(conf, struct conf, DSU_FIELD(port, uint16_t), \
+                    DSU_FIELD(host, char[64]), DSU_FIELD(limit, int));";
+
+#[test]
+fn dsu_type_compiles_in_c_and_cpp() {
+    for std in ["c99", "c11"] {
+        let global = "DSU_GLOBAL_TYPED(conf, config, { .port = 80 });";
+        compile("gcc", std, &format!("{GOOD}\n{global}")).unwrap();
+    }
+    let cpp = format!(
+        "{GOOD}\nstatic_assert(sizeof(dsu__fields_conf) / sizeof(dsu__fields_conf[0]) == 3, \"3 fields\");"
+    );
+    compile("g++", "c++17", &cpp).unwrap();
+}
+
+#[test]
+fn dsu_type_refuses_lists_that_do_not_match() {
+    let cases = [
+        (
+            "out of order",
+            "DSU_TYPE(conf, struct conf, DSU_FIELD(host, char[64]), DSU_FIELD(port, uint16_t), DSU_FIELD(limit, int));",
+        ),
+        (
+            "listed twice",
+            "DSU_TYPE(conf, struct conf, DSU_FIELD(port, uint16_t), DSU_FIELD(port, uint16_t));",
+        ),
+        (
+            "another type of the same size",
+            "DSU_TYPE(conf, struct conf, DSU_FIELD(port, int16_t), DSU_FIELD(host, char[64]), DSU_FIELD(limit, int));",
+        ),
+        (
+            "another size",
+            "DSU_TYPE(conf, struct conf, DSU_FIELD(port, uint32_t), DSU_FIELD(host, char[64]), DSU_FIELD(limit, int));",
+        ),
+        (
+            "no such field",
+            "DSU_TYPE(conf, struct conf, DSU_FIELD(port, uint16_t), DSU_FIELD(nope, int));",
+        ),
+    ];
+    for (what, body) in cases {
+        for (compiler, std) in [("gcc", "c11"), ("g++", "c++17")] {
+            assert!(
+                compile(compiler, std, body).is_err(),
+                "{compiler} -std={std} accepted a field list with a field {what}"
+            );
+        }
+    }
+}
