@@ -256,9 +256,10 @@ impl Segment {
     }
 
     /// RESOLVE (see DESIGN.md): finds or creates every entry of `vars` (validated, with
-    /// unique `names`); an entry it creates takes its type description from `descs`. On success every status is `COMMON` or `ADDED` with its pages, and
-    /// the number added is returned. On `EEXIST` (a conflict) statuses say what was found
-    /// and nothing changed. On any other error nothing changed either.
+    /// unique `names`); an entry it creates takes its type description from `descs`. On
+    /// success every status is `COMMON` or `ADDED` with its pages, and the number added is
+    /// returned. On `EEXIST` (a conflict) statuses say what was found and nothing changed.
+    /// On any other error nothing changed either.
     pub fn resolve(
         &self,
         vars: &mut [dsu_var],
