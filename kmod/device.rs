@@ -2,8 +2,9 @@
 
 //! `/dev/dsu` file operations: open, release, ioctl dispatch, mmap, poll and read.
 //!
-//! Each ioctl is dispatched on its type and number (the struct's own size field governs
-//! copying). The introspection and DESTROY ioctls, which name their segment and work in any
+//! Each ioctl is dispatched on its whole command number (type, number, direction and size:
+//! one command per struct size the kernel knows, `ENOTTY` for any other); the struct's own
+//! size field then governs copying. The introspection and DESTROY ioctls, which name their segment and work in any
 //! handle state, are implemented here; the state-changing ones are in `handle.rs`.
 //! Nothing here holds a dsu lock across a user copy.
 
@@ -27,7 +28,6 @@ use crate::{
 use core::mem::size_of;
 use kernel::{
     error::code::*,
-    ioctl::{_IOC_NR, _IOC_TYPE},
     page::PAGE_SIZE,
     prelude::*,
     sync::{Arc, ArcBorrow},
@@ -55,13 +55,10 @@ impl MiscDevice for Handle {
         cmd: u32,
         arg: usize,
     ) -> Result<isize> {
-        if _IOC_TYPE(cmd) != ioctl::MAGIC {
-            return Err(ENOTTY);
-        }
-        match _IOC_NR(cmd) {
+        match cmd {
             ioctl::ATTACH => handle.attach(registry, arg),
             ioctl::RESOLVE => handle.resolve(arg),
-            ioctl::BIND => handle.bind(arg),
+            ioctl::BIND | ioctl::BIND_VER1 => handle.bind(arg),
             ioctl::LIST_SEGMENTS => list(registry, arg, ListKind::Segments),
             ioctl::LIST_VARIABLES => list(registry, arg, ListKind::Variables),
             ioctl::LIST_VERSIONS => list(registry, arg, ListKind::Versions),
@@ -129,7 +126,12 @@ enum ListKind {
 /// DSU_IOC_LIST_*: paged copies of introspection records.
 fn list(registry: &Registry, arg: usize, kind: ListKind) -> Result<isize> {
     let mut l: dsu_list = uapi::read_struct(arg)?;
-    if l.__pad != 0 {
+    // Padding, output-only and unused fields must be zero, so that they can be given a
+    // meaning later.
+    if l.__pad != 0 || l.total != 0 {
+        return Err(EINVAL);
+    }
+    if matches!(kind, ListKind::Segments) && l.segment.iter().any(|c| *c != 0) {
         return Err(EINVAL);
     }
     if l.count > DSU_LIST_MAX {
@@ -175,7 +177,10 @@ fn write_records<T: kernel::types::AsBytes>(array: &RecordArray, records: &[T]) 
 /// DSU_IOC_READ_VAR: copies a variable's current bytes, or its type description.
 fn read_var(registry: &Registry, arg: usize) -> Result<isize> {
     let mut r: dsu_read_var = uapi::read_struct(arg)?;
-    if r.flags & !(DSU_READ_ANY_FINGERPRINT | DSU_READ_TYPE_DESC) != 0 {
+    if r.flags & !(DSU_READ_ANY_FINGERPRINT | DSU_READ_TYPE_DESC) != 0
+        || r.var_size != 0
+        || r.var_fingerprint != 0
+    {
         return Err(EINVAL);
     }
     let seg = registry.get(&uapi::segment_name(&r.segment)?)?;
@@ -193,13 +198,13 @@ fn read_var(registry: &Registry, arg: usize) -> Result<isize> {
         return Ok(0);
     }
     let snap = seg.read_var(&name, r.fingerprint, any, r.offset, r.length)?;
-    // The pages stay valid while `seg` is held; copy with no lock held.
-    let mut writer = uapi::writer(r.buf, snap.len)?;
+    // The pages are borrowed from `seg`; copy with no lock held.
+    let mut dst = uapi::user_range(r.buf, snap.len)?;
     let (mut skip, mut left) = (snap.skip, snap.len);
     for page in snap.pages.iter() {
         let n = left.min(PAGE_SIZE - skip);
-        // SAFETY: The segment (held by `seg`) keeps its pages until it is dropped.
-        unsafe { page.copy_to_user(&mut writer, skip, n)? };
+        page.copy_to_user(dst, skip, n)?;
+        dst += n;
         skip = 0;
         left -= n;
     }

@@ -6,8 +6,9 @@
 //! each version maps the physical pages of a named *segment* over its own global section,
 //! so that a common global is the same memory in every version. See `docs/DESIGN.md`.
 //!
-//! The module registers `/dev/dsu` (mode 0666; access control is per segment) and owns the
-//! segment registry. Every open file pins the module (`fops.owner`), so unloading is refused
+//! The module registers `/dev/dsu` as a misc device (major 10, dynamic minor, mode 0666;
+//! access control is per segment), mounts the private tmpfs that holds segment pages
+//! (huge pages off) and owns the segment registry. Every open file pins the module (`fops.owner`), so unloading is refused
 //! while any fd or mapping lives; unloading drops the registry and with it every segment.
 
 pub mod device;
@@ -23,7 +24,7 @@ pub mod version;
 
 use handle::Handle;
 use kernel::{c_str, prelude::*};
-use kernel_ext::miscdevice::MiscDeviceRegistration;
+use kernel_ext::{miscdevice::MiscDeviceRegistration, shmem::ShmemMount};
 use registry::Registry;
 
 module! {
@@ -34,15 +35,22 @@ module! {
     license: "GPL",
 }
 
+// Fields drop in order: the device (and with it the registry and every segment) before
+// the mount their files live on.
 struct DsuModule {
     _device: MiscDeviceRegistration<Handle>,
+    _shmem: ShmemMount,
 }
 
 impl kernel::Module for DsuModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
+        let shmem = ShmemMount::new()?;
         let registry = KBox::pin_init(Registry::new(), GFP_KERNEL)?;
         let device = MiscDeviceRegistration::register(c_str!("dsu"), module, registry)?;
         pr_info!("/dev/dsu ready (API version {})\n", uapi::DSU_API_VERSION);
-        Ok(Self { _device: device })
+        Ok(Self {
+            _device: device,
+            _shmem: shmem,
+        })
     }
 }

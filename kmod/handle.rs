@@ -94,7 +94,7 @@ impl Handle {
     pub fn attach(&self, registry: &Registry, arg: usize) -> Result<isize> {
         let mut a: dsu_attach = uapi::read_struct(arg)?;
         let known = DSU_ATTACH_MUST_CREATE | DSU_ATTACH_MUST_EXIST;
-        if a.flags & !known != 0 || a.flags == known || a.mode > 0o777 {
+        if a.flags & !known != 0 || a.flags == known || a.mode > 0o777 || a.created != 0 {
             return Err(EINVAL);
         }
         let name = uapi::segment_name(&a.name)?;
@@ -120,7 +120,7 @@ impl Handle {
     /// DSU_IOC_RESOLVE.
     pub fn resolve(&self, arg: usize) -> Result<isize> {
         let mut r: dsu_resolve = uapi::read_struct(arg)?;
-        if r.flags != 0 || r.count == 0 {
+        if r.flags != 0 || r.count == 0 || r.added != 0 || r.conflicts != 0 {
             return Err(EINVAL);
         }
         let count = r.count as usize;
@@ -155,6 +155,7 @@ impl Handle {
                 && v.align <= PAGE_SIZE as u64
                 && v.flags & !DSU_VAR_MIGRATE == 0
                 && v.__pad == 0
+                && output_fields_zero(&v)
                 && (v.type_desc == 0) == (v.type_desc_len == 0);
             let desc = if ok {
                 TypeDesc::copy_in(v.type_desc, v.type_desc_len)?
@@ -214,7 +215,7 @@ impl Handle {
     /// DSU_IOC_BIND.
     pub fn bind(&self, arg: usize) -> Result<isize> {
         let (mut b, size) = uapi::read_struct_grown::<dsu_bind>(arg, DSU_BIND_SIZE_VER1 as usize)?;
-        if b.flags & !DSU_BIND_PREFAULT != 0 {
+        if b.flags & !DSU_BIND_PREFAULT != 0 || b.version_id != 0 {
             return Err(EINVAL);
         }
         let label = uapi::label(&b.label)?;
@@ -299,6 +300,15 @@ impl Handle {
             registry.forget_destroyed(seg.id);
         }
     }
+}
+
+/// Whether an entry's output-only fields are zero on input (so they can get a meaning later).
+fn output_fields_zero(v: &dsu_var) -> bool {
+    v.status == 0
+        && v.first_page == 0
+        && v.page_count == 0
+        && v.found_size == 0
+        && v.found_fingerprint == 0
 }
 
 fn is_conflict(status: u32) -> bool {

@@ -15,7 +15,7 @@
 use crate::{
     handle::Handle,
     kernel_ext::mm::{
-        flags, FaultResult, PagePtr, VmArea, VmFault, VmOperations, VmOpsTable, VmaNew,
+        flags, BorrowedPage, FaultResult, VmArea, VmFault, VmOperations, VmOpsTable, VmaNew,
     },
     segment::{MAY_READ, MAY_WRITE},
     version::Version,
@@ -54,26 +54,27 @@ impl VmOperations for Mapping {
             .and_then(|i| version.segment.file_page(i));
         match page {
             // `vm_insert_page` takes its own reference; ours is dropped after it.
-            Some(page) => vmf.insert_page(page.ptr()),
+            Some(page) => vmf.insert_page(&page),
             None => FaultResult::SigBus,
         }
     }
 }
 
 /// Inserts every page of the version at mmap, one page table (512 pages) per
-/// `vm_insert_pages` call. Each batch's page pointers are copied from the segment's page
-/// array under its mutex (`mmap_lock` → segment mutex, the documented order), which is
-/// released before the insert; the segment keeps the pages alive.
+/// `vm_insert_pages` call. Each batch's pages are borrowed from the segment's page array
+/// under its mutex (`mmap_lock` → segment mutex, the documented order), which is released
+/// before the insert; the segment, which the version holds, keeps the pages alive.
 fn prefault(vma: &VmaNew, version: &Version) -> Result {
     const BATCH: usize = 512;
-    let mut batch: KVVec<PagePtr> = KVVec::with_capacity(BATCH, GFP_KERNEL)?;
+    let mut batch: KVVec<BorrowedPage<'_>> = KVVec::with_capacity(BATCH, GFP_KERNEL)?;
     let mut addr = vma.start();
     for run in version.map.runs() {
         let mut seg = run.seg;
         let end = run.seg + run.count;
         while seg < end {
             let n = (BATCH as u64).min(end - seg) as usize;
-            // SAFETY: `PagePtr` is `Copy`: forgetting the previous batch drops nothing.
+            // SAFETY: Shrinking only; `BorrowedPage` is `Copy`, so forgetting the previous
+            // batch drops nothing.
             unsafe { batch.set_len(0) };
             version.segment.page_ptrs(seg, n, &mut batch)?;
             vma.insert_pages(addr, &batch)?;
@@ -96,7 +97,9 @@ pub fn mmap(handle: &Handle, vma: &VmaNew) -> Result {
     }
     version.segment.check_access(MAY_READ | MAY_WRITE)?;
 
-    vma.set_flags(flags::DONTEXPAND | flags::DONTDUMP | flags::MIXEDMAP);
+    vma.set_dontexpand();
+    vma.set_dontdump();
+    vma.set_mixedmap();
     // Recognisable as ours before any page goes in.
     // SAFETY: The version is owned by the handle, which the VMA's file owns, so it outlives
     // the VMA and every copy of it.

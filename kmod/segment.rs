@@ -20,7 +20,7 @@ use crate::{
     kernel_ext::{
         cred::{capable_sys_admin, current_fsgid, current_fsuid, in_group},
         error::eidrm,
-        mm::{PagePtr, PageRef},
+        mm::{BorrowedPage, PageRef},
         shmem::ShmemFile,
         time::realtime_ns,
     },
@@ -123,10 +123,10 @@ impl Drop for NewPages<'_> {
     }
 }
 
-/// Where READ_VAR copies from.
-pub struct VarSnapshot {
+/// Where READ_VAR copies from: pages borrowed from the segment, which keeps them.
+pub struct VarSnapshot<'a> {
     /// Pages covering the requested bytes.
-    pub pages: KVVec<PagePtr>,
+    pub pages: KVVec<BorrowedPage<'a>>,
     /// Offset of the first byte in `pages[0]`.
     pub skip: usize,
     /// Bytes to copy.
@@ -368,8 +368,8 @@ impl Segment {
             reserved: count as u64,
             pages: KVVec::with_capacity(count, GFP_KERNEL)?,
         };
-        let mut init = if v.init != 0 {
-            Some(uapi::reader(v.init, size)?)
+        let init = if v.init != 0 {
+            Some(uapi::user_range(v.init, size)?)
         } else {
             None
         };
@@ -377,9 +377,9 @@ impl Segment {
         for i in 0..count as u64 {
             let page = self.file.page(group.first + i)?;
             let n = left.min(PAGE_SIZE);
-            if let Some(reader) = init.as_mut() {
-                // SAFETY: `page` holds a reference, so the page is alive.
-                unsafe { page.ptr().copy_from_user(reader, 0, n)? };
+            if let Some(src) = init {
+                page.borrow()
+                    .copy_from_user(src + i as usize * PAGE_SIZE, 0, n)?;
             }
             left -= n;
             group.pages.push(page, GFP_KERNEL)?;
@@ -387,10 +387,15 @@ impl Segment {
         Ok(group)
     }
 
-    /// Appends to `out` the pointers of segment pages `first..first + count` (`EINVAL` past
-    /// the end). They stay valid for as long as the segment lives: its pages are only freed
-    /// when it is dropped. No user memory is touched under the lock.
-    pub fn page_ptrs(&self, first: u64, count: usize, out: &mut KVVec<PagePtr>) -> Result {
+    /// Appends to `out` segment pages `first..first + count` (`EINVAL` past the end),
+    /// borrowed for as long as the segment is: its pages are only freed when it is dropped.
+    /// No user memory is touched under the lock.
+    pub fn page_ptrs<'a>(
+        &'a self,
+        first: u64,
+        count: usize,
+        out: &mut KVVec<BorrowedPage<'a>>,
+    ) -> Result {
         let g = self.inner.lock();
         let first = usize::try_from(first).map_err(|_| EINVAL)?;
         let pages = first
@@ -398,7 +403,9 @@ impl Segment {
             .and_then(|end| g.pages.get(first..end))
             .ok_or(EINVAL)?;
         for page in pages {
-            out.push(page.ptr(), GFP_KERNEL)?;
+            // SAFETY: The segment drops its page references only when it is dropped, and
+            // `'a` borrows it.
+            out.push(unsafe { page.borrow_for() }, GFP_KERNEL)?;
         }
         Ok(())
     }
@@ -517,7 +524,7 @@ impl Segment {
         any: bool,
         offset: u64,
         length: u64,
-    ) -> Result<VarSnapshot> {
+    ) -> Result<VarSnapshot<'_>> {
         let mut g = self.inner.lock();
         let g = &mut *g;
         let e = g.dir.find(name, fingerprint, any).ok_or(ENOENT)?;
@@ -532,7 +539,10 @@ impl Segment {
         let (var_size, var_fingerprint) = (e.size, e.fingerprint);
         let mut pages = KVVec::with_capacity(count, GFP_KERNEL)?;
         for i in first..first + count {
-            pages.push(g.pages.get(i).ok_or(EINVAL)?.ptr(), GFP_KERNEL)?;
+            let page = g.pages.get(i).ok_or(EINVAL)?;
+            // SAFETY: The segment drops its page references only when it is dropped, and the
+            // snapshot borrows it.
+            pages.push(unsafe { page.borrow_for() }, GFP_KERNEL)?;
         }
         Ok(VarSnapshot {
             pages,

@@ -61,17 +61,34 @@ plain_data! {
     dsu_destroy => 72,
 }
 
-/// ioctl numbers, dispatched on `_IOC_TYPE` and `_IOC_NR` only (the size field in each
-/// struct, not `_IOC_SIZE`, says how much to copy).
+/// ioctl command numbers, dispatched on the whole command: type, number, direction and
+/// size bits. Each struct size the kernel knows has its own command (BIND has two: API
+/// version 1's 64-byte struct and today's); any other command is `ENOTTY`. Within a
+/// command, the struct's own `size` field still says how much is copied.
 pub mod ioctl {
-    /// The dsu ioctl type.
-    pub const MAGIC: u32 = super::DSU_IOC_MAGIC;
-    pub use super::{
-        DSU_IOC_NR_ATTACH as ATTACH, DSU_IOC_NR_BIND as BIND, DSU_IOC_NR_DESTROY as DESTROY,
-        DSU_IOC_NR_LIST_SEGMENTS as LIST_SEGMENTS, DSU_IOC_NR_LIST_VARIABLES as LIST_VARIABLES,
-        DSU_IOC_NR_LIST_VERSIONS as LIST_VERSIONS, DSU_IOC_NR_READ_VAR as READ_VAR,
-        DSU_IOC_NR_RESOLVE as RESOLVE,
-    };
+    use super::*;
+    use kernel::ioctl::{_IOW, _IOWR};
+
+    const MAGIC: u32 = DSU_IOC_MAGIC;
+    /// `DSU_IOC_ATTACH`.
+    pub const ATTACH: u32 = _IOWR::<dsu_attach>(MAGIC, DSU_IOC_NR_ATTACH);
+    /// `DSU_IOC_RESOLVE`.
+    pub const RESOLVE: u32 = _IOWR::<dsu_resolve>(MAGIC, DSU_IOC_NR_RESOLVE);
+    /// `DSU_IOC_BIND`.
+    pub const BIND: u32 = _IOWR::<dsu_bind>(MAGIC, DSU_IOC_NR_BIND);
+    /// `DSU_IOC_BIND_VER1`: BIND as API version 1 encoded it (a 64-byte struct).
+    pub const BIND_VER1: u32 =
+        _IOWR::<[u8; DSU_BIND_SIZE_VER1 as usize]>(MAGIC, DSU_IOC_NR_BIND);
+    /// `DSU_IOC_LIST_SEGMENTS`.
+    pub const LIST_SEGMENTS: u32 = _IOWR::<dsu_list>(MAGIC, DSU_IOC_NR_LIST_SEGMENTS);
+    /// `DSU_IOC_LIST_VARIABLES`.
+    pub const LIST_VARIABLES: u32 = _IOWR::<dsu_list>(MAGIC, DSU_IOC_NR_LIST_VARIABLES);
+    /// `DSU_IOC_LIST_VERSIONS`.
+    pub const LIST_VERSIONS: u32 = _IOWR::<dsu_list>(MAGIC, DSU_IOC_NR_LIST_VERSIONS);
+    /// `DSU_IOC_READ_VAR`.
+    pub const READ_VAR: u32 = _IOWR::<dsu_read_var>(MAGIC, DSU_IOC_NR_READ_VAR);
+    /// `DSU_IOC_DESTROY`.
+    pub const DESTROY: u32 = _IOW::<dsu_destroy>(MAGIC, DSU_IOC_NR_DESTROY);
 }
 
 /// Largest struct or record size accepted (the tail beyond what the kernel knows must be
@@ -267,6 +284,14 @@ pub fn reader(ptr: u64, len: usize) -> Result<UserSliceReader> {
     let ptr = usize::try_from(ptr).map_err(|_| EFAULT)?;
     ptr.checked_add(len).ok_or(EFAULT)?;
     Ok(UserSlice::new(ptr, len).reader())
+}
+
+/// Checks that `len` bytes of user memory at `ptr` form an address range that does not
+/// overflow (`EFAULT`) and returns the address, for copies through raw pointers.
+pub fn user_range(ptr: u64, len: usize) -> Result<usize> {
+    let ptr = usize::try_from(ptr).map_err(|_| EFAULT)?;
+    ptr.checked_add(len).ok_or(EFAULT)?;
+    Ok(ptr)
 }
 
 /// A writer for `len` bytes of user memory at `ptr`.

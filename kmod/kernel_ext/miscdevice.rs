@@ -1,21 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! A character device with one minor, like upstream's `miscdevice` abstraction (6.13+),
-//! built from `__register_chrdev`, `class_create` and `device_create` because 6.12 has no
-//! `misc_register` binding.
+//! A misc character device (major 10, dynamic minor), shaped like upstream's
+//! `kernel::miscdevice` (6.13+): a [`MiscDevice`] trait for the file operations and a
+//! [`MiscDeviceRegistration`] that owns the registration.
 //!
-//! [`MiscDeviceRegistration`] owns the chrdev region, the class and the device node. Its
-//! `file_operations` live inside it with `owner` set to this module, so every open file
-//! (and every VMA, which holds a file) pins the module: the registration, and the context
-//! in it, outlive every callback. Callbacks find the context from `file->f_op`.
+//! The 6.12 bindings do not include `include/linux/miscdevice.h`, so `struct miscdevice`,
+//! `misc_register` and `misc_deregister` are declared here ([`RawMiscDevice`]); swap them
+//! for `bindings::miscdevice` once the kernel's bindings have it.
+//!
+//! The registration's `file_operations` and `miscdevice` live in one heap block with the
+//! context, with `owner` set to this module, so every open file (and every VMA, which holds
+//! a file) pins the module: the registration, and the context in it, outlive every
+//! callback. Callbacks find the context from `file->f_op`. `compat_ioctl` is the kernel's
+//! `compat_ptr_ioctl`: the interface's structs are fixed-width, so a 32-bit caller differs
+//! only in the argument pointer, which it converts with `compat_ptr` before calling `ioctl`.
 
 use kernel::ffi::{c_char, c_int, c_long, c_uint, c_ulong};
 use kernel::{
-    bindings, c_str,
-    error::{from_err_ptr, to_result},
+    bindings,
+    error::to_result,
     prelude::*,
     str::CStr,
-    types::ForeignOwnable,
+    types::{ForeignOwnable, Opaque},
     uaccess::{UserSlice, UserSliceWriter},
     ThisModule,
 };
@@ -35,7 +41,9 @@ pub trait MiscDevice: Sized {
     fn open(ctx: &Self::Context, file: &File) -> Result<Self::Ptr>;
     /// The last reference to the file is gone (every fd closed and every VMA unmapped).
     fn release(ctx: &Self::Context, device: Self::Ptr, file: &File);
-    /// `ioctl` (native and compat: the interface has no pointer-size dependent layout).
+    /// `ioctl`, with the whole command number. 32-bit callers arrive here too, with `arg`
+    /// already converted by `compat_ptr` (`compat_ptr_ioctl`): the commands' structs must
+    /// have the same layout for both ABIs (fixed-width fields, explicit padding).
     fn ioctl(
         ctx: &Self::Context,
         device: <Self::Ptr as ForeignOwnable>::Borrowed<'_>,
@@ -64,27 +72,77 @@ pub trait MiscDevice: Sized {
     ) -> Result<usize>;
 }
 
-/// Heap part of a registration; its address is stable while files refer to `fops`.
+/// `MISC_DYNAMIC_MINOR` (`include/linux/miscdevice.h`).
+const MISC_DYNAMIC_MINOR: c_int = 255;
+
+/// `struct miscdevice` as laid out in `include/linux/miscdevice.h` of Linux 6.12:
+///
+/// ```c
+/// struct miscdevice {
+///         int minor;
+///         const char *name;
+///         const struct file_operations *fops;
+///         struct list_head list;
+///         struct device *parent;
+///         struct device *this_device;
+///         const struct attribute_group **groups;
+///         const char *nodename;
+///         umode_t mode;
+/// };
+/// ```
+///
+/// Field for field, in order, with the same C types; keep it in step with that header.
+#[repr(C)]
+struct RawMiscDevice {
+    minor: c_int,
+    name: *const c_char,
+    fops: *const bindings::file_operations,
+    list: bindings::list_head,
+    parent: *mut bindings::device,
+    this_device: *mut bindings::device,
+    groups: *mut *const bindings::attribute_group,
+    nodename: *const c_char,
+    mode: bindings::umode_t,
+}
+
+// 64-bit layout of the C struct: 4 + 4 (hole) + 8 + 8 + 16 + 8 + 8 + 8 + 8 + 2 + 6 (tail).
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(core::mem::size_of::<RawMiscDevice>() == 80);
+
+// `drivers/char/misc.c`, exported; not in the 6.12 bindings (see `RawMiscDevice`). The
+// types contain a zero-sized placeholder struct deep inside (`dev_msi_info`), which trips
+// `improper_ctypes` although only pointers cross.
+#[allow(improper_ctypes)]
+extern "C" {
+    fn misc_register(misc: *mut RawMiscDevice) -> c_int;
+    fn misc_deregister(misc: *mut RawMiscDevice);
+}
+
+/// Heap part of a registration: misc keeps a pointer to `misc` in its list and every file a
+/// pointer to `fops`, so its address is stable (it is never moved out of its box).
 struct Inner<T: MiscDevice> {
     fops: bindings::file_operations,
+    misc: Opaque<RawMiscDevice>,
     ctx: T::Context,
 }
 
-/// A registered device node `/dev/<name>`, unregistered on drop.
+/// A registered misc device `/dev/<name>`, unregistered on drop.
+///
+/// # Invariants
+///
+/// `inner.misc` is registered with `misc_register` until `drop`.
 pub struct MiscDeviceRegistration<T: MiscDevice> {
     inner: KBox<Inner<T>>,
-    name: &'static CStr,
-    major: u32,
-    class: *mut bindings::class,
 }
 
-// SAFETY: The raw pointers are only used in `drop`; the context is `Sync`.
+// SAFETY: The registration is only touched by `drop`; the context is `Send` (required).
 unsafe impl<T: MiscDevice> Send for MiscDeviceRegistration<T> where T::Context: Send {}
 // SAFETY: Shared access only reads the context, which is `Sync`.
 unsafe impl<T: MiscDevice> Sync for MiscDeviceRegistration<T> {}
 
 impl<T: MiscDevice> MiscDeviceRegistration<T> {
-    /// Registers `/dev/<name>` for `module` with context `ctx`.
+    /// Registers `/dev/<name>` (major 10, a dynamic minor, mode [`MiscDevice::MODE`]) for
+    /// `module` with context `ctx`.
     pub fn register(
         name: &'static CStr,
         module: &'static ThisModule,
@@ -96,56 +154,40 @@ impl<T: MiscDevice> MiscDeviceRegistration<T> {
         fops.open = Some(open_callback::<T>);
         fops.release = Some(release_callback::<T>);
         fops.unlocked_ioctl = Some(ioctl_callback::<T>);
-        fops.compat_ioctl = Some(ioctl_callback::<T>);
+        fops.compat_ioctl = Some(bindings::compat_ptr_ioctl);
         fops.mmap = Some(mmap_callback::<T>);
         fops.poll = Some(poll_callback::<T>);
         fops.read = Some(read_callback::<T>);
-        let inner = KBox::new(Inner::<T> { fops, ctx }, GFP_KERNEL)?;
-
-        // SAFETY: `name` is NUL-terminated and static; `fops` is in a box that outlives the
-        // registration (dropped after `__unregister_chrdev`).
-        let major =
-            unsafe { bindings::__register_chrdev(0, 0, 1, name.as_char_ptr(), &inner.fops) };
-        to_result(major)?;
-        let major = major as u32;
-
-        // SAFETY: `name` is NUL-terminated and static.
-        let class = match from_err_ptr(unsafe { bindings::class_create(name.as_char_ptr()) }) {
-            Ok(class) => class,
-            Err(e) => {
-                // SAFETY: Registered just above.
-                unsafe { bindings::__unregister_chrdev(major, 0, 1, name.as_char_ptr()) };
-                return Err(e);
-            }
+        let inner = KBox::new(
+            Inner::<T> {
+                fops,
+                misc: Opaque::uninit(),
+                ctx,
+            },
+            GFP_KERNEL,
+        )?;
+        let misc = inner.misc.get();
+        // SAFETY: `misc` is valid for writes and not yet shared. `name` is static and
+        // NUL-terminated; `fops` lives in the same box, which outlives the registration.
+        // `list` is initialised by `misc_register`.
+        unsafe {
+            misc.write(RawMiscDevice {
+                minor: MISC_DYNAMIC_MINOR,
+                name: name.as_char_ptr(),
+                fops: &inner.fops,
+                list: core::mem::zeroed(),
+                parent: core::ptr::null_mut(),
+                this_device: core::ptr::null_mut(),
+                groups: core::ptr::null_mut(),
+                nodename: core::ptr::null(),
+                mode: T::MODE,
+            })
         };
-        // SAFETY: `class` is a valid class that no device uses yet.
-        unsafe { (*class).devnode = Some(devnode_callback::<T>) };
-
-        // SAFETY: `class` is valid; the format takes one string argument, `name`.
-        let dev = unsafe {
-            bindings::device_create(
-                class,
-                core::ptr::null_mut(),
-                devt(major),
-                core::ptr::null_mut(),
-                c_str!("%s").as_char_ptr(),
-                name.as_char_ptr(),
-            )
-        };
-        if let Err(e) = from_err_ptr(dev) {
-            // SAFETY: Both were created above and have no users.
-            unsafe {
-                bindings::class_destroy(class);
-                bindings::__unregister_chrdev(major, 0, 1, name.as_char_ptr());
-            }
-            return Err(e);
-        }
-        Ok(Self {
-            inner,
-            name,
-            major,
-            class,
-        })
+        // SAFETY: `misc` is initialised above and stays at this address until
+        // `misc_deregister` in `drop` (the box is never moved out of).
+        to_result(unsafe { misc_register(misc) })?;
+        // INVARIANT: Registered just above.
+        Ok(Self { inner })
     }
 
     /// The context.
@@ -156,18 +198,10 @@ impl<T: MiscDevice> MiscDeviceRegistration<T> {
 
 impl<T: MiscDevice> Drop for MiscDeviceRegistration<T> {
     fn drop(&mut self) {
-        // SAFETY: Created in `register`. No file is open: each would hold a module reference
-        // and the module is only dropped at unload.
-        unsafe {
-            bindings::device_destroy(self.class, devt(self.major));
-            bindings::class_destroy(self.class);
-            bindings::__unregister_chrdev(self.major, 0, 1, self.name.as_char_ptr());
-        }
+        // SAFETY: Registered in `register` (type invariant). No file is open: each would hold
+        // a module reference and the registration is only dropped at unload.
+        unsafe { misc_deregister(self.inner.misc.get()) };
     }
-}
-
-fn devt(major: u32) -> bindings::dev_t {
-    major << bindings::MINORBITS
 }
 
 /// Finds the context of the registration whose `fops` the file uses.
@@ -182,20 +216,6 @@ unsafe fn context<'a, T: MiscDevice>(file: *mut bindings::file) -> &'a T::Contex
         let inner = kernel::container_of!((*file).f_op, Inner<T>, fops);
         &(*inner).ctx
     }
-}
-
-/// # Safety
-///
-/// Only devtmpfs calls this, as the class `devnode` callback, with `mode` null or valid.
-unsafe extern "C" fn devnode_callback<T: MiscDevice>(
-    _dev: *const bindings::device,
-    mode: *mut bindings::umode_t,
-) -> *mut c_char {
-    if !mode.is_null() {
-        // SAFETY: A non-null `mode` is a valid out-parameter of the devtmpfs callback.
-        unsafe { *mode = T::MODE };
-    }
-    core::ptr::null_mut()
 }
 
 /// # Safety

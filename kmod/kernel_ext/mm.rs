@@ -1,15 +1,19 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! Memory management: VMAs, page faults and raw page references.
+//! Memory management: VMAs, page faults and page references.
 //!
 //! - [`VmaNew`]: a VMA being set up by a file's `mmap` (mmap_lock held for writing, the VMA
-//!   not yet in the tree), where flags and `vm_ops` may be set and pages inserted.
+//!   not yet in the tree), with typed flag setters (as upstream's 6.15+ `VmaNew`) and page
+//!   insertion.
 //! - [`VmArea`]: a VMA seen from `vm_operations_struct` callbacks (mmap_lock or the VMA lock
 //!   held), with read-only accessors.
 //! - [`VmOperations`] and [`VmOpsTable`]: a typed `vm_operations_struct`. Callbacks check
 //!   that a VMA's `vm_ops` is the table and its `vm_private_data` is set before use.
-//! - [`PageRef`]: an owned page reference; [`PagePtr`]: a borrowed pointer whose owner
-//!   keeps the page alive.
+//! - [`PageRef`]: an owned page reference; [`BorrowedPage`]: a page borrowed for a lifetime
+//!   (as upstream's `BorrowedPage<'a>`), so that safe code cannot use a page after the
+//!   reference that keeps it alive is gone. Bytes move between pages and userspace through
+//!   raw pointers only: other processes may write the pages at any time, so no Rust
+//!   reference to their contents is ever formed.
 
 use core::{marker::PhantomData, ptr::NonNull};
 use kernel::{
@@ -18,14 +22,15 @@ use kernel::{
     page::PAGE_SIZE,
     prelude::*,
     types::Opaque,
-    uaccess::{UserSliceReader, UserSliceWriter},
+    uaccess::UserPtr,
 };
 
-/// An owned reference to a page (`get_page`), dropped with `release_pages`.
+/// An owned reference to a page, dropped with `release_pages`.
 ///
 /// # Invariants
 ///
 /// Holds one reference to a valid page.
+#[repr(transparent)]
 pub struct PageRef(NonNull<bindings::page>);
 
 // SAFETY: Page references may be used and dropped from any thread.
@@ -44,9 +49,39 @@ impl PageRef {
         Self(page)
     }
 
-    /// A borrowed pointer, valid while this reference lives.
-    pub fn ptr(&self) -> PagePtr {
-        PagePtr(self.0)
+    /// The page, borrowed for as long as this reference is.
+    pub fn borrow(&self) -> BorrowedPage<'_> {
+        // SAFETY: `self` holds a reference (type invariant) for the whole borrow.
+        unsafe { BorrowedPage::from_raw(self.0) }
+    }
+
+    /// The page, borrowed for `'a`, which may be longer than the borrow of `self`.
+    ///
+    /// # Safety
+    ///
+    /// This reference (or another one to the same page) must be kept for all of `'a`: e.g.
+    /// it is owned by an object that only drops its page references when it is dropped
+    /// itself, and `'a` is a borrow of that object.
+    pub unsafe fn borrow_for<'a>(&self) -> BorrowedPage<'a> {
+        // SAFETY: The caller keeps a reference for `'a`.
+        unsafe { BorrowedPage::from_raw(self.0) }
+    }
+
+    /// Whether the page belongs to a large folio (a huge or multi-page folio) rather than
+    /// being a single order-0 page: `PageCompound()`.
+    pub fn is_compound(&self) -> bool {
+        let page = self.0.as_ptr();
+        // SAFETY: The page is valid (type invariant). `flags` and `compound_head` may change
+        // concurrently in other bits (e.g. PG_locked); volatile reads, as `READ_ONCE`.
+        let (flags, head) = unsafe {
+            (
+                core::ptr::read_volatile(&raw const (*page).flags),
+                core::ptr::read_volatile(
+                    &raw const (*page).__bindgen_anon_1.__bindgen_anon_3.compound_head,
+                ),
+            )
+        };
+        flags & (1 << bindings::pageflags_PG_head) != 0 || head & 1 != 0
     }
 }
 
@@ -59,70 +94,82 @@ impl Drop for PageRef {
     }
 }
 
-/// A borrowed pointer to a page that someone else owns and keeps alive.
+/// A page borrowed for the lifetime `'a`: someone holds a reference to it for all of `'a`.
+///
+/// Unlike a bare page pointer, it cannot outlive what keeps the page alive, so safe code
+/// cannot copy into, copy out of or map a page that was freed. Make one with
+/// [`PageRef::borrow`] (safe) or, where the owner's lifetime is not a Rust borrow of the
+/// `PageRef`, with [`PageRef::borrow_for`] (unsafe, with that proof).
 ///
 /// # Invariants
 ///
-/// Points to a valid order-0 page for as long as the owner that produced it says.
+/// Points to a valid page that some reference keeps alive for `'a`.
 #[repr(transparent)]
 #[derive(Clone, Copy)]
-pub struct PagePtr(NonNull<bindings::page>);
+pub struct BorrowedPage<'a>(NonNull<bindings::page>, PhantomData<&'a PageRef>);
 
-// SAFETY: A page pointer may be used from any thread; the page's owner controls lifetime.
-unsafe impl Send for PagePtr {}
+// SAFETY: A borrowed page may be used from any thread while its reference lives.
+unsafe impl Send for BorrowedPage<'_> {}
 // SAFETY: See above.
-unsafe impl Sync for PagePtr {}
+unsafe impl Sync for BorrowedPage<'_> {}
 
-impl PagePtr {
-    /// Copies `len` bytes from userspace into the page at `offset`.
-    ///
+impl BorrowedPage<'_> {
     /// # Safety
     ///
-    /// The page must be alive for the duration of the call.
-    pub unsafe fn copy_from_user(
-        self,
-        reader: &mut UserSliceReader,
-        offset: usize,
-        len: usize,
-    ) -> Result {
+    /// `page` must be valid and kept alive by a reference for the lifetime of the result.
+    unsafe fn from_raw(page: NonNull<bindings::page>) -> Self {
+        Self(page, PhantomData)
+    }
+
+    /// Maps the page, runs `f` on the kernel address of `offset` (with `offset + len` inside
+    /// the page, else `EINVAL`), and unmaps it.
+    fn with_mapped(&self, offset: usize, len: usize, f: impl FnOnce(*mut u8) -> Result) -> Result {
         if offset.checked_add(len).map_or(true, |end| end > PAGE_SIZE) {
             return Err(EINVAL);
         }
-        // SAFETY: The page is valid (caller); `kmap_local_page` maps it for this thread.
+        // SAFETY: The page is valid for `'a` (type invariant); `kmap_local_page` maps it for
+        // this thread.
         let addr = unsafe { bindings::kmap_local_page(self.0.as_ptr()) }.cast::<u8>();
-        // SAFETY: `addr` maps a whole page and `offset + len <= PAGE_SIZE`. Concurrent writers
-        // through other mappings only make the result racy, as any write to shared memory is.
-        let bytes = unsafe { core::slice::from_raw_parts_mut(addr.add(offset), len) };
-        let result = reader.read_slice(bytes);
+        // SAFETY: `addr` maps a whole page and `offset <= PAGE_SIZE`.
+        let result = f(unsafe { addr.add(offset) });
         // SAFETY: `addr` was returned by `kmap_local_page` above, in this thread.
         unsafe { bindings::kunmap_local(addr.cast()) };
         result
     }
 
-    /// Copies `len` bytes at `offset` in the page to userspace.
-    ///
-    /// # Safety
-    ///
-    /// The page must be alive for the duration of the call.
-    pub unsafe fn copy_to_user(
-        self,
-        writer: &mut UserSliceWriter,
-        offset: usize,
-        len: usize,
-    ) -> Result {
-        if offset.checked_add(len).map_or(true, |end| end > PAGE_SIZE) {
-            return Err(EINVAL);
-        }
-        // SAFETY: The page is valid (caller); `kmap_local_page` maps it for this thread.
-        let addr = unsafe { bindings::kmap_local_page(self.0.as_ptr()) }.cast::<u8>();
-        // SAFETY: `addr` maps a whole page and `offset + len <= PAGE_SIZE`. Other mappings may
-        // write the bytes concurrently, which only makes the copied snapshot racy, as a
-        // read of shared memory is.
-        let bytes = unsafe { core::slice::from_raw_parts(addr.add(offset), len) };
-        let result = writer.write_slice(bytes);
-        // SAFETY: `addr` was returned by `kmap_local_page` above, in this thread.
-        unsafe { bindings::kunmap_local(addr.cast()) };
-        result
+    /// Copies `len` bytes from the user address `src` into the page at `offset`. `EFAULT`
+    /// if any byte cannot be read (the page may then hold part of them).
+    pub fn copy_from_user(self, src: UserPtr, offset: usize, len: usize) -> Result {
+        self.with_mapped(offset, len, |dst| {
+            // SAFETY: `dst` is `len` bytes of a mapped page; `_copy_from_user` checks `src`
+            // with `access_ok` and copies through raw pointers, so concurrent writers through
+            // other mappings only race with the copy, as any write to shared memory does.
+            let left = unsafe {
+                bindings::_copy_from_user(dst.cast(), src as *const _, len as kernel::ffi::c_ulong)
+            };
+            if left != 0 {
+                return Err(EFAULT);
+            }
+            Ok(())
+        })
+    }
+
+    /// Copies `len` bytes at `offset` in the page to the user address `dst`. `EFAULT` if
+    /// any byte cannot be written.
+    pub fn copy_to_user(self, dst: UserPtr, offset: usize, len: usize) -> Result {
+        self.with_mapped(offset, len, |src| {
+            // SAFETY: `src` is `len` bytes of a mapped page; `_copy_to_user` checks `dst` with
+            // `access_ok` and copies through raw pointers. Other mappings may write the bytes
+            // meanwhile, which only makes the copy a racy snapshot, as a read of shared
+            // memory is; no Rust reference to them is formed.
+            let left = unsafe {
+                bindings::_copy_to_user(dst as *mut _, src.cast(), len as kernel::ffi::c_ulong)
+            };
+            if left != 0 {
+                return Err(EFAULT);
+            }
+            Ok(())
+        })
     }
 }
 
@@ -192,7 +239,7 @@ impl VmArea {
     }
 }
 
-/// Page protection and mapping flags.
+/// `VM_*` flags, for reading [`VmArea::flags`]. Set them with [`VmaNew`]'s typed setters.
 pub mod flags {
     use kernel::bindings;
     /// `VM_SHARED`: writes go to the shared object, not copy-on-write.
@@ -206,6 +253,11 @@ pub mod flags {
 }
 
 /// A VMA under construction in a file's `mmap` operation.
+///
+/// Flags are set through one typed setter per flag, as upstream's `VmaNew` (6.15+): only
+/// flags that are sound to set on a new VMA of a driver that maps struct pages are offered
+/// (no `VM_PFNMAP`, which `vm_insert_page(s)` would `BUG()` on, nor any bit the mm core
+/// owns, such as `VM_SHARED`, `VM_WRITE` or `VM_LOCKED`).
 ///
 /// # Invariants
 ///
@@ -232,10 +284,25 @@ impl VmaNew {
         unsafe { &*ptr.cast() }
     }
 
-    /// Sets `VM_*` flags.
-    pub fn set_flags(&self, flags: usize) {
+    fn set_flag(&self, flag: usize) {
         // SAFETY: By the type invariant nobody else can see the VMA yet.
-        unsafe { (*self.raw()).__bindgen_anon_2.__vm_flags |= flags };
+        unsafe { (*self.raw()).__bindgen_anon_2.__vm_flags |= flag };
+    }
+
+    /// Sets `VM_MIXEDMAP`: pages are inserted with [`VmaNew::insert_pages`] and
+    /// [`VmFault::insert_page`], which require it.
+    pub fn set_mixedmap(&self) {
+        self.set_flag(flags::MIXEDMAP);
+    }
+
+    /// Sets `VM_DONTEXPAND`: mremap may not grow the VMA.
+    pub fn set_dontexpand(&self) {
+        self.set_flag(flags::DONTEXPAND);
+    }
+
+    /// Sets `VM_DONTDUMP`: the VMA is left out of core dumps.
+    pub fn set_dontdump(&self) {
+        self.set_flag(flags::DONTDUMP);
     }
 
     /// Installs `T`'s table as the VMA's operations with `data` as its private data.
@@ -253,9 +320,13 @@ impl VmaNew {
     }
 
     /// Inserts `pages` at `addr` onwards with `vm_insert_pages` (which takes its own page
-    /// references), in batches of one page table.
-    pub fn insert_pages(&self, addr: usize, pages: &[PagePtr]) -> Result {
+    /// references), in batches of one page table. `EINVAL` unless the VMA is
+    /// [mixed-map](VmaNew::set_mixedmap) and the range lies inside it.
+    pub fn insert_pages(&self, addr: usize, pages: &[BorrowedPage<'_>]) -> Result {
         const BATCH: usize = 512;
+        if self.flags() & flags::MIXEDMAP == 0 {
+            return Err(EINVAL);
+        }
         let end = addr
             .checked_add(pages.len().checked_mul(PAGE_SIZE).ok_or(EINVAL)?)
             .ok_or(EINVAL)?;
@@ -265,10 +336,11 @@ impl VmaNew {
         let mut at = addr;
         for chunk in pages.chunks(BATCH) {
             let mut left = chunk.len() as kernel::ffi::c_ulong;
-            // SAFETY: The VMA is being set up under the mmap write lock (type invariant) and
-            // `[at, at + chunk)` lies inside it. `PagePtr` is a transparent `*mut page`, so the
-            // slice is an array of page pointers, which the call only reads; the pages are
-            // valid by the `PagePtr` invariant.
+            // SAFETY: The VMA is being set up under the mmap write lock (type invariant), is
+            // `VM_MIXEDMAP` (so not `VM_PFNMAP`) and `[at, at + chunk)` lies inside it.
+            // `BorrowedPage` is a transparent page pointer, so the slice is an array of page
+            // pointers, which the call only reads; each page is kept alive for the call by
+            // the borrow.
             let ret = unsafe {
                 bindings::vm_insert_pages(
                     self.raw(),
@@ -310,8 +382,10 @@ impl VmFault {
     }
 
     /// Installs `page` at the faulting (page-aligned) address with `vm_insert_page`, which
-    /// takes its own page reference.
-    pub fn insert_page(&self, page: PagePtr) -> FaultResult {
+    /// takes its own page reference. `SigBus` unless the VMA is `VM_MIXEDMAP` (set at mmap
+    /// with [`VmaNew::set_mixedmap`]): only then may a page go in under the fault path's
+    /// read or VMA lock.
+    pub fn insert_page(&self, page: &PageRef) -> FaultResult {
         // SAFETY: `vmf` is valid for the fault callback, and so is its VMA.
         let (vma, address) = unsafe {
             (
@@ -319,8 +393,12 @@ impl VmFault {
                 (*self.vmf).__bindgen_anon_1.address,
             )
         };
-        // SAFETY: The VMA has `VM_MIXEDMAP` (set at mmap), so `vm_insert_page` needs only the
-        // read or VMA lock that the fault path holds. `page` is valid by its invariant.
+        // SAFETY: The VMA is valid and locked for the fault (see above).
+        if unsafe { VmArea::from_raw(vma) }.flags() & flags::MIXEDMAP == 0 {
+            return FaultResult::SigBus;
+        }
+        // SAFETY: The VMA has `VM_MIXEDMAP` (checked), so `vm_insert_page` needs only the
+        // read or VMA lock that the fault path holds. `page` is kept alive by the reference.
         let ret = unsafe { bindings::vm_insert_page(vma, address, page.0.as_ptr()) };
         match ret {
             // -EBUSY: another thread installed the PTE first, which is as good.

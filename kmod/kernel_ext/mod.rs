@@ -1,7 +1,7 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Thin safe wrappers over the raw `kernel::bindings` that the 6.12 `kernel` crate does not
-//! abstract yet: a misc-like character device, files, VMAs and faults, page references,
+//! abstract yet: misc devices, files, VMAs and faults, page references,
 //! shmem files, credentials, poll wait queues, module parameters and wall-clock time.
 //!
 //! This is the only place in the module that touches `kernel::bindings`. Each file is named

@@ -5,7 +5,15 @@
 //! [`WaitQueue`] wraps a `wait_queue_head`. Its internal spinlock nests inside any dsu lock
 //! (dsu takes no lock while holding it). [`PollTable`] is the table handed to a file's
 //! `poll` operation; [`WaitQueue::register`] is `poll_wait()`.
+//!
+//! A poller (epoll above all) keeps an entry on the queue after `poll` returns, for as long
+//! as it watches the file, and epoll unlinks it under RCU. So a queue that was ever
+//! registered is torn down as upstream's `PollCondVar` (6.13+) does: on drop it wakes
+//! every poller with `POLLFREE` (`__wake_up_pollfree`: epoll then forgets the queue) and
+//! waits for an RCU grace period, so no poller can touch the freed queue. That makes
+//! `register` safe on any queue, however long it lives.
 
+use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{bindings, error::code::ERESTARTSYS, prelude::*, str::CStr, types::Opaque};
 
 /// Readable: `POLLIN`.
@@ -72,11 +80,15 @@ impl PollTable {
 
 /// A wait queue head, pinned in place (waiters link into it).
 ///
-/// Waking and registering may race freely; the kernel's queue lock orders them.
-#[pin_data]
+/// Waking and registering may race freely; the kernel's queue lock orders them. Dropping a
+/// queue that a poller registered on sleeps for an RCU grace period (see the module docs),
+/// so it must be dropped where sleeping is allowed.
+#[pin_data(PinnedDrop)]
 pub struct WaitQueue {
     #[pin]
     head: Opaque<bindings::wait_queue_head>,
+    /// Whether a poll table was ever registered (then drop must free its pollers).
+    polled: AtomicBool,
 }
 
 // SAFETY: The wait queue is designed to be used from any thread; its lock serialises it.
@@ -93,6 +105,7 @@ impl WaitQueue {
             head <- Opaque::ffi_init(|slot| unsafe {
                 bindings::__init_waitqueue_head(slot, name.as_char_ptr(), key.0.get())
             }),
+            polled: AtomicBool::new(false),
         })
     }
 
@@ -106,9 +119,11 @@ impl WaitQueue {
         // with the layout of `RawPollTable`.
         let qproc = unsafe { (*raw).qproc };
         if let Some(qproc) = qproc {
-            // SAFETY: `file` and the table are valid for this poll call; the queue is pinned
-            // and outlives the file's `poll` registration (it lives until the file's release,
-            // after epoll has removed its entries).
+            // Before the entry goes in: drop must see that a poller may be queued.
+            self.polled.store(true, Ordering::Release);
+            // SAFETY: `file` and the table are valid for this poll call; the queue is pinned,
+            // and when dropped it detaches every poller first (`PinnedDrop`), so the entry
+            // never points to a freed queue.
             unsafe { qproc(file.as_ptr(), self.head.get(), raw) };
         }
     }
@@ -157,5 +172,22 @@ impl WaitQueue {
         // state; valid whether or not it was queued.
         unsafe { bindings::finish_wait(self.head.get(), entry.get()) };
         result
+    }
+}
+
+#[pinned_drop]
+impl PinnedDrop for WaitQueue {
+    fn drop(self: Pin<&mut Self>) {
+        if !self.polled.load(Ordering::Acquire) {
+            return;
+        }
+        // SAFETY: The queue head is initialised and pinned. `__wake_up_pollfree` wakes every
+        // poller with `POLLFREE`, which makes epoll unlink its entries (under RCU) and
+        // forget the queue; the grace period then lets every such unlink finish before the
+        // memory goes, as upstream's `PollCondVar` does.
+        unsafe {
+            bindings::__wake_up_pollfree(self.head.get());
+            bindings::synchronize_rcu();
+        }
     }
 }

@@ -1,20 +1,27 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Internal tmpfs (shmem) files, used as the backing store of segment pages.
-//!
-//! Segment pages live in a kernel-internal shmem file (no LSM checks: access control is
-//! dsu's own) so that they are ordinary page-cache pages with a `mapping` and an `index`.
+//! Segment pages live in a kernel-internal, unlinked shmem file (access control is dsu's
+//! own) so that they are ordinary page-cache pages with a `mapping` and an `index`.
 //! That is what lets a *shared* futex on a segment page work: the futex key of a page-cache
 //! page is `(inode, index)`, the same in every process whatever address maps it. Pages are
 //! zeroed by shmem and charged to the memory cgroup of the task that allocates them. The
 //! mapping is made unevictable (like `SHM_LOCK`): dsu holds a reference to every page and
 //! maps them with `vm_insert_page(s)`, which rmap cannot see through the shmem inode, so
 //! they must never be swapped out or truncated behind dsu's back.
+//!
+//! The files live on a private tmpfs mount with `huge=never` ([`ShmemMount`], as drm's
+//! gemfs does), not on the kernel's internal `shm_mnt`: that one follows
+//! `/sys/kernel/mm/transparent_hugepage/shmem_enabled`, and with `always` or `within_size`
+//! every allocation would be a 2 MiB folio, pinning up to 512 times the memory asked for.
+//! Only `shmem_enabled=force` (a testing knob that overrides every mount) still makes huge
+//! folios: [`ShmemFile::page`] checks every page and refuses one of a large folio with
+//! `ENOMEM`, so nothing ever assumes order 0 silently.
 
 use super::mm::PageRef;
 use core::{
     ptr::NonNull,
-    sync::atomic::{AtomicUsize, Ordering},
+    sync::atomic::{AtomicPtr, AtomicUsize, Ordering},
 };
 use kernel::{
     bindings,
@@ -48,7 +55,8 @@ const PAGE_GFP: bindings::gfp_t = bit(bindings::___GFP_HIGHMEM_BIT)
 // inside (`sched_statistics`), which trips `improper_ctypes` although only pointers cross.
 #[allow(improper_ctypes)]
 extern "C" {
-    fn shmem_kernel_file_setup(
+    fn shmem_file_setup_with_mnt(
+        mnt: *mut bindings::vfsmount,
         name: *const kernel::ffi::c_char,
         size: bindings::loff_t,
         flags: kernel::ffi::c_ulong,
@@ -71,12 +79,87 @@ extern "C" {
     );
 }
 
-/// An unlinked, kernel-internal shmem file, released on drop.
+/// `SB_KERNMOUNT` (`include/linux/fs.h`): a kernel-internal mount, with no size or inode
+/// limits (as `shm_mnt`).
+const SB_KERNMOUNT: kernel::ffi::c_int = 1 << 22;
+
+/// The mount [`ShmemFile::new`] creates files on while a [`ShmemMount`] lives; null
+/// otherwise.
+static MOUNT: AtomicPtr<bindings::vfsmount> = AtomicPtr::new(core::ptr::null_mut());
+
+/// The module's private tmpfs mount (`huge=never`), unmounted on drop.
+///
+/// Create one at module init and keep it until exit, after every [`ShmemFile`] is gone;
+/// files made meanwhile use it (a file also holds its own reference to the mount).
 ///
 /// # Invariants
 ///
-/// `file` is a valid file from `shmem_kernel_file_setup` that this object holds a reference
-/// to, with an unevictable mapping.
+/// `mnt` is a mount from `vfs_kern_mount`, published in `MOUNT` until drop.
+pub struct ShmemMount {
+    mnt: NonNull<bindings::vfsmount>,
+}
+
+// SAFETY: The mount is only used through `MOUNT` and unmounted by `drop`, from any thread.
+unsafe impl Send for ShmemMount {}
+// SAFETY: `&ShmemMount` allows nothing.
+unsafe impl Sync for ShmemMount {}
+
+impl ShmemMount {
+    /// Mounts a private tmpfs with huge pages off and makes [`ShmemFile::new`] use it.
+    /// `EBUSY` if one is mounted already.
+    pub fn new() -> Result<Self> {
+        // SAFETY: The name is NUL-terminated. tmpfs is built in (SHMEM), so the reference
+        // this takes on its module is a no-op, as in drm's gemfs.
+        let fs = unsafe { bindings::get_fs_type(kernel::c_str!("tmpfs").as_char_ptr()) };
+        if fs.is_null() {
+            return Err(ENODEV);
+        }
+        // Writable: mount option parsing splits the string in place.
+        let mut options = *b"huge=never\0";
+        // SAFETY: `fs` is a registered filesystem type with a static name; `options` is a
+        // NUL-terminated, writable string that is only used during the call.
+        let mnt = from_err_ptr(unsafe {
+            bindings::vfs_kern_mount(
+                fs,
+                SB_KERNMOUNT,
+                (*fs).name,
+                options.as_mut_ptr().cast(),
+            )
+        })?;
+        let mnt = NonNull::new(mnt).ok_or(ENOMEM)?;
+        if MOUNT
+            .compare_exchange(
+                core::ptr::null_mut(),
+                mnt.as_ptr(),
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_err()
+        {
+            // SAFETY: Mounted above and published nowhere.
+            unsafe { bindings::kern_unmount(mnt.as_ptr()) };
+            return Err(EBUSY);
+        }
+        // INVARIANT: Mounted and published above.
+        Ok(Self { mnt })
+    }
+}
+
+impl Drop for ShmemMount {
+    fn drop(&mut self) {
+        MOUNT.store(core::ptr::null_mut(), Ordering::Release);
+        // SAFETY: Mounted in `new` (type invariant). Files still open on it hold their own
+        // mount references, so it goes away with the last of them.
+        unsafe { bindings::kern_unmount(self.mnt.as_ptr()) };
+    }
+}
+
+/// An unlinked, kernel-internal shmem file on the private mount, released on drop.
+///
+/// # Invariants
+///
+/// `file` is a valid file from `shmem_file_setup_with_mnt` that this object holds a
+/// reference to, with an unevictable mapping.
 pub struct ShmemFile {
     file: NonNull<bindings::file>,
 }
@@ -87,15 +170,23 @@ unsafe impl Send for ShmemFile {}
 unsafe impl Sync for ShmemFile {}
 
 impl ShmemFile {
-    /// Creates a file able to hold `pages` pages (nothing is allocated or reserved yet).
+    /// Creates a file able to hold `pages` pages (nothing is allocated or reserved yet), on
+    /// the [`ShmemMount`]: `ENODEV` if there is none.
     pub fn new(name: &CStr, pages: u64) -> Result<Self> {
         let size = pages
             .checked_mul(kernel::page::PAGE_SIZE as u64)
             .and_then(|s| bindings::loff_t::try_from(s).ok())
             .ok_or(EINVAL)?;
-        // SAFETY: `name` is NUL-terminated; VM_NORESERVE defers accounting to allocation.
+        let mnt = MOUNT.load(Ordering::Acquire);
+        if mnt.is_null() {
+            return Err(ENODEV);
+        }
+        // SAFETY: `mnt` is the published mount, which lives while the module serves files
+        // (a `ShmemMount` is kept from init to exit, and every caller runs in between); the
+        // new file takes its own mount reference. `name` is NUL-terminated; VM_NORESERVE
+        // defers accounting to allocation.
         let file = from_err_ptr(unsafe {
-            shmem_kernel_file_setup(name.as_char_ptr(), size, bindings::VM_NORESERVE as _)
+            shmem_file_setup_with_mnt(mnt, name.as_char_ptr(), size, bindings::VM_NORESERVE as _)
         })?;
         // INVARIANT: A successful setup returns a valid file with a reference for us.
         let this = Self {
@@ -119,14 +210,21 @@ impl ShmemFile {
     }
 
     /// The zeroed (or previously written) page at `index`, allocated if needed and charged
-    /// to the caller's memory cgroup. `ENOMEM` if that fails.
+    /// to the caller's memory cgroup. `ENOMEM` if that fails, or if shmem made it part of a
+    /// large folio (only with `shmem_enabled=force`): dsu pins and maps single pages.
     pub fn page(&self, index: u64) -> Result<PageRef> {
         let index = kernel::ffi::c_ulong::try_from(index).map_err(|_| EINVAL)?;
         // SAFETY: The mapping is valid by the type invariant.
         let page = unsafe { shmem_read_mapping_page_gfp(self.mapping(), index, PAGE_GFP) };
         match from_err_ptr(page) {
-            // SAFETY: shmem returns the page with a reference, which `PageRef` now owns.
-            Ok(page) => Ok(unsafe { PageRef::from_raw(NonNull::new(page).ok_or(ENOMEM)?) }),
+            Ok(page) => {
+                // SAFETY: shmem returns the page with a reference, which `PageRef` now owns.
+                let page = unsafe { PageRef::from_raw(NonNull::new(page).ok_or(ENOMEM)?) };
+                if page.is_compound() {
+                    return Err(ENOMEM);
+                }
+                Ok(page)
+            }
             // Out of tmpfs or overcommit room: to the caller, memory ran out.
             Err(e) if e == ENOSPC => Err(ENOMEM),
             Err(e) => Err(e),
@@ -143,7 +241,9 @@ impl ShmemFile {
         let page = unsafe { pagecache_get_page(self.mapping(), index, 0, 0) };
         // SAFETY: A non-NULL page comes with a folio reference, which `PageRef` now owns
         // (`release_pages` drops it through the page's folio).
-        NonNull::new(page).map(|p| unsafe { PageRef::from_raw(p) })
+        let page = NonNull::new(page).map(|p| unsafe { PageRef::from_raw(p) })?;
+        // Every page was checked when allocated; never map part of a large folio anyway.
+        (!page.is_compound()).then_some(page)
     }
 
     /// Frees pages `[first, first + count)` from the file. References held elsewhere keep

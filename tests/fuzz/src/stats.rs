@@ -80,6 +80,32 @@ pub const OP_NAMES: [&str; OPS] = [
     "fork",
     "check",
 ];
+/// The system calls each operation makes, for findings that name them.
+pub const OP_SYSCALLS: [&str; OPS] = [
+    "openat",
+    "close",
+    "dup",
+    "ioctl(DSU_IOC_ATTACH)",
+    "ioctl(DSU_IOC_RESOLVE)",
+    "ioctl(DSU_IOC_BIND)",
+    "ioctl(DSU_IOC_LIST_SEGMENTS)",
+    "ioctl(DSU_IOC_LIST_VARIABLES)",
+    "ioctl(DSU_IOC_LIST_VERSIONS)",
+    "ioctl(DSU_IOC_READ_VAR)",
+    "ioctl(DSU_IOC_DESTROY)",
+    "ioctl",
+    "mmap",
+    "munmap",
+    "mremap",
+    "mprotect",
+    "madvise",
+    "read/write (pipe copies)",
+    "pread/pwrite of /proc/self/mem or process_vm_readv/process_vm_writev",
+    "read",
+    "poll",
+    "fork",
+    "ioctl(DSU_IOC_LIST_SEGMENTS)",
+];
 const ERRNOS: usize = 160;
 
 /// Counters of one worker, or of a whole run once merged.
@@ -91,8 +117,10 @@ pub struct Stats {
     pub ok: [u64; OPS],
     /// Failed calls per errno.
     pub errnos: [u64; ERRNOS],
-    /// Invariant violations (each is a bug in the module).
+    /// Invariant violations (each is a bug in the module), and missing system calls.
     pub findings: Vec<String>,
+    /// Operations that answered `ENOSYS` (reported once each).
+    enosys: [bool; OPS],
 }
 
 impl Default for Stats {
@@ -102,13 +130,24 @@ impl Default for Stats {
             ok: [0; OPS],
             errnos: [0; ERRNOS],
             findings: Vec::new(),
+            enosys: [false; OPS],
         }
     }
 }
 
 impl Stats {
-    /// Counts one call of `op` that failed with `errno` (0: succeeded).
+    /// Counts one call of `op` that failed with `errno` (0: succeeded). `ENOSYS` is a
+    /// finding, once per operation: the kernel lacks a system call the fuzzer relies on
+    /// (a config option is off), so that operation tests nothing. Raw ioctls, whose random
+    /// command numbers may reach code that answers `ENOSYS`, are exempt.
     pub fn count(&mut self, op: Op, errno: i32) {
+        if errno == libc::ENOSYS && op != Op::RawIoctl && !self.enosys[op as usize] {
+            self.enosys[op as usize] = true;
+            self.finding(format!(
+                "{} answered ENOSYS: the kernel lacks {} (enable its config option)",
+                OP_NAMES[op as usize], OP_SYSCALLS[op as usize]
+            ));
+        }
         self.calls[op as usize] += 1;
         if errno == 0 {
             self.ok[op as usize] += 1;
@@ -227,5 +266,17 @@ mod tests {
         assert_eq!(a.errnos, b.errnos);
         assert_eq!(a.findings, b.findings);
         assert!(b.summary().contains("EINVAL=1"));
+    }
+
+    #[test]
+    fn enosys_is_a_finding_naming_the_syscall() {
+        let mut a = Stats::default();
+        a.count(Op::Madvise, libc::ENOSYS);
+        a.count(Op::Madvise, libc::ENOSYS);
+        a.count(Op::ProcMem, libc::ENOSYS);
+        a.count(Op::RawIoctl, libc::ENOSYS);
+        assert_eq!(a.findings.len(), 2, "{:?}", a.findings);
+        assert!(a.findings[0].contains("madvise answered ENOSYS"));
+        assert!(a.findings[1].contains("process_vm_readv"));
     }
 }

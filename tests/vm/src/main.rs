@@ -8,8 +8,10 @@
 
 mod bench;
 mod foundation;
+mod kmod_abi;
 mod kmod_binding;
 mod kmod_extents;
+mod kmod_hugepages;
 mod kmod_ioctl;
 mod kmod_limits;
 mod kmod_notify;
