@@ -17,6 +17,9 @@ build() {
     if [ -x "$DSU_ROOT/userspace/libdsu/build-examples.sh" ]; then
         "$DSU_ROOT/userspace/libdsu/build-examples.sh" "$DSU_OUT/bin" "$rel"
     fi
+    # A 32-bit program for the compat ioctl path (gcc-multilib; scripts/toolchain.sh).
+    gcc -m32 -static -O2 -Wall -Wextra -Werror -o "$DSU_OUT/bin/dsu-compat32" \
+        "$DSU_ROOT/tests/compat32/dsu-compat32.c"
     strip "$DSU_OUT/bin/"* 2>/dev/null || true
 }
 step "static guest binaries" build

@@ -21,8 +21,17 @@
  * zero (else E2BIG). Output is written only up to the caller's size. Fields are fixed
  * width with explicit padding; padding and reserved fields must be zero.
  *
- * ioctl numbers are dispatched on type and number; the size field, not _IOC_SIZE,
- * governs how much of each struct is copied.
+ * ioctl commands are dispatched on the whole number: type, number, direction and size
+ * bits. The module accepts exactly the commands below, one per struct size it knows (BIND
+ * has two: DSU_IOC_BIND and API version 1's DSU_IOC_BIND_VER1); any other number is
+ * ENOTTY. A struct that grows gets a new command for its new size, and the old one stays.
+ * Within a command, the struct's size field still governs how much is copied. 32-bit
+ * processes use the same commands and structs (every field is fixed-width and padded
+ * explicitly, so the layouts are identical); only the argument pointer is converted.
+ *
+ * Fields marked "out" only, padding and reserved fields, and fields a command does not use
+ * (dsu_list.segment for LIST_SEGMENTS) must be zero on input, else EINVAL (for a
+ * RESOLVE entry: DSU_VAR_INVALID), so that they can be given a meaning later.
  */
 #ifndef _UAPI_LINUX_DSU_H
 #define _UAPI_LINUX_DSU_H
@@ -190,7 +199,7 @@ struct dsu_list {
 	__u64 records;     /* in: user pointer to count * record_size bytes */
 	__u32 total;       /* out: records that exist */
 	__u32 __pad;
-	char segment[DSU_SEGMENT_NAME_MAX]; /* in: segment (unused for LIST_SEGMENTS) */
+	char segment[DSU_SEGMENT_NAME_MAX]; /* in: segment (all zero for LIST_SEGMENTS) */
 };
 
 #define DSU_SEGMENT_DESTROYED (1U << 0) /* flag in dsu_segment_info.flags */
@@ -280,6 +289,9 @@ struct dsu_destroy {
 #define DSU_IOC_ATTACH _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_ATTACH, struct dsu_attach)
 #define DSU_IOC_RESOLVE _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_RESOLVE, struct dsu_resolve)
 #define DSU_IOC_BIND _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_BIND, struct dsu_bind)
+/* BIND as API version 1 encoded it: the 64-byte struct, without extents. */
+#define DSU_IOC_BIND_VER1 \
+	_IOC(_IOC_READ | _IOC_WRITE, DSU_IOC_MAGIC, DSU_IOC_NR_BIND, DSU_BIND_SIZE_VER1)
 #define DSU_IOC_LIST_SEGMENTS _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_LIST_SEGMENTS, struct dsu_list)
 #define DSU_IOC_LIST_VARIABLES _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_LIST_VARIABLES, struct dsu_list)
 #define DSU_IOC_LIST_VERSIONS _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_LIST_VERSIONS, struct dsu_list)
