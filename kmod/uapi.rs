@@ -77,8 +77,7 @@ pub mod ioctl {
     /// `DSU_IOC_BIND`.
     pub const BIND: u32 = _IOWR::<dsu_bind>(MAGIC, DSU_IOC_NR_BIND);
     /// `DSU_IOC_BIND_VER1`: BIND as API version 1 encoded it (a 64-byte struct).
-    pub const BIND_VER1: u32 =
-        _IOWR::<[u8; DSU_BIND_SIZE_VER1 as usize]>(MAGIC, DSU_IOC_NR_BIND);
+    pub const BIND_VER1: u32 = _IOWR::<[u8; DSU_BIND_SIZE_VER1 as usize]>(MAGIC, DSU_IOC_NR_BIND);
     /// `DSU_IOC_LIST_SEGMENTS`.
     pub const LIST_SEGMENTS: u32 = _IOWR::<dsu_list>(MAGIC, DSU_IOC_NR_LIST_SEGMENTS);
     /// `DSU_IOC_LIST_VARIABLES`.

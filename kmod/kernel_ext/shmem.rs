@@ -119,12 +119,7 @@ impl ShmemMount {
         // SAFETY: `fs` is a registered filesystem type with a static name; `options` is a
         // NUL-terminated, writable string that is only used during the call.
         let mnt = from_err_ptr(unsafe {
-            bindings::vfs_kern_mount(
-                fs,
-                SB_KERNMOUNT,
-                (*fs).name,
-                options.as_mut_ptr().cast(),
-            )
+            bindings::vfs_kern_mount(fs, SB_KERNMOUNT, (*fs).name, options.as_mut_ptr().cast())
         })?;
         let mnt = NonNull::new(mnt).ok_or(ENOMEM)?;
         if MOUNT

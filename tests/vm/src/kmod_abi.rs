@@ -20,15 +20,55 @@ const WRITE: u64 = 1;
 
 /// Every command the module knows: (name, direction, number, struct size).
 const COMMANDS: [(&str, u64, u32, usize); 9] = [
-    ("ATTACH", READ_WRITE, DSU_IOC_NR_ATTACH, size_of::<dsu_attach>()),
-    ("RESOLVE", READ_WRITE, DSU_IOC_NR_RESOLVE, size_of::<dsu_resolve>()),
+    (
+        "ATTACH",
+        READ_WRITE,
+        DSU_IOC_NR_ATTACH,
+        size_of::<dsu_attach>(),
+    ),
+    (
+        "RESOLVE",
+        READ_WRITE,
+        DSU_IOC_NR_RESOLVE,
+        size_of::<dsu_resolve>(),
+    ),
     ("BIND", READ_WRITE, DSU_IOC_NR_BIND, size_of::<dsu_bind>()),
-    ("BIND_VER1", READ_WRITE, DSU_IOC_NR_BIND, DSU_BIND_SIZE_VER1 as usize),
-    ("LIST_SEGMENTS", READ_WRITE, DSU_IOC_NR_LIST_SEGMENTS, size_of::<dsu_list>()),
-    ("LIST_VARIABLES", READ_WRITE, DSU_IOC_NR_LIST_VARIABLES, size_of::<dsu_list>()),
-    ("LIST_VERSIONS", READ_WRITE, DSU_IOC_NR_LIST_VERSIONS, size_of::<dsu_list>()),
-    ("READ_VAR", READ_WRITE, DSU_IOC_NR_READ_VAR, size_of::<dsu_read_var>()),
-    ("DESTROY", WRITE, DSU_IOC_NR_DESTROY, size_of::<dsu_destroy>()),
+    (
+        "BIND_VER1",
+        READ_WRITE,
+        DSU_IOC_NR_BIND,
+        DSU_BIND_SIZE_VER1 as usize,
+    ),
+    (
+        "LIST_SEGMENTS",
+        READ_WRITE,
+        DSU_IOC_NR_LIST_SEGMENTS,
+        size_of::<dsu_list>(),
+    ),
+    (
+        "LIST_VARIABLES",
+        READ_WRITE,
+        DSU_IOC_NR_LIST_VARIABLES,
+        size_of::<dsu_list>(),
+    ),
+    (
+        "LIST_VERSIONS",
+        READ_WRITE,
+        DSU_IOC_NR_LIST_VERSIONS,
+        size_of::<dsu_list>(),
+    ),
+    (
+        "READ_VAR",
+        READ_WRITE,
+        DSU_IOC_NR_READ_VAR,
+        size_of::<dsu_read_var>(),
+    ),
+    (
+        "DESTROY",
+        WRITE,
+        DSU_IOC_NR_DESTROY,
+        size_of::<dsu_destroy>(),
+    ),
 ];
 
 #[distributed_slice(TESTS)]
@@ -59,11 +99,7 @@ fn full_command_dispatch() -> TestResult {
             ("direction write", (real & !(3 << 30)) | (WRITE << 30)),
             ("direction read+write", real | (READ_WRITE << 30)),
         ] {
-            if cmd == real
-                || COMMANDS
-                    .iter()
-                    .any(|(_, d, n, s)| ioc(*d, *n, *s) == cmd)
-            {
+            if cmd == real || COMMANDS.iter().any(|(_, d, n, s)| ioc(*d, *n, *s) == cmd) {
                 continue;
             }
             ensure_eq!(
@@ -73,11 +109,17 @@ fn full_command_dispatch() -> TestResult {
             );
         }
     }
-    ensure!(Dsu::open()?.segment_info(&name)?.is_none(), "a probe attached");
+    ensure!(
+        Dsu::open()?.segment_info(&name)?.is_none(),
+        "a probe attached"
+    );
 
     // The real commands work, BIND through both of its commands.
     ensure_eq!(
-        h.ioctl_cmd(ioc(READ_WRITE, DSU_IOC_NR_ATTACH, size_of::<dsu_attach>()), arg),
+        h.ioctl_cmd(
+            ioc(READ_WRITE, DSU_IOC_NR_ATTACH, size_of::<dsu_attach>()),
+            arg
+        ),
         Ok(()),
         "ATTACH"
     );
@@ -91,7 +133,11 @@ fn full_command_dispatch() -> TestResult {
         ..Default::default()
     };
     let bind_ver1 = ioc(READ_WRITE, DSU_IOC_NR_BIND, DSU_BIND_SIZE_VER1 as usize);
-    ensure_eq!(h.ioctl_cmd(bind_ver1, &raw mut b as usize), Ok(()), "BIND_VER1");
+    ensure_eq!(
+        h.ioctl_cmd(bind_ver1, &raw mut b as usize),
+        Ok(()),
+        "BIND_VER1"
+    );
     ensure!(b.version_id != 0, "BIND_VER1 gave no version id");
     let m = h.map(1)?;
     ensure_eq!(m.get(0), 5, "mapped through a BIND_VER1 version");
@@ -119,13 +165,20 @@ fn unused_fields_must_be_zero() -> TestResult {
         name: cname(&name),
         ..Default::default()
     };
-    ensure_eq!(h.attach_raw(&mut a), Err(Errno::EINVAL), "attach.created = 1");
+    ensure_eq!(
+        h.attach_raw(&mut a),
+        Err(Errno::EINVAL),
+        "attach.created = 1"
+    );
     a.created = 0;
     ensure_eq!(h.attach_raw(&mut a), Ok(()), "attach");
 
     // RESOLVE: `added` and `conflicts`, and each entry's status and outputs.
     for (field, set) in [
-        ("added", (|r: &mut dsu_resolve| r.added = 1) as fn(&mut dsu_resolve)),
+        (
+            "added",
+            (|r: &mut dsu_resolve| r.added = 1) as fn(&mut dsu_resolve),
+        ),
         ("conflicts", |r| r.conflicts = 1),
     ] {
         let mut vars = [var("a", 8, 1, None)];
@@ -137,10 +190,17 @@ fn unused_fields_must_be_zero() -> TestResult {
             ..Default::default()
         };
         set(&mut r);
-        ensure_eq!(h.resolve_raw(&mut r), Err(Errno::EINVAL), "resolve.{field} set");
+        ensure_eq!(
+            h.resolve_raw(&mut r),
+            Err(Errno::EINVAL),
+            "resolve.{field} set"
+        );
     }
     for (field, set) in [
-        ("status", (|v: &mut dsu_var| v.status = DSU_VAR_COMMON) as fn(&mut dsu_var)),
+        (
+            "status",
+            (|v: &mut dsu_var| v.status = DSU_VAR_COMMON) as fn(&mut dsu_var),
+        ),
         ("first_page", |v| v.first_page = 1),
         ("page_count", |v| v.page_count = 1),
         ("found_size", |v| v.found_size = 8),
@@ -150,7 +210,11 @@ fn unused_fields_must_be_zero() -> TestResult {
         set(&mut vars[1]);
         let (_, res) = h.resolve(&mut vars);
         ensure_eq!(res, Err(Errno::EINVAL), "dsu_var.{field} set");
-        ensure_eq!(vars[1].status, DSU_VAR_INVALID, "status of the entry with {field}");
+        ensure_eq!(
+            vars[1].status,
+            DSU_VAR_INVALID,
+            "status of the entry with {field}"
+        );
         ensure_eq!(vars[0].status, DSU_VAR_PENDING, "status of the clean entry");
     }
     let v = h.resolve_ok(vec![var("a", 8, 1, None)])?;
@@ -165,7 +229,11 @@ fn unused_fields_must_be_zero() -> TestResult {
         label: cname("1"),
         ..Default::default()
     };
-    ensure_eq!(h.bind_raw(&mut b), Err(Errno::EINVAL), "bind.version_id = 7");
+    ensure_eq!(
+        h.bind_raw(&mut b),
+        Err(Errno::EINVAL),
+        "bind.version_id = 7"
+    );
     b.version_id = 0;
     ensure_eq!(h.bind_raw(&mut b), Ok(()), "bind");
 
@@ -188,18 +256,37 @@ fn unused_fields_must_be_zero() -> TestResult {
         };
         h.list_raw(which, &mut l)
     };
-    ensure_eq!(list(0, 0, &name), Err(Errno::EINVAL), "LIST_SEGMENTS with a segment");
-    ensure_eq!(list(0, 1, ""), Err(Errno::EINVAL), "LIST_SEGMENTS with total");
+    ensure_eq!(
+        list(0, 0, &name),
+        Err(Errno::EINVAL),
+        "LIST_SEGMENTS with a segment"
+    );
+    ensure_eq!(
+        list(0, 1, ""),
+        Err(Errno::EINVAL),
+        "LIST_SEGMENTS with total"
+    );
     ensure_eq!(list(0, 0, ""), Ok(()), "LIST_SEGMENTS");
-    ensure_eq!(list(1, 1, &name), Err(Errno::EINVAL), "LIST_VARIABLES with total");
+    ensure_eq!(
+        list(1, 1, &name),
+        Err(Errno::EINVAL),
+        "LIST_VARIABLES with total"
+    );
     ensure_eq!(list(1, 0, &name), Ok(()), "LIST_VARIABLES");
-    ensure_eq!(list(2, 1, &name), Err(Errno::EINVAL), "LIST_VERSIONS with total");
+    ensure_eq!(
+        list(2, 1, &name),
+        Err(Errno::EINVAL),
+        "LIST_VERSIONS with total"
+    );
     ensure_eq!(list(2, 0, &name), Ok(()), "LIST_VERSIONS");
 
     // READ_VAR: `var_size` and `var_fingerprint`.
     let mut buf = [0u8; 8];
     for (field, set) in [
-        ("var_size", (|r: &mut dsu_read_var| r.var_size = 8) as fn(&mut dsu_read_var)),
+        (
+            "var_size",
+            (|r: &mut dsu_read_var| r.var_size = 8) as fn(&mut dsu_read_var),
+        ),
         ("var_fingerprint", |r| r.var_fingerprint = 1),
         ("none", |_| {}),
     ] {
@@ -213,7 +300,11 @@ fn unused_fields_must_be_zero() -> TestResult {
             ..Default::default()
         };
         set(&mut r);
-        let want = if field == "none" { Ok(()) } else { Err(Errno::EINVAL) };
+        let want = if field == "none" {
+            Ok(())
+        } else {
+            Err(Errno::EINVAL)
+        };
         ensure_eq!(h.read_var_raw(&mut r), want, "read_var.{field} set");
     }
     drop(h);
@@ -231,15 +322,20 @@ fn major_minor(rdev: u64) -> (u64, u64) {
 
 /// The minor `/proc/misc` lists for `dsu`, if any.
 fn misc_minor() -> Result<Option<u64>, crate::Failure> {
-    Ok(std::fs::read_to_string("/proc/misc")?.lines().find_map(|l| {
-        let (minor, name) = l.trim().split_once(' ')?;
-        (name == "dsu").then(|| minor.parse().ok()).flatten()
-    }))
+    Ok(std::fs::read_to_string("/proc/misc")?
+        .lines()
+        .find_map(|l| {
+            let (minor, name) = l.trim().split_once(' ')?;
+            (name == "dsu").then(|| minor.parse().ok()).flatten()
+        }))
 }
 
 fn check_node() -> TestResult {
     let meta = std::fs::metadata("/dev/dsu")?;
-    ensure!(meta.file_type().is_char_device(), "/dev/dsu is not a char device");
+    ensure!(
+        meta.file_type().is_char_device(),
+        "/dev/dsu is not a char device"
+    );
     ensure_eq!(meta.mode() & 0o7777, 0o666, "mode of /dev/dsu");
     let (major, minor) = major_minor(meta.rdev());
     ensure_eq!(major, 10, "major of /dev/dsu (misc)");

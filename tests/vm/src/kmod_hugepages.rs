@@ -106,9 +106,7 @@ fn one_mode(mode: &str) -> TestResult {
     // Version 1 rewrites big-b.
     let new_b = pattern(99, sizes[1]);
     // SAFETY: In bounds of the live shared mapping `m1`.
-    unsafe {
-        std::ptr::copy_nonoverlapping(new_b.as_ptr(), m1.ptr.add(at1[1] * PAGE), sizes[1])
-    };
+    unsafe { std::ptr::copy_nonoverlapping(new_b.as_ptr(), m1.ptr.add(at1[1] * PAGE), sizes[1]) };
 
     // Version 2 finds them all common and maps them in another order (prefaulted).
     let h2 = Dsu::attached(&name)?;
