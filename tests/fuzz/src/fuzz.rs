@@ -868,8 +868,11 @@ impl Worker {
         if self.rng.chance(3) {
             l.total = self.rng.interesting_u32();
         }
-        let (_, name) = self.seg_name();
-        set_cstr(&mut l.segment, &name);
+        // LIST_SEGMENTS takes no segment name (a non-zero one is EINVAL): only sometimes.
+        if op != Op::ListSegments || self.rng.chance(3) {
+            let (_, name) = self.seg_name();
+            set_cstr(&mut l.segment, &name);
+        }
         let bytes = self.encode(&l);
         let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
         self.ioctl(op, fd, cmd, p)
