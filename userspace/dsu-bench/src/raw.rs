@@ -78,8 +78,13 @@ impl Handle {
     }
 
     /// DSU_IOC_RESOLVE of a whole batch; returns the number of entries added. The entries'
-    /// `status`, `first_page` and `page_count` are filled in.
+    /// `status`, `first_page` and `page_count` are filled in. A batch may be resolved again:
+    /// its output fields are cleared first (the kernel requires them zero on input).
     pub fn resolve(&self, vars: &mut [dsu_var]) -> io::Result<u32> {
+        for v in vars.iter_mut() {
+            (v.status, v.first_page, v.page_count) = (0, 0, 0);
+            (v.found_size, v.found_fingerprint) = (0, 0);
+        }
         let mut r = dsu_resolve {
             size: size_of::<dsu_resolve>() as u32,
             var_size: size_of::<dsu_var>() as u32,
