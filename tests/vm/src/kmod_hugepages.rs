@@ -156,3 +156,49 @@ fn no_huge_folios() -> TestResult {
     }
     log.check()
 }
+
+#[distributed_slice(TESTS)]
+static SHMEM_FORCE: VmTest = VmTest {
+    name: "kmod_hugepages::large_folio_refused_with_force",
+    phase: Phase::Main,
+    run: large_folio_refused,
+};
+/// `shmem_enabled=force` overrides even a `huge=never` mount: the module must notice the
+/// large folio and refuse the allocation (`ENOMEM`, nothing added, nothing left pinned)
+/// rather than pin and map 2 MiB folios as if they were single pages.
+fn large_folio_refused() -> TestResult {
+    if !std::path::Path::new(SHMEM_ENABLED).exists() {
+        return Err(crate::Failure::Skip(
+            "the kernel has no transparent huge pages".into(),
+        ));
+    }
+    let log = KernelLog::mark();
+    let name = unique("huge-force");
+    let before = shmem_huge_kb()?;
+    let h = Dsu::attached(&name)?;
+    with_shmem_enabled("force", || {
+        let mut vars = [var("big", 4 << 20, 1, None)];
+        let (_, res) = h.resolve(&mut vars);
+        ensure_eq!(
+            res,
+            Err(nix::errno::Errno::ENOMEM),
+            "RESOLVE of 4 MiB with force"
+        );
+        Ok(())
+    })?;
+    ensure_eq!(shmem_huge_kb()?, before, "ShmemHugePages after the refusal");
+    let info = Dsu::open()?
+        .segment_info(&name)?
+        .ok_or_else(|| crate::Failure::Fail("segment not listed".into()))?;
+    ensure_eq!(
+        (info.pages, info.variables),
+        (0, 0),
+        "pages and variables after the refusal"
+    );
+    // Back to the default policy, the same RESOLVE works.
+    let v = h.resolve_ok(vec![var("big", 4 << 20, 1, None)])?;
+    ensure_eq!(v[0].page_count, 1024, "pages of 4 MiB");
+    drop(h);
+    cleanup(&name);
+    log.check()
+}

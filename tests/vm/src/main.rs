@@ -16,6 +16,7 @@ mod kmod_ioctl;
 mod kmod_limits;
 mod kmod_notify;
 mod kmod_permissions;
+mod kmod_poll;
 mod kmod_resolve;
 mod kmod_segments;
 mod kmod_typedesc;
