@@ -101,6 +101,13 @@ impl Drop for PageRef {
 /// [`PageRef::borrow`] (safe) or, where the owner's lifetime is not a Rust borrow of the
 /// `PageRef`, with [`PageRef::borrow_for`] (unsafe, with that proof).
 ///
+/// This replaces `PagePtr`, a `Copy` pointer with no lifetime whose safe users
+/// (`VmaNew::insert_pages`) trusted it blindly: `let p = page.ptr(); drop(page);
+/// vma.insert_pages(addr, &[p])` compiled and mapped a freed page into userspace. With
+/// `BorrowedPage` the same code is rejected by the borrow checker (`page` is dropped while
+/// borrowed), and the copies, which took `unsafe` "the page is alive" contracts before, are
+/// safe.
+///
 /// # Invariants
 ///
 /// Points to a valid page that some reference keeps alive for `'a`.
@@ -155,7 +162,9 @@ impl BorrowedPage<'_> {
     }
 
     /// Copies `len` bytes at `offset` in the page to the user address `dst`. `EFAULT` if
-    /// any byte cannot be written.
+    /// any byte cannot be written. The copy reads the page through a raw pointer: a `&[u8]`
+    /// over it (as `UserSliceWriter::write_slice` needs) would promise Rust that the bytes
+    /// do not change while it lives, which other processes' writes break.
     pub fn copy_to_user(self, dst: UserPtr, offset: usize, len: usize) -> Result {
         self.with_mapped(offset, len, |src| {
             // SAFETY: `src` is `len` bytes of a mapped page; `_copy_to_user` checks `dst` with
@@ -257,7 +266,9 @@ pub mod flags {
 /// Flags are set through one typed setter per flag, as upstream's `VmaNew` (6.15+): only
 /// flags that are sound to set on a new VMA of a driver that maps struct pages are offered
 /// (no `VM_PFNMAP`, which `vm_insert_page(s)` would `BUG()` on, nor any bit the mm core
-/// owns, such as `VM_SHARED`, `VM_WRITE` or `VM_LOCKED`).
+/// owns, such as `VM_SHARED`, `VM_WRITE` or `VM_LOCKED`). The former `set_flags(usize)` took
+/// any bits, so safe code could set `VM_PFNMAP` and then crash the kernel in
+/// `insert_pages`, or turn a read-only mapping writable with `VM_WRITE`.
 ///
 /// # Invariants
 ///

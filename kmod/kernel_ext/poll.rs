@@ -11,7 +11,9 @@
 //! registered is torn down as upstream's `PollCondVar` (6.13+) does: on drop it wakes
 //! every poller with `POLLFREE` (`__wake_up_pollfree`: epoll then forgets the queue) and
 //! waits for an RCU grace period, so no poller can touch the freed queue. That makes
-//! `register` safe on any queue, however long it lives.
+//! `register` safe on any queue, however long it lives. (Before, its safety rested on the
+//! caller: registering a queue that is dropped before the file is released, e.g. one that
+//! is replaced while the file stays open, left epoll with an entry in freed memory.)
 
 use core::sync::atomic::{AtomicBool, Ordering};
 use kernel::{bindings, error::code::ERESTARTSYS, prelude::*, str::CStr, types::Opaque};
