@@ -14,7 +14,7 @@ use std::time::Instant;
 /// What a request runs against: the shared globals of this version, and local facts.
 pub struct Ctx<'a> {
     /// The keyspace (shared global).
-    pub table: &'a Table,
+    pub table: &'static Table,
     /// The totals (shared global).
     pub stats: &'a Stats,
     /// The per-command statistics (shared global from v2 on).
@@ -220,14 +220,14 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     struct Fixture {
-        table: Box<Table>,
+        table: &'static Table,
         stats: Stats,
         clients: AtomicUsize,
     }
 
     fn fixture() -> Fixture {
         Fixture {
-            table: Table::new_boxed(),
+            table: Table::new_leaked(),
             stats: Stats::new(),
             clients: AtomicUsize::new(0),
         }
@@ -236,7 +236,7 @@ mod tests {
     impl Fixture {
         fn ctx<'a>(&'a self, version: u32, cs: Option<&'a dyn CommandStats>) -> Ctx<'a> {
             Ctx {
-                table: &self.table,
+                table: self.table,
                 stats: &self.stats,
                 cmd_stats: cs,
                 version,

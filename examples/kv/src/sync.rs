@@ -10,11 +10,14 @@ pub use dsu::sync::{Mutex, MutexGuard};
 /// microsecond or two.
 ///
 /// ```
-/// let m = dsu_kv::sync::Mutex::new(1u32);
-/// let g = dsu_kv::sync::lock_repair(&m, |v| { *v = 0; true });
+/// static M: dsu_kv::sync::Mutex<u32> = dsu_kv::sync::Mutex::new(1);
+/// let g = dsu_kv::sync::lock_repair(&M, |v| { *v = 0; true });
 /// assert_eq!(*g, 1, "not repaired: nobody died");
 /// ```
-pub fn lock_repair<T>(m: &Mutex<T>, repair: impl FnOnce(&mut T) -> bool) -> MutexGuard<'_, T> {
+pub fn lock_repair<T>(
+    m: &'static Mutex<T>,
+    repair: impl FnOnce(&mut T) -> bool,
+) -> MutexGuard<'static, T> {
     match m.lock() {
         Ok(g) => g,
         Err(died) => {
@@ -32,22 +35,20 @@ pub fn lock_repair<T>(m: &Mutex<T>, repair: impl FnOnce(&mut T) -> bool) -> Mute
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
 
     #[test]
     fn threads_contend_on_one_lock() {
-        let m = Arc::new(Mutex::new(0u64));
+        let m: &'static Mutex<u64> = Box::leak(Box::new(Mutex::new(0)));
         let threads: Vec<_> = (0..4)
             .map(|_| {
-                let m = m.clone();
                 std::thread::spawn(move || {
                     for _ in 0..10_000 {
-                        *lock_repair(&m, |_| false) += 1;
+                        *lock_repair(m, |_| false) += 1;
                     }
                 })
             })
             .collect();
         threads.into_iter().for_each(|t| t.join().unwrap());
-        assert_eq!(*lock_repair(&m, |_| false), 40_000);
+        assert_eq!(*lock_repair(m, |_| false), 40_000);
     }
 }

@@ -393,13 +393,14 @@ impl Table {
     }
 
     /// An empty table on the heap, for tests and tools (the server's table is a shared
-    /// global).
+    /// global). It is leaked: a [`Mutex`] is locked through a `&'static` reference, since
+    /// a held lock is linked into the thread's robust list and must never move or be freed.
     ///
     /// ```
-    /// let t = dsu_kv::table::Table::new_boxed();
+    /// let t = dsu_kv::table::Table::new_leaked();
     /// assert!(t.is_empty());
     /// ```
-    pub fn new_boxed() -> Box<Table> {
+    pub fn new_leaked() -> &'static Table {
         let layout = std::alloc::Layout::new::<Table>();
         // SAFETY: the layout is not zero-sized; all-zero bytes are a valid empty table
         // (unlocked mutexes, empty tags, zero lengths), so the Box owns an initialised Table.
@@ -408,58 +409,58 @@ impl Table {
             if p.is_null() {
                 std::alloc::handle_alloc_error(layout);
             }
-            Box::from_raw(p)
+            Box::leak(Box::from_raw(p))
         }
     }
 
     /// Runs `f` on the stripe of `key` with its lock held. If the previous holder died with
     /// the lock, the stripe is repaired first.
-    fn with<R>(&self, key: &[u8], f: impl FnOnce(&mut Stripe, u64) -> R) -> R {
+    fn with<R>(&'static self, key: &[u8], f: impl FnOnce(&mut Stripe, u64) -> R) -> R {
         let h = hash(key);
         let mut guard = crate::sync::lock_repair(&self.stripes[stripe_of(h)], Stripe::repair);
         f(&mut guard, h)
     }
 
     /// The value of `key`, appended to `out`; whether it exists.
-    pub fn get_into(&self, key: &[u8], out: &mut Vec<u8>) -> bool {
+    pub fn get_into(&'static self, key: &[u8], out: &mut Vec<u8>) -> bool {
         self.with(key, |s, h| {
             s.get(h, key).map(|v| out.extend_from_slice(v)).is_some()
         })
     }
 
     /// The value of `key`.
-    pub fn get(&self, key: &[u8]) -> Option<Vec<u8>> {
+    pub fn get(&'static self, key: &[u8]) -> Option<Vec<u8>> {
         let mut v = Vec::new();
         self.get_into(key, &mut v).then_some(v)
     }
 
     /// Whether `key` exists.
-    pub fn exists(&self, key: &[u8]) -> bool {
+    pub fn exists(&'static self, key: &[u8]) -> bool {
         self.with(key, |s, h| s.get(h, key).is_some())
     }
 
     /// Sets `key` to `val` under `cond`; `Ok(false)` when the condition did not hold.
-    pub fn set(&self, key: &[u8], val: &[u8], cond: SetCond) -> Result<bool, TableError> {
+    pub fn set(&'static self, key: &[u8], val: &[u8], cond: SetCond) -> Result<bool, TableError> {
         self.with(key, |s, h| s.set(h, key, val, cond))
     }
 
     /// Deletes `key`; whether it existed.
-    pub fn del(&self, key: &[u8]) -> bool {
+    pub fn del(&'static self, key: &[u8]) -> bool {
         self.with(key, |s, h| s.del(h, key))
     }
 
     /// Adds `delta` to the integer at `key` and returns the result.
-    pub fn incr_by(&self, key: &[u8], delta: i64) -> Result<i64, TableError> {
+    pub fn incr_by(&'static self, key: &[u8], delta: i64) -> Result<i64, TableError> {
         self.with(key, |s, h| s.incr_by(h, key, delta))
     }
 
     /// Appends to the value at `key` and returns the new length.
-    pub fn append(&self, key: &[u8], suffix: &[u8]) -> Result<usize, TableError> {
+    pub fn append(&'static self, key: &[u8], suffix: &[u8]) -> Result<usize, TableError> {
         self.with(key, |s, h| s.append(h, key, suffix))
     }
 
     /// Keys in the table (each stripe counted under its lock, one after the other).
-    pub fn len(&self) -> usize {
+    pub fn len(&'static self) -> usize {
         self.stripes
             .iter()
             .map(|m| crate::sync::lock_repair(m, Stripe::repair).len())
@@ -467,7 +468,7 @@ impl Table {
     }
 
     /// Whether the table holds no key.
-    pub fn is_empty(&self) -> bool {
+    pub fn is_empty(&'static self) -> bool {
         self.len() == 0
     }
 }

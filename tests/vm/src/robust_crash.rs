@@ -91,6 +91,7 @@ fn child(trial: u64, stop_at: Option<u64>, progress: &AtomicU64) -> i32 {
         return 6;
     };
     // SAFETY: page 0 of the map is the "lock" variable, zero-initialised: a free Pair.
+    // `lock` needs it `'static`: the process ends before the map does.
     let pair = unsafe { &*(m.addr as *const Pair) };
     loop {
         at(step::LOCK);
@@ -112,7 +113,7 @@ fn child(trial: u64, stop_at: Option<u64>, progress: &AtomicU64) -> i32 {
 
 /// Takes the lock within a few seconds (a dead holder's lock is taken over): returns the
 /// pair and whether the previous owner had died.
-fn take_lock(pair: &Pair) -> Result<([u64; 2], bool), Failure> {
+fn take_lock(pair: &'static Pair) -> Result<([u64; 2], bool), Failure> {
     let start = Instant::now();
     loop {
         match pair.try_lock() {
@@ -156,7 +157,9 @@ fn kill_every_step() -> TestResult {
     survivor.resolve(&mut vars)?;
     survivor.bind("survivor", &[vars[0].first_page, vars[1].first_page], 0)?;
     let m = survivor.map_rw(2)?;
-    // SAFETY: page 0 of the map is the zero-initialised "lock" variable.
+    // SAFETY: page 0 of the map is the zero-initialised "lock" variable. `lock` needs it
+    // `'static`: the map outlives every guard (none is leaked), so no robust-list node
+    // outlives the map.
     let pair = unsafe { &*(m.addr as *const Pair) };
     // SAFETY: page 1 is "survivor", 300 bytes initialised to 0x5a.
     let data = unsafe { std::slice::from_raw_parts_mut(m.addr.add(PAGE), 300) };
@@ -338,7 +341,7 @@ fn kill_every_step() -> TestResult {
             dev.bind("restarted", &map, 0)
                 .map_err(|e| format!("bind {e}"))?;
             let m = dev.map_rw(map.len()).map_err(|e| format!("mmap {e}"))?;
-            // SAFETY: page 0 is the lock.
+            // SAFETY: page 0 is the lock; the map outlives the guard (`'static` for `lock`).
             let pair = unsafe { &*(m.addr as *const Pair) };
             let g = pair.lock().map_err(|_| "owner died".to_string())?;
             if g[0] != expect_a || g[1] != expect_a {
@@ -475,7 +478,8 @@ fn mutex_waiter_sleeps() -> TestResult {
     d.resolve(&mut v)?;
     d.bind("w", &[v[0].first_page], 0)?;
     let m = d.map_rw(1)?;
-    // SAFETY: the zero-initialised lock variable.
+    // SAFETY: the zero-initialised lock variable; the map outlives every guard (`'static`
+    // for `lock`).
     let pair = unsafe { &*(m.addr as *const Pair) };
     // SAFETY: the suite is single-threaded.
     let pid = unsafe { libc::fork() };

@@ -24,7 +24,8 @@ use syn::{
 };
 
 /// Derives `dsu::Shared` for a `#[repr(C)]` or `#[repr(transparent)]` struct whose fields
-/// are all `Shared`.
+/// are all `Shared`, and `dsu::SharedCell` when every field is `SharedCell` (atomics,
+/// `dsu::sync::Mutex`, arrays of them), so that the struct can be a global.
 ///
 /// The fingerprint hashes the type's name, its size and alignment, and for each field its
 /// name, its type's fingerprint, its offset and its size: adding, removing, reordering,
@@ -138,6 +139,7 @@ fn derive_shared_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
     let mut field_hashes = Vec::new();
     let mut field_descs = Vec::new();
     let mut bounds = Vec::new();
+    let mut cell_bounds = Vec::new();
     let fields: Vec<(String, TokenStream2, &Type)> = match &data.fields {
         Fields::Named(f) => f
             .named
@@ -161,6 +163,10 @@ fn derive_shared_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
     for (fname, faccess, fty) in &fields {
         reject_private_pointers(fty)?;
         bounds.push(quote_spanned!(fty.span()=> #fty: ::dsu::Shared));
+        // Higher-ranked, so that a field type that is not SharedCell leaves the impl
+        // unusable instead of being an error ("trivial bound"): plain-data structs are
+        // Shared (for Mutex contents and migrations) but not SharedCell.
+        cell_bounds.push(quote!(for<'__dsu> #fty: ::dsu::SharedCell));
         field_hashes.push(quote! {
             let h = h
                 .str(#fname)
@@ -186,6 +192,7 @@ fn derive_shared_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
             where_preds.push(quote!(#p));
         }
     }
+    let cell_preds: Vec<TokenStream2> = where_preds.iter().cloned().chain(cell_bounds).collect();
     where_preds.extend(bounds);
     let type_name = name.to_string();
     Ok(quote! {
@@ -203,6 +210,10 @@ fn derive_shared_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
             };
             const FIELDS: &'static [::dsu::typedesc::FieldDesc] = &[#(#field_descs),*];
         }
+
+        // SAFETY: a Shared struct whose every field is SharedCell: all its bytes but
+        // padding are interior-mutable, and it is Sync (a supertrait, checked here).
+        unsafe impl #impl_generics ::dsu::SharedCell for #name #ty_generics where #(#cell_preds,)* {}
     })
 }
 
@@ -355,10 +366,11 @@ fn expand_global(item: GlobalItem) -> TokenStream2 {
                     // SAFETY: see above.
                     unsafe { ::core::ptr::write_unaligned(new.cast::<#ty>(), new_value) };
                 }
-                static __DSU_MIGRATION: ::dsu::Migration = ::dsu::Migration::new::<#old>(
-                    #old_str.as_ptr().cast(),
-                    __dsu_transform,
-                );
+                // SAFETY: a 'static NUL-terminated string; `__dsu_transform` reads an Old
+                // and writes the global's type, as Migration::new requires.
+                static __DSU_MIGRATION: ::dsu::Migration = unsafe {
+                    ::dsu::Migration::new::<#old>(#old_str.as_ptr().cast(), __dsu_transform)
+                };
                 &__DSU_MIGRATION
             }}
         }
@@ -373,11 +385,16 @@ fn expand_global(item: GlobalItem) -> TokenStream2 {
         #[allow(non_upper_case_globals)]
         #[::dsu::__private::linkme::distributed_slice(::dsu::GLOBALS)]
         #[linkme(crate = ::dsu::__private::linkme)]
-        static #desc: ::dsu::GlobalDesc = ::dsu::GlobalDesc::new::<#ty>(
-            #name_expr.as_ptr().cast(),
-            #type_str.as_ptr().cast(),
-            &#ident,
-            #migration,
-        );
+        // SAFETY: 'static NUL-terminated strings; the global is the static above, in the
+        // section `dsu_globals`, with this one descriptor; the migration (if any) is the
+        // one generated for this global's type.
+        static #desc: ::dsu::GlobalDesc = unsafe {
+            ::dsu::GlobalDesc::new::<#ty>(
+                #name_expr.as_ptr().cast(),
+                #type_str.as_ptr().cast(),
+                &#ident,
+                #migration,
+            )
+        };
     }
 }

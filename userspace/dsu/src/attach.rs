@@ -151,9 +151,17 @@ impl Attach {
     /// (running migrations), builds the page map of the `dsu_globals` section, binds, and
     /// maps the segment's pages over the section with `MAP_FIXED`.
     ///
-    /// Call it before any other thread touches the globals: their values before attach
-    /// are only initialisers, and a store racing with the mapping is lost. It succeeds
-    /// once per process ([`Error::AlreadyAttached`] after that).
+    /// Mapping replaces the bytes of every global at once. A reference into a global stays
+    /// valid across that (globals are [`SharedCell`](crate::SharedCell): their bytes may
+    /// change under a `&T`), but a [`MutexGuard`](crate::sync::MutexGuard) would not: its
+    /// lock word and data would become another version's. So this safe `attach` refuses
+    /// ([`Error::NotQuiescent`]) unless the process has **one thread** and that thread holds
+    /// **no `MutexGuard`** (a `mem::forget`-ten one counts as held): call it first thing in
+    /// `main`. A program that must attach with other threads running uses
+    /// [`attach_unchecked`](Self::attach_unchecked).
+    ///
+    /// Values stored before attach are only initialisers: the segment's values replace
+    /// them. It succeeds once per process ([`Error::AlreadyAttached`] after that).
     ///
     /// On a conflict ([`Error::TypeChanged`], [`Error::SizeChanged`]) nothing is changed in
     /// the segment and the program's globals stay private.
@@ -163,6 +171,59 @@ impl Attach {
     /// # Ok::<(), dsu::Error>(())
     /// ```
     pub fn attach(self) -> Result<Version> {
+        let guards = crate::sync::guards_held();
+        if guards != 0 {
+            return Err(Error::NotQuiescent(format!(
+                "this thread holds {guards} dsu::sync::MutexGuard(s)"
+            )));
+        }
+        match threads() {
+            Ok(1) => {}
+            Ok(n) => {
+                return Err(Error::NotQuiescent(format!("the process has {n} threads")));
+            }
+            Err(e) => {
+                return Err(Error::NotQuiescent(format!(
+                    "its threads cannot be counted ({e}; is /proc mounted?)"
+                )));
+            }
+        }
+        // SAFETY: this is the process's only thread (and it cannot start another before
+        // attach returns), and it holds no guard: no MutexGuard exists.
+        unsafe { self.attach_unchecked() }
+    }
+
+    /// [`attach`](Self::attach) without its checks, for programs that attach while other
+    /// threads run.
+    ///
+    /// # Safety
+    ///
+    /// Like `fork` in a threaded program, this asks the caller to rule out what the type
+    /// system cannot see. For the whole call:
+    ///
+    /// - no [`MutexGuard`](crate::sync::MutexGuard) of a mutex inside a global exists in
+    ///   any thread, including guards leaked with `mem::forget` or `Box::leak` (its lock and
+    ///   data would become another version's while it holds a `&mut`), and
+    /// - no other thread calls `lock`/`try_lock` on a mutex inside a global.
+    ///
+    /// Other threads may use atomics in globals meanwhile; stores racing with the mapping
+    /// are lost, which is a logic error, not undefined behaviour. This function still
+    /// refuses if the calling thread holds a guard.
+    ///
+    /// ```no_run
+    /// let worker = std::thread::spawn(|| { /* touches no global's Mutex */ });
+    /// // SAFETY: the worker never locks a global's mutex; no guard exists.
+    /// let version = unsafe { dsu::Attach::new("app", "1.0").attach_unchecked() }?;
+    /// worker.join().unwrap();
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub unsafe fn attach_unchecked(self) -> Result<Version> {
+        let guards = crate::sync::guards_held();
+        if guards != 0 {
+            return Err(Error::NotQuiescent(format!(
+                "this thread holds {guards} dsu::sync::MutexGuard(s)"
+            )));
+        }
         if ATTACHED.swap(true, Ordering::AcqRel) {
             return Err(Error::AlreadyAttached);
         }
@@ -209,7 +270,7 @@ impl Attach {
 
         // Build the batch; migrations read their old value first.
         let mut vars = Vec::with_capacity(descs.len());
-        let mut buffers: Vec<Vec<u8>> = Vec::new();
+        let mut buffers: Vec<Vec<std::mem::MaybeUninit<u8>>> = Vec::new();
         let mut migrated = vec![false; descs.len()];
         for (i, d) in descs.iter().enumerate() {
             let mut v = u::dsu_var {
@@ -273,8 +334,10 @@ impl Attach {
             .bind_extents(&self.label, &map.extents, self.prefault)?;
         version.id = Some(id);
         // SAFETY: the range is exactly this program's dsu_globals section, which holds
-        // nothing but the globals (checked by page_map); mapping the segment over it is
-        // the purpose. No other thread touches the globals during attach (documented).
+        // nothing but the globals (checked by page_map; descriptors are unforgeable from
+        // safe code); mapping the segment over it is the purpose. Every global is
+        // SharedCell, so references into them survive the change of bytes, and no
+        // MutexGuard exists (attach checks it; attach_unchecked's contract).
         unsafe { version.dev.mmap(Some(map.start), map.len()) }?;
         version.dev.set_nonblocking(true)?;
         Ok(version)
@@ -355,7 +418,7 @@ fn migrate_init(
     segment: &str,
     d: &GlobalDesc,
     m: &crate::Migration,
-) -> Result<Option<Vec<u8>>> {
+) -> Result<Option<Vec<std::mem::MaybeUninit<u8>>>> {
     let mut probe = [0u8; 1];
     match dev.read_var(
         segment,
@@ -371,8 +434,10 @@ fn migrate_init(
     let mut old = vec![0u8; m.old_size as usize];
     match dev.read_var(segment, d.name(), Some(m.old_fingerprint), 0, &mut old) {
         Ok(r) if r.var_size == m.old_size && r.copied == m.old_size => {
-            let mut new = vec![0u8; d.size as usize];
-            (m.transform)(old.as_ptr(), new.as_mut_ptr());
+            // MaybeUninit: the transform's typed write leaves padding bytes uninitialised;
+            // only the kernel reads this buffer.
+            let mut new = vec![std::mem::MaybeUninit::new(0u8); d.size as usize];
+            (m.transform)(old.as_ptr(), new.as_mut_ptr().cast());
             Ok(Some(new))
         }
         Ok(_) | Err(Error::VariableNotFound { .. }) => Ok(None),
@@ -381,7 +446,8 @@ fn migrate_init(
 }
 
 /// Attaches this program's globals to `segment` as version `label`, creating the segment
-/// if missing: `Attach::new(segment, label).attach()`. See [`Attach::attach`].
+/// if missing: `Attach::new(segment, label).attach()`. Call it first thing in `main`,
+/// before starting threads: see [`Attach::attach`].
 ///
 /// ```no_run
 /// use std::sync::atomic::{AtomicU64, Ordering};
@@ -617,17 +683,30 @@ mod tests {
     #[test]
     fn descriptors_are_checked() {
         check_descs(&crate::GLOBALS).unwrap();
-        static G: crate::Global<u32> = crate::Global::new(0);
-        let a = GlobalDesc::new::<u32>(c"dup".as_ptr(), c"u32".as_ptr(), &G, std::ptr::null());
-        let b = GlobalDesc::new::<u32>(c"dup".as_ptr(), c"u32".as_ptr(), &G, std::ptr::null());
+        use std::sync::atomic::AtomicU32;
+        static G: crate::Global<AtomicU32> = crate::Global::new(AtomicU32::new(0));
+        // SAFETY: 'static strings, no migration; only checked, never attached.
+        let desc = |name: &'static std::ffi::CStr| unsafe {
+            GlobalDesc::new(name.as_ptr(), c"u32".as_ptr(), &G, std::ptr::null())
+        };
+        let (a, b) = (desc(c"dup"), desc(c"dup"));
         let e = check_descs(&[a, b]).unwrap_err();
         assert!(
             e.to_string()
                 .contains("two globals of this program are named \"dup\""),
             "{e}"
         );
-        let mut c = GlobalDesc::new::<u32>(c"x".as_ptr(), c"u32".as_ptr(), &G, std::ptr::null());
+        let mut c = desc(c"x");
         c.magic = 0;
         assert!(matches!(check_descs(&[c]), Err(Error::BadDescriptor(_))));
     }
+}
+
+/// Threads of this process, from `/proc/self/stat` (field 20, `num_threads`).
+fn threads() -> std::io::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(17))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| std::io::Error::other("unexpected /proc/self/stat format"))
 }

@@ -298,6 +298,16 @@ pub enum Error {
     )]
     AlreadyAttached,
 
+    /// The safe [`attach`](crate::attach) found something that could hold a reference into
+    /// the globals while their pages are replaced: another thread, or a
+    /// [`MutexGuard`](crate::sync::MutexGuard) alive (or forgotten) in this thread.
+    #[error(
+        "dsu::attach must run while nothing can use the globals, but {0}: call it first thing \
+         in main, before starting threads and with no dsu::sync::MutexGuard alive, or use the \
+         unsafe Attach::attach_unchecked and uphold its contract"
+    )]
+    NotQuiescent(String),
+
     /// The system's page size is not the one the layout assumes.
     #[error("dsu globals assume 4096-byte pages, but this system uses {0}-byte pages")]
     PageSize(usize),

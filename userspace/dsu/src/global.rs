@@ -1,7 +1,7 @@
 //! [`Global`], the page-aligned wrapper of every shared global, and [`GlobalDesc`], its
 //! descriptor in the [`GLOBALS`](static@crate::GLOBALS) slice.
 
-use crate::Shared;
+use crate::{Shared, SharedCell};
 use core::cell::UnsafeCell;
 use core::ffi::{CStr, c_char};
 
@@ -25,8 +25,12 @@ pub const DESC_HASH_TYPE_NAME: u32 = 1 << 0;
 /// [`attach`](crate::attach) its pages are the segment's.
 ///
 /// It dereferences to `T`, so an atomic or a [`Mutex`](crate::sync::Mutex) is used as
-/// usual. The value sits in an `UnsafeCell` so that the compiler never constant-folds the
-/// static or places it in read-only memory.
+/// usual. `T` is [`SharedCell`]: every byte of the value is interior-mutable, because other
+/// versions of the program write these pages at any time and a `&T` to plain bytes that
+/// change under it would be undefined behaviour. (There is no by-value `read`/`write`: a
+/// plain `u64` global would race with every other thread and version; use an atomic, or a
+/// `Mutex` for plain data.) The value sits in an `UnsafeCell` so that the compiler never
+/// constant-folds the static or places it in read-only memory.
 ///
 /// ```
 /// use std::sync::atomic::{AtomicU64, Ordering};
@@ -45,12 +49,13 @@ pub struct Global<T> {
 // SAFETY: Global<T> only hands out &T (and raw pointers), so it is Sync exactly when T is.
 unsafe impl<T: Sync> Sync for Global<T> {}
 
-impl<T: Shared> Global<T> {
+impl<T: SharedCell> Global<T> {
     /// Wraps the initial value. Used by [`global!`](crate::global).
     ///
     /// ```
-    /// static X: dsu::Global<u32> = dsu::Global::new(7);
-    /// assert_eq!(X.read(), 7);
+    /// use std::sync::atomic::{AtomicU32, Ordering};
+    /// static X: dsu::Global<AtomicU32> = dsu::Global::new(AtomicU32::new(7));
+    /// assert_eq!(X.load(Ordering::Relaxed), 7);
     /// ```
     pub const fn new(value: T) -> Self {
         const {
@@ -73,7 +78,8 @@ impl<T> Global<T> {
     /// A raw pointer to the value.
     ///
     /// ```
-    /// static X: dsu::Global<u64> = dsu::Global::new(1);
+    /// static X: dsu::Global<std::sync::atomic::AtomicU64> =
+    ///     dsu::Global::new(std::sync::atomic::AtomicU64::new(1));
     /// assert_eq!(X.as_ptr() as usize % 4096, 0);
     /// ```
     pub const fn as_ptr(&self) -> *mut T {
@@ -83,7 +89,8 @@ impl<T> Global<T> {
     /// Pages the global occupies.
     ///
     /// ```
-    /// static BIG: dsu::Global<[u8; 5000]> = dsu::Global::new([0; 5000]);
+    /// use dsu::sync::Mutex;
+    /// static BIG: dsu::Global<Mutex<[u8; 5000]>> = dsu::Global::new(Mutex::new([0; 5000]));
     /// assert_eq!(BIG.pages(), 2);
     /// ```
     pub const fn pages(&self) -> usize {
@@ -91,44 +98,21 @@ impl<T> Global<T> {
     }
 }
 
-impl<T: Copy> Global<T> {
-    /// Reads a plain value with a volatile load. Prefer atomics for values that other
-    /// versions write concurrently.
-    ///
-    /// ```
-    /// static X: dsu::Global<u32> = dsu::Global::new(3);
-    /// assert_eq!(X.read(), 3);
-    /// ```
-    pub fn read(&self) -> T {
-        // SAFETY: the pointer is valid and aligned for the program's whole life.
-        unsafe { self.value.get().read_volatile() }
-    }
-
-    /// Writes a plain value with a volatile store. Prefer atomics for values that other
-    /// versions access concurrently.
-    ///
-    /// ```
-    /// static X: dsu::Global<u32> = dsu::Global::new(3);
-    /// X.write(4);
-    /// assert_eq!(X.read(), 4);
-    /// ```
-    pub fn write(&self, value: T) {
-        // SAFETY: as in read; a torn concurrent access is a logic error, not UB for Copy
-        // types that are valid for all bit patterns, which Shared types are.
-        unsafe { self.value.get().write_volatile(value) }
-    }
-}
-
-impl<T> core::ops::Deref for Global<T> {
+impl<T: SharedCell> core::ops::Deref for Global<T> {
     type Target = T;
     fn deref(&self) -> &T {
-        // SAFETY: shared access only; mutation goes through T's own interior mutability.
+        // SAFETY: shared access only; T is SharedCell, so every byte is behind an
+        // UnsafeCell and a change by another thread, version or attach is allowed under
+        // the &T.
         unsafe { &*self.value.get() }
     }
 }
 
 /// A migration of a global from an older type, declared with
 /// `#[dsu(migrate(from = Old, with = transform))]` in [`global!`](crate::global).
+///
+/// Its fields are private and its constructor `unsafe`: [`attach`](crate::attach) calls
+/// the transform on buffers sized from them.
 ///
 /// ```
 /// # use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -137,20 +121,22 @@ impl<T> core::ops::Deref for Global<T> {
 ///     #[dsu(name = "doc::COUNT", migrate(from = AtomicU32, with = widen))]
 ///     static COUNT: AtomicU64 = AtomicU64::new(0);
 /// }
+/// let d = dsu::GLOBALS.iter().find(|d| d.name() == "doc::COUNT").unwrap();
+/// assert_eq!(d.migration().unwrap().old_size(), 4);
 /// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct Migration {
     /// Size of the old type.
-    pub old_size: u64,
+    pub(crate) old_size: u64,
     /// Alignment of the old type.
-    pub old_align: u64,
+    pub(crate) old_align: u64,
     /// Fingerprint of the old type.
-    pub old_fingerprint: u64,
+    pub(crate) old_fingerprint: u64,
     /// NUL-terminated spelling of the old type.
-    pub old_type_name: *const c_char,
+    pub(crate) old_type_name: *const c_char,
     /// Reads an `Old` from `old_size` bytes and writes the new value's bytes.
-    pub transform: fn(*const u8, *mut u8),
+    pub(crate) transform: fn(*const u8, *mut u8),
 }
 
 // SAFETY: the pointer is to a 'static string, never written.
@@ -159,12 +145,21 @@ unsafe impl Sync for Migration {}
 impl Migration {
     /// The descriptor of a migration from `Old` (used by [`global!`](crate::global)).
     ///
+    /// # Safety
+    ///
+    /// `old_type_name` points to a NUL-terminated string that lives and stays unchanged
+    /// for the whole program. `transform(old, new)` must be sound when `old` points to
+    /// `size_of::<Old>()` readable bytes holding an `Old` (any alignment) and `new` to
+    /// `size_of::<New>()` writable bytes (any alignment), where `New` is the type of the
+    /// global whose [`GlobalDesc`] names this migration, and must write a valid `New` there.
+    ///
     /// ```
     /// fn t(_old: *const u8, _new: *mut u8) {}
-    /// static M: dsu::Migration = dsu::Migration::new::<u32>(c"u32".as_ptr(), t);
-    /// assert_eq!(M.old_size, 4);
+    /// // SAFETY: a 'static string; `t` touches neither buffer.
+    /// static M: dsu::Migration = unsafe { dsu::Migration::new::<u32>(c"u32".as_ptr(), t) };
+    /// assert_eq!(M.old_size(), 4);
     /// ```
-    pub const fn new<Old: Shared>(
+    pub const unsafe fn new<Old: Shared>(
         old_type_name: *const c_char,
         transform: fn(*const u8, *mut u8),
     ) -> Self {
@@ -176,6 +171,51 @@ impl Migration {
             transform,
         }
     }
+
+    /// Size of the old type.
+    ///
+    /// ```
+    /// # fn t(_: *const u8, _: *mut u8) {}
+    /// # static M: dsu::Migration = unsafe { dsu::Migration::new::<u16>(c"u16".as_ptr(), t) };
+    /// assert_eq!(M.old_size(), 2);
+    /// ```
+    pub fn old_size(&self) -> u64 {
+        self.old_size
+    }
+
+    /// Alignment of the old type.
+    ///
+    /// ```
+    /// # fn t(_: *const u8, _: *mut u8) {}
+    /// # static M: dsu::Migration = unsafe { dsu::Migration::new::<u16>(c"u16".as_ptr(), t) };
+    /// assert_eq!(M.old_align(), 2);
+    /// ```
+    pub fn old_align(&self) -> u64 {
+        self.old_align
+    }
+
+    /// Fingerprint of the old type.
+    ///
+    /// ```
+    /// # use dsu::Shared;
+    /// # fn t(_: *const u8, _: *mut u8) {}
+    /// # static M: dsu::Migration = unsafe { dsu::Migration::new::<u16>(c"u16".as_ptr(), t) };
+    /// assert_eq!(M.old_fingerprint(), u16::FINGERPRINT);
+    /// ```
+    pub fn old_fingerprint(&self) -> u64 {
+        self.old_fingerprint
+    }
+
+    /// Spelling of the old type.
+    ///
+    /// ```
+    /// # fn t(_: *const u8, _: *mut u8) {}
+    /// # static M: dsu::Migration = unsafe { dsu::Migration::new::<u16>(c"u16".as_ptr(), t) };
+    /// assert_eq!(M.old_type_name(), "u16");
+    /// ```
+    pub fn old_type_name(&self) -> &str {
+        cstr(self.old_type_name)
+    }
 }
 
 /// The descriptor of one shared global, collected in [`GLOBALS`](static@crate::GLOBALS).
@@ -184,43 +224,47 @@ impl Migration {
 /// same, and C globals put their descriptors in the same linker section,
 /// `linkme_DSU_GLOBALS` (linkme names a slice's section `linkme_<IDENT>`).
 ///
+/// [`attach`](crate::attach) maps segment pages over the address a descriptor names, so
+/// its fields are private and its constructor is `unsafe`: safe code cannot add a bogus
+/// entry to [`GLOBALS`](static@crate::GLOBALS).
+///
 /// ```
 /// dsu::global! {
 ///     static X: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
 /// }
 /// let d = dsu::GLOBALS.iter().find(|d| d.name().ends_with("::X")).unwrap();
-/// assert_eq!(d.size, 4);
-/// assert_eq!(d.pages, 1);
+/// assert_eq!(d.size(), 4);
+/// assert_eq!(d.pages(), 1);
 /// ```
 #[repr(C)]
 #[derive(Debug)]
 pub struct GlobalDesc {
     /// [`DESC_MAGIC`].
-    pub magic: u32,
+    pub(crate) magic: u32,
     /// `DESC_*` flags.
-    pub flags: u32,
+    pub(crate) flags: u32,
     /// NUL-terminated variable name, stable across versions.
-    pub name: *const c_char,
+    pub(crate) name: *const c_char,
     /// NUL-terminated spelling of the type (for messages; C: also hashed).
-    pub type_name: *const c_char,
+    pub(crate) type_name: *const c_char,
     /// Address of the page-aligned global.
-    pub addr: *const u8,
+    pub(crate) addr: *const u8,
     /// Size of the value in bytes (not rounded to pages).
-    pub size: u64,
+    pub(crate) size: u64,
     /// Alignment of the value.
-    pub align: u64,
+    pub(crate) align: u64,
     /// Whole pages the global occupies in the section.
-    pub pages: u64,
+    pub(crate) pages: u64,
     /// Layout fingerprint (0 with [`DESC_HASH_TYPE_NAME`]).
-    pub fingerprint: u64,
+    pub(crate) fingerprint: u64,
     /// The initial bytes (`size` of them).
-    pub init: *const u8,
+    pub(crate) init: *const u8,
     /// Migration from an older type, or null.
-    pub migration: *const Migration,
+    pub(crate) migration: *const Migration,
     /// The type's fields in offset order ([`Shared::FIELDS`], C: `DSU_TYPE`), or null.
-    pub fields: *const crate::typedesc::FieldDesc,
+    pub(crate) fields: *const crate::typedesc::FieldDesc,
     /// Entries at `fields`.
-    pub field_count: u64,
+    pub(crate) field_count: u64,
 }
 
 // SAFETY: every pointer is to 'static data; the descriptor is never written.
@@ -229,13 +273,27 @@ unsafe impl Sync for GlobalDesc {}
 impl GlobalDesc {
     /// The descriptor of `global` (used by [`global!`](crate::global)).
     ///
+    /// # Safety
+    ///
+    /// - `name` and `type_name` point to NUL-terminated strings that live and stay
+    ///   unchanged for the whole program;
+    /// - `global` is a `static` placed in the linker section [`SECTION`] (as
+    ///   [`global!`](crate::global) does), described by no other descriptor: `attach`
+    ///   replaces its pages with segment pages;
+    /// - `migration` is null or points to a `Migration` that lives for the whole program
+    ///   and whose transform writes a valid `T` (see [`Migration::new`]).
+    ///
     /// ```
-    /// static G: dsu::Global<u64> = dsu::Global::new(0);
-    /// static D: dsu::GlobalDesc =
-    ///     dsu::GlobalDesc::new::<u64>(c"doc::G".as_ptr(), c"u64".as_ptr(), &G, std::ptr::null());
+    /// use std::sync::atomic::AtomicU64;
+    /// static G: dsu::Global<AtomicU64> = dsu::Global::new(AtomicU64::new(0));
+    /// // SAFETY: 'static strings and no migration. (G is not in the section; this
+    /// // descriptor is only looked at, never added to GLOBALS or attached.)
+    /// static D: dsu::GlobalDesc = unsafe {
+    ///     dsu::GlobalDesc::new(c"doc::G".as_ptr(), c"AtomicU64".as_ptr(), &G, std::ptr::null())
+    /// };
     /// assert_eq!(D.name(), "doc::G");
     /// ```
-    pub const fn new<T: Shared>(
+    pub const unsafe fn new<T: SharedCell>(
         name: *const c_char,
         type_name: *const c_char,
         global: &'static Global<T>,
@@ -274,6 +332,61 @@ impl GlobalDesc {
     /// ```
     pub fn type_name(&self) -> &str {
         cstr(self.type_name)
+    }
+
+    /// `DESC_*` flags ([`DESC_HASH_TYPE_NAME`] for C globals).
+    ///
+    /// ```
+    /// for d in dsu::GLOBALS.iter() { let _ = d.flags() & dsu::DESC_HASH_TYPE_NAME; }
+    /// ```
+    pub fn flags(&self) -> u32 {
+        self.flags
+    }
+
+    /// Address of the global's first page in this program.
+    ///
+    /// ```
+    /// for d in dsu::GLOBALS.iter() { assert_eq!(d.addr() as usize % dsu::PAGE_SIZE, 0); }
+    /// ```
+    pub fn addr(&self) -> *const u8 {
+        self.addr
+    }
+
+    /// Size of the value in bytes (not rounded to pages).
+    ///
+    /// ```
+    /// for d in dsu::GLOBALS.iter() { assert!(d.size() > 0); }
+    /// ```
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// Alignment of the value.
+    ///
+    /// ```
+    /// for d in dsu::GLOBALS.iter() { assert!(d.align().is_power_of_two()); }
+    /// ```
+    pub fn align(&self) -> u64 {
+        self.align
+    }
+
+    /// Whole pages the global occupies.
+    ///
+    /// ```
+    /// for d in dsu::GLOBALS.iter() { assert!(d.pages() * dsu::PAGE_SIZE as u64 >= d.size()); }
+    /// ```
+    pub fn pages(&self) -> u64 {
+        self.pages
+    }
+
+    /// The layout fingerprint of a Rust global (0 for C globals: see
+    /// [`effective_fingerprint`](Self::effective_fingerprint)).
+    ///
+    /// ```
+    /// for d in dsu::GLOBALS.iter() { let _ = d.fingerprint(); }
+    /// ```
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
     }
 
     /// The fingerprint the kernel sees: [`fingerprint`](Self::fingerprint) or, for C
@@ -338,7 +451,7 @@ impl GlobalDesc {
     /// for d in dsu::GLOBALS.iter() { let _ = d.migration(); }
     /// ```
     pub fn migration(&self) -> Option<&Migration> {
-        // SAFETY: null or a pointer to a 'static Migration.
+        // SAFETY: null or a pointer to a 'static Migration (the constructor's contract).
         unsafe { self.migration.as_ref() }
     }
 }
@@ -347,7 +460,8 @@ fn cstr(p: *const c_char) -> &'static str {
     if p.is_null() {
         return "";
     }
-    // SAFETY: descriptors hold NUL-terminated 'static strings.
+    // SAFETY: descriptors hold NUL-terminated 'static strings (the constructors' contract;
+    // C descriptors: dsu.h's).
     unsafe { CStr::from_ptr(p) }
         .to_str()
         .unwrap_or("<non-UTF-8>")

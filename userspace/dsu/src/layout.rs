@@ -331,7 +331,8 @@ mod tests {
     crate::global! {
         static TEST_A: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         #[dsu(name = "explicit::NAME")]
-        static TEST_B: [u8; 5000] = [0; 5000];
+        static TEST_B: [std::sync::atomic::AtomicU8; 5000] =
+            [const { std::sync::atomic::AtomicU8::new(0) }; 5000];
     }
 
     #[test]
@@ -349,7 +350,7 @@ mod tests {
             .expect("TEST_B");
         assert_eq!(b.size, 5000);
         assert_eq!(b.pages, 2);
-        assert_eq!(b.type_name(), "[u8;5000]");
-        assert_eq!(TEST_B[0], 0);
+        assert_eq!(b.type_name(), "[std::sync::atomic::AtomicU8;5000]");
+        assert_eq!(TEST_B[0].load(std::sync::atomic::Ordering::Relaxed), 0);
     }
 }

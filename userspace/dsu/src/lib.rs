@@ -89,11 +89,13 @@
 //!
 //! # What can be shared
 //!
-//! Only [`Shared`] types: integers, floats, `bool`, atomics, arrays, [`sync::Mutex`] and
-//! `#[repr(C)]` structs deriving `Shared`. Pointers of any kind are refused: they point
-//! into one version's private memory. Use interior mutability (atomics, the mutex) for
-//! anything that changes; [`Global::read`]/[`Global::write`] give volatile access to plain
-//! values.
+//! A global holds a [`SharedCell`] type: atomic integers, [`sync::Mutex`], arrays of them,
+//! and `#[repr(C)]` structs deriving [`Shared`] made only of them. Other versions write a
+//! global's pages at any time, so every byte must be interior-mutable: plain data (integers,
+//! floats, arrays, `#[derive(Shared)]` structs of them) lives inside a [`sync::Mutex`].
+//! Every [`Shared`] type accepts any bit pattern, since another version may store any:
+//! `bool`, `char`, `AtomicBool` and enums are refused (use integers). Pointers of any kind
+//! are refused: they point into one version's private memory.
 //!
 //! # Linker sections
 //!
@@ -123,7 +125,7 @@ pub use error::{Error, Op, Result};
 pub use global::{
     DESC_HASH_TYPE_NAME, DESC_MAGIC, Global, GlobalDesc, Migration, PAGE_SIZE, SECTION,
 };
-pub use shared::Shared;
+pub use shared::{Shared, SharedCell};
 
 /// The name of the ELF section holding the [`GlobalDesc`] records (for C and tools).
 ///
@@ -136,7 +138,7 @@ pub const DESC_SECTION: &str = "linkme_DSU_GLOBALS";
 /// by [`global!`] and C's `DSU_GLOBAL`; ELF section `linkme_DSU_GLOBALS`.
 ///
 /// ```
-/// dsu::global! { static X: u64 = 0; }
+/// dsu::global! { static X: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0); }
 /// assert!(dsu::GLOBALS.iter().any(|d| d.name().ends_with("::X")));
 /// ```
 #[linkme::distributed_slice]
@@ -155,7 +157,8 @@ pub mod __private {
 ///
 /// Each `static NAME: T = init;` becomes a [`Global<T>`] (page-aligned, whole pages, in the
 /// section `dsu_globals`) that dereferences to `T`, plus a [`GlobalDesc`] in [`GLOBALS`](static@GLOBALS).
-/// `T` must be [`Shared`] and `init` a constant expression. Attributes:
+/// `T` must be [`SharedCell`] (atomics, [`sync::Mutex`], arrays and derived structs of them)
+/// and `init` a constant expression. Attributes:
 ///
 /// - `#[dsu(name = "app::COUNTER")]`: the variable's name in the segment. The default is
 ///   `module_path!()::NAME`, which includes the crate name: give an explicit name when two

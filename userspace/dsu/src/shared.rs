@@ -1,4 +1,5 @@
-//! The [`Shared`] marker trait: types whose bytes mean the same in every program version.
+//! The marker traits [`Shared`] (types whose bytes mean the same in every program version)
+//! and [`SharedCell`] (shared types a global may hold: every byte interior-mutable).
 
 use crate::fingerprint::Fnv;
 use core::sync::atomic;
@@ -16,8 +17,11 @@ use core::sync::atomic;
 ///
 /// Implementors must have a layout that does not depend on the build (`repr(C)`,
 /// `repr(transparent)` or a primitive), must not contain references, raw pointers, or
-/// owning pointers (`Box`, `Vec`, `String`, ...), and every bit pattern another version
-/// can store must be valid. `FINGERPRINT` must change whenever the layout or meaning does.
+/// owning pointers (`Box`, `Vec`, `String`, ...), and **every bit pattern must be a valid
+/// value**: another version, or a version killed half-way through a write, may leave any
+/// bytes there. So `bool`, `char`, `AtomicBool`, enums and `NonZero*` are not `Shared`
+/// (use an integer or an atomic integer). `FINGERPRINT` must change whenever the layout or
+/// meaning does.
 ///
 /// ```
 /// use std::sync::atomic::AtomicU64;
@@ -71,11 +75,12 @@ macro_rules! shared_prim {
     )*};
 }
 
+// Not bool, char (or AtomicBool): 2 is not a bool, 0xD800 not a char, and another version
+// may store either.
 shared_prim!(
-    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64, bool, char
+    u8, u16, u32, u64, u128, usize, i8, i16, i32, i64, i128, isize, f32, f64
 );
 shared_prim!(
-    atomic::AtomicBool,
     atomic::AtomicU8,
     atomic::AtomicU16,
     atomic::AtomicU32,
@@ -102,6 +107,65 @@ unsafe impl<T: Shared> Shared for core::cell::UnsafeCell<T> {
     const FINGERPRINT: u64 = Fnv::new().str("UnsafeCell").u64(T::FINGERPRINT).finish();
 }
 
+/// A [`Shared`] type that a global may hold: every byte of its value lies inside an
+/// `UnsafeCell` and is accessed with synchronisation (atomics, [`Mutex`](crate::sync::Mutex)),
+/// so that a `&Self` stays valid while other threads, other versions of the program and
+/// [`attach`](crate::attach) change the bytes under it.
+///
+/// [`Global`](crate::Global) hands out `&T` for its value, and the value's pages are shared
+/// with other processes that write them at any time: for a plain `u64` or `[u8; 16]` that
+/// `&T` would be undefined behaviour (the compiler assumes the bytes behind a shared
+/// reference do not change). So a global holds atomics, [`Mutex`](crate::sync::Mutex)es,
+/// arrays of them, and `#[derive(dsu::Shared)]` structs made only of them (the derive
+/// implements `SharedCell` for those); plain data goes inside a `Mutex`.
+///
+/// ```
+/// use dsu::{SharedCell, sync::Mutex};
+/// use std::sync::atomic::AtomicU64;
+/// fn global_ok<T: SharedCell>() {}
+/// global_ok::<AtomicU64>();
+/// global_ok::<Mutex<[u8; 64]>>();
+/// global_ok::<[AtomicU64; 4]>();
+/// ```
+///
+/// # Safety
+///
+/// Every byte of the value other than padding lies inside an `UnsafeCell` (directly, or
+/// through atomics), the type is `Sync`, and its methods stay sound when the bytes are
+/// replaced at any moment by bytes of another valid value (a store of another thread).
+/// Padding bytes are never read or written as part of the value.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be a dsu global: its bytes are not all interior-mutable",
+    label = "not atomics or a dsu::sync::Mutex",
+    note = "other versions write a global's pages at any time, so it must hold atomics, \
+            dsu::sync::Mutex, arrays of them or #[derive(dsu::Shared)] structs made of them; \
+            put plain data in a dsu::sync::Mutex"
+)]
+pub unsafe trait SharedCell: Shared + Sync {}
+
+macro_rules! shared_cell {
+    ($($t:ty),* $(,)?) => {$(
+        // SAFETY: an atomic integer: its one field is an UnsafeCell, every access atomic.
+        unsafe impl SharedCell for $t {}
+    )*};
+}
+
+shared_cell!(
+    atomic::AtomicU8,
+    atomic::AtomicU16,
+    atomic::AtomicU32,
+    atomic::AtomicU64,
+    atomic::AtomicUsize,
+    atomic::AtomicI8,
+    atomic::AtomicI16,
+    atomic::AtomicI32,
+    atomic::AtomicI64,
+    atomic::AtomicIsize,
+);
+
+// SAFETY: no padding between elements; each element is SharedCell.
+unsafe impl<T: SharedCell, const N: usize> SharedCell for [T; N] {}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -117,7 +181,6 @@ mod tests {
             f32::FINGERPRINT,
             u64::FINGERPRINT,
             AtomicU64::FINGERPRINT,
-            bool::FINGERPRINT,
             <[u8; 4]>::FINGERPRINT,
             <[u8; 5]>::FINGERPRINT,
             <[i8; 4]>::FINGERPRINT,
@@ -211,75 +274,5 @@ mod tests {
         assert_ne!(base, retyped::V1::FINGERPRINT, "retyped field");
         assert_ne!(Wrapper::FINGERPRINT, AtomicU64::FINGERPRINT);
         assert_ne!(Generic::<u32>::FINGERPRINT, Generic::<i32>::FINGERPRINT);
-    }
-
-    /// The derive rejects pointer-like fields at compile time. Checked by compiling small
-    /// crates with rustc when it is available (no trybuild).
-    #[test]
-    fn derive_rejects_pointers() {
-        let cases = [
-            ("struct S { a: &'static u32 }", "a reference"),
-            ("struct S { a: *const u32 }", "a raw pointer"),
-            ("struct S { a: Box<u32> }", "`Box`"),
-            ("struct S { a: Vec<u32> }", "`Vec`"),
-            ("struct S { a: String }", "`String`"),
-            ("struct S { a: fn() }", "a function pointer"),
-            ("struct S { a: [Option<Box<u8>>; 2] }", "`Box`"),
-        ];
-        for (src, want) in cases {
-            let Some(msg) = compile_fail::derive_error(&format!("#[repr(C)] {src}")) else {
-                return;
-            };
-            assert!(msg.contains(want), "{src}: {msg}");
-        }
-        if let Some(msg) = compile_fail::derive_error("struct S { a: u32 }") {
-            assert!(msg.contains("repr(C)"), "{msg}");
-        }
-    }
-
-    /// Compiles a tiny crate using the derive and returns rustc's diagnostics.
-    mod compile_fail {
-        /// `None` when the proc-macro library cannot be found (another target dir).
-        pub fn derive_error(item: &str) -> Option<String> {
-            let dir = std::env::temp_dir().join(format!("dsu-derive-{}", std::process::id()));
-            std::fs::create_dir_all(&dir).unwrap();
-            let file = dir.join("t.rs");
-            std::fs::write(
-                &file,
-                format!("extern crate dsu_macros;\n#[derive(dsu_macros::Shared)]\n{item}\nfn main() {{}}\n"),
-            )
-            .unwrap();
-            let deps =
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../target/debug/deps");
-            let lib = std::fs::read_dir(&deps)
-                .ok()?
-                .filter_map(|e| e.ok())
-                .map(|e| e.path())
-                .filter(|p| {
-                    let n = p.file_name().unwrap().to_string_lossy();
-                    n.starts_with("libdsu_macros-") && n.ends_with(".so")
-                })
-                .max_by_key(|p| p.metadata().and_then(|m| m.modified()).ok())?;
-            let out = std::process::Command::new(
-                std::env::var("RUSTC").unwrap_or_else(|_| "rustc".into()),
-            )
-            .args([
-                "--edition",
-                "2024",
-                "--crate-type",
-                "bin",
-                "--emit",
-                "metadata",
-                "-o",
-            ])
-            .arg(dir.join("t.rmeta"))
-            .arg("--extern")
-            .arg(format!("dsu_macros={}", lib.display()))
-            .arg(&file)
-            .output()
-            .unwrap();
-            assert!(!out.status.success(), "{item} compiled");
-            Some(String::from_utf8_lossy(&out.stderr).into_owned())
-        }
     }
 }

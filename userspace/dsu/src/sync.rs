@@ -2,15 +2,30 @@
 //!
 //! `std::sync::Mutex` uses private futexes, which do not wake waiters in another process,
 //! and it deadlocks forever if its holder dies. [`Mutex`] is a futex word holding the
-//! owner's thread id. An uncontended lock is one compare-and-swap; a contended one spins
-//! briefly, then sleeps on a *shared* futex (the module backs segment pages with a shmem
-//! file, so the kernel keys the futex by page, not by virtual address, and versions that
-//! map the lock at different addresses wake each other). Only when a sleep times out does
-//! the waiter check whether the owner still lives; a dead owner's lock is taken over and
-//! the new holder is told through [`OwnerDied`], like std's `PoisonError`.
+//! owner's thread id, laid out as the kernel's *robust futexes* expect. An uncontended lock
+//! is one compare-and-swap plus a few stores to link the lock into the thread's robust
+//! list; a contended one spins briefly, then sleeps on a *shared* futex (the module backs
+//! segment pages with a shmem file, so the kernel keys the futex by page, not by virtual
+//! address, and versions that map the lock at different addresses wake each other).
 //!
-//! Thread ids are compared within one pid namespace: every version sharing a lock must run
-//! in the same one.
+//! # Owner death
+//!
+//! While a thread holds a `Mutex`, the lock is linked into the thread's robust futex list,
+//! the list the kernel walks when the thread exits or is killed (`set_robust_list(2)`).
+//! For every lock on it whose word still holds the dying thread's id, the kernel sets
+//! `FUTEX_OWNER_DIED` and wakes a waiter, whatever pid namespace the waiter runs in. The
+//! waiter takes the lock over and is told through [`OwnerDied`], like std's `PoisonError`.
+//! Nobody ever guesses from a thread id whether its owner lives: versions in different
+//! pid namespaces (containers) share a lock safely.
+//!
+//! The list belongs to libc (glibc registers one per thread; dsu registers its own where
+//! none is registered): a lock's list node lies in its header at the offset the registered
+//! list prescribes (`futex_offset`), and it is linked and unlinked exactly as glibc links
+//! its robust `pthread_mutex_t`s, so both kinds of lock mix in one list. DESIGN.md
+//! ("Userspace") explains the choice.
+//!
+//! Because the list node lives in the mutex, a locked mutex must never move or be freed:
+//! [`lock`](Mutex::lock) takes `&'static self` (a global, a `static`, or leaked memory).
 //!
 //! ```
 //! use dsu::sync::Mutex;
@@ -22,18 +37,23 @@
 //! ```
 
 use crate::Shared;
+use crate::SharedCell;
 use crate::fingerprint::Fnv;
-use core::cell::UnsafeCell;
+use core::cell::{Cell, UnsafeCell};
 use core::marker::PhantomData;
-use core::sync::atomic::{AtomicU32, Ordering};
+use core::ptr;
+use core::sync::atomic::{AtomicU32, Ordering, compiler_fence};
 use std::time::Duration;
 
-/// Set in the lock word when a thread may be sleeping on it.
+/// `FUTEX_WAITERS`: set in the lock word when a thread may be sleeping on it.
 const WAITERS: u32 = 1 << 31;
-/// The owner's thread id (Linux tids are below 2^22).
+/// `FUTEX_OWNER_DIED`: set by the kernel when the owner exited holding the lock.
+const OWNER_DIED: u32 = 1 << 30;
+/// `FUTEX_TID_MASK`: the owner's thread id, as its own pid namespace numbers it.
 const TID_MASK: u32 = (1 << 30) - 1;
-/// How long a waiter sleeps before it checks again whether the owner lives: the most a
-/// dead owner can delay the next locker.
+/// How long a waiter sleeps before it looks at the word again. Owner death wakes it at
+/// once; this only bounds a wake-up lost to a woken waiter that was killed before taking
+/// the lock.
 const RECHECK: Duration = Duration::from_millis(50);
 /// Spins on a held lock before sleeping: critical sections on shared globals are short.
 const SPINS: u32 = 100;
@@ -41,16 +61,26 @@ const SPINS: u32 = 100;
 /// interval starts here and doubles up to the maximum.
 const NO_FUTEX_POLL_MIN: Duration = Duration::from_micros(200);
 const NO_FUTEX_POLL_MAX: Duration = Duration::from_millis(8);
+/// The list node's area in the header: bytes `NODE_AREA_START..NODE_AREA_END` from the
+/// lock word. The node (`next`) lies at `word - futex_offset` and its `prev` in the 8
+/// bytes below it: glibc's -32 puts them at 24..40, musl's -28 at 20..36.
+const NODE_AREA_START: usize = 8;
+const NODE_AREA_END: usize = 40;
+/// The kernel's `ROBUST_LIST_LIMIT`: it walks no further, nor do we.
+const ROBUST_LIST_LIMIT: usize = 2048;
 
-/// A mutual-exclusion lock that works across processes (and program versions) mapping the
-/// same shared global, and survives the death of its holder.
+/// A mutual-exclusion lock that works across processes (and program versions, in any pid
+/// namespace) mapping the same shared global, and survives the death of its holder.
 ///
-/// The layout is `#[repr(C)]`: a `u32` lock word (0 = free, else the owner's tid, with bit
-/// 31 set when there are waiters) followed by the data. It is [`Shared`] when `T` is.
+/// The layout is `#[repr(C)]`: a `u32` lock word (0 = free, else the owner's thread id as
+/// its pid namespace numbers it, bit 30 `FUTEX_OWNER_DIED`, bit 31 `FUTEX_WAITERS`), the
+/// holder's thread id (for [`OwnerDied::dead_owner`]), the robust-list node (32 bytes of
+/// the holder's private pointers), then the data. It is [`Shared`] when `T` is, and a
+/// global may hold it ([`SharedCell`]).
 ///
-/// A thread id can be reused by a new thread after its owner died; the check treats such
-/// a lock as held until that thread exits. Locking a mutex the calling thread already
-/// holds panics.
+/// Locking a mutex the calling thread already holds panics. `lock` and `try_lock` take
+/// `&'static self`: the held lock is linked into the thread's robust list through its own
+/// header, so it must stay where it is for as long as the program runs.
 ///
 /// ```
 /// use dsu::sync::Mutex;
@@ -61,33 +91,48 @@ const NO_FUTEX_POLL_MAX: Duration = Duration::from_millis(8);
 #[repr(C)]
 pub struct Mutex<T> {
     word: AtomicU32,
+    /// The holder's thread id; unlike the word, the kernel leaves it when the owner dies.
+    holder: AtomicU32,
+    /// The robust-list node: `prev` and `next` pointers of the holder's list, private to
+    /// it, at the offset the list's `futex_offset` prescribes.
+    node: UnsafeCell<[usize; 4]>,
     data: UnsafeCell<T>,
 }
 
-// SAFETY: the lock serialises access to `data`, like std's Mutex.
+// SAFETY: the lock serialises access to `data`, like std's Mutex; `node` is touched only by
+// the holder.
 unsafe impl<T: Send> Sync for Mutex<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Send for Mutex<T> {}
 
-// SAFETY: repr(C) of an AtomicU32 and a Shared T; the lock word's meaning (a tid) is the
-// same in every version.
+// SAFETY: repr(C) of two AtomicU32s, an array of integers and a Shared T; the lock word's
+// meaning (a tid and the robust-futex bits) is the same in every version. The name says
+// which protocol: versions with the kill()-based mutex must not share with this one.
 unsafe impl<T: Shared> Shared for Mutex<T> {
     const FINGERPRINT: u64 = Fnv::new()
-        .str("dsu::sync::Mutex")
+        .str("dsu::sync::Mutex(robust-list)")
         .u64(T::FINGERPRINT)
         .finish();
 }
 
+// SAFETY: every byte but padding is inside an UnsafeCell or an atomic; `data` is only
+// reached through the lock, and a Shared T accepts whatever bytes a dead holder left.
+unsafe impl<T: Shared + Send> SharedCell for Mutex<T> {}
+
 /// Holds a [`Mutex`] locked; unlocks on drop. Dereferences to the data.
 ///
 /// ```
-/// let m = dsu::sync::Mutex::new(5);
-/// let g: dsu::sync::MutexGuard<'_, i32> = m.lock().unwrap();
+/// static M: dsu::sync::Mutex<i32> = dsu::sync::Mutex::new(5);
+/// let g: dsu::sync::MutexGuard<'_, i32> = M.lock().unwrap();
 /// assert_eq!(*g, 5);
 /// ```
+#[must_use = "the lock is released as soon as the guard is dropped"]
 pub struct MutexGuard<'a, T> {
     lock: &'a Mutex<T>,
-    // The lock word records this thread: the guard must not move to another.
+    /// This thread's fork generation when it locked: a guard a child of `fork` inherited
+    /// is inert (the child's list does not hold the lock, nor does the child).
+    generation: u32,
+    // The lock word and the robust list record this thread: the guard stays on it.
     _not_send: PhantomData<*const ()>,
 }
 
@@ -95,8 +140,8 @@ pub struct MutexGuard<'a, T> {
 /// half-updated. The guard is still yours ([`into_inner`](Self::into_inner)).
 ///
 /// ```
-/// let m = dsu::sync::Mutex::new(0u32);
-/// let guard = match m.lock() {
+/// static M: dsu::sync::Mutex<u32> = dsu::sync::Mutex::new(0);
+/// let guard = match M.lock() {
 ///     Ok(g) => g,
 ///     Err(died) => {
 ///         eprintln!("{died}; repairing");
@@ -113,19 +158,20 @@ impl<G> OwnerDied<G> {
     /// The guard: the lock is held by the caller.
     ///
     /// ```
-    /// let m = dsu::sync::Mutex::new(1);
-    /// let g = m.lock().unwrap_or_else(|e| e.into_inner());
+    /// static M: dsu::sync::Mutex<i32> = dsu::sync::Mutex::new(1);
+    /// let g = M.lock().unwrap_or_else(|e| e.into_inner());
     /// assert_eq!(*g, 1);
     /// ```
     pub fn into_inner(self) -> G {
         self.guard
     }
 
-    /// The thread id of the owner that died.
+    /// The thread id of the owner that died, as its own pid namespace numbered it (it may
+    /// mean another thread, or nothing, in the caller's namespace; for messages).
     ///
     /// ```
-    /// let m = dsu::sync::Mutex::new(1);
-    /// if let Err(e) = m.lock() { println!("tid {} died", e.dead_owner()); }
+    /// static M: dsu::sync::Mutex<i32> = dsu::sync::Mutex::new(1);
+    /// if let Err(e) = M.lock() { println!("tid {} died", e.dead_owner()); }
     /// ```
     pub fn dead_owner(&self) -> u32 {
         self.tid
@@ -134,8 +180,8 @@ impl<G> OwnerDied<G> {
     /// A reference to the guard.
     ///
     /// ```
-    /// let m = dsu::sync::Mutex::new(1);
-    /// if let Err(e) = m.lock() { let _ = **e.get_ref(); }
+    /// static M: dsu::sync::Mutex<i32> = dsu::sync::Mutex::new(1);
+    /// if let Err(e) = M.lock() { let _ = **e.get_ref(); }
     /// ```
     pub fn get_ref(&self) -> &G {
         &self.guard
@@ -144,8 +190,8 @@ impl<G> OwnerDied<G> {
     /// A mutable reference to the guard.
     ///
     /// ```
-    /// let m = dsu::sync::Mutex::new(1);
-    /// if let Err(mut e) = m.lock() { **e.get_mut() = 0; }
+    /// static M: dsu::sync::Mutex<i32> = dsu::sync::Mutex::new(1);
+    /// if let Err(mut e) = M.lock() { **e.get_mut() = 0; }
     /// ```
     pub fn get_mut(&mut self) -> &mut G {
         &mut self.guard
@@ -175,52 +221,272 @@ impl<G> std::error::Error for OwnerDied<G> {}
 /// The result of [`Mutex::lock`]: the guard, or the guard wrapped in [`OwnerDied`].
 ///
 /// ```
-/// let m = dsu::sync::Mutex::new(());
-/// let r: dsu::sync::LockResult<dsu::sync::MutexGuard<'_, ()>> = m.lock();
+/// static M: dsu::sync::Mutex<u8> = dsu::sync::Mutex::new(0);
+/// let r: dsu::sync::LockResult<dsu::sync::MutexGuard<'_, u8>> = M.lock();
 /// ```
 pub type LockResult<G> = Result<G, OwnerDied<G>>;
 
+/// The kernel's `struct robust_list_head` (`linux/futex.h`).
+#[repr(C)]
+struct RobustListHead {
+    /// The first node (`&list` when empty); bit 0 marks a PI futex.
+    list: UnsafeCell<usize>,
+    /// The lock word's address minus the node's.
+    futex_offset: isize,
+    /// The node being locked or unlocked, 0 if none.
+    list_op_pending: UnsafeCell<usize>,
+}
+
+/// This thread's robust list as this module uses it.
+#[derive(Clone, Copy)]
+struct Robust {
+    /// The head registered with the kernel (libc's, or [`OWN_HEAD`]).
+    head: *mut RobustListHead,
+    /// `-futex_offset`: where a lock's node lies, from its word.
+    node_offset: usize,
+    tid: u32,
+    generation: u32,
+}
+
+/// What each thread remembers; const-initialised and without destructor, so it lives in
+/// the static TLS block until the thread is gone (the kernel reads [`OWN_HEAD`] at exit).
+struct ThreadState {
+    /// 0 until the thread first locks.
+    tid: Cell<u32>,
+    head: Cell<*mut RobustListHead>,
+    node_offset: Cell<usize>,
+    /// Guards this thread holds (forgotten ones included): `attach` refuses while > 0.
+    held: Cell<usize>,
+    /// Bumped in the child of fork: guards from before are inert there.
+    generation: Cell<u32>,
+}
+
 std::thread_local! {
-    /// This thread's id, 0 until first asked (gettid is a system call on every lock otherwise).
-    static TID: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
-}
-
-extern "C" fn forget_tid_after_fork() {
-    // The child's only thread has a new id: forget the one inherited from the parent.
-    TID.with(|t| t.set(0));
-}
-
-fn gettid() -> u32 {
-    TID.with(|t| {
-        if t.get() == 0 {
-            static AT_FORK: std::sync::Once = std::sync::Once::new();
-            AT_FORK.call_once(|| {
-                // SAFETY: registers a handler that only touches a thread-local cell, which
-                // is async-signal-safe enough for the child of fork.
-                unsafe { libc::pthread_atfork(None, None, Some(forget_tid_after_fork)) };
-            });
-            // SAFETY: gettid has no preconditions.
-            t.set((unsafe { libc::gettid() }) as u32);
+    static STATE: ThreadState = const {
+        ThreadState {
+            tid: Cell::new(0),
+            head: Cell::new(ptr::null_mut()),
+            node_offset: Cell::new(0),
+            held: Cell::new(0),
+            generation: Cell::new(0),
         }
-        t.get()
+    };
+    /// The list head of a thread whose libc registered none (glibc always does; musl only
+    /// once the thread locks a robust pthread mutex).
+    static OWN_HEAD: RobustListHead = const {
+        RobustListHead {
+            list: UnsafeCell::new(0),
+            futex_offset: -32,
+            list_op_pending: UnsafeCell::new(0),
+        }
+    };
+}
+
+extern "C" fn after_fork_in_child() {
+    // The child's only thread has a new id, and libc emptied its robust list (the kernel
+    // unregistered ours): look everything up again; inherited guards become inert.
+    STATE.with(|s| {
+        s.tid.set(0);
+        s.head.set(ptr::null_mut());
+        s.held.set(0);
+        s.generation.set(s.generation.get().wrapping_add(1));
+    });
+}
+
+/// The calling thread's id (cached).
+#[cfg(test)]
+fn gettid() -> u32 {
+    robust().tid
+}
+
+/// Guards the calling thread holds, forgotten ones included.
+pub(crate) fn guards_held() -> usize {
+    STATE.with(|s| s.held.get())
+}
+
+/// This thread's robust list, looked up on first use.
+#[inline]
+fn robust() -> Robust {
+    STATE.with(|s| {
+        if s.tid.get() == 0 {
+            init_thread(s);
+        }
+        Robust {
+            head: s.head.get(),
+            node_offset: s.node_offset.get(),
+            tid: s.tid.get(),
+            generation: s.generation.get(),
+        }
     })
 }
 
-/// Whether thread `tid` exists and is not a zombie.
-fn alive(tid: u32) -> bool {
-    // SAFETY: signal 0 only checks for existence and permission.
-    let r = unsafe { libc::kill(tid as libc::pid_t, 0) };
-    if r != 0 && nix::errno::Errno::last() == nix::errno::Errno::ESRCH {
-        return false;
+#[cold]
+fn init_thread(s: &ThreadState) {
+    static AT_FORK: std::sync::Once = std::sync::Once::new();
+    AT_FORK.call_once(|| {
+        // SAFETY: registers a handler that only touches this module's thread-locals,
+        // which is safe in the child of fork.
+        unsafe { libc::pthread_atfork(None, None, Some(after_fork_in_child)) };
+    });
+    let mut head: *mut RobustListHead = ptr::null_mut();
+    let mut len: libc::size_t = 0;
+    // SAFETY: get_robust_list(0, ...) writes the calling thread's head pointer and size.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_get_robust_list,
+            0,
+            &mut head as *mut *mut RobustListHead,
+            &mut len as *mut libc::size_t,
+        )
+    };
+    if r != 0 || head.is_null() {
+        head = OWN_HEAD.with(|h| {
+            let p = h as *const RobustListHead as *mut RobustListHead;
+            // SAFETY: our own head, in this thread's static TLS; empty list = itself.
+            unsafe {
+                *(*p).list.get() = p as usize;
+                *(*p).list_op_pending.get() = 0;
+            }
+            p
+        });
+        // SAFETY: registers a valid head that lives as long as the thread.
+        let r =
+            unsafe { libc::syscall(libc::SYS_set_robust_list, head, size_of::<RobustListHead>()) };
+        assert!(
+            r == 0,
+            "dsu::sync::Mutex: set_robust_list failed ({}); the kernel lacks robust futexes",
+            std::io::Error::last_os_error()
+        );
+    } else {
+        assert_eq!(
+            len,
+            size_of::<RobustListHead>(),
+            "dsu::sync::Mutex: unexpected robust list head size"
+        );
     }
-    // A killed process that its parent has not reaped yet still answers kill(): look at
-    // its state.
-    match std::fs::read_to_string(format!("/proc/{tid}/stat")) {
-        Ok(stat) => match stat.rsplit_once(')') {
-            Some((_, rest)) => !matches!(rest.trim_start().chars().next(), Some('Z' | 'X')),
-            None => true,
-        },
-        Err(_) => true,
+    // SAFETY: the registered head is valid for the thread's life.
+    let futex_offset = unsafe { ptr::addr_of!((*head).futex_offset).read_volatile() };
+    let node_offset = futex_offset.unsigned_abs();
+    assert!(
+        futex_offset < 0 && node_offset >= NODE_AREA_START + 8 && node_offset + 8 <= NODE_AREA_END,
+        "dsu::sync::Mutex: this libc's robust list uses futex_offset {futex_offset}, which \
+         the lock header cannot hold (supported: -{} to -{})",
+        NODE_AREA_END - 8,
+        NODE_AREA_START + 8
+    );
+    s.head.set(head);
+    s.node_offset.set(node_offset);
+    // SAFETY: gettid has no preconditions.
+    s.tid.set(unsafe { libc::gettid() } as u32);
+}
+
+// The list manipulation below follows glibc's ENQUEUE_MUTEX/DEQUEUE_MUTEX: a node is the
+// address of a `next` pointer, with its `prev` pointer just below it; bit 0 of a pointer to
+// a node marks a PI futex (never ours, maybe libc's). The head's `list` field is the `next`
+// of the empty list. Only the owning thread touches its list, so plain volatile accesses
+// suffice; the compiler fences order them for the kernel, which reads the list from this
+// same thread when it exits.
+
+/// Reads the pointer-sized value at `addr` (a list pointer).
+///
+/// # Safety
+/// `addr` is a `next` or `prev` field of a node in this thread's list, or of its head.
+unsafe fn get(addr: usize) -> usize {
+    // SAFETY: the caller's contract; unaligned reads cover libcs whose offset is not a
+    // multiple of 8.
+    unsafe { (addr as *const usize).read_unaligned() }
+}
+
+/// Writes a list pointer.
+///
+/// # Safety
+/// As [`get`].
+unsafe fn set(addr: usize, value: usize) {
+    // SAFETY: the caller's contract.
+    unsafe { (addr as *mut usize).write_unaligned(value) }
+}
+
+impl Robust {
+    fn head_addr(self) -> usize {
+        self.head as usize
+    }
+
+    /// Announces (`node`) or clears (0) the operation in progress: if the thread dies
+    /// now, the kernel still looks at that lock.
+    #[inline]
+    fn pending(self, node: usize) {
+        compiler_fence(Ordering::SeqCst);
+        // SAFETY: the registered head, valid for the thread's life; written only by this
+        // thread (and its libc, never concurrently).
+        unsafe {
+            ptr::addr_of_mut!((*self.head).list_op_pending)
+                .cast::<usize>()
+                .write_volatile(node)
+        };
+        compiler_fence(Ordering::SeqCst);
+    }
+
+    /// Links `node` (of a lock just taken) at the front of the list.
+    ///
+    /// # Safety
+    /// `node` is the node of a `'static` mutex this thread now holds, not yet linked.
+    #[inline]
+    unsafe fn link(self, node: usize) {
+        let head = self.head_addr();
+        // SAFETY: head and nodes of this thread's list (its libc's and ours), all valid
+        // while linked; `node` is ours to write.
+        unsafe {
+            let first = get(head);
+            set(node, first);
+            set(node - 8, head);
+            let first_node = first & !1;
+            if first_node != head {
+                set(first_node - 8, node);
+            }
+            compiler_fence(Ordering::SeqCst);
+            set(head, node);
+        }
+    }
+
+    /// Unlinks `node`.
+    ///
+    /// # Safety
+    /// `node` is linked in this thread's list.
+    #[inline]
+    unsafe fn unlink(self, node: usize) {
+        let head = self.head_addr();
+        // SAFETY: as in link; `prev` is the head or a linked node, `next` the head or a
+        // linked node.
+        unsafe {
+            let next = get(node);
+            let prev = get(node - 8) & !1;
+            let next_node = next & !1;
+            if next_node != head {
+                set(next_node - 8, prev);
+            }
+            set(prev, next);
+            compiler_fence(Ordering::SeqCst);
+            set(node, 0);
+            set(node - 8, 0);
+        }
+    }
+
+    /// Whether `node` is linked in this thread's list (the thread holds that lock).
+    fn holds(self, node: usize) -> bool {
+        let head = self.head_addr();
+        // SAFETY: walks this thread's list, as the kernel does, bounded the same way.
+        let mut entry = unsafe { get(head) } & !1;
+        for _ in 0..ROBUST_LIST_LIMIT {
+            if entry == head || entry == 0 {
+                return false;
+            }
+            if entry == node {
+                return true;
+            }
+            // SAFETY: a linked node.
+            entry = unsafe { get(entry) } & !1;
+        }
+        false
     }
 }
 
@@ -290,8 +556,15 @@ impl<T> Mutex<T> {
     pub const fn new(value: T) -> Self {
         Mutex {
             word: AtomicU32::new(0),
+            holder: AtomicU32::new(0),
+            node: UnsafeCell::new([0; 4]),
             data: UnsafeCell::new(value),
         }
+    }
+
+    /// The address of this lock's list node for a list with `node_offset`.
+    fn node(&self, r: Robust) -> usize {
+        self.word.as_ptr() as usize + r.node_offset
     }
 
     /// Locks, sleeping while another thread (in any process) holds it. If the holder died,
@@ -302,53 +575,102 @@ impl<T> Mutex<T> {
     /// If the calling thread already holds the lock.
     ///
     /// ```
-    /// let m = dsu::sync::Mutex::new(vec![1]);
-    /// m.lock().unwrap().push(2);
+    /// static M: dsu::sync::Mutex<u64> = dsu::sync::Mutex::new(1);
+    /// *M.lock().unwrap() += 1;
     /// ```
-    pub fn lock(&self) -> LockResult<MutexGuard<'_, T>> {
-        let me = gettid();
+    #[inline]
+    pub fn lock(&'static self) -> LockResult<MutexGuard<'static, T>> {
+        let r = robust();
+        let node = self.node(r);
+        // As glibc: announce the node first, so that a death right after the CAS still
+        // has the kernel release the lock.
+        r.pending(node);
         if self
             .word
-            .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
+            .compare_exchange(0, r.tid, Ordering::Acquire, Ordering::Relaxed)
             .is_ok()
         {
-            return Ok(self.guard());
+            return Ok(self.taken(r, node));
         }
-        self.lock_contended(me)
+        r.pending(0);
+        self.lock_contended(r, node)
     }
 
-    /// The slow path of [`lock`](Self::lock): spin, then sleep on the futex, checking on
-    /// the owner each time a sleep times out.
+    /// The lock was just taken (the word holds `r.tid`): records the holder, links the
+    /// node, clears the pending operation and counts the guard.
+    #[inline]
+    fn taken(&'static self, r: Robust, node: usize) -> MutexGuard<'static, T> {
+        self.holder.store(r.tid, Ordering::Relaxed);
+        // SAFETY: this thread holds the 'static lock; its node is not linked (only a
+        // holder links it, and unlinks it before releasing).
+        unsafe { r.link(node) };
+        r.pending(0);
+        STATE.with(|s| s.held.set(s.held.get() + 1));
+        MutexGuard {
+            lock: self,
+            generation: r.generation,
+            _not_send: PhantomData,
+        }
+    }
+
+    /// Tries to take the lock from word value `cur` (no owner: free, or its owner died).
+    /// `None` if the word changed.
+    fn try_take(
+        &'static self,
+        r: Robust,
+        node: usize,
+        cur: u32,
+        waiters: u32,
+    ) -> Option<LockResult<MutexGuard<'static, T>>> {
+        debug_assert_eq!(cur & TID_MASK, 0);
+        let dead = self.holder.load(Ordering::Relaxed);
+        r.pending(node);
+        if self
+            .word
+            .compare_exchange(
+                cur,
+                r.tid | (cur & WAITERS) | waiters,
+                Ordering::Acquire,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            r.pending(0);
+            return None;
+        }
+        let guard = self.taken(r, node);
+        Some(if cur & OWNER_DIED != 0 {
+            Err(OwnerDied { guard, tid: dead })
+        } else {
+            Ok(guard)
+        })
+    }
+
+    /// The slow path of [`lock`](Self::lock): spin, then sleep on the futex until the
+    /// word is free or its owner died.
     #[cold]
-    fn lock_contended(&self, me: u32) -> LockResult<MutexGuard<'_, T>> {
+    fn lock_contended(&'static self, r: Robust, node: usize) -> LockResult<MutexGuard<'static, T>> {
         for _ in 0..SPINS {
             core::hint::spin_loop();
-            if self.word.load(Ordering::Relaxed) == 0
-                && self
-                    .word
-                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-            {
-                return Ok(self.guard());
+            let cur = self.word.load(Ordering::Relaxed);
+            if cur & TID_MASK == 0 {
+                if let Some(taken) = self.try_take(r, node, cur, 0) {
+                    return taken;
+                }
             }
         }
         let mut poll = NO_FUTEX_POLL_MIN;
-        let mut last_check = std::time::Instant::now();
         loop {
             let cur = self.word.load(Ordering::Relaxed);
-            if cur == 0 {
-                // Others may sleep on it too: keep WAITERS so that our unlock wakes one.
-                if self
-                    .word
-                    .compare_exchange(0, me | WAITERS, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return Ok(self.guard());
+            if cur & TID_MASK == 0 {
+                // Others may sleep on it too: set WAITERS so that our unlock wakes one.
+                if let Some(taken) = self.try_take(r, node, cur, WAITERS) {
+                    return taken;
                 }
                 continue;
             }
-            let owner = cur & TID_MASK;
-            if owner == me {
+            // The same number may be another namespace's thread: ask our own list.
+            if cur & TID_MASK == r.tid && r.holds(node) {
                 panic!("dsu::sync::Mutex::lock: this thread already holds the lock (deadlock)");
             }
             if cur & WAITERS == 0
@@ -359,94 +681,52 @@ impl<T> Mutex<T> {
             {
                 continue;
             }
-            let check_owner = match futex_wait(&self.word, cur | WAITERS, RECHECK) {
-                Wake::Changed => false,
-                Wake::TimedOut => true,
+            match futex_wait(&self.word, cur | WAITERS, RECHECK) {
+                Wake::Changed | Wake::TimedOut => {}
                 Wake::NoFutex => {
                     // Poll with a growing interval instead of spinning, so that a waiter
-                    // costs next to no CPU (tests/vm robust::mutex_waiter_sleeps).
+                    // costs next to no CPU (tests/vm robust::mutex_waiter_sleeps). The
+                    // kernel still marks a dead owner's word.
                     std::thread::sleep(poll);
                     poll = (poll * 2).min(NO_FUTEX_POLL_MAX);
-                    last_check.elapsed() >= RECHECK
-                }
-            };
-            if check_owner {
-                last_check = std::time::Instant::now();
-                if let Some(taken) = self.take_over_if_dead(me, cur | WAITERS) {
-                    return taken;
                 }
             }
         }
     }
 
-    fn guard(&self) -> MutexGuard<'_, T> {
-        MutexGuard {
-            lock: self,
-            _not_send: PhantomData,
-        }
-    }
-
-    /// If the lock word still is `cur` and its owner is dead, takes the lock over.
-    fn take_over_if_dead(&self, me: u32, cur: u32) -> Option<LockResult<MutexGuard<'_, T>>> {
-        let owner = cur & TID_MASK;
-        if owner == 0 || alive(owner) {
-            return None;
-        }
-        self.take_over(me, cur)
-    }
-
-    /// Replaces the dead owner in lock word `cur` with `me`; None if the word changed.
-    fn take_over(&self, me: u32, cur: u32) -> Option<LockResult<MutexGuard<'_, T>>> {
-        self.word
-            .compare_exchange(
-                cur,
-                me | (cur & WAITERS),
-                Ordering::Acquire,
-                Ordering::Relaxed,
-            )
-            .ok()
-            .map(|_| {
-                Err(OwnerDied {
-                    guard: self.guard(),
-                    tid: cur & TID_MASK,
-                })
-            })
-    }
-
-    /// Locks if that needs no waiting: `None` if a live thread holds it.
+    /// Locks if that needs no waiting: `None` if a live thread holds it. A lock whose
+    /// owner died is taken over (`Some(Err(_))`).
+    ///
+    /// # Panics
+    ///
+    /// If the calling thread already holds the lock.
     ///
     /// ```
-    /// let m = dsu::sync::Mutex::new(0);
-    /// let g = m.try_lock().unwrap().unwrap();
+    /// static M: dsu::sync::Mutex<u8> = dsu::sync::Mutex::new(0);
+    /// let g = M.try_lock().unwrap().unwrap();
     /// ```
-    pub fn try_lock(&self) -> Option<LockResult<MutexGuard<'_, T>>> {
-        let me = gettid();
+    pub fn try_lock(&'static self) -> Option<LockResult<MutexGuard<'static, T>>> {
+        let r = robust();
+        let node = self.node(r);
         for _ in 0..4 {
             let cur = self.word.load(Ordering::Relaxed);
-            if cur == 0 {
-                if self
-                    .word
-                    .compare_exchange(0, me, Ordering::Acquire, Ordering::Relaxed)
-                    .is_ok()
-                {
-                    return Some(Ok(self.guard()));
+            if cur & TID_MASK != 0 {
+                if cur & TID_MASK == r.tid && r.holds(node) {
+                    panic!(
+                        "dsu::sync::Mutex::try_lock: this thread already holds the lock (deadlock)"
+                    );
                 }
-                continue;
-            }
-            if cur & TID_MASK == me {
-                panic!("dsu::sync::Mutex::try_lock: this thread already holds the lock (deadlock)");
-            }
-            if alive(cur & TID_MASK) {
                 return None;
             }
-            if let Some(taken) = self.take_over(me, cur) {
+            if let Some(taken) = self.try_take(r, node, cur, 0) {
                 return Some(taken);
             }
         }
         None
     }
 
-    /// The thread id of the current holder, if locked (racy: for diagnostics and tests).
+    /// The thread id of the current holder, if locked, as the holder's pid namespace
+    /// numbers it (racy: for diagnostics and tests).
     ///
     /// ```
     /// let m = dsu::sync::Mutex::new(0);
@@ -496,11 +776,26 @@ impl<T> core::ops::DerefMut for MutexGuard<'_, T> {
 }
 
 impl<T> Drop for MutexGuard<'_, T> {
+    #[inline]
     fn drop(&mut self) {
+        let r = robust();
+        if r.generation != self.generation {
+            // Inherited through fork: the lock is the parent's.
+            return;
+        }
+        let node = self.lock.node(r);
+        // As glibc: announce, unlink, release, and only then clear the announcement, so
+        // that a death at any point leaves the lock released or marked.
+        r.pending(node);
+        // SAFETY: the guard's lock is held by this thread, so its node is linked here.
+        unsafe { r.unlink(node) };
+        compiler_fence(Ordering::SeqCst);
         let prev = self.lock.word.swap(0, Ordering::Release);
         if prev & WAITERS != 0 {
             futex_wake(&self.lock.word, 1);
         }
+        r.pending(0);
+        STATE.with(|s| s.held.set(s.held.get() - 1));
     }
 }
 
@@ -515,14 +810,16 @@ impl<T: std::fmt::Debug> std::fmt::Debug for Mutex<T> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
+
+    fn leak<T>(value: T) -> &'static Mutex<T> {
+        Box::leak(Box::new(Mutex::new(value)))
+    }
 
     #[test]
     fn contended_counter() {
-        let m = Arc::new(Mutex::new(0u64));
+        let m = leak(0u64);
         let threads: Vec<_> = (0..4)
             .map(|_| {
-                let m = m.clone();
                 std::thread::spawn(move || {
                     for _ in 0..10_000 {
                         *m.lock().unwrap() += 1;
@@ -537,12 +834,13 @@ mod tests {
     }
 
     #[test]
-    fn dead_owner_is_taken_over() {
-        let m = Mutex::new(7u32);
-        // Pretend a thread that no longer exists holds it (the largest tid is never used).
-        m.word.store(TID_MASK - 1, Ordering::Relaxed);
+    fn owner_died_word_is_taken_over() {
+        let m = leak(7u32);
+        // What the kernel leaves when the holder (tid 4242 in its namespace) dies.
+        m.word.store(OWNER_DIED, Ordering::Relaxed);
+        m.holder.store(4242, Ordering::Relaxed);
         let e = m.lock().err().expect("owner died");
-        assert_eq!(e.dead_owner(), TID_MASK - 1);
+        assert_eq!(e.dead_owner(), 4242);
         assert!(e.to_string().contains("died while holding it"));
         let g = e.into_inner();
         assert_eq!(*g, 7);
@@ -552,28 +850,138 @@ mod tests {
         assert!(m.lock().is_ok());
     }
 
+    /// The kernel, not a guess from the thread id, reports a holder that exited.
     #[test]
     fn exited_thread_is_dead() {
-        let m = Arc::new(Mutex::new(0));
-        let m2 = m.clone();
-        std::thread::spawn(move || std::mem::forget(m2.lock().unwrap()))
+        let m = leak(0);
+        std::thread::spawn(move || std::mem::forget(m.lock().unwrap()))
             .join()
             .unwrap();
         assert!(m.lock().is_err());
     }
 
+    /// A waiter sleeping on the lock is woken when the holder exits.
+    #[test]
+    fn waiter_is_woken_by_holder_exit() {
+        let m = leak(0);
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = std::thread::spawn(move || {
+            let g = m.lock().unwrap();
+            tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_millis(300));
+            std::mem::forget(g);
+        });
+        rx.recv().unwrap();
+        let start = std::time::Instant::now();
+        let r = m.lock();
+        let waited = start.elapsed();
+        assert!(r.is_err(), "the holder exited holding the lock");
+        assert!(waited >= Duration::from_millis(200), "{waited:?}");
+        assert!(waited < Duration::from_secs(5), "{waited:?}");
+        t.join().unwrap();
+    }
+
+    /// A word holding this thread's id that this thread does not hold is another pid
+    /// namespace's thread with the same number: it is held, not a recursive lock, and
+    /// its owner is not presumed dead.
+    #[test]
+    fn same_tid_in_another_namespace_is_not_this_thread() {
+        let m = leak(0);
+        m.word.store(gettid(), Ordering::Relaxed);
+        assert!(m.try_lock().is_none());
+        let waiter = std::thread::spawn(move || m.try_lock().is_none());
+        assert!(waiter.join().unwrap());
+        m.word.store(0, Ordering::Relaxed);
+        assert!(matches!(m.try_lock(), Some(Ok(_))));
+    }
+
+    #[test]
+    fn recursive_lock_panics() {
+        let m = leak(0);
+        let g = m.lock().unwrap();
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.try_lock().map(|_| ())));
+        assert!(r.is_err());
+        let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| m.lock().map(|_| ())));
+        assert!(r.is_err());
+        drop(g);
+    }
+
     #[test]
     fn try_lock_fails_while_held() {
-        let m = Arc::new(Mutex::new(0));
+        let m = leak(0);
         let g = m.lock().unwrap();
-        let m2 = m.clone();
         assert!(
-            std::thread::spawn(move || m2.try_lock().is_none())
+            std::thread::spawn(move || m.try_lock().is_none())
                 .join()
                 .unwrap()
         );
         drop(g);
         assert!(m.try_lock().is_some());
+    }
+
+    #[test]
+    fn guards_are_counted() {
+        let (a, b) = (leak(0), leak(0));
+        let before = guards_held();
+        let ga = a.lock().unwrap();
+        let gb = b.try_lock().unwrap().unwrap();
+        assert_eq!(guards_held(), before + 2);
+        drop(ga);
+        std::mem::forget(gb);
+        assert_eq!(guards_held(), before + 1, "a forgotten guard stays held");
+    }
+
+    /// dsu locks and glibc's robust pthread mutexes share the thread's robust list: taken
+    /// and released in any order, the list stays well-formed, and when the thread exits
+    /// holding both kinds the kernel marks each one.
+    #[test]
+    fn mixes_with_robust_pthread_mutexes() {
+        let p: &'static mut libc::pthread_mutex_t =
+            Box::leak(Box::new(libc::PTHREAD_MUTEX_INITIALIZER));
+        // SAFETY: initialises a leaked pthread mutex as robust.
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            libc::pthread_mutexattr_init(&mut attr);
+            libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
+            libc::pthread_mutex_init(p, &attr);
+        }
+        let p = p as *mut libc::pthread_mutex_t as usize;
+        let (a, b) = (leak(1), leak(2));
+        std::thread::spawn(move || {
+            let p = p as *mut libc::pthread_mutex_t;
+            let r = robust();
+            let ga = a.lock().unwrap();
+            // SAFETY: a valid robust mutex.
+            assert_eq!(unsafe { libc::pthread_mutex_lock(p) }, 0);
+            let gb = b.lock().unwrap();
+            assert!(r.holds(a.node(r)) && r.holds(b.node(r)));
+            drop(ga); // between glibc's node and the head's end
+            assert!(!r.holds(a.node(r)) && r.holds(b.node(r)));
+            // SAFETY: locked by this thread.
+            assert_eq!(unsafe { libc::pthread_mutex_unlock(p) }, 0);
+            // SAFETY: as above.
+            assert_eq!(unsafe { libc::pthread_mutex_lock(p) }, 0);
+            let ga = a.lock().unwrap();
+            std::mem::forget((ga, gb));
+            // Exits holding a, p and b.
+        })
+        .join()
+        .unwrap();
+        // SAFETY: a valid robust mutex whose owner died.
+        assert_eq!(
+            unsafe { libc::pthread_mutex_lock(p as *mut libc::pthread_mutex_t) },
+            libc::EOWNERDEAD
+        );
+        assert!(a.lock().is_err());
+        assert!(b.lock().is_err());
+    }
+
+    #[test]
+    fn layout() {
+        assert_eq!(std::mem::offset_of!(Mutex<u8>, data), NODE_AREA_END);
+        assert_eq!(std::mem::offset_of!(Mutex<u8>, node), NODE_AREA_START);
+        let r = robust();
+        assert!(r.node_offset >= NODE_AREA_START + 8 && r.node_offset + 8 <= NODE_AREA_END);
     }
 
     #[test]

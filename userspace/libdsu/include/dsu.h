@@ -267,7 +267,8 @@ enum dsu_error {
  * printable ASCII bytes). `flags`: DSU_MUST_EXIST, DSU_MUST_CREATE, DSU_PREFAULT. `mode`:
  * permission bits of a segment this call creates (0: 0600). Returns 0 or a negative
  * enum dsu_error; dsu_last_error() then says what happened and what to do.
- * Call it before other threads touch the globals. It succeeds once per process.
+ * Call it before other threads touch the globals, with no lock in a global held (their
+ * pages are replaced). It succeeds once per process.
  */
 int dsu_attach(const char *segment, const char *version, unsigned int flags, unsigned int mode);
 

@@ -117,7 +117,8 @@ fn str_arg(p: *const c_char, what: &str) -> Result<String, c_int> {
 /// # Safety
 ///
 /// `segment` and `version` are NUL-terminated strings. No other thread may touch the
-/// globals during the call.
+/// globals during the call, and no lock in a global may be held (the contract of
+/// `dsu::Attach::attach_unchecked`).
 ///
 /// ```no_run
 /// let rc = unsafe { dsuc::dsu_attach(c"app".as_ptr(), c"1.0".as_ptr(), dsuc::DSU_PREFAULT, 0o600) };
@@ -156,7 +157,9 @@ pub unsafe extern "C" fn dsu_attach(
         if flags & DSU_MUST_CREATE != 0 {
             a = a.must_create();
         }
-        match a.attach() {
+        // SAFETY: this function's contract is attach_unchecked's (C programs may attach
+        // with threads running, as long as none touches the globals).
+        match unsafe { a.attach_unchecked() } {
             Ok(v) => {
                 let _ = VERSION.set(v);
                 code::OK
