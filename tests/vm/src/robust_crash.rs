@@ -522,3 +522,282 @@ fn mutex_waiter_sleeps() -> TestResult {
     );
     Ok(())
 }
+
+#[distributed_slice(TESTS)]
+static PID_NAMESPACES: VmTest = VmTest {
+    name: "robust::mutex_across_pid_namespaces",
+    phase: Phase::Main,
+    run: mutex_across_pid_namespaces,
+};
+
+/// Slots of the shared board of [`mutex_across_pid_namespaces`] (u64 each).
+mod board {
+    /// The owner's pid in the test's (initial) pid namespace.
+    pub const OWNER_PID: usize = 0;
+    /// The owner's thread id in its own namespace.
+    pub const OWNER_TID: usize = 1;
+    /// 1 once the owner holds the lock.
+    pub const HOLDING: usize = 2;
+    /// Per waiter `w` (0, 1): its tid in its namespace, 1 once it calls lock, then the
+    /// outcome (1 = locked, 2 = OwnerDied, 3 = panicked) and CLOCK_MONOTONIC ns when locked.
+    pub const fn waiter(w: usize, field: usize) -> usize {
+        3 + w * 4 + field
+    }
+    pub const TID: usize = 0;
+    pub const STARTED: usize = 1;
+    pub const OUTCOME: usize = 2;
+    pub const AT_NS: usize = 3;
+    /// The root-namespace pids of the three namespaces' init processes (for cleanup).
+    pub const INITS: usize = 11;
+    pub const SLOTS: usize = 14;
+}
+
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: writes the time into ts.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}
+
+/// Runs `f` in a new pid namespace: as its init (pid 1), or as pid 2 under an init that
+/// only waits for it. Returns the pid (in our namespace) of the forked child that does
+/// the `unshare`; that child writes its namespace's init into `init_slot` and exits with
+/// `f`'s code (or 128 + the signal that killed it).
+fn in_new_pid_ns(as_init: bool, init_slot: &AtomicU64, f: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: the suite is single-threaded.
+    let outer = unsafe { libc::fork() };
+    if outer != 0 {
+        return outer;
+    }
+    let code = (|| {
+        // SAFETY: a single-threaded process; the next child is pid 1 of the new namespace.
+        if unsafe { libc::unshare(libc::CLONE_NEWPID) } != 0 {
+            eprintln!("unshare(CLONE_NEWPID): {}", std::io::Error::last_os_error());
+            return 90;
+        }
+        // SAFETY: single-threaded.
+        let init = unsafe { libc::fork() };
+        if init == 0 {
+            let code = if as_init {
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)).unwrap_or(101)
+            } else {
+                match crate::robust_raw::in_child(f) {
+                    Ok(c) => c,
+                    Err(sig) => 128 + sig,
+                }
+            };
+            // SAFETY: leave without the parent's exit handlers.
+            unsafe { libc::_exit(code) };
+        }
+        init_slot.store(init as u64, Ordering::SeqCst);
+        match wait_child(init) {
+            Ok(c) => c,
+            Err(sig) => 128 + sig,
+        }
+    })();
+    // SAFETY: as above.
+    unsafe { libc::_exit(code) };
+}
+
+/// Item 12 of issue 10: a `dsu::sync::Mutex` shared by processes in different pid
+/// namespaces. The owner is pid 2 of namespace A; one waiter is pid 1 of namespace B
+/// (where no pid 2 exists: a `kill(2, 0)` liveness check calls the owner dead and steals
+/// the lock), the other pid 2 of namespace C (the owner's number: a tid comparison calls
+/// it a recursive lock). Neither may take the lock while the owner lives; when the owner
+/// is SIGKILLed, one of them gets `OwnerDied` at once, the other the lock after it.
+fn mutex_across_pid_namespaces() -> TestResult {
+    const SEG: &str = "pidns-mutex";
+    destroy_quietly(SEG);
+    let d = Dev::open()?;
+    d.attach(SEG, DSU_ATTACH_MUST_CREATE, 0)?;
+    let mut v = [var("lock", size_of::<Pair>() as u64, LOCK_FP, None)];
+    d.resolve(&mut v)?;
+    d.bind("pidns", &[v[0].first_page], 0)?;
+    let m = d.map_rw(1)?;
+    // SAFETY: the zero-initialised lock variable. `lock` needs it `'static`: every process
+    // that locks it exits (or is killed) before this map goes.
+    let pair: &'static Pair = unsafe { &*(m.addr as *const Pair) };
+    let board_map = Map {
+        // SAFETY: a fresh shared anonymous page.
+        addr: unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        } as *mut u8,
+        len: PAGE,
+    };
+    let slot = |i: usize| {
+        assert!(i < board::SLOTS);
+        board_map.u64_at(i * 8)
+    };
+
+    let r = (|| -> TestResult {
+        // Namespace A: init (pid 1) waits for the owner (pid 2), which locks and sleeps.
+        let owner_group = in_new_pid_ns(false, slot(board::INITS), || {
+            let me = std::fs::read_link("/proc/self")
+                .ok()
+                .and_then(|p| p.to_str()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            slot(board::OWNER_PID).store(me, Ordering::SeqCst);
+            // SAFETY: gettid has no preconditions.
+            slot(board::OWNER_TID).store(unsafe { libc::gettid() } as u64, Ordering::SeqCst);
+            let g = pair.lock();
+            slot(board::HOLDING).store(1, Ordering::SeqCst);
+            loop {
+                std::thread::sleep(Duration::from_secs(1));
+                let _ = &g;
+            }
+        });
+        let start = Instant::now();
+        while slot(board::HOLDING).load(Ordering::SeqCst) == 0 {
+            ensure!(
+                start.elapsed() < Duration::from_secs(10),
+                "the owner did not lock (owner group status {:?})",
+                wait_nohang(owner_group)
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        let owner_tid = slot(board::OWNER_TID).load(Ordering::SeqCst);
+        let owner_pid = slot(board::OWNER_PID).load(Ordering::SeqCst);
+        ensure_eq!(owner_tid, 2, "the owner's tid in its namespace");
+        ensure!(owner_pid > 2, "the owner's pid in ours: {owner_pid}");
+
+        let waiter = |w: usize| {
+            move || {
+                // SAFETY: gettid has no preconditions.
+                slot(board::waiter(w, board::TID))
+                    .store(unsafe { libc::gettid() } as u64, Ordering::SeqCst);
+                slot(board::waiter(w, board::STARTED)).store(1, Ordering::SeqCst);
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| match pair.lock() {
+                        Ok(g) => (g, 1),
+                        Err(died) => {
+                            let mut g = died.into_inner();
+                            g[1] = g[0];
+                            (g, 2)
+                        }
+                    }));
+                let at = monotonic_ns();
+                match outcome {
+                    Ok((mut g, outcome)) => {
+                        slot(board::waiter(w, board::AT_NS)).store(at, Ordering::SeqCst);
+                        slot(board::waiter(w, board::OUTCOME)).store(outcome, Ordering::SeqCst);
+                        g[0] += 1;
+                        std::thread::sleep(Duration::from_millis(50));
+                        g[1] += 1;
+                        0
+                    }
+                    Err(_) => {
+                        slot(board::waiter(w, board::OUTCOME)).store(3, Ordering::SeqCst);
+                        1
+                    }
+                }
+            }
+        };
+        // Namespace B: the waiter is init (pid 1). Namespace C: it is pid 2, like the owner.
+        let w0_group = in_new_pid_ns(true, slot(board::INITS + 1), waiter(0));
+        let w1_group = in_new_pid_ns(false, slot(board::INITS + 2), waiter(1));
+        let start = Instant::now();
+        while (0..2).any(|w| slot(board::waiter(w, board::STARTED)).load(Ordering::SeqCst) == 0) {
+            ensure!(
+                start.elapsed() < Duration::from_secs(10),
+                "the waiters did not start"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        ensure_eq!(
+            (
+                slot(board::waiter(0, board::TID)).load(Ordering::SeqCst),
+                slot(board::waiter(1, board::TID)).load(Ordering::SeqCst)
+            ),
+            (1, 2),
+            "the waiters' tids in their namespaces"
+        );
+        // The owner lives: for 1.5 s (30 of the waiters' 50 ms sleeps) nobody gets the lock.
+        std::thread::sleep(Duration::from_millis(1500));
+        for w in 0..2 {
+            let outcome = slot(board::waiter(w, board::OUTCOME)).load(Ordering::SeqCst);
+            ensure_eq!(
+                outcome,
+                0,
+                "waiter {w} (pid {} of its namespace) while the owner lives (1: took the lock, \
+                 2: called the owner dead, 3: panicked)",
+                w + 1
+            );
+        }
+        ensure_eq!(pair.owner(), Some(2), "the lock word while the owner lives");
+
+        // The owner dies: one waiter is told at once, the other locks after it.
+        let killed_at = monotonic_ns();
+        // SAFETY: kills the owner process, our grandchild's child.
+        ensure_eq!(
+            unsafe { libc::kill(owner_pid as i32, libc::SIGKILL) },
+            0,
+            "kill the owner"
+        );
+        let start = Instant::now();
+        while (0..2).any(|w| slot(board::waiter(w, board::OUTCOME)).load(Ordering::SeqCst) == 0) {
+            ensure!(
+                start.elapsed() < Duration::from_secs(10),
+                "the waiters did not get the lock within 10 s of the owner's death"
+            );
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let outcomes: Vec<u64> = (0..2)
+            .map(|w| slot(board::waiter(w, board::OUTCOME)).load(Ordering::SeqCst))
+            .collect();
+        ensure!(
+            outcomes == [1, 2] || outcomes == [2, 1],
+            "outcomes {outcomes:?}: one OwnerDied (2) and one plain lock (1) expected"
+        );
+        let died = outcomes.iter().position(|o| *o == 2).unwrap();
+        let delay = Duration::from_nanos(
+            slot(board::waiter(died, board::AT_NS)).load(Ordering::SeqCst) - killed_at,
+        );
+        println!("    OwnerDied {delay:?} after the SIGKILL (waiter {died})");
+        ensure!(
+            delay < Duration::from_secs(1),
+            "OwnerDied came {delay:?} after the owner's SIGKILL"
+        );
+        ensure_eq!(
+            wait_child(owner_group),
+            Ok(128 + libc::SIGKILL),
+            "owner group"
+        );
+        ensure_eq!(wait_child(w0_group), Ok(0), "waiter 0 group");
+        ensure_eq!(wait_child(w1_group), Ok(0), "waiter 1 group");
+        let g = pair
+            .lock()
+            .map_err(|_| Failure::Fail("the lock's last holder died".into()))?;
+        ensure_eq!(*g, [2, 2], "the pair after two waiters");
+        Ok(())
+    })();
+    // Whatever happened, no process of the three namespaces survives the test.
+    for i in 0..3 {
+        let init = slot(board::INITS + i).load(Ordering::SeqCst);
+        if init != 0 {
+            // SAFETY: kills a namespace's init (and so the namespace); reaped by its parent.
+            unsafe { libc::kill(init as i32, libc::SIGKILL) };
+        }
+    }
+    // SAFETY: reaps any of our children left.
+    while unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG) } > 0 {}
+    drop(m);
+    d.destroy(SEG)?;
+    r
+}
+
+/// `waitpid(WNOHANG)`: `None` while the child runs.
+fn wait_nohang(pid: i32) -> Option<i32> {
+    let mut status = 0;
+    // SAFETY: polls our child.
+    (unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == pid).then_some(status)
+}

@@ -680,6 +680,55 @@ mod tests {
         );
     }
 
+    /// Attach replaces the globals' bytes: the safe attach refuses while another thread
+    /// could hold a guard or reference into them.
+    #[test]
+    fn safe_attach_refuses_other_threads() {
+        let (tx, rx) = std::sync::mpsc::channel::<()>();
+        let other = std::thread::spawn(move || rx.recv());
+        let e = Attach::new("ok", "1")
+            .device("/nonexistent/dsu")
+            .attach()
+            .unwrap_err();
+        assert!(matches!(e, Error::NotQuiescent(_)), "{e}");
+        assert!(e.to_string().contains("threads"), "{e}");
+        drop(tx);
+        let _ = other.join();
+    }
+
+    /// A guard alive (or forgotten) in the calling thread makes both attaches refuse.
+    #[test]
+    fn attach_refuses_while_a_guard_is_held() {
+        static LOCK: crate::sync::Mutex<u32> = crate::sync::Mutex::new(0);
+        std::thread::spawn(|| {
+            let g = LOCK.lock().unwrap();
+            let e = Attach::new("ok", "1")
+                .device("/nonexistent/dsu")
+                .attach()
+                .unwrap_err();
+            assert!(
+                e.to_string().contains("holds 1 dsu::sync::MutexGuard"),
+                "{e}"
+            );
+            std::mem::forget(g);
+            // SAFETY: only the guard check runs: it refuses before anything is mapped.
+            let e = unsafe {
+                Attach::new("ok", "1")
+                    .device("/nonexistent/dsu")
+                    .attach_unchecked()
+            }
+            .unwrap_err();
+            assert!(matches!(e, Error::NotQuiescent(_)), "{e}");
+        })
+        .join()
+        .unwrap();
+    }
+
+    #[test]
+    fn threads_are_counted() {
+        assert!(threads().unwrap() >= 1);
+    }
+
     #[test]
     fn descriptors_are_checked() {
         check_descs(&crate::GLOBALS).unwrap();
