@@ -738,11 +738,8 @@ fn mutex_across_pid_namespaces() -> TestResult {
         // The owner dies: one waiter is told at once, the other locks after it.
         let killed_at = monotonic_ns();
         // SAFETY: kills the owner process, our grandchild's child.
-        ensure_eq!(
-            unsafe { libc::kill(owner_pid as i32, libc::SIGKILL) },
-            0,
-            "kill the owner"
-        );
+        let killed = unsafe { libc::kill(owner_pid as i32, libc::SIGKILL) };
+        ensure_eq!(killed, 0, "kill the owner");
         let start = Instant::now();
         while (0..2).any(|w| slot(board::waiter(w, board::OUTCOME)).load(Ordering::SeqCst) == 0) {
             ensure!(

@@ -632,6 +632,15 @@ impl AsFd for Version {
     }
 }
 
+/// Threads of this process, from `/proc/self/stat` (field 20, `num_threads`).
+fn threads() -> std::io::Result<u64> {
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().nth(17))
+        .and_then(|n| n.parse().ok())
+        .ok_or_else(|| std::io::Error::other("unexpected /proc/self/stat format"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -749,13 +758,4 @@ mod tests {
         c.magic = 0;
         assert!(matches!(check_descs(&[c]), Err(Error::BadDescriptor(_))));
     }
-}
-
-/// Threads of this process, from `/proc/self/stat` (field 20, `num_threads`).
-fn threads() -> std::io::Result<u64> {
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
-    stat.rsplit_once(')')
-        .and_then(|(_, rest)| rest.split_whitespace().nth(17))
-        .and_then(|n| n.parse().ok())
-        .ok_or_else(|| std::io::Error::other("unexpected /proc/self/stat format"))
 }

@@ -653,10 +653,10 @@ impl<T> Mutex<T> {
         for _ in 0..SPINS {
             core::hint::spin_loop();
             let cur = self.word.load(Ordering::Relaxed);
-            if cur & TID_MASK == 0 {
-                if let Some(taken) = self.try_take(r, node, cur, 0) {
-                    return taken;
-                }
+            if cur & TID_MASK == 0
+                && let Some(taken) = self.try_take(r, node, cur, 0)
+            {
+                return taken;
             }
         }
         let mut poll = NO_FUTEX_POLL_MIN;
@@ -968,10 +968,8 @@ mod tests {
         .join()
         .unwrap();
         // SAFETY: a valid robust mutex whose owner died.
-        assert_eq!(
-            unsafe { libc::pthread_mutex_lock(p as *mut libc::pthread_mutex_t) },
-            libc::EOWNERDEAD
-        );
+        let locked = unsafe { libc::pthread_mutex_lock(p as *mut libc::pthread_mutex_t) };
+        assert_eq!(locked, libc::EOWNERDEAD);
         assert!(a.lock().is_err());
         assert!(b.lock().is_err());
     }
