@@ -413,17 +413,18 @@ impl GlobalDesc {
     /// spelling of the type, its size and alignment, and its fields.
     ///
     /// ```
+    /// use std::sync::atomic::{AtomicU16, AtomicU32};
     /// #[derive(dsu::Shared)]
     /// #[repr(C)]
-    /// struct Conf { port: u16, limit: u32 }
+    /// struct Conf { port: AtomicU16, limit: AtomicU32 }
     /// dsu::global! {
     ///     #[dsu(name = "doc::CONF")]
-    ///     static CONF: Conf = Conf { port: 80, limit: 10 };
+    ///     static CONF: Conf = Conf { port: AtomicU16::new(80), limit: AtomicU32::new(10) };
     /// }
     /// let d = dsu::GLOBALS.iter().find(|d| d.name() == "doc::CONF").unwrap();
     /// let t = d.type_desc();
     /// assert_eq!((t.name.as_str(), t.size, t.fields.len()), ("Conf", 8, 2));
-    /// assert_eq!((t.fields[1].name.as_str(), t.fields[1].type_name.as_str(), t.fields[1].offset), ("limit", "u32", 4));
+    /// assert_eq!((t.fields[1].name.as_str(), t.fields[1].type_name.as_str(), t.fields[1].offset), ("limit", "AtomicU32", 4));
     /// ```
     pub fn type_desc(&self) -> crate::typedesc::TypeDesc {
         let fields = if self.fields.is_null() {

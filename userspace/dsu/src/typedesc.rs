@@ -493,7 +493,9 @@ mod tests {
     #[test]
     fn c_fingerprints_follow_the_layout() {
         use crate::global::{DESC_HASH_TYPE_NAME, DESC_MAGIC, GlobalDesc};
-        static G: crate::Global<[u64; 2]> = crate::Global::new([0; 2]);
+        use std::sync::atomic::AtomicU64;
+        static G: crate::Global<[AtomicU64; 2]> =
+            crate::Global::new([const { AtomicU64::new(0) }; 2]);
         const U64: *const c_char = c"uint64_t".as_ptr();
         static PORT_LIMIT: [FieldDesc; 2] = [
             FieldDesc::new(c"port".as_ptr(), U64, 0, 8),
@@ -549,30 +551,41 @@ mod tests {
     }
 
     mod v1 {
+        use std::sync::atomic::{AtomicU16, AtomicU64};
         #[derive(crate::Shared)]
         #[repr(C)]
         pub struct Conf {
-            pub limit: u64,
-            pub port: u16,
+            pub limit: AtomicU64,
+            pub port: AtomicU16,
         }
     }
     mod v2 {
+        use std::sync::atomic::{AtomicU32, AtomicU64};
         #[derive(crate::Shared)]
         #[repr(C)]
         pub struct Conf {
-            pub limit: u64,
-            pub port: u32,
+            pub limit: AtomicU64,
+            pub port: AtomicU32,
         }
     }
 
     /// The derive's field list gives the description the conflict message uses.
     #[test]
     fn derived_descriptions_name_the_field() {
-        static A: crate::Global<v1::Conf> = crate::Global::new(v1::Conf { limit: 0, port: 0 });
-        static B: crate::Global<v2::Conf> = crate::Global::new(v2::Conf { limit: 0, port: 0 });
+        use std::sync::atomic::{AtomicU16, AtomicU32, AtomicU64};
+        static A: crate::Global<v1::Conf> = crate::Global::new(v1::Conf {
+            limit: AtomicU64::new(0),
+            port: AtomicU16::new(0),
+        });
+        static B: crate::Global<v2::Conf> = crate::Global::new(v2::Conf {
+            limit: AtomicU64::new(0),
+            port: AtomicU32::new(0),
+        });
         let null = std::ptr::null();
-        let a = crate::GlobalDesc::new(c"conf".as_ptr(), c"Conf".as_ptr(), &A, null);
-        let b = crate::GlobalDesc::new(c"conf".as_ptr(), c"Conf".as_ptr(), &B, null);
+        // SAFETY: 'static strings, no migration; only described, never attached.
+        let a = unsafe { crate::GlobalDesc::new(c"conf".as_ptr(), c"Conf".as_ptr(), &A, null) };
+        // SAFETY: as above.
+        let b = unsafe { crate::GlobalDesc::new(c"conf".as_ptr(), c"Conf".as_ptr(), &B, null) };
         let (ta, tb) = (a.type_desc(), b.type_desc());
         assert_eq!(ta.fields.len(), 2);
         assert_eq!(
@@ -582,7 +595,7 @@ mod tests {
         );
         assert_eq!(
             ta.diff(&tb).unwrap(),
-            "field `port` is u16 at offset 8 (2 bytes) in the segment but u32 at offset 8 (4 bytes) in this program"
+            "field `port` is AtomicU16 at offset 8 (2 bytes) in the segment but AtomicU32 at offset 8 (4 bytes) in this program"
         );
     }
 
