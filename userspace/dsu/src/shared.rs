@@ -21,7 +21,8 @@ use core::sync::atomic;
 /// value**: another version, or a version killed half-way through a write, may leave any
 /// bytes there. So `bool`, `char`, `AtomicBool`, enums and `NonZero*` are not `Shared`
 /// (use an integer or an atomic integer). `FINGERPRINT` must change whenever the layout or
-/// meaning does.
+/// meaning does. Every [`FieldDesc`](crate::typedesc::FieldDesc) in `FIELDS` must hold
+/// null or `'static` NUL-terminated strings: `attach` reads them to describe the type.
 ///
 /// ```
 /// use std::sync::atomic::AtomicU64;
