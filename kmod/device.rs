@@ -19,6 +19,7 @@ use crate::{
     mapping,
     registry::Registry,
     segment::MAY_READ,
+    version::QueuedEvent,
     uapi::{
         self, dsu_destroy, dsu_event, dsu_list, dsu_read_var, dsu_segment_info, dsu_variable_info,
         dsu_version_info, ioctl, RecordArray, DSU_LIST_MAX, DSU_READ_ANY_FINGERPRINT,
@@ -86,25 +87,28 @@ impl MiscDevice for Handle {
         }
     }
 
+    /// Whole records of the size the handle's ATTACH chose (`dsu_attach.event_size`): the
+    /// kernel's `struct dsu_event`, zero-filled past its size; pids in the reader's pid
+    /// namespace.
     fn read(handle: ArcBorrow<'_, Handle>, file: &File, mut buf: UserSliceWriter) -> Result<usize> {
-        const EVENT: usize = size_of::<dsu_event>();
-        let want = (buf.len() / EVENT).min(16);
+        let record = handle.event_size();
+        let want = (buf.len() / record).min(16);
         if want == 0 {
             return Err(EINVAL);
         }
-        let mut events = [dsu_event::default(); 16];
+        let mut events: [QueuedEvent; 16] = Default::default();
         loop {
             let n = handle.events.pop(&mut events[..want]);
             if n > 0 {
                 // Copied out with no lock held. Events that could not be copied are put
                 // back: a failed read returns EFAULT, a partial one the records it copied.
-                for (i, e) in events[..n].iter().enumerate() {
-                    if let Err(err) = buf.write(e) {
-                        handle.events.unpop(&events[i..n]);
-                        return if i == 0 { Err(err) } else { Ok(i * EVENT) };
+                for i in 0..n {
+                    if let Err(err) = write_event(&mut buf, &events[i].record(), record) {
+                        handle.events.unpop(&mut events[i..n]);
+                        return if i == 0 { Err(err) } else { Ok(i * record) };
                     }
                 }
-                return Ok(n * EVENT);
+                return Ok(n * record);
             }
             if file.is_nonblocking() {
                 return Err(EAGAIN);
@@ -115,6 +119,20 @@ impl MiscDevice for Handle {
                 .wait_interruptible(|| handle.events.ready())?;
         }
     }
+}
+
+/// Writes one `record`-byte event record: the event, then zeros (`record >= size_of` the
+/// event: ATTACH refuses a smaller `event_size`).
+fn write_event(buf: &mut UserSliceWriter, event: &dsu_event, record: usize) -> Result {
+    buf.write(event)?;
+    let zeros = [0u8; 64];
+    let mut left = record.saturating_sub(size_of::<dsu_event>());
+    while left > 0 {
+        let n = left.min(zeros.len());
+        buf.write_slice(&zeros[..n])?;
+        left -= n;
+    }
+    Ok(())
 }
 
 enum ListKind {

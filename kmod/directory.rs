@@ -183,10 +183,13 @@ impl Directory {
 
     /// Reserves room for `n` more entries (`ENOMEM` on failure; nothing changes).
     pub fn reserve(&mut self, n: usize) -> Result<Reservation> {
-        self.entries.reserve(n, GFP_KERNEL)?;
-        let mut nodes = KVec::with_capacity(n, GFP_KERNEL)?;
+        self.entries.reserve(n, GFP_KERNEL_ACCOUNT)?;
+        let mut nodes = KVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
         for _ in 0..n {
-            nodes.push(RBTreeNodeReservation::new(GFP_KERNEL)?, GFP_KERNEL)?;
+            nodes.push(
+                RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?,
+                GFP_KERNEL_ACCOUNT,
+            )?;
         }
         Ok(Reservation {
             nodes: nodes.into_iter(),

@@ -13,18 +13,19 @@
 
 use crate::{
     directory::TypeDesc,
-    kernel_ext::error::ebadfd,
+    kernel_ext::{cred::kuid_from_current_ns, error::ebadfd, ns::TaskPid},
     limits,
     registry::{AttachMode, Registry},
     segment::{Creator, Segment, MAY_READ, MAY_WRITE},
     uapi::{
         self, dsu_attach, dsu_bind, dsu_extent, dsu_resolve, dsu_var, Label, RecordArray, VarName,
-        DSU_ATTACH_MUST_CREATE, DSU_ATTACH_MUST_EXIST, DSU_BIND_PREFAULT, DSU_BIND_SIZE_VER1,
-        DSU_TYPE_DESC_MAX, DSU_VAR_INVALID, DSU_VAR_MIGRATE, DSU_VAR_PENDING, DSU_VAR_SIZE_VER1,
+        DSU_ATTACH_MUST_CREATE, DSU_ATTACH_MUST_EXIST, DSU_ATTACH_OWNER, DSU_ATTACH_SIZE_VER1,
+        DSU_BIND_PREFAULT, DSU_BIND_SIZE_VER1, DSU_EVENT_SIZE_VER1, DSU_TYPE_DESC_MAX,
+        DSU_VAR_INVALID, DSU_VAR_MIGRATE, DSU_VAR_PENDING, DSU_VAR_SIZE_VER1,
     },
     version::{EventQueue, Version},
 };
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use kernel::{
     error::code::*,
     new_mutex,
@@ -56,6 +57,8 @@ pub struct Handle {
     state: Mutex<State>,
     /// Events about other versions of the attached segment.
     pub events: Arc<EventQueue>,
+    /// Bytes per record that `read()` returns (set by ATTACH; `DSU_EVENT_SIZE_VER1` until).
+    event_size: AtomicU32,
 }
 
 static NEXT_HANDLE_ID: AtomicU64 = AtomicU64::new(1);
@@ -69,9 +72,15 @@ impl Handle {
                 id: NEXT_HANDLE_ID.fetch_add(1, Ordering::Relaxed),
                 state <- new_mutex!(State::Fresh, "dsu_handle_state"),
                 events,
+                event_size: AtomicU32::new(DSU_EVENT_SIZE_VER1),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
+    }
+
+    /// Bytes per event record that `read()` returns: at least `size_of::<dsu_event>()`.
+    pub fn event_size(&self) -> usize {
+        self.event_size.load(Ordering::Relaxed) as usize
     }
 
     /// The version, if bound (for mmap).
@@ -92,16 +101,33 @@ impl Handle {
 
     /// DSU_IOC_ATTACH.
     pub fn attach(&self, registry: &Registry, arg: usize) -> Result<isize> {
-        let mut a: dsu_attach = uapi::read_struct(arg)?;
-        let known = DSU_ATTACH_MUST_CREATE | DSU_ATTACH_MUST_EXIST;
-        if a.flags & !known != 0 || a.flags == known || a.mode > 0o777 || a.created != 0 {
+        let (mut a, size) =
+            uapi::read_struct_grown::<dsu_attach>(arg, DSU_ATTACH_SIZE_VER1 as usize)?;
+        let known = DSU_ATTACH_MUST_CREATE | DSU_ATTACH_MUST_EXIST | DSU_ATTACH_OWNER;
+        let both = DSU_ATTACH_MUST_CREATE | DSU_ATTACH_MUST_EXIST;
+        if a.flags & !known != 0 || a.flags & both == both || a.mode > 0o777 || a.created != 0 {
             return Err(EINVAL);
         }
         let name = uapi::segment_name(&a.name)?;
+        let owner = if a.flags & DSU_ATTACH_OWNER != 0 {
+            // A uid that maps to nothing in the caller's namespace owns nothing it can name.
+            Some(kuid_from_current_ns(a.owner).ok_or(EINVAL)?)
+        } else if a.owner != 0 {
+            return Err(EINVAL);
+        } else {
+            None
+        };
+        let event_size = match a.event_size {
+            0 => DSU_EVENT_SIZE_VER1,
+            n if n < DSU_EVENT_SIZE_VER1 => return Err(EINVAL),
+            n if n as usize > PAGE_SIZE => return Err(E2BIG),
+            n => n,
+        };
         let how = AttachMode {
             must_create: a.flags & DSU_ATTACH_MUST_CREATE != 0,
             must_exist: a.flags & DSU_ATTACH_MUST_EXIST != 0,
             mode: a.mode,
+            owner,
         };
         let created = {
             let mut state = self.state.lock();
@@ -109,11 +135,13 @@ impl Handle {
                 return Err(EBUSY);
             }
             let (seg, created) = registry.attach(&name, &how, self.id, self.events.clone())?;
+            // Before the state says attached: a reader never sees an event before its size.
+            self.event_size.store(event_size, Ordering::Relaxed);
             *state = State::Attached(seg);
             created
         };
         a.created = created as u32;
-        uapi::write_struct(arg, &a)?;
+        uapi::write_struct_prefix(arg, &a, size)?;
         Ok(0)
     }
 
@@ -165,9 +193,9 @@ impl Handle {
             let ok = ok && desc.is_some();
             v.status = if ok { DSU_VAR_PENDING } else { DSU_VAR_INVALID };
             invalid |= !ok;
-            names.push(name.unwrap_or(VarName::EMPTY), GFP_KERNEL)?;
-            vars.push(v, GFP_KERNEL)?;
-            descs.push(desc.unwrap_or_else(TypeDesc::none), GFP_KERNEL)?;
+            names.push(name.unwrap_or(VarName::EMPTY), GFP_KERNEL_ACCOUNT)?;
+            vars.push(v, GFP_KERNEL_ACCOUNT)?;
+            descs.push(desc.unwrap_or_else(TypeDesc::none), GFP_KERNEL_ACCOUNT)?;
         }
         if !invalid {
             invalid = mark_duplicates(&mut vars, &names)?;
@@ -270,7 +298,7 @@ impl Handle {
                 State::Bound(..) => return Err(EBUSY),
                 State::Attached(s) => s.clone(),
             };
-            let pid = kernel::current!().group_leader().pid();
+            let pid = TaskPid::current_tgid()?;
             let version = Segment::bind(
                 &seg,
                 self.id,
@@ -317,9 +345,9 @@ fn is_conflict(status: u32) -> bool {
 
 /// Marks entries whose name appears earlier in the batch `INVALID`; returns whether any did.
 fn mark_duplicates(vars: &mut [dsu_var], names: &[VarName]) -> Result<bool> {
-    let mut order: KVVec<usize> = KVVec::with_capacity(names.len(), GFP_KERNEL)?;
+    let mut order: KVVec<usize> = KVVec::with_capacity(names.len(), GFP_KERNEL_ACCOUNT)?;
     for i in 0..names.len() {
-        order.push(i, GFP_KERNEL)?;
+        order.push(i, GFP_KERNEL_ACCOUNT)?;
     }
     order.sort_unstable_by(|a, b| names[*a].cmp(&names[*b]).then(a.cmp(b)));
     let mut dup = false;
@@ -348,7 +376,7 @@ fn compress(indexes: &[u64]) -> Result<KVVec<dsu_extent>> {
                 first_page: i,
                 page_count: 1,
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
     }
     Ok(out)

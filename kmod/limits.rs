@@ -3,39 +3,83 @@
 //! Limits, as module parameters (`/sys/module/dsu/parameters/`, settable at insmod and by
 //! root at run time). A limit is hit exactly: with a limit of N, the Nth object is created
 //! and the N+1th is refused. Each value is read once per operation.
+//!
+//! Every parameter has a maximum (the `*_CAP` constants): a larger value is refused with
+//! `EINVAL` at insmod and through sysfs, so that no allocation a limit bounds can reach
+//! sizes kmalloc/kvmalloc refuse (with a WARNING) or overflow.
 
 use crate::module_param_uint;
+
+/// Largest `max_segments` and `max_user_segments`.
+pub const SEGMENTS_CAP: u32 = 4096;
+/// Largest `max_segment_pages` and `max_user_pages` (16 GiB of 4 KiB pages; a BIND map of
+/// that many `u64`s is 32 MiB).
+pub const PAGES_CAP: u32 = 1 << 22;
+/// Largest `max_variables` (a RESOLVE batch of that many `struct dsu_var` is 50 MiB).
+pub const VARIABLES_CAP: u32 = 1 << 18;
+/// Largest `max_versions`.
+pub const VERSIONS_CAP: u32 = 4096;
+/// Largest `max_handles`.
+pub const HANDLES_CAP: u32 = 65536;
 
 module_param_uint!(
     MAX_SEGMENTS,
     "max_segments",
     64,
+    SEGMENTS_CAP,
     0o644,
-    "Most named segments (ATTACH: ENOSPC)"
+    "Most segments holding pages, destroyed ones with handles included (ATTACH: ENOSPC; at most 4096)"
 );
 module_param_uint!(
     MAX_SEGMENT_PAGES,
     "max_segment_pages",
     131072,
+    PAGES_CAP,
     0o644,
-    "Most pages per segment (RESOLVE: ENOSPC; a longer BIND map: E2BIG)"
+    "Most pages per segment (RESOLVE: ENOSPC; a longer BIND map: E2BIG; at most 4194304)"
 );
 module_param_uint!(
     MAX_VARIABLES,
     "max_variables",
     16384,
+    VARIABLES_CAP,
     0o644,
-    "Most variables per segment (RESOLVE: ENOSPC; a larger batch: E2BIG)"
+    "Most variables per segment (RESOLVE: ENOSPC; a larger batch: E2BIG; at most 262144)"
 );
 module_param_uint!(
     MAX_VERSIONS,
     "max_versions",
     128,
+    VERSIONS_CAP,
     0o644,
-    "Most live versions per segment (BIND: ENOSPC)"
+    "Most live versions per segment (BIND: ENOSPC; at most 4096)"
+);
+module_param_uint!(
+    MAX_HANDLES,
+    "max_handles",
+    1024,
+    HANDLES_CAP,
+    0o644,
+    "Most handles attached to one segment (ATTACH: ENOSPC; at most 65536)"
+);
+module_param_uint!(
+    MAX_USER_SEGMENTS,
+    "max_user_segments",
+    16,
+    SEGMENTS_CAP,
+    0o644,
+    "Most segments created by one uid that still hold pages (ATTACH: ENOSPC; CAP_SYS_RESOURCE exempt; at most 4096)"
+);
+module_param_uint!(
+    MAX_USER_PAGES,
+    "max_user_pages",
+    131072,
+    PAGES_CAP,
+    0o644,
+    "Most segment pages charged to one uid (RESOLVE: ENOSPC; CAP_SYS_RESOURCE exempt; at most 4194304)"
 );
 
-/// Most named segments.
+/// Most segments that hold pages (named, and destroyed ones with handles left).
 pub fn max_segments() -> usize {
     MAX_SEGMENTS.get() as usize
 }
@@ -53,6 +97,21 @@ pub fn max_variables() -> usize {
 /// Most live versions of one segment.
 pub fn max_versions() -> usize {
     MAX_VERSIONS.get() as usize
+}
+
+/// Most handles attached to one segment.
+pub fn max_handles() -> usize {
+    MAX_HANDLES.get() as usize
+}
+
+/// Most segments charged to one uid.
+pub fn max_user_segments() -> usize {
+    MAX_USER_SEGMENTS.get() as usize
+}
+
+/// Most segment pages charged to one uid.
+pub fn max_user_pages() -> usize {
+    MAX_USER_PAGES.get() as usize
 }
 
 /// Most events queued per handle; older ones are dropped and counted as lost.

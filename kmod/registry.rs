@@ -1,18 +1,30 @@
 // SPDX-License-Identifier: GPL-2.0
 
-//! The registry: every segment of this module instance, by name.
+//! The registry: every segment of this module instance, by IPC namespace and name.
+//!
+//! Names are scoped like SysV and POSIX shared memory: a segment is found only from the IPC
+//! namespace it was created in (ATTACH, LIST_*, READ_VAR and DESTROY look names up in the
+//! caller's, LIST_SEGMENTS lists only the caller's). A segment holds a reference to its
+//! namespace, so a namespace's address, the key here, is never reused while a segment of
+//! it lives.
 //!
 //! Named segments can be attached by name. DESTROY removes the name; a destroyed segment
 //! that still has handles stays listed (with `DSU_SEGMENT_DESTROYED`) until its last handle
 //! is released, when it is dropped and its pages freed. Unloading drops the registry and so
 //! every remaining segment (no handle can exist then).
 //!
-//! Lock order: handle state mutex → registry mutex → segment mutex. Lookups for LIST,
+//! `max_segments` counts every segment that holds pages: named ones and destroyed ones with
+//! handles. Each segment is also charged to its creator (`accounting.rs`).
+//!
+//! Lock order: handle state mutex → registry mutex → segment mutex, registry mutex →
+//! accounting mutex. Lookups for LIST,
 //! READ_VAR and DESTROY clone the segment's `Arc` and unlock before any user copy.
 
 use crate::{
+    accounting::Accounting,
+    kernel_ext::{cred::current_fsuid, ns::current_ipc_ns_key},
     limits,
-    segment::{Segment, MAY_READ},
+    segment::{Charges, Segment, MAY_READ},
     uapi::{dsu_segment_info, SegName, DSU_DEFAULT_MODE},
     version::EventQueue,
 };
@@ -24,8 +36,11 @@ use kernel::{
     sync::{Arc, Mutex},
 };
 
+/// A segment's key: its IPC namespace's address and its name.
+type Key = (usize, SegName);
+
 struct Inner {
-    named: RBTree<SegName, Arc<Segment>>,
+    named: RBTree<Key, Arc<Segment>>,
     named_count: usize,
     /// Destroyed segments with handles left, by id.
     destroyed: RBTree<u64, Arc<Segment>>,
@@ -41,6 +56,9 @@ pub struct AttachMode {
     pub must_exist: bool,
     /// Mode of a new segment (0: the default).
     pub mode: u32,
+    /// The owner an existing segment may have (a kernel uid), if the caller named one
+    /// (`DSU_ATTACH_OWNER`); else it must be the caller's fsuid.
+    pub owner: Option<u32>,
 }
 
 /// All segments. ATTACH, DESTROY, listing and releases may race; the mutex orders them.
@@ -48,12 +66,15 @@ pub struct AttachMode {
 pub struct Registry {
     #[pin]
     inner: Mutex<Inner>,
+    /// What each user holds.
+    accounting: Arc<Accounting>,
 }
 
 impl Registry {
-    /// An empty registry.
-    pub fn new() -> impl PinInit<Self> {
+    /// An empty registry charging users in `accounting`.
+    pub fn new(accounting: Arc<Accounting>) -> impl PinInit<Self> {
         pin_init!(Self {
+            accounting,
             inner <- new_mutex!(
                 Inner {
                     named: RBTree::new(),
@@ -67,8 +88,13 @@ impl Registry {
         })
     }
 
-    /// Opens or creates segment `name` and attaches a handle's event queue to it. Returns
-    /// the segment and whether it was created.
+    /// Opens or creates segment `name` of the caller's IPC namespace and attaches a
+    /// handle's event queue to it. Returns the segment and whether it was created.
+    ///
+    /// An existing segment must be owned by the expected owner (`how.owner`, else the
+    /// caller's fsuid): `EPERM` otherwise, for every caller, `CAP_SYS_ADMIN` included (a
+    /// name another user created first is a trap for root too). A missing one is created
+    /// only if the expected owner is the caller (`ENOENT` otherwise).
     pub fn attach(
         &self,
         name: &SegName,
@@ -76,11 +102,17 @@ impl Registry {
         handle_id: u64,
         queue: Arc<EventQueue>,
     ) -> Result<(Arc<Segment>, bool)> {
-        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
+        let key = (current_ipc_ns_key(), *name);
+        let caller = current_fsuid();
+        let owner = how.owner.unwrap_or(caller);
         let mut g = self.inner.lock();
-        if let Some(seg) = g.named.get(name) {
+        if let Some(seg) = g.named.get(&key) {
             if how.must_create {
                 return Err(EEXIST);
+            }
+            if seg.uid != owner {
+                return Err(EPERM);
             }
             seg.check_access(MAY_READ)?;
             let seg = seg.clone();
@@ -88,42 +120,46 @@ impl Registry {
             seg.attach_handle(handle_id, queue)?;
             return Ok((seg, false));
         }
-        if how.must_exist {
+        if how.must_exist || owner != caller {
             return Err(ENOENT);
         }
-        if g.named_count >= limits::max_segments() {
+        if g.named_count + g.destroyed_count >= limits::max_segments() {
             return Err(ENOSPC);
         }
+        // Released when the segment is freed (or at once if creating it fails).
+        let charges = Charges::new_segment(&self.accounting)?;
         let mode = if how.mode == 0 {
             DSU_DEFAULT_MODE
         } else {
             how.mode
         };
-        let seg = Segment::new(g.next_id, *name, mode)?;
+        let seg = Segment::new(g.next_id, *name, mode, charges)?;
         seg.attach_handle(handle_id, queue)?;
         g.next_id += 1;
-        g.named.insert(node.into_node(*name, seg.clone()));
+        g.named.insert(node.into_node(key, seg.clone()));
         g.named_count += 1;
         Ok((seg, true))
     }
 
-    /// The named segment `name` (`ENOENT` if none).
+    /// The segment `name` of the caller's IPC namespace (`ENOENT` if none).
     pub fn get(&self, name: &SegName) -> Result<Arc<Segment>> {
-        self.inner.lock().named.get(name).cloned().ok_or(ENOENT)
+        let key = (current_ipc_ns_key(), *name);
+        self.inner.lock().named.get(&key).cloned().ok_or(ENOENT)
     }
 
     /// DESTROY: removes the name (owner or `CAP_SYS_ADMIN`, else `EPERM`). The segment
     /// lives on while handles remain.
     pub fn destroy(&self, name: &SegName) -> Result {
-        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
+        let key = (current_ipc_ns_key(), *name);
         let removed;
         {
             let mut g = self.inner.lock();
-            let seg = g.named.get(name).ok_or(ENOENT)?;
+            let seg = g.named.get(&key).ok_or(ENOENT)?;
             if !seg.may_destroy() {
                 return Err(EPERM);
             }
-            let seg = g.named.remove(name).ok_or(ENOENT)?;
+            let seg = g.named.remove(&key).ok_or(ENOENT)?;
             g.named_count -= 1;
             if seg.mark_destroyed() > 0 {
                 g.destroyed.insert(node.into_node(seg.id, seg));
@@ -151,15 +187,19 @@ impl Registry {
         drop(removed);
     }
 
-    /// Up to `count` segment records from `start` (named ones by name, then destroyed
-    /// ones), and the total.
+    /// Up to `count` records from `start` of the segments of the caller's IPC namespace
+    /// (named ones by name, then destroyed ones), and their total.
     pub fn list(&self, start: usize, count: usize) -> Result<(KVVec<dsu_segment_info>, usize)> {
-        let mut out = KVVec::with_capacity(count, GFP_KERNEL)?;
+        let mut out = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
+        let ns = current_ipc_ns_key();
         let g = self.inner.lock();
-        let total = g.named_count + g.destroyed_count;
         let all = Iterator::chain(g.named.values(), g.destroyed.values());
-        for seg in all.skip(start).take(count) {
-            out.push(seg.info(), GFP_KERNEL)?;
+        let mut total = 0;
+        for seg in all.filter(|seg| seg.ns.key() == ns) {
+            if total >= start && out.len() < count {
+                out.push(seg.info(), GFP_KERNEL_ACCOUNT)?;
+            }
+            total += 1;
         }
         Ok((out, total))
     }

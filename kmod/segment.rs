@@ -12,15 +12,26 @@
 //! looked up in the file's page cache without the lock (the fault path: versions map runs
 //! of file pages, which BIND translates from segment pages through `Inner::file_map`).
 //!
+//! Pages count against `max_segment_pages` from the moment a RESOLVE decides to allocate
+//! them: the first lock section reserves them (`Inner::reserved_pages`), so concurrent
+//! RESOLVEs cannot each allocate up to the limit; the reservation becomes pages at commit
+//! or is released on failure. They are charged to the resolving user (`accounting.rs`)
+//! before they are allocated, and the segment keeps those charges until it is freed.
+//!
 //! Lock order: registry mutex → segment mutex → event spinlock. Nothing here touches user
 //! memory with the mutex held: RESOLVE copies initial values in between two lock sections.
 
 use crate::{
+    accounting::{Accounting, PageCharge},
     directory::{Directory, Entry, Lookup, TypeDesc},
     kernel_ext::{
-        cred::{capable_sys_admin, current_fsgid, current_fsuid, in_group},
+        cred::{
+            capable_sys_admin, current_fsgid, current_fsuid, gid_in_current_ns, in_group,
+            uid_in_current_ns,
+        },
         error::eidrm,
         mm::{BorrowedPage, PageRef},
+        ns::{IpcNs, TaskPid},
         shmem::ShmemFile,
         time::realtime_ns,
     },
@@ -58,9 +69,61 @@ pub struct Creator {
     pub label: Label,
 }
 
+/// What a segment has charged to users (`accounting.rs`): released when it is freed.
+pub struct Charges {
+    accounting: Arc<Accounting>,
+    /// The uid charged for the segment itself.
+    segment_uid: u32,
+    /// Pages charged, by uid (a handful of users at most share a segment).
+    pages: KVVec<(u32, usize)>,
+}
+
+impl Charges {
+    /// Charges one segment to the caller (`ENOSPC` at its `max_user_segments`).
+    pub fn new_segment(accounting: &Arc<Accounting>) -> Result<Self> {
+        Ok(Self {
+            segment_uid: accounting.charge_segment()?,
+            accounting: accounting.clone(),
+            pages: KVVec::new(),
+        })
+    }
+
+    /// Makes room to record pages charged to `uid` (so that [`Charges::record`] cannot fail).
+    fn reserve(&mut self, uid: u32) -> Result {
+        if !self.pages.iter().any(|(u, _)| *u == uid) {
+            self.pages.reserve(1, GFP_KERNEL_ACCOUNT)?;
+        }
+        Ok(())
+    }
+
+    /// Records `charge` (kept until the segment is freed) for `pages` of its pages; the rest
+    /// of the charge is released. [`Charges::reserve`] came first.
+    fn record(&mut self, charge: PageCharge, pages: usize) -> Result {
+        match self.pages.iter_mut().find(|(u, _)| *u == charge.uid) {
+            Some((_, n)) => *n += pages,
+            None => self.pages.push((charge.uid, pages), GFP_NOWAIT)?,
+        }
+        charge.keep(pages);
+        Ok(())
+    }
+}
+
+impl Drop for Charges {
+    fn drop(&mut self) {
+        for (uid, pages) in self.pages.iter() {
+            self.accounting.uncharge_pages(*uid, *pages);
+        }
+        self.accounting.uncharge_segment(self.segment_uid);
+    }
+}
+
 /// State behind the segment mutex.
 struct Inner {
     destroyed: bool,
+    /// Pages that RESOLVEs in progress will add (counted against `max_segment_pages`).
+    reserved_pages: usize,
+    /// Charges to users, released when the segment is freed.
+    charges: Charges,
     /// Segment page `i` is `pages[i]` (held references to pages of `Segment::file`).
     pages: KVVec<PageRef>,
     /// Where segment pages are in the file: runs by segment page index, covering `pages`.
@@ -84,11 +147,13 @@ struct Inner {
 pub struct Segment {
     /// Registry-wide unique id.
     pub id: u64,
-    /// Its name.
+    /// Its name, unique in its IPC namespace.
     pub name: SegName,
-    /// Owner uid.
+    /// The IPC namespace it was created in (a reference: the address stays its identity).
+    pub ns: IpcNs,
+    /// Owner uid (kernel uid).
     pub uid: u32,
-    /// Owner gid.
+    /// Owner gid (kernel gid).
     pub gid: u32,
     /// Permission bits (<= 0777).
     pub mode: u32,
@@ -98,6 +163,8 @@ pub struct Segment {
     inner: Mutex<Inner>,
     /// Backing store of the pages (dropped after `inner`, which holds references into it).
     file: ShmemFile,
+    /// Where pages are charged (the registry's).
+    accounting: Arc<Accounting>,
     /// Next unused page index of `file`. Indexes are never reused: pages allocated for
     /// entries that were then not added are truncated from the file.
     next_file_page: AtomicU64,
@@ -123,6 +190,19 @@ impl Drop for NewPages<'_> {
     }
 }
 
+/// Pages reserved by a RESOLVE in progress; released (under the segment mutex) if dropped,
+/// i.e. unless the commit took them.
+struct Reserved<'a> {
+    seg: &'a Segment,
+    pages: usize,
+}
+
+impl Drop for Reserved<'_> {
+    fn drop(&mut self) {
+        self.seg.inner.lock().reserved_pages -= self.pages;
+    }
+}
+
 /// Where READ_VAR copies from: pages borrowed from the segment, which keeps them.
 pub struct VarSnapshot<'a> {
     /// Pages covering the requested bytes.
@@ -142,10 +222,15 @@ pub struct VarSnapshot<'a> {
 const FILE_PAGES: u64 = 1 << 50;
 
 impl Segment {
-    /// Creates a segment owned by the caller's fsuid and fsgid.
-    pub fn new(id: u64, name: SegName, mode: u32) -> Result<Arc<Self>> {
+    /// Creates a segment owned by the caller's fsuid and fsgid, in the caller's IPC
+    /// namespace, holding `charges` (the segment's own) until it is freed.
+    pub fn new(id: u64, name: SegName, mode: u32, charges: Charges) -> Result<Arc<Self>> {
+        let ns = IpcNs::current()?;
+        let accounting = charges.accounting.clone();
         let inner = Inner {
             destroyed: false,
+            reserved_pages: 0,
+            charges,
             pages: KVVec::new(),
             file_map: PageMap::new(),
             dir: Directory::new(),
@@ -160,15 +245,17 @@ impl Segment {
             pin_init!(Self {
                 id,
                 name,
+                ns,
                 uid: current_fsuid(),
                 gid: current_fsgid(),
                 mode,
                 created_ns: realtime_ns(),
                 inner <- new_mutex!(inner, "dsu_segment"),
                 file,
+                accounting,
                 next_file_page: AtomicU64::new(0),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 
@@ -194,10 +281,14 @@ impl Segment {
         current_fsuid() == self.uid || capable_sys_admin()
     }
 
-    /// Connects a handle: its queue will get events about other versions.
+    /// Connects a handle: its queue will get events about other versions. `ENOSPC` at
+    /// `max_handles`.
     pub fn attach_handle(&self, handle_id: u64, queue: Arc<EventQueue>) -> Result {
-        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
         let mut g = self.inner.lock();
+        if g.handle_count >= limits::max_handles() {
+            return Err(ENOSPC);
+        }
         g.handles.insert(node.into_node(handle_id, queue));
         g.handle_count += 1;
         Ok(())
@@ -216,7 +307,7 @@ impl Segment {
                 g.version_count = g.version_count.saturating_sub(1);
                 let event = v.event(DSU_EVENT_VERSION_ENDED);
                 for (_, q) in g.handles.iter() {
-                    q.push(event);
+                    q.push(event.clone());
                 }
             }
             last = g.destroyed && g.handle_count == 0;
@@ -234,12 +325,12 @@ impl Segment {
         g.handle_count
     }
 
-    /// The introspection record.
+    /// The introspection record, ids as the caller's user namespace sees them.
     pub fn info(&self) -> dsu_segment_info {
         let g = self.inner.lock();
         dsu_segment_info {
-            uid: self.uid,
-            gid: self.gid,
+            uid: uid_in_current_ns(self.uid),
+            gid: gid_in_current_ns(self.gid),
             mode: self.mode,
             flags: if g.destroyed {
                 DSU_SEGMENT_DESTROYED
@@ -267,17 +358,23 @@ impl Segment {
         descs: &mut [TypeDesc],
         creator: &Creator,
     ) -> Result<u32> {
-        // 1. Classify under the lock (limits are checked here too, before allocating).
-        let (adds, _) = {
+        // 1. Classify under the lock (limits are checked here too, before allocating) and
+        //    reserve the pages to add, so that concurrent RESOLVEs cannot overshoot.
+        let reserved = {
             let mut g = self.inner.lock();
-            classify(&mut g, vars, names)?
+            let (adds, pages) = classify(&mut g, vars, names, 0)?;
+            if adds == 0 {
+                return Ok(0);
+            }
+            g.reserved_pages += pages;
+            Reserved { seg: self, pages }
         };
-        if adds == 0 {
-            return Ok(0);
-        }
+        // Charged to the caller before anything is allocated (per-user limit, memlock).
+        let charge = self.accounting.charge_pages(reserved.pages)?;
 
         // 2. Allocate and fill the new entries' pages with no lock held.
-        let mut groups: KVVec<NewPages<'_>> = KVVec::with_capacity(vars.len(), GFP_KERNEL)?;
+        let mut groups: KVVec<NewPages<'_>> =
+            KVVec::with_capacity(vars.len(), GFP_KERNEL_ACCOUNT)?;
         for v in vars.iter() {
             let group = if v.status == DSU_VAR_PENDING {
                 self.new_pages(v)?
@@ -294,13 +391,15 @@ impl Segment {
 
         // 3. Re-classify (another version may have resolved the same names meanwhile) and
         //    commit. Pages of entries that became common are freed after unlocking.
+        // Declared after `reserved` and `charge`: unlocked before they are dropped on failure.
         let mut g = self.inner.lock();
-        let (adds, add_pages) = classify(&mut g, vars, names)?;
+        let (adds, add_pages) = classify(&mut g, vars, names, reserved.pages)?;
         if adds == 0 {
             return Ok(0);
         }
-        g.pages.reserve(add_pages, GFP_KERNEL)?;
+        g.pages.reserve(add_pages, GFP_KERNEL_ACCOUNT)?;
         g.file_map.reserve(adds)?;
+        g.charges.reserve(charge.uid)?;
         let mut reservation = g.dir.reserve(adds)?;
         let now = realtime_ns();
         // The caller looked at its handle's state before copying initial values in; a BIND
@@ -352,6 +451,12 @@ impl Segment {
             v.first_page = first_page;
             v.page_count = page_count;
         }
+        // The reservation became pages (re-classifying can only need fewer); the charge
+        // stays with the segment for the pages added.
+        g.reserved_pages -= reserved.pages;
+        // Released above: its drop must not release it again (nor lock the held mutex).
+        core::mem::forget(reserved);
+        g.charges.record(charge, add_pages)?;
         Ok(adds as u32)
     }
 
@@ -366,7 +471,7 @@ impl Segment {
                 .next_file_page
                 .fetch_add(count as u64, Ordering::Relaxed),
             reserved: count as u64,
-            pages: KVVec::with_capacity(count, GFP_KERNEL)?,
+            pages: KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?,
         };
         let init = if v.init != 0 {
             Some(uapi::user_range(v.init, size)?)
@@ -382,7 +487,7 @@ impl Segment {
                     .copy_from_user(src + i as usize * PAGE_SIZE, 0, n)?;
             }
             left -= n;
-            group.pages.push(page, GFP_KERNEL)?;
+            group.pages.push(page, GFP_KERNEL_ACCOUNT)?;
         }
         Ok(group)
     }
@@ -425,14 +530,14 @@ impl Segment {
         seg: &Arc<Segment>,
         handle_id: u64,
         label: Label,
-        pid: i32,
+        pid: TaskPid,
         prefault: bool,
         extents: &[dsu_extent],
         own: &EventQueue,
     ) -> Result<Arc<Version>> {
         let mut map = PageMap::new();
         map.reserve(extents.len())?;
-        let node = RBTreeNodeReservation::new(GFP_KERNEL)?;
+        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
         let mut g = seg.inner.lock();
         if g.destroyed {
             return Err(eidrm());
@@ -456,7 +561,7 @@ impl Segment {
                 mappings: AtomicU64::new(0),
                 segment: seg.clone(),
             },
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )?;
         g.next_version += 1;
         g.dir.adopt(handle_id, id, label);
@@ -466,7 +571,7 @@ impl Segment {
         let event = version.event(DSU_EVENT_VERSION_BOUND);
         for (hid, q) in g.handles.iter() {
             if *hid != handle_id {
-                q.push(event);
+                q.push(event.clone());
             }
         }
         Ok(version)
@@ -604,8 +709,13 @@ fn pages_for(size: u64) -> Option<usize> {
 /// Classifies every entry (statuses: `COMMON` with its pages, `PENDING` for an entry to add,
 /// `CONFLICT_*`), checks that adding the pending ones fits the limits, and returns how many
 /// entries and pages they need. `EEXIST` on a conflict, `eidrm()` if destroyed, `ENOSPC` past
-/// a limit.
-fn classify(g: &mut Inner, vars: &mut [dsu_var], names: &[VarName]) -> Result<(usize, usize)> {
+/// a limit. `mine` is what the caller already reserved (not counted twice).
+fn classify(
+    g: &mut Inner,
+    vars: &mut [dsu_var],
+    names: &[VarName],
+    mine: usize,
+) -> Result<(usize, usize)> {
     if g.destroyed {
         return Err(eidrm());
     }
@@ -646,7 +756,9 @@ fn classify(g: &mut Inner, vars: &mut [dsu_var], names: &[VarName]) -> Result<(u
         return Err(EEXIST);
     }
     if adds > 0 {
-        if g.pages.len().saturating_add(pages) > limits::max_segment_pages() {
+        let others = g.reserved_pages - mine;
+        if g.pages.len().saturating_add(others).saturating_add(pages) > limits::max_segment_pages()
+        {
             return Err(ENOSPC);
         }
         if g.dir.len().saturating_add(adds) > limits::max_variables() {

@@ -47,7 +47,7 @@ macro_rules! plain_data {
 }
 
 plain_data! {
-    dsu_attach => 80,
+    dsu_attach => 88,
     dsu_var => 216,
     dsu_resolve => 32,
     dsu_bind => 80,
@@ -304,7 +304,7 @@ pub fn writer(ptr: u64, len: usize) -> Result<UserSliceWriter> {
 pub fn read_array<T: FromBytes>(ptr: u64, count: usize) -> Result<KVVec<T>> {
     let bytes = count.checked_mul(size_of::<T>()).ok_or(EFAULT)?;
     let mut reader = reader(ptr, bytes)?;
-    let mut out = KVVec::<T>::with_capacity(count, GFP_KERNEL)?;
+    let mut out = KVVec::<T>::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
     let spare = out.spare_capacity_mut();
     // SAFETY: `spare` is `count` (or more) uninitialised `T`s; viewing their first `bytes`
     // bytes as uninitialised bytes is sound (same memory, alignment 1).

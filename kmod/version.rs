@@ -12,13 +12,16 @@
 //! segment, which only truncates pages that never became part of it.
 //!
 //! An [`EventQueue`] belongs to each attached handle and receives `VERSION_BOUND` and
-//! `VERSION_ENDED` events about the *other* versions of its segment.
+//! `VERSION_ENDED` events about the *other* versions of its segment. A queued event holds
+//! the binder's `struct pid` ([`TaskPid`]), translated into a number only by `read()`, in
+//! the reader's pid namespace; so is a version's pid in LIST_VERSIONS.
 //!
 //! Lock order: segment mutex → event spinlock (events are pushed with the segment locked).
-//! The wait queue is woken after the spinlock is released.
+//! The wait queue is woken after the spinlock is released. Dropping a [`TaskPid`] under the
+//! spinlock is fine: `put_pid` is atomic-safe (RCU callbacks call it).
 
 use crate::{
-    kernel_ext::{poll::WaitQueue, time::realtime_ns},
+    kernel_ext::{ns::TaskPid, poll::WaitQueue, time::realtime_ns},
     limits::EVENT_QUEUE_LEN,
     segment::Segment,
     static_wait_class,
@@ -43,8 +46,8 @@ pub struct Version {
     pub handle: u64,
     /// The label given at BIND.
     pub label: Label,
-    /// Thread group id of the binder.
-    pub pid: i32,
+    /// The binder's thread group.
+    pub pid: TaskPid,
     /// `CLOCK_REALTIME` of the bind.
     pub bound_ns: u64,
     /// Install every PTE at mmap instead of on fault.
@@ -58,11 +61,11 @@ pub struct Version {
 }
 
 impl Version {
-    /// The introspection record.
+    /// The introspection record, its pid as the caller's pid namespace sees it (0 if not).
     pub fn info(&self) -> dsu_version_info {
         dsu_version_info {
             id: self.id,
-            pid: self.pid,
+            pid: self.pid.nr_in_current_ns(),
             flags: 0,
             pages: self.map.pages(),
             mappings: self.mappings.load(Ordering::Relaxed),
@@ -72,16 +75,38 @@ impl Version {
     }
 
     /// An event about this version.
-    pub fn event(&self, kind: u32) -> dsu_event {
-        dsu_event {
-            size: core::mem::size_of::<dsu_event>() as u32,
-            kind,
-            version_id: self.id,
-            pid: self.pid,
-            lost: 0,
-            time_ns: realtime_ns(),
-            label: self.label.to_c(),
+    pub fn event(&self, kind: u32) -> QueuedEvent {
+        QueuedEvent {
+            event: dsu_event {
+                size: core::mem::size_of::<dsu_event>() as u32,
+                kind,
+                version_id: self.id,
+                // Set by `read()`, in the reader's pid namespace.
+                pid: 0,
+                lost: 0,
+                time_ns: realtime_ns(),
+                label: self.label.to_c(),
+            },
+            pid: Some(self.pid.clone()),
         }
+    }
+}
+
+/// An event in a queue: the record, and the process its `pid` is translated from.
+#[derive(Default, Clone)]
+pub struct QueuedEvent {
+    /// The record (`pid` not filled in).
+    pub event: dsu_event,
+    /// The version's binder.
+    pub pid: Option<TaskPid>,
+}
+
+impl QueuedEvent {
+    /// The record as the current task (the reader) sees it.
+    pub fn record(&self) -> dsu_event {
+        let mut event = self.event;
+        event.pid = self.pid.as_ref().map_or(0, TaskPid::nr_in_current_ns);
+        event
     }
 }
 
@@ -145,7 +170,7 @@ impl PageMap {
 
     /// Reserves room for `additional` more runs.
     pub fn reserve(&mut self, additional: usize) -> Result {
-        self.runs.reserve(additional, GFP_KERNEL)?;
+        self.runs.reserve(additional, GFP_KERNEL_ACCOUNT)?;
         Ok(())
     }
 
@@ -187,7 +212,7 @@ impl PageMap {
             let run = self.runs[i];
             let skip = at - run.start;
             let n = (run.count - skip).min(end - at);
-            out.push(run.seg + skip, run.file + skip, n, GFP_KERNEL)?;
+            out.push(run.seg + skip, run.file + skip, n, GFP_KERNEL_ACCOUNT)?;
             at += n;
             i += 1;
         }
@@ -197,7 +222,7 @@ impl PageMap {
 
 /// A bounded ring of events.
 struct Ring {
-    events: KVec<dsu_event>,
+    events: KVec<QueuedEvent>,
     head: usize,
     len: usize,
     /// Events dropped (queue full) before the one at `head`.
@@ -218,7 +243,7 @@ impl EventQueue {
     /// An empty queue.
     pub fn new() -> Result<Arc<Self>> {
         let ring = Ring {
-            events: KVec::from_elem(dsu_event::default(), EVENT_QUEUE_LEN, GFP_KERNEL)?,
+            events: KVec::from_elem(QueuedEvent::default(), EVENT_QUEUE_LEN, GFP_KERNEL_ACCOUNT)?,
             head: 0,
             len: 0,
             lost: 0,
@@ -228,12 +253,12 @@ impl EventQueue {
                 ring <- new_spinlock!(ring, "dsu_events"),
                 wait <- WaitQueue::new(c_str!("dsu_events_wait"), static_wait_class!()),
             }),
-            GFP_KERNEL,
+            GFP_KERNEL_ACCOUNT,
         )
     }
 
     /// Queues `event`, dropping the oldest if full, and wakes readers.
-    pub fn push(&self, event: dsu_event) {
+    pub fn push(&self, event: QueuedEvent) {
         {
             let mut r = self.ring.lock();
             if r.len == EVENT_QUEUE_LEN {
@@ -249,12 +274,13 @@ impl EventQueue {
     }
 
     /// Pops up to `out.len()` events into `out`, returning how many.
-    pub fn pop(&self, out: &mut [dsu_event]) -> usize {
+    pub fn pop(&self, out: &mut [QueuedEvent]) -> usize {
         let mut r = self.ring.lock();
         let n = r.len.min(out.len());
         for slot in out.iter_mut().take(n) {
-            *slot = r.events[r.head];
-            slot.lost = r.lost;
+            let head = r.head;
+            *slot = core::mem::take(&mut r.events[head]);
+            slot.event.lost = r.lost;
             r.lost = 0;
             r.head = (r.head + 1) % EVENT_QUEUE_LEN;
             r.len -= 1;
@@ -265,22 +291,24 @@ impl EventQueue {
     /// Puts back `events`, popped from the head but not delivered (a read whose copy-out
     /// failed), ahead of anything queued since. If the queue filled up meanwhile, the oldest
     /// of them are dropped and counted in `lost`, as `push` would have. Wakes readers.
-    pub fn unpop(&self, events: &[dsu_event]) {
-        let Some(first) = events.first() else { return };
+    pub fn unpop(&self, events: &mut [QueuedEvent]) {
+        let Some(first_lost) = events.first().map(|e| e.event.lost) else {
+            return;
+        };
         {
             let mut r = self.ring.lock();
             let keep = events.len().min(EVENT_QUEUE_LEN - r.len);
             let dropped = events.len() - keep;
-            for e in events[dropped..].iter().rev() {
+            for e in events[dropped..].iter_mut().rev() {
                 r.head = (r.head + EVENT_QUEUE_LEN - 1) % EVENT_QUEUE_LEN;
                 let head = r.head;
-                r.events[head] = *e;
+                r.events[head] = core::mem::take(e);
                 r.len += 1;
             }
             // `pop` gave the first event the count of those lost before it.
             r.lost = r
                 .lost
-                .saturating_add(first.lost)
+                .saturating_add(first_lost)
                 .saturating_add(dropped as u32);
         }
         self.wait.wake_up();
@@ -294,6 +322,9 @@ impl EventQueue {
     /// Drops every queued event (BIND clears the binder's own queue).
     pub fn clear(&self) {
         let mut r = self.ring.lock();
+        for e in r.events.iter_mut() {
+            *e = QueuedEvent::default();
+        }
         r.head = 0;
         r.len = 0;
         r.lost = 0;

@@ -11,4 +11,4 @@ check=(--check)
 [ "${1:-}" = --fix ] && check=()
 # rustfmt follows `mod` declarations, so the crate roots cover every file.
 rustfmt "${check[@]}" --edition 2021 --config-path "$KDIR/.rustfmt.toml" \
-    "$DSU_ROOT/kmod/dsu.rs" "$DSU_ROOT"/tests/warnmod/*.rs
+    "$DSU_ROOT/kmod/dsu_main.rs" "$DSU_ROOT"/tests/warnmod/*.rs

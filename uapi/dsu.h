@@ -9,6 +9,8 @@
  * Model:
  *   - A *segment* is a named set of physical pages with a *directory* of the global
  *     variables stored in them. It is owned by a uid/gid and has a permission mode.
+ *     Names are scoped by IPC namespace, like SysV and POSIX shared memory: every ioctl
+ *     that names a segment, and LIST_SEGMENTS, sees only the caller's IPC namespace.
  *   - An open file of /dev/dsu is a *handle*. DSU_IOC_ATTACH connects it to a segment,
  *     DSU_IOC_RESOLVE finds or creates variables, DSU_IOC_BIND turns the handle into a
  *     *version* with a page map, and mmap() of the handle installs that map.
@@ -56,6 +58,18 @@
 #define DSU_ATTACH_MUST_CREATE (1U << 0)
 /* Fail with ENOENT if the segment does not exist. */
 #define DSU_ATTACH_MUST_EXIST (1U << 1)
+/*
+ * An existing segment may be owned by `owner` (a uid of the caller's user namespace)
+ * rather than by the caller. Without this flag, ATTACH of an existing segment whose owner
+ * is not the caller's fsuid fails with EPERM, whatever the mode and the caller's
+ * capabilities: a name another user created first is never joined by accident. With it, a
+ * segment owned by anyone else than `owner` is EPERM, and a missing segment is created
+ * only if `owner` is the caller's fsuid (else ENOENT).
+ */
+#define DSU_ATTACH_OWNER (1U << 2)
+
+/* sizeof(struct dsu_attach) in API version 1, before owner and event_size. */
+#define DSU_ATTACH_SIZE_VER1 80
 
 struct dsu_attach {
 	__u32 size;     /* in: sizeof(struct dsu_attach) */
@@ -63,6 +77,10 @@ struct dsu_attach {
 	__u32 mode;     /* in: permission bits (<= 0777) for a new segment; 0: 0600 */
 	__u32 created;  /* out: 1 if this call created the segment, else 0 */
 	char name[DSU_SEGMENT_NAME_MAX]; /* in: NUL-terminated segment name */
+	/* Added after API version 1 (a size of DSU_ATTACH_SIZE_VER1 reads them as 0): */
+	__u32 owner;      /* in, with DSU_ATTACH_OWNER: the expected owner's uid; else 0 */
+	__u32 event_size; /* in: bytes per record that read() returns (see struct dsu_event);
+			   * 0: DSU_EVENT_SIZE_VER1 */
 };
 
 /* ---------------------------------------------------------------------------------- */
@@ -167,6 +185,18 @@ struct dsu_bind {
 
 /* ---------------------------------------------------------------------------------- */
 /* read(): events for handles attached to a segment.                                  */
+/*
+ * read() returns whole records of the size the handle's ATTACH asked for in
+ * dsu_attach.event_size (DSU_EVENT_SIZE_VER1 for 0 or an older struct dsu_attach), at least
+ * DSU_EVENT_SIZE_VER1 and at most a page (else ATTACH fails with EINVAL / E2BIG). Each
+ * record is the kernel's struct dsu_event cut to that size, or zero-filled past it; its
+ * `size` field says how many of its bytes the kernel filled. A buffer smaller than one
+ * record is EINVAL. `pid` is the binder's process id in the reader's pid namespace at the
+ * time of the read (0 if it is not visible there).
+ */
+
+/* sizeof(struct dsu_event) in API version 1: the smallest record size. */
+#define DSU_EVENT_SIZE_VER1 64
 
 #define DSU_EVENT_VERSION_BOUND 1 /* a version bound to the segment (a newer one) */
 #define DSU_EVENT_VERSION_ENDED 2 /* a version's fd and mappings are all gone */
@@ -175,7 +205,8 @@ struct dsu_event {
 	__u32 size;        /* sizeof(struct dsu_event) */
 	__u32 kind;        /* DSU_EVENT_* */
 	__u64 version_id;  /* the version the event is about */
-	__s32 pid;         /* its process id (the binder's thread group) */
+	__s32 pid;         /* its process id (the binder's thread group) in the reader's pid
+			    * namespace, 0 if not visible there */
 	__u32 lost;        /* events dropped before this one: the queue was full */
 	__u64 time_ns;     /* CLOCK_REALTIME nanoseconds of the event */
 	char label[DSU_LABEL_MAX];
@@ -205,8 +236,8 @@ struct dsu_list {
 #define DSU_SEGMENT_DESTROYED (1U << 0) /* flag in dsu_segment_info.flags */
 
 struct dsu_segment_info {
-	__u32 uid;         /* owner */
-	__u32 gid;
+	__u32 uid;         /* owner, in the caller's user namespace (overflowuid if unmapped) */
+	__u32 gid;         /* in the caller's user namespace (overflowgid if unmapped) */
 	__u32 mode;        /* permission bits */
 	__u32 flags;       /* DSU_SEGMENT_* */
 	__u64 pages;       /* pages allocated */
@@ -231,7 +262,7 @@ struct dsu_variable_info {
 
 struct dsu_version_info {
 	__u64 id;
-	__s32 pid;
+	__s32 pid;          /* the binder's process id in the caller's pid namespace, or 0 */
 	__u32 flags;        /* 0 */
 	__u64 pages;        /* pages in its map */
 	__u64 mappings;     /* live VMAs (fork and partial munmap count) */

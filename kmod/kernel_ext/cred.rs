@@ -3,7 +3,9 @@
 //! The current task's credentials: filesystem uid/gid, group membership and capabilities,
 //! which segment permissions are checked against (like file permissions).
 //!
-//! Ids are the kernel-internal (`init_user_ns`) values.
+//! Ids are the kernel-internal (`init_user_ns`) values (`kuid_t`/`kgid_t`); ids that
+//! cross the user boundary are translated from or into the caller's user namespace here.
+//! Also the caller's `RLIMIT_MEMLOCK`, which segment pages are charged against.
 
 use kernel::bindings;
 
@@ -39,4 +41,67 @@ pub fn in_group(gid: u32) -> bool {
 pub fn capable_sys_admin() -> bool {
     // SAFETY: `capable` has no preconditions; it checks the current task.
     unsafe { bindings::capable(bindings::CAP_SYS_ADMIN as i32) }
+}
+
+/// The current task's real uid (who resource usage is charged to, as for mlock).
+pub fn current_uid() -> u32 {
+    // SAFETY: `current_cred` returns the valid credentials of the running task.
+    unsafe { (*current_cred()).uid.val }
+}
+
+/// The current task's user namespace.
+fn current_user_ns() -> *mut bindings::user_namespace {
+    // SAFETY: `current_cred` returns the valid credentials of the running task, whose user
+    // namespace lives at least as long as they do.
+    unsafe { (*current_cred()).user_ns }
+}
+
+/// A uid of the caller's user namespace as a kernel uid; `None` if it maps to none.
+pub fn kuid_from_current_ns(uid: u32) -> Option<u32> {
+    // SAFETY: `make_kuid` only reads the (live) namespace's id map.
+    let kuid = unsafe { bindings::make_kuid(current_user_ns(), uid) };
+    // INVALID_UID is (uid_t)-1.
+    (kuid.val != u32::MAX).then_some(kuid.val)
+}
+
+/// A kernel uid as the caller's user namespace sees it (`overflowuid` if unmapped).
+pub fn uid_in_current_ns(kuid: u32) -> u32 {
+    // SAFETY: `from_kuid_munged` only reads the (live) namespace's id map.
+    unsafe { bindings::from_kuid_munged(current_user_ns(), bindings::kuid_t { val: kuid }) }
+}
+
+/// A kernel gid as the caller's user namespace sees it (`overflowgid` if unmapped).
+pub fn gid_in_current_ns(kgid: u32) -> u32 {
+    // SAFETY: `from_kgid_munged` only reads the (live) namespace's id map.
+    unsafe { bindings::from_kgid_munged(current_user_ns(), bindings::kgid_t { val: kgid }) }
+}
+
+/// Whether the current task has `CAP_IPC_LOCK` (may pin memory past `RLIMIT_MEMLOCK`).
+pub fn capable_ipc_lock() -> bool {
+    // SAFETY: `capable` has no preconditions; it checks the current task.
+    unsafe { bindings::capable(bindings::CAP_IPC_LOCK as i32) }
+}
+
+/// Whether the current task has `CAP_SYS_RESOURCE` (may exceed dsu's per-user limits).
+pub fn capable_sys_resource() -> bool {
+    // SAFETY: `capable` has no preconditions; it checks the current task.
+    unsafe { bindings::capable(bindings::CAP_SYS_RESOURCE as i32) }
+}
+
+/// The current task's soft `RLIMIT_MEMLOCK`, in pages (`usize::MAX` for unlimited).
+pub fn memlock_limit_pages() -> usize {
+    // SAFETY: `get_current` is the running task; its `signal` lives as long as the task.
+    // `rlim_cur` is a word that setrlimit may change concurrently: read it once, as
+    // `task_rlimit` does with READ_ONCE.
+    let bytes = unsafe {
+        let signal = (*bindings::get_current()).signal;
+        core::ptr::read_volatile(
+            &raw const (*signal).rlim[bindings::RLIMIT_MEMLOCK as usize].rlim_cur,
+        )
+    };
+    if bytes == !0 {
+        usize::MAX
+    } else {
+        (bytes as usize) / kernel::page::PAGE_SIZE
+    }
 }

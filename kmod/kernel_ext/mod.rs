@@ -1,8 +1,9 @@
 // SPDX-License-Identifier: GPL-2.0
 
 //! Thin safe wrappers over the raw `kernel::bindings` that the 6.12 `kernel` crate does not
-//! abstract yet: misc devices, files, VMAs and faults, page references,
-//! shmem files, credentials, poll wait queues, module parameters and wall-clock time.
+//! abstract yet: misc devices, files, VMAs and faults, page references, shmem files,
+//! credentials, namespaces and pids, poll wait queues, module parameters and wall-clock
+//! time. `helpers.c` wraps the inlines of headers the Rust bindings lack.
 //!
 //! This is the only place in the module that touches `kernel::bindings`. Each file is named
 //! after the upstream (6.13+) abstraction it stands in for, so that it can be replaced by
@@ -13,6 +14,7 @@ pub mod error;
 pub mod file;
 pub mod miscdevice;
 pub mod mm;
+pub mod ns;
 pub mod param;
 pub mod poll;
 pub mod shmem;

@@ -5,36 +5,96 @@
 //! The 6.12 `module!` macro has no parameters, so [`module_param_uint!`] builds what C's
 //! `module_param(name, uint, perm)` does: a `struct kernel_param` in the `__param` section
 //! (found by the module loader, so the value can be given to insmod and shows in
-//! `/sys/module/<mod>/parameters/`) using the kernel's `param_ops_uint`, plus the
-//! `parmtype`/`parm` strings in `.modinfo` for modinfo(8).
+//! `/sys/module/<mod>/parameters/`) plus the
+//! `parmtype`/`parm` strings in `.modinfo` for modinfo(8), but with a bounded `set`.
 //!
-//! The value lives in a [`UintParam`]. The kernel writes it under its parameter lock (at
-//! load, or through sysfs when the permission allows writing); readers load it atomically
-//! and may see an old or a new value, never a torn one.
+//! The value lives in a [`UintParam`] together with its largest allowed value. Writes go
+//! through [`BOUNDED_UINT_OPS`], whose `set` parses like `param_ops_uint` but refuses a
+//! value above that maximum with `EINVAL`, at insmod (the load fails) and through sysfs
+//! alike, so no limit can be raised to where the allocations it bounds overflow or exceed
+//! what kmalloc/kvmalloc may be asked for. The kernel writes under its parameter lock;
+//! readers load atomically and may see an old or a new value, never a torn one.
 
 use core::sync::atomic::{AtomicU32, Ordering};
-use kernel::{bindings, str::CStr, types::Opaque};
+use kernel::{bindings, error::code::EINVAL, str::CStr, types::Opaque};
 
 extern "C" {
     /// This module, constructed by the module loader.
     static __this_module: Opaque<bindings::module>;
 }
 
-/// Storage of an unsigned int module parameter.
-#[repr(transparent)]
-pub struct UintParam(AtomicU32);
+/// Storage of an unsigned int module parameter and its largest allowed value.
+///
+/// `#[repr(C)]` with the value first: the kernel's `param_get_uint` reads an `unsigned int`
+/// at the parameter's `arg`, which points here.
+#[repr(C)]
+pub struct UintParam {
+    value: AtomicU32,
+    max: u32,
+}
 
 impl UintParam {
-    /// A parameter with the given default.
-    pub const fn new(default: u32) -> Self {
-        Self(AtomicU32::new(default))
+    /// A parameter with the given default and maximum (`default <= max`).
+    pub const fn new(default: u32, max: u32) -> Self {
+        assert!(default <= max);
+        Self {
+            value: AtomicU32::new(default),
+            max,
+        }
     }
 
     /// The current value.
     pub fn get(&self) -> u32 {
-        self.0.load(Ordering::Relaxed)
+        self.value.load(Ordering::Relaxed)
+    }
+
+    /// The largest value a write may set.
+    pub fn max(&self) -> u32 {
+        self.max
     }
 }
+
+/// `kernel_param_ops.set` of a bounded uint: `kstrtouint` (base 0, a trailing newline
+/// allowed, as `param_set_uint`), then `EINVAL` above the parameter's maximum.
+///
+/// # Safety
+///
+/// `val` is a NUL-terminated string and `kp` a parameter whose `arg` is a [`UintParam`]; the
+/// kernel calls it so, under the parameter lock.
+unsafe extern "C" fn set_bounded_uint(
+    val: *const kernel::ffi::c_char,
+    kp: *const bindings::kernel_param,
+) -> kernel::ffi::c_int {
+    // SAFETY: `kp` is one of our parameters (the caller's contract), whose `arg` points to a
+    // static `UintParam`.
+    let param = unsafe { &*(*kp).__bindgen_anon_1.arg.cast::<UintParam>() };
+    let mut value: kernel::ffi::c_uint = 0;
+    // SAFETY: `val` is NUL-terminated (the caller's contract); `value` is a valid output.
+    let rc = unsafe { bindings::kstrtouint(val, 0, &mut value) };
+    if rc != 0 {
+        return rc;
+    }
+    if value > param.max {
+        return EINVAL.to_errno();
+    }
+    param.value.store(value, Ordering::Relaxed);
+    0
+}
+
+/// The `kernel_param_ops` of a bounded uint parameter, made `Sync` to be a static.
+#[repr(transparent)]
+pub struct ParamOps(bindings::kernel_param_ops);
+
+// SAFETY: Read-only after construction; it holds only function pointers.
+unsafe impl Sync for ParamOps {}
+
+/// Ops of every [`UintParam`]: bounded set, the kernel's `param_get_uint`.
+pub static BOUNDED_UINT_OPS: ParamOps = ParamOps(bindings::kernel_param_ops {
+    flags: 0,
+    set: Some(set_bounded_uint),
+    get: Some(bindings::param_get_uint),
+    free: None,
+});
 
 /// A `struct kernel_param`, made `Sync` so that it can be a static.
 #[repr(transparent)]
@@ -45,21 +105,21 @@ pub struct KernelParam(bindings::kernel_param);
 unsafe impl Sync for KernelParam {}
 
 impl KernelParam {
-    /// A `uint` parameter named `name` stored in `value`, with sysfs permission `perm`.
+    /// A bounded `uint` parameter named `name` stored in `value`, with sysfs permission
+    /// `perm`.
     pub const fn uint(name: &'static CStr, value: &'static UintParam, perm: u16) -> Self {
         Self(bindings::kernel_param {
             name: name.as_char_ptr(),
-            // Only the addresses of the loader-provided `__this_module` and the kernel's
-            // `param_ops_uint` are taken, which needs no `unsafe`.
+            // Only the addresses of the loader-provided `__this_module` and of our ops are
+            // taken, which needs no `unsafe`.
             mod_: (&raw const __this_module).cast_mut().cast(),
-            ops: &raw const bindings::param_ops_uint,
+            ops: &raw const BOUNDED_UINT_OPS.0,
             perm,
             level: -1,
             flags: 0,
             __bindgen_anon_1: bindings::kernel_param__bindgen_ty_1 {
-                // `param_ops_uint` reads and writes an `unsigned int` here; `UintParam` is a
-                // transparent `AtomicU32`, which has that layout.
-                arg: value.0.as_ptr().cast(),
+                // `set_bounded_uint` and `param_get_uint` access the `UintParam` here.
+                arg: (value as *const UintParam).cast_mut().cast(),
             },
         })
     }
@@ -77,14 +137,15 @@ pub const fn modinfo<const N: usize>(s: &str) -> [u8; N] {
     out
 }
 
-/// Declares a `uint` module parameter: `module_param_uint!(STATIC, "name", default, perm,
-/// "description")` defines `static STATIC: UintParam`.
+/// Declares a bounded `uint` module parameter: `module_param_uint!(STATIC, "name", default,
+/// max, perm, "description")` defines `static STATIC: UintParam`; writes above `max` fail
+/// with `EINVAL`.
 #[macro_export]
 macro_rules! module_param_uint {
-    ($storage:ident, $name:literal, $default:expr, $perm:expr, $desc:literal) => {
+    ($storage:ident, $name:literal, $default:expr, $max:expr, $perm:expr, $desc:literal) => {
         #[doc = $desc]
         pub static $storage: $crate::kernel_ext::param::UintParam =
-            $crate::kernel_ext::param::UintParam::new($default);
+            $crate::kernel_ext::param::UintParam::new($default, $max);
 
         const _: () = {
             #[link_section = "__param"]

@@ -9,6 +9,8 @@ pub const DSU_LABEL_MAX: u32 = 32;
 pub const DSU_DEFAULT_MODE: u32 = 384;
 pub const DSU_ATTACH_MUST_CREATE: u32 = 1;
 pub const DSU_ATTACH_MUST_EXIST: u32 = 2;
+pub const DSU_ATTACH_OWNER: u32 = 4;
+pub const DSU_ATTACH_SIZE_VER1: u32 = 80;
 pub const DSU_VAR_MIGRATE: u32 = 1;
 pub const DSU_VAR_PENDING: u32 = 0;
 pub const DSU_VAR_COMMON: u32 = 1;
@@ -20,6 +22,7 @@ pub const DSU_VAR_SIZE_VER1: u32 = 200;
 pub const DSU_TYPE_DESC_MAX: u32 = 4096;
 pub const DSU_BIND_SIZE_VER1: u32 = 64;
 pub const DSU_BIND_PREFAULT: u32 = 1;
+pub const DSU_EVENT_SIZE_VER1: u32 = 64;
 pub const DSU_EVENT_VERSION_BOUND: u32 = 1;
 pub const DSU_EVENT_VERSION_ENDED: u32 = 2;
 pub const DSU_LIST_MAX: u32 = 1024;
@@ -46,6 +49,8 @@ pub struct dsu_attach {
     pub mode: __u32,
     pub created: __u32,
     pub name: [core::ffi::c_char; 64usize],
+    pub owner: __u32,
+    pub event_size: __u32,
 }
 impl Default for dsu_attach {
     fn default() -> Self {

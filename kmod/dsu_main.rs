@@ -11,6 +11,7 @@
 //! (huge pages off) and owns the segment registry. Every open file pins the module (`fops.owner`), so unloading is refused
 //! while any fd or mapping lives; unloading drops the registry and with it every segment.
 
+pub mod accounting;
 pub mod device;
 pub mod directory;
 pub mod handle;
@@ -45,7 +46,8 @@ struct DsuModule {
 impl kernel::Module for DsuModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
         let shmem = ShmemMount::new()?;
-        let registry = KBox::pin_init(Registry::new(), GFP_KERNEL)?;
+        let accounting = accounting::Accounting::new()?;
+        let registry = KBox::pin_init(Registry::new(accounting), GFP_KERNEL)?;
         let device = MiscDeviceRegistration::register(c_str!("dsu"), module, registry)?;
         pr_info!("/dev/dsu ready (API version {})\n", uapi::DSU_API_VERSION);
         Ok(Self {
