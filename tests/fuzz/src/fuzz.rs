@@ -594,6 +594,30 @@ impl Worker {
             3 => DSU_ATTACH_MUST_CREATE | DSU_ATTACH_MUST_EXIST,
             _ => self.rng.interesting_u32(),
         };
+        // The expected owner: ours, another test uid's, root's, or garbage (also without
+        // the flag, which must then be EINVAL).
+        if self.rng.chance(4) {
+            a.flags |= DSU_ATTACH_OWNER;
+        }
+        if self.rng.chance(4) {
+            // SAFETY: getuid has no preconditions.
+            let me = unsafe { libc::getuid() };
+            a.owner = self
+                .rng
+                .pick(&[me, me, 0, 1000, 1001, 65534, u32::MAX, 0x7fff_ffff]);
+        }
+        if self.rng.chance(4) {
+            a.event_size = self.rng.pick(&[
+                0,
+                DSU_EVENT_SIZE_VER1,
+                DSU_EVENT_SIZE_VER1 + 8,
+                DSU_EVENT_SIZE_VER1 - 1,
+                1,
+                4096,
+                4097,
+                u32::MAX,
+            ]);
+        }
         a.mode = self.rng.pick(&[
             0,
             0o600,
@@ -1668,8 +1692,8 @@ mod tests {
 
     #[test]
     fn request_numbers_match_the_header() {
-        // _IOWR(0xD5, 1, struct dsu_attach): dir 3, size 80.
-        assert_eq!(IOC_ATTACH, 0xC050_D501);
+        // _IOWR(0xD5, 1, struct dsu_attach): dir 3, size 88.
+        assert_eq!(IOC_ATTACH, 0xC058_D501);
         assert_eq!(IOC_DESTROY, 0x4048_D508);
         assert_eq!(IOC_READ_VAR & 0xff, 7);
     }

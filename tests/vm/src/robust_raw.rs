@@ -69,6 +69,22 @@ impl Dev {
             mode,
             created: 0,
             name: cbuf(name),
+            ..Default::default()
+        };
+        self.ioctl(IOC_ATTACH, &mut a)?;
+        Ok(a.created != 0)
+    }
+
+    /// ATTACH with `DSU_ATTACH_OWNER` and `owner` (plus `flags`); returns whether it
+    /// created the segment.
+    pub fn attach_owner(&self, name: &str, flags: u32, mode: u32, owner: u32) -> Sys<bool> {
+        let mut a = dsu_attach {
+            size: size_of::<dsu_attach>() as u32,
+            flags: flags | DSU_ATTACH_OWNER,
+            mode,
+            name: cbuf(name),
+            owner,
+            ..Default::default()
         };
         self.ioctl(IOC_ATTACH, &mut a)?;
         Ok(a.created != 0)

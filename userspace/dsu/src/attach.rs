@@ -61,6 +61,7 @@ pub struct Attach {
     label: String,
     create: Create,
     mode: u32,
+    owner: Option<u32>,
     prefault: bool,
     device: String,
 }
@@ -79,6 +80,7 @@ impl Attach {
             label: label.into(),
             create: Create::IfMissing,
             mode: 0,
+            owner: None,
             prefault: false,
             device: crate::sys::DEVICE_PATH.into(),
         }
@@ -122,6 +124,23 @@ impl Attach {
     /// ```
     pub fn mode(mut self, mode: u32) -> Self {
         self.mode = mode;
+        self
+    }
+
+    /// Share the segment with the user `uid` who owns it. By default a program only joins
+    /// a segment that its own user owns: an existing segment of another owner is
+    /// [`Error::OwnedByOther`], because a name another user created first would otherwise
+    /// receive this program's globals. With this option, an existing segment must be
+    /// owned by `uid` (a uid as this process sees it), and a missing one is created only if
+    /// `uid` is this process's own (else [`Error::SegmentNotFound`]). The segment's mode
+    /// must still grant this user read and write.
+    ///
+    /// ```
+    /// // uid 1001 runs the service and created "app" with mode 0660.
+    /// let a = dsu::Attach::new("app", "2.0").shared_with_owner(1001);
+    /// ```
+    pub fn shared_with_owner(mut self, uid: u32) -> Self {
+        self.owner = Some(uid);
         self
     }
 
@@ -245,7 +264,10 @@ impl Attach {
         check_descs(descs)?;
 
         let mut dev = Device::open_path(&self.device)?;
-        let created = dev.attach(&self.segment, self.create, self.mode)?;
+        let created = match self.owner {
+            Some(owner) => dev.attach_shared_with(&self.segment, self.create, self.mode, owner)?,
+            None => dev.attach(&self.segment, self.create, self.mode)?,
+        };
         let mut version = Version {
             dev,
             segment: self.segment.clone(),

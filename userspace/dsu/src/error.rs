@@ -138,6 +138,23 @@ pub enum Error {
         mode: Option<u32>,
     },
 
+    /// `EPERM` from ATTACH: the segment exists and another uid owns it. A program never
+    /// joins a segment that another user created unless it names that owner
+    /// ([`Attach::shared_with_owner`](crate::Attach::shared_with_owner)).
+    #[error(
+        "segment \"{segment}\" is owned by {}; {}",
+        .uid.map_or("another uid".to_string(), |u| format!("uid {u}")),
+        owned_by_other_hint(.segment, .uid, .expected)
+    )]
+    OwnedByOther {
+        /// The segment.
+        segment: String,
+        /// Its owner, if it could be looked up.
+        uid: Option<u32>,
+        /// The owner this program named, if any (else it expected to own the segment).
+        expected: Option<u32>,
+    },
+
     /// `EPERM` from DESTROY.
     #[error("only the owner of segment \"{segment}\" ({}) or root can destroy it", owner_mode(.uid, .mode))]
     NotOwner {
@@ -246,7 +263,9 @@ pub enum Error {
     },
 
     /// `ENOMEM`.
-    #[error("out of memory during {op} (dsu pages are charged to the caller's memory cgroup)")]
+    #[error(
+        "out of memory during {op} (dsu pages are charged to the caller's memory cgroup, and count against the user's RLIMIT_MEMLOCK like locked memory: raise it with `ulimit -l`, or grant CAP_IPC_LOCK)"
+    )]
     OutOfMemory {
         /// The operation.
         op: Op,
@@ -339,6 +358,21 @@ pub struct Context {
     pub name: Option<String>,
     /// The segment's owner and mode, if looked up (for EACCES / EPERM).
     pub owner: Option<(u32, u32)>,
+    /// The owner the caller named at ATTACH (`DSU_ATTACH_OWNER`), if any.
+    pub expected_owner: Option<u32>,
+}
+
+/// What to do about a segment owned by another uid.
+fn owned_by_other_hint(segment: &str, uid: &Option<u32>, expected: &Option<u32>) -> String {
+    let owner = uid.map_or("OWNER".to_string(), |u| u.to_string());
+    match expected {
+        Some(e) => format!(
+            "this program expected uid {e} to own it; if you meant to share it with uid {owner}, attach with shared_with_owner({owner}); else choose another name"
+        ),
+        None => format!(
+            "if you meant to share it, attach with shared_with_owner({owner}) (C: dsu_attach_shared(..., {owner})); else choose another name than \"{segment}\""
+        ),
+    }
 }
 
 impl Error {
@@ -366,6 +400,11 @@ impl Error {
                 mode,
             },
             (Op::Destroy, Errno::EPERM) => Error::NotOwner { segment, uid, mode },
+            (Op::Attach, Errno::EPERM) => Error::OwnedByOther {
+                segment,
+                uid,
+                expected: ctx.expected_owner,
+            },
             (_, Errno::EIDRM) => Error::SegmentDestroyed { segment },
             (Op::ReadVar, Errno::ENOENT) if ctx.name.is_some() => Error::VariableNotFound {
                 segment,
@@ -374,12 +413,12 @@ impl Error {
             (_, Errno::ENOENT) => Error::SegmentNotFound { segment },
             (Op::Attach, Errno::EEXIST) => Error::SegmentExists { segment },
             (Op::Attach, Errno::ENOSPC) => Error::Limit {
-                what: "too many segments",
-                param: "max_segments",
+                what: "too many segments (in all, or created by this user), or too many handles attached to this one",
+                param: "max_segments, max_user_segments or max_handles",
             },
             (Op::Resolve, Errno::ENOSPC) => Error::Limit {
-                what: "the segment is full (pages or variables)",
-                param: "max_segment_pages or max_variables",
+                what: "the segment is full (pages or variables), or this user holds too many pages",
+                param: "max_segment_pages, max_variables or max_user_pages",
             },
             (Op::Resolve, Errno::E2BIG) => Error::Limit {
                 what: "this program has more globals than one batch may hold",
@@ -459,6 +498,25 @@ mod tests {
         let m = Error::from_errno(Op::Destroy, Errno::EPERM, &with_owner).to_string();
         assert!(
             m.contains("only the owner of segment \"x\" (owner 0, mode 0600)"),
+            "{m}"
+        );
+        let other = Context {
+            segment: "app".into(),
+            owner: Some((1001, 0o666)),
+            ..Default::default()
+        };
+        let m = Error::from_errno(Op::Attach, Errno::EPERM, &other).to_string();
+        assert_eq!(
+            m,
+            "segment \"app\" is owned by uid 1001; if you meant to share it, attach with shared_with_owner(1001) (C: dsu_attach_shared(..., 1001)); else choose another name than \"app\""
+        );
+        let expected = Context {
+            expected_owner: Some(1002),
+            ..other
+        };
+        let m = Error::from_errno(Op::Attach, Errno::EPERM, &expected).to_string();
+        assert!(
+            m.contains("owned by uid 1001; this program expected uid 1002 to own it"),
             "{m}"
         );
         let m = Error::from_errno(Op::Attach, Errno::ENOENT, &ctx("s")).to_string();

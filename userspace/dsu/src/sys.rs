@@ -381,6 +381,7 @@ impl Device {
             segment: segment.into(),
             name: name.map(Into::into),
             owner,
+            expected_owner: None,
         };
         if op == Op::ReadVar && errno == Errno::ENOENT {
             // Segment or variable? Ask.
@@ -405,6 +406,39 @@ impl Device {
     /// # Ok::<(), dsu::Error>(())
     /// ```
     pub fn attach(&mut self, segment: &str, create: Create, mode: u32) -> Result<bool> {
+        self.attach_owned(segment, create, mode, None)
+    }
+
+    /// DSU_IOC_ATTACH with `DSU_ATTACH_OWNER`: like [`attach`](Self::attach), but an
+    /// existing segment may be owned by `owner` (a uid) instead of by this user, so that
+    /// two users can share a segment on purpose. A segment owned by anyone else is
+    /// [`Error::OwnedByOther`]; a missing one is created only if `owner` is this user
+    /// (else [`Error::SegmentNotFound`]).
+    ///
+    /// ```no_run
+    /// use dsu::sys::{Create, Device};
+    /// let mut dev = Device::open()?;
+    /// // uid 1001 created "shared" with mode 0660 and put us in its group.
+    /// dev.attach_shared_with("shared", Create::MustExist, 0, 1001)?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn attach_shared_with(
+        &mut self,
+        segment: &str,
+        create: Create,
+        mode: u32,
+        owner: u32,
+    ) -> Result<bool> {
+        self.attach_owned(segment, create, mode, Some(owner))
+    }
+
+    fn attach_owned(
+        &mut self,
+        segment: &str,
+        create: Create,
+        mode: u32,
+        owner: Option<u32>,
+    ) -> Result<bool> {
         names::check_segment(segment)?;
         if mode > 0o777 {
             return Err(Error::InvalidName {
@@ -415,8 +449,10 @@ impl Device {
         }
         let mut a = u::dsu_attach {
             size: size32::<u::dsu_attach>(),
-            flags: create.flags(),
+            flags: create.flags() | owner.map_or(0, |_| u::DSU_ATTACH_OWNER),
             mode,
+            owner: owner.unwrap_or(0),
+            event_size: size32::<u::dsu_event>(),
             ..Default::default()
         };
         names::fill(&mut a.name, segment);
@@ -426,7 +462,13 @@ impl Device {
                 self.segment = segment.into();
                 Ok(a.created != 0)
             }
-            Err(e) => Err(self.error(Op::Attach, e, segment, None)),
+            Err(e) => {
+                let mut err = self.error(Op::Attach, e, segment, None);
+                if let Error::OwnedByOther { expected, .. } = &mut err {
+                    *expected = owner;
+                }
+                Err(err)
+            }
         }
     }
 

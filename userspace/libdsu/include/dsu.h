@@ -260,6 +260,7 @@ enum dsu_error {
 	DSU_ELAYOUT = -11,   /* the globals do not tile the dsu_globals section */
 	DSU_EKERNEL = -12,   /* other error from the module */
 	DSU_ENOTATTACHED = -13, /* no successful dsu_attach yet */
+	DSU_EOWNER = -14,    /* the segment is owned by another user (see dsu_attach_shared) */
 };
 
 /*
@@ -271,6 +272,16 @@ enum dsu_error {
  * pages are replaced). It succeeds once per process.
  */
 int dsu_attach(const char *segment, const char *version, unsigned int flags, unsigned int mode);
+
+/*
+ * Like dsu_attach, but shares the segment with the user `owner` (a uid) who owns it. By
+ * default dsu_attach only joins a segment this user owns (another owner: DSU_EOWNER), so
+ * that a name another user created first never receives this program's globals. Here an
+ * existing segment must be owned by `owner`, and a missing one is created only if `owner`
+ * is this user's uid (else DSU_ENOSEGMENT). The segment's mode must still grant access.
+ */
+int dsu_attach_shared(const char *segment, const char *version, unsigned int flags,
+		      unsigned int mode, unsigned int owner);
 
 /* The message of the last failure in this thread ("" if none). Valid until the next call. */
 const char *dsu_last_error(void);

@@ -43,6 +43,7 @@ pub mod code {
     pub const LAYOUT: c_int = -11;
     pub const KERNEL: c_int = -12;
     pub const NOTATTACHED: c_int = -13;
+    pub const OWNER: c_int = -14;
 }
 
 static VERSION: OnceLock<Version> = OnceLock::new();
@@ -67,6 +68,7 @@ pub fn error_code(e: &Error) -> c_int {
         Error::PermissionDenied { .. } | Error::NotOwner { .. } => code::ACCESS,
         Error::SegmentNotFound { .. } | Error::VariableNotFound { .. } => code::NOSEGMENT,
         Error::SegmentExists { .. } => code::EXISTS,
+        Error::OwnedByOther { .. } => code::OWNER,
         Error::TypeChanged { .. } | Error::SizeChanged { .. } => code::CONFLICT,
         Error::Limit { .. } => code::LIMIT,
         Error::OutOfMemory { .. } => code::NOMEM,
@@ -130,6 +132,43 @@ pub unsafe extern "C" fn dsu_attach(
     flags: c_uint,
     mode: c_uint,
 ) -> c_int {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { attach(segment, version, flags, mode, None) }
+}
+
+/// Like [`dsu_attach`], but shares the segment with the user `owner` (a uid) who owns it:
+/// an existing segment must be owned by `owner` instead of by this user, and a missing one
+/// is created only if `owner` is this user's uid. See `dsu.h`.
+///
+/// # Safety
+///
+/// As for [`dsu_attach`].
+///
+/// ```no_run
+/// let rc = unsafe { dsuc::dsu_attach_shared(c"app".as_ptr(), c"2.0".as_ptr(), 0, 0, 1001) };
+/// ```
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dsu_attach_shared(
+    segment: *const c_char,
+    version: *const c_char,
+    flags: c_uint,
+    mode: c_uint,
+    owner: c_uint,
+) -> c_int {
+    // SAFETY: the caller's contract is this function's.
+    unsafe { attach(segment, version, flags, mode, Some(owner)) }
+}
+
+/// # Safety
+///
+/// As for [`dsu_attach`].
+unsafe fn attach(
+    segment: *const c_char,
+    version: *const c_char,
+    flags: c_uint,
+    mode: c_uint,
+    owner: Option<u32>,
+) -> c_int {
     guard(|| {
         set_error("");
         let segment = match str_arg(segment, "segment") {
@@ -156,6 +195,9 @@ pub unsafe extern "C" fn dsu_attach(
         }
         if flags & DSU_MUST_CREATE != 0 {
             a = a.must_create();
+        }
+        if let Some(owner) = owner {
+            a = a.shared_with_owner(owner);
         }
         // SAFETY: this function's contract is attach_unchecked's (C programs may attach
         // with threads running, as long as none touches the globals).
@@ -204,6 +246,9 @@ pub extern "C" fn dsu_strerror(code: c_int) -> *const c_char {
         code::LAYOUT => c"the program's globals do not tile the dsu_globals section",
         code::KERNEL => c"error from the dsu module",
         code::NOTATTACHED => c"not attached: call dsu_attach first",
+        code::OWNER => {
+            c"the segment is owned by another user (share it on purpose with dsu_attach_shared, or choose another name)"
+        }
         _ => c"unknown dsu error code",
     };
     s.as_ptr()
