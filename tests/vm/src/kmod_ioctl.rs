@@ -211,6 +211,20 @@ impl Dsu {
         Ok(a.created == 1)
     }
 
+    /// ATTACH with `DSU_ATTACH_OWNER`: an existing segment may be owned by `owner`.
+    pub fn attach_owner(&self, name: &str, flags: u32, mode: u32, owner: u32) -> Sys<bool> {
+        let mut a = dsu_attach {
+            size: size_of::<dsu_attach>() as u32,
+            flags: flags | DSU_ATTACH_OWNER,
+            mode,
+            name: cname(name),
+            owner,
+            ..Default::default()
+        };
+        self.attach_raw(&mut a)?;
+        Ok(a.created == 1)
+    }
+
     /// Opens a handle and attaches it (create or open).
     pub fn attached(name: &str) -> Sys<Dsu> {
         let d = Dsu::open()?;

@@ -32,9 +32,14 @@ fn denied() -> TestResult {
     let n = name.clone();
     as_user(1000, 1000, &[], move || {
         let h = Dsu::open()?;
-        ensure_eq!(h.attach(&n, 0, 0), Err(Errno::EACCES), "ATTACH");
+        ensure_eq!(h.attach(&n, 0, 0), Err(Errno::EPERM), "ATTACH of root's segment");
         ensure_eq!(
-            h.attach(&n, DSU_ATTACH_MUST_EXIST, 0),
+            h.attach_owner(&n, 0, 0, 0),
+            Err(Errno::EACCES),
+            "ATTACH naming the owner"
+        );
+        ensure_eq!(
+            h.attach_owner(&n, DSU_ATTACH_MUST_EXIST, 0, 0),
             Err(Errno::EACCES),
             "ATTACH MUST_EXIST"
         );
@@ -87,7 +92,7 @@ fn allowed() -> TestResult {
     let n = name.clone();
     as_user(1000, 1000, &[], move || {
         let h = Dsu::open()?;
-        ensure_eq!(h.attach(&n, 0, 0), Ok(false), "ATTACH");
+        ensure_eq!(h.attach_owner(&n, 0, 0, 0), Ok(false), "ATTACH");
         let v = h.resolve_ok(vec![var("g", 8, 1, None), var("by_1000", 8, 2, None)])?;
         ensure_eq!(
             (v[0].status, v[0].first_page),
@@ -128,7 +133,11 @@ fn read_only() -> TestResult {
     let n = name.clone();
     as_user(1000, 1000, &[], move || {
         let h = Dsu::open()?;
-        ensure_eq!(h.attach(&n, 0, 0), Ok(false), "ATTACH with read permission");
+        ensure_eq!(
+            h.attach_owner(&n, 0, 0, 0),
+            Ok(false),
+            "ATTACH with read permission"
+        );
         let mut vars = vec![var("g", 8, 1, None)];
         ensure_eq!(
             h.resolve(&mut vars).1,
@@ -159,7 +168,8 @@ fn read_only() -> TestResult {
     let (_root, page) = root_segment(&name, 0o060)?;
     let n = name.clone();
     as_user(1000, 1000, &[0], move || {
-        let h = Dsu::attached(&n)?;
+        let h = Dsu::open()?;
+        h.attach_owner(&n, 0, 0, 0)?;
         h.bind("member", &[page], 0)?;
         let m = h.map(1)?;
         ensure_eq!(m.get(0), 3, "group member's mapping");
@@ -168,7 +178,7 @@ fn read_only() -> TestResult {
     let n = name.clone();
     as_user(1000, 1000, &[], move || {
         ensure_eq!(
-            Dsu::open()?.attach(&n, 0, 0),
+            Dsu::open()?.attach_owner(&n, 0, 0, 0),
             Err(Errno::EACCES),
             "non-member"
         );
@@ -205,9 +215,9 @@ fn destroy() -> TestResult {
     as_user(1001, 1001, &[], move || {
         let h = Dsu::open()?;
         ensure_eq!(
-            h.attach(&n, 0, 0),
+            h.attach_owner(&n, 0, 0, 1000),
             Ok(false),
-            "uid 1001 opens a 0666 segment"
+            "uid 1001 opens a 0666 segment, naming its owner"
         );
         ensure_eq!(h.destroy(&n), Err(Errno::EPERM), "uid 1001 destroys");
         Ok(())

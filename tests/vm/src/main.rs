@@ -25,6 +25,7 @@ mod kv_update;
 mod review;
 mod robust_crash;
 mod robust_fuzz;
+mod robust_isolation;
 mod robust_limits;
 mod robust_permissions;
 mod robust_raw;

@@ -86,9 +86,21 @@ fn expected(who: Who, mode: u32, op: Op) -> Result<(), Errno> {
 /// Performs `op` as the current (already switched) user.
 fn perform(op: Op) -> Result<(), Errno> {
     let dev = Dev::open()?;
-    let attach = || dev.attach(SEG, DSU_ATTACH_MUST_EXIST, 0).map(|_| ());
+    // Sharing with another owner is explicit (DSU_ATTACH_OWNER); the mode decides the rest.
+    let attach = || {
+        dev.attach_owner(SEG, DSU_ATTACH_MUST_EXIST, 0, OWNER)
+            .map(|_| ())
+    };
     match op {
-        Op::Open => attach(),
+        Op::Open => {
+            // Without naming the owner, nobody else lands on the segment, root included.
+            // SAFETY: getuid has no preconditions.
+            let plain = Dev::open()?.attach(SEG, DSU_ATTACH_MUST_EXIST, 0);
+            if unsafe { libc::getuid() } != OWNER && plain != Err(Errno::EPERM) {
+                return Err(Errno::EOWNERDEAD); // "joined another user's segment unasked"
+            }
+            attach()
+        }
         Op::Resolve => {
             attach()?;
             let mut v = [var("x", 8, FP, None)];
@@ -231,7 +243,7 @@ fn per_operation() -> TestResult {
             dev.segment(SEG)?.is_some(),
             "LIST_SEGMENTS shows other users' segments"
         );
-        dev.attach(SEG, DSU_ATTACH_MUST_EXIST, 0)?;
+        dev.attach_owner(SEG, DSU_ATTACH_MUST_EXIST, 0, OWNER)?;
         ensure!(
             dev.read_var(SEG, "x", 8)? == 42u64.to_ne_bytes(),
             "dump reads the value"

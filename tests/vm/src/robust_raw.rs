@@ -75,6 +75,11 @@ impl Dev {
         Ok(a.created != 0)
     }
 
+    /// ATTACH with a struct the caller prepared (its `size` included).
+    pub fn attach_struct(&self, a: &mut dsu_attach) -> Sys<()> {
+        self.ioctl(IOC_ATTACH, a)
+    }
+
     /// ATTACH with `DSU_ATTACH_OWNER` and `owner` (plus `flags`); returns whether it
     /// created the segment.
     pub fn attach_owner(&self, name: &str, flags: u32, mode: u32, owner: u32) -> Sys<bool> {
