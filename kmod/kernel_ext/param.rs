@@ -16,7 +16,12 @@
 //! readers load atomically and may see an old or a new value, never a torn one.
 
 use core::sync::atomic::{AtomicU32, Ordering};
-use kernel::{bindings, error::code::EINVAL, str::CStr, types::Opaque};
+use kernel::{
+    bindings,
+    error::code::{EINVAL, ERANGE},
+    str::CStr,
+    types::Opaque,
+};
 
 extern "C" {
     /// This module, constructed by the module loader.
@@ -55,7 +60,8 @@ impl UintParam {
 }
 
 /// `kernel_param_ops.set` of a bounded uint: `kstrtouint` (base 0, a trailing newline
-/// allowed, as `param_set_uint`), then `EINVAL` above the parameter's maximum.
+/// allowed, as `param_set_uint`), then `EINVAL` above the parameter's maximum (also for a
+/// number that does not fit in 32 bits, which `kstrtouint` calls `ERANGE`).
 ///
 /// # Safety
 ///
@@ -71,6 +77,10 @@ unsafe extern "C" fn set_bounded_uint(
     let mut value: kernel::ffi::c_uint = 0;
     // SAFETY: `val` is NUL-terminated (the caller's contract); `value` is a valid output.
     let rc = unsafe { bindings::kstrtouint(val, 0, &mut value) };
+    if rc == ERANGE.to_errno() {
+        // Above any cap, however far.
+        return EINVAL.to_errno();
+    }
     if rc != 0 {
         return rc;
     }

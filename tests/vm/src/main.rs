@@ -28,6 +28,7 @@ mod robust_fuzz;
 mod robust_isolation;
 mod robust_limits;
 mod robust_permissions;
+mod robust_pinning;
 mod robust_raw;
 mod robust_stress;
 mod userspace_c;
