@@ -19,12 +19,12 @@ use crate::{
     mapping,
     registry::Registry,
     segment::MAY_READ,
-    version::QueuedEvent,
     uapi::{
         self, dsu_destroy, dsu_event, dsu_list, dsu_read_var, dsu_segment_info, dsu_variable_info,
         dsu_version_info, ioctl, RecordArray, DSU_LIST_MAX, DSU_READ_ANY_FINGERPRINT,
         DSU_READ_TYPE_DESC,
     },
+    version::QueuedEvent,
 };
 use core::mem::size_of;
 use kernel::{

@@ -373,8 +373,7 @@ impl Segment {
         let charge = self.accounting.charge_pages(reserved.pages)?;
 
         // 2. Allocate and fill the new entries' pages with no lock held.
-        let mut groups: KVVec<NewPages<'_>> =
-            KVVec::with_capacity(vars.len(), GFP_KERNEL_ACCOUNT)?;
+        let mut groups: KVVec<NewPages<'_>> = KVVec::with_capacity(vars.len(), GFP_KERNEL_ACCOUNT)?;
         for v in vars.iter() {
             let group = if v.status == DSU_VAR_PENDING {
                 self.new_pages(v)?

@@ -72,8 +72,9 @@ impl TaskPid {
     pub fn current_tgid() -> Result<Self> {
         // SAFETY: `get_current` is the running task; `get_task_pid` takes a reference on its
         // thread group's pid (NULL only for an exiting task).
-        let pid =
-            unsafe { bindings::get_task_pid(bindings::get_current(), bindings::pid_type_PIDTYPE_TGID) };
+        let pid = unsafe {
+            bindings::get_task_pid(bindings::get_current(), bindings::pid_type_PIDTYPE_TGID)
+        };
         NonNull::new(pid).map(Self).ok_or(ESRCH)
     }
 

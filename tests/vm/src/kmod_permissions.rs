@@ -32,7 +32,11 @@ fn denied() -> TestResult {
     let n = name.clone();
     as_user(1000, 1000, &[], move || {
         let h = Dsu::open()?;
-        ensure_eq!(h.attach(&n, 0, 0), Err(Errno::EPERM), "ATTACH of root's segment");
+        ensure_eq!(
+            h.attach(&n, 0, 0),
+            Err(Errno::EPERM),
+            "ATTACH of root's segment"
+        );
         ensure_eq!(
             h.attach_owner(&n, 0, 0, 0),
             Err(Errno::EACCES),

@@ -66,8 +66,13 @@ fn takeover() -> TestResult {
                 .expect_err("the library attached to another user's segment");
             let msg = e.to_string();
             ensure!(
-                matches!(e, dsu::Error::OwnedByOther { uid: Some(1001), .. })
-                    && msg.contains("shared_with_owner(1001)")
+                matches!(
+                    e,
+                    dsu::Error::OwnedByOther {
+                        uid: Some(1001),
+                        ..
+                    }
+                ) && msg.contains("shared_with_owner(1001)")
                     && msg.contains("choose another name"),
                 "library error: {msg}"
             );
@@ -375,7 +380,11 @@ fn pid_ns() -> TestResult {
             .iter()
             .find(|e| e.kind == DSU_EVENT_VERSION_BOUND)
             .ok_or("no VERSION_BOUND event outside")?;
-        ensure_eq!(bound.pid, real, "the inner version's pid in the outer event");
+        ensure_eq!(
+            bound.pid,
+            real,
+            "the inner version's pid in the outer event"
+        );
         Ok(())
     })();
     drop(outer);
@@ -478,7 +487,10 @@ fn event_size() -> TestResult {
             buf[64..128].iter().all(|b| *b == 0),
             "bytes past the kernel's event are zero"
         );
-        ensure!(buf[128..].iter().all(|b| *b == 0xff), "nothing past the record");
+        ensure!(
+            buf[128..].iter().all(|b| *b == 0xff),
+            "nothing past the record"
+        );
         let mut buf = [0u8; 256];
         // SAFETY: writable buffer of its length.
         let n = unsafe { libc::read(old.fd(), buf.as_mut_ptr().cast(), buf.len()) };

@@ -4,7 +4,7 @@
 //! `max_segment_pages`, and module parameters that cannot be raised past their caps.
 
 use crate::robust_raw::{Dev, destroy_quietly, var};
-use crate::util::{as_user, rmmod, insmod, with_module_params};
+use crate::util::{as_user, insmod, rmmod, with_module_params};
 use crate::{Failure, Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
 use dsu_uapi::*;
 use linkme::distributed_slice;
@@ -257,7 +257,11 @@ fn handles() -> TestResult {
         let d = Dev::open()?;
         ensure_eq!(d.attach("pin-h", 0, 0), Err(Errno::ENOSPC), "fourth handle");
         drop(hs);
-        ensure_eq!(d.attach("pin-h", 0, 0), Ok(false), "after the others closed");
+        ensure_eq!(
+            d.attach("pin-h", 0, 0),
+            Ok(false),
+            "after the others closed"
+        );
         d.destroy("pin-h")?;
         Ok(())
     })
@@ -306,7 +310,11 @@ fn params() -> TestResult {
                 Err(Errno::EINVAL),
                 "{name}=u64::MAX"
             );
-            ensure_eq!(write_param(name, &cap.to_string()), Ok(()), "{name} at its cap");
+            ensure_eq!(
+                write_param(name, &cap.to_string()),
+                Ok(()),
+                "{name} at its cap"
+            );
             let now = std::fs::read_to_string(format!("/sys/module/dsu/parameters/{name}"))?;
             ensure_eq!(now.trim(), cap.to_string(), "{name} reads back");
         }
@@ -360,7 +368,9 @@ fn reserved() -> TestResult {
     let controllers =
         std::fs::read_to_string(format!("{root}/cgroup.controllers")).unwrap_or_default();
     if !controllers.split_whitespace().any(|c| c == "memory") {
-        return Err(Failure::Skip("no memory controller in /sys/fs/cgroup".into()));
+        return Err(Failure::Skip(
+            "no memory controller in /sys/fs/cgroup".into(),
+        ));
     }
     std::fs::write(format!("{root}/cgroup.subtree_control"), "+memory")?;
     let cg = format!("{root}/dsu-reserve-test");
@@ -414,7 +424,9 @@ fn reserved() -> TestResult {
             );
             ensure_eq!(vars.len(), 1, "one entry fits");
             if raced == 0 {
-                return Err(Failure::Skip("no racing RESOLVE overlapped the first".into()));
+                return Err(Failure::Skip(
+                    "no racing RESOLVE overlapped the first".into(),
+                ));
             }
             ensure!(
                 peak < N * PAGE * 3 / 2,
