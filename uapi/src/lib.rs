@@ -5,7 +5,7 @@
 //!
 //! ```
 //! let attach = dsu_uapi::dsu_attach { size: size_of::<dsu_uapi::dsu_attach>() as u32, ..Default::default() };
-//! assert_eq!(attach.size, 80);
+//! assert_eq!(attach.size, 88);
 //! ```
 #![no_std]
 #![allow(non_camel_case_types, non_upper_case_globals, missing_docs)]
@@ -21,7 +21,10 @@ mod tests {
     /// The struct sizes are part of the ABI: a change here must be deliberate.
     #[test]
     fn struct_sizes_are_stable() {
-        assert_eq!(size_of::<dsu_attach>(), 80);
+        // 80 in API version 1 (DSU_ATTACH_SIZE_VER1), then `owner` and `event_size`.
+        assert_eq!(size_of::<dsu_attach>(), 88);
+        assert_eq!(DSU_ATTACH_SIZE_VER1, 80);
+        assert_eq!(DSU_EVENT_SIZE_VER1 as usize, size_of::<dsu_event>());
         assert_eq!(size_of::<dsu_var>(), 216);
         assert_eq!(DSU_VAR_SIZE_VER1, 200);
         assert_eq!(size_of::<dsu_resolve>(), 32);

@@ -94,9 +94,10 @@ fn perform(op: Op) -> Result<(), Errno> {
     match op {
         Op::Open => {
             // Without naming the owner, nobody else lands on the segment, root included.
-            // SAFETY: getuid has no preconditions.
             let plain = Dev::open()?.attach(SEG, DSU_ATTACH_MUST_EXIST, 0);
-            if unsafe { libc::getuid() } != OWNER && plain != Err(Errno::EPERM) {
+            // SAFETY: getuid has no preconditions.
+            let me = unsafe { libc::getuid() };
+            if me != OWNER && plain != Err(Errno::EPERM) {
                 return Err(Errno::EOWNERDEAD); // "joined another user's segment unasked"
             }
             attach()

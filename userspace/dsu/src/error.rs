@@ -477,6 +477,7 @@ mod tests {
             segment: seg.into(),
             name: None,
             owner: None,
+            expected_owner: None,
         }
     }
 
