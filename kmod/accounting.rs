@@ -16,8 +16,9 @@
 //! whichever task charged it.
 //!
 //! Lock order: registry mutex → accounting mutex (segment creation charges under the
-//! registry lock). RESOLVE charges with no segment lock held; nothing is called with the
-//! accounting mutex held.
+//! registry lock), segment mutex → accounting mutex (RESOLVE's commit releases the part of
+//! its charge it did not use). RESOLVE charges with no segment lock held; no other lock is
+//! taken with the accounting mutex held.
 
 use crate::{
     kernel_ext::cred::{capable_ipc_lock, capable_sys_resource, current_uid, memlock_limit_pages},

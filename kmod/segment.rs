@@ -385,7 +385,7 @@ impl Segment {
                     pages: KVVec::new(),
                 }
             };
-            groups.push(group, GFP_KERNEL)?;
+            groups.push(group, GFP_KERNEL_ACCOUNT)?;
         }
 
         // 3. Re-classify (another version may have resolved the same names meanwhile) and
@@ -582,7 +582,7 @@ impl Segment {
         start: usize,
         count: usize,
     ) -> Result<(KVVec<dsu_variable_info>, usize)> {
-        let mut out = KVVec::with_capacity(count, GFP_KERNEL)?;
+        let mut out = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
         let g = self.inner.lock();
         let total = g.dir.len();
         for i in start..total.min(start.saturating_add(count)) {
@@ -599,7 +599,7 @@ impl Segment {
                     created_label: e.created_label.to_c(),
                     name: e.name.to_c(),
                 },
-                GFP_KERNEL,
+                GFP_KERNEL_ACCOUNT,
             )?;
         }
         Ok((out, total))
@@ -611,10 +611,10 @@ impl Segment {
         start: usize,
         count: usize,
     ) -> Result<(KVVec<uapi::dsu_version_info>, usize)> {
-        let mut out = KVVec::with_capacity(count, GFP_KERNEL)?;
+        let mut out = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
         let g = self.inner.lock();
         for (_, v) in g.versions.iter().skip(start).take(count) {
-            out.push(v.info(), GFP_KERNEL)?;
+            out.push(v.info(), GFP_KERNEL_ACCOUNT)?;
         }
         Ok((out, g.version_count))
     }
@@ -641,12 +641,12 @@ impl Segment {
         let first = e.first_page as usize + offset / PAGE_SIZE;
         let count = (skip + len).div_ceil(PAGE_SIZE);
         let (var_size, var_fingerprint) = (e.size, e.fingerprint);
-        let mut pages = KVVec::with_capacity(count, GFP_KERNEL)?;
+        let mut pages = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
         for i in first..first + count {
             let page = g.pages.get(i).ok_or(EINVAL)?;
             // SAFETY: The segment drops its page references only when it is dropped, and the
             // snapshot borrows it.
-            pages.push(unsafe { page.borrow_for() }, GFP_KERNEL)?;
+            pages.push(unsafe { page.borrow_for() }, GFP_KERNEL_ACCOUNT)?;
         }
         Ok(VarSnapshot {
             pages,
