@@ -42,7 +42,7 @@ fn create_open() -> TestResult {
         Err(Errno::EINVAL),
         "both flags"
     );
-    ensure_eq!(b.attach(&name, 4, 0), Err(Errno::EINVAL), "unknown flag");
+    ensure_eq!(b.attach(&name, 1 << 3, 0), Err(Errno::EINVAL), "unknown flag");
     ensure_eq!(
         b.attach(&name, 0, 0o1000),
         Err(Errno::EINVAL),
@@ -301,7 +301,7 @@ fn struct_sizes() -> TestResult {
     }
     let mut big = Bigger {
         a: dsu_attach {
-            size: 104,
+            size: size_of::<Bigger>() as u32,
             name: cname(&name),
             ..Default::default()
         },
