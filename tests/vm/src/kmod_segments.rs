@@ -42,7 +42,11 @@ fn create_open() -> TestResult {
         Err(Errno::EINVAL),
         "both flags"
     );
-    ensure_eq!(b.attach(&name, 1 << 3, 0), Err(Errno::EINVAL), "unknown flag");
+    ensure_eq!(
+        b.attach(&name, 1 << 3, 0),
+        Err(Errno::EINVAL),
+        "unknown flag"
+    );
     ensure_eq!(
         b.attach(&name, 0, 0o1000),
         Err(Errno::EINVAL),

@@ -348,7 +348,8 @@ fn attach_errors() -> TestResult {
         err.contains("invalid segment name \"bad/name\""),
         "bad name: {err}"
     );
-    // Permission: a root-owned 0600 segment, attached by uid 1000.
+    // Ownership: a root-owned segment, attached by uid 1000 without naming its owner, is
+    // refused whatever its mode, with a message that says how to share on purpose.
     let seg = "us-perm";
     destroy(seg);
     ok("dsuctl", &["create", seg, "--mode", "0600"])?;
@@ -365,7 +366,7 @@ fn attach_errors() -> TestResult {
     let err = String::from_utf8_lossy(&out.stderr);
     ensure_eq!(out.status.code(), Some(1), "as uid 1000: {err}");
     ensure!(
-        err.contains("permission denied on segment \"us-perm\" (owner 0, mode 0600)"),
+        err.contains("segment \"us-perm\" is owned by uid 0; if you meant to share it, attach with shared_with_owner(0)"),
         "as uid 1000: {err}"
     );
     Ok(())
