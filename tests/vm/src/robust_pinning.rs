@@ -400,10 +400,11 @@ fn reserved() -> TestResult {
                     std::thread::sleep(std::time::Duration::from_millis(5));
                     while !done.load(std::sync::atomic::Ordering::SeqCst) && i < 1000 {
                         let mut v = [var(&format!("racer{i}"), N * PAGE, 1, None)];
-                        let r = dev.resolve(&mut v);
+                        // Started while the first RESOLVE was still in flight.
                         if !done.load(std::sync::atomic::Ordering::SeqCst) {
                             raced += 1;
                         }
+                        let r = dev.resolve(&mut v);
                         if r.is_ok() {
                             break;
                         }
