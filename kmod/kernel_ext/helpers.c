@@ -8,6 +8,10 @@
 #include <linux/nsproxy.h>
 #include <linux/sched.h>
 
+/* Called from Rust only (kernel_ext/ns.rs declares them); prototypes for -Wmissing-prototypes. */
+struct ipc_namespace *dsu_get_current_ipc_ns(void);
+void dsu_put_ipc_ns(struct ipc_namespace *ns);
+
 /* The current task's IPC namespace, with a reference (get_ipc_ns is an inline). */
 struct ipc_namespace *dsu_get_current_ipc_ns(void)
 {
