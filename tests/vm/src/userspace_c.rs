@@ -151,3 +151,50 @@ fn c_struct_layout() -> TestResult {
     destroy(seg);
     r
 }
+
+#[distributed_slice(TESTS)]
+static C_OWNER: VmTest = VmTest {
+    name: "userspace::c_attach_shared_owner",
+    phase: Phase::Main,
+    run: c_owner,
+};
+/// A C program run by uid 1000 does not join root's 0666 segment with `dsu_attach`
+/// (DSU_EOWNER, and the message says how to share on purpose); with `dsu_attach_shared`
+/// naming uid 0 it does.
+fn c_owner() -> TestResult {
+    use std::os::unix::process::CommandExt;
+    have_c_examples()?;
+    let seg = "us-c-owner";
+    destroy(seg);
+    let r = (|| -> TestResult {
+        ok("dsuctl", &["create", seg, "--mode", "0666"])?;
+        let run = |extra: &[&str]| {
+            std::process::Command::new("ccounter_v1")
+                .args(extra)
+                .args(["--segment", seg, "read"])
+                .uid(1000)
+                .gid(1000)
+                .output()
+        };
+        let out = run(&[])?;
+        let err = String::from_utf8_lossy(&out.stderr);
+        ensure_eq!(out.status.code(), Some(1), "dsu_attach as uid 1000: {err}");
+        ensure!(
+            err.contains("is owned by uid 0") && err.contains("dsu_attach_shared(..., 0)"),
+            "dsu_attach's message: {err}"
+        );
+        let out = run(&["--owner", "0"])?;
+        ensure_eq!(
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            ),
+            (Some(0), "counter=0 old_only=7".to_string()),
+            "dsu_attach_shared naming uid 0: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Ok(())
+    })();
+    destroy(seg);
+    r
+}

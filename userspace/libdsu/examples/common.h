@@ -78,21 +78,26 @@ static int command(const struct var *vars, int n, int argc, char **argv, char *o
 
 static int run(const char *default_label, const struct var *vars, int n, int argc, char **argv)
 {
-	const char *segment = "ccounter", *label = default_label;
+	const char *segment = "ccounter", *label = default_label, *owner = NULL;
 	char out[4096];
 	argc--, argv++;
-	while (argc >= 2 && (!strcmp(argv[0], "--segment") || !strcmp(argv[0], "--label"))) {
+	while (argc >= 2 && (!strcmp(argv[0], "--segment") || !strcmp(argv[0], "--label") ||
+			     !strcmp(argv[0], "--owner"))) {
 		if (!strcmp(argv[0], "--segment"))
 			segment = argv[1];
+		else if (!strcmp(argv[0], "--owner"))
+			owner = argv[1];
 		else
 			label = argv[1];
 		argc -= 2, argv += 2;
 	}
 	if (argc < 1) {
-		fprintf(stderr, "usage: ccounter_vN [--segment S] [--label L] (read | get VAR | write VAR VALUE | wait-newer MS | serve)\n");
+		fprintf(stderr, "usage: ccounter_vN [--segment S] [--label L] [--owner UID] (read | get VAR | write VAR VALUE | wait-newer MS | serve)\n");
 		return 2;
 	}
-	int rc = dsu_attach(segment, label, 0, 0);
+	/* --owner: share a segment that user UID owns (else only our own user's segment). */
+	int rc = owner ? dsu_attach_shared(segment, label, 0, 0, (unsigned int)strtoul(owner, NULL, 10))
+		       : dsu_attach(segment, label, 0, 0);
 	if (rc < 0) {
 		fprintf(stderr, "error: %s\n", dsu_last_error());
 		return 1;
