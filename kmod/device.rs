@@ -57,7 +57,7 @@ impl MiscDevice for Handle {
         arg: usize,
     ) -> Result<isize> {
         match cmd {
-            ioctl::ATTACH => handle.attach(registry, arg),
+            ioctl::ATTACH | ioctl::ATTACH_VER1 => handle.attach(registry, arg),
             ioctl::RESOLVE => handle.resolve(arg),
             ioctl::BIND | ioctl::BIND_VER1 => handle.bind(arg),
             ioctl::LIST_SEGMENTS => list(registry, arg, ListKind::Segments),

@@ -62,8 +62,8 @@ plain_data! {
 }
 
 /// ioctl command numbers, dispatched on the whole command: type, number, direction and
-/// size bits. Each struct size the kernel knows has its own command (BIND has two: API
-/// version 1's 64-byte struct and today's); any other command is `ENOTTY`. Within a
+/// size bits. Each struct size the kernel knows has its own command (ATTACH and BIND have
+/// two: API version 1's 80- and 64-byte structs and today's); any other command is `ENOTTY`. Within a
 /// command, the struct's own `size` field still says how much is copied.
 pub mod ioctl {
     use super::*;
@@ -72,6 +72,9 @@ pub mod ioctl {
     const MAGIC: u32 = DSU_IOC_MAGIC;
     /// `DSU_IOC_ATTACH`.
     pub const ATTACH: u32 = _IOWR::<dsu_attach>(MAGIC, DSU_IOC_NR_ATTACH);
+    /// `DSU_IOC_ATTACH_VER1`: ATTACH as API version 1 encoded it (an 80-byte struct).
+    pub const ATTACH_VER1: u32 =
+        _IOWR::<[u8; DSU_ATTACH_SIZE_VER1 as usize]>(MAGIC, DSU_IOC_NR_ATTACH);
     /// `DSU_IOC_RESOLVE`.
     pub const RESOLVE: u32 = _IOWR::<dsu_resolve>(MAGIC, DSU_IOC_NR_RESOLVE);
     /// `DSU_IOC_BIND`.

@@ -24,8 +24,9 @@
  * width with explicit padding; padding and reserved fields must be zero.
  *
  * ioctl commands are dispatched on the whole number: type, number, direction and size
- * bits. The module accepts exactly the commands below, one per struct size it knows (BIND
- * has two: DSU_IOC_BIND and API version 1's DSU_IOC_BIND_VER1); any other number is
+ * bits. The module accepts exactly the commands below, one per struct size it knows (ATTACH
+ * and BIND have two: the current one and API version 1's DSU_IOC_ATTACH_VER1 and
+ * DSU_IOC_BIND_VER1); any other number is
  * ENOTTY. A struct that grows gets a new command for its new size, and the old one stays.
  * Within a command, the struct's size field still governs how much is copied. 32-bit
  * processes use the same commands and structs (every field is fixed-width and padded
@@ -318,6 +319,9 @@ struct dsu_destroy {
 #define DSU_IOC_NR_DESTROY 0x08
 
 #define DSU_IOC_ATTACH _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_ATTACH, struct dsu_attach)
+/* ATTACH as API version 1 encoded it: the 80-byte struct, without owner and event_size. */
+#define DSU_IOC_ATTACH_VER1 \
+	_IOC(_IOC_READ | _IOC_WRITE, DSU_IOC_MAGIC, DSU_IOC_NR_ATTACH, DSU_ATTACH_SIZE_VER1)
 #define DSU_IOC_RESOLVE _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_RESOLVE, struct dsu_resolve)
 #define DSU_IOC_BIND _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_BIND, struct dsu_bind)
 /* BIND as API version 1 encoded it: the 64-byte struct, without extents. */

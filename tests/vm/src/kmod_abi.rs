@@ -19,12 +19,18 @@ const READ_WRITE: u64 = 3;
 const WRITE: u64 = 1;
 
 /// Every command the module knows: (name, direction, number, struct size).
-const COMMANDS: [(&str, u64, u32, usize); 9] = [
+const COMMANDS: [(&str, u64, u32, usize); 10] = [
     (
         "ATTACH",
         READ_WRITE,
         DSU_IOC_NR_ATTACH,
         size_of::<dsu_attach>(),
+    ),
+    (
+        "ATTACH_VER1",
+        READ_WRITE,
+        DSU_IOC_NR_ATTACH,
+        DSU_ATTACH_SIZE_VER1 as usize,
     ),
     (
         "RESOLVE",

@@ -442,7 +442,15 @@ fn event_size() -> TestResult {
             ..Default::default()
         };
         if size < 88 {
+            // API version 1's program: its struct and its command number.
             a.event_size = 0;
+            let cmd = (3u64 << 30)
+                | ((DSU_ATTACH_SIZE_VER1 as u64) << 16)
+                | ((DSU_IOC_MAGIC as u64) << 8)
+                | DSU_IOC_NR_ATTACH as u64;
+            // SAFETY: `a` is a valid dsu_attach whose first 80 bytes the kernel may access.
+            let r = unsafe { libc::ioctl(d.fd(), cmd as libc::c_ulong, &raw mut a) };
+            return if r < 0 { Err(Errno::last()) } else { Ok(d) };
         }
         d.attach_struct(&mut a)?;
         Ok(d)
