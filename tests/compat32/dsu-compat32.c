@@ -20,7 +20,7 @@
 #include "../../uapi/dsu.h"
 
 _Static_assert(sizeof(void *) == 4, "build with -m32");
-_Static_assert(sizeof(struct dsu_attach) == 80, "dsu_attach");
+_Static_assert(sizeof(struct dsu_attach) == 88, "dsu_attach");
 _Static_assert(sizeof(struct dsu_var) == 216, "dsu_var");
 _Static_assert(sizeof(struct dsu_resolve) == 32, "dsu_resolve");
 _Static_assert(sizeof(struct dsu_bind) == 80, "dsu_bind");
