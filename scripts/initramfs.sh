@@ -12,6 +12,19 @@ pack() {
     install -m 0755 "$DSU_ROOT/scripts/guest/init" "$root/init"
     cp "$DSU_ROOT"/scripts/guest/run/*.sh "$root/dsu/run/"
     cp "$DSU_OUT"/bin/* "$root/dsu/bin/" 2>/dev/null || true
+    # libdsu.so.0 for the C examples linked against it (run path /dsu/lib), and the C
+    # library and loader that dynamically linked binaries need.
+    mkdir -p "$root/dsu/lib"
+    cp "$DSU_OUT"/lib/* "$root/dsu/lib/" 2>/dev/null || true
+    local bin dep
+    for bin in "$root"/dsu/bin/*; do
+        readelf -d "$bin" 2>/dev/null | grep -q NEEDED || continue
+        for dep in $(LD_LIBRARY_PATH="$DSU_OUT/lib" ldd "$bin" | grep -o '/[^ ]*'); do
+            case "$dep" in "$DSU_OUT"/*) continue ;; esac
+            mkdir -p "$root$(dirname "$dep")"
+            cp -L "$dep" "$root$dep"
+        done
+    done
     local m; for m in "$@"; do cp "$m" "$root/dsu/"; done
     printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\nother:x:1001:1001:other:/tmp:/bin/sh\n' > "$root/etc/passwd"
     printf 'root:x:0:\nuser:x:1000:\nother:x:1001:\nshared:x:2000:user\n' > "$root/etc/group"

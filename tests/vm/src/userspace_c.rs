@@ -1,5 +1,7 @@
 //! The C API (`libdsu`, `DSU_GLOBAL`, `dsu_attach`) end to end with the C examples
-//! `ccounter_v1` and `ccounter_v2` (built with gcc -static against libdsuc.a).
+//! `ccounter_v1` and `ccounter_v2`, built through pkg-config from a DESTDIR install of
+//! libdsu (userspace/libdsu/build-examples.sh): statically against libdsu.a, and as
+//! `ccounter_v1_so`/`ccounter_v2_so` against libdsu.so.0 (in the guest's /dsu/lib).
 
 use crate::userspace_helpers::{Server, destroy, fails, ok};
 use crate::{Failure, Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
@@ -24,20 +26,41 @@ fn have_c_examples() -> Result<(), Failure> {
 static C_V1_V2: VmTest = VmTest {
     name: "userspace::c_v1_v2",
     phase: Phase::Main,
-    run: c_v1_v2,
+    run: || counter_update("ccounter_v1", "ccounter_v2", "us-c"),
 };
-fn c_v1_v2() -> TestResult {
+
+#[distributed_slice(TESTS)]
+static C_SHARED_LIB_V1_V2: VmTest = VmTest {
+    name: "userspace::c_shared_lib_v1_v2",
+    phase: Phase::Main,
+    run: c_shared_lib_v1_v2,
+};
+/// The same update with both versions linked against libdsu.so.0: the library attaches
+/// the globals defined in the executable (the header's inline dsu_attach passes the
+/// executable's descriptor section).
+fn c_shared_lib_v1_v2() -> TestResult {
+    let needs = std::fs::read("/dsu/bin/ccounter_v1_so").map_err(|e| {
+        Failure::Fail(format!("/dsu/bin/ccounter_v1_so: {e} (build-examples.sh did not run?)"))
+    })?;
+    ensure!(
+        needs.windows(11).any(|w| w == b"libdsu.so.0"),
+        "ccounter_v1_so does not name libdsu.so.0"
+    );
+    counter_update("ccounter_v1_so", "ccounter_v2_so", "us-cso")
+}
+
+/// v1 and v2 of the counter share `counter`; v2's bind wakes v1.
+fn counter_update(v1_prog: &str, v2_prog: &str, seg: &str) -> TestResult {
     have_c_examples()?;
-    let seg = "us-c";
     destroy(seg);
     let r = (|| -> TestResult {
-        let mut v1 = Server::start("ccounter_v1", &["--segment", seg])?;
+        let mut v1 = Server::start(v1_prog, &["--segment", seg])?;
         ensure_eq!(v1.cmd("read")?, "counter=0 old_only=7", "v1 initial");
         v1.cmd("write counter 5")?;
         // v1 waits for a newer version; v2's bind wakes it (dsu_wait_for_newer).
         v1.send("wait-newer 15000")?;
         std::thread::sleep(Duration::from_millis(200));
-        let mut v2 = Server::start("ccounter_v2", &["--segment", seg])?;
+        let mut v2 = Server::start(v2_prog, &["--segment", seg])?;
         ensure_eq!(v1.reply("wait-newer")?, "newer", "v1 woken by v2");
         ensure_eq!(
             v2.cmd("read")?,
@@ -70,12 +93,53 @@ fn c_v1_v2() -> TestResult {
     destroy(seg);
     r?;
     // Errors come back through dsu_last_error.
-    let err = fails("ccounter_v1", &["--segment", "bad/name", "read"], 1)?;
+    let err = fails(v1_prog, &["--segment", "bad/name", "read"], 1)?;
     ensure!(
         err.contains("invalid segment name \"bad/name\""),
         "C error message: {err}"
     );
     Ok(())
+}
+
+#[distributed_slice(TESTS)]
+static C_ERRNOS: VmTest = VmTest {
+    name: "userspace::c_errnos",
+    phase: Phase::Main,
+    run: c_errnos,
+};
+/// dsu_attach returns -errno values (the examples print "[CODE: dsu_strerror(CODE)]"),
+/// with the static and the shared library alike.
+fn c_errnos() -> TestResult {
+    have_c_examples()?;
+    let seg = "us-cerr";
+    for prog in ["ccounter_v1", "ccounter_v1_so"] {
+        destroy(seg);
+        let r = (|| -> TestResult {
+            let err = fails(prog, &["--segment", "bad/name", "read"], 1)?;
+            ensure!(err.contains("[-22: invalid segment name"), "{prog} EINVAL: {err}");
+            let err = fails(prog, &["--segment", seg, "--must-exist", "read"], 1)?;
+            ensure!(err.contains("[-2: "), "{prog} ENOENT: {err}");
+            ensure!(err.contains("does not exist"), "{prog} ENOENT message: {err}");
+            ok(prog, &["--segment", seg, "--must-create", "read"])?;
+            let err = fails(prog, &["--segment", seg, "--must-create", "read"], 1)?;
+            ensure!(err.contains("[-17: "), "{prog} EEXIST: {err}");
+            ensure!(err.contains("already exists"), "{prog} EEXIST message: {err}");
+            Ok(())
+        })();
+        destroy(seg);
+        r?;
+    }
+    // A conflict is -EEXIST too (without DSU_MUST_CREATE it can only be a conflict).
+    let seg = "us-cerr2";
+    destroy(seg);
+    let r = (|| -> TestResult {
+        ok("cconf_v1", &["--segment", seg, "read"])?;
+        let err = fails("cconf_v2_reordered", &["--segment", seg, "read"], 1)?;
+        ensure!(err.contains("[-17: "), "conflict: {err}");
+        Ok(())
+    })();
+    destroy(seg);
+    r
 }
 
 #[distributed_slice(TESTS)]

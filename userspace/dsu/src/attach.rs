@@ -237,6 +237,28 @@ impl Attach {
     /// # Ok::<(), dsu::Error>(())
     /// ```
     pub unsafe fn attach_unchecked(self) -> Result<Version> {
+        // SAFETY: GLOBALS are this program's descriptors; the rest is our caller's contract.
+        unsafe { self.attach_with(&crate::GLOBALS) }
+    }
+
+    /// As [`attach_unchecked`](Attach::attach_unchecked), with the descriptors `descs`
+    /// instead of this program's [`GLOBALS`](static@crate::GLOBALS). For `libdsu`'s shared
+    /// library: the descriptors of C globals are in the executable's section, which the
+    /// library's own `GLOBALS` does not see, so `libdsu.h` passes the executable's section
+    /// bounds.
+    ///
+    /// # Safety
+    ///
+    /// [`attach_unchecked`](Attach::attach_unchecked)'s contract, and `descs` are all the
+    /// descriptors of this program's dsu globals, each valid as [`GlobalDesc::new`] makes
+    /// them (its `addr` is a global alone in its whole pages, which `attach` maps over).
+    ///
+    /// ```no_run
+    /// // SAFETY: GLOBALS are this program's descriptors.
+    /// let v = unsafe { dsu::Attach::new("app", "1.0").attach_with(&dsu::GLOBALS) }?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub unsafe fn attach_with(self, descs: &[GlobalDesc]) -> Result<Version> {
         let guards = crate::sync::guards_held();
         if guards != 0 {
             return Err(Error::NotQuiescent(format!(
@@ -246,7 +268,7 @@ impl Attach {
         if ATTACHED.swap(true, Ordering::AcqRel) {
             return Err(Error::AlreadyAttached);
         }
-        let r = self.attach_descs(&crate::GLOBALS);
+        let r = self.attach_descs(descs);
         if r.is_err() {
             ATTACHED.store(false, Ordering::Release);
         }

@@ -1,15 +1,16 @@
 /* The command loop of the C counter examples (mirrors the Rust counter examples).
  *
- *   ccounter_vN [--segment S] [--label L] COMMAND
+ *   ccounter_vN [--segment S] [--label L] [--owner UID] [--must-exist | --must-create] COMMAND
  *   COMMAND: read | get VAR | write VAR VALUE | wait-newer MS | serve
  *
  * `serve` reads commands from stdin, one per line, and answers "ok ..." or "err ...".
+ * A failed dsu_attach prints "error: MESSAGE [-ERRNO: DESCRIPTION]" and exits with 1.
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <dsu.h>
+#include <libdsu.h>
 
 struct var {
 	const char *name;
@@ -81,25 +82,37 @@ static int run(const char *default_label, const struct var *vars, int n, int arg
 	const char *segment = "ccounter", *label = default_label, *owner = NULL;
 	char out[4096];
 	argc--, argv++;
-	while (argc >= 2 && (!strcmp(argv[0], "--segment") || !strcmp(argv[0], "--label") ||
-			     !strcmp(argv[0], "--owner"))) {
-		if (!strcmp(argv[0], "--segment"))
+	unsigned int flags = 0;
+	for (;;) {
+		if (argc >= 1 && !strcmp(argv[0], "--must-exist")) {
+			flags |= DSU_MUST_EXIST;
+			argc--, argv++;
+		} else if (argc >= 1 && !strcmp(argv[0], "--must-create")) {
+			flags |= DSU_MUST_CREATE;
+			argc--, argv++;
+		} else if (argc >= 2 && !strcmp(argv[0], "--segment")) {
 			segment = argv[1];
-		else if (!strcmp(argv[0], "--owner"))
+			argc -= 2, argv += 2;
+		} else if (argc >= 2 && !strcmp(argv[0], "--owner")) {
 			owner = argv[1];
-		else
+			argc -= 2, argv += 2;
+		} else if (argc >= 2 && !strcmp(argv[0], "--label")) {
 			label = argv[1];
-		argc -= 2, argv += 2;
+			argc -= 2, argv += 2;
+		} else {
+			break;
+		}
 	}
 	if (argc < 1) {
-		fprintf(stderr, "usage: ccounter_vN [--segment S] [--label L] [--owner UID] (read | get VAR | write VAR VALUE | wait-newer MS | serve)\n");
+		fprintf(stderr, "usage: ccounter_vN [--segment S] [--label L] [--owner UID] [--must-exist | --must-create] (read | get VAR | write VAR VALUE | wait-newer MS | serve)\n");
 		return 2;
 	}
 	/* --owner: share a segment that user UID owns (else only our own user's segment). */
-	int rc = owner ? dsu_attach_shared(segment, label, 0, 0, (unsigned int)strtoul(owner, NULL, 10))
-		       : dsu_attach(segment, label, 0, 0);
+	int rc = owner ? dsu_attach_shared(segment, label, flags, 0,
+					   (unsigned int)strtoul(owner, NULL, 10))
+		       : dsu_attach(segment, label, flags, 0);
 	if (rc < 0) {
-		fprintf(stderr, "error: %s\n", dsu_last_error());
+		fprintf(stderr, "error: %s [%d: %s]\n", dsu_last_error(), rc, dsu_strerror(rc));
 		return 1;
 	}
 	if (!strcmp(argv[0], "serve")) {

@@ -1,20 +1,28 @@
-//! The C API of dsu: `include/dsu.h` declares these functions and the `DSU_GLOBAL` macro,
-//! which places C globals and their descriptors in the same linker sections as
-//! `dsu::global!` (`dsu_globals` and `linkme_DSU_GLOBALS`). Link the static library
-//! `libdsuc.a` into the C program.
+//! The C API of dsu: `include/libdsu.h` declares these functions and the `DSU_GLOBAL`
+//! macro, which places C globals and their descriptors in the same linker sections as
+//! `dsu::global!` (`dsu_globals` and `linkme_DSU_GLOBALS`). Built as `libdsu.so.0` (SONAME
+//! `libdsu.so.0`) and `libdsu.a` by `make -C userspace/libdsu` (cargo profile `libdsu`).
+//!
+//! Every function returns `-errno` on failure; [`dsu_last_error`] then says what happened
+//! and what to do, in a thread-local buffer that stays valid (and unchanged) until the
+//! thread's next failing call.
 //!
 //! ```no_run
-//! // The same calls from Rust, for illustration:
-//! let rc = unsafe { dsuc::dsu_attach(c"app".as_ptr(), c"1.0".as_ptr(), 0, 0) };
+//! // The same calls from Rust, for illustration (C calls the header's dsu_attach, which
+//! // passes the executable's descriptor section; null bounds mean "no globals").
+//! let rc = unsafe {
+//!     dsuc::dsu_attach_descs(c"app".as_ptr(), c"1.0".as_ptr(), 0, 0,
+//!                            std::ptr::null(), std::ptr::null())
+//! };
 //! if rc < 0 {
 //!     let msg = unsafe { std::ffi::CStr::from_ptr(dsuc::dsu_last_error()) };
 //!     eprintln!("{}", msg.to_string_lossy());
 //! }
 //! ```
 
-use dsu::{Error, Version};
+use dsu::{Error, GlobalDesc, Version};
 use std::cell::RefCell;
-use std::ffi::{CStr, CString, c_char, c_int, c_uint};
+use std::ffi::{CStr, c_char, c_int, c_uint};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::sync::OnceLock;
 
@@ -25,62 +33,63 @@ pub const DSU_MUST_CREATE: c_uint = 1 << 1;
 /// `dsu_attach` flag: map every page at attach.
 pub const DSU_PREFAULT: c_uint = 1 << 2;
 
-/// Error codes (`enum dsu_error` in dsu.h).
-#[allow(missing_docs)]
-pub mod code {
-    use std::ffi::c_int;
-    pub const OK: c_int = 0;
-    pub const NOMODULE: c_int = -1;
-    pub const ACCESS: c_int = -2;
-    pub const NOSEGMENT: c_int = -3;
-    pub const EXISTS: c_int = -4;
-    pub const CONFLICT: c_int = -5;
-    pub const LIMIT: c_int = -6;
-    pub const NOMEM: c_int = -7;
-    pub const INVAL: c_int = -8;
-    pub const DESTROYED: c_int = -9;
-    pub const ALREADY: c_int = -10;
-    pub const LAYOUT: c_int = -11;
-    pub const KERNEL: c_int = -12;
-    pub const NOTATTACHED: c_int = -13;
-    pub const OWNER: c_int = -14;
-}
-
 static VERSION: OnceLock<Version> = OnceLock::new();
 
+/// Bytes of the last-error buffer, NUL included.
+const LAST_ERROR_LEN: usize = 1024;
+
 thread_local! {
-    static LAST_ERROR: RefCell<CString> = RefCell::new(CString::default());
+    /// This thread's last error message. Its address never changes while the thread
+    /// lives; only a failing call rewrites it.
+    static LAST_ERROR: RefCell<[u8; LAST_ERROR_LEN]> = const { RefCell::new([0; LAST_ERROR_LEN]) };
 }
 
+/// Stores `msg` (truncated at a character boundary to fit) as this thread's last error.
 fn set_error(msg: &str) {
-    let c = CString::new(msg.replace('\0', " ")).unwrap_or_default();
-    LAST_ERROR.with(|e| *e.borrow_mut() = c);
+    let mut end = msg.len().min(LAST_ERROR_LEN - 1);
+    while !msg.is_char_boundary(end) {
+        end -= 1;
+    }
+    LAST_ERROR.with(|e| {
+        let mut buf = e.borrow_mut();
+        for (dst, src) in buf.iter_mut().zip(msg[..end].bytes()) {
+            *dst = if src == 0 { b' ' } else { src };
+        }
+        buf[end] = 0;
+    });
 }
 
-/// The C error code of an error.
+/// The `-errno` value of an error (what the C functions return).
 ///
 /// ```
-/// assert_eq!(dsuc::error_code(&dsu::Error::ModuleNotLoaded), dsuc::code::NOMODULE);
+/// assert_eq!(dsuc::error_code(&dsu::Error::ModuleNotLoaded), -libc::ENODEV);
+/// assert_eq!(dsuc::error_code(&dsu::Error::AlreadyAttached), -libc::EALREADY);
 /// ```
 pub fn error_code(e: &Error) -> c_int {
-    match e {
-        Error::ModuleNotLoaded | Error::OpenDevice { .. } => code::NOMODULE,
-        Error::PermissionDenied { .. } | Error::NotOwner { .. } => code::ACCESS,
-        Error::SegmentNotFound { .. } | Error::VariableNotFound { .. } => code::NOSEGMENT,
-        Error::SegmentExists { .. } => code::EXISTS,
-        Error::OwnedByOther { .. } => code::OWNER,
-        Error::TypeChanged { .. } | Error::SizeChanged { .. } => code::CONFLICT,
-        Error::Limit { .. } => code::LIMIT,
-        Error::OutOfMemory { .. } => code::NOMEM,
-        Error::InvalidName { .. } => code::INVAL,
-        Error::SegmentDestroyed { .. } => code::DESTROYED,
-        Error::AlreadyAttached => code::ALREADY,
-        Error::Layout(_)
-        | Error::DuplicateName(_)
-        | Error::BadDescriptor(_)
-        | Error::PageSize(_) => code::LAYOUT,
-        _ => code::KERNEL,
-    }
+    let errno = match e {
+        Error::ModuleNotLoaded => libc::ENODEV,
+        Error::OpenDevice { source, .. } | Error::Io { source, .. } => {
+            source.raw_os_error().unwrap_or(libc::EIO)
+        }
+        Error::InvalidName { .. } => libc::EINVAL,
+        Error::PermissionDenied { .. } => libc::EACCES,
+        Error::NotOwner { .. } | Error::OwnedByOther { .. } => libc::EPERM,
+        Error::SegmentNotFound { .. } | Error::VariableNotFound { .. } => libc::ENOENT,
+        Error::SegmentExists { .. } | Error::TypeChanged { .. } | Error::SizeChanged { .. } => {
+            libc::EEXIST
+        }
+        Error::SegmentDestroyed { .. } => libc::EIDRM,
+        Error::Limit { .. } => libc::ENOSPC,
+        Error::OutOfMemory { .. } => libc::ENOMEM,
+        Error::Kernel { errno, .. } => *errno as c_int,
+        Error::DuplicateName(_) | Error::Layout(_) | Error::BadDescriptor(_) => libc::ENOEXEC,
+        Error::PageCount { .. } => libc::EPROTO,
+        Error::AlreadyAttached => libc::EALREADY,
+        Error::NotQuiescent(_) => libc::EBUSY,
+        Error::PageSize(_) => libc::EOPNOTSUPP,
+        _ => libc::EIO,
+    };
+    -errno
 }
 
 fn fail(e: Error) -> c_int {
@@ -88,89 +97,135 @@ fn fail(e: Error) -> c_int {
     error_code(&e)
 }
 
+fn fail_with(errno: c_int, msg: &str) -> c_int {
+    set_error(msg);
+    -errno
+}
+
+/// Runs `f`, turning a panic into `-ENOTRECOVERABLE` (the static and shared libraries
+/// are built with `panic = "abort"`, so this only matters for the rlib).
 fn guard(f: impl FnOnce() -> c_int) -> c_int {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
-        Err(_) => {
-            set_error("internal error in libdsu (a Rust panic); please report it");
-            code::KERNEL
-        }
+        Err(_) => fail_with(
+            libc::ENOTRECOVERABLE,
+            "internal error in libdsu (a Rust panic); please report it",
+        ),
     }
 }
 
 fn str_arg(p: *const c_char, what: &str) -> Result<String, c_int> {
     if p.is_null() {
-        set_error(&format!("{what} is NULL"));
-        return Err(code::INVAL);
+        return Err(fail_with(libc::EINVAL, &format!("{what} is NULL")));
     }
     // SAFETY: the caller passes a NUL-terminated string.
     match unsafe { CStr::from_ptr(p) }.to_str() {
         Ok(s) => Ok(s.to_string()),
-        Err(_) => {
-            set_error(&format!("{what} is not UTF-8"));
-            Err(code::INVAL)
-        }
+        Err(_) => Err(fail_with(libc::EINVAL, &format!("{what} is not UTF-8"))),
     }
 }
 
-/// Attaches the program's globals (C and Rust) to `segment` as version `version`.
-/// Returns 0 or a negative error code. See `dsu.h`.
+/// The descriptors between `first` and `end` (a linker section's bounds), checked to be
+/// a whole number of aligned descriptors.
 ///
 /// # Safety
 ///
-/// `segment` and `version` are NUL-terminated strings. No other thread may touch the
+/// `first..end` is null..null or a section holding only descriptors.
+unsafe fn descs<'a>(first: *const GlobalDesc, end: *const GlobalDesc) -> Result<&'a [GlobalDesc], c_int> {
+    if first.is_null() && end.is_null() {
+        return Ok(&[]);
+    }
+    let size = std::mem::size_of::<GlobalDesc>();
+    let bytes = (end as usize).wrapping_sub(first as usize);
+    if first.is_null()
+        || end < first
+        || bytes % size != 0
+        || first as usize % std::mem::align_of::<GlobalDesc>() != 0
+    {
+        return Err(fail_with(
+            libc::ENOEXEC,
+            &format!(
+                "the descriptor section {first:p}..{end:p} is not a whole number of {size}-byte descriptors (rebuild the program against this libdsu.h)"
+            ),
+        ));
+    }
+    // SAFETY: the caller passes a section of descriptors; bounds and alignment checked.
+    Ok(unsafe { std::slice::from_raw_parts(first, bytes / size) })
+}
+
+/// Attaches the globals described by the descriptors `first..end` to `segment` as version
+/// `version`. C programs call `libdsu.h`'s `dsu_attach`, which passes the bounds of the
+/// executable's descriptor section (`__start_linkme_DSU_GLOBALS`, `__stop_...`), so the
+/// shared library attaches the executable's globals. Returns 0 or `-errno` (see
+/// `libdsu.h`).
+///
+/// # Safety
+///
+/// `segment` and `version` are NUL-terminated strings; `first..end` are both null or the
+/// bounds of the program's whole descriptor section. No other thread may touch the
 /// globals during the call, and no lock in a global may be held (the contract of
 /// `dsu::Attach::attach_unchecked`).
 ///
 /// ```no_run
-/// let rc = unsafe { dsuc::dsu_attach(c"app".as_ptr(), c"1.0".as_ptr(), dsuc::DSU_PREFAULT, 0o600) };
+/// let rc = unsafe {
+///     dsuc::dsu_attach_descs(c"app".as_ptr(), c"1.0".as_ptr(), dsuc::DSU_PREFAULT, 0o600,
+///                            std::ptr::null(), std::ptr::null())
+/// };
 /// ```
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dsu_attach(
+pub unsafe extern "C" fn dsu_attach_descs(
     segment: *const c_char,
     version: *const c_char,
     flags: c_uint,
     mode: c_uint,
+    first: *const GlobalDesc,
+    end: *const GlobalDesc,
 ) -> c_int {
     // SAFETY: the caller's contract is this function's.
-    unsafe { attach(segment, version, flags, mode, None) }
+    unsafe { attach(segment, version, flags, mode, None, first, end) }
 }
 
-/// Like [`dsu_attach`], but shares the segment with the user `owner` (a uid) who owns it:
+/// As [`dsu_attach_descs`], sharing the segment with the user `owner` (a uid) who owns it:
 /// an existing segment must be owned by `owner` instead of by this user, and a missing one
-/// is created only if `owner` is this user's uid. See `dsu.h`.
+/// is created only if `owner` is this user's uid. C calls `libdsu.h`'s `dsu_attach_shared`.
 ///
 /// # Safety
 ///
-/// As for [`dsu_attach`].
+/// As for [`dsu_attach_descs`].
 ///
 /// ```no_run
-/// let rc = unsafe { dsuc::dsu_attach_shared(c"app".as_ptr(), c"2.0".as_ptr(), 0, 0, 1001) };
+/// let rc = unsafe {
+///     dsuc::dsu_attach_shared_descs(c"app".as_ptr(), c"2.0".as_ptr(), 0, 0, 1001,
+///                                   std::ptr::null(), std::ptr::null())
+/// };
 /// ```
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn dsu_attach_shared(
+pub unsafe extern "C" fn dsu_attach_shared_descs(
     segment: *const c_char,
     version: *const c_char,
     flags: c_uint,
     mode: c_uint,
     owner: c_uint,
+    first: *const GlobalDesc,
+    end: *const GlobalDesc,
 ) -> c_int {
     // SAFETY: the caller's contract is this function's.
-    unsafe { attach(segment, version, flags, mode, Some(owner)) }
+    unsafe { attach(segment, version, flags, mode, Some(owner), first, end) }
 }
 
 /// # Safety
 ///
-/// As for [`dsu_attach`].
+/// As for [`dsu_attach_descs`].
 unsafe fn attach(
     segment: *const c_char,
     version: *const c_char,
     flags: c_uint,
     mode: c_uint,
     owner: Option<u32>,
+    first: *const GlobalDesc,
+    end: *const GlobalDesc,
 ) -> c_int {
     guard(|| {
-        set_error("");
         let segment = match str_arg(segment, "segment") {
             Ok(s) => s,
             Err(c) => return c,
@@ -180,13 +235,22 @@ unsafe fn attach(
             Err(c) => return c,
         };
         if flags & !(DSU_MUST_EXIST | DSU_MUST_CREATE | DSU_PREFAULT) != 0 {
-            set_error(&format!("unknown dsu_attach flags {flags:#x}"));
-            return code::INVAL;
+            return fail_with(libc::EINVAL, &format!("unknown dsu_attach flags {flags:#x}"));
         }
         if flags & DSU_MUST_EXIST != 0 && flags & DSU_MUST_CREATE != 0 {
-            set_error("DSU_MUST_EXIST and DSU_MUST_CREATE exclude each other");
-            return code::INVAL;
+            return fail_with(
+                libc::EINVAL,
+                "DSU_MUST_EXIST and DSU_MUST_CREATE exclude each other",
+            );
         }
+        if mode & !0o7777 != 0 {
+            return fail_with(libc::EINVAL, &format!("mode {mode:#o} is not permission bits"));
+        }
+        // SAFETY: the caller passes the descriptor section's bounds.
+        let descs = match unsafe { descs(first, end) } {
+            Ok(d) => d,
+            Err(c) => return c,
+        };
         let mut a = dsu::Attach::new(segment, label)
             .mode(mode)
             .prefault(flags & DSU_PREFAULT != 0);
@@ -199,69 +263,82 @@ unsafe fn attach(
         if let Some(owner) = owner {
             a = a.shared_with_owner(owner);
         }
-        // SAFETY: this function's contract is attach_unchecked's (C programs may attach
-        // with threads running, as long as none touches the globals).
-        match unsafe { a.attach_unchecked() } {
+        // SAFETY: descs are the program's descriptors (the caller's contract).
+        match unsafe { a.attach_with(descs) } {
             Ok(v) => {
                 let _ = VERSION.set(v);
-                code::OK
+                0
             }
             Err(e) => fail(e),
         }
     })
 }
 
-/// The message of the last failure in this thread, `""` if none.
+/// The message of this thread's last failing call, `""` if none. The buffer belongs to
+/// the library and stays unchanged until the thread's next failing call.
 ///
-/// ```no_run
-/// let msg = unsafe { std::ffi::CStr::from_ptr(dsuc::dsu_last_error()) };
+/// ```
+/// let before = dsuc::dsu_last_error();
+/// assert_eq!(dsuc::dsu_fd(), -libc::EBADFD);
+/// assert_eq!(dsuc::dsu_last_error(), before, "same buffer");
+/// let msg = unsafe { std::ffi::CStr::from_ptr(before) };
+/// assert!(msg.to_str().unwrap().contains("dsu_attach"));
 /// ```
 #[unsafe(no_mangle)]
 pub extern "C" fn dsu_last_error() -> *const c_char {
-    LAST_ERROR.with(|e| e.borrow().as_ptr())
+    LAST_ERROR.with(|e| e.as_ptr() as *const c_char)
 }
 
-/// A fixed description of an error code.
+/// A fixed description of a `-errno` value as the dsu functions use it (for other
+/// values, the C library's `strerror`).
 ///
 /// ```
-/// let s = unsafe { std::ffi::CStr::from_ptr(dsuc::dsu_strerror(dsuc::code::CONFLICT)) };
+/// let s = unsafe { std::ffi::CStr::from_ptr(dsuc::dsu_strerror(-libc::EEXIST)) };
 /// assert!(s.to_str().unwrap().contains("changed type"));
 /// ```
 #[unsafe(no_mangle)]
 pub extern "C" fn dsu_strerror(code: c_int) -> *const c_char {
-    let s: &'static CStr = match code {
-        code::OK => c"success",
-        code::NOMODULE => {
+    let s: &'static CStr = match code.checked_neg().unwrap_or(0) {
+        0 => c"success",
+        libc::ENODEV => {
             c"dsu kernel module not loaded: /dev/dsu is missing (load it with insmod dsu.ko)"
         }
-        code::ACCESS => c"permission denied on the segment",
-        code::NOSEGMENT => c"the segment does not exist",
-        code::EXISTS => c"the segment already exists",
-        code::CONFLICT => c"a variable changed type or size; nothing was changed",
-        code::LIMIT => c"a dsu module limit was reached",
-        code::NOMEM => c"out of memory",
-        code::INVAL => c"invalid segment name, version label, flags or mode",
-        code::DESTROYED => c"the segment was destroyed",
-        code::ALREADY => c"dsu_attach already succeeded in this process",
-        code::LAYOUT => c"the program's globals do not tile the dsu_globals section",
-        code::KERNEL => c"error from the dsu module",
-        code::NOTATTACHED => c"not attached: call dsu_attach first",
-        code::OWNER => {
+        libc::EACCES => c"permission denied on the segment or /dev/dsu",
+        libc::EPERM => {
             c"the segment is owned by another user (share it on purpose with dsu_attach_shared, or choose another name)"
         }
-        _ => c"unknown dsu error code",
+        libc::ENOENT => c"the segment does not exist (DSU_MUST_EXIST)",
+        libc::EEXIST => {
+            c"the segment already exists (DSU_MUST_CREATE), or a variable changed type or size (nothing was changed)"
+        }
+        libc::ENOSPC => c"a dsu module limit was reached",
+        libc::ENOMEM => c"out of memory",
+        libc::EINVAL => c"invalid segment name, version label, flags or mode",
+        libc::EIDRM => c"the segment was destroyed",
+        libc::EALREADY => c"dsu_attach already succeeded in this process",
+        libc::EBUSY => c"a dsu::sync::MutexGuard is held: release every lock in a global first",
+        libc::ENOEXEC => {
+            c"the program's globals or descriptors are malformed (they do not tile the dsu_globals section)"
+        }
+        libc::EBADFD => c"not attached: call dsu_attach first",
+        libc::EOPNOTSUPP => c"dsu globals need 4096-byte pages",
+        libc::EPROTO => c"the dsu module and libdsu disagree (update one of them)",
+        libc::ENOTRECOVERABLE => c"internal error in libdsu",
+        // SAFETY: strerror returns a string that stays valid at least until the next
+        // strerror call; glibc's messages for known errnos are static.
+        e if e > 0 => return unsafe { libc::strerror(e) },
+        _ => c"unknown dsu error code (not a -errno value)",
     };
     s.as_ptr()
 }
 
 fn version() -> Result<&'static Version, c_int> {
-    VERSION.get().ok_or_else(|| {
-        set_error("not attached: call dsu_attach first");
-        code::NOTATTACHED
-    })
+    VERSION
+        .get()
+        .ok_or_else(|| fail_with(libc::EBADFD, "not attached: call dsu_attach first"))
 }
 
-/// The version's pollable fd, or `DSU_ENOTATTACHED`.
+/// The version's pollable fd, or `-EBADFD` before a successful `dsu_attach`.
 ///
 /// ```no_run
 /// let fd = dsuc::dsu_fd();
@@ -277,7 +354,7 @@ pub extern "C" fn dsu_fd() -> c_int {
     }
 }
 
-/// The version id, or `DSU_ENOTATTACHED`.
+/// The version id, or `-EBADFD` before a successful `dsu_attach`.
 ///
 /// ```no_run
 /// let id = dsuc::dsu_version_id();
@@ -290,7 +367,7 @@ pub extern "C" fn dsu_version_id() -> i64 {
     }
 }
 
-/// 1 if a newer version has bound, 0 if not, negative on error.
+/// 1 if a newer version has bound, 0 if not, `-errno` on error.
 ///
 /// ```no_run
 /// if dsuc::dsu_newer_version() == 1 { /* drain */ }
@@ -308,7 +385,7 @@ pub extern "C" fn dsu_newer_version() -> c_int {
 }
 
 /// Waits up to `timeout_ms` (negative: forever) for a newer version: 1, 0 on timeout,
-/// negative on error.
+/// `-errno` on error.
 ///
 /// ```no_run
 /// let r = dsuc::dsu_wait_for_newer(1000);
@@ -332,42 +409,95 @@ pub extern "C" fn dsu_wait_for_newer(timeout_ms: c_int) -> c_int {
 mod tests {
     use super::*;
 
-    #[test]
-    fn codes_and_messages() {
-        assert_eq!(error_code(&Error::AlreadyAttached), code::ALREADY);
-        for c in 0..=13 {
-            // SAFETY: dsu_strerror returns a static string.
-            let s = unsafe { CStr::from_ptr(dsu_strerror(-c)) }
-                .to_str()
-                .unwrap();
-            assert!(!s.starts_with("unknown"), "{c}");
-        }
-        assert_eq!(dsu_fd(), code::NOTATTACHED);
-        // SAFETY: dsu_last_error returns this thread's string.
-        let msg = unsafe { CStr::from_ptr(dsu_last_error()) }
+    fn last_error() -> String {
+        // SAFETY: dsu_last_error returns this thread's NUL-terminated buffer.
+        unsafe { CStr::from_ptr(dsu_last_error()) }
             .to_str()
             .unwrap()
-            .to_string();
-        assert!(msg.contains("call dsu_attach first"), "{msg}");
+            .to_string()
     }
 
     #[test]
-    fn bad_arguments() {
-        // SAFETY: valid strings.
-        let rc = unsafe { dsu_attach(c"bad/name".as_ptr(), c"1".as_ptr(), 0, 0) };
-        assert_eq!(rc, code::INVAL);
-        // SAFETY: valid strings.
-        let rc = unsafe {
-            dsu_attach(
-                c"ok".as_ptr(),
-                c"1".as_ptr(),
-                DSU_MUST_EXIST | DSU_MUST_CREATE,
-                0,
-            )
-        };
-        assert_eq!(rc, code::INVAL);
+    fn codes_are_errnos_with_messages() {
+        for e in [
+            libc::ENODEV,
+            libc::EACCES,
+            libc::EPERM,
+            libc::ENOENT,
+            libc::EEXIST,
+            libc::ENOSPC,
+            libc::ENOMEM,
+            libc::EINVAL,
+            libc::EIDRM,
+            libc::EALREADY,
+            libc::EBUSY,
+            libc::ENOEXEC,
+            libc::EBADFD,
+            libc::EOPNOTSUPP,
+            libc::EPROTO,
+            libc::ENOTRECOVERABLE,
+        ] {
+            // SAFETY: dsu_strerror returns a NUL-terminated string.
+            let s = unsafe { CStr::from_ptr(dsu_strerror(-e)) }.to_str().unwrap();
+            assert!(!s.starts_with("unknown"), "{e}: {s}");
+        }
+        // SAFETY: as above.
+        let other = unsafe { CStr::from_ptr(dsu_strerror(-libc::EINTR)) };
+        assert!(!other.to_bytes().is_empty());
+        // SAFETY: as above.
+        let bad = unsafe { CStr::from_ptr(dsu_strerror(5)) }.to_str().unwrap();
+        assert!(bad.starts_with("unknown"), "{bad}");
+        assert_eq!(dsu_fd(), -libc::EBADFD);
+        assert!(last_error().contains("call dsu_attach first"));
+    }
+
+    #[test]
+    fn bad_arguments_are_einval() {
+        let null = std::ptr::null();
+        // SAFETY: valid strings, no descriptors.
+        let rc = unsafe { dsu_attach_descs(c"bad/name".as_ptr(), c"1".as_ptr(), 0, 0, null, null) };
+        assert_eq!(rc, -libc::EINVAL);
+        let flags = DSU_MUST_EXIST | DSU_MUST_CREATE;
+        // SAFETY: valid strings, no descriptors.
+        let rc = unsafe { dsu_attach_descs(c"ok".as_ptr(), c"1".as_ptr(), flags, 0, null, null) };
+        assert_eq!(rc, -libc::EINVAL);
         // SAFETY: null is checked.
-        let rc = unsafe { dsu_attach(std::ptr::null(), c"1".as_ptr(), 0, 0) };
-        assert_eq!(rc, code::INVAL);
+        let rc = unsafe { dsu_attach_descs(null.cast(), c"1".as_ptr(), 0, 0, null, null) };
+        assert_eq!(rc, -libc::EINVAL);
+        // SAFETY: valid strings, no descriptors.
+        let rc = unsafe { dsu_attach_descs(c"ok".as_ptr(), c"1".as_ptr(), 0, 0o10000, null, null) };
+        assert_eq!(rc, -libc::EINVAL);
+    }
+
+    #[test]
+    fn malformed_section_bounds_are_enoexec() {
+        let d = std::ptr::dangling::<GlobalDesc>();
+        let half = (d as usize + 8) as *const GlobalDesc;
+        // SAFETY: the bounds are refused before being read.
+        let rc = unsafe { dsu_attach_descs(c"ok".as_ptr(), c"1".as_ptr(), 0, 0, d, half) };
+        assert_eq!(rc, -libc::ENOEXEC);
+        assert!(last_error().contains("descriptor section"), "{}", last_error());
+    }
+
+    #[test]
+    fn last_error_stays_until_the_next_failure() {
+        assert_eq!(dsu_fd(), -libc::EBADFD);
+        let p = dsu_last_error();
+        let msg = last_error();
+        // Successful calls leave the buffer alone.
+        // SAFETY: returns a static string.
+        let _ = unsafe { CStr::from_ptr(dsu_strerror(0)) };
+        assert_eq!(last_error(), msg);
+        // A failure rewrites it in place.
+        // SAFETY: valid strings, no descriptors.
+        let rc = unsafe {
+            dsu_attach_descs(c"bad/x".as_ptr(), c"1".as_ptr(), 0, 0, std::ptr::null(), std::ptr::null())
+        };
+        assert_eq!(rc, -libc::EINVAL);
+        assert_eq!(dsu_last_error(), p, "the buffer does not move");
+        assert!(last_error().contains("bad/x"), "{}", last_error());
+        // Long messages are cut at a character boundary.
+        set_error(&"é".repeat(LAST_ERROR_LEN));
+        assert!(last_error().len() < LAST_ERROR_LEN);
     }
 }

@@ -1,23 +1,26 @@
-//! `dsu.h`'s `DSU_TYPE` compiles as C99, C11 and C++17 and refuses, at compile time, field
-//! lists that do not match the struct (needs `gcc`/`g++`, as the C examples do).
+//! `libdsu.h` (`DSU_GLOBAL`, `DSU_TYPE`, the inline `dsu_attach`) compiles as C99, C11 and
+//! C++17 with gcc and g++, and `DSU_TYPE` refuses, at compile time, field lists that do not
+//! match the struct (needs `gcc`/`g++`, as the C examples do).
 
 use std::path::Path;
 use std::process::Command;
 
 const STRUCT: &str = "struct conf { uint16_t port; char host[64]; int limit; };\n";
 
-/// Compiles `body` after `#include <dsu.h>` and the struct; returns the compiler's stderr
-/// on failure.
+/// Compiles `body` after `#include <libdsu.h>` and the struct to an object file (so that
+/// aliases and sections are checked too); returns the compiler's stderr on failure.
 fn compile(compiler: &str, std: &str, body: &str) -> Result<(), String> {
     let dir = std::env::temp_dir().join(format!("dsu-c-header-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let ext = if compiler == "g++" { "cc" } else { "c" };
     let file = dir.join(format!("t-{std}-{}.{ext}", body.len()));
-    std::fs::write(&file, format!("#include <dsu.h>\n{STRUCT}{body}\n")).unwrap();
+    std::fs::write(&file, format!("#include <libdsu.h>\n{STRUCT}{body}\n")).unwrap();
     let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
     let out = Command::new(compiler)
         .arg(format!("-std={std}"))
-        .args(["-Wall", "-Wextra", "-Werror", "-fsyntax-only", "-I"])
+        .args(["-Wall", "-Wextra", "-Werror", "-c", "-o"])
+        .arg(file.with_extension("o"))
+        .arg("-I")
         .arg(&include)
         .arg(&file)
         .output()
@@ -33,6 +36,29 @@ fn compile(compiler: &str, std: &str, body: &str) -> Result<(), String> {
 
 const GOOD: &str = "DSU_TYPE(conf, struct conf, DSU_FIELD(port, uint16_t), \
                     DSU_FIELD(host, char[64]), DSU_FIELD(limit, int));";
+
+/// A program with each kind of global that calls `dsu_attach` (C++17 has no designated
+/// initialisers, so the struct initialisers are positional).
+const PROGRAM: &str = "DSU_GLOBAL(unsigned long, requests, 0);\n\
+    DSU_GLOBAL(struct conf, plain, { 80, \"h\", 3 });\n\
+    DSU_GLOBAL_NAMED(double, ratio, \"app.ratio\", 0.5);\n\
+    DSU_TYPE(conf, struct conf, DSU_FIELD(port, uint16_t), DSU_FIELD(host, char[64]), \
+             DSU_FIELD(limit, int));\n\
+    DSU_GLOBAL_TYPED(conf, config, { 8080, \"x\", 1 });\n\
+    int main(void) {\n\
+        int rc = dsu_attach(\"app\", \"1\", DSU_MUST_EXIST | DSU_PREFAULT, 0600);\n\
+        if (rc < 0) return dsu_strerror(rc)[0] != 0 && dsu_last_error() != NULL;\n\
+        return (int)(requests + plain.port + config.limit + (unsigned long)ratio);\n\
+    }";
+
+#[test]
+fn globals_and_attach_compile_as_c99_c11_and_cpp17() {
+    for (compiler, std) in [("gcc", "c99"), ("gcc", "c11"), ("g++", "c++17")] {
+        if let Err(e) = compile(compiler, std, PROGRAM) {
+            panic!("{compiler} -std={std} refused libdsu.h:\n{e}");
+        }
+    }
+}
 
 #[test]
 fn dsu_type_compiles_in_c_and_cpp() {

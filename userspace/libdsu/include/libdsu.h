@@ -6,7 +6,7 @@
  * dsu_attach() first thing in main(), before starting threads; from then on the globals
  * are the pages of the named segment, shared by every running version of the program.
  *
- *     #include <dsu.h>
+ *     #include <libdsu.h>
  *     DSU_GLOBAL(unsigned long, requests, 0);
  *     struct config { int level; unsigned port; };
  *     DSU_TYPE(config, struct config, DSU_FIELD(level, int), DSU_FIELD(port, unsigned));
@@ -28,10 +28,19 @@
  * data must not contain pointers. Use atomics (__atomic builtins or _Atomic) for data
  * that versions change concurrently.
  *
- * Link: gcc -static prog.c -I include libdsuc.a -lpthread -ldl -lm (see
- * build-examples.sh). Use the static library: the descriptors are found through a linker
- * section of the executable that libdsu is linked into, so the shared library libdsuc.so
- * only sees globals of programs linked with it as a whole (not those of the executable).
+ * Link with pkg-config (after `make -C userspace/libdsu install`):
+ *     cc prog.c $(pkg-config --cflags --libs dsu)                     (libdsu.so.0)
+ *     cc -static prog.c $(pkg-config --cflags --libs --static dsu)    (libdsu.a)
+ * Both work for globals defined in the executable: dsu_attach() below is an inline
+ * function, compiled into the executable, that passes the bounds of the executable's
+ * descriptor section (__start_linkme_DSU_GLOBALS, __stop_linkme_DSU_GLOBALS) to the
+ * library. Globals defined in a shared library other than libdsu are not attached (each
+ * shared object has its own sections; link such code statically into the program).
+ *
+ * Errors: every function returns -errno (listed at each function); dsu_strerror() gives a
+ * fixed description of a code, dsu_last_error() the message of this thread's last failing
+ * call, which says what to do. This header is libdsu.h: the kernel interface is
+ * <linux/dsu.h> (uapi/dsu.h in the source tree), which programs never need.
  *
  * Layout (the same as the Rust crate's): each global is alone in whole 4096-byte pages in
  * the section "dsu_globals"; its descriptor, a struct dsu_global_desc, is in the section
@@ -42,6 +51,15 @@
 
 #include <stddef.h>
 #include <stdint.h>
+
+/* alignof in C++ and C11, GCC's __alignof__ in C99. */
+#if defined(__cplusplus)
+#define DSU__ALIGNOF(type) alignof(type)
+#elif defined(__STDC_VERSION__) && __STDC_VERSION__ >= 201112L
+#define DSU__ALIGNOF(type) _Alignof(type)
+#else
+#define DSU__ALIGNOF(type) __alignof__(type)
+#endif
 
 #ifdef __cplusplus
 /* DSU_TYPE's check that a field has the listed type. */
@@ -70,7 +88,7 @@ struct dsu_global_desc {
 	const char *type_name;  /* spelling of the type */
 	void *addr;             /* the page-aligned global */
 	uint64_t size;          /* sizeof(type) */
-	uint64_t align;         /* _Alignof(type) */
+	uint64_t align;         /* alignof(type) */
 	uint64_t pages;         /* whole pages it occupies */
 	uint64_t fingerprint;   /* 0 with DSU_DESC_HASH_TYPE_NAME */
 	const void *init;       /* initial bytes */
@@ -137,13 +155,13 @@ struct dsu_global_desc {
 		unsigned char dsu__pages[DSU__PAGES(sizeof(type)) * DSU_PAGE_SIZE];          \
 	};                                                                                    \
 	__attribute__((section("dsu_globals"), aligned(DSU_PAGE_SIZE), used))                 \
-	union dsu__u_##name dsu__g_##name = { .value = __VA_ARGS__ };                         \
+	union dsu__u_##name dsu__g_##name = { __VA_ARGS__ };                                  \
 	extern type name __attribute__((alias("dsu__g_" #name)));                             \
 	__attribute__((section("linkme_DSU_GLOBALS"), aligned(8), used))                      \
 	const struct dsu_global_desc dsu__d_##name = {                                        \
 		DSU_DESC_MAGIC, DSU_DESC_HASH_TYPE_NAME, varname, type_name, &dsu__g_##name,  \
-		sizeof(type), _Alignof(type), DSU__PAGES(sizeof(type)), 0, &dsu__g_##name, 0, \
-		fields, field_count                                                           \
+		sizeof(type), DSU__ALIGNOF(type), DSU__PAGES(sizeof(type)), 0, &dsu__g_##name,\
+		0, fields, field_count                                                        \
 	}
 
 /* DSU_TYPE's machinery. */
@@ -240,66 +258,98 @@ struct dsu_global_desc {
 #define DSU_GLOBAL_EXTERN(type, name) extern type name
 
 /* dsu_attach flags. */
-#define DSU_MUST_EXIST  (1u << 0) /* fail with DSU_ENOSEGMENT if the segment is missing */
-#define DSU_MUST_CREATE (1u << 1) /* fail with DSU_EEXISTS if the segment exists */
+#define DSU_MUST_EXIST  (1u << 0) /* fail with -ENOENT if the segment is missing */
+#define DSU_MUST_CREATE (1u << 1) /* fail with -EEXIST if the segment exists */
 #define DSU_PREFAULT    (1u << 2) /* map every page at attach instead of on first touch */
 
-/* Error codes: dsu_attach and friends return these negative numbers. */
-enum dsu_error {
-	DSU_OK = 0,
-	DSU_ENOMODULE = -1,  /* /dev/dsu missing: load the module */
-	DSU_EACCESS = -2,    /* permission denied on the segment */
-	DSU_ENOSEGMENT = -3, /* segment does not exist (DSU_MUST_EXIST) */
-	DSU_EEXISTS = -4,    /* segment exists (DSU_MUST_CREATE) */
-	DSU_ECONFLICT = -5,  /* a variable changed type or size; nothing was changed */
-	DSU_ELIMIT = -6,     /* a module limit was reached */
-	DSU_ENOMEM = -7,     /* out of memory */
-	DSU_EINVAL = -8,     /* bad segment name, label, flags or mode */
-	DSU_EDESTROYED = -9, /* the segment was destroyed */
-	DSU_EALREADY = -10,  /* dsu_attach already succeeded in this process */
-	DSU_ELAYOUT = -11,   /* the globals do not tile the dsu_globals section */
-	DSU_EKERNEL = -12,   /* other error from the module */
-	DSU_ENOTATTACHED = -13, /* no successful dsu_attach yet */
-	DSU_EOWNER = -14,    /* the segment is owned by another user (see dsu_attach_shared) */
-};
+/*
+ * Attaches the globals described by first..end (a descriptor section's bounds, or NULL,
+ * NULL for none). Programs call dsu_attach(), which passes their own section.
+ */
+int dsu_attach_descs(const char *segment, const char *version, unsigned int flags,
+		     unsigned int mode, const struct dsu_global_desc *first,
+		     const struct dsu_global_desc *end);
+
+/* As dsu_attach_descs, sharing the segment with the user `owner` (dsu_attach_shared). */
+int dsu_attach_shared_descs(const char *segment, const char *version, unsigned int flags,
+			    unsigned int mode, unsigned int owner,
+			    const struct dsu_global_desc *first,
+			    const struct dsu_global_desc *end);
+
+/* The linker's bounds of this executable's descriptor section (both NULL without one). */
+extern const struct dsu_global_desc __start_linkme_DSU_GLOBALS[]
+	__attribute__((weak, visibility("hidden")));
+extern const struct dsu_global_desc __stop_linkme_DSU_GLOBALS[]
+	__attribute__((weak, visibility("hidden")));
 
 /*
  * Attaches this program's globals to `segment` as version `version` (a label, 1..31
  * printable ASCII bytes). `flags`: DSU_MUST_EXIST, DSU_MUST_CREATE, DSU_PREFAULT. `mode`:
- * permission bits of a segment this call creates (0: 0600). Returns 0 or a negative
- * enum dsu_error; dsu_last_error() then says what happened and what to do.
- * Call it before other threads touch the globals, with no lock in a global held (their
- * pages are replaced). It succeeds once per process.
+ * permission bits of a segment this call creates (0: 0600). Call it before other threads
+ * touch the globals, with no lock in a global held (their pages are replaced). It
+ * succeeds once per process. Returns 0 or:
+ *   -EINVAL    bad segment name, label, flags or mode (or a NULL string)
+ *   -ENODEV    /dev/dsu is missing: load the module
+ *   -EACCES    the segment's mode (or /dev/dsu's) denies access
+ *   -EPERM     the segment is owned by another user (see dsu_attach_shared)
+ *   -ENOENT    the segment does not exist (DSU_MUST_EXIST)
+ *   -EEXIST    the segment exists (DSU_MUST_CREATE), or a global changed type, size or
+ *              fields (a conflict: nothing was changed, the globals stay private)
+ *   -ENOSPC    a module limit (segments, pages, variables, versions) was reached
+ *   -ENOMEM    out of memory
+ *   -EIDRM     the segment was destroyed meanwhile
+ *   -EALREADY  dsu_attach already succeeded in this process
+ *   -EBUSY     this thread holds a lock of a global (Rust code's dsu::sync::MutexGuard)
+ *   -ENOEXEC   the globals do not tile the dsu_globals section, two have the same name,
+ *              or a descriptor is malformed (a header from another libdsu)
+ *   -EOPNOTSUPP the page size is not 4096
+ *   -EPROTO    the module and the library disagree
+ *   other      an unexpected errno from the module or a system call
  */
-int dsu_attach(const char *segment, const char *version, unsigned int flags, unsigned int mode);
+static inline int dsu_attach(const char *segment, const char *version, unsigned int flags,
+			     unsigned int mode)
+{
+	return dsu_attach_descs(segment, version, flags, mode, __start_linkme_DSU_GLOBALS,
+				__stop_linkme_DSU_GLOBALS);
+}
 
 /*
  * Like dsu_attach, but shares the segment with the user `owner` (a uid) who owns it. By
- * default dsu_attach only joins a segment this user owns (another owner: DSU_EOWNER), so
- * that a name another user created first never receives this program's globals. Here an
+ * default dsu_attach only joins a segment this user owns (another owner: -EPERM), so that
+ * a name another user created first never receives this program's globals. Here an
  * existing segment must be owned by `owner`, and a missing one is created only if `owner`
- * is this user's uid (else DSU_ENOSEGMENT). The segment's mode must still grant access.
+ * is this user's uid (else -ENOENT). The segment's mode must still grant access.
  */
-int dsu_attach_shared(const char *segment, const char *version, unsigned int flags,
-		      unsigned int mode, unsigned int owner);
+static inline int dsu_attach_shared(const char *segment, const char *version,
+				    unsigned int flags, unsigned int mode, unsigned int owner)
+{
+	return dsu_attach_shared_descs(segment, version, flags, mode, owner,
+				       __start_linkme_DSU_GLOBALS, __stop_linkme_DSU_GLOBALS);
+}
 
-/* The message of the last failure in this thread ("" if none). Valid until the next call. */
+/*
+ * The message of this thread's last failing call ("" if none): what happened and what to
+ * do. The buffer belongs to libdsu and stays unchanged until this thread's next failing
+ * call (successful calls leave it alone); it is freed when the thread exits.
+ */
 const char *dsu_last_error(void);
 
-/* A fixed description of an error code. */
+/* A fixed description of a -errno value as libdsu uses it (strerror for others). */
 const char *dsu_strerror(int code);
 
-/* The version's pollable fd (POLLIN when a newer version bound), or DSU_ENOTATTACHED. */
+/* The version's pollable fd (POLLIN when a newer version bound), or -EBADFD before a
+ * successful dsu_attach. */
 int dsu_fd(void);
 
-/* The version id the kernel assigned, or DSU_ENOTATTACHED. */
+/* The version id the kernel assigned, or -EBADFD before a successful dsu_attach. */
 int64_t dsu_version_id(void);
 
-/* 1 if a newer version has bound since this one (non-blocking), 0 if not, < 0 on error. */
+/* 1 if a newer version has bound since this one (non-blocking), 0 if not; -EBADFD before
+ * dsu_attach, -EIDRM if the segment was destroyed, other -errno from the module. */
 int dsu_newer_version(void);
 
 /* Waits up to timeout_ms (< 0: forever) for a newer version: 1 if one bound, 0 on
- * timeout, < 0 on error. */
+ * timeout; the errors of dsu_newer_version, and -EINTR if a signal interrupted it. */
 int dsu_wait_for_newer(int timeout_ms);
 
 #ifdef __cplusplus
