@@ -2,7 +2,8 @@
 # Builds every workspace binary and example as a static executable for the guest
 # (glibc with crt-static) and copies them, stripped, to $DSU_OUT/bin; builds libdsu and the
 # C examples against its DESTDIR install (userspace/libdsu/build-examples.sh: the static ones
-# and the two linked against libdsu.so.0, which goes to $DSU_OUT/lib, the guest's /dsu/lib).
+# and the two linked against libdsu.so.0, which goes to $DSU_OUT/lib, the guest's /dsu/lib),
+# and README's hello-v1/hello-v2 (scripts/adopt.sh).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 TARGET=x86_64-unknown-linux-gnu
@@ -19,6 +20,8 @@ build() {
     # A 32-bit program for the compat ioctl path (gcc-multilib; scripts/toolchain.sh).
     gcc -m32 -static -O2 -Wall -Wextra -Werror -o "$DSU_OUT/bin/dsu-compat32" \
         "$DSU_ROOT/tests/compat32/dsu-compat32.c"
+    # README's own-program walkthrough, run word for word outside the workspace.
+    bash "$DSU_ROOT/scripts/adopt.sh" "$DSU_OUT/bin"
     strip "$DSU_OUT/bin/"* 2>/dev/null || true
 }
 step "static guest binaries" build

@@ -31,6 +31,7 @@ mod robust_permissions;
 mod robust_pinning;
 mod robust_raw;
 mod robust_stress;
+mod userspace_adopt;
 mod userspace_c;
 mod userspace_dsuctl;
 mod userspace_helpers;
