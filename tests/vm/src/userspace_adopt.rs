@@ -62,7 +62,11 @@ fn adopt_readme() -> TestResult {
     destroy(seg);
     let r = (|| -> TestResult {
         let v1 = Hello::start("hello-v1")?;
-        ensure_eq!(v1.line("hello-v1")?, "v1: greeting number 1", "v1's first line");
+        ensure_eq!(
+            v1.line("hello-v1")?,
+            "v1: greeting number 1",
+            "v1's first line"
+        );
         let mut v2 = Hello::start("hello-v2")?;
         ensure_eq!(
             v2.line("hello-v2")?,

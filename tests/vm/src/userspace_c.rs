@@ -40,7 +40,9 @@ static C_SHARED_LIB_V1_V2: VmTest = VmTest {
 /// executable's descriptor section).
 fn c_shared_lib_v1_v2() -> TestResult {
     let needs = std::fs::read("/dsu/bin/ccounter_v1_so").map_err(|e| {
-        Failure::Fail(format!("/dsu/bin/ccounter_v1_so: {e} (build-examples.sh did not run?)"))
+        Failure::Fail(format!(
+            "/dsu/bin/ccounter_v1_so: {e} (build-examples.sh did not run?)"
+        ))
     })?;
     ensure!(
         needs.windows(11).any(|w| w == b"libdsu.so.0"),
@@ -116,14 +118,23 @@ fn c_errnos() -> TestResult {
         destroy(seg);
         let r = (|| -> TestResult {
             let err = fails(prog, &["--segment", "bad/name", "read"], 1)?;
-            ensure!(err.contains("[-22: invalid segment name"), "{prog} EINVAL: {err}");
+            ensure!(
+                err.contains("[-22: invalid segment name"),
+                "{prog} EINVAL: {err}"
+            );
             let err = fails(prog, &["--segment", seg, "--must-exist", "read"], 1)?;
             ensure!(err.contains("[-2: "), "{prog} ENOENT: {err}");
-            ensure!(err.contains("does not exist"), "{prog} ENOENT message: {err}");
+            ensure!(
+                err.contains("does not exist"),
+                "{prog} ENOENT message: {err}"
+            );
             ok(prog, &["--segment", seg, "--must-create", "read"])?;
             let err = fails(prog, &["--segment", seg, "--must-create", "read"], 1)?;
             ensure!(err.contains("[-17: "), "{prog} EEXIST: {err}");
-            ensure!(err.contains("already exists"), "{prog} EEXIST message: {err}");
+            ensure!(
+                err.contains("already exists"),
+                "{prog} EEXIST message: {err}"
+            );
             Ok(())
         })();
         destroy(seg);

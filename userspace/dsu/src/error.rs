@@ -295,7 +295,7 @@ pub enum Error {
     Layout(String),
 
     /// A descriptor is malformed (wrong magic, a C header from another version).
-    #[error("bad dsu global descriptor: {0} (rebuild the program against this library's dsu.h)")]
+    #[error("bad dsu global descriptor: {0} (rebuild the program against this library's libdsu.h)")]
     BadDescriptor(String),
 
     /// The kernel returned pages that do not match the program's layout.

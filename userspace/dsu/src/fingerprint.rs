@@ -85,7 +85,7 @@ impl Default for Fnv {
 }
 
 /// The fingerprint of a C global declared with `DSU_GLOBAL(type, name, init)` in
-/// `libdsu`'s `dsu.h`: C has no `const` string hashing, so `attach` computes it from the
+/// `libdsu.h`: C has no `const` string hashing, so `attach` computes it from the
 /// spelling of the type, its size and alignment.
 ///
 /// ```
@@ -103,7 +103,7 @@ pub const fn c_type(type_name: &[u8], size: u64, align: u64) -> u64 {
 }
 
 /// The fingerprint of a C global whose type is described field by field (`DSU_TYPE` in
-/// `dsu.h`): [`c_type`] extended with every field's name, type spelling, offset and size,
+/// `libdsu.h`): [`c_type`] extended with every field's name, type spelling, offset and size,
 /// so that reordering, renaming or retyping a field changes it. With no fields it equals
 /// [`c_type`] (primitives, and structs declared without `DSU_TYPE`).
 ///

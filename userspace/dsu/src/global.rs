@@ -220,7 +220,7 @@ impl Migration {
 
 /// The descriptor of one shared global, collected in [`GLOBALS`](static@crate::GLOBALS).
 ///
-/// The layout is part of the C ABI: `struct dsu_global_desc` in `libdsu`'s `dsu.h` is the
+/// The layout is part of the C ABI: `struct dsu_global_desc` in `libdsu.h` is the
 /// same, and C globals put their descriptors in the same linker section,
 /// `linkme_DSU_GLOBALS` (linkme names a slice's section `linkme_<IDENT>`).
 ///

@@ -102,7 +102,7 @@
 //! Globals live in `dsu_globals`; their descriptors ([`GlobalDesc`]) in the linkme slice
 //! [`GLOBALS`](static@GLOBALS), whose ELF section is `linkme_DSU_GLOBALS` (linkme names the section of a
 //! slice `linkme_<IDENT>`; the slice is declared as `DSU_GLOBALS` so that its section does
-//! not clash with another crate's `GLOBALS`). The C API (`libdsu`, `dsu.h`) places C
+//! not clash with another crate's `GLOBALS`). The C API (`libdsu`, `libdsu.h`) places C
 //! globals and descriptors in the same two sections, so C and Rust globals can mix.
 
 extern crate self as dsu;

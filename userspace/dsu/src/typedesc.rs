@@ -38,7 +38,7 @@ use core::ffi::{CStr, c_char};
 pub const TYPE_DESC_MAX: usize = dsu_uapi::DSU_TYPE_DESC_MAX as usize;
 
 /// One field of a described struct, as the C ABI lays it out: a `#[repr(C)]` struct of two
-/// NUL-terminated strings and two `u64`s (`struct dsu_field_desc` in `libdsu`'s `dsu.h`).
+/// NUL-terminated strings and two `u64`s (`struct dsu_field_desc` in `libdsu.h`).
 /// `#[derive(dsu::Shared)]` and C's `DSU_TYPE` emit arrays of them.
 ///
 /// ```
@@ -64,7 +64,7 @@ unsafe impl Sync for FieldDesc {}
 // The C header's `struct dsu_field_desc` and `struct dsu_global_desc` have these sizes.
 const _: () = assert!(
     size_of::<FieldDesc>() == 32 && size_of::<crate::GlobalDesc>() == 96,
-    "dsu.h's descriptor layouts changed: update userspace/libdsu/include/dsu.h"
+    "libdsu.h's descriptor layouts changed: update userspace/libdsu/include/libdsu.h"
 );
 
 impl FieldDesc {

@@ -131,7 +131,10 @@ fn str_arg(p: *const c_char, what: &str) -> Result<String, c_int> {
 /// # Safety
 ///
 /// `first..end` is null..null or a section holding only descriptors.
-unsafe fn descs<'a>(first: *const GlobalDesc, end: *const GlobalDesc) -> Result<&'a [GlobalDesc], c_int> {
+unsafe fn descs<'a>(
+    first: *const GlobalDesc,
+    end: *const GlobalDesc,
+) -> Result<&'a [GlobalDesc], c_int> {
     if first.is_null() && end.is_null() {
         return Ok(&[]);
     }
@@ -139,8 +142,8 @@ unsafe fn descs<'a>(first: *const GlobalDesc, end: *const GlobalDesc) -> Result<
     let bytes = (end as usize).wrapping_sub(first as usize);
     if first.is_null()
         || end < first
-        || bytes % size != 0
-        || first as usize % std::mem::align_of::<GlobalDesc>() != 0
+        || bytes.checked_rem(size) != Some(0)
+        || !first.is_aligned()
     {
         return Err(fail_with(
             libc::ENOEXEC,
@@ -235,7 +238,10 @@ unsafe fn attach(
             Err(c) => return c,
         };
         if flags & !(DSU_MUST_EXIST | DSU_MUST_CREATE | DSU_PREFAULT) != 0 {
-            return fail_with(libc::EINVAL, &format!("unknown dsu_attach flags {flags:#x}"));
+            return fail_with(
+                libc::EINVAL,
+                &format!("unknown dsu_attach flags {flags:#x}"),
+            );
         }
         if flags & DSU_MUST_EXIST != 0 && flags & DSU_MUST_CREATE != 0 {
             return fail_with(
@@ -244,7 +250,10 @@ unsafe fn attach(
             );
         }
         if mode & !0o7777 != 0 {
-            return fail_with(libc::EINVAL, &format!("mode {mode:#o} is not permission bits"));
+            return fail_with(
+                libc::EINVAL,
+                &format!("mode {mode:#o} is not permission bits"),
+            );
         }
         // SAFETY: the caller passes the descriptor section's bounds.
         let descs = match unsafe { descs(first, end) } {
@@ -438,7 +447,9 @@ mod tests {
             libc::ENOTRECOVERABLE,
         ] {
             // SAFETY: dsu_strerror returns a NUL-terminated string.
-            let s = unsafe { CStr::from_ptr(dsu_strerror(-e)) }.to_str().unwrap();
+            let s = unsafe { CStr::from_ptr(dsu_strerror(-e)) }
+                .to_str()
+                .unwrap();
             assert!(!s.starts_with("unknown"), "{e}: {s}");
         }
         // SAFETY: as above.
@@ -476,7 +487,11 @@ mod tests {
         // SAFETY: the bounds are refused before being read.
         let rc = unsafe { dsu_attach_descs(c"ok".as_ptr(), c"1".as_ptr(), 0, 0, d, half) };
         assert_eq!(rc, -libc::ENOEXEC);
-        assert!(last_error().contains("descriptor section"), "{}", last_error());
+        assert!(
+            last_error().contains("descriptor section"),
+            "{}",
+            last_error()
+        );
     }
 
     #[test]
@@ -491,7 +506,14 @@ mod tests {
         // A failure rewrites it in place.
         // SAFETY: valid strings, no descriptors.
         let rc = unsafe {
-            dsu_attach_descs(c"bad/x".as_ptr(), c"1".as_ptr(), 0, 0, std::ptr::null(), std::ptr::null())
+            dsu_attach_descs(
+                c"bad/x".as_ptr(),
+                c"1".as_ptr(),
+                0,
+                0,
+                std::ptr::null(),
+                std::ptr::null(),
+            )
         };
         assert_eq!(rc, -libc::EINVAL);
         assert_eq!(dsu_last_error(), p, "the buffer does not move");
