@@ -57,7 +57,11 @@ fn counter_update(v1_prog: &str, v2_prog: &str, seg: &str) -> TestResult {
     destroy(seg);
     let r = (|| -> TestResult {
         let mut v1 = Server::start(v1_prog, &["--segment", seg])?;
-        ensure_eq!(v1.cmd("read")?, "counter=0 old_only=7", "v1 initial");
+        ensure_eq!(
+            v1.cmd("read")?,
+            "counter=0 old_only=7 zeros=0",
+            "v1 initial"
+        );
         v1.cmd("write counter 5")?;
         // v1 waits for a newer version; v2's bind wakes it (dsu_wait_for_newer).
         v1.send("wait-newer 15000")?;
@@ -66,7 +70,7 @@ fn counter_update(v1_prog: &str, v2_prog: &str, seg: &str) -> TestResult {
         ensure_eq!(v1.reply("wait-newer")?, "newer", "v1 woken by v2");
         ensure_eq!(
             v2.cmd("read")?,
-            "counter=5 added=42 table_len=5",
+            "counter=5 added=42 table_len=5 zeros=0",
             "v2 sees v1's value and its initialisers"
         );
         v2.cmd("write counter 6")?;
@@ -74,8 +78,26 @@ fn counter_update(v1_prog: &str, v2_prog: &str, seg: &str) -> TestResult {
         v1.cmd("write counter 7")?;
         ensure_eq!(v2.get("counter")?, 7, "v2 sees v1's write");
         ensure_eq!(v1.get("old_only")?, 7, "v1's removed global");
+        // The DSU_GLOBAL_ZERO global (in .bss, mapped apart from dsu_globals) is shared too.
+        v1.cmd("write zeros 9")?;
+        ensure_eq!(
+            v2.get("zeros")?,
+            9,
+            "v2 sees v1's write to the zeroed global"
+        );
+        v2.cmd("write zeros 10")?;
+        ensure_eq!(
+            v1.get("zeros")?,
+            10,
+            "v1 sees v2's write to the zeroed global"
+        );
+        ensure_eq!(
+            v2.get("counter")?,
+            7,
+            "dsu_globals still shared after the zeroed one"
+        );
         let show = ok("dsuctl", &["show", seg])?;
-        for n in ["counter ", "old_only ", "added ", "table "] {
+        for n in ["counter ", "old_only ", "added ", "table ", "zeros "] {
             ensure!(
                 show.lines().any(|l| l.starts_with(n)),
                 "{n}missing from the segment:\n{show}"
@@ -90,6 +112,14 @@ fn counter_update(v1_prog: &str, v2_prog: &str, seg: &str) -> TestResult {
         );
         v1.exit()?;
         v2.exit()?;
+        // 8 MiB of zeros take no file space: the binaries stay near 1 MiB.
+        for prog in [v1_prog, v2_prog] {
+            let size = std::fs::metadata(format!("/dsu/bin/{prog}"))?.len();
+            ensure!(
+                size < 4 << 20,
+                "{prog} is {size} bytes: its 8 MiB zeroed global takes file space"
+            );
+        }
         Ok(())
     })();
     destroy(seg);

@@ -226,6 +226,7 @@ struct GlobalItem {
     init: Expr,
     name: Option<LitStr>,
     migrate: Option<(Type, Path)>,
+    zeroed: bool,
 }
 
 struct GlobalItems(Vec<GlobalItem>);
@@ -251,6 +252,7 @@ impl Parse for GlobalItems {
             let mut attrs = Vec::new();
             let mut name = None;
             let mut migrate = None;
+            let mut zeroed = false;
             for attr in all_attrs {
                 if !attr.path().is_ident("dsu") {
                     attrs.push(attr);
@@ -263,6 +265,9 @@ impl Parse for GlobalItems {
                             return Err(syn::Error::new(lit.span(), why));
                         }
                         name = Some(lit);
+                        Ok(())
+                    } else if meta.path.is_ident("zeroed") {
+                        zeroed = true;
                         Ok(())
                     } else if meta.path.is_ident("migrate") {
                         let mut from = None;
@@ -286,7 +291,7 @@ impl Parse for GlobalItems {
                             _ => Err(meta.error("migrate needs both `from = OldType` and `with = transform_fn`")),
                         }
                     } else {
-                        Err(meta.error("unknown dsu attribute: expected `name = \"...\"` or `migrate(from = T, with = f)`"))
+                        Err(meta.error("unknown dsu attribute: expected `name = \"...\"`, `zeroed` or `migrate(from = T, with = f)`"))
                     }
                 })?;
             }
@@ -298,6 +303,7 @@ impl Parse for GlobalItems {
                 init,
                 name,
                 migrate,
+                zeroed,
             });
         }
         Ok(GlobalItems(items))
@@ -339,6 +345,7 @@ fn expand_global(item: GlobalItem) -> TokenStream2 {
         init,
         name,
         migrate,
+        zeroed,
     } = item;
     let name_expr = match &name {
         Some(lit) => {
@@ -375,10 +382,17 @@ fn expand_global(item: GlobalItem) -> TokenStream2 {
             }}
         }
     };
+    // A zeroed global goes to a `.bss.` section, which is NOBITS: no file space. rustc
+    // refuses to compile one whose initialiser has a non-zero byte there.
+    let (section, zeroed) = if zeroed {
+        (".bss.dsu_globals_zero", quote!(.zeroed()))
+    } else {
+        ("dsu_globals", quote!())
+    };
     let span = Span::call_site();
     quote_spanned! {span=>
         #(#attrs)*
-        #[unsafe(link_section = "dsu_globals")]
+        #[unsafe(link_section = #section)]
         #vis static #ident: ::dsu::Global<#ty> = ::dsu::Global::new(#init);
 
         #[doc(hidden)]
@@ -386,8 +400,9 @@ fn expand_global(item: GlobalItem) -> TokenStream2 {
         #[::dsu::__private::linkme::distributed_slice(::dsu::GLOBALS)]
         #[linkme(crate = ::dsu::__private::linkme)]
         // SAFETY: 'static NUL-terminated strings; the global is the static above, in the
-        // section `dsu_globals`, with this one descriptor; the migration (if any) is the
-        // one generated for this global's type.
+        // section `dsu_globals` (`.bss.dsu_globals_zero` with `zeroed`, which the descriptor
+        // then says), with this one descriptor; the migration (if any) is the one
+        // generated for this global's type.
         static #desc: ::dsu::GlobalDesc = unsafe {
             ::dsu::GlobalDesc::new::<#ty>(
                 #name_expr.as_ptr().cast(),
@@ -395,6 +410,6 @@ fn expand_global(item: GlobalItem) -> TokenStream2 {
                 &#ident,
                 #migration,
             )
-        };
+        }#zeroed;
     }
 }

@@ -1,8 +1,8 @@
 //! [`Attach`], [`attach`] and [`Version`]: the update step.
 
 use crate::error::{Error, Result};
-use crate::global::{DESC_MAGIC, GlobalDesc, PAGE_SIZE};
-use crate::layout::{Placed, page_map};
+use crate::global::{DESC_MAGIC, DESC_ZEROED, GlobalDesc, PAGE_SIZE};
+use crate::layout::{Placed, page_maps};
 use crate::sys::{Create, Device, Event, EventKind};
 use crate::typedesc::TypeDesc;
 use dsu_uapi as u;
@@ -345,7 +345,7 @@ impl Attach {
             return Err(e);
         }
 
-        let mut placed = Vec::with_capacity(descs.len());
+        let (mut placed, mut zeroed) = (Vec::with_capacity(descs.len()), Vec::new());
         for (i, (d, v)) in descs.iter().zip(&vars).enumerate() {
             if v.page_count != d.pages {
                 return Err(Error::PageCount {
@@ -354,12 +354,17 @@ impl Attach {
                     want: d.pages,
                 });
             }
-            placed.push(Placed {
+            let here = Placed {
                 name: d.name().into(),
                 addr: d.addr as usize,
                 pages: d.pages,
                 first_page: v.first_page,
-            });
+            };
+            if d.flags & DESC_ZEROED != 0 {
+                zeroed.push(here);
+            } else {
+                placed.push(here);
+            }
             let status = match v.status {
                 u::DSU_VAR_ADDED if migrated[i] => VarStatus::Migrated,
                 u::DSU_VAR_ADDED => VarStatus::Added,
@@ -372,20 +377,72 @@ impl Attach {
                 pages: v.page_count,
             });
         }
-        let map = page_map(&placed).map_err(Error::Layout)?;
+        // The dsu_globals section, then each run of zeroed globals: the version's map is
+        // their concatenation.
+        let maps = page_maps(&placed, &zeroed).map_err(Error::Layout)?;
+        let extents: Vec<_> = maps
+            .iter()
+            .flat_map(|m| m.extents.iter().copied())
+            .collect();
         let id = version
             .dev
-            .bind_extents(&self.label, &map.extents, self.prefault)?;
+            .bind_extents(&self.label, &extents, self.prefault)?;
         version.id = Some(id);
-        // SAFETY: the range is exactly this program's dsu_globals section, which holds
-        // nothing but the globals (checked by page_map; descriptors are unforgeable from
-        // safe code); mapping the segment over it is the purpose. Every global is
-        // SharedCell, so references into them survive the change of bytes, and no
-        // MutexGuard exists (attach checks it; attach_unchecked's contract).
-        unsafe { version.dev.mmap(Some(map.start), map.len()) }?;
+        // SAFETY: each map covers exactly the pages of globals (the dsu_globals section,
+        // which holds nothing else, checked by page_maps; descriptors are unforgeable from
+        // safe code; zeroed globals alone in their whole pages); mapping the segment over
+        // them is the purpose. Every global is SharedCell, so references into them survive
+        // the change of bytes, and no MutexGuard exists (attach checks it;
+        // attach_unchecked's contract).
+        unsafe { map_sections(&version.dev, &maps) }?;
         version.dev.set_nonblocking(true)?;
         Ok(version)
     }
+}
+
+/// Maps the bound version over `maps`, which concatenated are the version's map: one map
+/// with one `MAP_FIXED` mmap; several (zeroed globals in `.bss`) by mapping the whole
+/// version wherever the kernel chooses and moving each map's part to its place with
+/// `mremap(MREMAP_FIXED)`, which replaces what was there as `MAP_FIXED` does.
+///
+/// # Safety
+///
+/// Every map covers only pages of this program's globals.
+unsafe fn map_sections(dev: &Device, maps: &[crate::layout::PageMap]) -> Result<()> {
+    let total: usize = maps.iter().map(|m| m.len()).sum();
+    match maps {
+        [] => return Ok(()),
+        // SAFETY: the caller's contract.
+        [one] => return unsafe { dev.mmap(Some(one.start), one.len()) }.map(|_| ()),
+        _ => {}
+    }
+    // SAFETY: no fixed address: the kernel picks a free range.
+    let whole = unsafe { dev.mmap(None, total) }?;
+    let mut offset = 0;
+    for m in maps {
+        // SAFETY: moves `m.len()` bytes of our fresh mapping onto the globals' pages (the
+        // caller's contract); the rest of the mapping is unaffected.
+        let p = unsafe {
+            libc::mremap(
+                whole.add(offset).cast(),
+                m.len(),
+                m.len(),
+                libc::MREMAP_MAYMOVE | libc::MREMAP_FIXED,
+                m.start as *mut libc::c_void,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            let source = std::io::Error::last_os_error();
+            // SAFETY: unmaps what is left of our own mapping (its moved parts stay).
+            unsafe { libc::munmap(whole.add(offset).cast(), total - offset) };
+            return Err(Error::Io {
+                what: "mremap of the segment's pages onto the zeroed globals",
+                source,
+            });
+        }
+        offset += m.len();
+    }
+    Ok(())
 }
 
 /// Fills in what differs in a conflict error, from the type description stored with the

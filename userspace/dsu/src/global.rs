@@ -8,8 +8,15 @@ use core::ffi::{CStr, c_char};
 /// The page size the layout assumes (x86_64 and most Linux targets); `attach` checks it.
 pub const PAGE_SIZE: usize = 4096;
 
-/// The linker section every global lives in. The C header uses the same name.
+/// The linker section every global lives in, except `#[dsu(zeroed)]` ones. The C header
+/// uses the same name.
 pub const SECTION: &str = "dsu_globals";
+
+/// The section of globals declared `#[dsu(zeroed)]` (C: `DSU_GLOBAL_ZERO`), whose initial
+/// bytes are all zero. Its `.bss.` prefix makes it `SHT_NOBITS`, so a zeroed table takes
+/// no space in the binary's file (the linker merges it into `.bss`); rustc refuses to
+/// compile a global there whose initialiser has a non-zero byte.
+pub const ZERO_SECTION: &str = ".bss.dsu_globals_zero";
 
 /// `magic` of a [`GlobalDesc`]: the bytes `"DSUG"` (little-endian), format 1. `attach`
 /// rejects descriptors with another magic.
@@ -19,6 +26,11 @@ pub const DESC_MAGIC: u32 = 0x4755_5344;
 /// `align` and the fields with [`fingerprint::c_type_fields`](crate::fingerprint::c_type_fields)
 /// (C globals).
 pub const DESC_HASH_TYPE_NAME: u32 = 1 << 0;
+
+/// [`GlobalDesc::flags`]: the global is in [`ZERO_SECTION`] (inside the program's `.bss`)
+/// rather than [`SECTION`]. `attach` maps each run of consecutive zeroed globals on its
+/// own, since other `.bss` data may lie between runs.
+pub const DESC_ZEROED: u32 = 1 << 1;
 
 /// A shared global: the value of type `T`, alone in one or more whole pages, in the linker
 /// section [`SECTION`]. Declare it with [`global!`](crate::global); after
@@ -278,7 +290,8 @@ impl GlobalDesc {
     /// - `name` and `type_name` point to NUL-terminated strings that live and stay
     ///   unchanged for the whole program;
     /// - `global` is a `static` placed in the linker section [`SECTION`] (as
-    ///   [`global!`](crate::global) does), described by no other descriptor: `attach`
+    ///   [`global!`](crate::global) does; or in [`ZERO_SECTION`], and the descriptor is then
+    ///   made [`zeroed`](Self::zeroed)), described by no other descriptor: `attach`
     ///   replaces its pages with segment pages;
     /// - `migration` is null or points to a `Migration` that lives for the whole program
     ///   and whose transform writes a valid `T` (see [`Migration::new`]).
@@ -314,6 +327,26 @@ impl GlobalDesc {
             fields: T::FIELDS.as_ptr(),
             field_count: T::FIELDS.len() as u64,
         }
+    }
+
+    /// This descriptor with [`DESC_ZEROED`]: for a global in [`ZERO_SECTION`] (used by
+    /// [`global!`](crate::global) for `#[dsu(zeroed)]`).
+    ///
+    /// ```
+    /// use std::sync::atomic::AtomicU64;
+    /// #[unsafe(link_section = ".bss.dsu_globals_zero")]
+    /// static G: dsu::Global<AtomicU64> = dsu::Global::new(AtomicU64::new(0));
+    /// // SAFETY: 'static strings and no migration; G is in the zero section. (This
+    /// // descriptor is only looked at, never added to GLOBALS or attached.)
+    /// static D: dsu::GlobalDesc = unsafe {
+    ///     dsu::GlobalDesc::new(c"doc::G".as_ptr(), c"AtomicU64".as_ptr(), &G, std::ptr::null())
+    /// }
+    /// .zeroed();
+    /// assert_eq!(D.flags() & dsu::DESC_ZEROED, dsu::DESC_ZEROED);
+    /// ```
+    pub const fn zeroed(mut self) -> Self {
+        self.flags |= DESC_ZEROED;
+        self
     }
 
     /// The variable's name.

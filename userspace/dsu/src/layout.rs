@@ -187,6 +187,48 @@ pub fn page_map(vars: &[Placed]) -> Result<PageMap, String> {
     Ok(map)
 }
 
+/// The page maps of a program: one for the globals of the `dsu_globals` section, which
+/// must tile it ([`page_map`]), then one per run of consecutive zeroed globals (in the
+/// `.bss.dsu_globals_zero` input sections, which the linker places inside `.bss`, so other
+/// `.bss` data may lie between runs; each global is alone in its whole pages). Empty maps
+/// are left out.
+///
+/// ```
+/// use dsu::layout::{Placed, page_maps};
+/// let tiled = [Placed { name: "a".into(), addr: 0x10000, pages: 1, first_page: 0 }];
+/// let zeroed = [
+///     Placed { name: "z2".into(), addr: 0x90000, pages: 2, first_page: 3 },
+///     Placed { name: "z1".into(), addr: 0x80000, pages: 2, first_page: 1 },
+/// ];
+/// let maps = page_maps(&tiled, &zeroed).unwrap();
+/// assert_eq!(maps.iter().map(|m| m.start).collect::<Vec<_>>(), vec![0x10000, 0x80000, 0x90000]);
+/// ```
+pub fn page_maps(tiled: &[Placed], zeroed: &[Placed]) -> Result<Vec<PageMap>, String> {
+    let mut maps = vec![page_map(tiled)?];
+    let mut sorted: Vec<&Placed> = zeroed.iter().collect();
+    sorted.sort_by_key(|v| v.addr);
+    let mut run: Vec<Placed> = Vec::new();
+    for v in sorted {
+        if let Some(last) = run.last() {
+            let end = last.addr + last.pages as usize * PAGE_SIZE;
+            if v.addr < end {
+                return Err(format!(
+                    "zeroed global \"{}\" at {:#x} overlaps \"{}\" (ending at {end:#x})",
+                    v.name, v.addr, last.name
+                ));
+            }
+            if v.addr > end {
+                maps.push(page_map(&run)?);
+                run.clear();
+            }
+        }
+        run.push(v.clone());
+    }
+    maps.push(page_map(&run)?);
+    maps.retain(|m| !m.is_empty());
+    Ok(maps)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -273,6 +315,35 @@ mod tests {
         let m = page_map(&[p("big", 0x40000000, 65536, 3)]).unwrap();
         assert_eq!(m.extents.len(), 1);
         assert_eq!(m.len(), 256 << 20);
+    }
+
+    #[test]
+    fn zeroed_globals_map_in_runs_after_the_section() {
+        let tiled = [p("a", 0x40000, 1, 5), p("b", 0x41000, 1, 9)];
+        let zeroed = [
+            p("z3", 0x200000, 4, 0),
+            p("z1", 0x100000, 2, 1),
+            p("z2", 0x102000, 1, 3),
+        ];
+        let maps = page_maps(&tiled, &zeroed).unwrap();
+        assert_eq!(maps.len(), 3);
+        assert_eq!((maps[0].start, maps[0].pages()), (0x40000, vec![5, 9]));
+        assert_eq!((maps[1].start, maps[1].pages()), (0x100000, vec![1, 2, 3]));
+        assert_eq!(
+            (maps[2].start, maps[2].pages()),
+            (0x200000, vec![0, 1, 2, 3])
+        );
+        // Only zeroed globals, or none.
+        assert_eq!(page_maps(&[], &zeroed).unwrap().len(), 2);
+        assert!(page_maps(&[], &[]).unwrap().is_empty());
+        // The tiled section still may not have gaps; zeroed globals may not overlap.
+        let gap = [p("a", 0x40000, 1, 0), p("b", 0x42000, 1, 1)];
+        assert!(page_maps(&gap, &[]).is_err());
+        let overlap = [p("z1", 0x100000, 2, 0), p("z2", 0x101000, 1, 2)];
+        let e = page_maps(&[], &overlap).unwrap_err();
+        assert!(e.contains("overlaps"), "{e}");
+        let unaligned = [p("z", 0x100800, 1, 0)];
+        assert!(page_maps(&[], &unaligned).is_err());
     }
 
     #[test]

@@ -123,7 +123,8 @@ pub use attach::{Attach, AttachedVar, VarStatus, Version, attach};
 pub use dsu_macros::Shared;
 pub use error::{Error, Op, Result};
 pub use global::{
-    DESC_HASH_TYPE_NAME, DESC_MAGIC, Global, GlobalDesc, Migration, PAGE_SIZE, SECTION,
+    DESC_HASH_TYPE_NAME, DESC_MAGIC, DESC_ZEROED, Global, GlobalDesc, Migration, PAGE_SIZE,
+    SECTION, ZERO_SECTION,
 };
 pub use shared::{Shared, SharedCell};
 
@@ -167,6 +168,10 @@ pub mod __private {
 ///   `transform: fn(OldType) -> T` turns a snapshot of the old value (read at attach)
 ///   into the new one. The new entry is not shared with versions that use the old type.
 ///   Without an old value in the segment, `init` is used.
+/// - `#[dsu(zeroed)]`: `init` is all zero bytes (a table of zeros, an empty mutex), so the
+///   global goes to the NOBITS section [`ZERO_SECTION`] and takes no space in the binary's
+///   file. rustc refuses to compile it if `init` has a non-zero byte ("BSS section
+///   '.bss.dsu_globals_zero' cannot have non-zero bytes").
 ///
 /// Other attributes (docs, `#[allow]`) are kept on the static.
 ///
@@ -179,6 +184,9 @@ pub mod __private {
 ///     pub static REQUESTS: AtomicU64 = AtomicU64::new(0);
 ///     #[dsu(name = "app::CONFIG")]
 ///     static CONFIG: Mutex<[u8; 64]> = Mutex::new([0; 64]);
+///     /// One MiB of zeros: no file space.
+///     #[dsu(zeroed)]
+///     static TABLE: [AtomicU64; 131072] = [const { AtomicU64::new(0) }; 131072];
 /// }
 ///
 /// REQUESTS.fetch_add(1, Ordering::Relaxed);

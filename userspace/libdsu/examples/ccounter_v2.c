@@ -11,8 +11,16 @@ DSU_GLOBAL(uint64_t, counter, 0);
 DSU_GLOBAL(uint64_t, added, 42);
 DSU_GLOBAL(struct table, table, { .len = 5 });
 
+/* 8 MiB of zeros in the NOBITS section: no space in the binary's file (common to v1 and v2). */
+struct zeros {
+	uint64_t first;
+	uint64_t rest[1048575];
+};
+DSU_GLOBAL_ZERO(struct zeros, zeros);
+
 int main(int argc, char **argv)
 {
-	const struct var vars[] = { { "counter", &counter }, { "added", &added }, { "table_len", &table.len } };
-	return run("c2", vars, 3, argc, argv);
+	const struct var vars[] = { { "counter", &counter }, { "added", &added }, { "table_len", &table.len },
+				    { "zeros", &zeros.first } };
+	return run("c2", vars, 4, argc, argv);
 }

@@ -43,8 +43,8 @@
  * <linux/dsu.h> (uapi/dsu.h in the source tree), which programs never need.
  *
  * Layout (the same as the Rust crate's): each global is alone in whole 4096-byte pages in
- * the section "dsu_globals"; its descriptor, a struct dsu_global_desc, is in the section
- * "linkme_DSU_GLOBALS" (the linkme slice dsu::GLOBALS).
+ * the section "dsu_globals" (DSU_GLOBAL_ZERO: DSU_ZERO_SECTION); its descriptor, a struct
+ * dsu_global_desc, is in the section "linkme_DSU_GLOBALS" (the linkme slice dsu::GLOBALS).
  */
 #ifndef DSU_LIBDSU_H
 #define DSU_LIBDSU_H
@@ -71,6 +71,9 @@ extern "C" {
 #define DSU_PAGE_SIZE 4096
 #define DSU_DESC_MAGIC 0x47555344u      /* "DSUG" in memory: descriptor format 1 */
 #define DSU_DESC_HASH_TYPE_NAME (1u << 0) /* fingerprint = hash(type spelling, size, align) */
+#define DSU_DESC_ZEROED (1u << 1)          /* in DSU_ZERO_SECTION, not "dsu_globals" */
+/* The NOBITS section of DSU_GLOBAL_ZERO globals (the linker merges it into .bss). */
+#define DSU_ZERO_SECTION ".bss.dsu_globals_zero"
 
 /* One field of a struct described with DSU_TYPE. Same layout as dsu::typedesc::FieldDesc. */
 struct dsu_field_desc {
@@ -109,6 +112,19 @@ struct dsu_global_desc {
 /* As DSU_GLOBAL, with an explicit variable name (a string literal, 1..127 printable ASCII). */
 #define DSU_GLOBAL_NAMED(type, name, varname, ...) \
 	DSU__GLOBAL(type, name, varname, #type, 0, 0, __VA_ARGS__)
+
+/*
+ * DSU_GLOBAL_ZERO(type, name): as DSU_GLOBAL with an all-zero initial value, in the NOBITS
+ * section DSU_ZERO_SECTION, so that the global takes no space in the binary's file (a
+ * 20 MiB table of zeros costs nothing on disk). DSU_GLOBAL_ZERO_NAMED takes an explicit
+ * variable name, DSU_GLOBAL_TYPED_ZERO(id, name) a struct described with DSU_TYPE.
+ */
+#define DSU_GLOBAL_ZERO(type, name) DSU_GLOBAL_ZERO_NAMED(type, name, #name)
+#define DSU_GLOBAL_ZERO_NAMED(type, name, varname) \
+	DSU__GLOBAL_ZERO(type, name, varname, #type, 0, 0)
+#define DSU_GLOBAL_TYPED_ZERO(id, name)                                                      \
+	DSU__GLOBAL_ZERO(dsu__type_##id, name, #name, dsu__type_name_##id, dsu__fields_##id, \
+			 sizeof(dsu__fields_##id) / sizeof(dsu__fields_##id[0]))
 
 /*
  * DSU_TYPE(id, type, DSU_FIELD(field, field_type), ...): describes the struct `type`
@@ -150,16 +166,28 @@ struct dsu_global_desc {
 		    sizeof(dsu__fields_##id) / sizeof(dsu__fields_##id[0]), __VA_ARGS__)
 
 #define DSU__GLOBAL(type, name, varname, type_name, fields, field_count, ...)               \
+	DSU__UNION(type, name);                                                               \
+	__attribute__((section("dsu_globals"), aligned(DSU_PAGE_SIZE), used))                 \
+	union dsu__u_##name dsu__g_##name = { __VA_ARGS__ };                                  \
+	DSU__ALIAS_AND_DESC(type, name, varname, type_name, fields, field_count,              \
+			    DSU_DESC_HASH_TYPE_NAME)
+/* No initialiser: zero, and GCC makes a ".bss." section NOBITS. */
+#define DSU__GLOBAL_ZERO(type, name, varname, type_name, fields, field_count)               \
+	DSU__UNION(type, name);                                                               \
+	__attribute__((section(DSU_ZERO_SECTION), aligned(DSU_PAGE_SIZE), used))              \
+	union dsu__u_##name dsu__g_##name;                                                    \
+	DSU__ALIAS_AND_DESC(type, name, varname, type_name, fields, field_count,              \
+			    DSU_DESC_HASH_TYPE_NAME | DSU_DESC_ZEROED)
+#define DSU__UNION(type, name)                                                               \
 	union dsu__u_##name {                                                                 \
 		type value;                                                                   \
 		unsigned char dsu__pages[DSU__PAGES(sizeof(type)) * DSU_PAGE_SIZE];          \
-	};                                                                                    \
-	__attribute__((section("dsu_globals"), aligned(DSU_PAGE_SIZE), used))                 \
-	union dsu__u_##name dsu__g_##name = { __VA_ARGS__ };                                  \
+	}
+#define DSU__ALIAS_AND_DESC(type, name, varname, type_name, fields, field_count, flags)     \
 	extern type name __attribute__((alias("dsu__g_" #name)));                             \
 	__attribute__((section("linkme_DSU_GLOBALS"), aligned(8), used))                      \
 	const struct dsu_global_desc dsu__d_##name = {                                        \
-		DSU_DESC_MAGIC, DSU_DESC_HASH_TYPE_NAME, varname, type_name, &dsu__g_##name,  \
+		DSU_DESC_MAGIC, flags, varname, type_name, &dsu__g_##name,                    \
 		sizeof(type), DSU__ALIGNOF(type), DSU__PAGES(sizeof(type)), 0, &dsu__g_##name,\
 		0, fields, field_count                                                        \
 	}

@@ -140,11 +140,7 @@ unsafe fn descs<'a>(
     }
     let size = std::mem::size_of::<GlobalDesc>();
     let bytes = (end as usize).wrapping_sub(first as usize);
-    if first.is_null()
-        || end < first
-        || bytes.checked_rem(size) != Some(0)
-        || !first.is_aligned()
-    {
+    if first.is_null() || end < first || bytes.checked_rem(size) != Some(0) || !first.is_aligned() {
         return Err(fail_with(
             libc::ENOEXEC,
             &format!(

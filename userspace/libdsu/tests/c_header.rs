@@ -45,10 +45,14 @@ const PROGRAM: &str = "DSU_GLOBAL(unsigned long, requests, 0);\n\
     DSU_TYPE(conf, struct conf, DSU_FIELD(port, uint16_t), DSU_FIELD(host, char[64]), \
              DSU_FIELD(limit, int));\n\
     DSU_GLOBAL_TYPED(conf, config, { 8080, \"x\", 1 });\n\
+    DSU_GLOBAL_ZERO(struct conf, zconf);\n\
+    DSU_GLOBAL_ZERO_NAMED(unsigned long, zcount, \"app.zcount\");\n\
+    DSU_GLOBAL_TYPED_ZERO(conf, tzconf);\n\
     int main(void) {\n\
         int rc = dsu_attach(\"app\", \"1\", DSU_MUST_EXIST | DSU_PREFAULT, 0600);\n\
         if (rc < 0) return dsu_strerror(rc)[0] != 0 && dsu_last_error() != NULL;\n\
-        return (int)(requests + plain.port + config.limit + (unsigned long)ratio);\n\
+        return (int)(requests + plain.port + config.limit + (unsigned long)ratio + zconf.port + \
+                     zcount + tzconf.limit);\n\
     }";
 
 #[test]
@@ -103,5 +107,56 @@ fn dsu_type_refuses_lists_that_do_not_match() {
                 "{compiler} -std={std} accepted a field list with a field {what}"
             );
         }
+    }
+}
+
+/// `DSU_GLOBAL_ZERO`'s section is NOBITS (no file space) in C and C++ objects, and holds
+/// only the zeroed globals; `DSU_GLOBAL`'s is PROGBITS.
+#[test]
+fn zeroed_globals_are_nobits() {
+    let dir = std::env::temp_dir().join(format!("dsu-c-zero-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let include = Path::new(env!("CARGO_MANIFEST_DIR")).join("include");
+    for (compiler, ext) in [("gcc", "c"), ("g++", "cc")] {
+        let src = dir.join(format!("z.{ext}"));
+        let obj = dir.join(format!("z-{ext}.o"));
+        std::fs::write(
+            &src,
+            "#include <libdsu.h>\nstruct big { unsigned long v[1 << 20]; };\n\
+             DSU_GLOBAL_ZERO(struct big, big);\nDSU_GLOBAL(unsigned long, small, 1);\n",
+        )
+        .unwrap();
+        let ok = Command::new(compiler)
+            .args(["-Wall", "-Wextra", "-Werror", "-c", "-I"])
+            .arg(&include)
+            .arg("-o")
+            .arg(&obj)
+            .arg(&src)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "{compiler} failed");
+        let out = Command::new("readelf")
+            .arg("-SW")
+            .arg(&obj)
+            .output()
+            .unwrap();
+        let sections = String::from_utf8_lossy(&out.stdout);
+        let line = |name: &str| {
+            sections
+                .lines()
+                .find(|l| l.split_whitespace().any(|w| w == name))
+                .unwrap_or_else(|| panic!("{compiler}: no section {name}:\n{sections}"))
+                .to_string()
+        };
+        assert!(
+            line(".bss.dsu_globals_zero").contains("NOBITS"),
+            "{compiler}: {}",
+            line(".bss.dsu_globals_zero")
+        );
+        assert!(line("dsu_globals").contains("PROGBITS"), "{compiler}");
+        // 8 MiB of zeros, not in the object file.
+        let size = std::fs::metadata(&obj).unwrap().len();
+        assert!(size < 1 << 20, "{compiler}: the object is {size} bytes");
     }
 }

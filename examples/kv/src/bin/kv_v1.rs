@@ -6,8 +6,9 @@ use dsu_kv::stats::Stats;
 use dsu_kv::table::Table;
 
 dsu::global! {
-    /// The keyspace, shared by every version.
-    #[dsu(name = "kv::TABLE")]
+    /// The keyspace, shared by every version: 21 MiB of zeros at first, so `zeroed` keeps
+    /// them out of the binary.
+    #[dsu(name = "kv::TABLE", zeroed)]
     static TABLE: Table = Table::new();
     /// INFO's totals, shared by every version.
     #[dsu(name = "kv::STATS")]
