@@ -264,7 +264,7 @@ static C_OWNER: VmTest = VmTest {
     run: c_owner,
 };
 /// A C program run by uid 1000 does not join root's 0666 segment with `dsu_attach`
-/// (DSU_EOWNER, and the message says how to share on purpose); with `dsu_attach_shared`
+/// (-EPERM, and the message says how to share on purpose); with `dsu_attach_shared`
 /// naming uid 0 it does.
 fn c_owner() -> TestResult {
     use std::os::unix::process::CommandExt;
@@ -285,7 +285,9 @@ fn c_owner() -> TestResult {
         let err = String::from_utf8_lossy(&out.stderr);
         ensure_eq!(out.status.code(), Some(1), "dsu_attach as uid 1000: {err}");
         ensure!(
-            err.contains("is owned by uid 0") && err.contains("dsu_attach_shared(..., 0)"),
+            err.contains("is owned by uid 0")
+                && err.contains("dsu_attach_shared(..., 0)")
+                && err.contains("[-1: "),
             "dsu_attach's message: {err}"
         );
         let out = run(&["--owner", "0"])?;
@@ -294,7 +296,7 @@ fn c_owner() -> TestResult {
                 out.status.code(),
                 String::from_utf8_lossy(&out.stdout).trim().to_string()
             ),
-            (Some(0), "counter=0 old_only=7".to_string()),
+            (Some(0), "counter=0 old_only=7 zeros=0".to_string()),
             "dsu_attach_shared naming uid 0: {}",
             String::from_utf8_lossy(&out.stderr)
         );

@@ -144,7 +144,7 @@ struct dsu_global_desc {
  *
  * Checked at compile time: each field's listed type has its size (and, with GCC or clang
  * in C, and in C++, is its type), and the fields are listed in offset order without
- * overlapping. dsu_attach checks the list again (DSU_ELAYOUT).
+ * overlapping. dsu_attach checks the list again (-ENOEXEC).
  */
 #define DSU_TYPE(id, type, ...)                                                              \
 	typedef type dsu__type_##id;                                                          \
