@@ -11,10 +11,10 @@ DSU_GLOBAL(uint64_t, counter, 0);
 DSU_GLOBAL(uint64_t, added, 42);
 DSU_GLOBAL(struct table, table, { .len = 5 });
 
-/* 8 MiB of zeros in the NOBITS section: no space in the binary's file (common to v1 and v2). */
+/* 2 MiB of zeros in the NOBITS section: no space in the binary's file (common to v1 and v2). */
 struct zeros {
 	uint64_t first;
-	uint64_t rest[1048575];
+	uint64_t rest[262143];
 };
 DSU_GLOBAL_ZERO(struct zeros, zeros);
 
