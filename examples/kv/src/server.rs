@@ -35,19 +35,31 @@ pub struct Program {
     pub cmd_stats: Option<&'static dyn CommandStats>,
 }
 
-/// Command-line options.
-#[derive(Debug, Clone)]
+/// Command-line options, common to `kv_v1`, `kv_v2` and `kv_v3`.
+#[derive(Debug, Clone, PartialEq, clap::Parser)]
+#[command(
+    name = "kv_vN",
+    version,
+    about = "A Redis-protocol key-value server whose keyspace lives in dsu shared globals",
+    after_help = "Start a newer version on the same port and segment while this one runs: it \
+                  sees every key at once, and this one retires after its clients leave."
+)]
 pub struct Options {
-    /// Address to listen on (`--bind`, default 127.0.0.1).
+    /// Address to listen on.
+    #[arg(long, value_name = "IPV4", default_value_t = Ipv4Addr::LOCALHOST)]
     pub bind: Ipv4Addr,
-    /// Port (`--port`, default 6379).
+    /// TCP port.
+    #[arg(long, value_name = "N", default_value_t = 6379)]
     pub port: u16,
-    /// dsu segment (`--segment`, default `kv`).
+    /// dsu segment holding the keyspace.
+    #[arg(long, value_name = "NAME", default_value = "kv")]
     pub segment: String,
     /// How long a retiring version waits for its clients to close before closing idle
-    /// connections itself (`--drain-timeout SECS`, default 120).
+    /// connections itself, in seconds (fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "120", value_parser = parse_secs)]
     pub drain_timeout: Duration,
-    /// Run without dsu (`--no-dsu`): the globals stay private to this process.
+    /// Run without dsu: the globals stay private to this process.
+    #[arg(long)]
     pub no_dsu: bool,
 }
 
@@ -63,46 +75,35 @@ impl Default for Options {
     }
 }
 
-const USAGE: &str =
-    "usage: kv_vN [--port N] [--bind IPV4] [--segment NAME] [--drain-timeout SECS] [--no-dsu]";
+/// Parses `--drain-timeout`: non-negative seconds, fractions allowed.
+fn parse_secs(s: &str) -> Result<Duration, String> {
+    let secs: f64 = s.parse().map_err(|e| format!("{s:?}: {e}"))?;
+    Duration::try_from_secs_f64(secs).map_err(|_| format!("{s:?} is not a number of seconds >= 0"))
+}
 
 impl Options {
-    /// Parses the command line (without the program name).
+    /// Parses the command line of `program` (`args` without the program name). The error
+    /// is clap's: print it with [`clap::Error::exit`], which also handles `--help` and
+    /// `--version` (exit 0).
     ///
     /// ```
-    /// let o = dsu_kv::server::Options::parse(["--port", "7000", "--no-dsu"].map(String::from)).unwrap();
+    /// let o = dsu_kv::server::Options::from_args("kv_v1", ["--port", "7000", "--no-dsu"]).unwrap();
     /// assert_eq!(o.port, 7000);
     /// assert!(o.no_dsu);
     /// ```
-    pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Options, String> {
-        let mut o = Options::default();
-        let mut it = args.into_iter();
-        while let Some(a) = it.next() {
-            let mut value = |name: &str| it.next().ok_or(format!("{name} needs a value\n{USAGE}"));
-            match a.as_str() {
-                "--port" => {
-                    o.port = value("--port")?
-                        .parse()
-                        .map_err(|e| format!("--port: {e}"))?
-                }
-                "--bind" => {
-                    o.bind = value("--bind")?
-                        .parse()
-                        .map_err(|e| format!("--bind: {e}"))?
-                }
-                "--segment" => o.segment = value("--segment")?,
-                "--drain-timeout" => {
-                    let s: f64 = value("--drain-timeout")?
-                        .parse()
-                        .map_err(|e| format!("--drain-timeout: {e}"))?;
-                    o.drain_timeout = Duration::from_secs_f64(s);
-                }
-                "--no-dsu" => o.no_dsu = true,
-                "-h" | "--help" => return Err(USAGE.into()),
-                _ => return Err(format!("unknown argument {a:?}\n{USAGE}")),
-            }
-        }
-        Ok(o)
+    pub fn from_args<I, T>(program: &str, args: I) -> Result<Options, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        use clap::{CommandFactory, FromArgMatches};
+        let mut cmd = Options::command()
+            .name(program.to_owned())
+            .bin_name(program.to_owned());
+        let argv = std::iter::once(std::ffi::OsString::from(program))
+            .chain(args.into_iter().map(Into::into));
+        let matches = cmd.try_get_matches_from_mut(argv)?;
+        Options::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
     }
 }
 
@@ -310,13 +311,7 @@ fn accept_queued(
 /// process: 0 after a clean retirement, 1 on an error.
 pub fn main(p: Program) -> ! {
     let name = format!("kv_v{}", p.version);
-    let opts = match Options::parse(std::env::args().skip(1)) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("{e}");
-            std::process::exit(2);
-        }
-    };
+    let opts = Options::from_args(&name, std::env::args_os().skip(1)).unwrap_or_else(|e| e.exit());
     match run(&name, p, &opts) {
         Ok(()) => std::process::exit(0),
         Err(e) => {
@@ -426,4 +421,89 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
     ));
     drop(version);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::error::ErrorKind;
+
+    #[test]
+    fn every_flag_keeps_its_meaning() {
+        assert_eq!(
+            Options::from_args("kv_v1", Vec::<String>::new()).unwrap(),
+            Options::default()
+        );
+        let o = Options::from_args(
+            "kv_v2",
+            [
+                "--port",
+                "7000",
+                "--bind",
+                "0.0.0.0",
+                "--segment",
+                "kv2",
+                "--drain-timeout",
+                "0.5",
+                "--no-dsu",
+            ],
+        )
+        .unwrap();
+        assert_eq!(
+            o,
+            Options {
+                bind: Ipv4Addr::UNSPECIFIED,
+                port: 7000,
+                segment: "kv2".into(),
+                drain_timeout: Duration::from_millis(500),
+                no_dsu: true,
+            }
+        );
+        // The `--flag=value` form clap adds.
+        assert_eq!(
+            Options::from_args("kv_v1", ["--port=7001"]).unwrap().port,
+            7001
+        );
+    }
+
+    #[test]
+    fn usage_errors_and_help() {
+        for bad in [
+            &["--port"][..],
+            &["--port", "65536"],
+            &["--bind", "::1"],
+            &["--drain-timeout", "-1"],
+            &["--drain-timeout", "soon"],
+            &["--frob"],
+            &["extra"],
+        ] {
+            let e = Options::from_args("kv_v1", bad).unwrap_err();
+            assert!(e.use_stderr(), "{bad:?} must be a usage error (exit 2)");
+        }
+        let help = Options::from_args("kv_v3", ["--help"]).unwrap_err();
+        assert_eq!(help.kind(), ErrorKind::DisplayHelp);
+        let text = help.to_string();
+        assert!(text.contains("Usage: kv_v3"), "{text}");
+        for flag in [
+            "--port",
+            "--bind",
+            "--segment",
+            "--drain-timeout",
+            "--no-dsu",
+        ] {
+            assert!(text.contains(flag), "--help lists {flag}: {text}");
+        }
+        let version = Options::from_args("kv_v2", ["--version"]).unwrap_err();
+        assert_eq!(version.kind(), ErrorKind::DisplayVersion);
+        assert_eq!(
+            version.to_string(),
+            format!("kv_v2 {}\n", env!("CARGO_PKG_VERSION"))
+        );
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Options::command().debug_assert();
+    }
 }
