@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 
 //! Limits, as module parameters (`/sys/module/dsu/parameters/`, settable at insmod and by
 //! root at run time). A limit is hit exactly: with a limit of N, the Nth object is created

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 
 //! The `/dev/dsu` interface: the structs generated from `uapi/dsu.h`, ioctl numbers, and
 //! copying them in and out of userspace with the header's size rules.

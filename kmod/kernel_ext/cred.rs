@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 
 //! The current task's credentials: filesystem uid/gid, group membership and capabilities,
 //! which segment permissions are checked against (like file permissions).

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 
 //! A misc character device (major 10, dynamic minor), shaped like upstream's
 //! `kernel::miscdevice` (6.13+): a [`MiscDevice`] trait for the file operations and a

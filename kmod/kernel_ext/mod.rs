@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 
 //! Thin safe wrappers over the raw `kernel::bindings` that the 6.12 `kernel` crate does not
 //! abstract yet: misc devices, files, VMAs and faults, page references, shmem files,

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 
 //! Internal tmpfs (shmem) files, used as the backing store of segment pages.
 //! Segment pages live in a kernel-internal, unlinked shmem file (access control is dsu's

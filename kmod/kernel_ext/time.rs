@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 
 //! Wall-clock time (`CLOCK_REALTIME`), as reported to userspace in creation and event times.
 

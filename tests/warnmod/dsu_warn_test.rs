@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 
 //! Harness self-test module: on load it makes KASAN report a real out-of-bounds read, so
 //! that the VM runner can prove it fails a run whose kernel log holds a KASAN report.
