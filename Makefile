@@ -33,10 +33,10 @@ FISHCOMPDIR ?= $(DATADIR)/fish/vendor_completions.d
 DKMSDIR ?= /usr/src/dsu-$(VERSION)
 INSTALL ?= install
 
-RELEASE := $(CURDIR)/target/release
-GEN := $(CURDIR)/target/generated
+RELEASE ?= $(CURDIR)/target/release
+GEN ?= $(CURDIR)/target/generated
 
-.PHONY: all modules modules_install check-kernel-toolchain clean-modules userspace \
+.PHONY: all modules modules_install check-kernel-toolchain clean-modules userspace generated \
 	install install-bin install-man install-completions install-lib install-dkms \
 	uninstall clean
 
@@ -81,6 +81,10 @@ install-dkms:
 
 userspace:
 	$(CARGO) build --release --locked -p dsuctl
+	$(MAKE) generated
+
+# Man pages (clap_mangen) and completions (clap_complete), written by the built dsuctl.
+generated:
 	rm -rf $(GEN) && mkdir -p $(GEN)/man
 	$(RELEASE)/dsuctl generate man $(GEN)/man
 	$(RELEASE)/dsuctl generate completions bash >$(GEN)/dsuctl.bash

@@ -305,6 +305,29 @@ struct dsu_destroy {
 	char name[DSU_SEGMENT_NAME_MAX];
 };
 
+/* DSU_IOC_SETATTR: change a segment's mode, owner or group without destroying it.     */
+/*
+ * Allowed to the segment's owner and to CAP_SYS_ADMIN in the segment's user namespace,
+ * else EPERM. flags selects the fields to apply (at least one; unknown bits EINVAL);
+ * mode above 0777 is EINVAL; uid and gid are in the caller's user namespace, and one
+ * with no mapping in the segment's namespace is EINVAL. Permissions are checked at every
+ * operation, so the change applies to the next operation of every handle; mappings that
+ * exist stay.
+ */
+#define DSU_SETATTR_MODE (1U << 0)
+#define DSU_SETATTR_UID (1U << 1)
+#define DSU_SETATTR_GID (1U << 2)
+
+struct dsu_setattr {
+	__u32 size;        /* in: sizeof(struct dsu_setattr) */
+	__u32 flags;       /* in: DSU_SETATTR_* */
+	__u32 mode;        /* in: permission bits (DSU_SETATTR_MODE) */
+	__u32 uid;         /* in: new owner (DSU_SETATTR_UID) */
+	__u32 gid;         /* in: new group (DSU_SETATTR_GID) */
+	__u32 __pad;       /* in: 0 */
+	char name[DSU_SEGMENT_NAME_MAX];
+};
+
 /* ---------------------------------------------------------------------------------- */
 
 #define DSU_IOC_MAGIC 0xD5
@@ -317,6 +340,7 @@ struct dsu_destroy {
 #define DSU_IOC_NR_LIST_VERSIONS 0x06
 #define DSU_IOC_NR_READ_VAR 0x07
 #define DSU_IOC_NR_DESTROY 0x08
+#define DSU_IOC_NR_SETATTR 0x09
 
 #define DSU_IOC_ATTACH _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_ATTACH, struct dsu_attach)
 /* ATTACH as API version 1 encoded it: the 80-byte struct, without owner and event_size. */
@@ -332,5 +356,6 @@ struct dsu_destroy {
 #define DSU_IOC_LIST_VERSIONS _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_LIST_VERSIONS, struct dsu_list)
 #define DSU_IOC_READ_VAR _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_READ_VAR, struct dsu_read_var)
 #define DSU_IOC_DESTROY _IOW(DSU_IOC_MAGIC, DSU_IOC_NR_DESTROY, struct dsu_destroy)
+#define DSU_IOC_SETATTR _IOW(DSU_IOC_MAGIC, DSU_IOC_NR_SETATTR, struct dsu_setattr)
 
 #endif /* _UAPI_LINUX_DSU_H */

@@ -29,6 +29,9 @@ pub const DSU_LIST_MAX: u32 = 1024;
 pub const DSU_SEGMENT_DESTROYED: u32 = 1;
 pub const DSU_READ_ANY_FINGERPRINT: u32 = 1;
 pub const DSU_READ_TYPE_DESC: u32 = 2;
+pub const DSU_SETATTR_MODE: u32 = 1;
+pub const DSU_SETATTR_UID: u32 = 2;
+pub const DSU_SETATTR_GID: u32 = 4;
 pub const DSU_IOC_MAGIC: u32 = 213;
 pub const DSU_IOC_NR_ATTACH: u32 = 1;
 pub const DSU_IOC_NR_RESOLVE: u32 = 2;
@@ -38,6 +41,7 @@ pub const DSU_IOC_NR_LIST_VARIABLES: u32 = 5;
 pub const DSU_IOC_NR_LIST_VERSIONS: u32 = 6;
 pub const DSU_IOC_NR_READ_VAR: u32 = 7;
 pub const DSU_IOC_NR_DESTROY: u32 = 8;
+pub const DSU_IOC_NR_SETATTR: u32 = 9;
 pub type __s32 = core::ffi::c_int;
 pub type __u32 = core::ffi::c_uint;
 pub type __u64 = core::ffi::c_ulonglong;
@@ -236,6 +240,26 @@ pub struct dsu_destroy {
     pub name: [core::ffi::c_char; 64usize],
 }
 impl Default for dsu_destroy {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct dsu_setattr {
+    pub size: __u32,
+    pub flags: __u32,
+    pub mode: __u32,
+    pub uid: __u32,
+    pub gid: __u32,
+    pub __pad: __u32,
+    pub name: [core::ffi::c_char; 64usize],
+}
+impl Default for dsu_setattr {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
         unsafe {

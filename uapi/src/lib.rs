@@ -37,6 +37,7 @@ mod tests {
         assert_eq!(size_of::<dsu_version_info>(), 72);
         assert_eq!(size_of::<dsu_read_var>(), 248);
         assert_eq!(size_of::<dsu_destroy>(), 72);
+        assert_eq!(size_of::<dsu_setattr>(), 88);
     }
 
     /// The checked-in bindings must match what bindgen makes of the header now.

@@ -27,6 +27,8 @@ pub enum Op {
     ReadVar,
     /// `DSU_IOC_DESTROY`.
     Destroy,
+    /// `DSU_IOC_SETATTR` (chmod, chown).
+    SetAttr,
     /// `read()` or `poll()` of events.
     Events,
 }
@@ -40,7 +42,7 @@ impl Op {
     pub fn needs(self) -> &'static str {
         match self {
             Op::Resolve | Op::Bind | Op::Mmap => "read and write",
-            Op::Destroy => "owner",
+            Op::Destroy | Op::SetAttr => "owner",
             _ => "read",
         }
     }
@@ -58,6 +60,7 @@ impl std::fmt::Display for Op {
             Op::ListVersions => "LIST_VERSIONS",
             Op::ReadVar => "READ_VAR",
             Op::Destroy => "DESTROY",
+            Op::SetAttr => "SETATTR",
             Op::Events => "reading events",
         })
     }
@@ -155,11 +158,16 @@ pub enum Error {
         expected: Option<u32>,
     },
 
-    /// `EPERM` from DESTROY.
-    #[error("only the owner of segment \"{segment}\" ({}) or root can destroy it", owner_mode(.uid, .mode))]
+    /// `EPERM` from DESTROY or SETATTR.
+    #[error(
+        "only the owner of segment \"{segment}\" ({}) or root can {} it",
+        owner_mode(.uid, .mode), if *.op == Op::SetAttr { "change the mode or owner of" } else { "destroy" }
+    )]
     NotOwner {
         /// The segment.
         segment: String,
+        /// DESTROY or SETATTR.
+        op: Op,
         /// Its owner, if known.
         uid: Option<u32>,
         /// Its mode, if known.
@@ -399,7 +407,12 @@ impl Error {
                 uid,
                 mode,
             },
-            (Op::Destroy, Errno::EPERM) => Error::NotOwner { segment, uid, mode },
+            (Op::Destroy | Op::SetAttr, Errno::EPERM) => Error::NotOwner {
+                segment,
+                op,
+                uid,
+                mode,
+            },
             (Op::Attach, Errno::EPERM) => Error::OwnedByOther {
                 segment,
                 uid,
@@ -448,6 +461,9 @@ fn hint(op: Op, errno: Errno) -> &'static str {
             "the mapping must be MAP_SHARED, at offset 0 and exactly as long as the bound map"
         }
         Errno::EINVAL if op == Op::Events => "the read buffer is smaller than one struct dsu_event",
+        Errno::EINVAL if op == Op::SetAttr => {
+            "the mode is above 0777, or the uid or gid has no mapping in the segment's user namespace"
+        }
         Errno::EINVAL => {
             "the module rejected a name, label, flag or size; if they are valid, the module and this library were built from different uapi/dsu.h"
         }

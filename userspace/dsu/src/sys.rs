@@ -61,10 +61,68 @@ mod ioctls {
         u::DSU_IOC_NR_DESTROY,
         u::dsu_destroy
     );
+    nix::ioctl_write_ptr!(
+        setattr,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_SETATTR,
+        u::dsu_setattr
+    );
 }
 
 /// The path of the device.
 pub const DEVICE_PATH: &str = "/dev/dsu";
+
+/// What [`Device::set_attr`] changes: each field that is `Some`.
+///
+/// ```
+/// let a = dsu::sys::SetAttr { mode: Some(0o640), gid: Some(100), ..Default::default() };
+/// assert_eq!(a.uid, None);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SetAttr {
+    /// Permission bits, at most `0o777`.
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+}
+
+impl SetAttr {
+    /// The ioctl argument; an empty change or a mode above 0777 is refused here, with the
+    /// errors the kernel would give.
+    fn to_uapi(self, segment: &str) -> Result<u::dsu_setattr> {
+        let invalid = |why: &str| Error::InvalidName {
+            what: "attribute change for segment",
+            name: segment.into(),
+            why: why.into(),
+        };
+        let mut s = u::dsu_setattr {
+            size: size32::<u::dsu_setattr>(),
+            ..Default::default()
+        };
+        if let Some(mode) = self.mode {
+            if mode > 0o777 {
+                return Err(invalid(&format!("mode {mode:o} is above 0777")));
+            }
+            s.flags |= u::DSU_SETATTR_MODE;
+            s.mode = mode;
+        }
+        if let Some(uid) = self.uid {
+            s.flags |= u::DSU_SETATTR_UID;
+            s.uid = uid;
+        }
+        if let Some(gid) = self.gid {
+            s.flags |= u::DSU_SETATTR_GID;
+            s.gid = gid;
+        }
+        if s.flags == 0 {
+            return Err(invalid("nothing to change (no mode, uid or gid)"));
+        }
+        names::fill(&mut s.name, segment);
+        Ok(s)
+    }
+}
 
 /// How ATTACH treats a missing or existing segment.
 ///
@@ -824,6 +882,27 @@ impl Device {
         }
     }
 
+    /// Changes a segment's mode, owner or group (`DSU_IOC_SETATTR`): the fields of
+    /// `attrs` that are `Some`. Needs ownership of the segment or `CAP_SYS_ADMIN`
+    /// ([`Error::NotOwner`]); uid and gid are in the caller's user namespace. The change
+    /// applies to the next operation of every handle; existing mappings stay.
+    ///
+    /// ```no_run
+    /// use dsu::sys::{Device, SetAttr};
+    /// let dev = Device::open()?;
+    /// dev.set_attr("demo", SetAttr { mode: Some(0o660), ..Default::default() })?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn set_attr(&self, segment: &str, attrs: SetAttr) -> Result<()> {
+        names::check_segment(segment)?;
+        let s = attrs.to_uapi(segment)?;
+        // SAFETY: a valid struct of the encoded size.
+        match unsafe { ioctls::setattr(self.fd.as_raw_fd(), &s) } {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.error(Op::SetAttr, e, segment, None)),
+        }
+    }
+
     /// Sets or clears `O_NONBLOCK` (whether [`read_events`](Self::read_events) blocks).
     ///
     /// ```no_run
@@ -992,5 +1071,54 @@ pub fn conflict_error(segment: &str, vars: &[u::dsu_var], type_names: &[&str]) -
             detail: Box::default(),
             others,
         }
+    }
+}
+
+#[cfg(test)]
+mod setattr_tests {
+    use super::*;
+
+    #[test]
+    fn setattr_sets_the_flags_of_the_fields_given() {
+        let s = SetAttr {
+            mode: Some(0o640),
+            gid: Some(7),
+            ..Default::default()
+        }
+        .to_uapi("app")
+        .unwrap();
+        assert_eq!(s.flags, u::DSU_SETATTR_MODE | u::DSU_SETATTR_GID);
+        assert_eq!((s.mode, s.uid, s.gid), (0o640, 0, 7));
+        assert_eq!(s.size as usize, size_of::<u::dsu_setattr>());
+        assert_eq!(&s.name[..4], &[b'a' as _, b'p' as _, b'p' as _, 0]);
+    }
+
+    #[test]
+    fn setattr_refuses_a_bad_mode_and_an_empty_change() {
+        let e = SetAttr {
+            mode: Some(0o1000),
+            ..Default::default()
+        }
+        .to_uapi("app")
+        .unwrap_err();
+        assert!(e.to_string().contains("above 0777"), "{e}");
+        let e = SetAttr::default().to_uapi("app").unwrap_err();
+        assert!(e.to_string().contains("nothing to change"), "{e}");
+    }
+
+    #[test]
+    fn setattr_eperm_says_who_may() {
+        let ctx = Context {
+            segment: "app".into(),
+            owner: Some((1000, 0o600)),
+            ..Default::default()
+        };
+        let e = Error::from_errno(Op::SetAttr, Errno::EPERM, &ctx).to_string();
+        assert_eq!(
+            e,
+            "only the owner of segment \"app\" (owner 1000, mode 0600) or root can change the mode or owner of it"
+        );
+        let e = Error::from_errno(Op::Destroy, Errno::EPERM, &ctx).to_string();
+        assert!(e.ends_with("or root can destroy it"), "{e}");
     }
 }

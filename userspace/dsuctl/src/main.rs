@@ -4,18 +4,23 @@
 //! dsuctl list                      segments with owner, mode, pages, variables, versions
 //! dsuctl show SEG [-v]             a segment's variables (with types; -v: fields) and versions
 //! dsuctl create SEG [--mode 0660]  create an empty segment
+//! dsuctl chmod SEG MODE            change a segment's permission bits (owner or root)
+//! dsuctl chown SEG UID[:GID]       change a segment's owner and group (owner or root)
 //! dsuctl destroy SEG               remove a segment's name
 //! dsuctl dump SEG VAR              hex and ASCII of a variable (read-only)
 //! dsuctl watch SEG                 print version arrivals and ends until Ctrl-C
 //! ```
 //!
 //! `--json` prints JSON on stdout for the read commands. Exit status: 0 on success, 1 on
-//! an error (the message is on stderr), 2 on a usage error.
+//! an error (the message is on stderr), 2 on a usage error. Names are checked before the
+//! device is opened. The hidden `dsuctl generate man DIR` and `dsuctl generate completions
+//! SHELL` write the man pages (clap_mangen) and shell completions (clap_complete) that
+//! `make install` installs.
 
 mod format;
 
-use clap::{Parser, Subcommand};
-use dsu::sys::{Create, Device};
+use clap::{CommandFactory, Parser, Subcommand};
+use dsu::sys::{Create, Device, SetAttr};
 use dsu::typedesc::TypeDesc;
 use std::io::Write;
 use std::process::ExitCode;
@@ -29,6 +34,8 @@ Examples:
   dsuctl list
   dsuctl show counter --json
   dsuctl create app --mode 0660
+  dsuctl chmod app 0640
+  dsuctl chown app 1000:100
   dsuctl dump app 'app::COUNTER'
   dsuctl watch app
 
@@ -43,7 +50,7 @@ pub struct Cli {
     json: bool,
 
     /// The dsu device node.
-    #[arg(long, global = true, default_value = dsu::sys::DEVICE_PATH, hide = true)]
+    #[arg(long, global = true, value_name = "PATH", default_value = dsu::sys::DEVICE_PATH)]
     device: String,
 
     #[command(subcommand)]
@@ -72,6 +79,24 @@ enum Command {
         #[arg(long, default_value = "0600", value_parser = parse_mode)]
         mode: u32,
     },
+    /// Change a segment's permission bits (owner or root only). The next operation of
+    /// every program sees the new mode; existing mappings stay.
+    Chmod {
+        /// Segment name.
+        segment: String,
+        /// Permission bits in octal, e.g. 0660 (read: inspect and attach; write: bind).
+        #[arg(value_name = "MODE", value_parser = parse_mode)]
+        mode: u32,
+    },
+    /// Change a segment's owner and group (owner or root only): USER, USER:GROUP or
+    /// :GROUP, each a name or a number (in your user namespace).
+    Chown {
+        /// Segment name.
+        segment: String,
+        /// New owner and group: USER[:GROUP] or :GROUP.
+        #[arg(value_name = "USER[:GROUP]", value_parser = parse_owner)]
+        owner: Owner,
+    },
     /// Remove a segment's name (owner or root only). Running versions keep their pages;
     /// the memory is freed when the last one is gone.
     Destroy {
@@ -93,6 +118,66 @@ enum Command {
         /// Segment name.
         segment: String,
     },
+    /// Write the man pages or a shell's completions (used by `make install`).
+    #[command(hide = true, subcommand)]
+    Generate(Generate),
+}
+
+#[derive(Subcommand, Debug, PartialEq)]
+enum Generate {
+    /// Write dsuctl.1 and one dsuctl-COMMAND.1 per command into DIR.
+    Man {
+        /// Output directory (created if missing).
+        dir: std::path::PathBuf,
+    },
+    /// Print the completion script of SHELL on stdout.
+    Completions {
+        /// bash, zsh, fish, elvish or powershell.
+        shell: clap_complete::Shell,
+    },
+}
+
+/// The new owner and group of `dsuctl chown`; `None` leaves one unchanged.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Owner {
+    uid: Option<u32>,
+    gid: Option<u32>,
+}
+
+/// Parses `USER`, `USER:GROUP`, `USER:` (not supported: say so) or `:GROUP`, each a number
+/// or a name looked up in the user and group databases.
+fn parse_owner(s: &str) -> Result<Owner, String> {
+    let (user, group) = match s.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (s, None),
+    };
+    let uid = match user {
+        "" => None,
+        u => Some(match u.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => nix::unistd::User::from_name(u)
+                .ok()
+                .flatten()
+                .map(|p| p.uid.as_raw())
+                .ok_or_else(|| format!("no user named {u:?}"))?,
+        }),
+    };
+    let gid = match group {
+        None => None,
+        Some("") => return Err(format!("{s:?}: give the group after the colon")),
+        Some(g) => Some(match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => nix::unistd::Group::from_name(g)
+                .ok()
+                .flatten()
+                .map(|gr| gr.gid.as_raw())
+                .ok_or_else(|| format!("no group named {g:?}"))?,
+        }),
+    };
+    if uid.is_none() && gid.is_none() {
+        return Err("give an owner, an owner and a group (USER:GROUP) or a group (:GROUP)".into());
+    }
+    Ok(Owner { uid, gid })
 }
 
 /// Parses an octal mode such as `0660` or `660`.
@@ -122,8 +207,86 @@ fn json<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).expect("serialisable") + "\n"
 }
 
-fn run(cli: Cli) -> Result<(), dsu::Error> {
-    let mut dev = Device::open_path(&cli.device)?;
+/// A failure of dsuctl: the library's error, or the device node missing.
+#[derive(Debug)]
+enum Failure {
+    Dsu(dsu::Error),
+    /// The device node does not exist; names the path actually used.
+    NoDevice(String),
+    Io(String, std::io::Error),
+}
+
+impl From<dsu::Error> for Failure {
+    fn from(e: dsu::Error) -> Self {
+        Failure::Dsu(e)
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Dsu(e) => write!(f, "{e}"),
+            Failure::NoDevice(path) if path == dsu::sys::DEVICE_PATH => write!(
+                f,
+                "{path} does not exist: the dsu kernel module is not loaded (load it with \
+                 `modprobe dsu`, or `insmod kmod/dsu.ko` from a build)"
+            ),
+            Failure::NoDevice(path) => write!(
+                f,
+                "{path} does not exist: --device must name the dsu module's character device \
+                 (it is {} when the module is loaded)",
+                dsu::sys::DEVICE_PATH
+            ),
+            Failure::Io(what, e) => write!(f, "{what}: {e}"),
+        }
+    }
+}
+
+/// Checks every name the command carries, so that a bad name is reported as such whether
+/// or not the module is loaded.
+fn check_names(command: &Command) -> Result<(), dsu::Error> {
+    use dsu::names::{check_segment, check_variable};
+    match command {
+        Command::List | Command::Generate(_) => Ok(()),
+        Command::Show { segment, .. }
+        | Command::Create { segment, .. }
+        | Command::Chmod { segment, .. }
+        | Command::Chown { segment, .. }
+        | Command::Destroy { segment }
+        | Command::Watch { segment } => check_segment(segment),
+        Command::Dump {
+            segment, variable, ..
+        } => check_segment(segment).and_then(|()| check_variable(variable)),
+    }
+}
+
+/// Writes the man pages or a completion script.
+fn generate(what: &Generate) -> Result<(), Failure> {
+    let cmd = Cli::command();
+    match what {
+        Generate::Man { dir } => {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| Failure::Io(format!("cannot create {}", dir.display()), e))?;
+            clap_mangen::generate_to(cmd, dir)
+                .map_err(|e| Failure::Io(format!("cannot write man pages to {}", dir.display()), e))
+        }
+        Generate::Completions { shell } => {
+            let mut cmd = cmd;
+            clap_complete::generate(*shell, &mut cmd, "dsuctl", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<(), Failure> {
+    check_names(&cli.command)?;
+    if let Command::Generate(what) = &cli.command {
+        return generate(what);
+    }
+    let mut dev = match Device::open_path(&cli.device) {
+        Err(dsu::Error::ModuleNotLoaded) => return Err(Failure::NoDevice(cli.device.clone())),
+        r => r?,
+    };
     let mut out = std::io::stdout().lock();
     let text = match &cli.command {
         Command::List => {
@@ -171,6 +334,29 @@ fn run(cli: Cli) -> Result<(), dsu::Error> {
             dev.attach(segment, Create::MustCreate, *mode)?;
             format!("created segment {segment} (mode {mode:04o})\n")
         }
+        Command::Chmod { segment, mode } => {
+            let attrs = SetAttr {
+                mode: Some(*mode),
+                ..Default::default()
+            };
+            dev.set_attr(segment, attrs)?;
+            format!("segment {segment}: mode {mode:04o}\n")
+        }
+        Command::Chown { segment, owner } => {
+            let attrs = SetAttr {
+                uid: owner.uid,
+                gid: owner.gid,
+                ..Default::default()
+            };
+            dev.set_attr(segment, attrs)?;
+            let show = |id: Option<u32>| id.map_or("unchanged".to_string(), |i| i.to_string());
+            format!(
+                "segment {segment}: owner {}, group {}\n",
+                show(owner.uid),
+                show(owner.gid)
+            )
+        }
+        Command::Generate(_) => unreachable!("handled before the device is opened"),
         Command::Destroy { segment } => {
             dev.destroy(segment)?;
             format!("destroyed segment {segment}\n")
@@ -324,6 +510,52 @@ mod tests {
             !parse(&["--help"]).unwrap_err().use_stderr(),
             "--help goes to stdout, exit 0"
         );
+    }
+
+    #[test]
+    fn chmod_and_chown() {
+        assert_eq!(
+            parse(&["chmod", "app", "0640"]).unwrap().command,
+            Command::Chmod {
+                segment: "app".into(),
+                mode: 0o640
+            }
+        );
+        assert!(parse(&["chmod", "app", "1777"]).unwrap_err().use_stderr());
+        assert!(parse(&["chmod", "app"]).unwrap_err().use_stderr());
+        let owner = |s: &str| match parse(&["chown", "app", s]).map(|c| c.command) {
+            Ok(Command::Chown { owner, .. }) => Ok((owner.uid, owner.gid)),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e.to_string()),
+        };
+        assert_eq!(owner("1000"), Ok((Some(1000), None)));
+        assert_eq!(owner("1000:100"), Ok((Some(1000), Some(100))));
+        assert_eq!(owner(":100"), Ok((None, Some(100))));
+        assert_eq!(owner("root:root"), Ok((Some(0), Some(0))));
+        assert!(owner("1000:").unwrap_err().contains("give the group"));
+        assert!(owner(":").is_err());
+        assert!(
+            owner("no-such-user-dsu")
+                .unwrap_err()
+                .contains("no user named")
+        );
+        assert!(
+            owner("0:no-such-group-dsu")
+                .unwrap_err()
+                .contains("no group named")
+        );
+    }
+
+    #[test]
+    fn names_are_checked_before_the_device() {
+        let cli = parse(&["show", "bad/name", "--device", "/nonexistent/dsu"]).unwrap();
+        match run(cli) {
+            Err(Failure::Dsu(dsu::Error::InvalidName { .. })) => {}
+            other => panic!("{other:?}"),
+        }
+        let cli = parse(&["list", "--device", "/nonexistent/dsu"]).unwrap();
+        let e = run(cli).unwrap_err().to_string();
+        assert!(e.starts_with("/nonexistent/dsu does not exist"), "{e}");
     }
 
     #[test]
