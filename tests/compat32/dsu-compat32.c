@@ -1,4 +1,4 @@
-/* SPDX-License-Identifier: GPL-2.0 */
+/* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * dsu-compat32: a 32-bit (i386) static program that drives /dev/dsu through the kernel's
  * compat ioctl path: ATTACH, RESOLVE, BIND, mmap, LIST_SEGMENTS, READ_VAR and DESTROY,
