@@ -23,13 +23,33 @@ CRATES=(dsu-uapi dsu-macros dsu dsuctl)
 pkg_args=()
 for c in "${CRATES[@]}"; do pkg_args+=(-p "$c"); done
 
+# Cargo unpacks the temporary registry's packages into its registry/src cache and, the
+# version being the same, would verify against a stale copy from an earlier run: drop our
+# own crates' unpacked copies first (they are not on crates.io, so nothing else is lost).
+VERSION=$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n1)
+for c in "${CRATES[@]}"; do
+    rm -rf "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/"$c-$VERSION"
+done
+# Likewise the verify builds' artifacts, which cargo fingerprints by version, not contents:
+# they go to their own target directory, where our crates' outputs are dropped first.
+export CARGO_TARGET_DIR="$DSU_ROOT/target/package-check"
+rm -rf "$CARGO_TARGET_DIR/package"
+for c in "${CRATES[@]}"; do
+    rm -rf "$CARGO_TARGET_DIR"/debug/.fingerprint/"$c"-* \
+        "$CARGO_TARGET_DIR"/debug/deps/lib"${c//-/_}"-* "$CARGO_TARGET_DIR"/debug/deps/"${c//-/_}"-* \
+        "$CARGO_TARGET_DIR"/debug/build/"$c"-*
+done
+
 step "cargo publish --dry-run (${CRATES[*]})" \
     cargo publish --quiet --dry-run --allow-dirty "${pkg_args[@]}"
+# The .crate files to inspect (already verified above; packaging again is cheap).
+step "cargo package (${CRATES[*]})" \
+    cargo package --quiet --no-verify --allow-dirty "${pkg_args[@]}"
 
 check_metadata() {
     cargo metadata --format-version 1 --no-deps >"$DSU_OUT/metadata.json"
     python3 - "$DSU_OUT/metadata.json" "${CRATES[@]}" <<'EOF'
-import json, pathlib, re, sys, tarfile, tomllib
+import json, os, pathlib, re, sys, tarfile, tomllib
 
 meta = json.load(open(sys.argv[1]))
 publishable = sys.argv[2:]
@@ -45,7 +65,7 @@ for p in meta["packages"]:
             errors.append(f"{name}: not published, so it must say publish = false")
         continue
     version = p["version"]
-    crate = root / "target/package" / f"{name}-{version}.crate"
+    crate = pathlib.Path(os.environ["CARGO_TARGET_DIR"]) / "package" / f"{name}-{version}.crate"
     with tarfile.open(crate) as t:
         files = {m.name.split("/", 1)[1] for m in t.getmembers()}
         manifest = tomllib.load(t.extractfile(f"{name}-{version}/Cargo.toml"))["package"]
