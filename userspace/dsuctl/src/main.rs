@@ -93,7 +93,7 @@ enum Command {
     Chown {
         /// Segment name.
         segment: String,
-        /// New owner and group: USER[:GROUP] or :GROUP.
+        /// New owner and group: USER, USER:GROUP or :GROUP.
         #[arg(value_name = "USER[:GROUP]", value_parser = parse_owner)]
         owner: Owner,
     },
