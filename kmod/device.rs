@@ -4,13 +4,14 @@
 //!
 //! Each ioctl is dispatched on its whole command number (type, number, direction and size:
 //! one command per struct size the kernel knows, `ENOTTY` for any other); the struct's own
-//! size field then governs copying. The introspection and DESTROY ioctls, which name their segment and work in any
+//! size field then governs copying. The introspection, DESTROY and SETATTR ioctls, which name their segment and work in any
 //! handle state, are implemented here; the state-changing ones are in `handle.rs`.
 //! Nothing here holds a dsu lock across a user copy.
 
 use crate::{
     handle::Handle,
     kernel_ext::{
+        cred::{kgid_from_current_ns, kuid_from_current_ns},
         file::File,
         miscdevice::MiscDevice,
         mm::VmaNew,
@@ -18,11 +19,12 @@ use crate::{
     },
     mapping,
     registry::Registry,
-    segment::MAY_READ,
+    segment::{AttrChange, MAY_READ},
     uapi::{
-        self, dsu_destroy, dsu_event, dsu_list, dsu_read_var, dsu_segment_info, dsu_variable_info,
-        dsu_version_info, ioctl, RecordArray, DSU_LIST_MAX, DSU_READ_ANY_FINGERPRINT,
-        DSU_READ_TYPE_DESC,
+        self, dsu_destroy, dsu_event, dsu_list, dsu_read_var, dsu_segment_info, dsu_setattr,
+        dsu_variable_info, dsu_version_info, ioctl, RecordArray, DSU_LIST_MAX,
+        DSU_READ_ANY_FINGERPRINT, DSU_READ_TYPE_DESC, DSU_SETATTR_GID, DSU_SETATTR_MODE,
+        DSU_SETATTR_UID,
     },
     version::QueuedEvent,
 };
@@ -65,6 +67,7 @@ impl MiscDevice for Handle {
             ioctl::LIST_VERSIONS => list(registry, arg, ListKind::Versions),
             ioctl::READ_VAR => read_var(registry, arg),
             ioctl::DESTROY => destroy(registry, arg),
+            ioctl::SETATTR => setattr(registry, arg),
             _ => Err(ENOTTY),
         }
     }
@@ -240,5 +243,36 @@ fn destroy(registry: &Registry, arg: usize) -> Result<isize> {
         return Err(EINVAL);
     }
     registry.destroy(&uapi::segment_name(&d.name)?)?;
+    Ok(0)
+}
+
+/// DSU_IOC_SETATTR: the selected fields must be valid and the others zero (`EINVAL`); ids
+/// are translated from the caller's user namespace (`EINVAL` if unmapped there).
+fn setattr(registry: &Registry, arg: usize) -> Result<isize> {
+    let s: dsu_setattr = uapi::read_struct(arg)?;
+    let known = DSU_SETATTR_MODE | DSU_SETATTR_UID | DSU_SETATTR_GID;
+    if s.flags == 0 || s.flags & !known != 0 || s.__pad != 0 {
+        return Err(EINVAL);
+    }
+    // A field that is not selected must be zero, so that a caller's mistake is not ignored.
+    let field = |flag: u32, value: u32| match (s.flags & flag != 0, value) {
+        (true, v) => Ok(Some(v)),
+        (false, 0) => Ok(None),
+        (false, _) => Err(EINVAL),
+    };
+    let mode = field(DSU_SETATTR_MODE, s.mode)?;
+    if mode.is_some_and(|m| m > 0o777) {
+        return Err(EINVAL);
+    }
+    let uid = match field(DSU_SETATTR_UID, s.uid)? {
+        Some(uid) => Some(kuid_from_current_ns(uid).ok_or(EINVAL)?),
+        None => None,
+    };
+    let gid = match field(DSU_SETATTR_GID, s.gid)? {
+        Some(gid) => Some(kgid_from_current_ns(gid).ok_or(EINVAL)?),
+        None => None,
+    };
+    let name = uapi::segment_name(&s.name)?;
+    registry.set_attrs(&name, AttrChange { mode, uid, gid })?;
     Ok(0)
 }

@@ -24,7 +24,7 @@ use crate::{
     accounting::Accounting,
     kernel_ext::{cred::current_fsuid, ns::current_ipc_ns_key},
     limits,
-    segment::{Charges, Segment, MAY_READ},
+    segment::{AttrChange, Charges, Segment, MAY_READ},
     uapi::{dsu_segment_info, SegName, DSU_DEFAULT_MODE},
     version::EventQueue,
 };
@@ -111,7 +111,7 @@ impl Registry {
             if how.must_create {
                 return Err(EEXIST);
             }
-            if seg.uid != owner {
+            if seg.attrs().uid != owner {
                 return Err(EPERM);
             }
             seg.check_access(MAY_READ)?;
@@ -156,7 +156,7 @@ impl Registry {
         {
             let mut g = self.inner.lock();
             let seg = g.named.get(&key).ok_or(ENOENT)?;
-            if !seg.may_destroy() {
+            if !seg.may_administer() {
                 return Err(EPERM);
             }
             let seg = g.named.remove(&key).ok_or(ENOENT)?;
@@ -172,6 +172,15 @@ impl Registry {
         // Frees the pages outside the registry lock when nobody is attached.
         drop(removed);
         Ok(())
+    }
+
+    /// SETATTR: changes the mode, owner or group of the named segment `name` (owner or
+    /// `CAP_SYS_ADMIN`, else `EPERM`), with the registry locked so that concurrent SETATTRs
+    /// and DESTROYs each see the others' owner.
+    pub fn set_attrs(&self, name: &SegName, change: AttrChange) -> Result {
+        let key = (current_ipc_ns_key(), *name);
+        let g = self.inner.lock();
+        g.named.get(&key).ok_or(ENOENT)?.set_attrs(change)
     }
 
     /// Forgets a destroyed segment whose last handle was released.

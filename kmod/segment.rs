@@ -18,8 +18,10 @@
 //! or is released on failure. They are charged to the resolving user (`accounting.rs`)
 //! before they are allocated, and the segment keeps those charges until it is freed.
 //!
-//! Lock order: registry mutex → segment mutex → event spinlock. Nothing here touches user
-//! memory with the mutex held: RESOLVE copies initial values in between two lock sections.
+//! Lock order: registry mutex → segment mutex → event spinlock. The attributes spinlock
+//! (owner, group, mode) is a leaf: taken alone or innermost, only to copy them in or out.
+//! Nothing here touches user memory with the mutex held: RESOLVE copies initial values in
+//! between two lock sections.
 
 use crate::{
     accounting::{Accounting, PageCharge},
@@ -47,11 +49,11 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use kernel::{
     c_str,
     error::code::*,
-    new_mutex,
+    new_mutex, new_spinlock,
     page::PAGE_SIZE,
     prelude::*,
     rbtree::{RBTree, RBTreeNodeReservation},
-    sync::{Arc, Mutex},
+    sync::{Arc, Mutex, SpinLock},
 };
 
 /// Permission bits, as in a file mode's triplets.
@@ -139,7 +141,31 @@ struct Inner {
     next_version: u64,
 }
 
-/// A segment. Owner, group, mode and name never change; everything else is in the mutex.
+/// Owner, group and permission bits of a segment: set at creation, changed by SETATTR.
+#[derive(Clone, Copy)]
+pub struct Attrs {
+    /// Owner uid (kernel uid).
+    pub uid: u32,
+    /// Owner gid (kernel gid).
+    pub gid: u32,
+    /// Permission bits (<= 0777).
+    pub mode: u32,
+}
+
+/// What a SETATTR changes: the fields that are `Some` (ids are kernel ids).
+#[derive(Clone, Copy)]
+pub struct AttrChange {
+    /// New permission bits (<= 0777).
+    pub mode: Option<u32>,
+    /// New owner.
+    pub uid: Option<u32>,
+    /// New group.
+    pub gid: Option<u32>,
+}
+
+/// A segment. The name never changes; owner, group and mode are behind their own spinlock
+/// (read whole, so a check never mixes an old owner with a new mode); everything else is in
+/// the mutex.
 ///
 /// RESOLVE, BIND, attach/detach, DESTROY and listing may race on any thread; each takes the
 /// mutex, so each sees the others either wholly done or not started.
@@ -151,12 +177,9 @@ pub struct Segment {
     pub name: SegName,
     /// The IPC namespace it was created in (a reference: the address stays its identity).
     pub ns: IpcNs,
-    /// Owner uid (kernel uid).
-    pub uid: u32,
-    /// Owner gid (kernel gid).
-    pub gid: u32,
-    /// Permission bits (<= 0777).
-    pub mode: u32,
+    /// Owner, group and mode (SETATTR changes them, with the registry mutex held).
+    #[pin]
+    attrs: SpinLock<Attrs>,
     /// `CLOCK_REALTIME` of its creation.
     pub created_ns: u64,
     #[pin]
@@ -246,9 +269,14 @@ impl Segment {
                 id,
                 name,
                 ns,
-                uid: current_fsuid(),
-                gid: current_fsgid(),
-                mode,
+                attrs <- new_spinlock!(
+                    Attrs {
+                        uid: current_fsuid(),
+                        gid: current_fsgid(),
+                        mode,
+                    },
+                    "dsu_segment_attrs"
+                ),
                 created_ns: realtime_ns(),
                 inner <- new_mutex!(inner, "dsu_segment"),
                 file,
@@ -262,12 +290,13 @@ impl Segment {
     /// Checks the caller's access like a file's: owner bits for the owner, else group bits
     /// for a member of the group, else other bits; `CAP_SYS_ADMIN` overrides. `EACCES`.
     pub fn check_access(&self, want: u32) -> Result {
-        let bits = if current_fsuid() == self.uid {
-            self.mode >> 6
-        } else if in_group(self.gid) {
-            self.mode >> 3
+        let a = self.attrs();
+        let bits = if current_fsuid() == a.uid {
+            a.mode >> 6
+        } else if in_group(a.gid) {
+            a.mode >> 3
         } else {
-            self.mode
+            a.mode
         } & 7;
         if bits & want == want || capable_sys_admin() {
             Ok(())
@@ -276,9 +305,34 @@ impl Segment {
         }
     }
 
-    /// Whether the caller may DESTROY the segment.
-    pub fn may_destroy(&self) -> bool {
-        current_fsuid() == self.uid || capable_sys_admin()
+    /// A copy of the owner, group and mode, consistent with each other.
+    pub fn attrs(&self) -> Attrs {
+        *self.attrs.lock()
+    }
+
+    /// Whether the caller may DESTROY the segment or change its attributes: its owner, or
+    /// `CAP_SYS_ADMIN`.
+    pub fn may_administer(&self) -> bool {
+        current_fsuid() == self.attrs().uid || capable_sys_admin()
+    }
+
+    /// SETATTR (the registry mutex held, which orders it against other SETATTRs and
+    /// DESTROY): applies `change` if the caller may administer the segment, else `EPERM`.
+    pub fn set_attrs(&self, change: AttrChange) -> Result {
+        if !self.may_administer() {
+            return Err(EPERM);
+        }
+        let mut a = self.attrs.lock();
+        if let Some(mode) = change.mode {
+            a.mode = mode;
+        }
+        if let Some(uid) = change.uid {
+            a.uid = uid;
+        }
+        if let Some(gid) = change.gid {
+            a.gid = gid;
+        }
+        Ok(())
     }
 
     /// Connects a handle: its queue will get events about other versions. `ENOSPC` at
@@ -327,11 +381,12 @@ impl Segment {
 
     /// The introspection record, ids as the caller's user namespace sees them.
     pub fn info(&self) -> dsu_segment_info {
+        let a = self.attrs();
         let g = self.inner.lock();
         dsu_segment_info {
-            uid: uid_in_current_ns(self.uid),
-            gid: gid_in_current_ns(self.gid),
-            mode: self.mode,
+            uid: uid_in_current_ns(a.uid),
+            gid: gid_in_current_ns(a.gid),
+            mode: a.mode,
             flags: if g.destroyed {
                 DSU_SEGMENT_DESTROYED
             } else {

@@ -59,6 +59,7 @@ plain_data! {
     dsu_version_info => 72,
     dsu_read_var => 248,
     dsu_destroy => 72,
+    dsu_setattr => 88,
 }
 
 /// ioctl command numbers, dispatched on the whole command: type, number, direction and
@@ -91,6 +92,8 @@ pub mod ioctl {
     pub const READ_VAR: u32 = _IOWR::<dsu_read_var>(MAGIC, DSU_IOC_NR_READ_VAR);
     /// `DSU_IOC_DESTROY`.
     pub const DESTROY: u32 = _IOW::<dsu_destroy>(MAGIC, DSU_IOC_NR_DESTROY);
+    /// `DSU_IOC_SETATTR`.
+    pub const SETATTR: u32 = _IOW::<dsu_setattr>(MAGIC, DSU_IOC_NR_SETATTR);
 }
 
 /// Largest struct or record size accepted (the tail beyond what the kernel knows must be

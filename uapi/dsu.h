@@ -307,10 +307,10 @@ struct dsu_destroy {
 
 /* DSU_IOC_SETATTR: change a segment's mode, owner or group without destroying it.     */
 /*
- * Allowed to the segment's owner and to CAP_SYS_ADMIN in the segment's user namespace,
- * else EPERM. flags selects the fields to apply (at least one; unknown bits EINVAL);
- * mode above 0777 is EINVAL; uid and gid are in the caller's user namespace, and one
- * with no mapping in the segment's namespace is EINVAL. Permissions are checked at every
+ * Allowed to the segment's owner and to CAP_SYS_ADMIN, else EPERM. flags selects the
+ * fields to apply: at least one, no unknown bit, and the fields not selected (and __pad)
+ * zero, else EINVAL; mode above 0777 is EINVAL; uid and gid are in the caller's user
+ * namespace, and one with no mapping there is EINVAL. Permissions are checked at every
  * operation, so the change applies to the next operation of every handle; mappings that
  * exist stay.
  */

@@ -64,6 +64,14 @@ pub fn kuid_from_current_ns(uid: u32) -> Option<u32> {
     (kuid.val != u32::MAX).then_some(kuid.val)
 }
 
+/// A gid of the caller's user namespace as a kernel gid; `None` if it maps to none.
+pub fn kgid_from_current_ns(gid: u32) -> Option<u32> {
+    // SAFETY: `make_kgid` only reads the (live) namespace's id map.
+    let kgid = unsafe { bindings::make_kgid(current_user_ns(), gid) };
+    // INVALID_GID is (gid_t)-1.
+    (kgid.val != u32::MAX).then_some(kgid.val)
+}
+
 /// A kernel uid as the caller's user namespace sees it (`overflowuid` if unmapped).
 pub fn uid_in_current_ns(kuid: u32) -> u32 {
     // SAFETY: `from_kuid_munged` only reads the (live) namespace's id map.

@@ -129,6 +129,8 @@ pub const IOC_LIST_VERSIONS: u64 = ioc(3, DSU_IOC_NR_LIST_VERSIONS, size_of::<ds
 pub const IOC_READ_VAR: u64 = ioc(3, DSU_IOC_NR_READ_VAR, size_of::<dsu_read_var>());
 /// DSU_IOC_DESTROY.
 pub const IOC_DESTROY: u64 = ioc(1, DSU_IOC_NR_DESTROY, size_of::<dsu_destroy>());
+/// DSU_IOC_SETATTR.
+pub const IOC_SETATTR: u64 = ioc(1, DSU_IOC_NR_SETATTR, size_of::<dsu_setattr>());
 
 /// A fuzzing worker.
 pub struct Worker {
@@ -239,6 +241,7 @@ impl Worker {
                 if self.cfg.allow_fork { 1 } else { 0 },
                 1, // check
                 2, // scenario
+                2, // setattr
             ]);
             match op {
                 0 => self.op_open(),
@@ -282,7 +285,10 @@ impl Worker {
                 20 => self.op_poll(),
                 21 => self.op_fork(),
                 22 => self.op_check(),
-                _ => self.op_scenario(),
+                23 => self.op_scenario(),
+                _ => {
+                    self.op_setattr();
+                }
             }
         }
         self.release();
@@ -957,6 +963,30 @@ impl Worker {
         self.ioctl(Op::Destroy, fd, IOC_DESTROY, p)
     }
 
+    /// SETATTR: mostly valid modes (so that other workers' segments change under them),
+    /// sometimes any flags, mode, uid and gid.
+    fn op_setattr(&mut self) -> i64 {
+        let fd = self.pick_fd();
+        let (_, name) = self.seg_name();
+        let mut s = dsu_setattr {
+            size: size_of::<dsu_setattr>() as u32,
+            flags: DSU_SETATTR_MODE,
+            mode: self.rng.pick(&[0o600, 0o640, 0o666, 0o400, 0]),
+            ..Default::default()
+        };
+        if self.rng.chance(30) {
+            s.flags = self.rng.interesting_u32();
+            s.mode = self.rng.interesting_u32();
+            s.uid = self.rng.interesting_u32();
+            s.gid = self.rng.interesting_u32();
+            s.__pad = self.rng.interesting_u32() & 1;
+        }
+        set_cstr(&mut s.name, &name);
+        let bytes = self.encode(&s);
+        let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+        self.ioctl(Op::SetAttr, fd, IOC_SETATTR, p)
+    }
+
     fn op_raw_ioctl(&mut self) {
         let fd = self.pick_fd();
         let cmd: u64 = match self.rng.below(3) {
@@ -978,6 +1008,7 @@ impl Worker {
                     IOC_LIST_VERSIONS,
                     IOC_READ_VAR,
                     IOC_DESTROY,
+                    IOC_SETATTR,
                 ]);
                 (real & 0xffff) | (self.rng.below(4) << 30) | (self.rng.below(1 << 14) << 16)
             }
@@ -1695,6 +1726,7 @@ mod tests {
         // _IOWR(0xD5, 1, struct dsu_attach): dir 3, size 88.
         assert_eq!(IOC_ATTACH, 0xC058_D501);
         assert_eq!(IOC_DESTROY, 0x4048_D508);
+        assert_eq!(IOC_SETATTR, 0x4058_D509);
         assert_eq!(IOC_READ_VAR & 0xff, 7);
     }
 

@@ -26,6 +26,8 @@ pub enum Op {
     ReadVar,
     /// DSU_IOC_DESTROY.
     Destroy,
+    /// DSU_IOC_SETATTR.
+    SetAttr,
     /// Any other ioctl number.
     RawIoctl,
     /// mmap of a handle.
@@ -67,6 +69,7 @@ pub const OP_NAMES: [&str; OPS] = [
     "list_versions",
     "read_var",
     "destroy",
+    "setattr",
     "raw_ioctl",
     "mmap",
     "munmap",
@@ -93,6 +96,7 @@ pub const OP_SYSCALLS: [&str; OPS] = [
     "ioctl(DSU_IOC_LIST_VERSIONS)",
     "ioctl(DSU_IOC_READ_VAR)",
     "ioctl(DSU_IOC_DESTROY)",
+    "ioctl(DSU_IOC_SETATTR)",
     "ioctl",
     "mmap",
     "munmap",

@@ -38,6 +38,7 @@ mod raw {
     );
     nix::ioctl_readwrite!(read_var, DSU_IOC_MAGIC, DSU_IOC_NR_READ_VAR, dsu_read_var);
     nix::ioctl_write_ptr!(destroy, DSU_IOC_MAGIC, DSU_IOC_NR_DESTROY, dsu_destroy);
+    nix::ioctl_write_ptr!(setattr, DSU_IOC_MAGIC, DSU_IOC_NR_SETATTR, dsu_setattr);
 }
 
 /// Which ioctl, for calls with a raw (possibly bad) argument pointer.
@@ -411,6 +412,26 @@ impl Dsu {
         };
         // SAFETY: `d` is a valid dsu_destroy.
         errno(unsafe { raw::destroy(self.fd(), &d) }).map(drop)
+    }
+
+    /// SETATTR with a struct as given.
+    pub fn setattr_raw(&self, s: &dsu_setattr) -> Sys<()> {
+        // SAFETY: `s` is a live dsu_setattr of the size its `size` field claims (or less,
+        // which the kernel must refuse).
+        errno(unsafe { raw::setattr(self.fd(), s) }).map(drop)
+    }
+
+    /// SETATTR of `name`: the fields of `flags` (`DSU_SETATTR_*`) set to the values given.
+    pub fn setattr(&self, name: &str, flags: u32, mode: u32, uid: u32, gid: u32) -> Sys<()> {
+        self.setattr_raw(&dsu_setattr {
+            size: size_of::<dsu_setattr>() as u32,
+            flags,
+            mode,
+            uid,
+            gid,
+            name: cname(name),
+            ..Default::default()
+        })
     }
 
     /// An ioctl with an arbitrary argument (e.g. a bad pointer).

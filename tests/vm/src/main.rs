@@ -19,6 +19,7 @@ mod kmod_permissions;
 mod kmod_poll;
 mod kmod_resolve;
 mod kmod_segments;
+mod kmod_setattr;
 mod kmod_typedesc;
 mod kmod_unload;
 mod kv_update;
