@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 /*
  * C helpers for kernel_ext: inline functions of headers that the kernel's Rust bindings
  * (rust/bindings/bindings_helper.h in 6.12) do not include, so that Rust cannot call or

@@ -1,4 +1,4 @@
-// SPDX-License-Identifier: GPL-2.0
+// SPDX-License-Identifier: GPL-2.0-only
 
 //! Namespaces: the IPC namespace that scopes segment names, and the current task's user
 //! and pid namespaces that ids in output are translated into.
