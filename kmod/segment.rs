@@ -318,8 +318,17 @@ impl Segment {
 
     /// SETATTR (the registry mutex held, which orders it against other SETATTRs and
     /// DESTROY): applies `change` if the caller may administer the segment, else `EPERM`.
+    ///
+    /// Like chown(2), giving the segment to another uid needs `CAP_SYS_ADMIN`, and the
+    /// owner may only change the group to one it is in: otherwise a user could fill a
+    /// segment and hand it to someone whose programs then join it as their own (ATTACH's
+    /// owner expectation would pass).
     pub fn set_attrs(&self, change: AttrChange) -> Result {
-        if !self.may_administer() {
+        let cur = self.attrs();
+        let as_owner = current_fsuid() == cur.uid
+            && change.uid.is_none_or(|u| u == cur.uid)
+            && change.gid.is_none_or(|g| g == cur.gid || in_group(g));
+        if !as_owner && !capable_sys_admin() {
             return Err(EPERM);
         }
         let mut a = self.attrs.lock();

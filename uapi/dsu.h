@@ -307,7 +307,9 @@ struct dsu_destroy {
 
 /* DSU_IOC_SETATTR: change a segment's mode, owner or group without destroying it.     */
 /*
- * Allowed to the segment's owner and to CAP_SYS_ADMIN, else EPERM. flags selects the
+ * Allowed to the segment's owner and to CAP_SYS_ADMIN, else EPERM; as with chown(2),
+ * only CAP_SYS_ADMIN may change the owner, and the owner may set the group only to one
+ * it is in (EPERM). flags selects the
  * fields to apply: at least one, no unknown bit, and the fields not selected (and __pad)
  * zero, else EINVAL; mode above 0777 is EINVAL; uid and gid are in the caller's user
  * namespace, and one with no mapping there is EINVAL. Permissions are checked at every

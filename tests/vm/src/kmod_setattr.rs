@@ -91,14 +91,44 @@ fn by_owner() -> TestResult {
         );
         Ok(())
     })?;
+    // Like chown(2): the owner may not give the segment away (its programs would join a
+    // segment someone else filled), and may change the group only to one it is in.
+    let n = name.clone();
+    as_user(1000, 1000, &[1003], move || {
+        let h = Dsu::open()?;
+        ensure_eq!(
+            h.setattr(&n, UID, 0, 1002, 0),
+            Err(Errno::EPERM),
+            "owner gives it away"
+        );
+        ensure_eq!(
+            h.setattr(&n, GID, 0, 0, 1002),
+            Err(Errno::EPERM),
+            "owner chgrp to a group it is not in"
+        );
+        ensure_eq!(
+            h.setattr(&n, UID, 0, 1000, 0),
+            Ok(()),
+            "owner chown to itself"
+        );
+        ensure_eq!(
+            h.setattr(&n, GID, 0, 0, 1003),
+            Ok(()),
+            "owner chgrp to its group"
+        );
+        ensure_eq!(owner_mode(&h, &n)?, (1000, 1003, 0o604), "after chgrp");
+        Ok(())
+    })?;
+    // Root gives it to 1002: 1002 administers it, 1000 no longer does.
+    let h = Dsu::open()?;
+    ensure_eq!(
+        h.setattr(&name, UID | GID, 0, 1002, 1002),
+        Ok(()),
+        "root chown 1002:1002"
+    );
     let n = name.clone();
     as_user(1000, 1000, &[], move || {
         let h = Dsu::open()?;
-        ensure_eq!(
-            h.setattr(&n, UID | GID, 0, 1002, 1002),
-            Ok(()),
-            "owner chown 1002:1002"
-        );
         ensure_eq!(owner_mode(&h, &n)?, (1002, 1002, 0o604), "after chown");
         ensure_eq!(
             h.setattr(&n, MODE, 0o600, 0, 0),
@@ -316,7 +346,7 @@ fn dsuctl() -> TestResult {
         let err = fails("dsuctl", &["chmod", &s, "0666"], 1)?;
         ensure!(
             err.contains(&format!(
-                "only the owner of segment \"{s}\" (owner 1000, mode 0640) or root can change the mode or owner of it"
+                "only the owner of segment \"{s}\" (owner 1000, mode 0640) or root can change its mode or set its group to one of the owner's groups, and only root can change its owner"
             )),
             "non-owner chmod: {err}"
         );

@@ -160,8 +160,13 @@ pub enum Error {
 
     /// `EPERM` from DESTROY or SETATTR.
     #[error(
-        "only the owner of segment \"{segment}\" ({}) or root can {} it",
-        owner_mode(.uid, .mode), if *.op == Op::SetAttr { "change the mode or owner of" } else { "destroy" }
+        "only the owner of segment \"{segment}\" ({}) or root can {}",
+        owner_mode(.uid, .mode),
+        if *.op == Op::SetAttr {
+            "change its mode or set its group to one of the owner's groups, and only root can change its owner"
+        } else {
+            "destroy it"
+        }
     )]
     NotOwner {
         /// The segment.

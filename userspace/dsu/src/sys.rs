@@ -884,7 +884,8 @@ impl Device {
 
     /// Changes a segment's mode, owner or group (`DSU_IOC_SETATTR`): the fields of
     /// `attrs` that are `Some`. Needs ownership of the segment or `CAP_SYS_ADMIN`
-    /// ([`Error::NotOwner`]); uid and gid are in the caller's user namespace. The change
+    /// ([`Error::NotOwner`]); as with chown(2), a new owner needs `CAP_SYS_ADMIN` and a
+    /// new group one the owner is in. uid and gid are in the caller's user namespace. The change
     /// applies to the next operation of every handle; existing mappings stay.
     ///
     /// ```no_run
@@ -1116,7 +1117,7 @@ mod setattr_tests {
         let e = Error::from_errno(Op::SetAttr, Errno::EPERM, &ctx).to_string();
         assert_eq!(
             e,
-            "only the owner of segment \"app\" (owner 1000, mode 0600) or root can change the mode or owner of it"
+            "only the owner of segment \"app\" (owner 1000, mode 0600) or root can change its mode or set its group to one of the owner's groups, and only root can change its owner"
         );
         let e = Error::from_errno(Op::Destroy, Errno::EPERM, &ctx).to_string();
         assert!(e.ends_with("or root can destroy it"), "{e}");

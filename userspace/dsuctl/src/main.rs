@@ -88,8 +88,9 @@ enum Command {
         #[arg(value_name = "MODE", value_parser = parse_mode)]
         mode: u32,
     },
-    /// Change a segment's owner and group (owner or root only): USER, USER:GROUP or
-    /// :GROUP, each a name or a number (in your user namespace).
+    /// Change a segment's owner and group: USER, USER:GROUP or :GROUP, each a name or a
+    /// number (in your user namespace). As with chown(1), only root may change the owner;
+    /// the owner may change the group to one of its groups.
     Chown {
         /// Segment name.
         segment: String,
