@@ -2,8 +2,8 @@
 #
 #   make modules                   build kmod/dsu.ko against KDIR (your running kernel's build tree)
 #   sudo make modules_install      install it under /lib/modules/KVER/INSTALL_MOD_DIR, run depmod
-#   make userspace                 build dsuctl (release) with its man pages and completions
-#   sudo make install              install dsuctl, its man pages and completions under PREFIX
+#   make userspace                 build dsuctl (release) with its man pages and completions, and libdsu
+#   sudo make install              install dsuctl, its man pages and completions, and libdsu under PREFIX
 #   sudo make install-dkms         copy the module's sources to /usr/src/dsu-VERSION for dkms
 #
 # Variables: KVER, KDIR, RUSTC and BINDGEN (the very rustc and bindgen that built the
@@ -82,6 +82,7 @@ install-dkms:
 userspace:
 	$(CARGO) build --release --locked -p dsuctl
 	$(MAKE) generated
+	$(LIBDSU) all
 
 # Man pages (clap_mangen) and completions (clap_complete), written by the built dsuctl.
 generated:
@@ -107,14 +108,18 @@ install-completions:
 	$(INSTALL) -m 0644 $(GEN)/_dsuctl $(DESTDIR)$(ZSHCOMPDIR)/_dsuctl
 	$(INSTALL) -m 0644 $(GEN)/dsuctl.fish $(DESTDIR)$(FISHCOMPDIR)/dsuctl.fish
 
-# libdsu (the C library): headers under INCLUDEDIR, libraries under LIBDIR and dsu.pc
-# under LIBDIR/pkgconfig. The C library's own rules go here.
+# libdsu (the C library): libdsu.h under INCLUDEDIR, libdsu.so.0 and libdsu.a under LIBDIR,
+# dsu.pc under LIBDIR/pkgconfig; its own Makefile has the rules.
+LIBDSU = $(MAKE) -C $(CURDIR)/userspace/libdsu PREFIX=$(PREFIX) LIBDIR=$(LIBDIR) \
+	INCLUDEDIR=$(INCLUDEDIR) DESTDIR=$(DESTDIR)
 install-lib:
+	$(LIBDSU) install
 
 uninstall:
 	rm -f $(DESTDIR)$(BINDIR)/dsuctl $(DESTDIR)$(MANDIR)/man1/dsuctl*.1 \
 	  $(DESTDIR)$(BASHCOMPDIR)/dsuctl $(DESTDIR)$(ZSHCOMPDIR)/_dsuctl \
 	  $(DESTDIR)$(FISHCOMPDIR)/dsuctl.fish
+	$(LIBDSU) uninstall
 
 clean: clean-modules
 	$(CARGO) clean
