@@ -99,6 +99,7 @@ for p in meta["packages"]:
 rules = [
     ("kmod/", "GPL-2.0-only"),
     ("tests/warnmod/", "GPL-2.0-only"),
+    ("tests/kmod-compile-fail/", "GPL-2.0-only"),
     ("uapi/dsu.h", "GPL-2.0 WITH Linux-syscall-note"),
     ("userspace/", "MIT OR Apache-2.0"),
     ("examples/", "MIT OR Apache-2.0"),
