@@ -20,6 +20,7 @@
 //! its charge it did not use). RESOLVE charges with no segment lock held; no other lock is
 //! taken with the accounting mutex held.
 
+use crate::kernel_ext::alloc::GFP_ACCOUNT_MAYFAIL;
 use crate::{
     kernel_ext::cred::{capable_ipc_lock, capable_sys_resource, current_uid, memlock_limit_pages},
     limits,
@@ -86,7 +87,7 @@ impl Accounting {
 
     /// Applies `f` to `uid`'s usage (created as zero if missing, removed if left at zero).
     fn charge(&self, uid: u32, f: impl FnOnce(&mut Usage) -> Result) -> Result {
-        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
+        let node = RBTreeNodeReservation::new(GFP_ACCOUNT_MAYFAIL)?;
         let mut users = self.users.lock();
         if users.get(&uid).is_none() {
             users.insert(node.into_node(uid, Usage::default()));

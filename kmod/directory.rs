@@ -11,6 +11,7 @@
 //! into a fallible [`Directory::reserve`] and an infallible [`Directory::insert`], so that a
 //! RESOLVE batch either adds all of its entries or none.
 
+use crate::kernel_ext::alloc::GFP_ACCOUNT_MAYFAIL;
 use crate::uapi::{self, Label, VarName, DSU_VAR_CONFLICT_SIZE, DSU_VAR_CONFLICT_TYPE};
 use kernel::{
     error::code::ENOMEM,
@@ -37,7 +38,7 @@ impl TypeDesc {
         if len == 0 {
             return Ok(Some(Self::none()));
         }
-        let mut bytes = KVVec::from_elem(0u8, len, GFP_KERNEL_ACCOUNT)?;
+        let mut bytes = KVVec::from_elem(0u8, len, GFP_ACCOUNT_MAYFAIL)?;
         uapi::reader(ptr, len)?.read_slice(&mut bytes)?;
         let valid = bytes.iter().all(|&b| b == b'\n' || uapi::printable_char(b));
         Ok(valid.then_some(Self(bytes)))
@@ -183,12 +184,12 @@ impl Directory {
 
     /// Reserves room for `n` more entries (`ENOMEM` on failure; nothing changes).
     pub fn reserve(&mut self, n: usize) -> Result<Reservation> {
-        self.entries.reserve(n, GFP_KERNEL_ACCOUNT)?;
-        let mut nodes = KVec::with_capacity(n, GFP_KERNEL_ACCOUNT)?;
+        self.entries.reserve(n, GFP_ACCOUNT_MAYFAIL)?;
+        let mut nodes = KVec::with_capacity(n, GFP_ACCOUNT_MAYFAIL)?;
         for _ in 0..n {
             nodes.push(
-                RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?,
-                GFP_KERNEL_ACCOUNT,
+                RBTreeNodeReservation::new(GFP_ACCOUNT_MAYFAIL)?,
+                GFP_ACCOUNT_MAYFAIL,
             )?;
         }
         Ok(Reservation {

@@ -11,6 +11,7 @@
 //! Lock order: mmap_lock → handle state mutex → registry mutex → segment mutex → event
 //! spinlock.
 
+use crate::kernel_ext::alloc::GFP_ACCOUNT_MAYFAIL;
 use crate::{
     directory::TypeDesc,
     kernel_ext::{cred::kuid_from_current_ns, error::ebadfd, ns::TaskPid},
@@ -74,7 +75,7 @@ impl Handle {
                 events,
                 event_size: AtomicU32::new(DSU_EVENT_SIZE_VER1),
             }),
-            GFP_KERNEL_ACCOUNT,
+            GFP_ACCOUNT_MAYFAIL,
         )
     }
 
@@ -167,9 +168,9 @@ impl Handle {
         seg.check_access(MAY_READ | MAY_WRITE)?;
 
         // 1. Copy in and validate every entry, with its type description.
-        let mut vars: KVVec<dsu_var> = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
-        let mut names: KVVec<VarName> = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
-        let mut descs: KVVec<TypeDesc> = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
+        let mut vars: KVVec<dsu_var> = KVVec::with_capacity(count, GFP_ACCOUNT_MAYFAIL)?;
+        let mut names: KVVec<VarName> = KVVec::with_capacity(count, GFP_ACCOUNT_MAYFAIL)?;
+        let mut descs: KVVec<TypeDesc> = KVVec::with_capacity(count, GFP_ACCOUNT_MAYFAIL)?;
         let mut invalid = false;
         for i in 0..count {
             let mut v: dsu_var = array.read_grown(i)?;
@@ -193,9 +194,9 @@ impl Handle {
             let ok = ok && desc.is_some();
             v.status = if ok { DSU_VAR_PENDING } else { DSU_VAR_INVALID };
             invalid |= !ok;
-            names.push(name.unwrap_or(VarName::EMPTY), GFP_KERNEL_ACCOUNT)?;
-            vars.push(v, GFP_KERNEL_ACCOUNT)?;
-            descs.push(desc.unwrap_or_else(TypeDesc::none), GFP_KERNEL_ACCOUNT)?;
+            names.push(name.unwrap_or(VarName::EMPTY), GFP_ACCOUNT_MAYFAIL)?;
+            vars.push(v, GFP_ACCOUNT_MAYFAIL)?;
+            descs.push(desc.unwrap_or_else(TypeDesc::none), GFP_ACCOUNT_MAYFAIL)?;
         }
         if !invalid {
             invalid = mark_duplicates(&mut vars, &names)?;
@@ -345,9 +346,9 @@ fn is_conflict(status: u32) -> bool {
 
 /// Marks entries whose name appears earlier in the batch `INVALID`; returns whether any did.
 fn mark_duplicates(vars: &mut [dsu_var], names: &[VarName]) -> Result<bool> {
-    let mut order: KVVec<usize> = KVVec::with_capacity(names.len(), GFP_KERNEL_ACCOUNT)?;
+    let mut order: KVVec<usize> = KVVec::with_capacity(names.len(), GFP_ACCOUNT_MAYFAIL)?;
     for i in 0..names.len() {
-        order.push(i, GFP_KERNEL_ACCOUNT)?;
+        order.push(i, GFP_ACCOUNT_MAYFAIL)?;
     }
     order.sort_unstable_by(|a, b| names[*a].cmp(&names[*b]).then(a.cmp(b)));
     let mut dup = false;
@@ -376,7 +377,7 @@ fn compress(indexes: &[u64]) -> Result<KVVec<dsu_extent>> {
                 first_page: i,
                 page_count: 1,
             },
-            GFP_KERNEL_ACCOUNT,
+            GFP_ACCOUNT_MAYFAIL,
         )?;
     }
     Ok(out)

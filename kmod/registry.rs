@@ -20,6 +20,7 @@
 //! accounting mutex. Lookups for LIST,
 //! READ_VAR and DESTROY clone the segment's `Arc` and unlock before any user copy.
 
+use crate::kernel_ext::alloc::GFP_ACCOUNT_MAYFAIL;
 use crate::{
     accounting::Accounting,
     kernel_ext::{cred::current_fsuid, ns::current_ipc_ns_key},
@@ -102,7 +103,7 @@ impl Registry {
         handle_id: u64,
         queue: Arc<EventQueue>,
     ) -> Result<(Arc<Segment>, bool)> {
-        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
+        let node = RBTreeNodeReservation::new(GFP_ACCOUNT_MAYFAIL)?;
         let key = (current_ipc_ns_key(), *name);
         let caller = current_fsuid();
         let owner = how.owner.unwrap_or(caller);
@@ -150,7 +151,7 @@ impl Registry {
     /// DESTROY: removes the name (owner or `CAP_SYS_ADMIN`, else `EPERM`). The segment
     /// lives on while handles remain.
     pub fn destroy(&self, name: &SegName) -> Result {
-        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
+        let node = RBTreeNodeReservation::new(GFP_ACCOUNT_MAYFAIL)?;
         let key = (current_ipc_ns_key(), *name);
         let removed;
         {
@@ -199,14 +200,14 @@ impl Registry {
     /// Up to `count` records from `start` of the segments of the caller's IPC namespace
     /// (named ones by name, then destroyed ones), and their total.
     pub fn list(&self, start: usize, count: usize) -> Result<(KVVec<dsu_segment_info>, usize)> {
-        let mut out = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
+        let mut out = KVVec::with_capacity(count, GFP_ACCOUNT_MAYFAIL)?;
         let ns = current_ipc_ns_key();
         let g = self.inner.lock();
         let all = Iterator::chain(g.named.values(), g.destroyed.values());
         let mut total = 0;
         for seg in all.filter(|seg| seg.ns.key() == ns) {
             if total >= start && out.len() < count {
-                out.push(seg.info(), GFP_KERNEL_ACCOUNT)?;
+                out.push(seg.info(), GFP_ACCOUNT_MAYFAIL)?;
             }
             total += 1;
         }

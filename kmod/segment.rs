@@ -23,6 +23,7 @@
 //! Nothing here touches user memory with the mutex held: RESOLVE copies initial values in
 //! between two lock sections.
 
+use crate::kernel_ext::alloc::GFP_ACCOUNT_MAYFAIL;
 use crate::{
     accounting::{Accounting, PageCharge},
     directory::{Directory, Entry, Lookup, TypeDesc},
@@ -93,7 +94,7 @@ impl Charges {
     /// Makes room to record pages charged to `uid` (so that [`Charges::record`] cannot fail).
     fn reserve(&mut self, uid: u32) -> Result {
         if !self.pages.iter().any(|(u, _)| *u == uid) {
-            self.pages.reserve(1, GFP_KERNEL_ACCOUNT)?;
+            self.pages.reserve(1, GFP_ACCOUNT_MAYFAIL)?;
         }
         Ok(())
     }
@@ -283,7 +284,7 @@ impl Segment {
                 accounting,
                 next_file_page: AtomicU64::new(0),
             }),
-            GFP_KERNEL_ACCOUNT,
+            GFP_ACCOUNT_MAYFAIL,
         )
     }
 
@@ -347,7 +348,7 @@ impl Segment {
     /// Connects a handle: its queue will get events about other versions. `ENOSPC` at
     /// `max_handles`.
     pub fn attach_handle(&self, handle_id: u64, queue: Arc<EventQueue>) -> Result {
-        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
+        let node = RBTreeNodeReservation::new(GFP_ACCOUNT_MAYFAIL)?;
         let mut g = self.inner.lock();
         if g.handle_count >= limits::max_handles() {
             return Err(ENOSPC);
@@ -437,7 +438,8 @@ impl Segment {
         let charge = self.accounting.charge_pages(reserved.pages)?;
 
         // 2. Allocate and fill the new entries' pages with no lock held.
-        let mut groups: KVVec<NewPages<'_>> = KVVec::with_capacity(vars.len(), GFP_KERNEL_ACCOUNT)?;
+        let mut groups: KVVec<NewPages<'_>> =
+            KVVec::with_capacity(vars.len(), GFP_ACCOUNT_MAYFAIL)?;
         for v in vars.iter() {
             let group = if v.status == DSU_VAR_PENDING {
                 self.new_pages(v)?
@@ -449,7 +451,7 @@ impl Segment {
                     pages: KVVec::new(),
                 }
             };
-            groups.push(group, GFP_KERNEL_ACCOUNT)?;
+            groups.push(group, GFP_ACCOUNT_MAYFAIL)?;
         }
 
         // 3. Re-classify (another version may have resolved the same names meanwhile) and
@@ -460,7 +462,7 @@ impl Segment {
         if adds == 0 {
             return Ok(0);
         }
-        g.pages.reserve(add_pages, GFP_KERNEL_ACCOUNT)?;
+        g.pages.reserve(add_pages, GFP_ACCOUNT_MAYFAIL)?;
         g.file_map.reserve(adds)?;
         g.charges.reserve(charge.uid)?;
         let mut reservation = g.dir.reserve(adds)?;
@@ -534,7 +536,7 @@ impl Segment {
                 .next_file_page
                 .fetch_add(count as u64, Ordering::Relaxed),
             reserved: count as u64,
-            pages: KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?,
+            pages: KVVec::with_capacity(count, GFP_ACCOUNT_MAYFAIL)?,
         };
         let init = if v.init != 0 {
             Some(uapi::user_range(v.init, size)?)
@@ -550,7 +552,7 @@ impl Segment {
                     .copy_from_user(src + i as usize * PAGE_SIZE, 0, n)?;
             }
             left -= n;
-            group.pages.push(page, GFP_KERNEL_ACCOUNT)?;
+            group.pages.push(page, GFP_ACCOUNT_MAYFAIL)?;
         }
         Ok(group)
     }
@@ -600,7 +602,7 @@ impl Segment {
     ) -> Result<Arc<Version>> {
         let mut map = PageMap::new();
         map.reserve(extents.len())?;
-        let node = RBTreeNodeReservation::new(GFP_KERNEL_ACCOUNT)?;
+        let node = RBTreeNodeReservation::new(GFP_ACCOUNT_MAYFAIL)?;
         let mut g = seg.inner.lock();
         if g.destroyed {
             return Err(eidrm());
@@ -624,7 +626,7 @@ impl Segment {
                 mappings: AtomicU64::new(0),
                 segment: seg.clone(),
             },
-            GFP_KERNEL_ACCOUNT,
+            GFP_ACCOUNT_MAYFAIL,
         )?;
         g.next_version += 1;
         g.dir.adopt(handle_id, id, label);
@@ -646,7 +648,7 @@ impl Segment {
         start: usize,
         count: usize,
     ) -> Result<(KVVec<dsu_variable_info>, usize)> {
-        let mut out = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
+        let mut out = KVVec::with_capacity(count, GFP_ACCOUNT_MAYFAIL)?;
         let g = self.inner.lock();
         let total = g.dir.len();
         for i in start..total.min(start.saturating_add(count)) {
@@ -663,7 +665,7 @@ impl Segment {
                     created_label: e.created_label.to_c(),
                     name: e.name.to_c(),
                 },
-                GFP_KERNEL_ACCOUNT,
+                GFP_ACCOUNT_MAYFAIL,
             )?;
         }
         Ok((out, total))
@@ -675,10 +677,10 @@ impl Segment {
         start: usize,
         count: usize,
     ) -> Result<(KVVec<uapi::dsu_version_info>, usize)> {
-        let mut out = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
+        let mut out = KVVec::with_capacity(count, GFP_ACCOUNT_MAYFAIL)?;
         let g = self.inner.lock();
         for (_, v) in g.versions.iter().skip(start).take(count) {
-            out.push(v.info(), GFP_KERNEL_ACCOUNT)?;
+            out.push(v.info(), GFP_ACCOUNT_MAYFAIL)?;
         }
         Ok((out, g.version_count))
     }
@@ -705,12 +707,12 @@ impl Segment {
         let first = e.first_page as usize + offset / PAGE_SIZE;
         let count = (skip + len).div_ceil(PAGE_SIZE);
         let (var_size, var_fingerprint) = (e.size, e.fingerprint);
-        let mut pages = KVVec::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
+        let mut pages = KVVec::with_capacity(count, GFP_ACCOUNT_MAYFAIL)?;
         for i in first..first + count {
             let page = g.pages.get(i).ok_or(EINVAL)?;
             // SAFETY: The segment drops its page references only when it is dropped, and the
             // snapshot borrows it.
-            pages.push(unsafe { page.borrow_for() }, GFP_KERNEL_ACCOUNT)?;
+            pages.push(unsafe { page.borrow_for() }, GFP_ACCOUNT_MAYFAIL)?;
         }
         Ok(VarSnapshot {
             pages,
@@ -754,8 +756,8 @@ impl Segment {
         let len = usize::try_from(length)
             .unwrap_or(usize::MAX)
             .min(desc.len() - start);
-        let mut bytes = KVVec::with_capacity(len, GFP_KERNEL_ACCOUNT)?;
-        bytes.extend_from_slice(&desc[start..start + len], GFP_KERNEL_ACCOUNT)?;
+        let mut bytes = KVVec::with_capacity(len, GFP_ACCOUNT_MAYFAIL)?;
+        bytes.extend_from_slice(&desc[start..start + len], GFP_ACCOUNT_MAYFAIL)?;
         Ok(DescSnapshot {
             bytes,
             var_size: e.size,

@@ -11,6 +11,7 @@
 //!
 //! No lock is held by any function here: they all touch user memory.
 
+use crate::kernel_ext::alloc::GFP_ACCOUNT_MAYFAIL;
 use core::mem::size_of;
 use kernel::{
     error::code::*,
@@ -310,7 +311,7 @@ pub fn writer(ptr: u64, len: usize) -> Result<UserSliceWriter> {
 pub fn read_array<T: FromBytes>(ptr: u64, count: usize) -> Result<KVVec<T>> {
     let bytes = count.checked_mul(size_of::<T>()).ok_or(EFAULT)?;
     let mut reader = reader(ptr, bytes)?;
-    let mut out = KVVec::<T>::with_capacity(count, GFP_KERNEL_ACCOUNT)?;
+    let mut out = KVVec::<T>::with_capacity(count, GFP_ACCOUNT_MAYFAIL)?;
     let spare = out.spare_capacity_mut();
     // SAFETY: `spare` is `count` (or more) uninitialised `T`s; viewing their first `bytes`
     // bytes as uninitialised bytes is sound (same memory, alignment 1).

@@ -20,6 +20,7 @@
 //! The wait queue is woken after the spinlock is released. Dropping a [`TaskPid`] under the
 //! spinlock is fine: `put_pid` is atomic-safe (RCU callbacks call it).
 
+use crate::kernel_ext::alloc::GFP_ACCOUNT_MAYFAIL;
 use crate::{
     kernel_ext::{ns::TaskPid, poll::WaitQueue, time::realtime_ns},
     limits::EVENT_QUEUE_LEN,
@@ -170,7 +171,7 @@ impl PageMap {
 
     /// Reserves room for `additional` more runs.
     pub fn reserve(&mut self, additional: usize) -> Result {
-        self.runs.reserve(additional, GFP_KERNEL_ACCOUNT)?;
+        self.runs.reserve(additional, GFP_ACCOUNT_MAYFAIL)?;
         Ok(())
     }
 
@@ -212,7 +213,7 @@ impl PageMap {
             let run = self.runs[i];
             let skip = at - run.start;
             let n = (run.count - skip).min(end - at);
-            out.push(run.seg + skip, run.file + skip, n, GFP_KERNEL_ACCOUNT)?;
+            out.push(run.seg + skip, run.file + skip, n, GFP_ACCOUNT_MAYFAIL)?;
             at += n;
             i += 1;
         }
@@ -243,7 +244,7 @@ impl EventQueue {
     /// An empty queue.
     pub fn new() -> Result<Arc<Self>> {
         let ring = Ring {
-            events: KVec::from_elem(QueuedEvent::default(), EVENT_QUEUE_LEN, GFP_KERNEL_ACCOUNT)?,
+            events: KVec::from_elem(QueuedEvent::default(), EVENT_QUEUE_LEN, GFP_ACCOUNT_MAYFAIL)?,
             head: 0,
             len: 0,
             lost: 0,
@@ -253,7 +254,7 @@ impl EventQueue {
                 ring <- new_spinlock!(ring, "dsu_events"),
                 wait <- WaitQueue::new(c_str!("dsu_events_wait"), static_wait_class!()),
             }),
-            GFP_KERNEL_ACCOUNT,
+            GFP_ACCOUNT_MAYFAIL,
         )
     }
 

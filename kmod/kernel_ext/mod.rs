@@ -9,6 +9,7 @@
 //! after the upstream (6.13+) abstraction it stands in for, so that it can be replaced by
 //! the real one when the kernel moves on.
 
+pub mod alloc;
 pub mod cred;
 pub mod error;
 pub mod file;

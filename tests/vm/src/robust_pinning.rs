@@ -446,3 +446,84 @@ fn unsafe_dup(fd: i32) -> std::os::fd::OwnedFd {
     // SAFETY: dup of a valid descriptor returns a new one that we own.
     unsafe { std::os::fd::OwnedFd::from_raw_fd(libc::dup(fd)) }
 }
+
+#[distributed_slice(TESTS)]
+static KERNEL_ALLOCATIONS: VmTest = VmTest {
+    name: "robust::kernel_allocations_charged",
+    phase: Phase::Main,
+    run: kernel_allocations,
+};
+/// Kernel memory a RESOLVE allocates for its caller (the batch copy: entries, names and
+/// descriptions, several MiB for 16384 entries) is charged to the caller's memory cgroup:
+/// with 1 MiB of room left, a full batch of malformed entries fails with ENOMEM while the
+/// kernel copies it in, where an uncharged copy would reach validation (EINVAL). Nothing is
+/// created and the caller is not OOM-killed.
+fn kernel_allocations() -> TestResult {
+    let root = "/sys/fs/cgroup";
+    let controllers =
+        std::fs::read_to_string(format!("{root}/cgroup.controllers")).unwrap_or_default();
+    if !controllers.split_whitespace().any(|c| c == "memory") {
+        return Err(Failure::Skip(
+            "no memory controller in /sys/fs/cgroup".into(),
+        ));
+    }
+    std::fs::write(format!("{root}/cgroup.subtree_control"), "+memory")?;
+    let cg = format!("{root}/dsu-kacct-test");
+    let _ = std::fs::create_dir(&cg);
+    destroy_quietly("pin-kacct");
+    let setup = Dev::open()?;
+    setup.attach("pin-kacct", DSU_ATTACH_MUST_CREATE, 0o666)?;
+    let status = crate::robust_raw::in_child(|| {
+        // SAFETY: getpid has no preconditions.
+        let pid = unsafe { libc::getpid() };
+        if std::fs::write(format!("{cg}/cgroup.procs"), pid.to_string()).is_err() {
+            return 10;
+        }
+        let Ok(d) = Dev::open() else { return 11 };
+        if d.attach("pin-kacct", DSU_ATTACH_MUST_EXIST, 0).is_err() {
+            return 12;
+        }
+        // Malformed (align 3), so that an uncharged copy ends in EINVAL, not in pages.
+        let mut vars: Vec<dsu_var> = (0..16384)
+            .map(|i| dsu_var {
+                align: 3,
+                ..var(&format!("k{i}"), 8, 1, None)
+            })
+            .collect();
+        let Some(current) = std::fs::read_to_string(format!("{cg}/memory.current"))
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+        else {
+            return 13;
+        };
+        let room = current + (1 << 20);
+        if std::fs::write(format!("{cg}/memory.max"), room.to_string()).is_err() {
+            return 14;
+        }
+        match d.resolve(&mut vars) {
+            Err(Errno::ENOMEM) => 0,
+            Err(Errno::EINVAL) => 15,
+            Ok(_) => 16,
+            Err(_) => 17,
+        }
+    });
+    let vars = setup.variables("pin-kacct");
+    setup.destroy("pin-kacct")?;
+    drop(setup);
+    let _ = std::fs::remove_dir(&cg);
+    let why = match status {
+        Ok(0) => None,
+        Ok(15) => {
+            Some("the batch copy was not charged: the call reached validation (EINVAL)".into())
+        }
+        Ok(16) => Some("a malformed batch was accepted".into()),
+        Ok(17) => Some("the charged copy failed with another errno than ENOMEM".into()),
+        Ok(c) => Some(format!("child setup failed with {c}")),
+        Err(sig) => Some(format!(
+            "child killed by signal {sig} (memcg OOM kill instead of ENOMEM)"
+        )),
+    };
+    ensure!(why.is_none(), "{}", why.unwrap_or_default());
+    ensure_eq!(vars?.len(), 0, "variables created by the failed RESOLVE");
+    Ok(())
+}
