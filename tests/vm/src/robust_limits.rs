@@ -4,7 +4,7 @@
 
 use crate::robust_raw::{Dev, PAGE, check_directory, destroy_quietly, in_child, var};
 use crate::util::with_module_params;
-use crate::{Failure, Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
+use crate::{Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
 use dsu_uapi::*;
 use linkme::distributed_slice;
 use nix::errno::Errno;
@@ -195,17 +195,7 @@ static MEMCG: VmTest = VmTest {
 /// A process in a cgroup with memory.max = 8 MiB asks dsu for 32 MiB: ENOMEM (not an
 /// OOM kill, not a bigger segment), while 1 MiB fits; the pages are charged to its cgroup.
 fn memcg() -> TestResult {
-    let root = "/sys/fs/cgroup";
-    let controllers =
-        std::fs::read_to_string(format!("{root}/cgroup.controllers")).unwrap_or_default();
-    if !controllers.split_whitespace().any(|c| c == "memory") {
-        return Err(Failure::Skip(
-            "no memory controller in /sys/fs/cgroup (see SECURITY.md)".into(),
-        ));
-    }
-    std::fs::write(format!("{root}/cgroup.subtree_control"), "+memory")?;
-    let cg = format!("{root}/dsu-memcg-test");
-    let _ = std::fs::create_dir(&cg);
+    let cg = crate::util::memory_cgroup("dsu-memcg-test")?;
     std::fs::write(format!("{cg}/memory.max"), "8M")?;
     destroy_quietly("lim-memcg");
     let setup = Dev::open()?;

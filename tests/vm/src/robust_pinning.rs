@@ -364,18 +364,7 @@ static RESERVED: VmTest = VmTest {
 /// under the segment lock), so the cgroup's memory peak stays near N pages, not 2N.
 fn reserved() -> TestResult {
     const N: u64 = 8192; // 32 MiB
-    let root = "/sys/fs/cgroup";
-    let controllers =
-        std::fs::read_to_string(format!("{root}/cgroup.controllers")).unwrap_or_default();
-    if !controllers.split_whitespace().any(|c| c == "memory") {
-        return Err(Failure::Skip(
-            "no memory controller in /sys/fs/cgroup".into(),
-        ));
-    }
-    std::fs::write(format!("{root}/cgroup.subtree_control"), "+memory")?;
-    let cg = format!("{root}/dsu-reserve-test");
-    let _ = std::fs::remove_dir(&cg);
-    std::fs::create_dir(&cg)?;
+    let cg = crate::util::memory_cgroup("dsu-reserve-test")?;
     let procs = format!("{cg}/cgroup.procs");
     let r = with_module_params(&format!("max_segment_pages={N}"), || {
         as_user(0, 0, &[], || {
@@ -459,17 +448,7 @@ static KERNEL_ALLOCATIONS: VmTest = VmTest {
 /// kernel copies it in, where an uncharged copy would reach validation (EINVAL). Nothing is
 /// created and the caller is not OOM-killed.
 fn kernel_allocations() -> TestResult {
-    let root = "/sys/fs/cgroup";
-    let controllers =
-        std::fs::read_to_string(format!("{root}/cgroup.controllers")).unwrap_or_default();
-    if !controllers.split_whitespace().any(|c| c == "memory") {
-        return Err(Failure::Skip(
-            "no memory controller in /sys/fs/cgroup".into(),
-        ));
-    }
-    std::fs::write(format!("{root}/cgroup.subtree_control"), "+memory")?;
-    let cg = format!("{root}/dsu-kacct-test");
-    let _ = std::fs::create_dir(&cg);
+    let cg = crate::util::memory_cgroup("dsu-kacct-test")?;
     destroy_quietly("pin-kacct");
     let setup = Dev::open()?;
     setup.attach("pin-kacct", DSU_ATTACH_MUST_CREATE, 0o666)?;

@@ -131,3 +131,21 @@ pub fn kmemleak_scan() -> Result<String, Failure> {
     }
     Ok(std::fs::read_to_string(path)?)
 }
+
+/// A fresh memory cgroup `/sys/fs/cgroup/NAME` under the root, with the memory controller
+/// enabled for the root's children; its path. SKIP if the kernel has no memory controller.
+pub fn memory_cgroup(name: &str) -> Result<String, Failure> {
+    let root = "/sys/fs/cgroup";
+    let controllers =
+        std::fs::read_to_string(format!("{root}/cgroup.controllers")).unwrap_or_default();
+    if !controllers.split_whitespace().any(|c| c == "memory") {
+        return Err(Failure::Skip(
+            "no memory controller in /sys/fs/cgroup (see SECURITY.md)".into(),
+        ));
+    }
+    std::fs::write(format!("{root}/cgroup.subtree_control"), "+memory")?;
+    let cg = format!("{root}/{name}");
+    let _ = std::fs::remove_dir(&cg);
+    std::fs::create_dir(&cg)?;
+    Ok(cg)
+}
