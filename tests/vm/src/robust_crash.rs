@@ -167,20 +167,7 @@ fn kill_every_step() -> TestResult {
     data[..8].copy_from_slice(&0xfeed_u64.to_ne_bytes());
 
     // A shared anonymous page for the children's progress.
-    let progress_map = Map {
-        // SAFETY: a fresh shared anonymous page.
-        addr: unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        } as *mut u8,
-        len: PAGE,
-    };
+    let progress_map = Map::shared_anon_page();
     let progress = progress_map.u64_at(0);
 
     let mut rng = 0x9e37_79b9_u64;
@@ -620,20 +607,7 @@ fn mutex_across_pid_namespaces() -> TestResult {
     // SAFETY: the zero-initialised lock variable. `lock` needs it `'static`: every process
     // that locks it exits (or is killed) before this map goes.
     let pair: &'static Pair = unsafe { &*(m.addr as *const Pair) };
-    let board_map = Map {
-        // SAFETY: a fresh shared anonymous page.
-        addr: unsafe {
-            libc::mmap(
-                std::ptr::null_mut(),
-                PAGE,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
-                -1,
-                0,
-            )
-        } as *mut u8,
-        len: PAGE,
-    };
+    let board_map = Map::shared_anon_page();
     let slot = |i: usize| {
         assert!(i < board::SLOTS);
         board_map.u64_at(i * 8)

@@ -229,6 +229,26 @@ pub struct Map {
 }
 
 impl Map {
+    /// A fresh shared anonymous page, for processes of a test to share counters.
+    pub fn shared_anon_page() -> Map {
+        // SAFETY: a new anonymous mapping; no existing memory is touched.
+        let addr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        assert_ne!(addr, libc::MAP_FAILED, "mmap of a shared anonymous page");
+        Map {
+            addr: addr as *mut u8,
+            len: PAGE,
+        }
+    }
+
     /// The u64 at byte offset `off`, as an atomic.
     pub fn u64_at(&self, off: usize) -> &std::sync::atomic::AtomicU64 {
         assert!(off + 8 <= self.len && off.is_multiple_of(8));
