@@ -765,15 +765,35 @@ impl Device {
         offset: u64,
         buf: &mut [u8],
     ) -> Result<ReadVar> {
+        let r = self.read_var_request(0, segment, name, fingerprint, offset, buf)?;
+        Ok(ReadVar {
+            copied: r.length,
+            var_size: r.var_size,
+            var_fingerprint: r.var_fingerprint,
+        })
+    }
+
+    /// DSU_IOC_READ_VAR with `flags` (besides `DSU_READ_ANY_FINGERPRINT`, set when
+    /// `fingerprint` is `None`) into `buf`; the request as the kernel returned it.
+    fn read_var_request(
+        &self,
+        flags: u32,
+        segment: &str,
+        name: &str,
+        fingerprint: Option<u64>,
+        offset: u64,
+        buf: &mut [u8],
+    ) -> Result<u::dsu_read_var> {
         names::check_segment(segment)?;
         names::check_variable(name)?;
         let mut r = u::dsu_read_var {
             size: size32::<u::dsu_read_var>(),
-            flags: if fingerprint.is_none() {
-                u::DSU_READ_ANY_FINGERPRINT
-            } else {
-                0
-            },
+            flags: flags
+                | if fingerprint.is_none() {
+                    u::DSU_READ_ANY_FINGERPRINT
+                } else {
+                    0
+                },
             fingerprint: fingerprint.unwrap_or(0),
             offset,
             length: buf.len() as u64,
@@ -784,11 +804,7 @@ impl Device {
         names::fill(&mut r.name, name);
         // SAFETY: `buf` is writable for `length` bytes across the call.
         match unsafe { ioctls::read_var(self.fd.as_raw_fd(), &mut r) } {
-            Ok(_) => Ok(ReadVar {
-                copied: r.length,
-                var_size: r.var_size,
-                var_fingerprint: r.var_fingerprint,
-            }),
+            Ok(_) => Ok(r),
             Err(e) => Err(self.error(Op::ReadVar, e, segment, Some(name))),
         }
     }
@@ -811,32 +827,17 @@ impl Device {
         name: &str,
         fingerprint: Option<u64>,
     ) -> Result<Option<String>> {
-        names::check_segment(segment)?;
-        names::check_variable(name)?;
         let mut buf = vec![0u8; crate::typedesc::TYPE_DESC_MAX];
-        let mut r = u::dsu_read_var {
-            size: size32::<u::dsu_read_var>(),
-            flags: u::DSU_READ_TYPE_DESC
-                | if fingerprint.is_none() {
-                    u::DSU_READ_ANY_FINGERPRINT
-                } else {
-                    0
-                },
-            fingerprint: fingerprint.unwrap_or(0),
-            length: buf.len() as u64,
-            buf: buf.as_mut_ptr() as u64,
-            ..Default::default()
-        };
-        names::fill(&mut r.segment, segment);
-        names::fill(&mut r.name, name);
-        // SAFETY: `buf` is writable for `length` bytes across the call.
-        match unsafe { ioctls::read_var(self.fd.as_raw_fd(), &mut r) } {
-            Ok(_) => {
-                buf.truncate((r.length as usize).min(buf.len()));
-                Ok((!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned()))
-            }
-            Err(e) => Err(self.error(Op::ReadVar, e, segment, Some(name))),
-        }
+        let r = self.read_var_request(
+            u::DSU_READ_TYPE_DESC,
+            segment,
+            name,
+            fingerprint,
+            0,
+            &mut buf,
+        )?;
+        buf.truncate((r.length as usize).min(buf.len()));
+        Ok((!buf.is_empty()).then(|| String::from_utf8_lossy(&buf).into_owned()))
     }
 
     /// Reads a whole variable: its bytes and fingerprint.
