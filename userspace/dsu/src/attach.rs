@@ -190,12 +190,7 @@ impl Attach {
     /// # Ok::<(), dsu::Error>(())
     /// ```
     pub fn attach(self) -> Result<Version> {
-        let guards = crate::sync::guards_held();
-        if guards != 0 {
-            return Err(Error::NotQuiescent(format!(
-                "this thread holds {guards} dsu::sync::MutexGuard(s)"
-            )));
-        }
+        check_no_guards()?;
         match threads() {
             Ok(1) => {}
             Ok(n) => {
@@ -208,7 +203,9 @@ impl Attach {
             }
         }
         // SAFETY: this is the process's only thread (and it cannot start another before
-        // attach returns), and it holds no guard: no MutexGuard exists.
+        // attach returns); attach_with checks the guards again, now that a thread that was
+        // exiting during the first check has counted its guards: it refuses if this thread
+        // or an exited one holds a guard, so then no MutexGuard exists.
         unsafe { self.attach_unchecked() }
     }
 
@@ -259,12 +256,7 @@ impl Attach {
     /// # Ok::<(), dsu::Error>(())
     /// ```
     pub unsafe fn attach_with(self, descs: &[GlobalDesc]) -> Result<Version> {
-        let guards = crate::sync::guards_held();
-        if guards != 0 {
-            return Err(Error::NotQuiescent(format!(
-                "this thread holds {guards} dsu::sync::MutexGuard(s)"
-            )));
-        }
+        check_no_guards()?;
         if ATTACHED.swap(true, Ordering::AcqRel) {
             return Err(Error::AlreadyAttached);
         }
@@ -734,6 +726,21 @@ impl AsFd for Version {
 }
 
 /// Threads of this process, from `/proc/self/stat` (field 20, `num_threads`).
+/// Refuses while the calling thread, or a thread of this process that exited, holds a
+/// [`MutexGuard`](crate::sync::MutexGuard) (forgotten or leaked ones included).
+fn check_no_guards() -> Result<()> {
+    match crate::sync::guards_held() {
+        (0, 0) => Ok(()),
+        (here, 0) => Err(Error::NotQuiescent(format!(
+            "this thread holds {here} dsu::sync::MutexGuard(s)"
+        ))),
+        (here, exited) => Err(Error::NotQuiescent(format!(
+            "this thread holds {here} dsu::sync::MutexGuard(s) and threads that exited left \
+             {exited} locked (guards leaked with mem::forget or Box::leak)"
+        ))),
+    }
+}
+
 fn threads() -> std::io::Result<u64> {
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     stat.rsplit_once(')')
@@ -832,6 +839,24 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    /// A guard leaked by a thread that exited still holds its lock: attach refuses, though
+    /// the calling thread holds none (the count is per process).
+    #[test]
+    fn attach_refuses_while_an_exited_thread_left_a_guard() {
+        static LOCK: crate::sync::Mutex<u32> = crate::sync::Mutex::new(0);
+        std::thread::spawn(|| std::mem::forget(LOCK.lock().unwrap()))
+            .join()
+            .unwrap();
+        // SAFETY: only the guard check runs: it refuses before anything is mapped.
+        let e = unsafe {
+            Attach::new("ok", "1")
+                .device("/nonexistent/dsu")
+                .attach_unchecked()
+        }
+        .unwrap_err();
+        assert!(matches!(e, Error::NotQuiescent(_)), "{e}");
     }
 
     #[test]

@@ -42,7 +42,7 @@ use crate::fingerprint::Fnv;
 use core::cell::{Cell, UnsafeCell};
 use core::marker::PhantomData;
 use core::ptr;
-use core::sync::atomic::{AtomicU32, Ordering, compiler_fence};
+use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence, fence};
 use std::time::Duration;
 
 /// `FUTEX_WAITERS`: set in the lock word when a thread may be sleeping on it.
@@ -96,6 +96,9 @@ pub struct Mutex<T> {
     /// The robust-list node: `prev` and `next` pointers of the holder's list, private to
     /// it, at the offset the list's `futex_offset` prescribes.
     node: UnsafeCell<[usize; 4]>,
+    /// The holder's process token ([`process_token`]), 0 once released: a lock whose dead
+    /// holder was a thread of the caller's own process is not taken over.
+    process: AtomicU64,
     data: UnsafeCell<T>,
 }
 
@@ -105,12 +108,13 @@ unsafe impl<T: Send> Sync for Mutex<T> {}
 // SAFETY: as above.
 unsafe impl<T: Send> Send for Mutex<T> {}
 
-// SAFETY: repr(C) of two AtomicU32s, an array of integers and a Shared T; the lock word's
-// meaning (a tid and the robust-futex bits) is the same in every version. The name says
-// which protocol: versions with the kill()-based mutex must not share with this one.
+// SAFETY: repr(C) of two AtomicU32s, an array of integers, an AtomicU64 and a Shared T; the
+// lock word's meaning (a tid and the robust-futex bits) is the same in every version. The
+// name says which protocol: versions with the kill()-based mutex, or without the process
+// token, must not share with this one.
 unsafe impl<T: Shared> Shared for Mutex<T> {
     const FINGERPRINT: u64 = Fnv::new()
-        .str("dsu::sync::Mutex(robust-list)")
+        .str("dsu::sync::Mutex(robust-list, process token)")
         .u64(T::FINGERPRINT)
         .finish();
 }
@@ -246,6 +250,8 @@ struct Robust {
     node_offset: usize,
     tid: u32,
     generation: u32,
+    /// This process's token ([`process_token`]).
+    token: u64,
 }
 
 /// What each thread remembers; const-initialised and without destructor, so it lives in
@@ -257,8 +263,13 @@ struct ThreadState {
     node_offset: Cell<usize>,
     /// Guards this thread holds (forgotten ones included): `attach` refuses while > 0.
     held: Cell<usize>,
+    /// Set once [`ExitHook`] ran: the thread is exiting, and its guards count in
+    /// [`LEFT_BY_EXITED`] instead of `held`.
+    exiting: Cell<bool>,
     /// Bumped in the child of fork: guards from before are inert there.
     generation: Cell<u32>,
+    /// [`process_token`], cached with the rest.
+    token: Cell<u64>,
 }
 
 std::thread_local! {
@@ -268,9 +279,13 @@ std::thread_local! {
             head: Cell::new(ptr::null_mut()),
             node_offset: Cell::new(0),
             held: Cell::new(0),
+            exiting: Cell::new(false),
             generation: Cell::new(0),
+            token: Cell::new(0),
         }
     };
+    /// Registered at a thread's first lock; its destructor runs when the thread exits.
+    static EXIT_HOOK: ExitHook = const { ExitHook };
     /// The list head of a thread whose libc registered none (glibc always does; musl only
     /// once the thread locks a robust pthread mutex).
     static OWN_HEAD: RobustListHead = const {
@@ -282,13 +297,67 @@ std::thread_local! {
     };
 }
 
+/// Guards still held by threads of this process that exited (leaked with `mem::forget` or
+/// `Box::leak`): counted per process, so that `attach` sees them once their thread is gone.
+static LEFT_BY_EXITED: AtomicUsize = AtomicUsize::new(0);
+
+/// Counts the guards of an exiting thread into [`LEFT_BY_EXITED`]. Per-thread counts keep
+/// `lock`/`unlock` free of shared counters; only an exit with guards held touches one.
+struct ExitHook;
+
+impl Drop for ExitHook {
+    fn drop(&mut self) {
+        STATE.with(|s| {
+            s.exiting.set(true);
+            LEFT_BY_EXITED.fetch_add(s.held.replace(0), Ordering::SeqCst);
+        });
+    }
+}
+
+/// A random number drawn once per process (again in the child of fork), never 0: a lock
+/// records its holder's, and a takeover is refused when the dead holder's token is the
+/// caller's own (the holder was a thread of this process, whose guard may live on).
+static PROCESS_TOKEN: AtomicU64 = AtomicU64::new(0);
+
+/// This process's token, drawn on first use.
+#[cold]
+fn process_token() -> u64 {
+    let current = PROCESS_TOKEN.load(Ordering::Relaxed);
+    if current != 0 {
+        return current;
+    }
+    let mut token = 0u64;
+    while token == 0 {
+        let mut bytes = [0u8; 8];
+        // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        if n == bytes.len() as isize {
+            token = u64::from_ne_bytes(bytes);
+        } else {
+            assert!(
+                n >= 0 || nix::errno::Errno::last() == nix::errno::Errno::EINTR,
+                "dsu::sync::Mutex: getrandom failed ({}): the process token needs it",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+    match PROCESS_TOKEN.compare_exchange(0, token, Ordering::Relaxed, Ordering::Relaxed) {
+        Ok(_) => token,
+        Err(other) => other,
+    }
+}
+
 extern "C" fn after_fork_in_child() {
     // The child's only thread has a new id, and libc emptied its robust list (the kernel
-    // unregistered ours): look everything up again; inherited guards become inert.
+    // unregistered ours): look everything up again; inherited guards become inert. The
+    // child is another process: it draws its own token.
+    PROCESS_TOKEN.store(0, Ordering::Relaxed);
+    LEFT_BY_EXITED.store(0, Ordering::Relaxed);
     STATE.with(|s| {
         s.tid.set(0);
         s.head.set(ptr::null_mut());
         s.held.set(0);
+        s.exiting.set(false);
         s.generation.set(s.generation.get().wrapping_add(1));
     });
 }
@@ -299,9 +368,13 @@ fn gettid() -> u32 {
     robust().tid
 }
 
-/// Guards the calling thread holds, forgotten ones included.
-pub(crate) fn guards_held() -> usize {
-    STATE.with(|s| s.held.get())
+/// Guards held in this process, forgotten ones included: `(held by the calling thread,
+/// left by threads that exited)`. Guards of other live threads are not counted.
+pub(crate) fn guards_held() -> (usize, usize) {
+    (
+        STATE.with(|s| s.held.get()),
+        LEFT_BY_EXITED.load(Ordering::SeqCst),
+    )
 }
 
 /// This thread's robust list, looked up on first use.
@@ -316,6 +389,7 @@ fn robust() -> Robust {
             node_offset: s.node_offset.get(),
             tid: s.tid.get(),
             generation: s.generation.get(),
+            token: s.token.get(),
         }
     })
 }
@@ -376,6 +450,11 @@ fn init_thread(s: &ThreadState) {
     );
     s.head.set(head);
     s.node_offset.set(node_offset);
+    s.token.set(process_token());
+    if EXIT_HOOK.try_with(|_| {}).is_err() {
+        // Locking from another thread-local's destructor, after ours ran.
+        s.exiting.set(true);
+    }
     // SAFETY: gettid has no preconditions.
     s.tid.set(unsafe { libc::gettid() } as u32);
 }
@@ -558,6 +637,7 @@ impl<T> Mutex<T> {
             word: AtomicU32::new(0),
             holder: AtomicU32::new(0),
             node: UnsafeCell::new([0; 4]),
+            process: AtomicU64::new(0),
             data: UnsafeCell::new(value),
         }
     }
@@ -601,11 +681,18 @@ impl<T> Mutex<T> {
     #[inline]
     fn taken(&'static self, r: Robust, node: usize) -> MutexGuard<'static, T> {
         self.holder.store(r.tid, Ordering::Relaxed);
+        self.process.store(r.token, Ordering::Relaxed);
         // SAFETY: this thread holds the 'static lock; its node is not linked (only a
         // holder links it, and unlinks it before releasing).
         unsafe { r.link(node) };
         r.pending(0);
-        STATE.with(|s| s.held.set(s.held.get() + 1));
+        STATE.with(|s| {
+            if s.exiting.get() {
+                LEFT_BY_EXITED.fetch_add(1, Ordering::SeqCst);
+            } else {
+                s.held.set(s.held.get() + 1);
+            }
+        });
         MutexGuard {
             lock: self,
             generation: r.generation,
@@ -613,16 +700,22 @@ impl<T> Mutex<T> {
         }
     }
 
+    /// Whether the owner-died lock's dead holder was a thread of this process: its guard
+    /// may have been leaked and still give a `&mut T`, so the lock stays held.
+    fn died_here(&self, r: Robust) -> bool {
+        // Pairs with the kernel's atomic update of the word as the holder died, after the
+        // holder's store of its token.
+        fence(Ordering::Acquire);
+        self.process.load(Ordering::Relaxed) == r.token
+    }
+
     /// Tries to take the lock from word value `cur` (no owner: free, or its owner died).
-    /// `None` if the word changed.
-    fn try_take(
-        &'static self,
-        r: Robust,
-        node: usize,
-        cur: u32,
-        waiters: u32,
-    ) -> Option<LockResult<MutexGuard<'static, T>>> {
+    fn try_take(&'static self, r: Robust, node: usize, cur: u32, waiters: u32) -> Take<T> {
         debug_assert_eq!(cur & TID_MASK, 0);
+        let died = cur & OWNER_DIED != 0;
+        if died && self.died_here(r) {
+            return Take::LeftHere;
+        }
         let dead = self.holder.load(Ordering::Relaxed);
         r.pending(node);
         if self
@@ -636,10 +729,20 @@ impl<T> Mutex<T> {
             .is_err()
         {
             r.pending(0);
-            return None;
+            return Take::Changed;
+        }
+        if died && self.died_here(r) {
+            // Between the look and the CAS, a thread of this process took the lock over and
+            // exited holding it: put the kernel's mark back.
+            let prev = self.word.swap(OWNER_DIED | WAITERS, Ordering::Release);
+            if prev & WAITERS != 0 {
+                futex_wake(&self.word, 1);
+            }
+            r.pending(0);
+            return Take::LeftHere;
         }
         let guard = self.taken(r, node);
-        Some(if cur & OWNER_DIED != 0 {
+        Take::Taken(if died {
             Err(OwnerDied { guard, tid: dead })
         } else {
             Ok(guard)
@@ -654,7 +757,7 @@ impl<T> Mutex<T> {
             core::hint::spin_loop();
             let cur = self.word.load(Ordering::Relaxed);
             if cur & TID_MASK == 0
-                && let Some(taken) = self.try_take(r, node, cur, 0)
+                && let Take::Taken(taken) = self.try_take(r, node, cur, 0)
             {
                 return taken;
             }
@@ -664,13 +767,15 @@ impl<T> Mutex<T> {
             let cur = self.word.load(Ordering::Relaxed);
             if cur & TID_MASK == 0 {
                 // Others may sleep on it too: set WAITERS so that our unlock wakes one.
-                if let Some(taken) = self.try_take(r, node, cur, WAITERS) {
-                    return taken;
+                match self.try_take(r, node, cur, WAITERS) {
+                    Take::Taken(taken) => return taken,
+                    Take::Changed => continue,
+                    // Held by a guard an exited thread of ours leaked: wait as for a live
+                    // holder (another process may still take it over and release it).
+                    Take::LeftHere => {}
                 }
-                continue;
-            }
-            // The same number may be another namespace's thread: ask our own list.
-            if cur & TID_MASK == r.tid && r.holds(node) {
+            } else if cur & TID_MASK == r.tid && r.holds(node) {
+                // The same number may be another namespace's thread: we asked our own list.
                 panic!("dsu::sync::Mutex::lock: this thread already holds the lock (deadlock)");
             }
             if cur & WAITERS == 0
@@ -718,8 +823,10 @@ impl<T> Mutex<T> {
                 }
                 return None;
             }
-            if let Some(taken) = self.try_take(r, node, cur, 0) {
-                return Some(taken);
+            match self.try_take(r, node, cur, 0) {
+                Take::Taken(taken) => return Some(taken),
+                Take::Changed => {}
+                Take::LeftHere => return None,
             }
         }
         None
@@ -760,17 +867,61 @@ impl<T> Mutex<T> {
     }
 }
 
+/// What [`Mutex::try_take`] found.
+enum Take<T: 'static> {
+    /// The lock is the caller's.
+    Taken(LockResult<MutexGuard<'static, T>>),
+    /// The word changed: look again.
+    Changed,
+    /// Its owner died, but was a thread of this process: the lock stays held.
+    LeftHere,
+}
+
+impl<T> MutexGuard<'_, T> {
+    /// Panics if the guard was inherited through `fork`: in the child, the lock is the
+    /// parent's (one thread-local load and compare).
+    #[inline]
+    #[track_caller]
+    fn check_generation(&self) {
+        if STATE.with(|s| s.generation.get()) != self.generation {
+            inherited_guard_used();
+        }
+    }
+}
+
+#[cold]
+#[inline(never)]
+#[track_caller]
+fn inherited_guard_used() -> ! {
+    panic!(
+        "dsu::sync::MutexGuard used in the child of fork: the lock is held by the parent \
+         process, not by the child; lock the mutex again in the child"
+    )
+}
+
 impl<T> core::ops::Deref for MutexGuard<'_, T> {
     type Target = T;
+    /// # Panics
+    ///
+    /// In the child of `fork`, if the guard was inherited from the parent.
+    #[inline]
+    #[track_caller]
     fn deref(&self) -> &T {
-        // SAFETY: the guard holds the lock.
+        self.check_generation();
+        // SAFETY: the guard holds the lock in this process (same fork generation).
         unsafe { &*self.lock.data.get() }
     }
 }
 
 impl<T> core::ops::DerefMut for MutexGuard<'_, T> {
+    /// # Panics
+    ///
+    /// In the child of `fork`, if the guard was inherited from the parent.
+    #[inline]
+    #[track_caller]
     fn deref_mut(&mut self) -> &mut T {
-        // SAFETY: the guard holds the lock.
+        self.check_generation();
+        // SAFETY: the guard holds the lock in this process (same fork generation).
         unsafe { &mut *self.lock.data.get() }
     }
 }
@@ -790,12 +941,20 @@ impl<T> Drop for MutexGuard<'_, T> {
         // SAFETY: the guard's lock is held by this thread, so its node is linked here.
         unsafe { r.unlink(node) };
         compiler_fence(Ordering::SeqCst);
+        // A holder killed before storing its token leaves 0 here, not a stale token.
+        self.lock.process.store(0, Ordering::Relaxed);
         let prev = self.lock.word.swap(0, Ordering::Release);
         if prev & WAITERS != 0 {
             futex_wake(&self.lock.word, 1);
         }
         r.pending(0);
-        STATE.with(|s| s.held.set(s.held.get() - 1));
+        STATE.with(|s| {
+            if s.exiting.get() {
+                LEFT_BY_EXITED.fetch_sub(1, Ordering::SeqCst);
+            } else {
+                s.held.set(s.held.get() - 1);
+            }
+        });
     }
 }
 
@@ -813,6 +972,13 @@ mod tests {
 
     fn leak<T>(value: T) -> &'static Mutex<T> {
         Box::leak(Box::new(Mutex::new(value)))
+    }
+
+    /// Marks the lock, held by the calling thread, as held by a thread of another process
+    /// (another token), so that its death lets this process take it over.
+    fn as_if_held_by_another_process<T>(m: &Mutex<T>) {
+        m.process
+            .store(robust().token.wrapping_add(1), Ordering::Relaxed);
     }
 
     #[test]
@@ -854,10 +1020,108 @@ mod tests {
     #[test]
     fn exited_thread_is_dead() {
         let m = leak(0);
+        std::thread::spawn(move || {
+            let g = m.lock().unwrap();
+            as_if_held_by_another_process(m);
+            std::mem::forget(g)
+        })
+        .join()
+        .unwrap();
+        assert!(m.lock().is_err());
+    }
+
+    /// A thread of this process that exits holding the lock may have leaked its guard, whose
+    /// `&mut T` lives on: the lock stays held (no takeover, no second `&mut T`) while the
+    /// process lives. Another process may take it over once the kernel marked it.
+    #[test]
+    fn leaked_guard_of_exited_thread_keeps_the_lock() {
+        let m = leak(0u32);
+        let leaked = std::thread::spawn(move || {
+            let guard: &'static mut MutexGuard<'static, u32> =
+                Box::leak(Box::new(m.lock().unwrap()));
+            let r: &'static mut u32 = guard;
+            r as *mut u32 as usize
+        })
+        .join()
+        .unwrap();
+        assert_eq!(m.word.load(Ordering::Relaxed) & OWNER_DIED, OWNER_DIED);
+        assert!(m.try_lock().is_none(), "taken over under a leaked guard");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let r = m.lock().map(|_| ()).map_err(|e| e.dead_owner());
+            tx.send(r).unwrap();
+        });
+        assert_eq!(
+            rx.recv_timeout(Duration::from_millis(300)),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout),
+            "lock() returned while a leaked guard of this process holds the lock"
+        );
+        // SAFETY: the leaked guard's data; the lock is still held for it.
+        assert_eq!(unsafe { *(leaked as *const u32) }, 0);
+        // Had the dead holder been another process's thread, the waiter takes it over.
+        m.process
+            .store(robust().token.wrapping_add(1), Ordering::Relaxed);
+        let r = rx.recv_timeout(Duration::from_secs(10)).expect("woken");
+        assert!(r.is_err(), "taken over with OwnerDied");
+    }
+
+    /// The look at the token and the CAS are not atomic: a takeover that finds the lock
+    /// left by this process after its CAS puts the kernel's mark back.
+    #[test]
+    fn takeover_rechecks_the_token_after_its_cas() {
+        let m = leak(0u32);
+        m.word.store(OWNER_DIED, Ordering::Relaxed);
+        m.process.store(robust().token, Ordering::Relaxed);
+        let r = robust();
+        assert!(matches!(
+            m.try_take(r, m.node(r), OWNER_DIED, 0),
+            Take::LeftHere
+        ));
+        assert_eq!(m.word.load(Ordering::Relaxed), OWNER_DIED);
+    }
+
+    /// Guards that threads leaked before exiting count for `attach`'s check, per process.
+    #[test]
+    fn guards_left_by_exited_threads_are_counted() {
+        let m = leak(0u32);
+        let (_, before) = guards_held();
         std::thread::spawn(move || std::mem::forget(m.lock().unwrap()))
             .join()
             .unwrap();
-        assert!(m.lock().is_err());
+        let (here, left) = guards_held();
+        assert_eq!(here, 0);
+        // Other tests' threads may leak guards meanwhile; none is ever released.
+        assert!(left > before, "{left} > {before}");
+    }
+
+    /// A thread-local destructor that locks after dsu's own destructor ran still counts
+    /// the guard it leaks.
+    #[test]
+    fn guards_leaked_in_late_destructors_are_counted() {
+        /// (exiting, held) right after the late destructor leaked its guard.
+        static SEEN: std::sync::Mutex<Option<(bool, usize)>> = std::sync::Mutex::new(None);
+        struct LockInDrop(&'static Mutex<u32>);
+        impl Drop for LockInDrop {
+            fn drop(&mut self) {
+                std::mem::forget(self.0.lock().unwrap());
+                let seen = STATE.with(|s| (s.exiting.get(), s.held.get()));
+                *SEEN.lock().unwrap() = Some(seen);
+            }
+        }
+        std::thread_local!(static LATE: Cell<Option<LockInDrop>> = const { Cell::new(None) });
+        let (m, other) = (leak(0u32), leak(0u32));
+        let (_, before) = guards_held();
+        std::thread::spawn(move || {
+            // Registered before dsu's hook (the first lock registers it), so run after it.
+            LATE.with(|l| l.set(Some(LockInDrop(m))));
+            drop(other.lock().unwrap());
+        })
+        .join()
+        .unwrap();
+        let (_, left) = guards_held();
+        assert!(left > before, "{left} > {before}");
+        // Counted in LEFT_BY_EXITED, not in the exiting thread's own count.
+        assert_eq!(*SEEN.lock().unwrap(), Some((true, 0)));
     }
 
     /// A waiter sleeping on the lock is woken when the holder exits.
@@ -867,6 +1131,7 @@ mod tests {
         let (tx, rx) = std::sync::mpsc::channel();
         let t = std::thread::spawn(move || {
             let g = m.lock().unwrap();
+            as_if_held_by_another_process(m);
             tx.send(()).unwrap();
             std::thread::sleep(Duration::from_millis(300));
             std::mem::forget(g);
@@ -922,13 +1187,13 @@ mod tests {
     #[test]
     fn guards_are_counted() {
         let (a, b) = (leak(0), leak(0));
-        let before = guards_held();
+        let before = guards_held().0;
         let ga = a.lock().unwrap();
         let gb = b.try_lock().unwrap().unwrap();
-        assert_eq!(guards_held(), before + 2);
+        assert_eq!(guards_held().0, before + 2);
         drop(ga);
         std::mem::forget(gb);
-        assert_eq!(guards_held(), before + 1, "a forgotten guard stays held");
+        assert_eq!(guards_held().0, before + 1, "a forgotten guard stays held");
     }
 
     /// dsu locks and glibc's robust pthread mutexes share the thread's robust list: taken
@@ -962,6 +1227,8 @@ mod tests {
             // SAFETY: as above.
             assert_eq!(unsafe { libc::pthread_mutex_lock(p) }, 0);
             let ga = a.lock().unwrap();
+            as_if_held_by_another_process(a);
+            as_if_held_by_another_process(b);
             std::mem::forget((ga, gb));
             // Exits holding a, p and b.
         })
@@ -974,9 +1241,84 @@ mod tests {
         assert!(b.lock().is_err());
     }
 
+    /// In the child of `fork`, a guard inherited from the parent neither unlocks nor gives
+    /// access to the data: the lock is the parent's. Runs the fork in a fresh copy of the
+    /// test binary, with one test thread.
+    #[test]
+    fn guard_inherited_through_fork_is_inert() {
+        const ENV: &str = "DSU_SYNC_TEST_FORK_CHILD";
+        if std::env::var_os(ENV).is_some() {
+            inherited_guard_in_fork_child();
+            return;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args([
+                "--exact",
+                "sync::tests::guard_inherited_through_fork_is_inert",
+                "--test-threads=1",
+                "--nocapture",
+            ])
+            .env(ENV, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+    }
+
+    fn inherited_guard_in_fork_child() {
+        let m = leak(5u32);
+        let mut g = m.lock().unwrap();
+        *g = 6;
+        // SAFETY: the test process runs this test alone; the child only locks, panics and
+        // exits with _exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| *g));
+            let write = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| *g = 7));
+            let msg = match &read {
+                Err(p) => p
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| p.downcast_ref::<String>().cloned())
+                    .unwrap_or_default(),
+                Ok(_) => String::new(),
+            };
+            let code = match (read.is_err(), write.is_err(), msg.contains("child of fork")) {
+                (true, true, true) => {
+                    drop(g); // inert: does not unlock the parent's lock
+                    // The child locks for itself: the parent's thread holds it.
+                    if m.try_lock().is_none() { 0 } else { 4 }
+                }
+                (false, _, _) => 1,
+                (_, false, _) => 2,
+                _ => 3,
+            };
+            // SAFETY: leaves the child without running the test harness's exit paths.
+            unsafe { libc::_exit(code) };
+        }
+        let mut status = 0;
+        // SAFETY: waits for our own child.
+        assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+        assert!(libc::WIFEXITED(status), "child status {status:#x}");
+        match libc::WEXITSTATUS(status) {
+            0 => {}
+            1 => panic!("the child read the data through the parent's guard"),
+            2 => panic!("the child wrote the data through the parent's guard"),
+            3 => panic!("the child's panic does not say what happened"),
+            c => panic!("the child's exit status is {c}"),
+        }
+        assert_eq!(*g, 6);
+        drop(g);
+        assert!(m.try_lock().is_some());
+    }
+
     #[test]
     fn layout() {
-        assert_eq!(std::mem::offset_of!(Mutex<u8>, data), NODE_AREA_END);
+        assert_eq!(std::mem::offset_of!(Mutex<u8>, process), NODE_AREA_END);
+        assert_eq!(std::mem::offset_of!(Mutex<u8>, data), NODE_AREA_END + 8);
         assert_eq!(std::mem::offset_of!(Mutex<u8>, node), NODE_AREA_START);
         let r = robust();
         assert!(r.node_offset >= NODE_AREA_START + 8 && r.node_offset + 8 <= NODE_AREA_END);
