@@ -175,8 +175,8 @@ impl Attach {
     /// change under a `&T`), but a [`MutexGuard`](crate::sync::MutexGuard) would not: its
     /// lock word and data would become another version's. So this safe `attach` refuses
     /// ([`Error::NotQuiescent`]) unless the process has **one thread** and that thread holds
-    /// **no `MutexGuard`** (a `mem::forget`-ten one counts as held): call it first thing in
-    /// `main`. A program that must attach with other threads running uses
+    /// **no `MutexGuard`** (a `mem::forget`-ten one counts as held, and so does one leaked
+    /// by a thread that has exited since): call it first thing in `main`. A program that must attach with other threads running uses
     /// [`attach_unchecked`](Self::attach_unchecked).
     ///
     /// Values stored before attach are only initialisers: the segment's values replace
@@ -224,7 +224,7 @@ impl Attach {
     ///
     /// Other threads may use atomics in globals meanwhile; stores racing with the mapping
     /// are lost, which is a logic error, not undefined behaviour. This function still
-    /// refuses if the calling thread holds a guard.
+    /// refuses if the calling thread holds a guard, or a thread that exited left one.
     ///
     /// ```no_run
     /// let worker = std::thread::spawn(|| { /* touches no global's Mutex */ });

@@ -332,7 +332,8 @@ pub enum Error {
 
     /// The safe [`attach`](crate::attach) found something that could hold a reference into
     /// the globals while their pages are replaced: another thread, or a
-    /// [`MutexGuard`](crate::sync::MutexGuard) alive (or forgotten) in this thread.
+    /// [`MutexGuard`](crate::sync::MutexGuard) alive (or forgotten) in this thread, or
+    /// leaked by a thread that exited.
     #[error(
         "dsu::attach must run while nothing can use the globals, but {0}: call it first thing \
          in main, before starting threads and with no dsu::sync::MutexGuard alive, or use the \

@@ -18,6 +18,18 @@
 //! Nobody ever guesses from a thread id whether its owner lives: versions in different
 //! pid namespaces (containers) share a lock safely.
 //!
+//! A guard can outlive its thread: leaked with `mem::forget` or `Box::leak`, its `&mut T`
+//! stays usable after the thread exits and the kernel marks the lock dead. So a lock also
+//! records its holder's *process token* (a random number drawn once per process, and again
+//! in the child of `fork`), and a takeover is refused when the dead holder was a thread of
+//! the caller's own process: such a lock stays held for as long as the process lives, as
+//! std's `Mutex` stays locked forever after a leaked guard (`lock` waits, `try_lock`
+//! returns `None`). Guards are counted per thread and, once their thread exited, per
+//! process, for [`Attach::attach`](crate::Attach::attach)'s check.
+//!
+//! A child of `fork` inherits the parent's guards as a copy of memory, but not the locks:
+//! there an inherited guard is inert (its drop does not unlock) and dereferencing it panics.
+//!
 //! The list belongs to libc (glibc registers one per thread; dsu registers its own where
 //! none is registered): a lock's list node lies in its header at the offset the registered
 //! list prescribes (`futex_offset`), and it is linked and unlinked exactly as glibc links
@@ -75,12 +87,25 @@ const ROBUST_LIST_LIMIT: usize = 2048;
 /// The layout is `#[repr(C)]`: a `u32` lock word (0 = free, else the owner's thread id as
 /// its pid namespace numbers it, bit 30 `FUTEX_OWNER_DIED`, bit 31 `FUTEX_WAITERS`), the
 /// holder's thread id (for [`OwnerDied::dead_owner`]), the robust-list node (32 bytes of
-/// the holder's private pointers), then the data. It is [`Shared`] when `T` is, and a
-/// global may hold it ([`SharedCell`]).
+/// the holder's private pointers), the holder's process token (a `u64`, 0 when free), then
+/// the data. It is [`Shared`] when `T` is, and a global may hold it ([`SharedCell`]).
 ///
 /// Locking a mutex the calling thread already holds panics. `lock` and `try_lock` take
 /// `&'static self`: the held lock is linked into the thread's robust list through its own
 /// header, so it must stay where it is for as long as the program runs.
+///
+/// The lock is taken over ([`OwnerDied`]) only from a holder whose thread died in *another*
+/// process. If a thread of this process exits holding it (a guard leaked with
+/// `mem::forget` or `Box::leak`, whose `&mut T` may still be in use), the lock stays held
+/// while this process lives, like std's `Mutex`: [`lock`](Self::lock) waits and
+/// [`try_lock`](Self::try_lock) returns `None`. Once this process is gone, another takes
+/// it over.
+///
+/// ```
+/// static M: dsu::sync::Mutex<u32> = dsu::sync::Mutex::new(0);
+/// std::thread::spawn(|| std::mem::forget(M.lock().unwrap())).join().unwrap();
+/// assert!(M.try_lock().is_none(), "still held for the leaked guard");
+/// ```
 ///
 /// ```
 /// use dsu::sync::Mutex;
@@ -124,6 +149,12 @@ unsafe impl<T: Shared> Shared for Mutex<T> {
 unsafe impl<T: Shared + Send> SharedCell for Mutex<T> {}
 
 /// Holds a [`Mutex`] locked; unlocks on drop. Dereferences to the data.
+///
+/// A guard belongs to the thread that locked (it is neither `Send` nor `Sync`). In the
+/// child of `fork` a guard inherited from the parent is inert: the lock is still the
+/// parent's, so dropping the guard does not unlock, and dereferencing it panics (lock the
+/// mutex again in the child). References taken from the guard *before* `fork` are copied
+/// into the child too; `fork` is `unsafe`, and its caller must not use them there.
 ///
 /// ```
 /// static M: dsu::sync::Mutex<i32> = dsu::sync::Mutex::new(5);
@@ -647,8 +678,11 @@ impl<T> Mutex<T> {
         self.word.as_ptr() as usize + r.node_offset
     }
 
-    /// Locks, sleeping while another thread (in any process) holds it. If the holder died,
-    /// takes the lock over and returns the guard inside [`OwnerDied`].
+    /// Locks, sleeping while another thread (in any process) holds it. If the holder died
+    /// in another process, takes the lock over and returns the guard inside
+    /// [`OwnerDied`]. If it was a thread of this process that exited holding the lock (its
+    /// guard leaked), the lock stays held while this process lives: this waits, for ever
+    /// unless another process takes it over and releases it.
     ///
     /// # Panics
     ///
@@ -799,8 +833,9 @@ impl<T> Mutex<T> {
         }
     }
 
-    /// Locks if that needs no waiting: `None` if a live thread holds it. A lock whose
-    /// owner died is taken over (`Some(Err(_))`).
+    /// Locks if that needs no waiting: `None` if a live thread holds it, or a thread of
+    /// this process exited holding it (its guard leaked). A lock whose owner died in
+    /// another process is taken over (`Some(Err(_))`).
     ///
     /// # Panics
     ///
