@@ -78,7 +78,8 @@ fn reject_private_pointers(ty: &Type) -> syn::Result<()> {
             ty.span(),
             format!(
                 "dsu::Shared: {what} cannot be shared between program versions: it points into one \
-                 version's private memory (store the data inline, e.g. in a fixed-size array)"
+                 version's private memory (store the data inline, e.g. in a fixed-size array, or in the \
+                 shared heap: dsu::heap::Vec, written with its module)"
             ),
         ))
     };
@@ -92,6 +93,10 @@ fn reject_private_pointers(ty: &Type) -> syn::Result<()> {
         Type::Tuple(t) => t.elems.iter().try_for_each(reject_private_pointers),
         Type::Paren(p) => reject_private_pointers(&p.elem),
         Type::Group(g) => reject_private_pointers(&g.elem),
+        // dsu::heap's containers point into the shared heap, valid in every version;
+        // the type system checks what they hold (HeapData). Written with their module
+        // (`heap::Vec`) so that this syntactic check can tell them from std's.
+        Type::Path(p) if p.path.segments.iter().any(|s| s.ident == "heap") => Ok(()),
         Type::Path(p) => {
             if let Some(last) = p.path.segments.last() {
                 let name = last.ident.to_string();
@@ -185,6 +190,7 @@ fn derive_shared_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
             )
         });
     }
+    let field_types: Vec<&syn::Type> = fields.iter().map(|(_, _, t)| *t).collect();
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     let mut where_preds: Vec<TokenStream2> = Vec::new();
     if let Some(w) = where_clause {
@@ -209,6 +215,7 @@ fn derive_shared_impl(input: DeriveInput) -> syn::Result<TokenStream2> {
                 h.finish()
             };
             const FIELDS: &'static [::dsu::typedesc::FieldDesc] = &[#(#field_descs),*];
+            const OWNS_HEAP: bool = false #(|| <#field_types as ::dsu::Shared>::OWNS_HEAP)*;
         }
 
         // SAFETY: a Shared struct whose every field is SharedCell: all its bytes but

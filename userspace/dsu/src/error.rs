@@ -353,6 +353,10 @@ pub enum Error {
         /// The cause.
         source: std::io::Error,
     },
+
+    /// The shared heap cannot be used (see [`heap`](crate::heap)): the message says why.
+    #[error("dsu shared heap: {0}")]
+    Heap(String),
 }
 
 /// A `Result` with [`Error`].

@@ -175,6 +175,12 @@ impl Migration {
         old_type_name: *const c_char,
         transform: fn(*const u8, *mut u8),
     ) -> Self {
+        const {
+            assert!(
+                !Old::OWNS_HEAP,
+                "a migration cannot start from a type that owns shared-heap blocks (dsu::heap::Mutex): its snapshot would be a second owner of blocks the old version still uses"
+            )
+        };
         Migration {
             old_size: size_of::<Old>() as u64,
             old_align: align_of::<Old>() as u64,

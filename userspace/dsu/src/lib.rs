@@ -110,6 +110,7 @@ extern crate self as dsu;
 pub mod error;
 pub mod fingerprint;
 mod global;
+pub mod heap;
 pub mod layout;
 pub mod names;
 mod shared;

@@ -60,6 +60,18 @@ pub unsafe trait Shared: Sized {
     /// assert!(u32::FIELDS.is_empty());
     /// ```
     const FIELDS: &'static [crate::typedesc::FieldDesc] = &[];
+
+    /// Whether the type owns blocks of the shared heap ([`heap::Mutex`](crate::heap::Mutex),
+    /// or a struct or array holding one). A migration cannot start from such a type: its
+    /// snapshot would be a second owner of blocks the old version still uses. The derive
+    /// sets it from the fields.
+    ///
+    /// ```
+    /// use dsu::Shared;
+    /// assert!(!u64::OWNS_HEAP);
+    /// assert!(<dsu::heap::Mutex<dsu::heap::Vec<u8>>>::OWNS_HEAP);
+    /// ```
+    const OWNS_HEAP: bool = false;
 }
 
 /// The fingerprint of a primitive: its name and size.
@@ -101,11 +113,13 @@ unsafe impl<T: Shared, const N: usize> Shared for [T; N] {
         .u64(T::FINGERPRINT)
         .u64(N as u64)
         .finish();
+    const OWNS_HEAP: bool = T::OWNS_HEAP;
 }
 
 // SAFETY: UnsafeCell<T> has the layout of T.
 unsafe impl<T: Shared> Shared for core::cell::UnsafeCell<T> {
     const FINGERPRINT: u64 = Fnv::new().str("UnsafeCell").u64(T::FINGERPRINT).finish();
+    const OWNS_HEAP: bool = T::OWNS_HEAP;
 }
 
 /// A [`Shared`] type that a global may hold: every byte of its value lies inside an

@@ -142,6 +142,7 @@ unsafe impl<T: Shared> Shared for Mutex<T> {
         .str("dsu::sync::Mutex(robust-list, process token)")
         .u64(T::FINGERPRINT)
         .finish();
+    const OWNS_HEAP: bool = T::OWNS_HEAP;
 }
 
 // SAFETY: every byte but padding is inside an UnsafeCell or an atomic; `data` is only

@@ -1,0 +1,1256 @@
+//! [`RawHeap`]: the shared heap's allocator, a crash-consistent TLSF over a [`HeapRegion`].
+//!
+//! # Layout
+//!
+//! The region starts with a [`Header`] (magic, the robust lock, the TLSF free-list
+//! heads and bitmaps, counters, the undo log). Blocks tile `[FIRST_BLOCK, managed_end)`,
+//! ending with a 16-byte *sentinel* header of size 0. A block at offset `b` has a 16-byte
+//! header (`prev_size`, then `size | flags`) and its payload at `b + 16`; a free block
+//! keeps its free-list links (`next`, `prev`, region offsets, 0 = none) in the first 16
+//! bytes of its payload. `prev_size` is valid only while the previous block is free
+//! (`PREV_FREE`). Two free blocks are never adjacent.
+//!
+//! # Segregated fits
+//!
+//! Two-level segregated fits (TLSF, Masmano et al.), as in the `rlsf` crate: free blocks
+//! are kept in 16 classes per power of two (exact 16-byte classes below 256 bytes), a
+//! first-level bitmap says which powers of two hold free blocks and a second-level bitmap
+//! per power which classes do, so that malloc and free are O(1). We took from rlsf the
+//! class mapping, the rounding-up search that makes the first block of a class a good fit,
+//! and the over-allocate-and-split handling of large alignments. rlsf could not be used as
+//! is: its metadata stores are not logged (a process killed inside them leaves a broken
+//! heap), it keeps pointers to its own control block (not shared between processes), and it
+//! has no notion of a region another process grows.
+//!
+//! # Crash consistency
+//!
+//! Every operation runs under one robust process-shared lock
+//! ([`sync::Mutex`](crate::sync::Mutex) in the header; the kernel releases it, marked
+//! owner-died, when its holder dies). Every metadata word it changes is first recorded in
+//! an *undo log* in the header (offset and old value; the entry is written before the log's
+//! length is bumped, and the length before the word is changed), and the log is cleared
+//! (committed) at the end. The next user that finds the lock's owner dead, or the log not
+//! empty (a panic unwound through the lock), rolls the log back in reverse order: the heap
+//! is exactly as before the interrupted operation. Rolling back is idempotent, so a death
+//! during recovery is recovered again. This follows PMDK's allocator (libpmemobj), which
+//! logs its metadata changes (a redo log there, applied after a crash); an undo log suits
+//! us better since a killed process's stores are never lost (no power failure to survive),
+//! so only the interrupted operation's partial stores need undoing.
+//!
+//! Only one kind of change is not logged: growth asks the region for memory (a
+//! system call) before the logged update that adds the span, and gives pages back after
+//! the commit. A span the region has but the heap does not manage yet (`managed_end <
+//! size()`, a grower killed in between) is added by the next growth or recovery.
+//!
+//! # Returning memory
+//!
+//! After a free whose merged block spans at least [`DISCARD_MIN`] bytes of whole pages,
+//! those pages are given back ([`HeapRegion::discard`]) and the block is marked `ZERO`:
+//! its whole pages past its first 32 bytes read as zero. Splitting keeps the mark on the
+//! free remainder (the range only shrinks), so a later discard skips what is already
+//! zero, and [`RawHeap::allocate_zeroed`] skips the `memset` of those pages.
+
+use super::region::HeapRegion;
+use crate::sync::{Mutex, MutexGuard};
+use core::mem::offset_of;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU64, Ordering, compiler_fence};
+
+/// The header's magic: "dsuheap" and a format number.
+const MAGIC: u64 = u64::from_le_bytes(*b"dsuheap1");
+/// Allocation granularity and payload alignment.
+pub const GRANULE: usize = 16;
+/// A block's header bytes.
+const HDR: u64 = 16;
+/// The smallest block: a header and the two free-list links.
+const MIN_BLOCK: u64 = 32;
+/// Second-level classes per power of two (log2).
+const SL_LOG: u32 = 4;
+const SL_COUNT: usize = 1 << SL_LOG;
+/// Sizes below this have exact 16-byte classes (first level 0).
+const SMALL: u64 = (GRANULE * SL_COUNT) as u64;
+/// First-level classes: 0 for small sizes, then one per power of two from 2^8 to 2^47.
+const FL_COUNT: usize = 41;
+/// Undo-log capacity: the longest operation (a reallocation that moves, or a free that
+/// merges with both neighbours) logs fewer than 40 words.
+const LOG_CAP: usize = 96;
+/// Freed spans of at least this many bytes of whole pages go back to the system.
+pub const DISCARD_MIN: usize = 64 << 10;
+/// The first growth step, and the largest: growth doubles the managed size up to this.
+const GROW_MIN: u64 = 256 << 10;
+const GROW_MAX: u64 = 64 << 20;
+const PAGE: u64 = 4096;
+
+/// Flags in the low bits of a block's size word.
+const FREE: u64 = 1;
+const PREV_FREE: u64 = 2;
+/// A free block whose whole pages from `b + 32` on read as zero (discarded or never used).
+const ZERO: u64 = 4;
+const FLAGS: u64 = 15;
+
+/// The heap's header at the region's base. Every field but `magic`, `lock`, `log_len` and
+/// `log` is metadata changed only through the log.
+#[repr(C)]
+struct Header {
+    magic: AtomicU64,
+    /// `size_of::<Header>()` when formatted: a heap of another layout is refused.
+    header_size: u64,
+    _pad: [u64; 6],
+    lock: Mutex<()>,
+    managed_end: u64,
+    fl_bitmap: u64,
+    sl_bitmap: [u64; FL_COUNT],
+    heads: [[u64; SL_COUNT]; FL_COUNT],
+    allocated_bytes: u64,
+    allocated_blocks: u64,
+    free_bytes: u64,
+    free_blocks: u64,
+    log_len: u64,
+    log: [[u64; 2]; LOG_CAP],
+}
+
+/// The offset of the first block: after the header, cache-line aligned.
+const FIRST_BLOCK: u64 = (size_of::<Header>() as u64).next_multiple_of(64);
+/// The smallest region a heap needs: header, sentinel and a first block.
+const MIN_REGION: u64 = FIRST_BLOCK + 4096;
+
+/// Counters of a heap, from [`RawHeap::stats`] or [`RawHeap::check`].
+///
+/// Block sizes include their 16-byte headers.
+///
+/// ```
+/// let s = dsu::heap::HeapStats::default();
+/// assert_eq!(s.allocated_bytes + s.free_bytes, 0);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HeapStats {
+    /// The heap's address (the same in every process).
+    pub base: usize,
+    /// Bytes the region backs now.
+    pub size: usize,
+    /// Bytes the allocator manages (`size` less any span not yet added).
+    pub managed: usize,
+    /// Bytes in allocated blocks.
+    pub allocated_bytes: usize,
+    /// Allocated blocks.
+    pub allocated_blocks: usize,
+    /// Bytes in free blocks.
+    pub free_bytes: usize,
+    /// Free blocks.
+    pub free_blocks: usize,
+    /// The largest free block's size (what one allocation can get without growing).
+    pub largest_free: usize,
+}
+
+/// What [`RawHeap::check`] found wrong: the offset (from the heap's base) and a
+/// description.
+///
+/// ```
+/// let c = dsu::heap::HeapCorruption { offset: 64, what: "overlap".into() };
+/// assert!(c.to_string().contains("offset 0x40"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("shared heap corrupt at offset {offset:#x}: {what}")]
+pub struct HeapCorruption {
+    /// Where, from the heap's base.
+    pub offset: u64,
+    /// What.
+    pub what: String,
+}
+
+/// One allocated block, from [`RawHeap::allocations`].
+///
+/// ```
+/// let a = dsu::heap::Allocation { ptr: 0x1000, usable: 48 };
+/// assert_eq!(a.ptr + a.usable, 0x1030);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Allocation {
+    /// The payload's address (what allocate returned).
+    pub ptr: usize,
+    /// Usable bytes from `ptr`.
+    pub usable: usize,
+}
+
+/// The shared heap's allocator: a process-local handle on the heap that lives in a
+/// [`HeapRegion`] (its header in the region's first pages).
+///
+/// Any number of processes and threads may use the same heap at once; every address it
+/// returns is an ordinary pointer, valid in every process that maps the region (at the
+/// same address). A process killed (even by `SIGKILL`) inside any call leaves a heap the
+/// next call recovers; at most the block that killed call was allocating or freeing is
+/// lost. Not async-signal-safe: do not call it from a signal handler that may interrupt
+/// a call on the same thread (the lock would be taken recursively, which panics).
+///
+/// ```
+/// use dsu::heap::{MemfdRegion, RawHeap};
+/// let region = MemfdRegion::new(1 << 30).unwrap().leak();
+/// let heap = RawHeap::open(region).unwrap();
+/// let p = heap.allocate(100, 8).unwrap();
+/// // SAFETY: 100 bytes were allocated.
+/// unsafe { p.as_ptr().write_bytes(7, 100) };
+/// assert_eq!(heap.stats().allocated_blocks, 1);
+/// // SAFETY: p came from this heap and is not used after.
+/// unsafe { heap.deallocate(p) };
+/// heap.check().unwrap();
+/// ```
+pub struct RawHeap {
+    region: &'static dyn HeapRegion,
+    base: *mut u8,
+}
+
+// SAFETY: the handle holds a 'static region (Send + Sync) and its base; all shared state
+// is in the region, behind the lock.
+unsafe impl Send for RawHeap {}
+// SAFETY: as above.
+unsafe impl Sync for RawHeap {}
+
+impl std::fmt::Debug for RawHeap {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RawHeap")
+            .field("base", &self.base)
+            .finish_non_exhaustive()
+    }
+}
+
+/// First- and second-level class of a block size (a multiple of 16).
+#[inline]
+fn mapping(size: u64) -> (usize, usize) {
+    if size < SMALL {
+        (0, (size / GRANULE as u64) as usize)
+    } else {
+        let l = 63 - size.leading_zeros();
+        (
+            (l - 7) as usize,
+            ((size >> (l - SL_LOG)) as usize) - SL_COUNT,
+        )
+    }
+}
+
+/// The zero range `[lo, hi)` (region offsets) a `ZERO` free block at `b` of `size`
+/// guarantees: its whole pages past its header and links.
+#[inline]
+fn zero_range(b: u64, size: u64) -> (u64, u64) {
+    let lo = (b + MIN_BLOCK).next_multiple_of(PAGE);
+    let hi = (b + size) / PAGE * PAGE;
+    if lo < hi { (lo, hi) } else { (0, 0) }
+}
+
+/// The block size serving `size` bytes.
+#[inline]
+fn block_size(size: usize) -> Option<u64> {
+    let s = (size as u64).checked_add(HDR + GRANULE as u64 - 1)? & !(GRANULE as u64 - 1);
+    Some(s.max(MIN_BLOCK))
+}
+
+/// The lock held, and the operation in progress (its undo log).
+struct Locked<'h> {
+    heap: &'h RawHeap,
+    /// `None` while formatting (the opener holds the guard).
+    _guard: Option<MutexGuard<'static, ()>>,
+}
+
+impl RawHeap {
+    /// Opens the heap in `region`, formatting it if it holds none yet (a region whose first
+    /// bytes are zero). Any process may open it first; concurrent openers agree (the
+    /// format runs under the heap's lock).
+    ///
+    /// # Errors
+    ///
+    /// [`Error::Heap`](crate::Error::Heap) if the region holds something else (another
+    /// format) or is too small; the region's error if it cannot grow to hold the header.
+    ///
+    /// ```
+    /// use dsu::heap::{MemfdRegion, RawHeap};
+    /// let region = MemfdRegion::new(64 << 20).unwrap().leak();
+    /// let a = RawHeap::open(region).unwrap();
+    /// let b = RawHeap::open(region).unwrap(); // the same heap
+    /// let p = a.allocate(10, 1).unwrap();
+    /// // SAFETY: allocated by a, the same heap as b.
+    /// unsafe { b.deallocate(p) };
+    /// ```
+    pub fn open(region: &'static dyn HeapRegion) -> crate::Result<RawHeap> {
+        let base = region.base();
+        if (base as usize) % PAGE as usize != 0 || region.reserve() < MIN_REGION as usize {
+            return Err(crate::Error::Heap(format!(
+                "the heap region at {base:p} ({} bytes) is not page-aligned or smaller than {MIN_REGION} bytes",
+                region.reserve()
+            )));
+        }
+        if region.size() < MIN_REGION as usize {
+            region.grow(MIN_REGION as usize)?;
+        }
+        let heap = RawHeap { region, base };
+        let header = heap.header();
+        // SAFETY: the header's pages are backed.
+        let magic = unsafe { &(*header).magic };
+        let found = magic.load(Ordering::Acquire);
+        if found != MAGIC && found != 0 {
+            return Err(crate::Error::Heap(format!(
+                "the region at {base:p} holds something other than a dsu heap (magic {found:#x})"
+            )));
+        }
+        if found != MAGIC {
+            // SAFETY: the header's pages are backed; a zeroed Mutex is an unlocked one.
+            let lock: &'static Mutex<()> = unsafe { &*core::ptr::addr_of!((*header).lock) };
+            let guard = lock.lock().unwrap_or_else(|died| died.into_inner());
+            if magic.load(Ordering::Acquire) != MAGIC {
+                heap.format()?;
+            }
+            drop(guard);
+        }
+        if heap.word(offset_of!(Header, header_size) as u64) != size_of::<Header>() as u64 {
+            return Err(crate::Error::Heap(format!(
+                "the heap at {base:p} was formatted by another version of the dsu library (header of {} bytes, this one has {})",
+                heap.word(offset_of!(Header, header_size) as u64),
+                size_of::<Header>()
+            )));
+        }
+        Ok(heap)
+    }
+
+    /// Writes an empty heap (lock held, magic not set): header, sentinel, then the
+    /// region's backed bytes as one free block. Idempotent: a formatter killed half-way
+    /// leaves no magic, and the next opener formats again.
+    fn format(&self) -> crate::Result<()> {
+        let h = self.header_mut();
+        // SAFETY: the header's pages are backed and nobody uses the heap before the magic.
+        unsafe {
+            (*h).header_size = size_of::<Header>() as u64;
+            (*h).managed_end = FIRST_BLOCK + HDR;
+            (*h).fl_bitmap = 0;
+            (*h).sl_bitmap = [0; FL_COUNT];
+            (*h).heads = [[0; SL_COUNT]; FL_COUNT];
+            (*h).allocated_bytes = 0;
+            (*h).allocated_blocks = 0;
+            (*h).free_bytes = 0;
+            (*h).free_blocks = 0;
+            (*h).log_len = 0;
+        }
+        self.set_word(FIRST_BLOCK, 0);
+        self.set_word(FIRST_BLOCK + 8, 0);
+        let l = Locked {
+            heap: self,
+            _guard: None,
+        };
+        l.reclaim();
+        l.commit();
+        // SAFETY: as above.
+        unsafe { (*h).magic.store(MAGIC, Ordering::Release) };
+        Ok(())
+    }
+
+    /// The region this heap lives in.
+    ///
+    /// ```
+    /// # use dsu::heap::{MemfdRegion, RawHeap};
+    /// let region = MemfdRegion::new(64 << 20).unwrap().leak();
+    /// let heap = RawHeap::open(region).unwrap();
+    /// assert_eq!(heap.region().base(), heap.base());
+    /// ```
+    pub fn region(&self) -> &'static dyn HeapRegion {
+        self.region
+    }
+
+    /// The heap's address: every pointer it returns lies in `[base, base + reserve)`.
+    ///
+    /// ```
+    /// # use dsu::heap::{MemfdRegion, RawHeap};
+    /// let heap = RawHeap::open(MemfdRegion::new(64 << 20).unwrap().leak()).unwrap();
+    /// let p = heap.allocate(1, 1).unwrap();
+    /// assert!(heap.contains(p.as_ptr()));
+    /// assert!(p.as_ptr() as usize > heap.base() as usize);
+    /// ```
+    pub fn base(&self) -> *mut u8 {
+        self.base
+    }
+
+    /// Whether `ptr` lies in the heap's reserved window.
+    ///
+    /// ```
+    /// # use dsu::heap::{MemfdRegion, RawHeap};
+    /// let heap = RawHeap::open(MemfdRegion::new(64 << 20).unwrap().leak()).unwrap();
+    /// assert!(!heap.contains(&0u8 as *const u8));
+    /// ```
+    pub fn contains(&self, ptr: *const u8) -> bool {
+        let a = ptr as usize;
+        a >= self.base as usize && a < self.base as usize + self.region.reserve()
+    }
+
+    fn header(&self) -> *const Header {
+        self.base.cast()
+    }
+
+    fn header_mut(&self) -> *mut Header {
+        self.base.cast()
+    }
+
+    /// The metadata word at region offset `off`.
+    #[inline(always)]
+    fn word(&self, off: u64) -> u64 {
+        // SAFETY: callers pass offsets of header fields or block headers in the managed,
+        // backed part of the region, 8-aligned.
+        unsafe { self.base.add(off as usize).cast::<u64>().read() }
+    }
+
+    #[inline(always)]
+    fn set_word(&self, off: u64, v: u64) {
+        // SAFETY: as in `word`; the lock is held.
+        unsafe { self.base.add(off as usize).cast::<u64>().write(v) }
+    }
+
+    /// Takes the lock, recovering from a holder that died or an operation that unwound.
+    fn lock(&self) -> Locked<'_> {
+        // SAFETY: the header lives as long as the region ('static) and a zeroed Mutex is
+        // an unlocked one.
+        let lock: &'static Mutex<()> = unsafe { &*core::ptr::addr_of!((*self.header()).lock) };
+        let (guard, died) = match lock.lock() {
+            Ok(g) => (g, false),
+            Err(d) => (d.into_inner(), true),
+        };
+        let l = Locked {
+            heap: self,
+            _guard: Some(guard),
+        };
+        if died || self.word(LOG_LEN) != 0 {
+            l.recover();
+        }
+        l
+    }
+
+    /// Allocates `size` bytes aligned to `align` (a power of two), growing the region if
+    /// needed. `None` when the region cannot grow enough (or `align` is not a power of two).
+    /// The memory is uninitialised.
+    ///
+    /// ```
+    /// # use dsu::heap::{MemfdRegion, RawHeap};
+    /// let heap = RawHeap::open(MemfdRegion::new(64 << 20).unwrap().leak()).unwrap();
+    /// let p = heap.allocate(10, 4096).unwrap();
+    /// assert_eq!(p.as_ptr() as usize % 4096, 0);
+    /// assert!(heap.allocate(1 << 40, 8).is_none());
+    /// ```
+    #[must_use = "the block leaks if the pointer is dropped"]
+    pub fn allocate(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let l = self.lock();
+        let (b, _) = l.malloc(size, align)?;
+        l.commit();
+        Some(self.payload(b))
+    }
+
+    /// As [`allocate`](Self::allocate), but the memory reads as zero. Pages the heap knows
+    /// to be zero (given back to the system since their last use) are not written.
+    ///
+    /// ```
+    /// # use dsu::heap::{MemfdRegion, RawHeap};
+    /// let heap = RawHeap::open(MemfdRegion::new(64 << 20).unwrap().leak()).unwrap();
+    /// let p = heap.allocate_zeroed(1000, 8).unwrap();
+    /// // SAFETY: 1000 initialised bytes.
+    /// assert!(unsafe { std::slice::from_raw_parts(p.as_ptr(), 1000) }.iter().all(|&b| b == 0));
+    /// ```
+    #[must_use = "the block leaks if the pointer is dropped"]
+    pub fn allocate_zeroed(&self, size: usize, align: usize) -> Option<NonNull<u8>> {
+        let l = self.lock();
+        let (b, (zlo, zhi)) = l.malloc(size, align)?;
+        l.commit();
+        drop(l);
+        let p = b + HDR;
+        let end = p + size as u64;
+        let (zlo, zhi) = (zlo.clamp(p, end), zhi.clamp(p, end));
+        // SAFETY: [p, end) is the new block's payload; the ranges outside the known-zero
+        // one are cleared.
+        unsafe {
+            if zlo < zhi {
+                self.base.add(p as usize).write_bytes(0, (zlo - p) as usize);
+                self.base
+                    .add(zhi as usize)
+                    .write_bytes(0, (end - zhi) as usize);
+            } else {
+                self.base.add(p as usize).write_bytes(0, size);
+            }
+        }
+        Some(self.payload(b))
+    }
+
+    /// Frees a block.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` was returned by this heap (in any process) and not freed since, and nothing
+    /// uses the block after.
+    ///
+    /// ```
+    /// # use dsu::heap::{MemfdRegion, RawHeap};
+    /// let heap = RawHeap::open(MemfdRegion::new(64 << 20).unwrap().leak()).unwrap();
+    /// let p = heap.allocate(10, 1).unwrap();
+    /// // SAFETY: allocated above, not used after.
+    /// unsafe { heap.deallocate(p) };
+    /// assert_eq!(heap.stats().allocated_blocks, 0);
+    /// ```
+    pub unsafe fn deallocate(&self, ptr: NonNull<u8>) {
+        let b = self.block_of(ptr);
+        let l = self.lock();
+        let merged = l.free(b);
+        l.commit();
+        l.give_back(merged);
+    }
+
+    /// Resizes a block to `new_size` bytes, in place if it can, else by moving it (to an
+    /// address aligned to `align`). `None` if no memory: the block is left as it was.
+    ///
+    /// # Safety
+    ///
+    /// `ptr` was returned by this heap with an alignment of at most `align`, and is not
+    /// freed; on success it must no longer be used (use the result).
+    ///
+    /// ```
+    /// # use dsu::heap::{MemfdRegion, RawHeap};
+    /// let heap = RawHeap::open(MemfdRegion::new(64 << 20).unwrap().leak()).unwrap();
+    /// let p = heap.allocate(4, 1).unwrap();
+    /// // SAFETY: 4 bytes allocated.
+    /// unsafe { p.as_ptr().copy_from(b"abcd".as_ptr(), 4) };
+    /// // SAFETY: p is live and aligned to 1.
+    /// let q = unsafe { heap.reallocate(p, 10_000, 1) }.unwrap();
+    /// // SAFETY: the first 4 bytes were kept.
+    /// assert_eq!(unsafe { std::slice::from_raw_parts(q.as_ptr(), 4) }, b"abcd");
+    /// ```
+    #[must_use = "the old pointer is invalid after a successful call"]
+    pub unsafe fn reallocate(
+        &self,
+        ptr: NonNull<u8>,
+        new_size: usize,
+        align: usize,
+    ) -> Option<NonNull<u8>> {
+        let b = self.block_of(ptr);
+        let need = block_size(new_size)?;
+        let l = self.lock();
+        if let Some(merged) = l.resize_in_place(b, need) {
+            l.commit();
+            l.give_back(merged);
+            return Some(ptr);
+        }
+        // Moves: allocate and commit, copy, then free and commit. A death in between
+        // loses the new block only (the call's own block).
+        let (nb, _) = l.malloc(new_size, align)?;
+        l.commit();
+        let old_usable = (l.size_of(b) - HDR) as usize;
+        // SAFETY: two distinct live blocks; the copy stays within both payloads.
+        unsafe {
+            self.base
+                .add((nb + HDR) as usize)
+                .copy_from_nonoverlapping(ptr.as_ptr(), old_usable.min(new_size))
+        };
+        let merged = l.free(b);
+        l.commit();
+        l.give_back(merged);
+        Some(self.payload(nb))
+    }
+
+    /// The usable size of a block (at least what was asked for).
+    ///
+    /// # Safety
+    ///
+    /// `ptr` was returned by this heap and is not freed.
+    ///
+    /// ```
+    /// # use dsu::heap::{MemfdRegion, RawHeap};
+    /// let heap = RawHeap::open(MemfdRegion::new(64 << 20).unwrap().leak()).unwrap();
+    /// let p = heap.allocate(10, 1).unwrap();
+    /// // SAFETY: live block.
+    /// assert!(unsafe { heap.usable_size(p) } >= 10);
+    /// ```
+    pub unsafe fn usable_size(&self, ptr: NonNull<u8>) -> usize {
+        // An allocated block's size word changes only under the owner's own calls.
+        (self.word(self.block_of(ptr) + 8) & !FLAGS) as usize - HDR as usize
+    }
+
+    fn block_of(&self, ptr: NonNull<u8>) -> u64 {
+        (ptr.as_ptr() as usize - self.base as usize) as u64 - HDR
+    }
+
+    fn payload(&self, b: u64) -> NonNull<u8> {
+        // SAFETY: b + HDR is inside the region, whose base is not null.
+        unsafe { NonNull::new_unchecked(self.base.add((b + HDR) as usize)) }
+    }
+
+    /// The heap's counters (taken under the lock; `largest_free` looks at the largest
+    /// class only).
+    ///
+    /// ```
+    /// # use dsu::heap::{MemfdRegion, RawHeap};
+    /// let heap = RawHeap::open(MemfdRegion::new(64 << 20).unwrap().leak()).unwrap();
+    /// let s = heap.stats();
+    /// assert_eq!(s.allocated_bytes, 0);
+    /// assert!(s.largest_free > 0 && s.largest_free <= s.free_bytes);
+    /// ```
+    pub fn stats(&self) -> HeapStats {
+        let l = self.lock();
+        let mut largest = 0;
+        let fl_map = self.word(FL_BITMAP);
+        if fl_map != 0 {
+            let fl = 63 - fl_map.leading_zeros() as usize;
+            let sl_map = self.word(sl_bitmap(fl));
+            let sl = 63 - sl_map.leading_zeros() as usize;
+            let mut b = self.word(head(fl, sl));
+            while b != 0 {
+                largest = largest.max(l.size_of(b));
+                b = self.word(b + 16);
+            }
+        }
+        HeapStats {
+            base: self.base as usize,
+            size: self.region.size(),
+            managed: self.word(MANAGED_END) as usize,
+            allocated_bytes: self.word(ALLOCATED_BYTES) as usize,
+            allocated_blocks: self.word(ALLOCATED_BLOCKS) as usize,
+            free_bytes: self.word(FREE_BYTES) as usize,
+            free_blocks: self.word(FREE_BLOCKS) as usize,
+            largest_free: largest as usize,
+        }
+    }
+
+    /// Checks the whole heap under its lock (after recovering it if its last user died):
+    /// the blocks tile the managed span, no two free blocks are adjacent, every flag and
+    /// `prev_size` matches its neighbour, every free block is in exactly the list of its
+    /// class and every listed block is free, the bitmaps match the lists, and the counters
+    /// match the blocks. O(blocks).
+    ///
+    /// # Errors
+    ///
+    /// The first inconsistency found.
+    ///
+    /// ```
+    /// # use dsu::heap::{MemfdRegion, RawHeap};
+    /// let heap = RawHeap::open(MemfdRegion::new(64 << 20).unwrap().leak()).unwrap();
+    /// let _p = heap.allocate(100, 8).unwrap();
+    /// let stats = heap.check().unwrap();
+    /// assert_eq!(stats.allocated_blocks, 1);
+    /// ```
+    pub fn check(&self) -> Result<HeapStats, HeapCorruption> {
+        let l = self.lock();
+        l.check(&mut |_, _| {})
+    }
+
+    /// Every allocated block, in address order (checked as [`check`](Self::check) does).
+    ///
+    /// # Errors
+    ///
+    /// As [`check`](Self::check).
+    ///
+    /// ```
+    /// # use dsu::heap::{MemfdRegion, RawHeap};
+    /// let heap = RawHeap::open(MemfdRegion::new(64 << 20).unwrap().leak()).unwrap();
+    /// let p = heap.allocate(100, 8).unwrap();
+    /// let all = heap.allocations().unwrap();
+    /// assert_eq!(all.len(), 1);
+    /// assert_eq!(all[0].ptr, p.as_ptr() as usize);
+    /// ```
+    pub fn allocations(&self) -> Result<Vec<Allocation>, HeapCorruption> {
+        let l = self.lock();
+        let mut out = Vec::new();
+        let base = self.base as usize;
+        l.check(&mut |b, size| {
+            out.push(Allocation {
+                ptr: base + (b + HDR) as usize,
+                usable: (size - HDR) as usize,
+            })
+        })?;
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+pub(crate) fn test_mapping(size: u64) -> (usize, usize) {
+    mapping(size)
+}
+
+#[cfg(test)]
+impl RawHeap {
+    /// The undo log's length, read without the lock (after a kill, before recovery).
+    pub(crate) fn pending_log_len(&self) -> u64 {
+        self.word(LOG_LEN)
+    }
+}
+
+const MANAGED_END: u64 = offset_of!(Header, managed_end) as u64;
+const FL_BITMAP: u64 = offset_of!(Header, fl_bitmap) as u64;
+const ALLOCATED_BYTES: u64 = offset_of!(Header, allocated_bytes) as u64;
+const ALLOCATED_BLOCKS: u64 = offset_of!(Header, allocated_blocks) as u64;
+const FREE_BYTES: u64 = offset_of!(Header, free_bytes) as u64;
+const FREE_BLOCKS: u64 = offset_of!(Header, free_blocks) as u64;
+const LOG_LEN: u64 = offset_of!(Header, log_len) as u64;
+const LOG: u64 = offset_of!(Header, log) as u64;
+
+#[inline(always)]
+fn sl_bitmap(fl: usize) -> u64 {
+    offset_of!(Header, sl_bitmap) as u64 + 8 * fl as u64
+}
+
+#[inline(always)]
+fn head(fl: usize, sl: usize) -> u64 {
+    offset_of!(Header, heads) as u64 + 8 * (fl * SL_COUNT + sl) as u64
+}
+
+/// A free block made by a free (after merging), with the known-zero ranges of the free
+/// neighbours it absorbed, for [`Locked::give_back`].
+#[derive(Clone, Copy, Default)]
+struct Merged {
+    block: u64,
+    size: u64,
+    zero: [(u64, u64); 2],
+}
+
+impl Locked<'_> {
+    #[inline(always)]
+    fn w(&self, off: u64) -> u64 {
+        self.heap.word(off)
+    }
+
+    #[inline(always)]
+    fn size_of(&self, b: u64) -> u64 {
+        self.w(b + 8) & !FLAGS
+    }
+
+    /// Records the old value of the word at `off` in the undo log, then stores `v`.
+    #[inline(always)]
+    fn set(&self, off: u64, v: u64) {
+        let old = self.w(off);
+        if old == v {
+            return;
+        }
+        let n = self.w(LOG_LEN);
+        assert!(
+            (n as usize) < LOG_CAP,
+            "dsu heap: undo log overflow (a bug in dsu::heap)"
+        );
+        let e = self
+            .heap
+            .base
+            .wrapping_add((LOG + 16 * n) as usize)
+            .cast::<u64>();
+        let len = self.heap.base.wrapping_add(LOG_LEN as usize).cast::<u64>();
+        let word = self.heap.base.wrapping_add(off as usize).cast::<u64>();
+        // SAFETY: the log entry, its length and the word are in the header or the
+        // managed blocks; the lock is held. Volatile stores with compiler fences keep
+        // program order: entry, then length, then the word, so a death between any two
+        // leaves a log that undoes exactly what was stored.
+        unsafe {
+            e.write_volatile(off);
+            e.add(1).write_volatile(old);
+            compiler_fence(Ordering::SeqCst);
+            len.write_volatile(n + 1);
+            compiler_fence(Ordering::SeqCst);
+            word.write_volatile(v);
+        }
+    }
+
+    /// Ends the operation: its changes stay.
+    #[inline(always)]
+    fn commit(&self) {
+        compiler_fence(Ordering::SeqCst);
+        let len = self.heap.base.wrapping_add(LOG_LEN as usize).cast::<u64>();
+        // SAFETY: the header's log length; the lock is held.
+        unsafe { len.write_volatile(0) };
+        compiler_fence(Ordering::SeqCst);
+    }
+
+    /// Undoes the interrupted operation (in reverse order), then adds any span the region
+    /// has but the heap does not manage yet.
+    #[cold]
+    fn recover(&self) {
+        let n = (self.w(LOG_LEN) as usize).min(LOG_CAP);
+        let reserve = self.heap.region.reserve() as u64;
+        for i in (0..n as u64).rev() {
+            let off = self.w(LOG + 16 * i);
+            let old = self.w(LOG + 16 * i + 8);
+            // Our own log: a bad offset means the header was overwritten by someone else.
+            if off % 8 == 0 && off + 8 <= reserve {
+                self.heap.set_word(off, old);
+            }
+        }
+        self.commit();
+        self.reclaim();
+        self.commit();
+    }
+
+    /// Adds `[managed_end, size())` to the heap if the region holds such a span (a grower
+    /// that died after growing the region).
+    fn reclaim(&self) {
+        let size = (self.heap.region.size().min(self.heap.region.reserve()) as u64)
+            & !(GRANULE as u64 - 1);
+        if size >= self.w(MANAGED_END) + MIN_BLOCK {
+            self.extend(size);
+        }
+    }
+
+    /// Makes `[managed_end, new_end)` a free block (merged with a free last block) and
+    /// moves the sentinel to the new end.
+    fn extend(&self, new_end: u64) -> Merged {
+        let end = self.w(MANAGED_END);
+        let s = end - HDR;
+        let (mut m, mut msize) = (s, new_end - end);
+        // Pages past the managed end were never used (a rolled-back extension restored
+        // the few words it wrote to zero): the new block reads as zero, unless it merges
+        // with the free last block (whose tail and the old sentinel are not).
+        let mut zero = ZERO;
+        if self.w(s + 8) & PREV_FREE != 0 {
+            zero = 0;
+            let p = s - self.w(s);
+            let psize = self.size_of(p);
+            self.remove(p, psize);
+            m = p;
+            msize += psize;
+        }
+        self.set(m + 8, msize | FREE | zero);
+        let sentinel = new_end - HDR;
+        self.set(sentinel, msize);
+        self.set(sentinel + 8, PREV_FREE);
+        self.set(MANAGED_END, new_end);
+        self.insert(m, msize);
+        Merged {
+            block: m,
+            size: msize,
+            zero: [(0, 0); 2],
+        }
+    }
+
+    /// Grows the region so that a block of `need` bytes fits.
+    #[cold]
+    fn grow(&self, need: u64) -> Option<()> {
+        self.reclaim();
+        if self.find(need).is_some() {
+            return Some(());
+        }
+        // `find` rounds a request up to the next class boundary: the new block must
+        // reach it (and may merge with a free last block, which only helps).
+        let need = if need >= SMALL {
+            need.checked_add(1 << (63 - need.leading_zeros() - SL_LOG))?
+        } else {
+            need
+        };
+        let end = self.w(MANAGED_END);
+        let reserve = self.heap.region.reserve() as u64 & !(PAGE - 1);
+        let least = end.checked_add(need + HDR)?.next_multiple_of(PAGE);
+        if least > reserve {
+            return None;
+        }
+        let step = end.clamp(GROW_MIN, GROW_MAX);
+        let target = (end + step).next_multiple_of(PAGE).clamp(least, reserve);
+        let got = match self.heap.region.grow(target as usize) {
+            Ok(got) => got as u64,
+            // The amortised step may pass a limit the request itself does not.
+            Err(_) if target > least => self.heap.region.grow(least as usize).ok()? as u64,
+            Err(_) => return None,
+        };
+        let new_end = got.min(reserve) & !(GRANULE as u64 - 1);
+        if new_end < end + MIN_BLOCK {
+            return None;
+        }
+        self.extend(new_end);
+        Some(())
+    }
+
+    /// Links a free block (size word already written) into its class's list.
+    #[inline(always)]
+    fn insert(&self, b: u64, size: u64) {
+        let (fl, sl) = mapping(size);
+        let h = head(fl, sl);
+        let first = self.w(h);
+        self.set(b + 16, first);
+        self.set(b + 24, 0);
+        if first != 0 {
+            self.set(first + 24, b);
+        }
+        self.set(h, b);
+        self.set(FL_BITMAP, self.w(FL_BITMAP) | 1 << fl);
+        self.set(sl_bitmap(fl), self.w(sl_bitmap(fl)) | 1 << sl);
+        self.set(FREE_BYTES, self.w(FREE_BYTES) + size);
+        self.set(FREE_BLOCKS, self.w(FREE_BLOCKS) + 1);
+    }
+
+    /// Unlinks a free block from its class's list.
+    #[inline(always)]
+    fn remove(&self, b: u64, size: u64) {
+        let (fl, sl) = mapping(size);
+        let next = self.w(b + 16);
+        let prev = self.w(b + 24);
+        if next != 0 {
+            self.set(next + 24, prev);
+        }
+        if prev != 0 {
+            self.set(prev + 16, next);
+        } else {
+            self.set(head(fl, sl), next);
+            if next == 0 {
+                let slm = self.w(sl_bitmap(fl)) & !(1 << sl);
+                self.set(sl_bitmap(fl), slm);
+                if slm == 0 {
+                    self.set(FL_BITMAP, self.w(FL_BITMAP) & !(1 << fl));
+                }
+            }
+        }
+        self.set(FREE_BYTES, self.w(FREE_BYTES) - size);
+        self.set(FREE_BLOCKS, self.w(FREE_BLOCKS) - 1);
+    }
+
+    /// A free block of at least `size` bytes: the first of the first non-empty class whose
+    /// every block fits (sizes rounded up to the next class boundary, as TLSF does).
+    #[inline(always)]
+    fn find(&self, size: u64) -> Option<u64> {
+        let (mut fl, sl) = if size >= SMALL {
+            if size >= 1 << 47 {
+                return None;
+            }
+            let l = 63 - size.leading_zeros();
+            mapping(size + (1 << (l - SL_LOG)) - 1)
+        } else {
+            mapping(size)
+        };
+        if fl >= FL_COUNT {
+            return None;
+        }
+        let mut sl_map = self.w(sl_bitmap(fl)) & (!0u64 << sl);
+        if sl_map == 0 {
+            let fl_map = self.w(FL_BITMAP) & (!0u64).checked_shl(fl as u32 + 1).unwrap_or(0);
+            if fl_map == 0 {
+                return None;
+            }
+            fl = fl_map.trailing_zeros() as usize;
+            sl_map = self.w(sl_bitmap(fl));
+        }
+        Some(self.w(head(fl, sl_map.trailing_zeros() as usize)))
+    }
+
+    /// Allocates a block for `size` bytes at `align`, growing if needed. Returns the
+    /// block and the region-offset range of its payload known to read as zero.
+    fn malloc(&self, size: usize, align: usize) -> Option<(u64, (u64, u64))> {
+        if !align.is_power_of_two() {
+            return None;
+        }
+        let need = block_size(size)?;
+        let align = align.max(GRANULE) as u64;
+        let search = if align > GRANULE as u64 {
+            need.checked_add(align + MIN_BLOCK)?
+        } else {
+            need
+        };
+        let mut b = match self.find(search) {
+            Some(b) => b,
+            None => {
+                self.grow(search)?;
+                self.find(search)?
+            }
+        };
+        let sw = self.w(b + 8);
+        let mut bsize = sw & !FLAGS;
+        self.remove(b, bsize);
+        let zero = if sw & ZERO != 0 {
+            zero_range(b, bsize)
+        } else {
+            (0, 0)
+        };
+        let mut prev_free = sw & PREV_FREE;
+        let base = self.heap.base as u64;
+        if (base + b + HDR) % align != 0 {
+            // Leave a free block in front so that the payload is aligned.
+            let nb = (base + b + HDR + MIN_BLOCK).next_multiple_of(align) - base - HDR;
+            let front = nb - b;
+            self.set(b + 8, front | FREE | (sw & ZERO));
+            self.insert(b, front);
+            self.set(nb, front);
+            prev_free = PREV_FREE;
+            b = nb;
+            bsize -= front;
+        }
+        let next = b + bsize;
+        if bsize - need >= MIN_BLOCK {
+            let r = b + need;
+            let rsize = bsize - need;
+            self.set(r + 8, rsize | FREE | (sw & ZERO));
+            self.set(next, rsize);
+            self.insert(r, rsize);
+            bsize = need;
+        } else {
+            self.set(next + 8, self.w(next + 8) & !PREV_FREE);
+        }
+        self.set(b + 8, bsize | prev_free);
+        self.set(ALLOCATED_BYTES, self.w(ALLOCATED_BYTES) + bsize);
+        self.set(ALLOCATED_BLOCKS, self.w(ALLOCATED_BLOCKS) + 1);
+        Some((b, zero))
+    }
+
+    /// Frees block `b`, merging it with free neighbours.
+    fn free(&self, b: u64) -> Merged {
+        let sw = self.w(b + 8);
+        assert!(
+            sw & FREE == 0 && sw & !FLAGS >= MIN_BLOCK,
+            "dsu heap: free of a block that is not allocated (double free or a foreign pointer)"
+        );
+        let bsize = sw & !FLAGS;
+        self.set(ALLOCATED_BYTES, self.w(ALLOCATED_BYTES) - bsize);
+        self.set(ALLOCATED_BLOCKS, self.w(ALLOCATED_BLOCKS) - 1);
+        let mut merged = Merged {
+            block: b,
+            size: bsize,
+            zero: [(0, 0); 2],
+        };
+        let next = b + bsize;
+        let nsw = self.w(next + 8);
+        if nsw & FREE != 0 {
+            let nsize = nsw & !FLAGS;
+            self.remove(next, nsize);
+            if nsw & ZERO != 0 {
+                merged.zero[0] = zero_range(next, nsize);
+            }
+            merged.size += nsize;
+        }
+        if sw & PREV_FREE != 0 {
+            let p = b - self.w(b);
+            let psw = self.w(p + 8);
+            let psize = psw & !FLAGS;
+            self.remove(p, psize);
+            if psw & ZERO != 0 {
+                merged.zero[1] = zero_range(p, psize);
+            }
+            merged.block = p;
+            merged.size += psize;
+        }
+        let after = merged.block + merged.size;
+        self.set(after, merged.size);
+        self.set(after + 8, self.w(after + 8) | PREV_FREE);
+        self.set(merged.block + 8, merged.size | FREE);
+        self.insert(merged.block, merged.size);
+        merged
+    }
+
+    /// Resizes `b` to `need` bytes without moving it: shrinking frees the tail, growing
+    /// takes from a free next block. `None` if it cannot grow in place.
+    fn resize_in_place(&self, b: u64, need: u64) -> Option<Merged> {
+        let sw = self.w(b + 8);
+        assert!(
+            sw & FREE == 0,
+            "dsu heap: realloc of a block that is not allocated"
+        );
+        let bsize = sw & !FLAGS;
+        let next = b + bsize;
+        let nsw = self.w(next + 8);
+        let nsize = if nsw & FREE != 0 { nsw & !FLAGS } else { 0 };
+        if need <= bsize {
+            let tail = bsize - need;
+            if tail == 0 || tail + nsize < MIN_BLOCK {
+                return Some(Merged::default());
+            }
+            let mut merged = Merged {
+                block: b + need,
+                size: tail + nsize,
+                zero: [(0, 0); 2],
+            };
+            if nsize != 0 {
+                self.remove(next, nsize);
+                if nsw & ZERO != 0 {
+                    merged.zero[0] = zero_range(next, nsize);
+                }
+            }
+            let r = merged.block;
+            self.set(r + 8, merged.size | FREE);
+            let after = r + merged.size;
+            self.set(after, merged.size);
+            self.set(after + 8, self.w(after + 8) | PREV_FREE);
+            self.insert(r, merged.size);
+            self.set(b + 8, need | (sw & PREV_FREE));
+            self.set(ALLOCATED_BYTES, self.w(ALLOCATED_BYTES) - tail);
+            return Some(merged);
+        }
+        if bsize + nsize < need {
+            return None;
+        }
+        self.remove(next, nsize);
+        let total = bsize + nsize;
+        let mut newsize = total;
+        if total - need >= MIN_BLOCK {
+            let r = b + need;
+            let rsize = total - need;
+            self.set(r + 8, rsize | FREE | (nsw & ZERO));
+            self.set(b + total, rsize);
+            self.insert(r, rsize);
+            newsize = need;
+        } else {
+            let after = b + total;
+            self.set(after + 8, self.w(after + 8) & !PREV_FREE);
+        }
+        self.set(b + 8, newsize | (sw & PREV_FREE));
+        self.set(ALLOCATED_BYTES, self.w(ALLOCATED_BYTES) + newsize - bsize);
+        Some(Merged::default())
+    }
+
+    /// After the commit, gives the whole pages of a large free block back to the system
+    /// (skipping those already known to be zero) and marks it `ZERO`.
+    fn give_back(&self, m: Merged) {
+        let (lo, hi) = zero_range(m.block, m.size);
+        if hi - lo < DISCARD_MIN as u64 {
+            return;
+        }
+        let mut known = m.zero;
+        known.sort_unstable();
+        let mut cur = lo;
+        for (zl, zh) in known {
+            let (zl, zh) = (zl.clamp(lo, hi), zh.clamp(lo, hi));
+            if zl >= zh {
+                continue;
+            }
+            if zl > cur && self.discard(cur, zl).is_err() {
+                return;
+            }
+            cur = cur.max(zh);
+        }
+        if cur < hi && self.discard(cur, hi).is_err() {
+            return;
+        }
+        // One aligned store with the log empty: a death before it leaves the block
+        // unmarked, which is merely conservative.
+        self.heap.set_word(m.block + 8, self.w(m.block + 8) | ZERO);
+    }
+
+    fn discard(&self, lo: u64, hi: u64) -> crate::Result<()> {
+        self.heap.region.discard(lo as usize, (hi - lo) as usize)
+    }
+
+    /// The consistency check of [`RawHeap::check`]; calls `allocated(block, size)` for
+    /// every allocated block.
+    fn check(&self, allocated: &mut dyn FnMut(u64, u64)) -> Result<HeapStats, HeapCorruption> {
+        let bad = |offset: u64, what: String| Err(HeapCorruption { offset, what });
+        if self.w(LOG_LEN) != 0 {
+            return bad(LOG_LEN, "the undo log is not empty".into());
+        }
+        let end = self.w(MANAGED_END);
+        let size = self.heap.region.size() as u64;
+        if end > size || end < FIRST_BLOCK + HDR || end % GRANULE as u64 != 0 {
+            return bad(
+                MANAGED_END,
+                format!("managed end {end:#x} outside the backed {size:#x} bytes"),
+            );
+        }
+        let mut free = std::collections::HashSet::new();
+        let mut stats = HeapStats {
+            base: self.heap.base as usize,
+            size: size as usize,
+            managed: end as usize,
+            ..HeapStats::default()
+        };
+        let (mut b, mut prev_free, mut prev_size) = (FIRST_BLOCK, false, 0);
+        loop {
+            if b + HDR > end {
+                return bad(b, format!("block header past the managed end {end:#x}"));
+            }
+            let sw = self.w(b + 8);
+            let s = sw & !FLAGS;
+            if (sw & PREV_FREE != 0) != prev_free {
+                return bad(
+                    b,
+                    format!("PREV_FREE flag {sw:#x} but previous free: {prev_free}"),
+                );
+            }
+            if prev_free && self.w(b) != prev_size {
+                return bad(
+                    b,
+                    format!("prev_size {} but previous block has {prev_size}", self.w(b)),
+                );
+            }
+            if s == 0 {
+                if b + HDR != end || sw & (FREE | ZERO) != 0 {
+                    return bad(
+                        b,
+                        format!("size 0 (sentinel, {sw:#x}) before the managed end {end:#x}"),
+                    );
+                }
+                break;
+            }
+            if s % GRANULE as u64 != 0 || s < MIN_BLOCK || b + s > end - HDR {
+                return bad(
+                    b,
+                    format!("block size {s:#x} is invalid or overlaps the end"),
+                );
+            }
+            if sw & FREE != 0 {
+                if prev_free {
+                    return bad(b, "two adjacent free blocks".into());
+                }
+                free.insert(b);
+                stats.free_bytes += s as usize;
+                stats.free_blocks += 1;
+                stats.largest_free = stats.largest_free.max(s as usize);
+            } else {
+                if sw & ZERO != 0 {
+                    return bad(b, "allocated block marked ZERO".into());
+                }
+                allocated(b, s);
+                stats.allocated_bytes += s as usize;
+                stats.allocated_blocks += 1;
+            }
+            prev_free = sw & FREE != 0;
+            prev_size = s;
+            b += s;
+        }
+        let fl_map = self.w(FL_BITMAP);
+        for fl in 0..FL_COUNT {
+            let sl_map = self.w(sl_bitmap(fl));
+            if (fl_map >> fl & 1 != 0) != (sl_map != 0) {
+                return bad(
+                    sl_bitmap(fl),
+                    format!("first-level bit {fl} disagrees with {sl_map:#x}"),
+                );
+            }
+            for sl in 0..SL_COUNT {
+                let mut x = self.w(head(fl, sl));
+                if (sl_map >> sl & 1 != 0) != (x != 0) {
+                    return bad(
+                        head(fl, sl),
+                        format!("bitmap bit ({fl}, {sl}) disagrees with the list"),
+                    );
+                }
+                let mut prev = 0;
+                while x != 0 {
+                    if !free.remove(&x) {
+                        return bad(
+                            x,
+                            format!(
+                                "listed in class ({fl}, {sl}) but not a free block (or listed twice)"
+                            ),
+                        );
+                    }
+                    if mapping(self.size_of(x)) != (fl, sl) {
+                        return bad(
+                            x,
+                            format!(
+                                "free block of {} bytes in class ({fl}, {sl})",
+                                self.size_of(x)
+                            ),
+                        );
+                    }
+                    if self.w(x + 24) != prev {
+                        return bad(x, "free-list prev link broken".into());
+                    }
+                    prev = x;
+                    x = self.w(x + 16);
+                }
+            }
+        }
+        if let Some(&x) = free.iter().next() {
+            return bad(x, "free block in no free list".into());
+        }
+        let counted = [
+            (ALLOCATED_BYTES, stats.allocated_bytes),
+            (ALLOCATED_BLOCKS, stats.allocated_blocks),
+            (FREE_BYTES, stats.free_bytes),
+            (FREE_BLOCKS, stats.free_blocks),
+        ];
+        for (off, n) in counted {
+            if self.w(off) != n as u64 {
+                return bad(
+                    off,
+                    format!("counter says {} but the blocks give {n}", self.w(off)),
+                );
+            }
+        }
+        Ok(stats)
+    }
+}
