@@ -380,6 +380,47 @@ int dsu_newer_version(void);
  * timeout; the errors of dsu_newer_version, and -EINTR if a signal interrupted it. */
 int dsu_wait_for_newer(int timeout_ms);
 
+/*
+ * The shared heap: memory every version maps at the same address, so that heap objects
+ * hold ordinary pointers to each other (a `struct node *next` is valid in every version).
+ * Globals may point into the heap; heap objects must never point to globals or to a
+ * version's private memory (globals sit at per-version addresses).
+ *
+ * The four functions work like malloc(3) on the attached segment's heap: blocks are
+ * aligned to 16 bytes; on failure they return NULL with errno = ENOMEM, also when no heap
+ * is attached. Any version may free or resize a block another version allocated. They
+ * are thread-safe and process-safe, and crash-consistent: a process killed inside one of
+ * them loses at most that call's block. They are not async-signal-safe (do not call them
+ * from a signal handler that may interrupt one of them). Passing dsu_free or dsu_realloc
+ * a pointer that is not a heap block aborts the process.
+ *
+ *     struct node { struct node *next; long value; };
+ *     struct node *n = dsu_malloc(sizeof *n);
+ *     if (!n) return -errno;
+ *     n->next = head; n->value = 1; head = n;   // head: a DSU_GLOBAL, under a lock
+ */
+void *dsu_malloc(size_t size);
+/* n * size zero bytes (NULL and ENOMEM if the product overflows). */
+void *dsu_calloc(size_t n, size_t size);
+/* NULL ptr: dsu_malloc; size 0: frees ptr and returns NULL; on failure the block is kept. */
+void *dsu_realloc(void *ptr, size_t size);
+/* NULL is ignored. */
+void dsu_free(void *ptr);
+
+/* The shared heap's counters (dsu_heap_stats). Block sizes include 16-byte headers. */
+struct dsu_heap_stats {
+	uint64_t base;		   /* the heap's address, the same in every version */
+	uint64_t size;		   /* bytes backed now */
+	uint64_t allocated_bytes;  /* bytes in allocated blocks */
+	uint64_t allocated_blocks; /* allocated blocks */
+	uint64_t free_bytes;	   /* bytes in free blocks */
+	uint64_t free_blocks;	   /* free blocks */
+	uint64_t largest_free;	   /* the largest free block: the most one call gets without growing */
+};
+
+/* Fills *out: 0, -EBADFD if no heap is attached, -EINVAL if out is NULL. */
+int dsu_heap_stats(struct dsu_heap_stats *out);
+
 #ifdef __cplusplus
 }
 #endif

@@ -20,6 +20,10 @@
 //! }
 //! ```
 
+mod heap;
+
+pub use heap::{DsuHeapStats, dsu_calloc, dsu_free, dsu_heap_stats, dsu_malloc, dsu_realloc};
+
 use dsu::{Error, GlobalDesc, Version};
 use std::cell::RefCell;
 use std::ffi::{CStr, c_char, c_int, c_uint};
