@@ -4,6 +4,7 @@
 //! ```text
 //! dsu-bench [--quick] [--json FILE] [--svg FILE] [--only LIST] [--label TEXT]
 //! dsu-bench --plot JSON SVG        render the pause plot of an earlier run
+//! dsu-bench heap [--quick]          the shared heap against glibc malloc and std's HashMap
 //! ```
 //!
 //! `--only` takes a comma-separated subset of `access,pause,touch,versions,variables,resolve`.
@@ -19,6 +20,7 @@
 mod access;
 mod baselines;
 mod figures;
+mod heap;
 mod raw;
 mod report;
 mod stats;
@@ -102,6 +104,23 @@ fn main() -> ExitCode {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("dsu-bench: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if args.first().map(String::as_str) == Some("heap") {
+        let quick = match &args[1..] {
+            [] => false,
+            [q] if q == "--quick" => true,
+            _ => {
+                eprintln!("usage: dsu-bench heap [--quick]");
+                return ExitCode::from(2);
+            }
+        };
+        return match heap::run(quick, &mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("dsu-bench heap: {e}");
                 ExitCode::FAILURE
             }
         };

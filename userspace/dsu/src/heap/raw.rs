@@ -44,11 +44,16 @@
 //!
 //! # Returning memory
 //!
-//! After a free whose merged block spans at least [`DISCARD_MIN`] bytes of whole pages,
-//! those pages are given back ([`HeapRegion::discard`]) and the block is marked `ZERO`:
-//! its whole pages past its first 32 bytes read as zero. Splitting keeps the mark on the
-//! free remainder (the range only shrinks), so a later discard skips what is already
-//! zero, and [`RawHeap::allocate_zeroed`] skips the `memset` of those pages.
+//! A free block may be marked `ZERO`: it then records (in the two words after its links)
+//! a page-aligned range of its payload that reads as zero (given back to the system, or
+//! never used). After a free, when a block holds at least [`DISCARD_MIN`] bytes of whole
+//! pages outside its zero range ("dirty"), those pages are given back
+//! ([`HeapRegion::discard`]) and the range grows to all its whole pages; below that
+//! threshold a freed block merges with a zero neighbour without a system call (the
+//! neighbour's range is kept), so small frees next to a large free span cost nothing and
+//! at most `DISCARD_MIN` bytes per free block stay resident. Splitting keeps the range on
+//! the free remainder (it only shrinks), and [`RawHeap::allocate_zeroed`] skips the
+//! `memset` of the pages it knows to be zero.
 
 use super::region::HeapRegion;
 use crate::sync::{Mutex, MutexGuard};
@@ -74,8 +79,9 @@ const FL_COUNT: usize = 41;
 /// Undo-log capacity: the longest operation (a reallocation that moves, or a free that
 /// merges with both neighbours) logs fewer than 40 words.
 const LOG_CAP: usize = 96;
-/// Freed spans of at least this many bytes of whole pages go back to the system.
-pub const DISCARD_MIN: usize = 64 << 10;
+/// A free block's whole pages go back to the system once at least this many bytes of
+/// them are not known to be zero already.
+pub const DISCARD_MIN: usize = 1 << 20;
 /// The first growth step, and the largest: growth doubles the managed size up to this.
 const GROW_MIN: u64 = 256 << 10;
 const GROW_MAX: u64 = 64 << 20;
@@ -84,8 +90,11 @@ const PAGE: u64 = 4096;
 /// Flags in the low bits of a block's size word.
 const FREE: u64 = 1;
 const PREV_FREE: u64 = 2;
-/// A free block whose whole pages from `b + 32` on read as zero (discarded or never used).
+/// A free block whose words at `b + 32` and `b + 40` hold a page-aligned range of its
+/// payload (region offsets) that reads as zero (discarded or never used).
 const ZERO: u64 = 4;
+/// A free block's header, links and zero range.
+const FREE_HDR: u64 = 48;
 const FLAGS: u64 = 15;
 
 /// The heap's header at the region's base. Every field but `magic`, `lock`, `log_len` and
@@ -103,8 +112,6 @@ struct Header {
     heads: [[u64; SL_COUNT]; FL_COUNT],
     allocated_bytes: u64,
     allocated_blocks: u64,
-    free_bytes: u64,
-    free_blocks: u64,
     log_len: u64,
     log: [[u64; 2]; LOG_CAP],
 }
@@ -227,13 +234,20 @@ fn mapping(size: u64) -> (usize, usize) {
     }
 }
 
-/// The zero range `[lo, hi)` (region offsets) a `ZERO` free block at `b` of `size`
-/// guarantees: its whole pages past its header and links.
+/// The whole pages of a free block at `b` of `size` past its header, links and zero
+/// range words: the most a zero range can cover (empty: `(0, 0)`).
 #[inline]
-fn zero_range(b: u64, size: u64) -> (u64, u64) {
-    let lo = (b + MIN_BLOCK).next_multiple_of(PAGE);
+fn interior(b: u64, size: u64) -> (u64, u64) {
+    let lo = (b + FREE_HDR).next_multiple_of(PAGE);
     let hi = (b + size) / PAGE * PAGE;
     if lo < hi { (lo, hi) } else { (0, 0) }
+}
+
+/// `r` clipped to `[lo, hi)` (empty: `(0, 0)`).
+#[inline]
+fn clip(r: (u64, u64), (lo, hi): (u64, u64)) -> (u64, u64) {
+    let (a, b) = (r.0.max(lo), r.1.min(hi));
+    if a < b { (a, b) } else { (0, 0) }
 }
 
 /// The block size serving `size` bytes.
@@ -323,8 +337,6 @@ impl RawHeap {
             (*h).heads = [[0; SL_COUNT]; FL_COUNT];
             (*h).allocated_bytes = 0;
             (*h).allocated_blocks = 0;
-            (*h).free_bytes = 0;
-            (*h).free_blocks = 0;
             (*h).log_len = 0;
         }
         self.set_word(FIRST_BLOCK, 0);
@@ -572,8 +584,8 @@ impl RawHeap {
         unsafe { NonNull::new_unchecked(self.base.add((b + HDR) as usize)) }
     }
 
-    /// The heap's counters (taken under the lock; `largest_free` looks at the largest
-    /// class only).
+    /// The heap's counters, taken under the lock (O(free blocks): it walks the free
+    /// lists for `free_blocks` and `largest_free`).
     ///
     /// ```
     /// # use dsu::heap::{MemfdRegion, RawHeap};
@@ -584,26 +596,36 @@ impl RawHeap {
     /// ```
     pub fn stats(&self) -> HeapStats {
         let l = self.lock();
-        let mut largest = 0;
+        let (mut largest, mut free_blocks) = (0, 0);
         let fl_map = self.word(FL_BITMAP);
-        if fl_map != 0 {
-            let fl = 63 - fl_map.leading_zeros() as usize;
+        for fl in 0..FL_COUNT {
+            if fl_map >> fl & 1 == 0 {
+                continue;
+            }
             let sl_map = self.word(sl_bitmap(fl));
-            let sl = 63 - sl_map.leading_zeros() as usize;
-            let mut b = self.word(head(fl, sl));
-            while b != 0 {
-                largest = largest.max(l.size_of(b));
-                b = self.word(b + 16);
+            for sl in 0..SL_COUNT {
+                if sl_map >> sl & 1 == 0 {
+                    continue;
+                }
+                let mut b = self.word(head(fl, sl));
+                while b != 0 {
+                    largest = largest.max(l.size_of(b));
+                    free_blocks += 1;
+                    b = self.word(b + 16);
+                }
             }
         }
+        let managed = self.word(MANAGED_END);
+        let allocated = self.word(ALLOCATED_BYTES);
         HeapStats {
             base: self.base as usize,
             size: self.region.size(),
-            managed: self.word(MANAGED_END) as usize,
-            allocated_bytes: self.word(ALLOCATED_BYTES) as usize,
+            managed: managed as usize,
+            allocated_bytes: allocated as usize,
             allocated_blocks: self.word(ALLOCATED_BLOCKS) as usize,
-            free_bytes: self.word(FREE_BYTES) as usize,
-            free_blocks: self.word(FREE_BLOCKS) as usize,
+            // The blocks tile [FIRST_BLOCK, managed - HDR).
+            free_bytes: (managed - HDR - FIRST_BLOCK - allocated) as usize,
+            free_blocks,
             largest_free: largest as usize,
         }
     }
@@ -665,6 +687,32 @@ pub(crate) fn test_mapping(size: u64) -> (usize, usize) {
 
 #[cfg(test)]
 impl RawHeap {
+    /// Reads every free block's zero range: all bytes must be zero (this faults the
+    /// discarded pages back in: for tests only).
+    pub(crate) fn check_zero_ranges(&self) -> Result<(), HeapCorruption> {
+        let _l = self.lock();
+        let end = self.word(MANAGED_END);
+        let mut b = FIRST_BLOCK;
+        while b + HDR < end {
+            let sw = self.word(b + 8);
+            if sw & (FREE | ZERO) == FREE | ZERO {
+                let (lo, hi) = (self.word(b + 32), self.word(b + 40));
+                // SAFETY: inside a free block of the managed span.
+                let bytes = unsafe {
+                    std::slice::from_raw_parts(self.base.add(lo as usize), (hi - lo) as usize)
+                };
+                if let Some(i) = bytes.iter().position(|&x| x != 0) {
+                    return Err(HeapCorruption {
+                        offset: lo + i as u64,
+                        what: format!("non-zero byte in the zero range of free block {b:#x}"),
+                    });
+                }
+            }
+            b += sw & !FLAGS;
+        }
+        Ok(())
+    }
+
     /// The undo log's length, read without the lock (after a kill, before recovery).
     pub(crate) fn pending_log_len(&self) -> u64 {
         self.word(LOG_LEN)
@@ -675,8 +723,6 @@ const MANAGED_END: u64 = offset_of!(Header, managed_end) as u64;
 const FL_BITMAP: u64 = offset_of!(Header, fl_bitmap) as u64;
 const ALLOCATED_BYTES: u64 = offset_of!(Header, allocated_bytes) as u64;
 const ALLOCATED_BLOCKS: u64 = offset_of!(Header, allocated_blocks) as u64;
-const FREE_BYTES: u64 = offset_of!(Header, free_bytes) as u64;
-const FREE_BLOCKS: u64 = offset_of!(Header, free_blocks) as u64;
 const LOG_LEN: u64 = offset_of!(Header, log_len) as u64;
 const LOG: u64 = offset_of!(Header, log) as u64;
 
@@ -782,35 +828,58 @@ impl Locked<'_> {
         }
     }
 
+    /// The zero range of free block `b` whose size word is `sw` (`(0, 0)` if none).
+    #[inline(always)]
+    fn zero_of(&self, b: u64, sw: u64) -> (u64, u64) {
+        if sw & ZERO != 0 {
+            (self.w(b + 32), self.w(b + 40))
+        } else {
+            (0, 0)
+        }
+    }
+
+    /// Records `range`, clipped to the block's interior, as free block `b`'s zero range;
+    /// returns the flag for its size word (0 if nothing is left of the range).
+    #[inline(always)]
+    fn set_zero(&self, b: u64, size: u64, range: (u64, u64)) -> u64 {
+        let (lo, hi) = clip(range, interior(b, size));
+        if lo == hi {
+            return 0;
+        }
+        self.set(b + 32, lo);
+        self.set(b + 40, hi);
+        ZERO
+    }
+
     /// Makes `[managed_end, new_end)` a free block (merged with a free last block) and
     /// moves the sentinel to the new end.
-    fn extend(&self, new_end: u64) -> Merged {
+    fn extend(&self, new_end: u64) {
         let end = self.w(MANAGED_END);
         let s = end - HDR;
         let (mut m, mut msize) = (s, new_end - end);
         // Pages past the managed end were never used (a rolled-back extension restored
-        // the few words it wrote to zero): the new block reads as zero, unless it merges
-        // with the free last block (whose tail and the old sentinel are not).
-        let mut zero = ZERO;
+        // the few words it wrote to zero): they read as zero. Merged with a free last
+        // block, the larger of the two ranges is kept (the old sentinel lies between).
+        let mut zero = (end.next_multiple_of(PAGE), new_end);
         if self.w(s + 8) & PREV_FREE != 0 {
-            zero = 0;
             let p = s - self.w(s);
-            let psize = self.size_of(p);
+            let psw = self.w(p + 8);
+            let psize = psw & !FLAGS;
+            let pz = self.zero_of(p, psw);
+            if pz.1 - pz.0 > zero.1.saturating_sub(zero.0) {
+                zero = pz;
+            }
             self.remove(p, psize);
             m = p;
             msize += psize;
         }
-        self.set(m + 8, msize | FREE | zero);
+        let flag = self.set_zero(m, msize, zero);
+        self.set(m + 8, msize | FREE | flag);
         let sentinel = new_end - HDR;
         self.set(sentinel, msize);
         self.set(sentinel + 8, PREV_FREE);
         self.set(MANAGED_END, new_end);
         self.insert(m, msize);
-        Merged {
-            block: m,
-            size: msize,
-            zero: [(0, 0); 2],
-        }
     }
 
     /// Grows the region so that a block of `need` bytes fits.
@@ -863,8 +932,6 @@ impl Locked<'_> {
         self.set(h, b);
         self.set(FL_BITMAP, self.w(FL_BITMAP) | 1 << fl);
         self.set(sl_bitmap(fl), self.w(sl_bitmap(fl)) | 1 << sl);
-        self.set(FREE_BYTES, self.w(FREE_BYTES) + size);
-        self.set(FREE_BLOCKS, self.w(FREE_BLOCKS) + 1);
     }
 
     /// Unlinks a free block from its class's list.
@@ -888,8 +955,6 @@ impl Locked<'_> {
                 }
             }
         }
-        self.set(FREE_BYTES, self.w(FREE_BYTES) - size);
-        self.set(FREE_BLOCKS, self.w(FREE_BLOCKS) - 1);
     }
 
     /// A free block of at least `size` bytes: the first of the first non-empty class whose
@@ -942,19 +1007,16 @@ impl Locked<'_> {
         };
         let sw = self.w(b + 8);
         let mut bsize = sw & !FLAGS;
+        let zero = self.zero_of(b, sw);
         self.remove(b, bsize);
-        let zero = if sw & ZERO != 0 {
-            zero_range(b, bsize)
-        } else {
-            (0, 0)
-        };
         let mut prev_free = sw & PREV_FREE;
         let base = self.heap.base as u64;
         if (base + b + HDR) % align != 0 {
             // Leave a free block in front so that the payload is aligned.
             let nb = (base + b + HDR + MIN_BLOCK).next_multiple_of(align) - base - HDR;
             let front = nb - b;
-            self.set(b + 8, front | FREE | (sw & ZERO));
+            let flag = self.set_zero(b, front, zero);
+            self.set(b + 8, front | FREE | flag);
             self.insert(b, front);
             self.set(nb, front);
             prev_free = PREV_FREE;
@@ -965,7 +1027,8 @@ impl Locked<'_> {
         if bsize - need >= MIN_BLOCK {
             let r = b + need;
             let rsize = bsize - need;
-            self.set(r + 8, rsize | FREE | (sw & ZERO));
+            let flag = self.set_zero(r, rsize, zero);
+            self.set(r + 8, rsize | FREE | flag);
             self.set(next, rsize);
             self.insert(r, rsize);
             bsize = need;
@@ -975,10 +1038,13 @@ impl Locked<'_> {
         self.set(b + 8, bsize | prev_free);
         self.set(ALLOCATED_BYTES, self.w(ALLOCATED_BYTES) + bsize);
         self.set(ALLOCATED_BLOCKS, self.w(ALLOCATED_BLOCKS) + 1);
-        Some((b, zero))
+        // The payload's part of the old zero range: the words written above (headers,
+        // links, ranges) all lie outside the payload.
+        Some((b, clip(zero, (b + HDR, b + bsize))))
     }
 
-    /// Frees block `b`, merging it with free neighbours.
+    /// Frees block `b`, merging it with free neighbours. The merged block keeps the
+    /// larger of its neighbours' zero ranges.
     fn free(&self, b: u64) -> Merged {
         let sw = self.w(b + 8);
         assert!(
@@ -997,29 +1063,34 @@ impl Locked<'_> {
         let nsw = self.w(next + 8);
         if nsw & FREE != 0 {
             let nsize = nsw & !FLAGS;
+            merged.zero[0] = self.zero_of(next, nsw);
             self.remove(next, nsize);
-            if nsw & ZERO != 0 {
-                merged.zero[0] = zero_range(next, nsize);
-            }
             merged.size += nsize;
         }
         if sw & PREV_FREE != 0 {
             let p = b - self.w(b);
             let psw = self.w(p + 8);
             let psize = psw & !FLAGS;
+            merged.zero[1] = self.zero_of(p, psw);
             self.remove(p, psize);
-            if psw & ZERO != 0 {
-                merged.zero[1] = zero_range(p, psize);
-            }
             merged.block = p;
             merged.size += psize;
         }
-        let after = merged.block + merged.size;
-        self.set(after, merged.size);
-        self.set(after + 8, self.w(after + 8) | PREV_FREE);
-        self.set(merged.block + 8, merged.size | FREE);
-        self.insert(merged.block, merged.size);
+        self.settle(merged);
         merged
+    }
+
+    /// Writes the header of a new free block (made of merged parts), its successor's
+    /// `prev_size` and `PREV_FREE`, its zero range (the larger known one), and lists it.
+    fn settle(&self, m: Merged) {
+        let [a, b] = m.zero;
+        let keep = if a.1 - a.0 >= b.1 - b.0 { a } else { b };
+        let after = m.block + m.size;
+        self.set(after, m.size);
+        self.set(after + 8, self.w(after + 8) | PREV_FREE);
+        let flag = self.set_zero(m.block, m.size, keep);
+        self.set(m.block + 8, m.size | FREE | flag);
+        self.insert(m.block, m.size);
     }
 
     /// Resizes `b` to `need` bytes without moving it: shrinking frees the tail, growing
@@ -1034,30 +1105,23 @@ impl Locked<'_> {
         let next = b + bsize;
         let nsw = self.w(next + 8);
         let nsize = if nsw & FREE != 0 { nsw & !FLAGS } else { 0 };
+        let nzero = self.zero_of(next, nsw);
         if need <= bsize {
             let tail = bsize - need;
             if tail == 0 || tail + nsize < MIN_BLOCK {
                 return Some(Merged::default());
             }
-            let mut merged = Merged {
-                block: b + need,
-                size: tail + nsize,
-                zero: [(0, 0); 2],
-            };
             if nsize != 0 {
                 self.remove(next, nsize);
-                if nsw & ZERO != 0 {
-                    merged.zero[0] = zero_range(next, nsize);
-                }
             }
-            let r = merged.block;
-            self.set(r + 8, merged.size | FREE);
-            let after = r + merged.size;
-            self.set(after, merged.size);
-            self.set(after + 8, self.w(after + 8) | PREV_FREE);
-            self.insert(r, merged.size);
             self.set(b + 8, need | (sw & PREV_FREE));
             self.set(ALLOCATED_BYTES, self.w(ALLOCATED_BYTES) - tail);
+            let merged = Merged {
+                block: b + need,
+                size: tail + nsize,
+                zero: [nzero, (0, 0)],
+            };
+            self.settle(merged);
             return Some(merged);
         }
         if bsize + nsize < need {
@@ -1069,7 +1133,8 @@ impl Locked<'_> {
         if total - need >= MIN_BLOCK {
             let r = b + need;
             let rsize = total - need;
-            self.set(r + 8, rsize | FREE | (nsw & ZERO));
+            let flag = self.set_zero(r, rsize, nzero);
+            self.set(r + 8, rsize | FREE | flag);
             self.set(b + total, rsize);
             self.insert(r, rsize);
             newsize = need;
@@ -1082,19 +1147,25 @@ impl Locked<'_> {
         Some(Merged::default())
     }
 
-    /// After the commit, gives the whole pages of a large free block back to the system
-    /// (skipping those already known to be zero) and marks it `ZERO`.
+    /// After the commit, if free block `m` holds at least [`DISCARD_MIN`] bytes of whole
+    /// pages not known to be zero, gives them back to the system (skipping the known-zero
+    /// ranges of the parts it was merged from) and records all its whole pages as its
+    /// zero range, in a second small operation.
     fn give_back(&self, m: Merged) {
-        let (lo, hi) = zero_range(m.block, m.size);
-        if hi - lo < DISCARD_MIN as u64 {
+        let (lo, hi) = interior(m.block, m.size);
+        if m.size == 0 || hi - lo < DISCARD_MIN as u64 {
             return;
         }
-        let mut known = m.zero;
+        let sw = self.w(m.block + 8);
+        let kept = self.zero_of(m.block, sw);
+        if (hi - lo) - (kept.1 - kept.0) < DISCARD_MIN as u64 {
+            return;
+        }
+        let mut known = [m.zero[0], m.zero[1], kept].map(|r| clip(r, (lo, hi)));
         known.sort_unstable();
         let mut cur = lo;
         for (zl, zh) in known {
-            let (zl, zh) = (zl.clamp(lo, hi), zh.clamp(lo, hi));
-            if zl >= zh {
+            if zl == zh {
                 continue;
             }
             if zl > cur && self.discard(cur, zl).is_err() {
@@ -1105,9 +1176,9 @@ impl Locked<'_> {
         if cur < hi && self.discard(cur, hi).is_err() {
             return;
         }
-        // One aligned store with the log empty: a death before it leaves the block
-        // unmarked, which is merely conservative.
-        self.heap.set_word(m.block + 8, self.w(m.block + 8) | ZERO);
+        let flag = self.set_zero(m.block, m.size, (lo, hi));
+        self.set(m.block + 8, sw | flag);
+        self.commit();
     }
 
     fn discard(&self, lo: u64, hi: u64) -> crate::Result<()> {
@@ -1173,6 +1244,13 @@ impl Locked<'_> {
             if sw & FREE != 0 {
                 if prev_free {
                     return bad(b, "two adjacent free blocks".into());
+                }
+                if sw & ZERO != 0 {
+                    let (lo, hi) = (self.w(b + 32), self.w(b + 40));
+                    let (ilo, ihi) = interior(b, s);
+                    if lo % PAGE != 0 || hi % PAGE != 0 || lo >= hi || lo < ilo || hi > ihi {
+                        return bad(b, format!("zero range {lo:#x}..{hi:#x} outside the block"));
+                    }
                 }
                 free.insert(b);
                 stats.free_bytes += s as usize;
@@ -1240,8 +1318,6 @@ impl Locked<'_> {
         let counted = [
             (ALLOCATED_BYTES, stats.allocated_bytes),
             (ALLOCATED_BLOCKS, stats.allocated_blocks),
-            (FREE_BYTES, stats.free_bytes),
-            (FREE_BLOCKS, stats.free_blocks),
         ];
         for (off, n) in counted {
             if self.w(off) != n as u64 {

@@ -118,7 +118,7 @@ fn randomised_against_model() {
     for i in 0..20_000u32 {
         let op = rng.below(10);
         if op < 5 || model.is_empty() {
-            let size = rng.size(300_000);
+            let size = rng.size(2_000_000);
             let align = 1 << rng.below(8);
             let zeroed = rng.below(4) == 0;
             let p = if zeroed {
@@ -145,7 +145,7 @@ fn randomised_against_model() {
                 // SAFETY: live block.
                 unsafe { heap.deallocate(p) };
             } else {
-                let new = rng.size(300_000);
+                let new = rng.size(2_000_000);
                 // SAFETY: live block, aligned to at least 1.
                 let q = unsafe { heap.reallocate(p, new, 1) }.unwrap();
                 assert!(
@@ -159,6 +159,9 @@ fn randomised_against_model() {
         if i % 100 == 0 {
             let s = heap.check().unwrap();
             assert_eq!(s.allocated_blocks, model.len());
+        }
+        if i % 2000 == 0 {
+            heap.check_zero_ranges().unwrap();
         }
     }
     let blocks = heap.allocations().unwrap();
@@ -268,6 +271,16 @@ struct Board {
     slots: [[AtomicU64; 3]; 256],
 }
 
+/// Mostly small and medium sizes (so that most of the time goes to heap calls, not to
+/// filling blocks), 1 % over 1 MiB (growth, and frees that give pages back).
+fn crash_size(rng: &mut Rng) -> usize {
+    if rng.below(100) == 0 {
+        (1 << 20) + rng.below(1 << 19) as usize
+    } else {
+        rng.size(100_000)
+    }
+}
+
 /// The child of a crash trial: random malloc/realloc/free forever, recording its blocks.
 fn crash_child(heap: &RawHeap, board: &Board, seed: u64) -> ! {
     let mut rng = Rng(seed | 1);
@@ -277,7 +290,7 @@ fn crash_child(heap: &RawHeap, board: &Board, seed: u64) -> ! {
         let p = ptr.load(Ordering::Relaxed) as usize;
         board.inflight.store(i as u64 + 1, Ordering::SeqCst);
         if p == 0 {
-            let n = rng.size(200_000);
+            let n = crash_size(&mut rng);
             let q = if rng.below(4) == 0 {
                 heap.allocate_zeroed(n, 16)
             } else {
@@ -290,7 +303,7 @@ fn crash_child(heap: &RawHeap, board: &Board, seed: u64) -> ! {
             pat.store(s as u64, Ordering::Relaxed);
             ptr.store(q.as_ptr() as u64, Ordering::SeqCst);
         } else if rng.below(3) == 0 {
-            let n = rng.size(200_000);
+            let n = crash_size(&mut rng);
             let s = pat.load(Ordering::Relaxed) as u8;
             // SAFETY: a live block of this heap.
             let q = unsafe { heap.reallocate(NonNull::new(p as *mut u8).unwrap(), n, 1) }
@@ -414,6 +427,9 @@ pub(crate) fn run_crash_trials(trials: u64) {
         );
         if settle_after_kill(heap, board) {
             mid += 1;
+        }
+        if trial % 50 == 0 {
+            heap.check_zero_ranges().unwrap();
         }
     }
     eprintln!("{trials} kills, {mid} inside a heap operation (undo log not empty)");
