@@ -182,6 +182,9 @@ impl BuildHasher for Fold {
     }
 }
 
+/// One row of the allocator table: nanoseconds per pair with an allocator.
+type Case<'a> = dyn Fn(&dyn Alloc) -> f64 + 'a;
+
 /// Runs the heap benchmarks and prints their tables (markdown).
 pub fn run(quick: bool, out: &mut dyn Write) -> io::Result<()> {
     let region = MemfdRegion::new(8 << 30)
@@ -205,7 +208,7 @@ pub fn run(quick: bool, out: &mut dyn Write) -> io::Result<()> {
     )?;
     writeln!(out, "| case | glibc malloc | dsu heap | ratio |")?;
     writeln!(out, "|---|---|---|---|")?;
-    let rows: [(&str, &dyn Fn(&dyn Alloc) -> f64); 3] = [
+    let rows: [(&str, &Case); 3] = [
         ("1 thread", &|a| pairs(a, &seq)),
         ("2 threads (per thread, wall)", &|a| {
             pairs_threads(a, &seq, 2)
