@@ -234,6 +234,15 @@ fn mapping(size: u64) -> (usize, usize) {
     }
 }
 
+/// The dirty bytes (whole pages not known to be zero) a free block must hold before they
+/// go back to the system: [`DISCARD_MIN`], or 1/64 of the managed span in a larger heap
+/// (so that a growing table's freed predecessors are not given back and faulted in again
+/// at every doubling; at most 1/64 of the heap per free block stays resident).
+#[inline]
+fn discard_threshold(managed: u64) -> u64 {
+    (DISCARD_MIN as u64).max(managed / 64)
+}
+
 /// The whole pages of a free block at `b` of `size` past its header, links and zero
 /// range words: the most a zero range can cover (empty: `(0, 0)`).
 #[inline]
@@ -1158,7 +1167,7 @@ impl Locked<'_> {
         }
         let sw = self.w(m.block + 8);
         let kept = self.zero_of(m.block, sw);
-        if (hi - lo) - (kept.1 - kept.0) < DISCARD_MIN as u64 {
+        if (hi - lo) - (kept.1 - kept.0) < discard_threshold(self.w(MANAGED_END)) {
             return;
         }
         let mut known = [m.zero[0], m.zero[1], kept].map(|r| clip(r, (lo, hi)));
