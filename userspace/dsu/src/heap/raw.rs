@@ -772,6 +772,20 @@ impl Locked<'_> {
         if old == v {
             return;
         }
+        self.log_and_store(off, old, v);
+    }
+
+    /// As [`set`](Self::set) for a word of a free block's payload that is no metadata
+    /// before this operation (past the block's header, links and zero range): its old
+    /// value does not matter, except inside a zero range, where it is 0. So 0 is logged
+    /// without reading the word (a cache miss, often a page never touched).
+    #[inline(always)]
+    fn set_fresh(&self, off: u64, v: u64) {
+        self.log_and_store(off, 0, v);
+    }
+
+    #[inline(always)]
+    fn log_and_store(&self, off: u64, old: u64, v: u64) {
         let n = self.w(LOG_LEN);
         assert!(
             (n as usize) < LOG_CAP,
@@ -851,12 +865,24 @@ impl Locked<'_> {
     /// returns the flag for its size word (0 if nothing is left of the range).
     #[inline(always)]
     fn set_zero(&self, b: u64, size: u64, range: (u64, u64)) -> u64 {
+        self.set_zero_as(b, size, range, false)
+    }
+
+    /// [`set_zero`](Self::set_zero), with [`set_fresh`](Self::set_fresh) stores if
+    /// `fresh` (a new block's words that were no metadata before).
+    #[inline(always)]
+    fn set_zero_as(&self, b: u64, size: u64, range: (u64, u64), fresh: bool) -> u64 {
         let (lo, hi) = clip(range, interior(b, size));
         if lo == hi {
             return 0;
         }
-        self.set(b + 32, lo);
-        self.set(b + 40, hi);
+        if fresh {
+            self.set_fresh(b + 32, lo);
+            self.set_fresh(b + 40, hi);
+        } else {
+            self.set(b + 32, lo);
+            self.set(b + 40, hi);
+        }
         ZERO
     }
 
@@ -930,11 +956,22 @@ impl Locked<'_> {
     /// Links a free block (size word already written) into its class's list.
     #[inline(always)]
     fn insert(&self, b: u64, size: u64) {
+        self.insert_as(b, size, false)
+    }
+
+    /// [`insert`](Self::insert), with fresh link stores if `fresh`.
+    #[inline(always)]
+    fn insert_as(&self, b: u64, size: u64, fresh: bool) {
         let (fl, sl) = mapping(size);
         let h = head(fl, sl);
         let first = self.w(h);
-        self.set(b + 16, first);
-        self.set(b + 24, 0);
+        if fresh {
+            self.set_fresh(b + 16, first);
+            self.set_fresh(b + 24, 0);
+        } else {
+            self.set(b + 16, first);
+            self.set(b + 24, 0);
+        }
         if first != 0 {
             self.set(first + 24, b);
         }
@@ -1018,6 +1055,7 @@ impl Locked<'_> {
         let mut bsize = sw & !FLAGS;
         let zero = self.zero_of(b, sw);
         self.remove(b, bsize);
+        let b0 = b;
         let mut prev_free = sw & PREV_FREE;
         let base = self.heap.base as u64;
         if (base + b + HDR) % align != 0 {
@@ -1036,10 +1074,17 @@ impl Locked<'_> {
         if bsize - need >= MIN_BLOCK {
             let r = b + need;
             let rsize = bsize - need;
-            let flag = self.set_zero(r, rsize, zero);
-            self.set(r + 8, rsize | FREE | flag);
+            // The remainder's words lie in the taken block's payload; past its header,
+            // links and zero range they were no metadata.
+            let fresh = r + 8 >= b0 + FREE_HDR;
+            let flag = self.set_zero_as(r, rsize, zero, fresh);
+            if fresh {
+                self.set_fresh(r + 8, rsize | FREE | flag);
+            } else {
+                self.set(r + 8, rsize | FREE | flag);
+            }
             self.set(next, rsize);
-            self.insert(r, rsize);
+            self.insert_as(r, rsize, fresh);
             bsize = need;
         } else {
             self.set(next + 8, self.w(next + 8) & !PREV_FREE);
