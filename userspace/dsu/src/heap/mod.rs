@@ -49,6 +49,8 @@ mod memfd;
 mod raw;
 #[allow(missing_docs, clippy::missing_safety_doc)]
 mod region;
+#[cfg(any(test, feature = "heap-testing"))]
+pub mod testing;
 #[cfg(test)]
 mod tests;
 

@@ -694,11 +694,11 @@ pub(crate) fn test_mapping(size: u64) -> (usize, usize) {
     mapping(size)
 }
 
-#[cfg(test)]
+#[cfg(any(test, feature = "heap-testing"))]
 impl RawHeap {
     /// Reads every free block's zero range: all bytes must be zero (this faults the
     /// discarded pages back in: for tests only).
-    pub(crate) fn check_zero_ranges(&self) -> Result<(), HeapCorruption> {
+    pub fn check_zero_ranges(&self) -> Result<(), HeapCorruption> {
         let _l = self.lock();
         let end = self.word(MANAGED_END);
         let mut b = FIRST_BLOCK;
@@ -723,7 +723,7 @@ impl RawHeap {
     }
 
     /// The undo log's length, read without the lock (after a kill, before recovery).
-    pub(crate) fn pending_log_len(&self) -> u64 {
+    pub fn pending_log_len(&self) -> u64 {
         self.word(LOG_LEN)
     }
 }
