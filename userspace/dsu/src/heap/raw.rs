@@ -337,6 +337,13 @@ impl RawHeap {
     /// leaves no magic, and the next opener formats again.
     fn format(&self) -> crate::Result<()> {
         let h = self.header_mut();
+        // A formatter killed inside its first extension leaves its log: undo it, so that
+        // the pages past the new managed end read as zero again (the extension claims so).
+        Locked {
+            heap: self,
+            _guard: None,
+        }
+        .rollback();
         // SAFETY: the header's pages are backed and nobody uses the heap before the magic.
         unsafe {
             (*h).header_size = size_of::<Header>() as u64;
@@ -826,6 +833,14 @@ impl Locked<'_> {
     /// has but the heap does not manage yet.
     #[cold]
     fn recover(&self) {
+        self.rollback();
+        self.reclaim();
+        self.commit();
+    }
+
+    /// Undoes the logged stores of an interrupted operation, newest first.
+    #[cold]
+    fn rollback(&self) {
         let n = (self.w(LOG_LEN) as usize).min(LOG_CAP);
         let reserve = self.heap.region.reserve() as u64;
         for i in (0..n as u64).rev() {
@@ -836,8 +851,6 @@ impl Locked<'_> {
                 self.heap.set_word(off, old);
             }
         }
-        self.commit();
-        self.reclaim();
         self.commit();
     }
 
@@ -933,7 +946,10 @@ impl Locked<'_> {
         };
         let end = self.w(MANAGED_END);
         let reserve = self.heap.region.reserve() as u64 & !(PAGE - 1);
-        let least = end.checked_add(need + HDR)?.next_multiple_of(PAGE);
+        if need >= reserve {
+            return None;
+        }
+        let least = (end + need + HDR).next_multiple_of(PAGE);
         if least > reserve {
             return None;
         }

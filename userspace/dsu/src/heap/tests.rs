@@ -116,6 +116,54 @@ fn randomised_against_model() {
     }
 }
 
+/// Absurd sizes fail cleanly (no overflow, the heap unchanged).
+#[test]
+fn huge_requests_fail() {
+    let (_, heap) = fresh_heap(64 << 20);
+    let p = heap.allocate(100, 8).unwrap();
+    for size in [usize::MAX, usize::MAX / 2, 1 << 62, 1 << 47, 65 << 20] {
+        assert!(heap.allocate(size, 8).is_none(), "{size}");
+        assert!(heap.allocate(size, 4096).is_none(), "{size}");
+        assert!(heap.allocate_zeroed(size, 8).is_none(), "{size}");
+        // SAFETY: a live block; on failure it is kept.
+        assert!(unsafe { heap.reallocate(p, size, 8) }.is_none(), "{size}");
+    }
+    let s = heap.check().unwrap();
+    assert_eq!(s.allocated_blocks, 1);
+}
+
+/// Reallocation in place: growing into a free next block and shrinking keep the address;
+/// the freed tail is reused.
+#[test]
+fn realloc_in_place() {
+    let (_, heap) = fresh_heap(64 << 20);
+    let a = heap.allocate(100, 16).unwrap();
+    let b = heap.allocate(1000, 16).unwrap();
+    let c = heap.allocate(100, 16).unwrap(); // keeps b's space from the tail
+    fill(a, 100, 3);
+    // SAFETY: live blocks.
+    unsafe { heap.deallocate(b) };
+    // SAFETY: live block.
+    let a2 = unsafe { heap.reallocate(a, 900, 16) }.unwrap();
+    assert_eq!(a2, a, "grew into the free next block");
+    assert!(intact(a.as_ptr() as usize, 100, 3));
+    heap.check().unwrap();
+    // SAFETY: live block.
+    let a3 = unsafe { heap.reallocate(a2, 50, 16) }.unwrap();
+    assert_eq!(a3, a, "shrank in place");
+    assert!(intact(a.as_ptr() as usize, 50, 3));
+    let s = heap.check().unwrap();
+    let d = heap.allocate(800, 16).unwrap();
+    assert!(
+        (d.as_ptr() as usize) < c.as_ptr() as usize,
+        "the freed tail is reused"
+    );
+    assert_eq!(
+        heap.check().unwrap().allocated_blocks,
+        s.allocated_blocks + 1
+    );
+}
+
 #[test]
 fn growth_and_limit() {
     let (region, heap) = fresh_heap(16 << 20);
