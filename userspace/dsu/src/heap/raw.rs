@@ -271,6 +271,9 @@ struct Locked<'h> {
     heap: &'h RawHeap,
     /// `None` while formatting (the opener holds the guard).
     _guard: Option<MutexGuard<'static, ()>>,
+    /// The undo log's length, as stored in the header: kept here too so that appending
+    /// never waits for a load of the length just stored.
+    log_len: core::cell::Cell<u64>,
 }
 
 impl RawHeap {
@@ -342,6 +345,7 @@ impl RawHeap {
         Locked {
             heap: self,
             _guard: None,
+            log_len: core::cell::Cell::new(0),
         }
         .rollback();
         // SAFETY: the header's pages are backed and nobody uses the heap before the magic.
@@ -360,6 +364,7 @@ impl RawHeap {
         let l = Locked {
             heap: self,
             _guard: None,
+            log_len: core::cell::Cell::new(0),
         };
         l.reclaim();
         l.commit();
@@ -439,6 +444,7 @@ impl RawHeap {
         let l = Locked {
             heap: self,
             _guard: Some(guard),
+            log_len: core::cell::Cell::new(self.word(LOG_LEN)),
         };
         if died || self.word(LOG_LEN) != 0 {
             l.recover();
@@ -793,7 +799,7 @@ impl Locked<'_> {
 
     #[inline(always)]
     fn log_and_store(&self, off: u64, old: u64, v: u64) {
-        let n = self.w(LOG_LEN);
+        let n = self.log_len.get();
         assert!(
             (n as usize) < LOG_CAP,
             "dsu heap: undo log overflow (a bug in dsu::heap)"
@@ -814,6 +820,7 @@ impl Locked<'_> {
             e.add(1).write_volatile(old);
             compiler_fence(Ordering::SeqCst);
             len.write_volatile(n + 1);
+            self.log_len.set(n + 1);
             compiler_fence(Ordering::SeqCst);
             word.write_volatile(v);
         }
@@ -826,6 +833,7 @@ impl Locked<'_> {
         let len = self.heap.base.wrapping_add(LOG_LEN as usize).cast::<u64>();
         // SAFETY: the header's log length; the lock is held.
         unsafe { len.write_volatile(0) };
+        self.log_len.set(0);
         compiler_fence(Ordering::SeqCst);
     }
 
