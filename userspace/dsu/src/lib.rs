@@ -95,7 +95,9 @@
 //! floats, arrays, `#[derive(Shared)]` structs of them) lives inside a [`sync::Mutex`].
 //! Every [`Shared`] type accepts any bit pattern, since another version may store any:
 //! `bool`, `char`, `AtomicBool` and enums are refused (use integers). Pointers of any kind
-//! are refused: they point into one version's private memory.
+//! are refused: they point into one version's private memory. Data that grows lives in the
+//! shared heap ([`heap`]: `heap::Vec`, `heap::HashMap`, ...), which every version maps at
+//! the same address; a global holds it inside a [`heap::Mutex`].
 //!
 //! # Linker sections
 //!

@@ -24,6 +24,13 @@ use core::sync::atomic;
 /// meaning does. Every [`FieldDesc`](crate::typedesc::FieldDesc) in `FIELDS` must hold
 /// null or `'static` NUL-terminated strings: `attach` reads them to describe the type.
 ///
+/// One exception, made in this crate: [`heap::Mutex`](crate::heap::Mutex) holds pointers
+/// into the shared heap (valid in every version) and not every bit pattern is a valid
+/// value; its bytes are only ever written by its own code, under its lock, in versions that
+/// agree on its fingerprint, a holder's death poisons it, and it sets
+/// [`OWNS_HEAP`](Shared::OWNS_HEAP) so that no migration snapshots it. A type holding one
+/// must set `OWNS_HEAP` too (the derive does).
+///
 /// ```
 /// use std::sync::atomic::AtomicU64;
 ///

@@ -24,6 +24,10 @@
 //! *poisoned* for good: [`Mutex::lock`] fails, and [`Mutex::reset`] replaces the
 //! contents (leaking the old ones, which is safe) to start again.
 //!
+//! A container owned by a process's private variable (not reachable from a global) is that
+//! process's alone; if the process dies, its blocks stay allocated (leaked, as with any
+//! shared memory), which is safe.
+//!
 //! # Before install, and across fork
 //!
 //! Allocating before a heap is installed fails ([`SharedHeap`] returns `AllocError`;
