@@ -93,6 +93,11 @@ const PREV_FREE: u64 = 2;
 /// A free block whose words at `b + 32` and `b + 40` hold a page-aligned range of its
 /// payload (region offsets) that reads as zero (discarded or never used).
 const ZERO: u64 = 4;
+/// A small block freed to its class's fast list: neither allocated nor merged.
+const FAST: u64 = 8;
+/// The largest block size kept on fast lists (exact classes of 16 bytes).
+const FAST_MAX: u64 = 256;
+const FAST_CLASSES: usize = (FAST_MAX / 16) as usize + 1;
 /// A free block's header, links and zero range.
 const FREE_HDR: u64 = 48;
 const FLAGS: u64 = 15;
@@ -112,6 +117,8 @@ struct Header {
     heads: [[u64; SL_COUNT]; FL_COUNT],
     allocated_bytes: u64,
     allocated_blocks: u64,
+    /// Heads of the fast lists, by block size / 16 (next links at `b + 16`).
+    fast: [u64; FAST_CLASSES],
     log_len: u64,
     log: [[u64; 2]; LOG_CAP],
 }
@@ -357,6 +364,7 @@ impl RawHeap {
             (*h).heads = [[0; SL_COUNT]; FL_COUNT];
             (*h).allocated_bytes = 0;
             (*h).allocated_blocks = 0;
+            (*h).fast = [0; FAST_CLASSES];
             (*h).log_len = 0;
         }
         self.set_word(FIRST_BLOCK, 0);
@@ -523,6 +531,10 @@ impl RawHeap {
     pub unsafe fn deallocate(&self, ptr: NonNull<u8>) {
         let b = self.block_of(ptr);
         let l = self.lock();
+        if l.free_fast(b) {
+            l.commit();
+            return;
+        }
         let merged = l.free(b);
         l.commit();
         l.give_back(merged);
@@ -607,7 +619,8 @@ impl RawHeap {
     }
 
     /// The heap's counters, taken under the lock (O(free blocks): it walks the free
-    /// lists for `free_blocks` and `largest_free`).
+    /// lists for `free_blocks` and `largest_free`). Small blocks waiting on fast lists
+    /// count as free.
     ///
     /// ```
     /// # use dsu::heap::{MemfdRegion, RawHeap};
@@ -637,6 +650,13 @@ impl RawHeap {
                 }
             }
         }
+        for class in 0..FAST_CLASSES as u64 {
+            let mut b = self.word(fast_head(class));
+            while b != 0 {
+                free_blocks += 1;
+                b = self.word(b + 16);
+            }
+        }
         let managed = self.word(MANAGED_END);
         let allocated = self.word(ALLOCATED_BYTES);
         HeapStats {
@@ -650,6 +670,24 @@ impl RawHeap {
             free_blocks,
             largest_free: largest as usize,
         }
+    }
+
+    /// Returns the small blocks waiting on fast lists to the segregated lists, merging
+    /// them with their free neighbours (and giving back the pages of large merged blocks),
+    /// as `malloc_trim` does. Allocation does it by itself before growing the region.
+    ///
+    /// ```
+    /// # use dsu::heap::{MemfdRegion, RawHeap};
+    /// let heap = RawHeap::open(MemfdRegion::new(64 << 20).unwrap().leak()).unwrap();
+    /// let p = heap.allocate(24, 8).unwrap();
+    /// // SAFETY: live block.
+    /// unsafe { heap.deallocate(p) };
+    /// heap.trim();
+    /// assert_eq!(heap.stats().free_blocks, 1);
+    /// ```
+    pub fn trim(&self) {
+        let l = self.lock();
+        l.consolidate();
     }
 
     /// Checks the whole heap under its lock (after recovering it if its last user died):
@@ -751,6 +789,11 @@ const LOG: u64 = offset_of!(Header, log) as u64;
 #[inline(always)]
 fn sl_bitmap(fl: usize) -> u64 {
     offset_of!(Header, sl_bitmap) as u64 + 8 * fl as u64
+}
+
+#[inline(always)]
+fn fast_head(class: u64) -> u64 {
+    offset_of!(Header, fast) as u64 + 8 * class
 }
 
 #[inline(always)]
@@ -1063,6 +1106,17 @@ impl Locked<'_> {
         }
         let need = block_size(size)?;
         let align = align.max(GRANULE) as u64;
+        if need <= FAST_MAX && align == GRANULE as u64 {
+            let h = fast_head(need / 16);
+            let b = self.w(h);
+            if b != 0 {
+                self.set(h, self.w(b + 16));
+                self.set(b + 8, self.w(b + 8) & !FAST);
+                self.set(ALLOCATED_BYTES, self.w(ALLOCATED_BYTES) + need);
+                self.set(ALLOCATED_BLOCKS, self.w(ALLOCATED_BLOCKS) + 1);
+                return Some((b, (0, 0)));
+            }
+        }
         let search = if align > GRANULE as u64 {
             need.checked_add(align + MIN_BLOCK)?
         } else {
@@ -1070,10 +1124,15 @@ impl Locked<'_> {
         };
         let mut b = match self.find(search) {
             Some(b) => b,
-            None => {
-                self.grow(search)?;
-                self.find(search)?
-            }
+            // Nothing is logged yet: the fast lists go back first, each block in an
+            // operation of its own, then the region grows if that was not enough.
+            None => match self.consolidate().then(|| self.find(search)).flatten() {
+                Some(b) => b,
+                None => {
+                    self.grow(search)?;
+                    self.find(search)?
+                }
+            },
         };
         let sw = self.w(b + 8);
         let mut bsize = sw & !FLAGS;
@@ -1121,12 +1180,62 @@ impl Locked<'_> {
         Some((b, clip(zero, (b + HDR, b + bsize))))
     }
 
+    /// Frees a small block onto its class's fast list (no merging: five logged words).
+    /// `false` for a larger block.
+    #[inline(always)]
+    fn free_fast(&self, b: u64) -> bool {
+        let sw = self.w(b + 8);
+        let bsize = sw & !FLAGS;
+        if bsize > FAST_MAX {
+            return false;
+        }
+        assert!(
+            sw & (FREE | FAST) == 0 && bsize >= MIN_BLOCK,
+            "dsu heap: free of a block that is not allocated (double free or a foreign pointer)"
+        );
+        let h = fast_head(bsize / 16);
+        self.set(b + 8, sw | FAST);
+        // The link lies in the payload of the block being freed: its old bytes are the
+        // caller's, whom an undo gives the block back to.
+        self.set_fresh(b + 16, self.w(h));
+        self.set(h, b);
+        self.set(ALLOCATED_BYTES, self.w(ALLOCATED_BYTES) - bsize);
+        self.set(ALLOCATED_BLOCKS, self.w(ALLOCATED_BLOCKS) - 1);
+        true
+    }
+
+    /// Returns every fast-list block to the segregated lists (merging), one logged
+    /// operation per block. Whether there were any. Called with the log empty.
+    #[cold]
+    fn consolidate(&self) -> bool {
+        let mut any = false;
+        for class in 2..FAST_CLASSES as u64 {
+            let h = fast_head(class);
+            loop {
+                let b = self.w(h);
+                if b == 0 {
+                    break;
+                }
+                any = true;
+                let sw = self.w(b + 8);
+                self.set(h, self.w(b + 16));
+                self.set(b + 8, sw & !FAST);
+                self.set(ALLOCATED_BYTES, self.w(ALLOCATED_BYTES) + (sw & !FLAGS));
+                self.set(ALLOCATED_BLOCKS, self.w(ALLOCATED_BLOCKS) + 1);
+                let merged = self.free(b);
+                self.commit();
+                self.give_back(merged);
+            }
+        }
+        any
+    }
+
     /// Frees block `b`, merging it with free neighbours. The merged block keeps the
     /// larger of its neighbours' zero ranges.
     fn free(&self, b: u64) -> Merged {
         let sw = self.w(b + 8);
         assert!(
-            sw & FREE == 0 && sw & !FLAGS >= MIN_BLOCK,
+            sw & (FREE | FAST) == 0 && sw & !FLAGS >= MIN_BLOCK,
             "dsu heap: free of a block that is not allocated (double free or a foreign pointer)"
         );
         let bsize = sw & !FLAGS;
@@ -1176,7 +1285,7 @@ impl Locked<'_> {
     fn resize_in_place(&self, b: u64, need: u64) -> Option<Merged> {
         let sw = self.w(b + 8);
         assert!(
-            sw & FREE == 0,
+            sw & (FREE | FAST) == 0,
             "dsu heap: realloc of a block that is not allocated"
         );
         let bsize = sw & !FLAGS;
@@ -1279,6 +1388,7 @@ impl Locked<'_> {
             );
         }
         let mut free = std::collections::HashSet::new();
+        let mut fast = std::collections::HashSet::new();
         let mut stats = HeapStats {
             base: self.heap.base as usize,
             size: size as usize,
@@ -1334,6 +1444,16 @@ impl Locked<'_> {
                 stats.free_bytes += s as usize;
                 stats.free_blocks += 1;
                 stats.largest_free = stats.largest_free.max(s as usize);
+            } else if sw & FAST != 0 {
+                if s > FAST_MAX || sw & ZERO != 0 {
+                    return bad(
+                        b,
+                        format!("fast-list block {sw:#x} too large or marked ZERO"),
+                    );
+                }
+                fast.insert(b);
+                stats.free_bytes += s as usize;
+                stats.free_blocks += 1;
             } else {
                 if sw & ZERO != 0 {
                     return bad(b, "allocated block marked ZERO".into());
@@ -1392,6 +1512,24 @@ impl Locked<'_> {
         }
         if let Some(&x) = free.iter().next() {
             return bad(x, "free block in no free list".into());
+        }
+        for class in 0..FAST_CLASSES as u64 {
+            let mut x = self.w(fast_head(class));
+            while x != 0 {
+                if !fast.remove(&x) || self.size_of(x) != class * 16 {
+                    return bad(
+                        x,
+                        format!(
+                            "in fast list {class} but not a fast block of {} bytes (or listed twice)",
+                            class * 16
+                        ),
+                    );
+                }
+                x = self.w(x + 16);
+            }
+        }
+        if let Some(&x) = fast.iter().next() {
+            return bad(x, "fast block in no fast list".into());
         }
         let counted = [
             (ALLOCATED_BYTES, stats.allocated_bytes),

@@ -46,6 +46,9 @@ fn allocate_free_alignments_and_sizes() {
     }
     let s = heap.check().unwrap();
     assert_eq!(s.allocated_blocks, 0);
+    assert!(s.free_blocks > 1, "small blocks wait on fast lists");
+    heap.trim();
+    let s = heap.check().unwrap();
     assert_eq!(s.free_blocks, 1, "everything merged back into one block");
     assert!(
         heap.allocate(8, 3).is_none(),
