@@ -119,6 +119,29 @@ fn randomised_against_model() {
     }
 }
 
+/// Small freed blocks wait on fast lists, and go back to the segregated lists (merged)
+/// when an allocation would otherwise need more than the region can give.
+#[test]
+fn fast_lists_are_consolidated_before_growth_fails() {
+    let (region, heap) = fresh_heap(16 << 20);
+    let mut small = Vec::new();
+    while heap.stats().size < 12 << 20 {
+        small.push(heap.allocate(40, 8).unwrap());
+    }
+    for p in small {
+        // SAFETY: live blocks.
+        unsafe { heap.deallocate(p) };
+    }
+    let s = heap.check().unwrap();
+    assert_eq!(s.allocated_blocks, 0);
+    assert!(s.free_blocks > 1000, "on the fast lists: {}", s.free_blocks);
+    let big = heap.allocate(14 << 20, 8).expect("the fast lists were merged back");
+    assert!(region.size() <= 16 << 20);
+    heap.check().unwrap();
+    // SAFETY: live block.
+    unsafe { heap.deallocate(big) };
+}
+
 /// Absurd sizes fail cleanly (no overflow, the heap unchanged).
 #[test]
 fn huge_requests_fail() {
