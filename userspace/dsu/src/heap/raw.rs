@@ -22,6 +22,11 @@
 //! heap), it keeps pointers to its own control block (not shared between processes), and it
 //! has no notion of a region another process grows.
 //!
+//! Freed blocks of at most 256 bytes wait unmerged on *fast lists* of their exact size (as
+//! glibc's fastbins), so that the common small free and reuse log a handful of words
+//! instead of a split or a merge; they return to the segregated lists before the region
+//! grows, and in [`RawHeap::trim`].
+//!
 //! # Crash consistency
 //!
 //! Every operation runs under one robust process-shared lock
