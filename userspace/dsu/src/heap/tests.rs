@@ -135,7 +135,9 @@ fn fast_lists_are_consolidated_before_growth_fails() {
     let s = heap.check().unwrap();
     assert_eq!(s.allocated_blocks, 0);
     assert!(s.free_blocks > 1000, "on the fast lists: {}", s.free_blocks);
-    let big = heap.allocate(14 << 20, 8).expect("the fast lists were merged back");
+    let big = heap
+        .allocate(14 << 20, 8)
+        .expect("the fast lists were merged back");
     assert!(region.size() <= 16 << 20);
     heap.check().unwrap();
     // SAFETY: live block.
