@@ -301,6 +301,22 @@ fn crash_consistency_under_sigkill() {
     assert_eq!(heap.check().unwrap().allocated_blocks, 0);
 }
 
+/// The long run of the crash trials (`DSU_HEAP_CRASH_TRIALS`, default 10 000):
+/// `cargo test -p dsu --lib heap::tests::crash_consistency_long -- --ignored`.
+#[test]
+#[ignore = "long: run on demand"]
+fn crash_consistency_long() {
+    let trials = std::env::var("DSU_HEAP_CRASH_TRIALS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let (_, heap) = fresh_heap(4 << 30);
+    let heap: &'static RawHeap = std::boxed::Box::leak(std::boxed::Box::new(heap));
+    let mid = testing::crash_trials(heap, trials);
+    eprintln!("{trials} kills, {mid} inside a heap operation (undo log not empty)");
+    assert_eq!(heap.check().unwrap().allocated_blocks, 0);
+}
+
 /// 4 processes x 4 threads doing malloc/free of mixed sizes, checked byte-exact.
 #[test]
 fn stress_4_processes_4_threads() {
