@@ -57,6 +57,8 @@ use core::ptr;
 use core::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering, compiler_fence, fence};
 use std::time::Duration;
 
+mod keeper;
+
 /// `FUTEX_WAITERS`: set in the lock word when a thread may be sleeping on it.
 const WAITERS: u32 = 1 << 31;
 /// `FUTEX_OWNER_DIED`: set by the kernel when the owner exited holding the lock.
@@ -75,9 +77,16 @@ const NO_FUTEX_POLL_MIN: Duration = Duration::from_micros(200);
 const NO_FUTEX_POLL_MAX: Duration = Duration::from_millis(8);
 /// The list node's area in the header: bytes `NODE_AREA_START..NODE_AREA_END` from the
 /// lock word. The node (`next`) lies at `word - futex_offset` and its `prev` in the 8
-/// bytes below it: glibc's -32 puts them at 24..40, musl's -28 at 20..36.
+/// bytes below it: glibc's -32 puts them at 24..40, musl's -28 at 20..36. Bytes
+/// `NODE_AREA_START..LINKS_START` hold [`MARK`].
 const NODE_AREA_START: usize = 8;
+const LINKS_START: usize = 16;
 const NODE_AREA_END: usize = 40;
+/// Stored by every holder in the first slot of the node area (bytes 8..16 from the word):
+/// tells a dsu lock apart from libc's robust mutexes on the same list, at thread exit.
+/// Its low 32 bits have bit 31 set, which glibc's `__owner` at the same place (a thread id
+/// or `PTHREAD_MUTEX_INCONSISTENT`) never has.
+const MARK: usize = 0x4453_552d_d5d5_0001_u64 as usize;
 /// The kernel's `ROBUST_LIST_LIMIT`: it walks no further, nor do we.
 const ROBUST_LIST_LIMIT: usize = 2048;
 
@@ -302,6 +311,10 @@ struct ThreadState {
     generation: Cell<u32>,
     /// [`process_token`], cached with the rest.
     token: Cell<u64>,
+    /// Tests only: the thread stands for a thread of another process, whose death the
+    /// kernel reports; its exit hands nothing to the keeper.
+    #[cfg(test)]
+    no_handoff: Cell<bool>,
 }
 
 std::thread_local! {
@@ -314,6 +327,8 @@ std::thread_local! {
             exiting: Cell::new(false),
             generation: Cell::new(0),
             token: Cell::new(0),
+            #[cfg(test)]
+            no_handoff: Cell::new(false),
         }
     };
     /// Registered at a thread's first lock; its destructor runs when the thread exits.
@@ -333,16 +348,29 @@ std::thread_local! {
 /// `Box::leak`): counted per process, so that `attach` sees them once their thread is gone.
 static LEFT_BY_EXITED: AtomicUsize = AtomicUsize::new(0);
 
-/// Counts the guards of an exiting thread into [`LEFT_BY_EXITED`]. Per-thread counts keep
-/// `lock`/`unlock` free of shared counters; only an exit with guards held touches one.
+/// Counts the guards of an exiting thread into [`LEFT_BY_EXITED`] and hands the locks it
+/// still holds to the [keeper](keeper). Per-thread counts keep `lock`/`unlock` free of
+/// shared counters; only an exit with guards held touches one.
+///
+/// Thread-local destructors run before the thread's `exit` system call, and so before the
+/// kernel walks its robust list: the locks leave the list first.
 struct ExitHook;
 
 impl Drop for ExitHook {
     fn drop(&mut self) {
-        STATE.with(|s| {
+        let held = STATE.with(|s| {
             s.exiting.set(true);
-            LEFT_BY_EXITED.fetch_add(s.held.replace(0), Ordering::SeqCst);
+            let held = s.held.replace(0);
+            LEFT_BY_EXITED.fetch_add(held, Ordering::SeqCst);
+            #[cfg(test)]
+            if s.no_handoff.get() {
+                return 0;
+            }
+            held
         });
+        if held > 0 {
+            keeper::hand_over_all(robust());
+        }
     }
 }
 
@@ -385,6 +413,7 @@ extern "C" fn after_fork_in_child() {
     // child is another process: it draws its own token.
     PROCESS_TOKEN.store(0, Ordering::Relaxed);
     LEFT_BY_EXITED.store(0, Ordering::Relaxed);
+    keeper::after_fork_in_child();
     STATE.with(|s| {
         s.tid.set(0);
         s.head.set(ptr::null_mut());
@@ -474,11 +503,11 @@ fn init_thread(s: &ThreadState) {
     let futex_offset = unsafe { ptr::addr_of!((*head).futex_offset).read_volatile() };
     let node_offset = futex_offset.unsigned_abs();
     assert!(
-        futex_offset < 0 && node_offset >= NODE_AREA_START + 8 && node_offset + 8 <= NODE_AREA_END,
+        futex_offset < 0 && node_offset >= LINKS_START + 8 && node_offset + 8 <= NODE_AREA_END,
         "dsu::sync::Mutex: this libc's robust list uses futex_offset {futex_offset}, which \
          the lock header cannot hold (supported: -{} to -{})",
         NODE_AREA_END - 8,
-        NODE_AREA_START + 8
+        LINKS_START + 8
     );
     s.head.set(head);
     s.node_offset.set(node_offset);
@@ -717,17 +746,25 @@ impl<T> Mutex<T> {
     fn taken(&'static self, r: Robust, node: usize) -> MutexGuard<'static, T> {
         self.holder.store(r.tid, Ordering::Relaxed);
         self.process.store(r.token, Ordering::Relaxed);
+        // SAFETY: the holder's slot of the node area (below the links, see `LINKS_START`).
+        unsafe { self.node.get().cast::<usize>().write_volatile(MARK) };
         // SAFETY: this thread holds the 'static lock; its node is not linked (only a
         // holder links it, and unlinks it before releasing).
         unsafe { r.link(node) };
         r.pending(0);
-        STATE.with(|s| {
+        let exiting = STATE.with(|s| {
             if s.exiting.get() {
                 LEFT_BY_EXITED.fetch_add(1, Ordering::SeqCst);
             } else {
                 s.held.set(s.held.get() + 1);
             }
+            s.exiting.get()
         });
+        if exiting {
+            // Locked by a thread-local destructor that ran after the exit hook: the
+            // keeper holds it from now on, in case this guard is leaked too.
+            keeper::hand_over(r, node);
+        }
         MutexGuard {
             lock: self,
             generation: r.generation,
@@ -971,26 +1008,51 @@ impl<T> Drop for MutexGuard<'_, T> {
             return;
         }
         let node = self.lock.node(r);
-        // As glibc: announce, unlink, release, and only then clear the announcement, so
-        // that a death at any point leaves the lock released or marked.
-        r.pending(node);
+        if STATE.with(|s| s.exiting.get()) {
+            return self.drop_while_exiting(r, node);
+        }
         // SAFETY: the guard's lock is held by this thread, so its node is linked here.
+        unsafe { self.lock.release(r, node) };
+        STATE.with(|s| s.held.set(s.held.get() - 1));
+    }
+}
+
+impl<T> MutexGuard<'_, T> {
+    /// Dropped by a thread-local destructor after the exit hook: the lock is the keeper's
+    /// (the hook, or `taken`, handed it over), and the keeper releases it.
+    #[cold]
+    fn drop_while_exiting(&mut self, r: Robust, node: usize) {
+        if self.lock.word.load(Ordering::Relaxed) & TID_MASK == r.tid && r.holds(node) {
+            // Not handed over (tests' `no_handoff` threads).
+            // SAFETY: linked in this thread's list, as just checked.
+            unsafe { self.lock.release(r, node) };
+        } else {
+            keeper::release(node);
+        }
+        LEFT_BY_EXITED.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+impl<T> Mutex<T> {
+    /// Unlocks for the holder `r`. As glibc: announce, unlink, release, and only then
+    /// clear the announcement, so that a death at any point leaves the lock released or
+    /// marked.
+    ///
+    /// # Safety
+    /// `node` is this lock's node, linked in `r`'s list (`r` is the calling thread's).
+    #[inline]
+    unsafe fn release(&self, r: Robust, node: usize) {
+        r.pending(node);
+        // SAFETY: the caller's contract.
         unsafe { r.unlink(node) };
         compiler_fence(Ordering::SeqCst);
         // A holder killed before storing its token leaves 0 here, not a stale token.
-        self.lock.process.store(0, Ordering::Relaxed);
-        let prev = self.lock.word.swap(0, Ordering::Release);
+        self.process.store(0, Ordering::Relaxed);
+        let prev = self.word.swap(0, Ordering::Release);
         if prev & WAITERS != 0 {
-            futex_wake(&self.lock.word, 1);
+            futex_wake(&self.word, 1);
         }
         r.pending(0);
-        STATE.with(|s| {
-            if s.exiting.get() {
-                LEFT_BY_EXITED.fetch_sub(1, Ordering::SeqCst);
-            } else {
-                s.held.set(s.held.get() - 1);
-            }
-        });
     }
 }
 
@@ -1011,10 +1073,30 @@ mod tests {
     }
 
     /// Marks the lock, held by the calling thread, as held by a thread of another process
-    /// (another token), so that its death lets this process take it over.
+    /// (another token, and the thread's exit hands nothing to the keeper), so that its
+    /// death lets this process take it over.
     fn as_if_held_by_another_process<T>(m: &Mutex<T>) {
         m.process
             .store(robust().token.wrapping_add(1), Ordering::Relaxed);
+        STATE.with(|s| s.no_handoff.set(true));
+    }
+
+    /// Runs the test `name` alone (one test thread) in a fresh copy of the test binary
+    /// with `env` set, for tests that fork; true when called from that copy.
+    fn in_fresh_process(name: &str, env: &str) -> bool {
+        if std::env::var_os(env).is_some() {
+            return true;
+        }
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", name, "--test-threads=1", "--nocapture"])
+            .env(env, "1")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stdout}\n{stderr}");
+        assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
+        false
     }
 
     #[test]
@@ -1068,19 +1150,24 @@ mod tests {
 
     /// A thread of this process that exits holding the lock may have leaked its guard, whose
     /// `&mut T` lives on: the lock stays held (no takeover, no second `&mut T`) while the
-    /// process lives. Another process may take it over once the kernel marked it.
+    /// process lives, by the keeper thread: the kernel does not mark it dead.
     #[test]
     fn leaked_guard_of_exited_thread_keeps_the_lock() {
         let m = leak(0u32);
-        let leaked = std::thread::spawn(move || {
+        let (leaked, leaker) = std::thread::spawn(move || {
             let guard: &'static mut MutexGuard<'static, u32> =
                 Box::leak(Box::new(m.lock().unwrap()));
             let r: &'static mut u32 = guard;
-            r as *mut u32 as usize
+            (r as *mut u32 as usize, gettid())
         })
         .join()
         .unwrap();
-        assert_eq!(m.word.load(Ordering::Relaxed) & OWNER_DIED, OWNER_DIED);
+        let word = m.word.load(Ordering::Relaxed);
+        assert_eq!(word & OWNER_DIED, 0, "marked dead: {word:#x}");
+        let keeper = m.owner().expect("held");
+        assert_ne!(keeper, leaker, "still the exited thread's");
+        assert!(keeper::started());
+        assert_eq!(m.holder.load(Ordering::Relaxed), keeper);
         assert!(m.try_lock().is_none(), "taken over under a leaked guard");
         let (tx, rx) = std::sync::mpsc::channel();
         std::thread::spawn(move || {
@@ -1094,11 +1181,184 @@ mod tests {
         );
         // SAFETY: the leaked guard's data; the lock is still held for it.
         assert_eq!(unsafe { *(leaked as *const u32) }, 0);
-        // Had the dead holder been another process's thread, the waiter takes it over.
-        m.process
-            .store(robust().token.wrapping_add(1), Ordering::Relaxed);
-        let r = rx.recv_timeout(Duration::from_secs(10)).expect("woken");
-        assert!(r.is_err(), "taken over with OwnerDied");
+        // Should the kernel mark it anyway (a thread that skipped its destructors), the
+        // process token still refuses the takeover.
+        m.word.store(OWNER_DIED, Ordering::Relaxed);
+        assert!(m.try_lock().is_none(), "taken over under a leaked guard");
+    }
+
+    /// Several threads exiting at once with leaked guards (and one that leaks two): each
+    /// lock ends up held by the keeper, none marked dead.
+    #[test]
+    fn concurrent_exits_hand_every_lock_to_the_keeper() {
+        let locks: Vec<&'static Mutex<u32>> = (0..9).map(|_| leak(0)).collect();
+        let threads: Vec<_> = locks
+            .chunks(3)
+            .map(|chunk| {
+                let chunk = chunk.to_vec();
+                std::thread::spawn(move || {
+                    let guards: Vec<_> = chunk.iter().map(|m| m.lock().unwrap()).collect();
+                    // Leaves one in the middle of the list released.
+                    let mut guards = guards.into_iter();
+                    let (a, b, c) = (guards.next(), guards.next(), guards.next());
+                    drop(b);
+                    std::mem::forget((a, c));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+        let keeper = locks[0].owner().expect("held");
+        for (i, m) in locks.iter().enumerate() {
+            if i % 3 == 1 {
+                assert!(m.try_lock().is_some_and(|r| r.is_ok()), "lock {i} released");
+            } else {
+                assert_eq!(
+                    m.word.load(Ordering::Relaxed) & !WAITERS,
+                    keeper,
+                    "lock {i}"
+                );
+            }
+        }
+    }
+
+    /// The exit hook moves only dsu locks: a robust pthread mutex on the same list stays
+    /// there, and the kernel reports its owner's death.
+    #[test]
+    fn hand_over_leaves_libc_robust_mutexes() {
+        let p: &'static mut libc::pthread_mutex_t =
+            Box::leak(Box::new(libc::PTHREAD_MUTEX_INITIALIZER));
+        // SAFETY: initialises a leaked pthread mutex as robust.
+        unsafe {
+            let mut attr: libc::pthread_mutexattr_t = std::mem::zeroed();
+            libc::pthread_mutexattr_init(&mut attr);
+            libc::pthread_mutexattr_setrobust(&mut attr, libc::PTHREAD_MUTEX_ROBUST);
+            libc::pthread_mutex_init(p, &attr);
+        }
+        let p = p as *mut libc::pthread_mutex_t as usize;
+        let (a, b) = (leak(1), leak(2));
+        std::thread::spawn(move || {
+            let ga = a.lock().unwrap();
+            // SAFETY: a valid robust mutex.
+            assert_eq!(unsafe { libc::pthread_mutex_lock(p as *mut _) }, 0);
+            let gb = b.lock().unwrap();
+            std::mem::forget((ga, gb));
+        })
+        .join()
+        .unwrap();
+        // SAFETY: a valid robust mutex whose owner died.
+        let locked = unsafe { libc::pthread_mutex_lock(p as *mut libc::pthread_mutex_t) };
+        assert_eq!(locked, libc::EOWNERDEAD);
+        assert!(a.try_lock().is_none() && b.try_lock().is_none());
+        assert!(a.owner().is_some(), "held by the keeper, not marked dead");
+        assert_eq!(a.owner(), b.owner());
+    }
+
+    /// A guard that a thread-local destructor drops after the exit hook handed its lock to
+    /// the keeper is released by the keeper (the thread's own list no longer has it).
+    #[test]
+    fn guard_dropped_after_the_hand_over_releases_the_lock() {
+        std::thread_local!(static LATE: Cell<Option<MutexGuard<'static, u32>>> = const { Cell::new(None) });
+        let (m, other) = (leak(0u32), leak(0u32));
+        let (_, before) = guards_held();
+        std::thread::spawn(move || {
+            // Registered before dsu's hook (the first lock registers it), so run after it.
+            LATE.with(|l| l.set(None));
+            let keep_list_busy = other.lock().unwrap();
+            LATE.with(|l| l.set(Some(m.lock().unwrap())));
+            std::mem::forget(keep_list_busy);
+        })
+        .join()
+        .unwrap();
+        let mut g = m.try_lock().expect("released").expect("not marked dead");
+        *g += 1;
+        drop(g);
+        assert!(other.try_lock().is_none(), "the leaked one stays held");
+        // `other`'s guard counts; `m`'s was counted and then released.
+        let (_, left) = guards_held();
+        assert!(left > before, "{left} > {before}");
+    }
+
+    /// A process whose thread exited with a leaked guard keeps the lock from other
+    /// processes while it lives (another process's `try_lock` gives `None`); once it is
+    /// killed, the other process takes the lock over (`OwnerDied`) with the data the
+    /// leaked guard wrote. The lock lies on a `MAP_SHARED` page shared across `fork`.
+    #[test]
+    fn leaked_guard_holds_the_lock_against_other_processes_until_exit() {
+        if in_fresh_process(
+            "sync::tests::leaked_guard_holds_the_lock_against_other_processes_until_exit",
+            "DSU_SYNC_TEST_CROSS_PROCESS",
+        ) {
+            leaked_guard_across_processes();
+        }
+    }
+
+    fn leaked_guard_across_processes() {
+        // SAFETY: a fresh shared anonymous page, never unmapped: the lock is 'static.
+        let m: &'static Mutex<u32> = unsafe {
+            let p = libc::mmap(
+                ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            );
+            assert_ne!(p, libc::MAP_FAILED);
+            let p = p.cast::<Mutex<u32>>();
+            p.write(Mutex::new(0));
+            &*p
+        };
+        let mut fds = [0; 2];
+        // SAFETY: a pipe into a valid array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the test process runs this test alone; the child spawns a thread, then
+        // only writes and sleeps until killed.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            std::thread::spawn(move || {
+                let mut g = m.lock().unwrap();
+                *g = 1;
+                std::mem::forget(g);
+            })
+            .join()
+            .unwrap();
+            // SAFETY: writes one byte to our pipe, then sleeps until killed.
+            unsafe {
+                libc::write(fds[1], b"x".as_ptr().cast(), 1);
+                loop {
+                    libc::pause();
+                }
+            }
+        }
+        let mut byte = 0u8;
+        // SAFETY: reads one byte from our pipe.
+        let n = unsafe { libc::read(fds[0], (&mut byte as *mut u8).cast(), 1) };
+        let mut taken_over_while_alive = false;
+        if n == 1 {
+            for _ in 0..5 {
+                if let Some(r) = m.try_lock() {
+                    taken_over_while_alive = true;
+                    std::mem::forget(r);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        }
+        // SAFETY: kills and reaps our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGKILL);
+            libc::waitpid(pid, ptr::null_mut(), 0);
+        }
+        assert_eq!(n, 1, "the child died before its thread exited");
+        assert!(
+            !taken_over_while_alive,
+            "taken over while the process holding a leaked guard lives"
+        );
+        let died = m.lock().err().expect("taken over once its process is gone");
+        assert_eq!(*died.into_inner(), 1);
     }
 
     /// The look at the token and the CAS are not atomic: a takeover that finds the lock
@@ -1158,6 +1418,9 @@ mod tests {
         assert!(left > before, "{left} > {before}");
         // Counted in LEFT_BY_EXITED, not in the exiting thread's own count.
         assert_eq!(*SEEN.lock().unwrap(), Some((true, 0)));
+        // Handed to the keeper at once: not marked dead at the thread's exit.
+        assert_eq!(m.word.load(Ordering::Relaxed) & OWNER_DIED, 0);
+        assert!(m.try_lock().is_none());
     }
 
     /// A waiter sleeping on the lock is woken when the holder exits.
@@ -1282,25 +1545,12 @@ mod tests {
     /// test binary, with one test thread.
     #[test]
     fn guard_inherited_through_fork_is_inert() {
-        const ENV: &str = "DSU_SYNC_TEST_FORK_CHILD";
-        if std::env::var_os(ENV).is_some() {
+        if in_fresh_process(
+            "sync::tests::guard_inherited_through_fork_is_inert",
+            "DSU_SYNC_TEST_FORK_CHILD",
+        ) {
             inherited_guard_in_fork_child();
-            return;
         }
-        let out = std::process::Command::new(std::env::current_exe().unwrap())
-            .args([
-                "--exact",
-                "sync::tests::guard_inherited_through_fork_is_inert",
-                "--test-threads=1",
-                "--nocapture",
-            ])
-            .env(ENV, "1")
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert!(out.status.success(), "{stdout}\n{stderr}");
-        assert!(stdout.contains("1 passed"), "{stdout}\n{stderr}");
     }
 
     fn inherited_guard_in_fork_child() {
@@ -1357,7 +1607,7 @@ mod tests {
         assert_eq!(std::mem::offset_of!(Mutex<u8>, data), NODE_AREA_END + 8);
         assert_eq!(std::mem::offset_of!(Mutex<u8>, node), NODE_AREA_START);
         let r = robust();
-        assert!(r.node_offset >= NODE_AREA_START + 8 && r.node_offset + 8 <= NODE_AREA_END);
+        assert!(r.node_offset >= LINKS_START + 8 && r.node_offset + 8 <= NODE_AREA_END);
     }
 
     #[test]
