@@ -293,6 +293,8 @@ struct Robust {
     generation: u32,
     /// This process's token ([`process_token`]).
     token: u64,
+    /// The thread is exiting ([`ThreadState::exiting`]).
+    exiting: bool,
 }
 
 /// What each thread remembers; const-initialised and without destructor, so it lives in
@@ -451,6 +453,7 @@ fn robust() -> Robust {
             tid: s.tid.get(),
             generation: s.generation.get(),
             token: s.token.get(),
+            exiting: s.exiting.get(),
         }
     })
 }
@@ -722,7 +725,7 @@ impl<T> Mutex<T> {
     /// static M: dsu::sync::Mutex<u64> = dsu::sync::Mutex::new(1);
     /// *M.lock().unwrap() += 1;
     /// ```
-    #[inline]
+    #[inline(always)]
     pub fn lock(&'static self) -> LockResult<MutexGuard<'static, T>> {
         let r = robust();
         let node = self.node(r);
@@ -742,7 +745,7 @@ impl<T> Mutex<T> {
 
     /// The lock was just taken (the word holds `r.tid`): records the holder, links the
     /// node, clears the pending operation and counts the guard.
-    #[inline]
+    #[inline(always)]
     fn taken(&'static self, r: Robust, node: usize) -> MutexGuard<'static, T> {
         self.holder.store(r.tid, Ordering::Relaxed);
         self.process.store(r.token, Ordering::Relaxed);
@@ -752,18 +755,10 @@ impl<T> Mutex<T> {
         // holder links it, and unlinks it before releasing).
         unsafe { r.link(node) };
         r.pending(0);
-        let exiting = STATE.with(|s| {
-            if s.exiting.get() {
-                LEFT_BY_EXITED.fetch_add(1, Ordering::SeqCst);
-            } else {
-                s.held.set(s.held.get() + 1);
-            }
-            s.exiting.get()
-        });
-        if exiting {
-            // Locked by a thread-local destructor that ran after the exit hook: the
-            // keeper holds it from now on, in case this guard is leaked too.
-            keeper::hand_over(r, node);
+        if r.exiting {
+            keeper::taken_while_exiting(r, node);
+        } else {
+            STATE.with(|s| s.held.set(s.held.get() + 1));
         }
         MutexGuard {
             lock: self,
@@ -1000,7 +995,7 @@ impl<T> core::ops::DerefMut for MutexGuard<'_, T> {
 }
 
 impl<T> Drop for MutexGuard<'_, T> {
-    #[inline]
+    #[inline(always)]
     fn drop(&mut self) {
         let r = robust();
         if r.generation != self.generation {
@@ -1008,28 +1003,12 @@ impl<T> Drop for MutexGuard<'_, T> {
             return;
         }
         let node = self.lock.node(r);
-        if STATE.with(|s| s.exiting.get()) {
-            return self.drop_while_exiting(r, node);
+        if r.exiting {
+            return keeper::dropped_while_exiting(node);
         }
         // SAFETY: the guard's lock is held by this thread, so its node is linked here.
         unsafe { self.lock.release(r, node) };
         STATE.with(|s| s.held.set(s.held.get() - 1));
-    }
-}
-
-impl<T> MutexGuard<'_, T> {
-    /// Dropped by a thread-local destructor after the exit hook: the lock is the keeper's
-    /// (the hook, or `taken`, handed it over), and the keeper releases it.
-    #[cold]
-    fn drop_while_exiting(&mut self, r: Robust, node: usize) {
-        if self.lock.word.load(Ordering::Relaxed) & TID_MASK == r.tid && r.holds(node) {
-            // Not handed over (tests' `no_handoff` threads).
-            // SAFETY: linked in this thread's list, as just checked.
-            unsafe { self.lock.release(r, node) };
-        } else {
-            keeper::release(node);
-        }
-        LEFT_BY_EXITED.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -1040,7 +1019,7 @@ impl<T> Mutex<T> {
     ///
     /// # Safety
     /// `node` is this lock's node, linked in `r`'s list (`r` is the calling thread's).
-    #[inline]
+    #[inline(always)]
     unsafe fn release(&self, r: Robust, node: usize) {
         r.pending(node);
         // SAFETY: the caller's contract.
@@ -1358,7 +1337,43 @@ mod tests {
             "taken over while the process holding a leaked guard lives"
         );
         let died = m.lock().err().expect("taken over once its process is gone");
-        assert_eq!(*died.into_inner(), 1);
+        let mut g = died.into_inner();
+        assert_eq!(*g, 1);
+        *g = 0;
+        drop(g);
+
+        // A process whose only thread calls exit() holding a leaked guard: exit() runs the
+        // thread's destructors, whose hand-over starts the keeper; it must not hang.
+        // SAFETY: as above; the child locks and calls exit.
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0, "fork: {}", std::io::Error::last_os_error());
+        if pid == 0 {
+            let mut g = m.lock().unwrap();
+            *g = 2;
+            std::mem::forget(g);
+            // SAFETY: ends the child the ordinary way, destructors included.
+            unsafe { libc::exit(0) };
+        }
+        let mut status = 0;
+        let start = std::time::Instant::now();
+        // SAFETY: reaps our own child without blocking.
+        while unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) } == 0 {
+            if start.elapsed() > Duration::from_secs(20) {
+                // SAFETY: kills and reaps our own child.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, ptr::null_mut(), 0);
+                }
+                panic!("exit() with a leaked guard hangs");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert!(
+            libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0,
+            "child status {status:#x}"
+        );
+        let died = m.lock().err().expect("taken over once its process is gone");
+        assert_eq!(*died.into_inner(), 2);
     }
 
     /// The look at the token and the CAS are not atomic: a takeover that finds the lock

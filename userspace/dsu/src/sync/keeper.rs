@@ -29,7 +29,7 @@
 //! Lock order: none (no locks; the only waits are a requester on its answer and the
 //! keeper on its bell).
 
-use super::{MARK, Mutex, NODE_AREA_START, Robust, TID_MASK, get, robust};
+use super::{LEFT_BY_EXITED, MARK, Mutex, NODE_AREA_START, Robust, TID_MASK, get, robust};
 use core::ptr;
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
@@ -70,6 +70,7 @@ unsafe fn lock_at(node: usize, r: Robust) -> &'static Mutex<()> {
 
 /// Hands every dsu lock on the exiting thread `r`'s list to the keeper (exit hook).
 #[cold]
+#[inline(never)]
 pub(super) fn hand_over_all(r: Robust) {
     let head = r.head_addr();
     // SAFETY: this thread's list, walked as the kernel walks it, with the same bound; a
@@ -98,9 +99,19 @@ pub(super) fn hand_over_all(r: Robust) {
     }
 }
 
+/// Counts a guard taken by a thread-local destructor that ran after the exit hook, and
+/// hands its lock to the keeper at once, in case this guard is leaked too.
+#[cold]
+#[inline(never)]
+pub(super) fn taken_while_exiting(r: Robust, node: usize) {
+    LEFT_BY_EXITED.fetch_add(1, Ordering::SeqCst);
+    hand_over(r, node);
+}
+
 /// Hands the lock at `node`, held by the calling thread `r` and linked in its list, to
 /// the keeper.
 #[cold]
+#[inline(never)]
 pub(super) fn hand_over(r: Robust, node: usize) {
     r.pending(node);
     // SAFETY: linked in this thread's list (the caller's contract).
@@ -109,10 +120,23 @@ pub(super) fn hand_over(r: Robust, node: usize) {
     r.pending(0);
 }
 
-/// Has the keeper release the lock at `node`, handed over earlier by the calling thread.
+/// Drops a guard of the lock at `node` in a thread-local destructor that ran after the
+/// exit hook: the lock is the keeper's (the hook, or [`taken_while_exiting`], handed it
+/// over), and the keeper releases it. Not generic, so that the guard's drop stays small.
 #[cold]
-pub(super) fn release(node: usize) {
-    ask(Op::Release, node);
+#[inline(never)]
+pub(super) fn dropped_while_exiting(node: usize) {
+    let r = robust();
+    // SAFETY: the node of the 'static lock of a guard being dropped.
+    let lock = unsafe { lock_at(node, r) };
+    if lock.word.load(Ordering::Relaxed) & TID_MASK == r.tid && r.holds(node) {
+        // Not handed over (tests' `no_handoff` threads).
+        // SAFETY: linked in this thread's list, as just checked.
+        unsafe { lock.release(r, node) };
+    } else {
+        ask(Op::Release, node);
+    }
+    LEFT_BY_EXITED.fetch_sub(1, Ordering::SeqCst);
 }
 
 /// Sends a request to the keeper (starting it if needed) and waits for the answer.
