@@ -19,13 +19,18 @@
 //! pid namespaces (containers) share a lock safely.
 //!
 //! A guard can outlive its thread: leaked with `mem::forget` or `Box::leak`, its `&mut T`
-//! stays usable after the thread exits and the kernel marks the lock dead. So a lock also
-//! records its holder's *process token* (a random number drawn once per process, and again
-//! in the child of `fork`), and a takeover is refused when the dead holder was a thread of
-//! the caller's own process: such a lock stays held for as long as the process lives, as
-//! std's `Mutex` stays locked forever after a leaked guard (`lock` waits, `try_lock`
-//! returns `None`). Guards are counted per thread and, once their thread exited, per
-//! process, for [`Attach::attach`](crate::Attach::attach)'s check.
+//! stays usable after the thread exits, but the kernel reports the death of a thread, not
+//! of its process. So a thread that exits still holding locks hands them, in a
+//! thread-local destructor that runs before the kernel walks its list, to this process's
+//! *keeper* thread (started on the first such exit): the keeper's id replaces the thread's
+//! in the word and the lock moves onto the keeper's robust list. Such a lock stays held
+//! for as long as the process lives, for every process, as std's `Mutex` stays locked
+//! forever after a leaked guard (`lock` waits, `try_lock` returns `None`), and is taken
+//! over once the process is gone. As a second line, a lock also records its holder's
+//! *process token* (a random number drawn once per process, and again in the child of
+//! `fork`), and a takeover is refused when the dead holder was a thread of the caller's
+//! own process. Guards are counted per thread and, once their thread exited, per process,
+//! for [`Attach::attach`](crate::Attach::attach)'s check.
 //!
 //! A child of `fork` inherits the parent's guards as a copy of memory, but not the locks:
 //! there an inherited guard is inert (its drop does not unlock) and dereferencing it panics.
@@ -103,12 +108,14 @@ const ROBUST_LIST_LIMIT: usize = 2048;
 /// `&'static self`: the held lock is linked into the thread's robust list through its own
 /// header, so it must stay where it is for as long as the program runs.
 ///
-/// The lock is taken over ([`OwnerDied`]) only from a holder whose thread died in *another*
-/// process. If a thread of this process exits holding it (a guard leaked with
-/// `mem::forget` or `Box::leak`, whose `&mut T` may still be in use), the lock stays held
-/// while this process lives, like std's `Mutex`: [`lock`](Self::lock) waits and
-/// [`try_lock`](Self::try_lock) returns `None`. Once this process is gone, another takes
-/// it over.
+/// The lock is taken over ([`OwnerDied`]) only once its holder's whole process is gone.
+/// If a thread exits holding it (a guard leaked with `mem::forget` or `Box::leak`, whose
+/// `&mut T` may still be in use), its process's keeper thread holds it from then on: the
+/// lock stays held while that process lives, like std's `Mutex`, in every process:
+/// [`lock`](Self::lock) waits and [`try_lock`](Self::try_lock) returns `None`. Once the
+/// process is gone (killed, or exited), another takes it over. The keeper is an ordinary
+/// thread of the process (all signals blocked), started on the first such exit; if no
+/// thread can be started the process aborts (its locks are then reported dead, rightly).
 ///
 /// ```
 /// static M: dsu::sync::Mutex<u32> = dsu::sync::Mutex::new(0);
@@ -711,11 +718,11 @@ impl<T> Mutex<T> {
         self.word.as_ptr() as usize + r.node_offset
     }
 
-    /// Locks, sleeping while another thread (in any process) holds it. If the holder died
-    /// in another process, takes the lock over and returns the guard inside
-    /// [`OwnerDied`]. If it was a thread of this process that exited holding the lock (its
-    /// guard leaked), the lock stays held while this process lives: this waits, for ever
-    /// unless another process takes it over and releases it.
+    /// Locks, sleeping while another thread (in any process) holds it. If the holder's
+    /// process died, takes the lock over and returns the guard inside [`OwnerDied`]. If
+    /// the holder was a thread that exited while its process lives on (its guard leaked),
+    /// the lock stays held while that process lives: this waits, for ever if that process
+    /// is this one.
     ///
     /// # Panics
     ///
@@ -837,8 +844,9 @@ impl<T> Mutex<T> {
                 match self.try_take(r, node, cur, WAITERS) {
                     Take::Taken(taken) => return taken,
                     Take::Changed => continue,
-                    // Held by a guard an exited thread of ours leaked: wait as for a live
-                    // holder (another process may still take it over and release it).
+                    // Marked dead, but its holder was a thread of ours, whose leaked guard
+                    // may live on (it exited without its destructors, so the keeper never
+                    // got the lock): wait as for a live holder.
                     Take::LeftHere => {}
                 }
             } else if cur & TID_MASK == r.tid && r.holds(node) {
@@ -866,9 +874,9 @@ impl<T> Mutex<T> {
         }
     }
 
-    /// Locks if that needs no waiting: `None` if a live thread holds it, or a thread of
-    /// this process exited holding it (its guard leaked). A lock whose owner died in
-    /// another process is taken over (`Some(Err(_))`).
+    /// Locks if that needs no waiting: `None` if a live thread holds it, or a thread
+    /// exited holding it (its guard leaked) while its process lives. A lock whose owner's
+    /// process died is taken over (`Some(Err(_))`).
     ///
     /// # Panics
     ///
