@@ -247,7 +247,14 @@ struct dsu_segment_info {
 	__u64 handles;     /* open handles attached */
 	__u64 created_ns;  /* CLOCK_REALTIME */
 	char name[DSU_SEGMENT_NAME_MAX];
+	/* Added after API version 1 (records of DSU_SEGMENT_INFO_SIZE_VER1 bytes stop here): */
+	__u64 heap_base;    /* the shared heap's address (see DSU_IOC_HEAP), 0 if none */
+	__u64 heap_reserve; /* bytes of its address window */
+	__u64 heap_size;    /* bytes backed by pages now */
 };
+
+/* sizeof(struct dsu_segment_info) in API version 1: the smallest record_size accepted. */
+#define DSU_SEGMENT_INFO_SIZE_VER1 120
 
 struct dsu_variable_info {
 	__u64 size;
@@ -331,6 +338,90 @@ struct dsu_setattr {
 };
 
 /* ---------------------------------------------------------------------------------- */
+/* The shared heap: DSU_IOC_HEAP, DSU_IOC_HEAP_GROW, DSU_IOC_HEAP_DISCARD, READ_HEAP.   */
+/*
+ * A segment may have one heap: a window of `reserve` bytes of address space at `base`,
+ * the same address in every process, so that heap objects hold ordinary pointers. Its
+ * first `size` bytes are backed by pages (zeroed when first grown); `size` only grows.
+ * mmap() of an Attached or Bound handle at offset DSU_HEAP_MMAP_OFFSET, MAP_SHARED, at
+ * exactly `base` and `reserve` bytes long (else EINVAL; no heap: ENOENT; needs read and
+ * write permission: EACCES) maps the window. A touch at or past `size` is SIGBUS; growth
+ * by any process is seen by every mapping at once, with no remap. The pages are charged
+ * like segment pages (memcg at growth, max_user_pages and RLIMIT_MEMLOCK) and live until
+ * the segment is freed: after its last handle and its last mapping.
+ */
+#define DSU_HEAP_MMAP_OFFSET (1ULL << 40)
+/*
+ * mmap() at DSU_VIEW_MMAP_OFFSET + first_page * page size, MAP_SHARED, page_count pages
+ * long, of an Attached or Bound handle maps segment pages first_page..first_page +
+ * page_count - 1 read-write (needs read and write permission) without making the handle
+ * a version: a new version reads an old version's variable in place (migration).
+ */
+#define DSU_VIEW_MMAP_OFFSET (1ULL << 41)
+
+/* Out, in dsu_heap.flags: this call created the heap. */
+#define DSU_HEAP_CREATED (1U << 0)
+
+/*
+ * DSU_IOC_HEAP (Attached or Bound handle; read and write permission): if the segment
+ * has a heap, returns it (base, reserve, heap_size; flags 0), whatever base and reserve
+ * say. Otherwise, with base and reserve non-zero, page-aligned, reserve at most
+ * max_heap_pages pages (E2BIG) and [base, base + reserve) a user address range (EINVAL),
+ * creates it with nothing backed (flags DSU_HEAP_CREATED); with both zero: ENOENT; one
+ * zero: EINVAL. A destroyed segment gets no new heap (EIDRM).
+ */
+struct dsu_heap {
+	__u32 size;      /* in: sizeof(struct dsu_heap) */
+	__u32 flags;     /* out: DSU_HEAP_CREATED; in: 0 */
+	__u64 base;      /* in/out: the window's address */
+	__u64 reserve;   /* in/out: the window's length in bytes */
+	__u64 heap_size; /* out: bytes backed; in: 0 */
+};
+
+/*
+ * DSU_IOC_HEAP_GROW (Attached or Bound handle; read and write permission): backs the
+ * heap up to at least min_size bytes (rounded up to pages), allocating and charging the
+ * new pages now, and returns the size in heap_size (never smaller than before: a call
+ * asking for less than the current size changes nothing, so racing growers are fine).
+ * Past the reserve, max_heap_pages, max_user_pages, RLIMIT_MEMLOCK or the memory
+ * cgroup's memory.max: ENOMEM, nothing changed. No heap: ENOENT.
+ */
+struct dsu_heap_grow {
+	__u32 size;      /* in: sizeof(struct dsu_heap_grow) */
+	__u32 flags;     /* in: 0 */
+	__u64 min_size;  /* in: bytes wanted, >= 1 */
+	__u64 heap_size; /* out: bytes backed after the call; in: 0 */
+};
+
+/*
+ * DSU_IOC_HEAP_DISCARD (Attached or Bound handle; read and write permission): returns the
+ * pages of [offset, offset + length) to the system (offset and length page-aligned,
+ * length >= 1, inside heap_size: else EINVAL). The range reads as zeros afterwards in every
+ * process, and a touch allocates a zeroed page again at fault. The per-user charges stay:
+ * the size does not shrink.
+ */
+struct dsu_heap_discard {
+	__u32 size;      /* in: sizeof(struct dsu_heap_discard) */
+	__u32 flags;     /* in: 0 */
+	__u64 offset;    /* in: bytes from base */
+	__u64 length;    /* in: bytes */
+};
+
+/*
+ * DSU_IOC_READ_HEAP (any handle; read permission on the named segment): copies heap bytes
+ * at offset (address - base) into buf, up to the heap's size (offset past it: EINVAL; no
+ * heap: ENOENT). Pages discarded or never touched read as zeros.
+ */
+struct dsu_read_heap {
+	__u32 size;      /* in: sizeof(struct dsu_read_heap) */
+	__u32 flags;     /* in: 0 */
+	__u64 offset;    /* in: first byte, from base */
+	__u64 length;    /* in: bytes to copy; out: bytes copied */
+	__u64 buf;       /* in: user pointer to length bytes */
+	char segment[DSU_SEGMENT_NAME_MAX];
+};
+
+/* ---------------------------------------------------------------------------------- */
 
 #define DSU_IOC_MAGIC 0xD5
 
@@ -343,6 +434,10 @@ struct dsu_setattr {
 #define DSU_IOC_NR_READ_VAR 0x07
 #define DSU_IOC_NR_DESTROY 0x08
 #define DSU_IOC_NR_SETATTR 0x09
+#define DSU_IOC_NR_HEAP 0x0A
+#define DSU_IOC_NR_HEAP_GROW 0x0B
+#define DSU_IOC_NR_HEAP_DISCARD 0x0C
+#define DSU_IOC_NR_READ_HEAP 0x0D
 
 #define DSU_IOC_ATTACH _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_ATTACH, struct dsu_attach)
 /* ATTACH as API version 1 encoded it: the 80-byte struct, without owner and event_size. */
@@ -359,5 +454,9 @@ struct dsu_setattr {
 #define DSU_IOC_READ_VAR _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_READ_VAR, struct dsu_read_var)
 #define DSU_IOC_DESTROY _IOW(DSU_IOC_MAGIC, DSU_IOC_NR_DESTROY, struct dsu_destroy)
 #define DSU_IOC_SETATTR _IOW(DSU_IOC_MAGIC, DSU_IOC_NR_SETATTR, struct dsu_setattr)
+#define DSU_IOC_HEAP _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_HEAP, struct dsu_heap)
+#define DSU_IOC_HEAP_GROW _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_HEAP_GROW, struct dsu_heap_grow)
+#define DSU_IOC_HEAP_DISCARD _IOW(DSU_IOC_MAGIC, DSU_IOC_NR_HEAP_DISCARD, struct dsu_heap_discard)
+#define DSU_IOC_READ_HEAP _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_READ_HEAP, struct dsu_read_heap)
 
 #endif /* _UAPI_LINUX_DSU_H */

@@ -27,11 +27,15 @@ pub const DSU_EVENT_VERSION_BOUND: u32 = 1;
 pub const DSU_EVENT_VERSION_ENDED: u32 = 2;
 pub const DSU_LIST_MAX: u32 = 1024;
 pub const DSU_SEGMENT_DESTROYED: u32 = 1;
+pub const DSU_SEGMENT_INFO_SIZE_VER1: u32 = 120;
 pub const DSU_READ_ANY_FINGERPRINT: u32 = 1;
 pub const DSU_READ_TYPE_DESC: u32 = 2;
 pub const DSU_SETATTR_MODE: u32 = 1;
 pub const DSU_SETATTR_UID: u32 = 2;
 pub const DSU_SETATTR_GID: u32 = 4;
+pub const DSU_HEAP_MMAP_OFFSET: u64 = 1099511627776;
+pub const DSU_VIEW_MMAP_OFFSET: u64 = 2199023255552;
+pub const DSU_HEAP_CREATED: u32 = 1;
 pub const DSU_IOC_MAGIC: u32 = 213;
 pub const DSU_IOC_NR_ATTACH: u32 = 1;
 pub const DSU_IOC_NR_RESOLVE: u32 = 2;
@@ -42,6 +46,10 @@ pub const DSU_IOC_NR_LIST_VERSIONS: u32 = 6;
 pub const DSU_IOC_NR_READ_VAR: u32 = 7;
 pub const DSU_IOC_NR_DESTROY: u32 = 8;
 pub const DSU_IOC_NR_SETATTR: u32 = 9;
+pub const DSU_IOC_NR_HEAP: u32 = 10;
+pub const DSU_IOC_NR_HEAP_GROW: u32 = 11;
+pub const DSU_IOC_NR_HEAP_DISCARD: u32 = 12;
+pub const DSU_IOC_NR_READ_HEAP: u32 = 13;
 pub type __s32 = core::ffi::c_int;
 pub type __u32 = core::ffi::c_uint;
 pub type __u64 = core::ffi::c_ulonglong;
@@ -166,6 +174,9 @@ pub struct dsu_segment_info {
     pub handles: __u64,
     pub created_ns: __u64,
     pub name: [core::ffi::c_char; 64usize],
+    pub heap_base: __u64,
+    pub heap_reserve: __u64,
+    pub heap_size: __u64,
 }
 impl Default for dsu_segment_info {
     fn default() -> Self {
@@ -260,6 +271,50 @@ pub struct dsu_setattr {
     pub name: [core::ffi::c_char; 64usize],
 }
 impl Default for dsu_setattr {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct dsu_heap {
+    pub size: __u32,
+    pub flags: __u32,
+    pub base: __u64,
+    pub reserve: __u64,
+    pub heap_size: __u64,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct dsu_heap_grow {
+    pub size: __u32,
+    pub flags: __u32,
+    pub min_size: __u64,
+    pub heap_size: __u64,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct dsu_heap_discard {
+    pub size: __u32,
+    pub flags: __u32,
+    pub offset: __u64,
+    pub length: __u64,
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct dsu_read_heap {
+    pub size: __u32,
+    pub flags: __u32,
+    pub offset: __u64,
+    pub length: __u64,
+    pub buf: __u64,
+    pub segment: [core::ffi::c_char; 64usize],
+}
+impl Default for dsu_read_heap {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
         unsafe {

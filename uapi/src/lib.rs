@@ -32,12 +32,18 @@ mod tests {
         assert_eq!(size_of::<dsu_extent>(), 16);
         assert_eq!(size_of::<dsu_event>(), 64);
         assert_eq!(size_of::<dsu_list>(), 96);
-        assert_eq!(size_of::<dsu_segment_info>(), 120);
+        // 120 in API version 1 (DSU_SEGMENT_INFO_SIZE_VER1), then the heap's fields.
+        assert_eq!(size_of::<dsu_segment_info>(), 144);
+        assert_eq!(DSU_SEGMENT_INFO_SIZE_VER1, 120);
         assert_eq!(size_of::<dsu_variable_info>(), 216);
         assert_eq!(size_of::<dsu_version_info>(), 72);
         assert_eq!(size_of::<dsu_read_var>(), 248);
         assert_eq!(size_of::<dsu_destroy>(), 72);
         assert_eq!(size_of::<dsu_setattr>(), 88);
+        assert_eq!(size_of::<dsu_heap>(), 32);
+        assert_eq!(size_of::<dsu_heap_grow>(), 24);
+        assert_eq!(size_of::<dsu_heap_discard>(), 24);
+        assert_eq!(size_of::<dsu_read_heap>(), 96);
     }
 
     /// The checked-in bindings must match what bindgen makes of the header now.
