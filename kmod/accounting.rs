@@ -165,3 +165,53 @@ impl Accounting {
         self.release(uid, |u| u.pages = u.pages.saturating_sub(pages));
     }
 }
+
+/// Page charges an object keeps until it is dropped (a segment's pages, a heap's), by uid:
+/// a handful of users at most share one object.
+pub struct HeldPages {
+    accounting: Arc<Accounting>,
+    pages: KVVec<(u32, usize)>,
+}
+
+impl HeldPages {
+    /// Nothing held yet.
+    pub fn new(accounting: &Arc<Accounting>) -> Self {
+        Self {
+            accounting: accounting.clone(),
+            pages: KVVec::new(),
+        }
+    }
+
+    /// Makes room to record pages charged to `uid`, so that [`HeldPages::record`] cannot
+    /// fail.
+    pub fn reserve(&mut self, uid: u32) -> Result {
+        if !self.pages.iter().any(|(u, _)| *u == uid) {
+            self.pages.reserve(1, GFP_ACCOUNT_MAYFAIL)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps `pages` of `charge` until drop (the rest is released now). Call
+    /// [`HeldPages::reserve`] for its uid first.
+    pub fn record(&mut self, charge: PageCharge, pages: usize) -> Result {
+        match self.pages.iter_mut().find(|(u, _)| *u == charge.uid) {
+            Some((_, n)) => *n += pages,
+            None => self.pages.push((charge.uid, pages), GFP_NOWAIT)?,
+        }
+        charge.keep(pages);
+        Ok(())
+    }
+
+    /// Pages held, over every uid.
+    pub fn total(&self) -> usize {
+        self.pages.iter().map(|(_, n)| *n).sum()
+    }
+}
+
+impl Drop for HeldPages {
+    fn drop(&mut self) {
+        for (uid, pages) in self.pages.iter() {
+            self.accounting.uncharge_pages(*uid, *pages);
+        }
+    }
+}

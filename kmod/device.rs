@@ -21,10 +21,10 @@ use crate::{
     registry::Registry,
     segment::{AttrChange, MAY_READ},
     uapi::{
-        self, dsu_destroy, dsu_event, dsu_list, dsu_read_var, dsu_segment_info, dsu_setattr,
-        dsu_variable_info, dsu_version_info, ioctl, RecordArray, DSU_LIST_MAX,
-        DSU_READ_ANY_FINGERPRINT, DSU_READ_TYPE_DESC, DSU_SETATTR_GID, DSU_SETATTR_MODE,
-        DSU_SETATTR_UID,
+        self, dsu_destroy, dsu_event, dsu_list, dsu_read_heap, dsu_read_var, dsu_segment_info,
+        dsu_setattr, dsu_variable_info, dsu_version_info, ioctl, RecordArray, DSU_LIST_MAX,
+        DSU_READ_ANY_FINGERPRINT, DSU_READ_TYPE_DESC, DSU_SEGMENT_INFO_SIZE_VER1, DSU_SETATTR_GID,
+        DSU_SETATTR_MODE, DSU_SETATTR_UID,
     },
     version::QueuedEvent,
 };
@@ -34,7 +34,7 @@ use kernel::{
     page::PAGE_SIZE,
     prelude::*,
     sync::{Arc, ArcBorrow},
-    uaccess::UserSliceWriter,
+    uaccess::{UserSlice, UserSliceWriter},
 };
 
 impl MiscDevice for Handle {
@@ -68,6 +68,10 @@ impl MiscDevice for Handle {
             ioctl::READ_VAR => read_var(registry, arg),
             ioctl::DESTROY => destroy(registry, arg),
             ioctl::SETATTR => setattr(registry, arg),
+            ioctl::HEAP => handle.heap(arg),
+            ioctl::HEAP_GROW => handle.heap_grow(arg),
+            ioctl::HEAP_DISCARD => handle.heap_discard(arg),
+            ioctl::READ_HEAP => read_heap(registry, arg),
             _ => Err(ENOTTY),
         }
     }
@@ -75,10 +79,10 @@ impl MiscDevice for Handle {
     fn mmap(
         _registry: &Pin<KBox<Registry>>,
         handle: ArcBorrow<'_, Handle>,
-        _file: &File,
+        file: &File,
         vma: &VmaNew,
     ) -> Result {
-        mapping::mmap(&handle, vma)
+        mapping::mmap(&handle, file, vma)
     }
 
     fn poll(handle: ArcBorrow<'_, Handle>, file: &File, table: &PollTable) -> u32 {
@@ -161,7 +165,13 @@ fn list(registry: &Registry, arg: usize, kind: ListKind) -> Result<isize> {
     let (start, count) = (l.start as usize, l.count as usize);
     let written = match kind {
         ListKind::Segments => {
-            let array = RecordArray::new::<dsu_segment_info>(l.records, l.record_size, count)?;
+            // Records grew after API version 1: shorter ones get the fields they cover.
+            let array = RecordArray::new_grown::<dsu_segment_info>(
+                l.records,
+                l.record_size,
+                count,
+                DSU_SEGMENT_INFO_SIZE_VER1 as usize,
+            )?;
             let (records, total) = registry.list(start, count)?;
             l.total = total as u32;
             write_records(&array, &records)?
@@ -232,6 +242,46 @@ fn read_var(registry: &Registry, arg: usize) -> Result<isize> {
     r.length = snap.len as u64;
     r.var_size = snap.var_size;
     r.var_fingerprint = snap.var_fingerprint;
+    uapi::write_struct(arg, &r)?;
+    Ok(0)
+}
+
+/// DSU_IOC_READ_HEAP: copies heap bytes, page by page with no lock held; pages never used
+/// or discarded read as zeros (nothing is allocated).
+fn read_heap(registry: &Registry, arg: usize) -> Result<isize> {
+    let mut r: dsu_read_heap = uapi::read_struct(arg)?;
+    if r.flags != 0 {
+        return Err(EINVAL);
+    }
+    let seg = registry.get(&uapi::segment_name(&r.segment)?)?;
+    seg.check_access(MAY_READ)?;
+    let heap = seg.heap().ok_or(ENOENT)?;
+    let size = heap.size();
+    if r.offset > size {
+        return Err(EINVAL);
+    }
+    let len = r.length.min(size - r.offset) as usize;
+    let mut dst = uapi::user_range(r.buf, len)?;
+    let (mut at, mut left) = (r.offset, len);
+    let zeros = [0u8; 256];
+    while left > 0 {
+        let skip = (at % PAGE_SIZE as u64) as usize;
+        let n = left.min(PAGE_SIZE - skip);
+        match heap.file().lookup_uptodate(at / PAGE_SIZE as u64) {
+            Some(page) => page.borrow().copy_to_user(dst, skip, n)?,
+            None => {
+                let mut w = UserSlice::new(dst, n).writer();
+                while !w.is_empty() {
+                    let k = w.len().min(zeros.len());
+                    w.write_slice(&zeros[..k])?;
+                }
+            }
+        }
+        dst += n;
+        at += n as u64;
+        left -= n;
+    }
+    r.length = len as u64;
     uapi::write_struct(arg, &r)?;
     Ok(0)
 }

@@ -15,6 +15,7 @@ pub mod accounting;
 pub mod device;
 pub mod directory;
 pub mod handle;
+pub mod heap;
 pub mod kernel_ext;
 pub mod limits;
 pub mod mapping;

@@ -19,9 +19,10 @@ use crate::{
     registry::{AttachMode, Registry},
     segment::{Creator, Segment, MAY_READ, MAY_WRITE},
     uapi::{
-        self, dsu_attach, dsu_bind, dsu_extent, dsu_resolve, dsu_var, Label, RecordArray, VarName,
-        DSU_ATTACH_MUST_CREATE, DSU_ATTACH_MUST_EXIST, DSU_ATTACH_OWNER, DSU_ATTACH_SIZE_VER1,
-        DSU_BIND_PREFAULT, DSU_BIND_SIZE_VER1, DSU_EVENT_SIZE_VER1, DSU_TYPE_DESC_MAX,
+        self, dsu_attach, dsu_bind, dsu_extent, dsu_heap, dsu_heap_discard, dsu_heap_grow,
+        dsu_resolve, dsu_var, Label, RecordArray, VarName, DSU_ATTACH_MUST_CREATE,
+        DSU_ATTACH_MUST_EXIST, DSU_ATTACH_OWNER, DSU_ATTACH_SIZE_VER1, DSU_BIND_PREFAULT,
+        DSU_BIND_SIZE_VER1, DSU_EVENT_SIZE_VER1, DSU_HEAP_CREATED, DSU_TYPE_DESC_MAX,
         DSU_VAR_INVALID, DSU_VAR_MIGRATE, DSU_VAR_PENDING, DSU_VAR_SIZE_VER1,
     },
     version::{EventQueue, Version},
@@ -92,8 +93,8 @@ impl Handle {
         }
     }
 
-    /// The segment, if attached or bound.
-    fn segment(&self) -> Result<Arc<Segment>> {
+    /// The segment, if attached or bound (`ebadfd()` otherwise).
+    pub fn segment(&self) -> Result<Arc<Segment>> {
         match &*self.state.lock() {
             State::Fresh => Err(ebadfd()),
             State::Attached(s) | State::Bound(s, _) => Ok(s.clone()),
@@ -314,6 +315,50 @@ impl Handle {
         };
         b.version_id = version.id;
         uapi::write_struct_prefix(arg, &b, size)?;
+        Ok(0)
+    }
+
+    /// DSU_IOC_HEAP: creates the segment's heap or returns it (`heap.rs`).
+    pub fn heap(&self, arg: usize) -> Result<isize> {
+        let mut h: dsu_heap = uapi::read_struct(arg)?;
+        if h.flags != 0 || h.heap_size != 0 || (h.base == 0) != (h.reserve == 0) {
+            return Err(EINVAL);
+        }
+        let seg = self.segment()?;
+        seg.check_access(MAY_READ | MAY_WRITE)?;
+        let (heap, created) = seg.heap_or_create(h.base, h.reserve)?;
+        h.flags = if created { DSU_HEAP_CREATED } else { 0 };
+        h.base = heap.base;
+        h.reserve = heap.reserve;
+        h.heap_size = heap.size();
+        uapi::write_struct(arg, &h)?;
+        Ok(0)
+    }
+
+    /// DSU_IOC_HEAP_GROW.
+    pub fn heap_grow(&self, arg: usize) -> Result<isize> {
+        let mut g: dsu_heap_grow = uapi::read_struct(arg)?;
+        if g.flags != 0 || g.heap_size != 0 || g.min_size == 0 {
+            return Err(EINVAL);
+        }
+        let seg = self.segment()?;
+        seg.check_access(MAY_READ | MAY_WRITE)?;
+        let heap = seg.heap().ok_or(ENOENT)?;
+        g.heap_size = heap.grow(g.min_size)?;
+        uapi::write_struct(arg, &g)?;
+        Ok(0)
+    }
+
+    /// DSU_IOC_HEAP_DISCARD.
+    pub fn heap_discard(&self, arg: usize) -> Result<isize> {
+        let d: dsu_heap_discard = uapi::read_struct(arg)?;
+        if d.flags != 0 {
+            return Err(EINVAL);
+        }
+        let seg = self.segment()?;
+        seg.check_access(MAY_READ | MAY_WRITE)?;
+        let heap = seg.heap().ok_or(ENOENT)?;
+        heap.discard(d.offset, d.length)?;
         Ok(0)
     }
 

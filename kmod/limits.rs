@@ -79,6 +79,20 @@ module_param_uint!(
     "Most segment pages charged to one uid (RESOLVE: ENOSPC; CAP_SYS_RESOURCE exempt; at most 4194304)"
 );
 
+module_param_uint!(
+    MAX_HEAP_PAGES,
+    "max_heap_pages",
+    262144,
+    PAGES_CAP,
+    0o644,
+    "Most pages of a segment's shared heap, backed or reserved (HEAP create: E2BIG; HEAP_GROW: ENOMEM; at most 4194304)"
+);
+
+/// Most pages of a segment's heap: its window at creation, its size at growth.
+pub fn max_heap_pages() -> usize {
+    MAX_HEAP_PAGES.get() as usize
+}
+
 /// Most segments that hold pages (named, and destroyed ones with handles left).
 pub fn max_segments() -> usize {
     MAX_SEGMENTS.get() as usize

@@ -11,17 +11,26 @@
 //! VMA open/close count live VMAs in `Version::mappings`: the initial mmap counts one, each
 //! copy (fork, split by a partial munmap or mprotect, mremap) opens one more, each unmap
 //! closes one. The fault path takes no dsu lock.
+//!
+//! Two more kinds of mapping live at fixed offsets of an Attached or Bound handle:
+//! - the segment's heap window, at `DSU_HEAP_MMAP_OFFSET`: the VMA becomes a mapping of the
+//!   heap's shmem file (`ShmemFile::map_over`), whose faults are shmem's; each such VMA
+//!   holds a reference to the handle's file, and so the segment, the heap and this module;
+//! - a view of segment pages, at `DSU_VIEW_MMAP_OFFSET + first_page` pages: like a version's
+//!   mapping, over a version-less page map ([`View`]) that each VMA holds a reference to.
 
 use crate::{
     handle::Handle,
-    kernel_ext::mm::{
-        flags, BorrowedPage, FaultResult, VmArea, VmFault, VmOperations, VmOpsTable, VmaNew,
+    kernel_ext::{
+        file::File,
+        mm::{flags, BorrowedPage, FaultResult, VmArea, VmFault, VmOperations, VmOpsTable, VmaNew},
     },
-    segment::{MAY_READ, MAY_WRITE},
-    version::Version,
+    segment::{Segment, MAY_READ, MAY_WRITE},
+    uapi::{DSU_HEAP_MMAP_OFFSET, DSU_VIEW_MMAP_OFFSET},
+    version::{PageMap, Version},
 };
 use core::sync::atomic::Ordering;
-use kernel::{error::code::*, page::PAGE_SIZE, prelude::*};
+use kernel::{error::code::*, page::PAGE_SIZE, prelude::*, sync::Arc};
 
 /// The VMA type. Its callbacks may run at once for different VMAs of one version (a fork
 /// in one process, a munmap in another, faults on every CPU); they only touch the version's
@@ -48,16 +57,113 @@ impl VmOperations for Mapping {
     }
 
     fn fault(version: &Version, vmf: &VmFault) -> FaultResult {
-        let page = version
-            .map
-            .file_page(vmf.pgoff() as u64)
-            .and_then(|i| version.segment.file_page(i));
-        match page {
-            // `vm_insert_page` takes its own reference; ours is dropped after it.
-            Some(page) => vmf.insert_page(&page),
+        fault_in(&version.map, &version.segment, vmf.pgoff() as u64, vmf)
+    }
+}
+
+/// Installs page `page` of `map` (a page of `seg`'s file) at the faulting address.
+fn fault_in(map: &PageMap, seg: &Segment, page: u64, vmf: &VmFault) -> FaultResult {
+    match map.file_page(page).and_then(|i| seg.file_page(i)) {
+        // `vm_insert_page` takes its own reference; ours is dropped after it.
+        Some(page) => vmf.insert_page(&page),
+        None => FaultResult::SigBus,
+    }
+}
+
+/// A view: segment pages mapped without a version (`DSU_VIEW_MMAP_OFFSET`). Each VMA over
+/// it holds one reference (taken at mmap and by `open`, dropped by `close`), so it lives as
+/// long as the last of them; it holds the segment, which keeps the pages.
+pub struct View {
+    /// The mmap offset in pages of the view's first page (faults subtract it).
+    pgoff: u64,
+    /// Which file page backs each page of the view; fixed at mmap.
+    map: PageMap,
+    segment: Arc<Segment>,
+}
+
+/// The view VMA type: faults as a version's, with no count of mappings.
+pub struct ViewMapping;
+
+static VIEW_OPS: VmOpsTable<ViewMapping> = VmOpsTable::new();
+
+impl VmOperations for ViewMapping {
+    type Data = View;
+
+    fn table() -> &'static VmOpsTable<Self> {
+        &VIEW_OPS
+    }
+
+    fn open(view: &View, _vma: &VmArea) {
+        // SAFETY: `view` came from `Arc::into_raw` in `mmap_view` and the VMA this one was
+        // copied from holds a reference, so the count is at least one.
+        let arc: Arc<View> = unsafe { kernel::sync::ArcBorrow::from_raw(view) }.into();
+        // The new VMA's reference, dropped by its `close`.
+        let _ = Arc::into_raw(arc);
+    }
+
+    fn close(view: &View, _vma: &VmArea) {
+        // SAFETY: This VMA holds one reference (`mmap_view` or `open`), given up here. The
+        // handle's file outlives the VMA and holds the segment, so this never drops it.
+        drop(unsafe { Arc::from_raw(view as *const View) });
+    }
+
+    fn fault(view: &View, vmf: &VmFault) -> FaultResult {
+        match (vmf.pgoff() as u64).checked_sub(view.pgoff) {
+            Some(page) => fault_in(&view.map, &view.segment, page, vmf),
             None => FaultResult::SigBus,
         }
     }
+}
+
+/// The heap window's mmap offset, in pages.
+const HEAP_PGOFF: u64 = DSU_HEAP_MMAP_OFFSET / PAGE_SIZE as u64;
+/// The first view's mmap offset, in pages.
+const VIEW_PGOFF: u64 = DSU_VIEW_MMAP_OFFSET / PAGE_SIZE as u64;
+
+/// `mmap` of the heap window: shared, at exactly its base and length (`EINVAL`), on an
+/// Attached or Bound handle (`ebadfd()`) of a segment with a heap (`ENOENT`), with read and
+/// write permission (`EACCES`).
+fn mmap_heap(handle: &Handle, file: &File, vma: &VmaNew) -> Result {
+    let seg = handle.segment()?;
+    if vma.flags() & flags::SHARED == 0 {
+        return Err(EINVAL);
+    }
+    let heap = seg.heap().ok_or(ENOENT)?;
+    if vma.start() as u64 != heap.base || vma.len() as u64 != heap.reserve {
+        return Err(EINVAL);
+    }
+    seg.check_access(MAY_READ | MAY_WRITE)?;
+    // The VMA's reference to `file` keeps the handle, so the segment and the heap.
+    heap.file().map_over(vma, file)
+}
+
+/// `mmap` of a view: shared, of segment pages inside the segment (`EINVAL`), on an Attached
+/// or Bound handle (`ebadfd()`), with read and write permission (`EACCES`).
+fn mmap_view(handle: &Handle, vma: &VmaNew) -> Result {
+    let seg = handle.segment()?;
+    if vma.flags() & flags::SHARED == 0 {
+        return Err(EINVAL);
+    }
+    seg.check_access(MAY_READ | MAY_WRITE)?;
+    let pgoff = vma.pgoff() as u64;
+    let map = seg.view_map(pgoff - VIEW_PGOFF, (vma.len() / PAGE_SIZE) as u64)?;
+    let view = Arc::new(
+        View {
+            pgoff,
+            map,
+            segment: seg,
+        },
+        crate::kernel_ext::alloc::GFP_ACCOUNT_MAYFAIL,
+    )?;
+    vma.set_dontexpand();
+    vma.set_dontdump();
+    vma.set_mixedmap();
+    let view = Arc::into_raw(view);
+    // SAFETY: The VMA now holds the reference `into_raw` gave up; its `close` (and each
+    // copy's, after `open` took one more) drops it, so `view` outlives every VMA using it.
+    // Nothing fails after this: the mm core would free the VMA without `close`.
+    unsafe { vma.set_ops::<ViewMapping>(&*view) };
+    Ok(())
 }
 
 /// Inserts every page of the version at mmap, one page table (512 pages) per
@@ -85,8 +191,13 @@ fn prefault(vma: &VmaNew, version: &Version) -> Result {
     Ok(())
 }
 
-/// `mmap` of a handle.
-pub fn mmap(handle: &Handle, vma: &VmaNew) -> Result {
+/// `mmap` of a handle: the heap window, a view, or (offset 0) the handle's version.
+pub fn mmap(handle: &Handle, file: &File, vma: &VmaNew) -> Result {
+    match vma.pgoff() as u64 {
+        HEAP_PGOFF => return mmap_heap(handle, file, vma),
+        p if p >= VIEW_PGOFF => return mmap_view(handle, vma),
+        _ => {}
+    }
     let version = handle.version()?;
     // Copy-on-write would silently break sharing.
     if vma.flags() & flags::SHARED == 0 {

@@ -25,8 +25,9 @@
 
 use crate::kernel_ext::alloc::GFP_ACCOUNT_MAYFAIL;
 use crate::{
-    accounting::{Accounting, PageCharge},
+    accounting::{Accounting, HeldPages},
     directory::{Directory, Entry, Lookup, TypeDesc},
+    heap::Heap,
     kernel_ext::{
         cred::{
             capable_sys_admin, current_fsgid, current_fsuid, gid_in_current_ns, in_group,
@@ -77,8 +78,8 @@ pub struct Charges {
     accounting: Arc<Accounting>,
     /// The uid charged for the segment itself.
     segment_uid: u32,
-    /// Pages charged, by uid (a handful of users at most share a segment).
-    pages: KVVec<(u32, usize)>,
+    /// Pages charged, by uid.
+    pages: HeldPages,
 }
 
 impl Charges {
@@ -87,35 +88,13 @@ impl Charges {
         Ok(Self {
             segment_uid: accounting.charge_segment()?,
             accounting: accounting.clone(),
-            pages: KVVec::new(),
+            pages: HeldPages::new(accounting),
         })
-    }
-
-    /// Makes room to record pages charged to `uid` (so that [`Charges::record`] cannot fail).
-    fn reserve(&mut self, uid: u32) -> Result {
-        if !self.pages.iter().any(|(u, _)| *u == uid) {
-            self.pages.reserve(1, GFP_ACCOUNT_MAYFAIL)?;
-        }
-        Ok(())
-    }
-
-    /// Records `charge` (kept until the segment is freed) for `pages` of its pages; the rest
-    /// of the charge is released. [`Charges::reserve`] came first.
-    fn record(&mut self, charge: PageCharge, pages: usize) -> Result {
-        match self.pages.iter_mut().find(|(u, _)| *u == charge.uid) {
-            Some((_, n)) => *n += pages,
-            None => self.pages.push((charge.uid, pages), GFP_NOWAIT)?,
-        }
-        charge.keep(pages);
-        Ok(())
     }
 }
 
 impl Drop for Charges {
     fn drop(&mut self) {
-        for (uid, pages) in self.pages.iter() {
-            self.accounting.uncharge_pages(*uid, *pages);
-        }
         self.accounting.uncharge_segment(self.segment_uid);
     }
 }
@@ -140,6 +119,8 @@ struct Inner {
     handles: RBTree<u64, Arc<EventQueue>>,
     handle_count: usize,
     next_version: u64,
+    /// The shared heap, once a DSU_IOC_HEAP created it (`heap.rs`).
+    heap: Option<Arc<Heap>>,
 }
 
 /// Owner, group and permission bits of a segment: set at creation, changed by SETATTR.
@@ -263,6 +244,7 @@ impl Segment {
             handles: RBTree::new(),
             handle_count: 0,
             next_version: 1,
+            heap: None,
         };
         let file = ShmemFile::new(c_str!("dsu-segment"), FILE_PAGES)?;
         Arc::pin_init(
@@ -407,6 +389,9 @@ impl Segment {
             versions: g.version_count as u64,
             handles: g.handle_count as u64,
             created_ns: self.created_ns,
+            heap_base: g.heap.as_ref().map_or(0, |h| h.base),
+            heap_reserve: g.heap.as_ref().map_or(0, |h| h.reserve),
+            heap_size: g.heap.as_ref().map_or(0, |h| h.size()),
             name: self.name.to_c(),
         }
     }
@@ -464,7 +449,7 @@ impl Segment {
         }
         g.pages.reserve(add_pages, GFP_ACCOUNT_MAYFAIL)?;
         g.file_map.reserve(adds)?;
-        g.charges.reserve(charge.uid)?;
+        g.charges.pages.reserve(charge.uid)?;
         let mut reservation = g.dir.reserve(adds)?;
         let now = realtime_ns();
         // The caller looked at its handle's state before copying initial values in; a BIND
@@ -521,7 +506,7 @@ impl Segment {
         g.reserved_pages -= reserved.pages;
         // Released above: its drop must not release it again (nor lock the held mutex).
         core::mem::forget(reserved);
-        g.charges.record(charge, add_pages)?;
+        g.charges.pages.record(charge, add_pages)?;
         Ok(adds as u32)
     }
 
@@ -640,6 +625,45 @@ impl Segment {
             }
         }
         Ok(version)
+    }
+
+    /// The shared heap, if created.
+    pub fn heap(&self) -> Option<Arc<Heap>> {
+        self.inner.lock().heap.clone()
+    }
+
+    /// DSU_IOC_HEAP: the heap, and whether this call created it. An existing heap is
+    /// returned whatever `base` and `reserve` say; without one, both zero is `ENOENT`, a
+    /// window [`Heap::check_window`] refuses its errno, a destroyed segment `eidrm()`.
+    pub fn heap_or_create(&self, base: u64, reserve: u64) -> Result<(Arc<Heap>, bool)> {
+        if let Some(heap) = self.heap() {
+            return Ok((heap, false));
+        }
+        if base == 0 && reserve == 0 {
+            return Err(ENOENT);
+        }
+        Heap::check_window(base, reserve)?;
+        // Made with no lock held (a shmem inode); dropped unused if another caller won.
+        let new = Heap::new(base, reserve, &self.accounting)?;
+        let mut g = self.inner.lock();
+        if let Some(heap) = &g.heap {
+            return Ok((heap.clone(), false));
+        }
+        if g.destroyed {
+            return Err(eidrm());
+        }
+        g.heap = Some(new.clone());
+        Ok((new, true))
+    }
+
+    /// The file pages behind segment pages `first..first + count` (`EINVAL` unless inside
+    /// the segment and `count >= 1`), as a map from page 0: a view's page map.
+    pub fn view_map(&self, first: u64, count: u64) -> Result<PageMap> {
+        let mut map = PageMap::new();
+        map.reserve(1)?;
+        let g = self.inner.lock();
+        g.file_map.translate(first, count, &mut map)?;
+        Ok(map)
     }
 
     /// Up to `count` variable records from `start`, and the total.

@@ -55,12 +55,16 @@ plain_data! {
     dsu_extent => 16,
     dsu_event => 64,
     dsu_list => 96,
-    dsu_segment_info => 120,
+    dsu_segment_info => 144,
     dsu_variable_info => 216,
     dsu_version_info => 72,
     dsu_read_var => 248,
     dsu_destroy => 72,
     dsu_setattr => 88,
+    dsu_heap => 32,
+    dsu_heap_grow => 24,
+    dsu_heap_discard => 24,
+    dsu_read_heap => 96,
 }
 
 /// ioctl command numbers, dispatched on the whole command: type, number, direction and
@@ -95,6 +99,14 @@ pub mod ioctl {
     pub const DESTROY: u32 = _IOW::<dsu_destroy>(MAGIC, DSU_IOC_NR_DESTROY);
     /// `DSU_IOC_SETATTR`.
     pub const SETATTR: u32 = _IOW::<dsu_setattr>(MAGIC, DSU_IOC_NR_SETATTR);
+    /// `DSU_IOC_HEAP`.
+    pub const HEAP: u32 = _IOWR::<dsu_heap>(MAGIC, DSU_IOC_NR_HEAP);
+    /// `DSU_IOC_HEAP_GROW`.
+    pub const HEAP_GROW: u32 = _IOWR::<dsu_heap_grow>(MAGIC, DSU_IOC_NR_HEAP_GROW);
+    /// `DSU_IOC_HEAP_DISCARD`.
+    pub const HEAP_DISCARD: u32 = _IOW::<dsu_heap_discard>(MAGIC, DSU_IOC_NR_HEAP_DISCARD);
+    /// `DSU_IOC_READ_HEAP`.
+    pub const READ_HEAP: u32 = _IOWR::<dsu_read_heap>(MAGIC, DSU_IOC_NR_READ_HEAP);
 }
 
 /// Largest struct or record size accepted (the tail beyond what the kernel knows must be
@@ -254,8 +266,13 @@ impl RecordArray {
     }
 
     /// Writes record `i`: `T`'s bytes, then zeros up to the record size, so that fields the
-    /// kernel does not know read as zero.
+    /// kernel does not know read as zero (only the bytes it covers for a shorter record of
+    /// [`RecordArray::new_grown`]).
     pub fn write<T: AsBytes>(&self, i: usize, value: &T) -> Result {
+        if self.record_size < size_of::<T>() {
+            // A record that grew, as an older caller knows it (`new_grown`): its prefix.
+            return self.write_prefix(i, value);
+        }
         let mut writer = UserSlice::new(self.at(i), self.record_size).writer();
         writer.write(value)?;
         zero_fill(&mut writer)

@@ -85,6 +85,23 @@ impl PageRef {
     }
 }
 
+impl PageRef {
+    /// Whether the page's contents are valid (`PageUptodate`): shmem leaves pages that
+    /// `fallocate` allocated not up to date, with stale bytes, until their first use zeroes
+    /// them; such a page reads as zeros.
+    pub fn is_uptodate(&self) -> bool {
+        let page = self.0.as_ptr();
+        // SAFETY: The page is valid (type invariant). `flags` changes through atomic bit
+        // operations; an acquire load pairs with `folio_mark_uptodate`'s barrier, so the
+        // contents are visible once the bit is.
+        let flags = unsafe {
+            core::sync::atomic::AtomicUsize::from_ptr((&raw mut (*page).flags).cast())
+                .load(core::sync::atomic::Ordering::Acquire)
+        };
+        flags & (1 << bindings::pageflags_PG_uptodate) != 0
+    }
+}
+
 impl Drop for PageRef {
     fn drop(&mut self) {
         let mut page = self.0.as_ptr();
@@ -203,6 +220,11 @@ impl VmArea {
 
     fn raw(&self) -> *mut bindings::vm_area_struct {
         self.0.get()
+    }
+
+    /// The raw VMA, for the other `kernel_ext` files (`shmem.rs` maps a file over it).
+    pub(super) fn as_raw(&self) -> *mut bindings::vm_area_struct {
+        self.raw()
     }
 
     /// First address.

@@ -17,18 +17,50 @@
 //! Only `shmem_enabled=force` (a testing knob that overrides every mount) still makes huge
 //! folios: [`ShmemFile::page`] checks every page and refuses one of a large folio with
 //! `ENOMEM`, so nothing ever assumes order 0 silently.
+//!
+//! A file may also be mapped into userspace in place of the device file
+//! ([`ShmemFile::map_over`], as SysV shm and `dma_buf_mmap` do): the VMA's file becomes the
+//! shmem file, so shmem's own fault handler serves it (SIGBUS past the file's size, page
+//! cache lookups), and `fallocate` punching a hole zaps every process's page-table entries
+//! through the file's reverse map. The VMA's operations are a copy of shmem's with `open`
+//! and `close` holding a reference to the device file that was mapped, so the device
+//! object behind it, and this module, live as long as any such VMA.
 
-use super::mm::PageRef;
+use super::{
+    file::File,
+    mm::{PageRef, VmaNew},
+};
 use core::{
+    cell::UnsafeCell,
     ptr::NonNull,
-    sync::atomic::{AtomicPtr, AtomicUsize, Ordering},
+    sync::atomic::{AtomicPtr, AtomicU8, AtomicUsize, Ordering},
 };
 use kernel::{
     bindings,
-    error::{code::*, from_err_ptr},
+    error::{code::*, from_err_ptr, to_result},
     prelude::*,
     str::CStr,
 };
+
+// C helpers (`helpers.c`) for inlines of headers the Rust bindings lack. As below, the
+// types contain a zero-sized placeholder struct deep inside, although only pointers cross.
+#[allow(improper_ctypes)]
+extern "C" {
+    fn dsu_get_file(file: *mut bindings::file) -> *mut bindings::file;
+    fn dsu_i_size_read(inode: *const bindings::inode) -> bindings::loff_t;
+    fn dsu_task_size() -> kernel::ffi::c_ulong;
+}
+
+/// `FALLOC_FL_KEEP_SIZE` and `FALLOC_FL_PUNCH_HOLE` (`include/uapi/linux/falloc.h`, not in
+/// the 6.12 bindings).
+const FALLOC_FL_KEEP_SIZE: kernel::ffi::c_int = 0x01;
+const FALLOC_FL_PUNCH_HOLE: kernel::ffi::c_int = 0x02;
+
+/// One past the highest user address of the current task (`TASK_SIZE`).
+pub fn task_size() -> u64 {
+    // SAFETY: Reads the current task's address-space limit; always valid in process context.
+    unsafe { dsu_task_size() as u64 }
+}
 
 /// `AS_UNEVICTABLE` of `enum mapping_flags` (`include/linux/pagemap.h`, not in the 6.12
 /// bindings).
@@ -264,6 +296,185 @@ impl ShmemFile {
             )
         };
     }
+}
+
+impl ShmemFile {
+    fn inode(&self) -> *mut bindings::inode {
+        // SAFETY: The file is valid by the type invariant; its inode never changes.
+        unsafe { (*self.file.as_ptr()).f_inode }
+    }
+
+    /// The file's size in bytes (`i_size`).
+    pub fn size(&self) -> u64 {
+        // SAFETY: The inode is valid while the file is; `i_size_read` is the kernel's
+        // lock-free read of the size.
+        unsafe { dsu_i_size_read(self.inode()) as u64 }
+    }
+
+    /// `vfs_fallocate` over `[offset, offset + len)` (both fit `loff_t`, else `EINVAL`).
+    fn fallocate(&self, mode: kernel::ffi::c_int, offset: u64, len: u64) -> Result {
+        let off = bindings::loff_t::try_from(offset).map_err(|_| EINVAL)?;
+        let len = bindings::loff_t::try_from(len).map_err(|_| EINVAL)?;
+        // SAFETY: The file is valid (type invariant) and opened read-write by shmem.
+        to_result(unsafe { bindings::vfs_fallocate(self.file.as_ptr(), mode, off, len) })
+    }
+
+    /// Allocates the pages of `[offset, offset + len)` now (zeroed when first used, charged
+    /// to the caller's memory cgroup with the mapping's may-fail flags) and extends the size
+    /// to `offset + len` once they all are: shmem's `fallocate`, which frees what it
+    /// allocated and leaves the size alone if any page fails. `ENOMEM` when memory runs out
+    /// (shmem's `ENOSPC` included), `EINTR` on a fatal signal.
+    pub fn allocate(&self, offset: u64, len: u64) -> Result {
+        match self.fallocate(0, offset, len) {
+            Err(e) if e == ENOSPC => Err(ENOMEM),
+            r => r,
+        }
+    }
+
+    /// Frees the pages of `[offset, offset + len)` (page-aligned), keeping the size: every
+    /// mapping of the range loses its page-table entries first, so it reads as zeros after,
+    /// in every process (shmem's `FALLOC_FL_PUNCH_HOLE`, as `MADV_REMOVE`).
+    pub fn punch_hole(&self, offset: u64, len: u64) -> Result {
+        self.fallocate(FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset, len)
+    }
+
+    /// The page at `index` if it is in the file and up to date, with a reference (no lock,
+    /// no allocation). A page that `allocate` made but nobody used yet holds stale bytes
+    /// until shmem zeroes it on first use: it is `None`, like a hole (both read as zeros).
+    pub fn lookup_uptodate(&self, index: u64) -> Option<PageRef> {
+        self.lookup(index).filter(PageRef::is_uptodate)
+    }
+
+    /// Makes the VMA that a device file's `mmap` is setting up a shared mapping of this file
+    /// from offset 0 instead: its file becomes this one (`vma_set_file`), shmem's `mmap`
+    /// installs shmem's operations, and those are replaced by a copy whose `open`/`close`
+    /// hold a reference to `owner` (the device file, which the caller's objects and this
+    /// module live as long as) per VMA, and whose `mremap` refuses to move it.
+    ///
+    /// The caller has checked everything else: after the file is swapped nothing else may
+    /// fail in its `mmap` (the mm core then releases the new file, not the old one).
+    pub fn map_over(&self, vma: &VmaNew, owner: &File) -> Result {
+        let raw = vma.as_raw();
+        let shm = self.file.as_ptr();
+        // SAFETY: A shmem file's `f_op` is shmem's static table.
+        let mmap = unsafe { (*(*shm).f_op).mmap }.ok_or(ENODEV)?;
+        // Refuse mremap growth; nothing else of the VMA's flags changes.
+        vma.set_dontexpand();
+        // SAFETY: The VMA is being set up under the mmap write lock and is not visible yet
+        // (`VmaNew`). `vma_set_file` takes a reference to `shm` and drops the VMA's reference
+        // to the device file (the mm core holds its own until `mmap` returns). shmem's
+        // `mmap` only marks the file accessed and sets `vm_ops`.
+        unsafe {
+            bindings::vma_set_file(raw, shm);
+            (*raw).vm_pgoff = 0;
+            to_result(mmap(shm, raw))?;
+            let ops = OWNED_SHMEM_OPS.get((*raw).vm_ops)?;
+            (*raw).vm_private_data = dsu_get_file(owner.as_ptr()).cast();
+            (*raw).vm_ops = ops;
+        }
+        Ok(())
+    }
+}
+
+/// shmem's VMA operations with `open`/`close` that hold a reference to the VMA's
+/// `vm_private_data`, a file, and an `mremap` that refuses to move the VMA: filled once, at
+/// the first [`ShmemFile::map_over`], from the table shmem's `mmap` installed (shmem's
+/// tables are static and not exported, so they can only be read from a VMA).
+struct OwnedShmemOps {
+    ops: UnsafeCell<bindings::vm_operations_struct>,
+    /// The shmem table `ops` was copied from (null before).
+    base: AtomicPtr<bindings::vm_operations_struct>,
+    /// 0: empty, 1: being filled, 2: filled.
+    state: AtomicU8,
+}
+
+// SAFETY: `ops` is written once, by the thread that moved `state` from 0 to 1, before
+// `state` becomes 2 (release); it is read only after seeing 2 (acquire).
+unsafe impl Sync for OwnedShmemOps {}
+
+static OWNED_SHMEM_OPS: OwnedShmemOps = OwnedShmemOps {
+    // SAFETY: All-zero is a valid `vm_operations_struct` (no callbacks).
+    ops: UnsafeCell::new(unsafe { core::mem::zeroed() }),
+    base: AtomicPtr::new(core::ptr::null_mut()),
+    state: AtomicU8::new(0),
+};
+
+impl OwnedShmemOps {
+    /// The wrapped table for shmem's table `shmem`: `EINVAL` if the table is not the one the
+    /// wrapper was made from (both shmem tables of unlinked files are the same one) or if
+    /// shmem's table has callbacks of its own that the wrapper would replace.
+    ///
+    /// # Safety
+    ///
+    /// `shmem` must be the `vm_ops` shmem's `mmap` just installed.
+    unsafe fn get(
+        &self,
+        shmem: *const bindings::vm_operations_struct,
+    ) -> Result<*const bindings::vm_operations_struct> {
+        loop {
+            match self
+                .state
+                .compare_exchange(0, 1, Ordering::Acquire, Ordering::Acquire)
+            {
+                Ok(_) => {
+                    // SAFETY: `shmem` is a valid static table (caller); this thread alone
+                    // writes `ops` (state 1), and nobody reads it before state 2.
+                    unsafe {
+                        let mut ops = *shmem;
+                        if ops.open.is_some() || ops.close.is_some() || ops.mremap.is_some() {
+                            self.state.store(0, Ordering::Release);
+                            return Err(EINVAL);
+                        }
+                        ops.open = Some(owner_open);
+                        ops.close = Some(owner_close);
+                        ops.mremap = Some(refuse_mremap);
+                        *self.ops.get() = ops;
+                    }
+                    self.base.store(shmem.cast_mut(), Ordering::Relaxed);
+                    self.state.store(2, Ordering::Release);
+                    break;
+                }
+                Err(2) => break,
+                Err(_) => core::hint::spin_loop(),
+            }
+        }
+        if !core::ptr::eq(self.base.load(Ordering::Relaxed), shmem) {
+            return Err(EINVAL);
+        }
+        Ok(self.ops.get())
+    }
+}
+
+/// `vm_ops->open` of a VMA mapped by [`ShmemFile::map_over`] (fork, split): one more
+/// reference to the owner file.
+///
+/// # Safety
+///
+/// The mm core calls it with a valid VMA whose `vm_private_data` is a file it holds.
+unsafe extern "C" fn owner_open(vma: *mut bindings::vm_area_struct) {
+    // SAFETY: The VMA was copied from one holding a reference to this file, so it is alive.
+    unsafe { dsu_get_file((*vma).vm_private_data.cast()) };
+}
+
+/// `vm_ops->close`: drops the VMA's reference to the owner file. The file's last `fput`
+/// defers its release (task work or a workqueue), so this function has returned before
+/// the module it belongs to can be unloaded.
+///
+/// # Safety
+///
+/// As [`owner_open`].
+unsafe extern "C" fn owner_close(vma: *mut bindings::vm_area_struct) {
+    // SAFETY: The VMA holds one reference (taken at map time or by `owner_open`).
+    unsafe { bindings::fput((*vma).vm_private_data.cast()) };
+}
+
+/// `vm_ops->mremap`: the window must stay at its address in every process.
+///
+/// # Safety
+///
+/// Called by the mm core only.
+unsafe extern "C" fn refuse_mremap(_vma: *mut bindings::vm_area_struct) -> kernel::ffi::c_int {
+    -(bindings::EINVAL as kernel::ffi::c_int)
 }
 
 impl Drop for ShmemFile {
