@@ -39,6 +39,15 @@ mod raw {
     nix::ioctl_readwrite!(read_var, DSU_IOC_MAGIC, DSU_IOC_NR_READ_VAR, dsu_read_var);
     nix::ioctl_write_ptr!(destroy, DSU_IOC_MAGIC, DSU_IOC_NR_DESTROY, dsu_destroy);
     nix::ioctl_write_ptr!(setattr, DSU_IOC_MAGIC, DSU_IOC_NR_SETATTR, dsu_setattr);
+    nix::ioctl_readwrite!(heap, DSU_IOC_MAGIC, DSU_IOC_NR_HEAP, dsu_heap);
+    nix::ioctl_readwrite!(heap_grow, DSU_IOC_MAGIC, DSU_IOC_NR_HEAP_GROW, dsu_heap_grow);
+    nix::ioctl_write_ptr!(
+        heap_discard,
+        DSU_IOC_MAGIC,
+        DSU_IOC_NR_HEAP_DISCARD,
+        dsu_heap_discard
+    );
+    nix::ioctl_readwrite!(read_heap, DSU_IOC_MAGIC, DSU_IOC_NR_READ_HEAP, dsu_read_heap);
 }
 
 /// Which ioctl, for calls with a raw (possibly bad) argument pointer.
@@ -432,6 +441,124 @@ impl Dsu {
             name: cname(name),
             ..Default::default()
         })
+    }
+
+    /// DSU_IOC_HEAP with a caller-built struct.
+    pub fn heap_raw(&self, h: &mut dsu_heap) -> Sys<()> {
+        // SAFETY: `h` is a valid struct.
+        errno(unsafe { raw::heap(self.fd(), h) }).map(drop)
+    }
+
+    /// DSU_IOC_HEAP: creates the heap at `base` with `reserve` bytes, or gets it (both 0).
+    /// Returns (base, reserve, size, created).
+    pub fn heap(&self, base: u64, reserve: u64) -> Sys<(u64, u64, u64, bool)> {
+        let mut h = dsu_heap {
+            size: size_of::<dsu_heap>() as u32,
+            base,
+            reserve,
+            ..Default::default()
+        };
+        self.heap_raw(&mut h)?;
+        Ok((
+            h.base,
+            h.reserve,
+            h.heap_size,
+            h.flags & DSU_HEAP_CREATED != 0,
+        ))
+    }
+
+    /// DSU_IOC_HEAP_GROW with a caller-built struct.
+    pub fn heap_grow_raw(&self, g: &mut dsu_heap_grow) -> Sys<()> {
+        // SAFETY: `g` is a valid struct.
+        errno(unsafe { raw::heap_grow(self.fd(), g) }).map(drop)
+    }
+
+    /// DSU_IOC_HEAP_GROW to at least `min_size` bytes; the new size.
+    pub fn heap_grow(&self, min_size: u64) -> Sys<u64> {
+        let mut g = dsu_heap_grow {
+            size: size_of::<dsu_heap_grow>() as u32,
+            min_size,
+            ..Default::default()
+        };
+        self.heap_grow_raw(&mut g)?;
+        Ok(g.heap_size)
+    }
+
+    /// DSU_IOC_HEAP_DISCARD with a caller-built struct.
+    pub fn heap_discard_raw(&self, d: &dsu_heap_discard) -> Sys<()> {
+        // SAFETY: `d` is a valid struct.
+        errno(unsafe { raw::heap_discard(self.fd(), d) }).map(drop)
+    }
+
+    /// DSU_IOC_HEAP_DISCARD of `[offset, offset + length)`.
+    pub fn heap_discard(&self, offset: u64, length: u64) -> Sys<()> {
+        self.heap_discard_raw(&dsu_heap_discard {
+            size: size_of::<dsu_heap_discard>() as u32,
+            offset,
+            length,
+            ..Default::default()
+        })
+    }
+
+    /// DSU_IOC_READ_HEAP with a caller-built struct.
+    pub fn read_heap_raw(&self, r: &mut dsu_read_heap) -> Sys<()> {
+        // SAFETY: `r` is a valid struct; its buffer is the caller's.
+        errno(unsafe { raw::read_heap(self.fd(), r) }).map(drop)
+    }
+
+    /// DSU_IOC_READ_HEAP: up to `len` bytes of `segment`'s heap at `offset`.
+    pub fn read_heap(&self, segment: &str, offset: u64, len: usize) -> Sys<Vec<u8>> {
+        let mut buf = vec![0xa5u8; len];
+        let mut r = dsu_read_heap {
+            size: size_of::<dsu_read_heap>() as u32,
+            offset,
+            length: len as u64,
+            buf: buf.as_mut_ptr() as u64,
+            segment: cname(segment),
+            ..Default::default()
+        };
+        self.read_heap_raw(&mut r)?;
+        buf.truncate(r.length as usize);
+        Ok(buf)
+    }
+
+    /// mmap of the heap window: `len` bytes at `addr` (MAP_FIXED_NOREPLACE unless 0) at the
+    /// heap's offset, with `flags` (MAP_SHARED normally).
+    pub fn map_heap_with(&self, addr: u64, len: usize, flags: i32) -> Sys<Map> {
+        let fixed = if addr != 0 {
+            libc::MAP_FIXED_NOREPLACE
+        } else {
+            0
+        };
+        // SAFETY: A new mapping; MAP_FIXED_NOREPLACE never replaces an existing one.
+        let p = unsafe {
+            libc::mmap(
+                addr as *mut libc::c_void,
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                flags | fixed,
+                self.fd(),
+                DSU_HEAP_MMAP_OFFSET as i64,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(Errno::last());
+        }
+        Ok(Map { ptr: p.cast(), len })
+    }
+
+    /// mmap of the heap window at `base`, `reserve` bytes long, MAP_SHARED.
+    pub fn map_heap(&self, base: u64, reserve: u64) -> Sys<Map> {
+        self.map_heap_with(base, reserve as usize, libc::MAP_SHARED)
+    }
+
+    /// mmap of a view of segment pages `first..first + pages`, MAP_SHARED.
+    pub fn map_view(&self, first: u64, pages: usize) -> Sys<Map> {
+        self.map_with(
+            pages,
+            libc::MAP_SHARED,
+            (DSU_VIEW_MMAP_OFFSET + first * PAGE as u64) as i64,
+        )
     }
 
     /// An ioctl with an arbitrary argument (e.g. a bad pointer).

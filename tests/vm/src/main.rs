@@ -11,6 +11,7 @@ mod foundation;
 mod kmod_abi;
 mod kmod_binding;
 mod kmod_extents;
+mod kmod_heap;
 mod kmod_hugepages;
 mod kmod_ioctl;
 mod kmod_limits;
