@@ -27,11 +27,15 @@ _Static_assert(sizeof(struct dsu_bind) == 80, "dsu_bind");
 _Static_assert(sizeof(struct dsu_extent) == 16, "dsu_extent");
 _Static_assert(sizeof(struct dsu_event) == 64, "dsu_event");
 _Static_assert(sizeof(struct dsu_list) == 96, "dsu_list");
-_Static_assert(sizeof(struct dsu_segment_info) == 120, "dsu_segment_info");
+_Static_assert(sizeof(struct dsu_segment_info) == 144, "dsu_segment_info");
 _Static_assert(sizeof(struct dsu_variable_info) == 216, "dsu_variable_info");
 _Static_assert(sizeof(struct dsu_version_info) == 72, "dsu_version_info");
 _Static_assert(sizeof(struct dsu_read_var) == 248, "dsu_read_var");
 _Static_assert(sizeof(struct dsu_destroy) == 72, "dsu_destroy");
+_Static_assert(sizeof(struct dsu_heap) == 32, "dsu_heap");
+_Static_assert(sizeof(struct dsu_heap_grow) == 24, "dsu_heap_grow");
+_Static_assert(sizeof(struct dsu_heap_discard) == 24, "dsu_heap_discard");
+_Static_assert(sizeof(struct dsu_read_heap) == 96, "dsu_read_heap");
 
 #define CHECK(cond, what)                                                               \
 	do {                                                                            \
