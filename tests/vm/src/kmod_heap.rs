@@ -19,6 +19,14 @@ fn base(slot: u64) -> u64 {
     0x3000_0000_0000 + slot * (1 << 30)
 }
 
+/// Unmaps the copy of a heap window that a forked child inherited, so that it maps its own
+/// like an unrelated process.
+fn unmap_inherited(base: u64, len: u64) {
+    // SAFETY: The child owns no reference into the range (the parent's `Map` is not used in
+    // the child, whose exit skips destructors).
+    unsafe { libc::munmap(base as *mut libc::c_void, len as usize) };
+}
+
 /// Reads the byte at `addr` in a forked child: `Ok(byte)` or `Err(signal)`.
 fn touch(addr: *const u8) -> Result<i32, i32> {
     // SAFETY: The child reads an address that may fault; a fault kills only the child.
@@ -52,6 +60,7 @@ fn growth() -> TestResult {
         );
         let n = name.clone();
         let b = spawn(move || {
+            unmap_inherited(base(1), 16 * P);
             let b = Dsu::attached(&n)?;
             let (bb, br, size, created) = b.heap(0, 0)?;
             ensure!(!created && size == 0, "get: created {created}, size {size}");
@@ -128,6 +137,7 @@ fn discard() -> TestResult {
         let child = spawn(move || {
             // SAFETY: getpid has no preconditions.
             std::fs::write(format!("{cgp}/cgroup.procs"), unsafe { libc::getpid() }.to_string())?;
+            unmap_inherited(base(3), PAGES * P);
             let b = Dsu::attached(&n)?;
             let m = b.map_heap(base(3), PAGES * P)?;
             b.heap_grow(PAGES * P)?;
@@ -322,7 +332,7 @@ fn validation() -> TestResult {
             (base(7) + 8, 4 * P, "misaligned base"),
             (base(7), 4 * P + 8, "misaligned reserve"),
             (u64::MAX & !(P - 1), 4 * P, "overflowing window"),
-            (0x7fff_ffff_f000, 4 * P, "window past the user address space"),
+            (0xffff_8000_0000_0000, 4 * P, "window in kernel addresses"),
         ];
         for (b, r, what) in bad {
             ensure_eq!(a.heap(b, r), Err(Errno::EINVAL), "{what}");
