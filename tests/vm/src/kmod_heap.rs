@@ -136,7 +136,10 @@ fn discard() -> TestResult {
         let (tc, tp) = (&to_child, &to_parent);
         let child = spawn(move || {
             // SAFETY: getpid has no preconditions.
-            std::fs::write(format!("{cgp}/cgroup.procs"), unsafe { libc::getpid() }.to_string())?;
+            std::fs::write(
+                format!("{cgp}/cgroup.procs"),
+                unsafe { libc::getpid() }.to_string(),
+            )?;
             unmap_inherited(base(3), PAGES * P);
             let b = Dsu::attached(&n)?;
             let m = b.map_heap(base(3), PAGES * P)?;
@@ -252,7 +255,11 @@ fn limits() -> TestResult {
             set_memlock(8 * P)?;
             let a = Dsu::attached(&n)?;
             a.heap(base(5), 32 * P)?;
-            ensure_eq!(a.heap_grow(9 * P), Err(Errno::ENOMEM), "past RLIMIT_MEMLOCK");
+            ensure_eq!(
+                a.heap_grow(9 * P),
+                Err(Errno::ENOMEM),
+                "past RLIMIT_MEMLOCK"
+            );
             ensure_eq!(a.heap(0, 0)?.2, 0, "size after refused growth");
             ensure_eq!(a.heap_grow(8 * P), Ok(8 * P), "up to RLIMIT_MEMLOCK");
             a.destroy(&n)?;
@@ -280,7 +287,11 @@ fn limits() -> TestResult {
         else {
             return 12;
         };
-        if std::fs::write(format!("{cgp}/memory.max"), (current + (1 << 20)).to_string()).is_err()
+        if std::fs::write(
+            format!("{cgp}/memory.max"),
+            (current + (1 << 20)).to_string(),
+        )
+        .is_err()
         {
             return 13;
         }
@@ -314,13 +325,29 @@ fn validation() -> TestResult {
     let name = unique("heap-valid");
     let r = (|| {
         let fresh = Dsu::open()?;
-        ensure_eq!(fresh.heap(0, 0), Err(Errno::EBADFD), "HEAP on a fresh handle");
-        ensure_eq!(fresh.heap_grow(P), Err(Errno::EBADFD), "GROW on a fresh handle");
+        ensure_eq!(
+            fresh.heap(0, 0),
+            Err(Errno::EBADFD),
+            "HEAP on a fresh handle"
+        );
+        ensure_eq!(
+            fresh.heap_grow(P),
+            Err(Errno::EBADFD),
+            "GROW on a fresh handle"
+        );
         let a = Dsu::attached(&name)?;
         ensure_eq!(a.heap(0, 0), Err(Errno::ENOENT), "get without a heap");
         ensure_eq!(a.heap_grow(P), Err(Errno::ENOENT), "GROW without a heap");
-        ensure_eq!(a.heap_discard(0, P), Err(Errno::ENOENT), "DISCARD without a heap");
-        ensure_eq!(a.read_heap(&name, 0, 1), Err(Errno::ENOENT), "READ without a heap");
+        ensure_eq!(
+            a.heap_discard(0, P),
+            Err(Errno::ENOENT),
+            "DISCARD without a heap"
+        );
+        ensure_eq!(
+            a.read_heap(&name, 0, 1),
+            Err(Errno::ENOENT),
+            "READ without a heap"
+        );
         ensure_eq!(
             a.map_heap_with(0, PAGE, libc::MAP_SHARED).map(drop),
             Err(Errno::ENOENT),
@@ -351,7 +378,11 @@ fn validation() -> TestResult {
         h.heap_size = 0;
         h.size = 16;
         ensure_eq!(a.heap_raw(&mut h), Err(Errno::EINVAL), "HEAP small size");
-        ensure_eq!(a.heap(base(7), 4 * P), Ok((base(7), 4 * P, 0, true)), "create");
+        ensure_eq!(
+            a.heap(base(7), 4 * P),
+            Ok((base(7), 4 * P, 0, true)),
+            "create"
+        );
         ensure_eq!(a.heap_grow(0), Err(Errno::EINVAL), "GROW 0");
         let mut g = dsu_heap_grow {
             size: size_of::<dsu_heap_grow>() as u32,
@@ -359,7 +390,11 @@ fn validation() -> TestResult {
             heap_size: 1,
             ..Default::default()
         };
-        ensure_eq!(a.heap_grow_raw(&mut g), Err(Errno::EINVAL), "GROW heap_size in");
+        ensure_eq!(
+            a.heap_grow_raw(&mut g),
+            Err(Errno::EINVAL),
+            "GROW heap_size in"
+        );
         g.heap_size = 0;
         g.flags = 2;
         ensure_eq!(a.heap_grow_raw(&mut g), Err(Errno::EINVAL), "GROW flags");
@@ -391,28 +426,41 @@ fn validation() -> TestResult {
             segment: cname(&name),
             ..Default::default()
         };
-        ensure_eq!(a.read_heap_raw(&mut r), Err(Errno::EINVAL), "READ_HEAP flags");
+        ensure_eq!(
+            a.read_heap_raw(&mut r),
+            Err(Errno::EINVAL),
+            "READ_HEAP flags"
+        );
         r.flags = 0;
         r.buf = 8;
-        ensure_eq!(a.read_heap_raw(&mut r), Err(Errno::EFAULT), "READ_HEAP bad buffer");
+        ensure_eq!(
+            a.read_heap_raw(&mut r),
+            Err(Errno::EFAULT),
+            "READ_HEAP bad buffer"
+        );
         // mmap: wrong address, length, sharing.
         ensure_eq!(
-            a.map_heap_with(base(8), 4 * PAGE, libc::MAP_SHARED).map(drop),
+            a.map_heap_with(base(8), 4 * PAGE, libc::MAP_SHARED)
+                .map(drop),
             Err(Errno::EINVAL),
             "mmap at another address"
         );
         ensure_eq!(
-            a.map_heap_with(base(7), 2 * PAGE, libc::MAP_SHARED).map(drop),
+            a.map_heap_with(base(7), 2 * PAGE, libc::MAP_SHARED)
+                .map(drop),
             Err(Errno::EINVAL),
             "mmap shorter than the reserve"
         );
         ensure_eq!(
-            a.map_heap_with(base(7), 4 * PAGE, libc::MAP_PRIVATE).map(drop),
+            a.map_heap_with(base(7), 4 * PAGE, libc::MAP_PRIVATE)
+                .map(drop),
             Err(Errno::EINVAL),
             "private mmap"
         );
         ensure_eq!(
-            fresh.map_heap_with(base(7), 4 * PAGE, libc::MAP_SHARED).map(drop),
+            fresh
+                .map_heap_with(base(7), 4 * PAGE, libc::MAP_SHARED)
+                .map(drop),
             Err(Errno::EBADFD),
             "mmap on a fresh handle"
         );
@@ -527,12 +575,20 @@ fn view() -> TestResult {
         );
         view.set(PAGE + 8, 0xabcd);
         let read = a.read_var(&name, "two-pages", 1, 0, (PAGE + 8) as u64, 8)?;
-        ensure_eq!(read, 0xabcdu64.to_ne_bytes().to_vec(), "READ_VAR sees the view's write");
+        ensure_eq!(
+            read,
+            0xabcdu64.to_ne_bytes().to_vec(),
+            "READ_VAR sees the view's write"
+        );
         ensure_eq!(a.list_versions(&name, 0, 4)?.1, 0, "no version from a view");
         let pages: Vec<u64> = (0..2).map(|i| v[0].first_page + i).collect();
         a.bind("v1", &pages, 0)?;
         let version = a.map(2)?;
-        ensure_eq!(version.get(PAGE + 8), 0xabcd, "the version sees the view's write");
+        ensure_eq!(
+            version.get(PAGE + 8),
+            0xabcd,
+            "the version sees the view's write"
+        );
         Ok(())
     })();
     cleanup(&name);

@@ -40,14 +40,24 @@ mod raw {
     nix::ioctl_write_ptr!(destroy, DSU_IOC_MAGIC, DSU_IOC_NR_DESTROY, dsu_destroy);
     nix::ioctl_write_ptr!(setattr, DSU_IOC_MAGIC, DSU_IOC_NR_SETATTR, dsu_setattr);
     nix::ioctl_readwrite!(heap, DSU_IOC_MAGIC, DSU_IOC_NR_HEAP, dsu_heap);
-    nix::ioctl_readwrite!(heap_grow, DSU_IOC_MAGIC, DSU_IOC_NR_HEAP_GROW, dsu_heap_grow);
+    nix::ioctl_readwrite!(
+        heap_grow,
+        DSU_IOC_MAGIC,
+        DSU_IOC_NR_HEAP_GROW,
+        dsu_heap_grow
+    );
     nix::ioctl_write_ptr!(
         heap_discard,
         DSU_IOC_MAGIC,
         DSU_IOC_NR_HEAP_DISCARD,
         dsu_heap_discard
     );
-    nix::ioctl_readwrite!(read_heap, DSU_IOC_MAGIC, DSU_IOC_NR_READ_HEAP, dsu_read_heap);
+    nix::ioctl_readwrite!(
+        read_heap,
+        DSU_IOC_MAGIC,
+        DSU_IOC_NR_READ_HEAP,
+        dsu_read_heap
+    );
 }
 
 /// Which ioctl, for calls with a raw (possibly bad) argument pointer.

@@ -64,6 +64,7 @@ pub struct Attach {
     owner: Option<u32>,
     prefault: bool,
     device: String,
+    heap: Option<usize>,
 }
 
 impl Attach {
@@ -83,6 +84,7 @@ impl Attach {
             owner: None,
             prefault: false,
             device: crate::sys::DEVICE_PATH.into(),
+            heap: None,
         }
     }
 
@@ -152,6 +154,26 @@ impl Attach {
     /// ```
     pub fn prefault(mut self, yes: bool) -> Self {
         self.prefault = yes;
+        self
+    }
+
+    /// Create the segment's shared heap if it has none, with a window of `reserve` bytes of
+    /// address space (rounded up to pages; 0: [`DEFAULT_RESERVE`](crate::heap::DEFAULT_RESERVE),
+    /// 1 GiB). Pages are only allocated as the heap grows. The window goes at a free,
+    /// randomly chosen 1 GiB-aligned address, the same in every version afterwards.
+    ///
+    /// Without this option no heap is created; but a heap the segment has (an earlier
+    /// version made it) is always mapped, whatever the options, since the globals may
+    /// point into it. Either way the heap is mapped before the globals are resolved (so
+    /// migrations can allocate in it) and is then [`dsu::heap::region()`](crate::heap::region)
+    /// and [`Version::heap`]. If its range is in use in this process the attach fails with
+    /// [`Error::HeapAddressTaken`], changing nothing in the segment.
+    ///
+    /// ```
+    /// let a = dsu::Attach::new("app", "1.0").heap(256 << 20);
+    /// ```
+    pub fn heap(mut self, reserve: usize) -> Self {
+        self.heap = Some(reserve);
         self
     }
 
@@ -282,6 +304,8 @@ impl Attach {
             Some(owner) => dev.attach_shared_with(&self.segment, self.create, self.mode, owner)?,
             None => dev.attach(&self.segment, self.create, self.mode)?,
         };
+        // The heap before any global: migrations may allocate in it.
+        let heap = crate::heap::region::attach_heap(&dev, &self.segment, self.heap)?;
         let mut version = Version {
             dev,
             segment: self.segment.clone(),
@@ -290,6 +314,7 @@ impl Attach {
             created_segment: created,
             vars: Vec::new(),
             newest: std::sync::Mutex::new(None),
+            heap,
         };
         if descs.is_empty() {
             version.dev.set_nonblocking(true)?;
@@ -584,6 +609,7 @@ pub struct Version {
     created_segment: bool,
     vars: Vec<AttachedVar>,
     newest: std::sync::Mutex<Option<Event>>,
+    heap: Option<&'static crate::heap::SegmentHeap>,
 }
 
 impl Version {
@@ -637,6 +663,20 @@ impl Version {
     /// ```
     pub fn variables(&self) -> &[AttachedVar] {
         &self.vars
+    }
+
+    /// The segment's shared heap, mapped at the same address in every version: `None` if
+    /// the segment has none (see [`Attach::heap`]). It is also
+    /// [`dsu::heap::region()`](crate::heap::region), and stays mapped for the process's life.
+    ///
+    /// ```no_run
+    /// use dsu::heap::HeapRegion;
+    /// let v = dsu::Attach::new("app", "1").heap(0).attach()?;
+    /// println!("heap at {:p}", v.heap().unwrap().base());
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn heap(&self) -> Option<&'static crate::heap::SegmentHeap> {
+        self.heap
     }
 
     /// The `/dev/dsu` handle, for queries such as [`Device::list_versions`].

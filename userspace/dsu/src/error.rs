@@ -31,6 +31,14 @@ pub enum Op {
     SetAttr,
     /// `read()` or `poll()` of events.
     Events,
+    /// `DSU_IOC_HEAP` (create or get the shared heap).
+    Heap,
+    /// `DSU_IOC_HEAP_GROW`.
+    HeapGrow,
+    /// `DSU_IOC_HEAP_DISCARD`.
+    HeapDiscard,
+    /// `DSU_IOC_READ_HEAP`.
+    ReadHeap,
 }
 
 impl Op {
@@ -41,7 +49,9 @@ impl Op {
     /// ```
     pub fn needs(self) -> &'static str {
         match self {
-            Op::Resolve | Op::Bind | Op::Mmap => "read and write",
+            Op::Resolve | Op::Bind | Op::Mmap | Op::Heap | Op::HeapGrow | Op::HeapDiscard => {
+                "read and write"
+            }
             Op::Destroy | Op::SetAttr => "owner",
             _ => "read",
         }
@@ -62,6 +72,10 @@ impl std::fmt::Display for Op {
             Op::Destroy => "DESTROY",
             Op::SetAttr => "SETATTR",
             Op::Events => "reading events",
+            Op::Heap => "HEAP",
+            Op::HeapGrow => "HEAP_GROW",
+            Op::HeapDiscard => "HEAP_DISCARD",
+            Op::ReadHeap => "READ_HEAP",
         })
     }
 }
@@ -284,6 +298,23 @@ pub enum Error {
         op: Op,
     },
 
+    /// The segment's shared heap lives at an address range that this process already uses
+    /// for something else, so it cannot be mapped there (every version maps it at the same
+    /// address). Nothing was changed in the segment.
+    #[error(
+        "the shared heap of segment \"{segment}\" lives at {base:#x}..{end:#x} in every version, but this process already has {occupants} there; nothing was changed: start this program so that nothing is mapped in that range (a fixed-address mmap, a large allocation, or an address-space layout that reaches there), or create the segment anew (its heap gets another address)"
+    )]
+    HeapAddressTaken {
+        /// The segment.
+        segment: String,
+        /// The heap window's first address.
+        base: u64,
+        /// One past its last.
+        end: u64,
+        /// What `/proc/self/maps` shows there.
+        occupants: String,
+    },
+
     /// An errno that means the library and the module disagree, or a bug.
     #[error("dsu {op} failed with {errno}: {hint}")]
     Kernel {
@@ -451,6 +482,10 @@ impl Error {
                 what: "too many live versions of the segment",
                 param: "max_versions",
             },
+            (Op::Heap, Errno::E2BIG) => Error::Limit {
+                what: "the heap window asked for is larger than a heap may be",
+                param: "max_heap_pages",
+            },
             (Op::Bind, Errno::E2BIG) => Error::Limit {
                 what: "the globals section is longer than a segment may be",
                 param: "max_segment_pages",
@@ -469,6 +504,12 @@ fn hint(op: Op, errno: Errno) -> &'static str {
     match errno {
         Errno::EINVAL if op == Op::Mmap => {
             "the mapping must be MAP_SHARED, at offset 0 and exactly as long as the bound map"
+        }
+        Errno::EINVAL if op == Op::Heap => {
+            "the heap window must be page-aligned, non-empty and inside the user address space"
+        }
+        Errno::EINVAL if op == Op::HeapDiscard => {
+            "the range to discard must be page-aligned, non-empty and inside the heap's size"
         }
         Errno::EINVAL if op == Op::Events => "the read buffer is smaller than one struct dsu_event",
         Errno::EINVAL if op == Op::SetAttr => {

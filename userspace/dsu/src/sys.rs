@@ -67,6 +67,25 @@ mod ioctls {
         u::DSU_IOC_NR_SETATTR,
         u::dsu_setattr
     );
+    nix::ioctl_readwrite!(heap, u::DSU_IOC_MAGIC, u::DSU_IOC_NR_HEAP, u::dsu_heap);
+    nix::ioctl_readwrite!(
+        heap_grow,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_HEAP_GROW,
+        u::dsu_heap_grow
+    );
+    nix::ioctl_write_ptr!(
+        heap_discard,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_HEAP_DISCARD,
+        u::dsu_heap_discard
+    );
+    nix::ioctl_readwrite!(
+        read_heap,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_READ_HEAP,
+        u::dsu_read_heap
+    );
 }
 
 /// The path of the device.
@@ -183,6 +202,30 @@ pub struct SegmentInfo {
     pub handles: u64,
     /// Creation time, CLOCK_REALTIME nanoseconds.
     pub created_ns: u64,
+    /// The shared heap, if the segment has one.
+    pub heap: Option<HeapInfo>,
+}
+
+/// A segment's shared heap: its window `[base, base + reserve)`, the same address in every
+/// process, of which the first `size` bytes are backed (DESIGN.md, *Shared heap*).
+///
+/// ```no_run
+/// let mut dev = dsu::sys::Device::open()?;
+/// dev.attach("app", dsu::sys::Create::MustExist, 0)?;
+/// let heap: dsu::sys::HeapInfo = dev.heap(None)?;
+/// println!("heap at {:#x}, {} of {} bytes backed", heap.base, heap.size, heap.reserve);
+/// # Ok::<(), dsu::Error>(())
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HeapInfo {
+    /// The window's address.
+    pub base: u64,
+    /// The window's length in bytes.
+    pub reserve: u64,
+    /// Bytes backed by pages.
+    pub size: u64,
+    /// Whether the call that returned this created the heap (always `false` from a list).
+    pub created: bool,
 }
 
 impl From<&u::dsu_segment_info> for SegmentInfo {
@@ -198,6 +241,12 @@ impl From<&u::dsu_segment_info> for SegmentInfo {
             versions: s.versions,
             handles: s.handles,
             created_ns: s.created_ns,
+            heap: (s.heap_reserve != 0).then_some(HeapInfo {
+                base: s.heap_base,
+                reserve: s.heap_reserve,
+                size: s.heap_size,
+                created: false,
+            }),
         }
     }
 }
@@ -409,6 +458,24 @@ impl Device {
                 source,
             }),
         }
+    }
+
+    /// A second `Device` on the same open file (`dup` with close-on-exec): the same handle,
+    /// attached or bound as this one is.
+    ///
+    /// ```no_run
+    /// let dev = dsu::sys::Device::open()?;
+    /// let same = dev.try_clone()?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn try_clone(&self) -> Result<Device> {
+        Ok(Device {
+            fd: self.fd.try_clone().map_err(|source| Error::Io {
+                what: "dup of the /dev/dsu handle",
+                source,
+            })?,
+            segment: self.segment.clone(),
+        })
     }
 
     /// The segment this handle attached to ("" before [`attach`](Self::attach)).
@@ -903,6 +970,214 @@ impl Device {
             Ok(_) => Ok(()),
             Err(e) => Err(self.error(Op::SetAttr, e, segment, None)),
         }
+    }
+
+    /// DSU_IOC_HEAP: the attached segment's shared heap. With `window` `Some((base,
+    /// reserve))` and no heap yet, creates one there (page-aligned, non-zero; nothing
+    /// backed); a heap that exists is returned whatever `window` says. `None` only gets it;
+    /// a segment without a heap is then [`Error::Kernel`] with `ENOENT`.
+    ///
+    /// ```no_run
+    /// let mut dev = dsu::sys::Device::open()?;
+    /// dev.attach("app", dsu::sys::Create::IfMissing, 0)?;
+    /// let heap = dev.heap(Some((0x3000_0000_0000, 1 << 30)))?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn heap(&self, window: Option<(u64, u64)>) -> Result<HeapInfo> {
+        let (base, reserve) = window.unwrap_or((0, 0));
+        let mut h = u::dsu_heap {
+            size: size32::<u::dsu_heap>(),
+            base,
+            reserve,
+            ..Default::default()
+        };
+        // SAFETY: a valid struct of the encoded size.
+        match unsafe { ioctls::heap(self.fd.as_raw_fd(), &mut h) } {
+            Ok(_) => Ok(HeapInfo {
+                base: h.base,
+                reserve: h.reserve,
+                size: h.heap_size,
+                created: h.flags & u::DSU_HEAP_CREATED != 0,
+            }),
+            Err(e) => Err(self.heap_error(Op::Heap, e)),
+        }
+    }
+
+    /// The error of a heap call: `ENOENT` there means "no heap", not "no segment".
+    fn heap_error(&self, op: Op, errno: Errno) -> Error {
+        if errno == Errno::ENOENT {
+            return Error::Kernel {
+                op,
+                errno,
+                hint: "the segment has no shared heap yet: attach with a heap (Attach::heap) to create one",
+            };
+        }
+        self.error(op, errno, &self.segment, None)
+    }
+
+    /// DSU_IOC_HEAP_GROW: backs at least `min_size` bytes of the heap (rounded up to
+    /// pages; a smaller request changes nothing) and returns the heap's size. Past any
+    /// limit (the reserve, `max_heap_pages`, `max_user_pages`, `RLIMIT_MEMLOCK`, the
+    /// memory cgroup): [`Error::OutOfMemory`], with nothing changed.
+    ///
+    /// ```no_run
+    /// # let dev = dsu::sys::Device::open()?;
+    /// let size = dev.heap_grow(1 << 20)?;
+    /// assert!(size >= 1 << 20);
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn heap_grow(&self, min_size: u64) -> Result<u64> {
+        let mut g = u::dsu_heap_grow {
+            size: size32::<u::dsu_heap_grow>(),
+            min_size,
+            ..Default::default()
+        };
+        // SAFETY: a valid struct of the encoded size.
+        match unsafe { ioctls::heap_grow(self.fd.as_raw_fd(), &mut g) } {
+            Ok(_) => Ok(g.heap_size),
+            Err(e) => Err(self.heap_error(Op::HeapGrow, e)),
+        }
+    }
+
+    /// DSU_IOC_HEAP_DISCARD: gives the pages of `[offset, offset + len)` of the heap
+    /// (page-aligned, inside its size) back to the system; they read as zeros afterwards in
+    /// every process.
+    ///
+    /// ```no_run
+    /// # let dev = dsu::sys::Device::open()?;
+    /// dev.heap_discard(1 << 20, 1 << 20)?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn heap_discard(&self, offset: u64, len: u64) -> Result<()> {
+        let d = u::dsu_heap_discard {
+            size: size32::<u::dsu_heap_discard>(),
+            offset,
+            length: len,
+            ..Default::default()
+        };
+        // SAFETY: a valid struct of the encoded size.
+        match unsafe { ioctls::heap_discard(self.fd.as_raw_fd(), &d) } {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.heap_error(Op::HeapDiscard, e)),
+        }
+    }
+
+    /// DSU_IOC_READ_HEAP: copies up to `buf.len()` bytes of `segment`'s heap at `offset`
+    /// (an address minus the heap's base), stopping at the heap's size; returns the bytes
+    /// copied. Needs read permission only; works on any handle.
+    ///
+    /// ```no_run
+    /// let mut buf = [0u8; 64];
+    /// let n = dsu::sys::Device::open()?.read_heap("app", 0, &mut buf)?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn read_heap(&self, segment: &str, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        names::check_segment(segment)?;
+        let mut r = u::dsu_read_heap {
+            size: size32::<u::dsu_read_heap>(),
+            offset,
+            length: buf.len() as u64,
+            buf: buf.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        names::fill(&mut r.segment, segment);
+        // SAFETY: a valid struct; `buf` is writable for `length` bytes.
+        match unsafe { ioctls::read_heap(self.fd.as_raw_fd(), &mut r) } {
+            Ok(_) => Ok(r.length as usize),
+            Err(Errno::ENOENT)
+                if self
+                    .list_segments()
+                    .is_ok_and(|l| l.iter().any(|s| s.name == segment && !s.destroyed)) =>
+            {
+                Err(self.heap_error(Op::ReadHeap, Errno::ENOENT))
+            }
+            Err(e) => Err(self.error(Op::ReadHeap, e, segment, None)),
+        }
+    }
+
+    /// Maps the attached segment's heap window: `MAP_SHARED`, read-write, at `heap.base`,
+    /// `heap.reserve` bytes. With `replace` false (`MAP_FIXED_NOREPLACE`) a range already in
+    /// use fails with `EEXIST` (as [`Error::Kernel`] of [`Op::Mmap`]) and nothing is
+    /// replaced; with `replace` true (`MAP_FIXED`) whatever is there is replaced.
+    ///
+    /// # Safety
+    ///
+    /// With `replace`, the range must be the caller's own (e.g. a reservation it made) and
+    /// unused. Either way the memory is written by other processes at any time: the caller
+    /// decides who may form references into it.
+    ///
+    /// ```no_run
+    /// # let dev = dsu::sys::Device::open()?;
+    /// let heap = dev.heap(None)?;
+    /// // SAFETY: nothing is replaced; the window is only used through raw pointers here.
+    /// let p = unsafe { dev.mmap_heap(&heap, false) }?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub unsafe fn mmap_heap(&self, heap: &HeapInfo, replace: bool) -> Result<*mut u8> {
+        let fixed = if replace {
+            libc::MAP_FIXED
+        } else {
+            libc::MAP_FIXED_NOREPLACE
+        };
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping; with MAP_FIXED the caller
+        // vouches for the range.
+        let p = unsafe {
+            libc::mmap(
+                heap.base as *mut libc::c_void,
+                heap.reserve as usize,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | fixed,
+                self.fd.as_raw_fd(),
+                u::DSU_HEAP_MMAP_OFFSET as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(self.error(Op::Mmap, Errno::last(), &self.segment, None));
+        }
+        if p as u64 != heap.base {
+            // A kernel without MAP_FIXED_NOREPLACE treats it as a hint (before 4.17).
+            // SAFETY: the mapping just made, at the address the kernel chose.
+            unsafe { libc::munmap(p, heap.reserve as usize) };
+            return Err(self.error(Op::Mmap, Errno::EEXIST, &self.segment, None));
+        }
+        Ok(p.cast())
+    }
+
+    /// Maps segment pages `first_page..first_page + pages` of the attached segment
+    /// read-write (`MAP_SHARED`, where the kernel chooses) without making the handle a
+    /// version: a view, e.g. of an old version's variable that a migration reads in place.
+    ///
+    /// # Safety
+    ///
+    /// Other processes write the pages at any time: the caller may only access them in
+    /// ways that allow that (raw pointers, atomics, or under the data's own lock).
+    ///
+    /// ```no_run
+    /// # let dev = dsu::sys::Device::open()?;
+    /// // SAFETY: read through raw pointers only.
+    /// let p = unsafe { dev.mmap_view(0, 1) }?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub unsafe fn mmap_view(&self, first_page: u64, pages: usize) -> Result<*mut u8> {
+        let offset = first_page
+            .checked_mul(4096)
+            .and_then(|o| o.checked_add(u::DSU_VIEW_MMAP_OFFSET))
+            .ok_or_else(|| self.error(Op::Mmap, Errno::EINVAL, &self.segment, None))?;
+        // SAFETY: a new mapping where the kernel chooses; nothing is replaced.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                pages * 4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED,
+                self.fd.as_raw_fd(),
+                offset as libc::off_t,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(self.error(Op::Mmap, Errno::last(), &self.segment, None));
+        }
+        Ok(p.cast())
     }
 
     /// Sets or clears `O_NONBLOCK` (whether [`read_events`](Self::read_events) blocks).

@@ -17,6 +17,29 @@ pub struct SegmentJson {
     pub versions: u64,
     pub handles: u64,
     pub created_ns: u64,
+    /// The shared heap, if the segment has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub heap: Option<HeapJson>,
+}
+
+/// A segment's shared heap as `list --json` and `show --json` print it.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct HeapJson {
+    /// The window's address, hex.
+    pub base: String,
+    /// The window's length in bytes.
+    pub reserve: u64,
+    /// Bytes backed.
+    pub size: u64,
+}
+
+/// `dump --heap --json`.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct HeapDumpJson {
+    pub segment: String,
+    pub address: String,
+    pub size: usize,
+    pub hex: String,
 }
 
 impl From<&SegmentInfo> for SegmentJson {
@@ -32,6 +55,11 @@ impl From<&SegmentInfo> for SegmentJson {
             versions: s.versions,
             handles: s.handles,
             created_ns: s.created_ns,
+            heap: s.heap.map(|h| HeapJson {
+                base: format!("{:#x}", h.base),
+                reserve: h.reserve,
+                size: h.size,
+            }),
         }
     }
 }
@@ -285,6 +313,16 @@ pub fn show_text(
         seg.handles,
         utc(seg.created_ns)
     );
+    if let Some(h) = &seg.heap {
+        // Printed before the table's blank line, as part of the segment's header.
+        out.insert_str(
+            out.len() - 1,
+            &format!(
+                "heap: base {:#x}, reserve {} bytes, size {} bytes\n",
+                h.base, h.reserve, h.size
+            ),
+        );
+    }
     out.push_str(&format!("variables ({}):\n", vars.len()));
     let type_of = |i: usize| types.get(i).and_then(Option::as_ref);
     let rows: Vec<Vec<String>> = vars

@@ -104,15 +104,21 @@ enum Command {
         /// Segment name.
         segment: String,
     },
-    /// Print a variable's bytes in hex and ASCII (read-only; needs read permission).
+    /// Print a variable's bytes, or bytes of the segment's shared heap, in hex and ASCII
+    /// (read-only; needs read permission).
     Dump {
         /// Segment name.
         segment: String,
-        /// Variable name, e.g. 'app::COUNTER' (see `dsuctl show SEG`).
-        variable: String,
+        /// Variable name, e.g. 'app::COUNTER' (see `dsuctl show SEG`); not with --heap.
+        #[arg(required_unless_present = "heap", conflicts_with = "heap")]
+        variable: Option<String>,
         /// Read the entry with this fingerprint (hex) instead of the newest of that name.
-        #[arg(long, value_parser = parse_hex)]
+        #[arg(long, value_parser = parse_hex, conflicts_with = "heap")]
         fingerprint: Option<u64>,
+        /// Dump LEN bytes of the shared heap at address ADDR (hex, as pointers in the heap
+        /// print; see `dsuctl show SEG` for its range). LEN is decimal or 0x-prefixed hex.
+        #[arg(long, num_args = 2, value_names = ["ADDR", "LEN"])]
+        heap: Option<Vec<String>>,
     },
     /// Print each version that binds to or leaves the segment, until Ctrl-C.
     Watch {
@@ -192,6 +198,22 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 /// Parses a hex fingerprint, with or without `0x`.
+/// `--heap ADDR LEN`: a hex address and a length (decimal, or hex with `0x`), at most
+/// 16 MiB so that a typo does not print gigabytes.
+fn heap_range(args: &[String]) -> Result<(u64, u64), Failure> {
+    let [addr, len] = args else {
+        return Err(Failure::Usage("--heap takes ADDR and LEN".into()));
+    };
+    let addr = parse_hex(addr).map_err(Failure::Usage)?;
+    let len = match len.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).ok(),
+        None => len.parse().ok(),
+    }
+    .filter(|l| (1..=16 << 20).contains(l))
+    .ok_or_else(|| Failure::Usage(format!("LEN {len} is not a length of 1 byte to 16 MiB")))?;
+    Ok((addr, len))
+}
+
 fn parse_hex(s: &str) -> Result<u64, String> {
     u64::from_str_radix(s.trim_start_matches("0x"), 16)
         .map_err(|_| format!("{s} is not a hex number"))
@@ -215,6 +237,8 @@ enum Failure {
     /// The device node does not exist; names the path actually used.
     NoDevice(String),
     Io(String, std::io::Error),
+    /// An argument that parses but cannot be used (e.g. an address outside the heap).
+    Usage(String),
 }
 
 impl From<dsu::Error> for Failure {
@@ -239,6 +263,7 @@ impl std::fmt::Display for Failure {
                 dsu::sys::DEVICE_PATH
             ),
             Failure::Io(what, e) => write!(f, "{what}: {e}"),
+            Failure::Usage(why) => f.write_str(why),
         }
     }
 }
@@ -257,7 +282,10 @@ fn check_names(command: &Command) -> Result<(), dsu::Error> {
         | Command::Watch { segment } => check_segment(segment),
         Command::Dump {
             segment, variable, ..
-        } => check_segment(segment).and_then(|()| check_variable(variable)),
+        } => check_segment(segment).and_then(|()| match variable {
+            Some(v) => check_variable(v),
+            None => Ok(()),
+        }),
     }
 }
 
@@ -364,14 +392,57 @@ fn run(cli: Cli) -> Result<(), Failure> {
         }
         Command::Dump {
             segment,
+            heap: Some(range),
+            ..
+        } => {
+            let (addr, len) = heap_range(range)?;
+            let seg = dev
+                .list_segments()?
+                .into_iter()
+                .find(|s| &s.name == segment && !s.destroyed)
+                .ok_or_else(|| dsu::Error::SegmentNotFound {
+                    segment: segment.clone(),
+                })?;
+            let heap = seg
+                .heap
+                .ok_or_else(|| Failure::Usage(format!("segment {segment} has no shared heap")))?;
+            let end = heap.base + heap.size;
+            if addr < heap.base || addr >= end {
+                return Err(Failure::Usage(format!(
+                    "address {addr:#x} is outside the heap's backed range {:#x}..{end:#x}",
+                    heap.base
+                )));
+            }
+            let mut bytes = vec![0u8; len.min(end - addr) as usize];
+            let n = dev.read_heap(segment, addr - heap.base, &mut bytes)?;
+            bytes.truncate(n);
+            if cli.json {
+                json(&format::HeapDumpJson {
+                    segment: segment.clone(),
+                    address: format!("{addr:#x}"),
+                    size: bytes.len(),
+                    hex: bytes.iter().map(|b| format!("{b:02x}")).collect(),
+                })
+            } else {
+                format!(
+                    "heap {addr:#x}: {} bytes\n{}",
+                    bytes.len(),
+                    format::hexdump(&bytes)
+                )
+            }
+        }
+        Command::Dump {
+            segment,
             variable,
             fingerprint,
+            ..
         } => {
+            let variable = variable.as_deref().unwrap_or_default();
             let (bytes, fp) = dev.read_var_all(segment, variable, *fingerprint)?;
             if cli.json {
                 json(&format::DumpJson {
                     segment: segment.clone(),
-                    name: variable.clone(),
+                    name: variable.into(),
                     size: bytes.len(),
                     fingerprint: format!("{fp:016x}"),
                     hex: bytes.iter().map(|b| format!("{b:02x}")).collect(),
@@ -473,10 +544,28 @@ mod tests {
                 .command,
             Command::Dump {
                 segment: "app".into(),
-                variable: "app::X".into(),
-                fingerprint: Some(255)
+                variable: Some("app::X".into()),
+                fingerprint: Some(255),
+                heap: None,
             }
         );
+        assert_eq!(
+            parse(&["dump", "app", "--heap", "0x300000001000", "64"])
+                .unwrap()
+                .command,
+            Command::Dump {
+                segment: "app".into(),
+                variable: None,
+                fingerprint: None,
+                heap: Some(vec!["0x300000001000".into(), "64".into()]),
+            }
+        );
+        assert_eq!(
+            heap_range(&["300000001000".into(), "0x40".into()]).ok(),
+            Some((0x3000_0000_1000, 64))
+        );
+        assert!(heap_range(&["xyz".into(), "64".into()]).is_err());
+        assert!(heap_range(&["1000".into(), "0".into()]).is_err());
         assert_eq!(
             parse(&["watch", "app"]).unwrap().command,
             Command::Watch {

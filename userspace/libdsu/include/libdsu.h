@@ -289,6 +289,9 @@ struct dsu_global_desc {
 #define DSU_MUST_EXIST  (1u << 0) /* fail with -ENOENT if the segment is missing */
 #define DSU_MUST_CREATE (1u << 1) /* fail with -EEXIST if the segment exists */
 #define DSU_PREFAULT    (1u << 2) /* map every page at attach instead of on first touch */
+/* Create the segment's shared heap if it has none (1 GiB of address space, pages only as it
+ * grows). A heap the segment has is mapped at attach with or without this flag. */
+#define DSU_HEAP        (1u << 3)
 
 /*
  * Attaches the globals described by first..end (a descriptor section's bounds, or NULL,
@@ -312,7 +315,7 @@ extern const struct dsu_global_desc __stop_linkme_DSU_GLOBALS[]
 
 /*
  * Attaches this program's globals to `segment` as version `version` (a label, 1..31
- * printable ASCII bytes). `flags`: DSU_MUST_EXIST, DSU_MUST_CREATE, DSU_PREFAULT. `mode`:
+ * printable ASCII bytes). `flags`: DSU_MUST_EXIST, DSU_MUST_CREATE, DSU_PREFAULT, DSU_HEAP. `mode`:
  * permission bits of a segment this call creates (0: 0600). Call it before other threads
  * touch the globals, with no lock in a global held (their pages are replaced). It
  * succeeds once per process. Returns 0 or:
@@ -332,6 +335,8 @@ extern const struct dsu_global_desc __stop_linkme_DSU_GLOBALS[]
  *              or a descriptor is malformed (a header from another libdsu)
  *   -EOPNOTSUPP the page size is not 4096
  *   -EPROTO    the module and the library disagree
+ *   -EADDRINUSE the segment's shared heap lives at an address this process already uses
+ *              (nothing was changed in the segment)
  *   other      an unexpected errno from the module or a system call
  */
 static inline int dsu_attach(const char *segment, const char *version, unsigned int flags,

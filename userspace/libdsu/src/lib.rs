@@ -36,6 +36,10 @@ pub const DSU_MUST_EXIST: c_uint = 1 << 0;
 pub const DSU_MUST_CREATE: c_uint = 1 << 1;
 /// `dsu_attach` flag: map every page at attach.
 pub const DSU_PREFAULT: c_uint = 1 << 2;
+/// `dsu_attach` flag: create the segment's shared heap if it has none, with a window of
+/// `dsu::heap::DEFAULT_RESERVE` (1 GiB) of address space. A heap the segment has is
+/// mapped with or without it.
+pub const DSU_HEAP: c_uint = 1 << 3;
 
 static VERSION: OnceLock<Version> = OnceLock::new();
 
@@ -91,6 +95,7 @@ pub fn error_code(e: &Error) -> c_int {
         Error::AlreadyAttached => libc::EALREADY,
         Error::NotQuiescent(_) => libc::EBUSY,
         Error::PageSize(_) => libc::EOPNOTSUPP,
+        Error::HeapAddressTaken { .. } => libc::EADDRINUSE,
         _ => libc::EIO,
     };
     -errno
@@ -237,7 +242,7 @@ unsafe fn attach(
             Ok(s) => s,
             Err(c) => return c,
         };
-        if flags & !(DSU_MUST_EXIST | DSU_MUST_CREATE | DSU_PREFAULT) != 0 {
+        if flags & !(DSU_MUST_EXIST | DSU_MUST_CREATE | DSU_PREFAULT | DSU_HEAP) != 0 {
             return fail_with(
                 libc::EINVAL,
                 &format!("unknown dsu_attach flags {flags:#x}"),
@@ -263,6 +268,9 @@ unsafe fn attach(
         let mut a = dsu::Attach::new(segment, label)
             .mode(mode)
             .prefault(flags & DSU_PREFAULT != 0);
+        if flags & DSU_HEAP != 0 {
+            a = a.heap(0);
+        }
         if flags & DSU_MUST_EXIST != 0 {
             a = a.must_exist();
         }
@@ -332,6 +340,9 @@ pub extern "C" fn dsu_strerror(code: c_int) -> *const c_char {
         libc::EBADFD => c"not attached: call dsu_attach first",
         libc::EOPNOTSUPP => c"dsu globals need 4096-byte pages",
         libc::EPROTO => c"the dsu module and libdsu disagree (update one of them)",
+        libc::EADDRINUSE => {
+            c"the segment's shared heap lives at an address this process already uses (nothing was changed)"
+        }
         libc::ENOTRECOVERABLE => c"internal error in libdsu",
         // SAFETY: strerror returns a string that stays valid at least until the next
         // strerror call; glibc's messages for known errnos are static.

@@ -51,8 +51,7 @@ mod alloc;
 mod containers;
 mod memfd;
 mod raw;
-#[allow(missing_docs, clippy::missing_safety_doc)]
-mod region;
+pub(crate) mod region;
 #[cfg(any(test, feature = "heap-testing"))]
 pub mod testing;
 #[cfg(test)]
@@ -64,7 +63,7 @@ pub use containers::{
 };
 pub use memfd::MemfdRegion;
 pub use raw::{Allocation, DISCARD_MIN, GRANULE, HeapCorruption, HeapStats, RawHeap};
-pub use region::HeapRegion;
+pub use region::{DEFAULT_RESERVE, HeapRegion, SegmentHeap, region};
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicPtr, Ordering};
