@@ -136,10 +136,8 @@ fn discard() -> TestResult {
         let (tc, tp) = (&to_child, &to_parent);
         let child = spawn(move || {
             // SAFETY: getpid has no preconditions.
-            std::fs::write(
-                format!("{cgp}/cgroup.procs"),
-                unsafe { libc::getpid() }.to_string(),
-            )?;
+            let pid = unsafe { libc::getpid() };
+            std::fs::write(format!("{cgp}/cgroup.procs"), pid.to_string())?;
             unmap_inherited(base(3), PAGES * P);
             let b = Dsu::attached(&n)?;
             let m = b.map_heap(base(3), PAGES * P)?;
@@ -358,7 +356,7 @@ fn validation() -> TestResult {
             (0, 4 * P, "base 0"),
             (base(7) + 8, 4 * P, "misaligned base"),
             (base(7), 4 * P + 8, "misaligned reserve"),
-            (u64::MAX & !(P - 1), 4 * P, "overflowing window"),
+            (!(P - 1), 4 * P, "overflowing window"),
             (0xffff_8000_0000_0000, 4 * P, "window in kernel addresses"),
         ];
         for (b, r, what) in bad {
@@ -405,7 +403,7 @@ fn validation() -> TestResult {
             (1, P, "misaligned offset"),
             (0, P + 1, "misaligned length"),
             (P, 2 * P, "past the size"),
-            (u64::MAX & !(P - 1), P, "overflow"),
+            (!(P - 1), P, "overflow"),
         ] {
             ensure_eq!(a.heap_discard(o, l), Err(Errno::EINVAL), "DISCARD {what}");
         }

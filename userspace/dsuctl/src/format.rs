@@ -498,6 +498,7 @@ mod tests {
             versions: 1,
             handles: 2,
             created_ns: 1_700_000_000_000_000_000,
+            heap: None,
         }
     }
 
@@ -569,6 +570,26 @@ mod tests {
         assert!(j["variables"][0]["type"].is_null());
         assert_eq!(j["versions"][0]["age_s"], 65);
         assert_eq!(j["versions"][0]["pid"], 42);
+        assert!(j["segment"].get("heap").is_none(), "no heap, no field");
+    }
+
+    #[test]
+    fn show_heap() {
+        let mut s = seg();
+        s.heap = Some(dsu::sys::HeapInfo {
+            base: 0x3000_0000_0000,
+            reserve: 1 << 30,
+            size: 8192,
+            created: false,
+        });
+        let t = show_text(&s, &[], &[], &[], 0, false);
+        assert!(
+            t.contains("created 2023-11-14T22:13:20Z\nheap: base 0x300000000000, reserve 1073741824 bytes, size 8192 bytes\n\nvariables (0):"),
+            "{t}"
+        );
+        let j = serde_json::to_value(show_json(&s, &[], &[], &[], 0)).unwrap();
+        assert_eq!(j["segment"]["heap"]["base"], "0x300000000000");
+        assert_eq!(j["segment"]["heap"]["size"], 8192);
     }
 
     #[test]
