@@ -65,6 +65,8 @@ struct Mapping {
     addr: usize,
     len: usize,
     prot: i32,
+    /// A heap window: pages past the heap's size fault by design (SIGBUS, EFAULT).
+    heap: bool,
 }
 
 /// What kind of pointer to hand the kernel.
@@ -131,6 +133,18 @@ pub const IOC_READ_VAR: u64 = ioc(3, DSU_IOC_NR_READ_VAR, size_of::<dsu_read_var
 pub const IOC_DESTROY: u64 = ioc(1, DSU_IOC_NR_DESTROY, size_of::<dsu_destroy>());
 /// DSU_IOC_SETATTR.
 pub const IOC_SETATTR: u64 = ioc(1, DSU_IOC_NR_SETATTR, size_of::<dsu_setattr>());
+/// DSU_IOC_HEAP.
+pub const IOC_HEAP: u64 = ioc(3, DSU_IOC_NR_HEAP, size_of::<dsu_heap>());
+/// DSU_IOC_HEAP_GROW.
+pub const IOC_HEAP_GROW: u64 = ioc(3, DSU_IOC_NR_HEAP_GROW, size_of::<dsu_heap_grow>());
+/// DSU_IOC_HEAP_DISCARD.
+pub const IOC_HEAP_DISCARD: u64 = ioc(1, DSU_IOC_NR_HEAP_DISCARD, size_of::<dsu_heap_discard>());
+/// DSU_IOC_READ_HEAP.
+pub const IOC_READ_HEAP: u64 = ioc(3, DSU_IOC_NR_READ_HEAP, size_of::<dsu_read_heap>());
+
+/// Heap windows the fuzzer asks for: 1 GiB-aligned slots from here (overlaps between
+/// segments are fine: the mmap then fails with EEXIST).
+const HEAP_WINDOWS: u64 = 0x4000_0000_0000;
 
 /// A fuzzing worker.
 pub struct Worker {
@@ -242,6 +256,11 @@ impl Worker {
                 1, // check
                 2, // scenario
                 2, // setattr
+                3, // heap (create or get), with a mapping of the window
+                3, // heap grow
+                2, // heap discard
+                2, // read heap
+                2, // view mmap
             ]);
             match op {
                 0 => self.op_open(),
@@ -286,8 +305,23 @@ impl Worker {
                 21 => self.op_fork(),
                 22 => self.op_check(),
                 23 => self.op_scenario(),
-                _ => {
+                24 => {
                     self.op_setattr();
+                }
+                25 => {
+                    self.op_heap();
+                }
+                26 => {
+                    self.op_heap_grow();
+                }
+                27 => {
+                    self.op_heap_discard();
+                }
+                28 => {
+                    self.op_read_heap();
+                }
+                _ => {
+                    self.op_view();
                 }
             }
         }
@@ -987,6 +1021,176 @@ impl Worker {
         self.ioctl(Op::SetAttr, fd, IOC_SETATTR, p)
     }
 
+    /// HEAP: mostly a valid window from a small pool (or 0, 0 to get), sometimes anything;
+    /// then, often, a mapping of the heap at its base (MAP_FIXED_NOREPLACE), tracked like
+    /// any other mapping.
+    fn op_heap(&mut self) -> i64 {
+        let fd = self.pick_fd();
+        let mut h = dsu_heap {
+            size: size_of::<dsu_heap>() as u32,
+            ..Default::default()
+        };
+        match self.rng.weighted(&[60, 25, 15]) {
+            0 => {
+                h.base = HEAP_WINDOWS + self.rng.below(8) * (1 << 30);
+                h.reserve = self.rng.pick(&[1, 4, 64, 1024, 1 << 18]) * PAGE as u64;
+            }
+            1 => {}
+            _ => {
+                h.base = self.rng.interesting_u64();
+                h.reserve = self.rng.interesting_u64();
+                h.flags = self.rng.interesting_u32() & 3;
+                h.heap_size = self.rng.interesting_u64() & 1;
+            }
+        }
+        let bytes = self.encode(&h);
+        let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+        let r = self.ioctl(Op::Heap, fd, IOC_HEAP, p);
+        if r != 0 || !self.rng.chance(60) || p != self.arena(STRUCT_OFF) as u64 {
+            return r;
+        }
+        // SAFETY: the kernel wrote the struct back where `place` put it (the arena).
+        let out: dsu_heap = unsafe { std::ptr::read_unaligned(p as *const dsu_heap) };
+        if self.maps.len() >= MAX_MAPPINGS {
+            self.op_munmap();
+        }
+        let len = out.reserve as usize;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        // SAFETY: MAP_FIXED_NOREPLACE never replaces a mapping of ours.
+        let m = unsafe {
+            libc::mmap(
+                out.base as *mut _,
+                len,
+                prot,
+                libc::MAP_SHARED | libc::MAP_FIXED_NOREPLACE,
+                fd,
+                DSU_HEAP_MMAP_OFFSET as i64,
+            )
+        };
+        let mr = self.record(Op::Mmap, if m == libc::MAP_FAILED { -1 } else { 0 });
+        if mr == 0 {
+            if m as u64 != out.base {
+                self.stats.finding(format!(
+                    "heap window mapped at {m:p}, not at its base {:#x}",
+                    out.base
+                ));
+            }
+            self.maps.push(Mapping {
+                addr: m as usize,
+                len,
+                prot,
+                heap: true,
+            });
+        }
+        r
+    }
+
+    /// HEAP_GROW: mostly a few pages more, sometimes past every limit or zero.
+    fn op_heap_grow(&mut self) -> i64 {
+        let fd = self.pick_fd();
+        let mut g = dsu_heap_grow {
+            size: size_of::<dsu_heap_grow>() as u32,
+            min_size: self.rng.range(1, 64) * PAGE as u64 - self.rng.below(2),
+            ..Default::default()
+        };
+        if self.rng.chance(20) {
+            g.min_size = self.rng.interesting_u64();
+            g.flags = self.rng.interesting_u32() & 1;
+            g.heap_size = self.rng.interesting_u64() & 1;
+        }
+        let bytes = self.encode(&g);
+        let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+        self.ioctl(Op::HeapGrow, fd, IOC_HEAP_GROW, p)
+    }
+
+    /// HEAP_DISCARD: page-aligned ranges near the start, sometimes anything.
+    fn op_heap_discard(&mut self) -> i64 {
+        let fd = self.pick_fd();
+        let mut d = dsu_heap_discard {
+            size: size_of::<dsu_heap_discard>() as u32,
+            offset: self.rng.below(32) * PAGE as u64,
+            length: self.rng.range(1, 16) * PAGE as u64,
+            ..Default::default()
+        };
+        if self.rng.chance(25) {
+            d.offset = self.rng.interesting_u64();
+            d.length = self.rng.interesting_u64();
+            d.flags = self.rng.interesting_u32() & 1;
+        }
+        let bytes = self.encode(&d);
+        let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+        self.ioctl(Op::HeapDiscard, fd, IOC_HEAP_DISCARD, p)
+    }
+
+    /// READ_HEAP of a pool segment into the data area (or a bad pointer).
+    fn op_read_heap(&mut self) -> i64 {
+        let fd = self.pick_fd();
+        let (_, seg) = self.seg_name();
+        let buf = self.place(&[], DATA_OFF, DATA_LEN);
+        let mut r = dsu_read_heap {
+            size: size_of::<dsu_read_heap>() as u32,
+            offset: self.rng.below(64 * PAGE as u64),
+            length: self.rng.below(DATA_LEN as u64 + 1),
+            buf,
+            ..Default::default()
+        };
+        if self.rng.chance(20) {
+            r.offset = self.rng.interesting_u64();
+            r.length = self.rng.interesting_u64();
+            r.flags = self.rng.interesting_u32() & 1;
+        }
+        set_cstr(&mut r.segment, &seg);
+        let bytes = self.encode(&r);
+        let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+        self.ioctl(Op::ReadHeap, fd, IOC_READ_HEAP, p)
+    }
+
+    /// A view of segment pages: mostly pages the handle's RESOLVEs reported, sometimes
+    /// past the end; tracked like a version's mapping (every page backed).
+    fn op_view(&mut self) -> i64 {
+        if self.maps.len() >= MAX_MAPPINGS {
+            self.op_munmap();
+        }
+        let fd = self.pick_fd();
+        let known = self
+            .own_index(fd)
+            .map(|i| self.own[i].known_pages)
+            .unwrap_or(0);
+        let first = self.rng.below(known.max(1) + 2);
+        let pages = self.rng.range(1, 4) as usize;
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = if self.rng.chance(90) {
+            libc::MAP_SHARED
+        } else {
+            libc::MAP_PRIVATE
+        };
+        // SAFETY: no MAP_FIXED: the kernel picks a free range.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                pages * PAGE,
+                prot,
+                flags,
+                fd,
+                (DSU_VIEW_MMAP_OFFSET + first * PAGE as u64) as i64,
+            )
+        };
+        let r = self.record(Op::Mmap, if p == libc::MAP_FAILED { -1 } else { 0 });
+        if r == 0 {
+            if flags == libc::MAP_PRIVATE {
+                self.stats
+                    .finding("a private view of a dsu segment succeeded".to_string());
+            }
+            self.maps.push(Mapping {
+                addr: p as usize,
+                len: pages * PAGE,
+                prot,
+                heap: false,
+            });
+        }
+        r
+    }
+
     fn op_raw_ioctl(&mut self) {
         let fd = self.pick_fd();
         let cmd: u64 = match self.rng.below(3) {
@@ -1009,6 +1213,10 @@ impl Worker {
                     IOC_READ_VAR,
                     IOC_DESTROY,
                     IOC_SETATTR,
+                    IOC_HEAP,
+                    IOC_HEAP_GROW,
+                    IOC_HEAP_DISCARD,
+                    IOC_READ_HEAP,
                 ]);
                 (real & 0xffff) | (self.rng.below(4) << 30) | (self.rng.below(1 << 14) << 16)
             }
@@ -1095,6 +1303,7 @@ impl Worker {
                 addr: p as usize,
                 len,
                 prot,
+                heap: false,
             });
             if flags & libc::MAP_TYPE == libc::MAP_PRIVATE && self.own_index(fd).is_some() {
                 // The design refuses private mappings (copy-on-write would break sharing).
@@ -1128,6 +1337,7 @@ impl Worker {
                         addr: m.addr,
                         len: k * PAGE,
                         prot: m.prot,
+                        heap: m.heap,
                     });
                 }
                 if k + 1 < pages {
@@ -1135,6 +1345,7 @@ impl Worker {
                         addr: m.addr + (k + 1) * PAGE,
                         len: (pages - k - 1) * PAGE,
                         prot: m.prot,
+                        heap: m.heap,
                     });
                 }
             } else {
@@ -1168,10 +1379,18 @@ impl Worker {
         };
         let r = self.record(Op::Mremap, if p == libc::MAP_FAILED { -1 } else { 0 });
         if r == 0 {
+            if m.heap {
+                // The heap window's vm_ops refuse a move; growth in place is refused too.
+                self.stats.finding(format!(
+                    "mremap of a heap window succeeded ({:#x}, {} -> {new_len} bytes at {p:p})",
+                    m.addr, m.len
+                ));
+            }
             self.maps.push(Mapping {
                 addr: p as usize,
                 len: new_len,
                 prot: m.prot,
+                heap: m.heap,
             });
         } else {
             self.maps.push(m);
@@ -1255,7 +1474,7 @@ impl Worker {
             if m.prot & libc::PROT_READ != 0 {
                 // SAFETY: the kernel copies from our mapping into the pipe, or fails with EFAULT.
                 let r = unsafe { libc::write(self.pipe[1], addr as *const _, 8) } as i64;
-                self.check_touch(r, "reading", addr, m.len);
+                self.check_touch(r, "reading", addr, m);
             }
             if m.prot & libc::PROT_WRITE != 0 {
                 let v = self.rng.next_u64().to_ne_bytes();
@@ -1264,17 +1483,19 @@ impl Worker {
                 unsafe { libc::write(self.pipe[1], v.as_ptr() as *const _, 8) };
                 // SAFETY: as above.
                 let r = unsafe { libc::read(self.pipe[0], addr as *mut _, 8) } as i64;
-                self.check_touch(r, "writing", addr, m.len);
+                self.check_touch(r, "writing", addr, m);
             }
         }
     }
 
     /// Records a kernel copy to or from a mapped dsu page (`r`, with errno still set): a
-    /// fault there is a finding, since every page of a mapping must be backed.
-    fn check_touch(&mut self, r: i64, what: &str, addr: usize, len: usize) {
-        if self.record(Op::Touch, r) == -(libc::EFAULT as i64) {
+    /// fault there is a finding, since every page of a mapping must be backed (except in a
+    /// heap window, past the heap's size).
+    fn check_touch(&mut self, r: i64, what: &str, addr: usize, m: Mapping) {
+        if self.record(Op::Touch, r) == -(libc::EFAULT as i64) && !m.heap {
             self.stats.finding(format!(
-                "{what} a mapped dsu page faulted (addr {addr:#x}, len {len})"
+                "{what} a mapped dsu page faulted (addr {addr:#x}, len {})",
+                m.len
             ));
         }
         self.drain_pipe();
@@ -1727,6 +1948,10 @@ mod tests {
         assert_eq!(IOC_ATTACH, 0xC058_D501);
         assert_eq!(IOC_DESTROY, 0x4048_D508);
         assert_eq!(IOC_SETATTR, 0x4058_D509);
+        assert_eq!(IOC_HEAP, 0xC020_D50A);
+        assert_eq!(IOC_HEAP_GROW, 0xC018_D50B);
+        assert_eq!(IOC_HEAP_DISCARD, 0x4018_D50C);
+        assert_eq!(IOC_READ_HEAP, 0xC060_D50D);
         assert_eq!(IOC_READ_VAR & 0xff, 7);
     }
 

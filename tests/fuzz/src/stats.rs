@@ -52,10 +52,18 @@ pub enum Op {
     Fork,
     /// Directory consistency checks.
     Check,
+    /// DSU_IOC_HEAP.
+    Heap,
+    /// DSU_IOC_HEAP_GROW.
+    HeapGrow,
+    /// DSU_IOC_HEAP_DISCARD.
+    HeapDiscard,
+    /// DSU_IOC_READ_HEAP.
+    ReadHeap,
 }
 
 /// Number of [`Op`] variants.
-pub const OPS: usize = Op::Check as usize + 1;
+pub const OPS: usize = Op::ReadHeap as usize + 1;
 /// Names of the operations, by index.
 pub const OP_NAMES: [&str; OPS] = [
     "open",
@@ -82,6 +90,10 @@ pub const OP_NAMES: [&str; OPS] = [
     "poll",
     "fork",
     "check",
+    "heap",
+    "heap_grow",
+    "heap_discard",
+    "read_heap",
 ];
 /// The system calls each operation makes, for findings that name them.
 pub const OP_SYSCALLS: [&str; OPS] = [
@@ -109,6 +121,10 @@ pub const OP_SYSCALLS: [&str; OPS] = [
     "poll",
     "fork",
     "ioctl(DSU_IOC_LIST_SEGMENTS)",
+    "ioctl(DSU_IOC_HEAP) and mmap of its window",
+    "ioctl(DSU_IOC_HEAP_GROW)",
+    "ioctl(DSU_IOC_HEAP_DISCARD)",
+    "ioctl(DSU_IOC_READ_HEAP)",
 ];
 const ERRNOS: usize = 160;
 
