@@ -36,6 +36,7 @@ mod robust_stress;
 mod userspace_adopt;
 mod userspace_c;
 mod userspace_dsuctl;
+mod userspace_heap;
 mod userspace_helpers;
 mod userspace_rust;
 mod util;
