@@ -165,7 +165,7 @@ impl Attach {
     /// Without this option no heap is created; but a heap the segment has (an earlier
     /// version made it) is always mapped, whatever the options, since the globals may
     /// point into it. Either way the heap is mapped before the globals are resolved (so
-    /// migrations can allocate in it) and is then [`dsu::heap::region()`](crate::heap::region)
+    /// migrations can allocate in it) and is then [`dsu::heap::region()`](crate::heap::region())
     /// and [`Version::heap`]. If its range is in use in this process the attach fails with
     /// [`Error::HeapAddressTaken`], changing nothing in the segment.
     ///
@@ -667,7 +667,7 @@ impl Version {
 
     /// The segment's shared heap, mapped at the same address in every version: `None` if
     /// the segment has none (see [`Attach::heap`]). It is also
-    /// [`dsu::heap::region()`](crate::heap::region), and stays mapped for the process's life.
+    /// [`dsu::heap::region()`](crate::heap::region()), and stays mapped for the process's life.
     ///
     /// ```no_run
     /// use dsu::heap::HeapRegion;
