@@ -96,7 +96,8 @@ impl Heap {
     /// Backs at least `min_size` bytes (rounded up to pages) and returns the size. Asking
     /// for less than the size changes nothing. `ENOMEM` past the reserve, `max_heap_pages`,
     /// the caller's per-user page limit or `RLIMIT_MEMLOCK`, or its memory cgroup's limit;
-    /// then nothing changed. `EINTR` if a fatal signal came during the allocation.
+    /// then nothing changed. `EINTR` if a signal is pending during the allocation (shmem's
+    /// `fallocate` checks for any), with nothing changed.
     pub fn grow(&self, min_size: u64) -> Result<u64> {
         let want = min_size.div_ceil(PAGE);
         let mut held = self.grow.lock();

@@ -323,7 +323,7 @@ impl ShmemFile {
     /// to the caller's memory cgroup with the mapping's may-fail flags) and extends the size
     /// to `offset + len` once they all are: shmem's `fallocate`, which frees what it
     /// allocated and leaves the size alone if any page fails. `ENOMEM` when memory runs out
-    /// (shmem's `ENOSPC` included), `EINTR` on a fatal signal.
+    /// (shmem's `ENOSPC` included), `EINTR` when a signal is pending.
     pub fn allocate(&self, offset: u64, len: u64) -> Result {
         match self.fallocate(0, offset, len) {
             Err(e) if e == ENOSPC => Err(ENOMEM),

@@ -1018,7 +1018,8 @@ impl Device {
     /// DSU_IOC_HEAP_GROW: backs at least `min_size` bytes of the heap (rounded up to
     /// pages; a smaller request changes nothing) and returns the heap's size. Past any
     /// limit (the reserve, `max_heap_pages`, `max_user_pages`, `RLIMIT_MEMLOCK`, the
-    /// memory cgroup): [`Error::OutOfMemory`], with nothing changed.
+    /// memory cgroup): [`Error::OutOfMemory`], with nothing changed. A signal that
+    /// interrupts the allocation (`EINTR`, nothing changed) is retried.
     ///
     /// ```no_run
     /// # let dev = dsu::sys::Device::open()?;
@@ -1032,10 +1033,14 @@ impl Device {
             min_size,
             ..Default::default()
         };
-        // SAFETY: a valid struct of the encoded size.
-        match unsafe { ioctls::heap_grow(self.fd.as_raw_fd(), &mut g) } {
-            Ok(_) => Ok(g.heap_size),
-            Err(e) => Err(self.heap_error(Op::HeapGrow, e)),
+        loop {
+            // SAFETY: a valid struct of the encoded size.
+            match unsafe { ioctls::heap_grow(self.fd.as_raw_fd(), &mut g) } {
+                Ok(_) => return Ok(g.heap_size),
+                // shmem's fallocate stops at any pending signal, having changed nothing.
+                Err(Errno::EINTR) => g.heap_size = 0,
+                Err(e) => return Err(self.heap_error(Op::HeapGrow, e)),
+            }
         }
     }
 
