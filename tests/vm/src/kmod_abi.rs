@@ -19,7 +19,7 @@ const READ_WRITE: u64 = 3;
 const WRITE: u64 = 1;
 
 /// Every command the module knows: (name, direction, number, struct size).
-const COMMANDS: [(&str, u64, u32, usize); 10] = [
+const COMMANDS: [(&str, u64, u32, usize); 14] = [
     (
         "ATTACH",
         READ_WRITE,
@@ -74,6 +74,25 @@ const COMMANDS: [(&str, u64, u32, usize); 10] = [
         WRITE,
         DSU_IOC_NR_DESTROY,
         size_of::<dsu_destroy>(),
+    ),
+    ("HEAP", READ_WRITE, DSU_IOC_NR_HEAP, size_of::<dsu_heap>()),
+    (
+        "HEAP_GROW",
+        READ_WRITE,
+        DSU_IOC_NR_HEAP_GROW,
+        size_of::<dsu_heap_grow>(),
+    ),
+    (
+        "HEAP_DISCARD",
+        WRITE,
+        DSU_IOC_NR_HEAP_DISCARD,
+        size_of::<dsu_heap_discard>(),
+    ),
+    (
+        "READ_HEAP",
+        READ_WRITE,
+        DSU_IOC_NR_READ_HEAP,
+        size_of::<dsu_read_heap>(),
     ),
 ];
 
