@@ -155,6 +155,8 @@ fn mmap_view(handle: &Handle, vma: &VmaNew) -> Result {
         },
         crate::kernel_ext::alloc::GFP_ACCOUNT_MAYFAIL,
     )?;
+    // VM_DONTEXPAND and VM_MIXEDMAP are VM_SPECIAL: the mm core never merges the new VMA
+    // into a neighbour (which would free it without `close`, leaking its reference).
     vma.set_dontexpand();
     vma.set_dontdump();
     vma.set_mixedmap();

@@ -358,7 +358,8 @@ impl ShmemFile {
         let shm = self.file.as_ptr();
         // SAFETY: A shmem file's `f_op` is shmem's static table.
         let mmap = unsafe { (*(*shm).f_op).mmap }.ok_or(ENODEV)?;
-        // Refuse mremap growth; nothing else of the VMA's flags changes.
+        // Refuse mremap growth. VM_DONTEXPAND is also VM_SPECIAL, so the mm core never
+        // merges the VMA with a neighbour (which would drop it without `close`).
         vma.set_dontexpand();
         // SAFETY: The VMA is being set up under the mmap write lock and is not visible yet
         // (`VmaNew`). `vma_set_file` takes a reference to `shm` and drops the VMA's reference
