@@ -455,6 +455,7 @@ mod tests {
             libc::EBADFD,
             libc::EOPNOTSUPP,
             libc::EPROTO,
+            libc::EADDRINUSE,
             libc::ENOTRECOVERABLE,
         ] {
             // SAFETY: dsu_strerror returns a NUL-terminated string.
@@ -489,6 +490,22 @@ mod tests {
         // SAFETY: valid strings, no descriptors.
         let rc = unsafe { dsu_attach_descs(c"ok".as_ptr(), c"1".as_ptr(), 0, 0o10000, null, null) };
         assert_eq!(rc, -libc::EINVAL);
+        // DSU_HEAP is a known flag; the bit above it is not.
+        let bad = c"bad/name".as_ptr();
+        // SAFETY: valid strings, no descriptors.
+        let rc = unsafe { dsu_attach_descs(bad, c"1".as_ptr(), DSU_HEAP, 0, null, null) };
+        assert_eq!(rc, -libc::EINVAL);
+        assert!(last_error().contains("bad/name"), "{}", last_error());
+        // SAFETY: valid strings, no descriptors.
+        let rc = unsafe {
+            dsu_attach_descs(c"ok".as_ptr(), c"1".as_ptr(), DSU_HEAP << 1, 0, null, null)
+        };
+        assert_eq!(rc, -libc::EINVAL);
+        assert!(
+            last_error().contains("unknown dsu_attach flags"),
+            "{}",
+            last_error()
+        );
     }
 
     #[test]
