@@ -148,6 +148,17 @@ pub(crate) fn attach_heap(
             errno: Errno::ENOENT,
             ..
         }) => None,
+        // Without asking for a heap, a module that predates heaps (ENOTTY) or a segment this
+        // process may only read (an attach without globals) simply gives none.
+        Err(Error::Kernel {
+            errno: Errno::ENOTTY,
+            ..
+        })
+        | Err(Error::PermissionDenied { .. })
+            if reserve.is_none() =>
+        {
+            None
+        }
         Err(e) => return Err(e),
     };
     if let Some(mapped) = REGION.get() {
