@@ -219,10 +219,13 @@ fn map_existing(dev: &Device, segment: &str, h: &HeapInfo) -> Result<HeapInfo> {
 /// private mapping so that nothing takes it before the heap's mapping replaces it. If
 /// another process created the heap meanwhile, maps that one instead.
 fn create(dev: &Device, segment: &str, reserve: usize) -> Result<HeapInfo> {
-    let reserve = if reserve == 0 {
-        DEFAULT_RESERVE
-    } else {
-        reserve.div_ceil(4096) * 4096
+    let reserve = match reserve {
+        0 => DEFAULT_RESERVE,
+        // Larger than the address space: the module's answer for a window above its limit.
+        r => r.checked_next_multiple_of(4096).ok_or(Error::Limit {
+            what: "the heap window asked for is larger than a heap may be",
+            param: "max_heap_pages",
+        })?,
     };
     let probe = reserve_window(reserve)?;
     let unreserve = || {
