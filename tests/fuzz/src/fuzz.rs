@@ -1379,8 +1379,9 @@ impl Worker {
         };
         let r = self.record(Op::Mremap, if p == libc::MAP_FAILED { -1 } else { 0 });
         if r == 0 {
-            if m.heap {
-                // The heap window's vm_ops refuse a move; growth in place is refused too.
+            if m.heap && (p as usize != m.addr || new_len > m.len) {
+                // The heap window's vm_ops refuse a move and VM_DONTEXPAND a growth; only
+                // shrinking in place may succeed.
                 self.stats.finding(format!(
                     "mremap of a heap window succeeded ({:#x}, {} -> {new_len} bytes at {p:p})",
                     m.addr, m.len
