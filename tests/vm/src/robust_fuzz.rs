@@ -94,7 +94,8 @@ fn campaign() -> TestResult {
             // The syscalls SECURITY.md lists as fuzzed and that need a config option
             // (ADVISE_SYSCALLS, CROSS_MEMORY_ATTACH) must exist in the test kernel and
             // succeed sometimes (the fuzzer itself fails on ENOSYS).
-            for op in ["madvise", "proc_mem"] {
+            // So must HEAP (creating heaps, then mapping their windows).
+            for op in ["madvise", "proc_mem", "heap"] {
                 let n = ok_count(&root, op);
                 ensure!(
                     n.is_some_and(|n| n > 0),
