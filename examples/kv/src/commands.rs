@@ -5,16 +5,43 @@
 //! send. v2 and v3 add INCRBY and APPEND. Every request, known or not, counts once in
 //! [`Stats::total_commands`], in every version.
 
+use crate::alloc::ServerAlloc;
+use crate::keyspace::Keyspace;
 use crate::resp;
 use crate::stats::{Cmd, CommandStats, Stats};
 use crate::table::{SetCond, Table};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
+/// Where the keys are.
+#[derive(Clone, Copy)]
+pub enum Store {
+    /// The fixed table of strings, a shared global (`kv_v1`, `kv_v2`, `kv_v3`).
+    Table(&'static Table),
+    /// The keyspace of every Redis type ([`crate::engine`]'s commands), in
+    /// [`ServerAlloc`] (`kv_local`).
+    Keyspace(&'static Keyspace<ServerAlloc>),
+}
+
+impl Store {
+    /// Keys stored.
+    pub fn len(&self) -> usize {
+        match self {
+            Store::Table(t) => t.len(),
+            Store::Keyspace(k) => k.counts().0,
+        }
+    }
+
+    /// Whether no key is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What a request runs against: the shared globals of this version, and local facts.
 pub struct Ctx<'a> {
-    /// The keyspace (shared global).
-    pub table: &'static Table,
+    /// The keyspace.
+    pub store: Store,
     /// The totals (shared global).
     pub stats: &'a Stats,
     /// The per-command statistics (shared global from v2 on).
@@ -49,18 +76,33 @@ fn wrong_args(out: &mut Vec<u8>, cmd: Cmd) {
 pub fn execute(ctx: &Ctx, args: &[&[u8]], out: &mut Vec<u8>) -> After {
     let t0 = Instant::now();
     ctx.stats.total_commands.fetch_add(1, Relaxed);
+    let table = match ctx.store {
+        Store::Table(t) => t,
+        Store::Keyspace(ks) => {
+            return match crate::engine::execute(ks, ctx, args, out) {
+                crate::engine::After::Continue => After::Continue,
+                crate::engine::After::Close => After::Close,
+            };
+        }
+    };
     let mut cmd = Cmd::parse(args[0]);
     if matches!(cmd, Cmd::Incrby | Cmd::Append) && ctx.version < 2 {
         cmd = Cmd::Unknown;
     }
-    let after = dispatch(ctx, cmd, args, out);
+    let after = dispatch(ctx, table, cmd, args, out);
     if let Some(cs) = ctx.cmd_stats {
         cs.record(cmd, t0.elapsed().as_nanos() as u64);
     }
     after
 }
 
-fn dispatch(ctx: &Ctx, cmd: Cmd, args: &[&[u8]], out: &mut Vec<u8>) -> After {
+fn dispatch(
+    ctx: &Ctx,
+    table: &'static Table,
+    cmd: Cmd,
+    args: &[&[u8]],
+    out: &mut Vec<u8>,
+) -> After {
     let n = args.len();
     let arity_ok = match cmd {
         Cmd::Ping => n <= 2,
@@ -81,27 +123,27 @@ fn dispatch(ctx: &Ctx, cmd: Cmd, args: &[&[u8]], out: &mut Vec<u8>) -> After {
         Cmd::Ping if n == 2 => resp::bulk(out, args[1]),
         Cmd::Ping => resp::simple(out, "PONG"),
         Cmd::Echo => resp::bulk(out, args[1]),
-        Cmd::Get => get(ctx, args[1], out),
-        Cmd::Set => set(ctx, args, out),
+        Cmd::Get => get(ctx, table, args[1], out),
+        Cmd::Set => set(table, args, out),
         Cmd::Del => resp::integer(
             out,
-            args[1..].iter().filter(|k| ctx.table.del(k)).count() as i64,
+            args[1..].iter().filter(|k| table.del(k)).count() as i64,
         ),
         Cmd::Exists => resp::integer(
             out,
-            args[1..].iter().filter(|k| ctx.table.exists(k)).count() as i64,
+            args[1..].iter().filter(|k| table.exists(k)).count() as i64,
         ),
-        Cmd::Incr => incr_reply(ctx.table.incr_by(args[1], 1), out),
+        Cmd::Incr => incr_reply(table.incr_by(args[1], 1), out),
         Cmd::Incrby => match resp::parse_int(args[2]) {
-            Some(d) => incr_reply(ctx.table.incr_by(args[1], d), out),
+            Some(d) => incr_reply(table.incr_by(args[1], d), out),
             None => resp::error(out, "ERR value is not an integer or out of range"),
         },
-        Cmd::Append => match ctx.table.append(args[1], args[2]) {
+        Cmd::Append => match table.append(args[1], args[2]) {
             Ok(len) => resp::integer(out, len as i64),
             Err(e) => resp::error(out, &e.to_string()),
         },
-        Cmd::Dbsize => resp::integer(out, ctx.table.len() as i64),
-        Cmd::Info => resp::bulk(out, info(ctx).as_bytes()),
+        Cmd::Dbsize => resp::integer(out, table.len() as i64),
+        Cmd::Info => resp::bulk(out, info(ctx, table.len(), 0, None).as_bytes()),
         Cmd::Config => config(args, out),
         // redis-cli asks for command docs when it starts interactively: none here.
         Cmd::Command => resp::array(out, 0),
@@ -122,9 +164,9 @@ fn dispatch(ctx: &Ctx, cmd: Cmd, args: &[&[u8]], out: &mut Vec<u8>) -> After {
     After::Continue
 }
 
-fn get(ctx: &Ctx, key: &[u8], out: &mut Vec<u8>) {
+fn get(ctx: &Ctx, table: &'static Table, key: &[u8], out: &mut Vec<u8>) {
     let mut val = Vec::new();
-    if ctx.table.get_into(key, &mut val) {
+    if table.get_into(key, &mut val) {
         ctx.stats.keyspace_hits.fetch_add(1, Relaxed);
         resp::bulk(out, &val);
     } else {
@@ -133,7 +175,7 @@ fn get(ctx: &Ctx, key: &[u8], out: &mut Vec<u8>) {
     }
 }
 
-fn set(ctx: &Ctx, args: &[&[u8]], out: &mut Vec<u8>) {
+fn set(table: &'static Table, args: &[&[u8]], out: &mut Vec<u8>) {
     let mut cond = SetCond::Always;
     for opt in &args[3..] {
         cond = match (opt.to_ascii_uppercase().as_slice(), cond) {
@@ -142,7 +184,7 @@ fn set(ctx: &Ctx, args: &[&[u8]], out: &mut Vec<u8>) {
             _ => return resp::error(out, "ERR syntax error"),
         };
     }
-    match ctx.table.set(args[1], args[2], cond) {
+    match table.set(args[1], args[2], cond) {
         Ok(true) => resp::simple(out, "OK"),
         Ok(false) => resp::null(out),
         Err(e) => resp::error(out, &e.to_string()),
@@ -183,16 +225,32 @@ fn config(args: &[&[u8]], out: &mut Vec<u8>) {
     }
 }
 
+impl crate::engine::Server for Ctx<'_> {
+    fn info(&self, keys: usize, expires: usize, used_memory: usize, maxmemory: usize) -> String {
+        info(self, keys, expires, Some((used_memory, maxmemory)))
+    }
+
+    fn keyspace_hit(&self, hit: bool) {
+        let c = if hit {
+            &self.stats.keyspace_hits
+        } else {
+            &self.stats.keyspace_misses
+        };
+        c.fetch_add(1, Relaxed);
+    }
+}
+
 /// The INFO text: Redis' field names where they exist (`total_commands_processed`, ...),
-/// `dsu_*` fields for the update's own facts.
-pub fn info(ctx: &Ctx) -> String {
+/// `dsu_*` fields for the update's own facts. `keys` and `expires` are the keyspace's
+/// counts; `memory` its bytes in use and limit (`usize::MAX`: none), when known.
+pub fn info(ctx: &Ctx, keys: usize, expires: usize, memory: Option<(usize, usize)>) -> String {
     let s = ctx.stats;
     let mut out = format!(
         "# Server\r\nredis_version:7.0.0\r\ndsu_kv_version:{}\r\nprocess_id:{}\r\ntcp_port:{}\r\nuptime_in_seconds:{}\r\n\
          \r\n# Clients\r\nconnected_clients:{}\r\n\
          \r\n# Stats\r\ntotal_connections_received:{}\r\ntotal_commands_processed:{}\r\nkeyspace_hits:{}\r\nkeyspace_misses:{}\r\n\
          dsu_versions_started:{}\r\n\
-         \r\n# Keyspace\r\ndb0:keys={},expires=0,avg_ttl=0\r\n",
+         \r\n# Keyspace\r\ndb0:keys={keys},expires={expires},avg_ttl=0\r\n",
         ctx.version,
         std::process::id(),
         ctx.port,
@@ -203,8 +261,13 @@ pub fn info(ctx: &Ctx) -> String {
         s.keyspace_hits.load(Relaxed),
         s.keyspace_misses.load(Relaxed),
         s.versions_started.load(Relaxed),
-        ctx.table.len(),
     );
+    if let Some((used, max)) = memory {
+        let max = if max == usize::MAX { 0 } else { max };
+        out.push_str(&format!(
+            "\r\n# Memory\r\nused_memory:{used}\r\nmaxmemory:{max}\r\n"
+        ));
+    }
     if let Some(cs) = ctx.cmd_stats {
         out.push_str("\r\n# Commandstats\r\n");
         cs.render(&mut out);
@@ -236,7 +299,7 @@ mod tests {
     impl Fixture {
         fn ctx<'a>(&'a self, version: u32, cs: Option<&'a dyn CommandStats>) -> Ctx<'a> {
             Ctx {
-                table: self.table,
+                store: Store::Table(self.table),
                 stats: &self.stats,
                 cmd_stats: cs,
                 version,

@@ -14,7 +14,11 @@
 //!
 //! See `examples/kv/README.md` for the update procedure.
 
+pub mod alloc;
 pub mod commands;
+pub mod difftest;
+pub mod engine;
+pub mod keyspace;
 pub mod resp;
 pub mod server;
 pub mod stats;

@@ -13,10 +13,9 @@
 //! them; only after `--drain-timeout` are connections closed, and then only when idle
 //! (no partial request buffered, no reply pending).
 
-use crate::commands::{After, Ctx, execute};
+use crate::commands::{After, Ctx, Store, execute};
 use crate::resp::{self, Parsed};
 use crate::stats::{CommandStats, Stats};
-use crate::table::Table;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -27,8 +26,8 @@ use std::time::{Duration, Instant};
 pub struct Program {
     /// 1, 2 or 3.
     pub version: u32,
-    /// The keyspace global.
-    pub table: &'static Table,
+    /// The keyspace.
+    pub store: Store,
     /// The totals global.
     pub stats: &'static Stats,
     /// The per-command statistics global (v2 on).
@@ -61,6 +60,10 @@ pub struct Options {
     /// Run without dsu: the globals stay private to this process.
     #[arg(long)]
     pub no_dsu: bool,
+    /// The keyspace's memory limit in bytes (`kv_local`; Redis's `maxmemory`): past it,
+    /// writes get `-OOM`. 0: none.
+    #[arg(long, value_name = "BYTES", default_value_t = 0)]
+    pub maxmemory: usize,
 }
 
 impl Default for Options {
@@ -71,6 +74,7 @@ impl Default for Options {
             segment: "kv".into(),
             drain_timeout: Duration::from_secs(120),
             no_dsu: false,
+            maxmemory: 0,
         }
     }
 }
@@ -331,6 +335,9 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
     let listener = listen_reuseport(SocketAddrV4::new(opts.bind, opts.port), 1024)
         .map_err(|e| format!("listen on {}:{}: {e}", opts.bind, opts.port))?;
     listener.set_nonblocking(true)?;
+    if opts.maxmemory > 0 {
+        crate::alloc::Counted::set_limit(opts.maxmemory);
+    }
     let version = if opts.no_dsu {
         say("running without dsu: globals are private to this process".into());
         None
@@ -359,7 +366,7 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
     // Both live as long as the process: connection threads are never joined.
     let local: &'static Local = Box::leak(Box::default());
     let ctx: &'static Ctx<'static> = Box::leak(Box::new(Ctx {
-        table: p.table,
+        store: p.store,
         stats: p.stats,
         cmd_stats: p.cmd_stats,
         version: p.version,
@@ -371,7 +378,7 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         "serving {}:{}: {} keys, total_commands_processed={}, versions started so far: {started}",
         opts.bind,
         opts.port,
-        p.table.len(),
+        p.store.len(),
         p.stats.total_commands.load(Relaxed)
     ));
 
@@ -457,6 +464,7 @@ mod tests {
                 segment: "kv2".into(),
                 drain_timeout: Duration::from_millis(500),
                 no_dsu: true,
+                maxmemory: 0,
             }
         );
         // The `--flag=value` form clap adds.

@@ -1,6 +1,7 @@
 //! `kv_v1`: the base version of the dsu key-value server. Its globals are the keyspace and
 //! the totals; every later version shares both.
 
+use dsu_kv::commands::Store;
 use dsu_kv::server::{Program, main as serve};
 use dsu_kv::stats::Stats;
 use dsu_kv::table::Table;
@@ -18,7 +19,7 @@ dsu::global! {
 fn main() {
     serve(Program {
         version: 1,
-        table: &TABLE,
+        store: Store::Table(&TABLE),
         stats: &STATS,
         cmd_stats: None,
     })

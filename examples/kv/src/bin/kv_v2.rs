@@ -2,6 +2,7 @@
 //! starts at zero when v2 attaches beside v1 while the keyspace and totals keep their
 //! values.
 
+use dsu_kv::commands::Store;
 use dsu_kv::server::{Program, main as serve};
 use dsu_kv::stats::{CmdCalls, Stats};
 use dsu_kv::table::Table;
@@ -22,7 +23,7 @@ dsu::global! {
 fn main() {
     serve(Program {
         version: 2,
-        table: &TABLE,
+        store: Store::Table(&TABLE),
         stats: &STATS,
         cmd_stats: Some(&*CMD_STATS),
     })

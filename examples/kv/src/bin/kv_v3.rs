@@ -3,6 +3,7 @@
 //! reads v2's value, converts it with [`CmdStats::from_calls`], and creates the new entry
 //! beside the old one, which v2 keeps using until it exits.
 
+use dsu_kv::commands::Store;
 use dsu_kv::server::{Program, main as serve};
 use dsu_kv::stats::{CmdCalls, CmdStats, Stats};
 use dsu_kv::table::Table;
@@ -23,7 +24,7 @@ dsu::global! {
 fn main() {
     serve(Program {
         version: 3,
-        table: &TABLE,
+        store: Store::Table(&TABLE),
         stats: &STATS,
         cmd_stats: Some(&*CMD_STATS),
     })
