@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Packs the guest: busybox, /init, the run scripts, the static binaries in $DSU_OUT/bin,
-# the modules given as arguments, and redis-cli/redis-benchmark with their libraries.
+# the modules given as arguments, and redis-cli/redis-benchmark/redis-server with their
+# libraries.
 # Writes $DSU_OUT/initramfs.cpio (uncompressed: packing is faster than gzip under TCG).
 source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
@@ -28,9 +29,10 @@ pack() {
     local m; for m in "$@"; do cp "$m" "$root/dsu/"; done
     printf 'root:x:0:0:root:/root:/bin/sh\nuser:x:1000:1000:user:/tmp:/bin/sh\nother:x:1001:1001:other:/tmp:/bin/sh\n' > "$root/etc/passwd"
     printf 'root:x:0:\nuser:x:1000:\nother:x:1001:\nshared:x:2000:user\n' > "$root/etc/group"
-    # redis-benchmark and redis-cli (Debian's redis-tools) with their shared libraries.
+    # redis-benchmark and redis-cli (Debian's redis-tools), and redis-server (the reference
+    # of the kv differential test and benchmarks), with their shared libraries.
     local tool lib
-    for tool in /usr/bin/redis-benchmark /usr/bin/redis-cli; do
+    for tool in /usr/bin/redis-benchmark /usr/bin/redis-cli /usr/bin/redis-server; do
         [ -x "$tool" ] || continue
         cp "$tool" "$root/usr/bin/"
         for lib in $(ldd "$tool" | grep -o '/[^ ]*'); do

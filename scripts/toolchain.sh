@@ -5,7 +5,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
 
 PACKAGES=(linux-source-6.12 rustc-web rust-web-src clang lld llvm libclang-dev
     qemu-system-x86 busybox-static flex bison bc libelf-dev libssl-dev cpio
-    redis-tools python3 gcc-multilib kmod)
+    redis-tools redis-server python3 gcc-multilib kmod)
 
 missing_packages() {
     local p

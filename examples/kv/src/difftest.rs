@@ -432,23 +432,35 @@ impl Conn {
 
     /// Sends `step` and returns the reply.
     pub fn call(&mut self, step: &Step) -> Result<Reply, String> {
+        Ok(self.pipeline(std::slice::from_ref(step))?.remove(0))
+    }
+
+    /// Sends `steps` in one write and returns their replies, in order.
+    pub fn pipeline(&mut self, steps: &[Step]) -> Result<Vec<Reply>, String> {
         let mut out = Vec::new();
-        if step.inline {
-            out.extend_from_slice(&step.args[0]);
-            out.extend_from_slice(b"\r\n");
-        } else {
-            let args: Vec<&[u8]> = step.args.iter().map(|a| &a[..]).collect();
-            request(&mut out, &args);
+        for step in steps {
+            if step.inline {
+                out.extend_from_slice(&step.args[0]);
+                out.extend_from_slice(b"\r\n");
+            } else {
+                let args: Vec<&[u8]> = step.args.iter().map(|a| &a[..]).collect();
+                request(&mut out, &args);
+            }
         }
         self.stream
             .write_all(&out)
             .map_err(|e| format!("write: {e}"))?;
         let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            if let Some((r, used)) = parse_reply(&self.buf).map_err(|e| e.to_string())? {
-                self.buf.drain(..used);
-                return Ok(r);
+        let mut replies = Vec::with_capacity(steps.len());
+        let mut pos = 0;
+        while replies.len() < steps.len() {
+            if let Some((r, used)) = parse_reply(&self.buf[pos..]).map_err(|e| e.to_string())? {
+                pos += used;
+                replies.push(r);
+                continue;
             }
+            self.buf.drain(..pos);
+            pos = 0;
             let n = self
                 .stream
                 .read(&mut chunk)
@@ -458,6 +470,8 @@ impl Conn {
             }
             self.buf.extend_from_slice(&chunk[..n]);
         }
+        self.buf.drain(..pos);
+        Ok(replies)
     }
 
     fn args(&mut self, args: &[&[u8]]) -> Result<Reply, String> {
@@ -539,13 +553,48 @@ pub fn run(seed: u64, commands: u64, redis_port: u16, kv_port: u16) -> Result<Re
     }
     let mut g = Generator::new(seed);
     let mut report = Report::default();
-    for i in 0..commands {
-        let step = g.step();
-        let name = String::from_utf8_lossy(&step.args[0]).to_ascii_uppercase();
-        let want = redis.call(&step).map_err(|e| format!("redis: {e}"))?;
-        let got = kv
-            .call(&step)
-            .map_err(|e| format!("kv, command {i} ({}): {e}", show(&step.args)))?;
+    let mut i = 0;
+    while i < commands {
+        // A pipelined batch, ending at an SPOP (whose fix-up must come before the next
+        // command) or after 64 commands.
+        let mut batch = Vec::new();
+        while i + (batch.len() as u64) < commands && batch.len() < 64 {
+            let step = g.step();
+            let spop = step.args[0].eq_ignore_ascii_case(b"spop");
+            batch.push(step);
+            if spop {
+                break;
+            }
+        }
+        let wants = redis
+            .pipeline(&batch)
+            .map_err(|e| format!("redis, commands {i}..: {e}"))?;
+        let gots = kv
+            .pipeline(&batch)
+            .map_err(|e| format!("kv, commands {i}..{}: {e}", i + batch.len() as u64))?;
+        for ((step, want), got) in batch.iter().zip(wants).zip(gots) {
+            compare(seed, i, step, want, got, &mut redis, &mut kv, &mut report)?;
+            i += 1;
+        }
+    }
+    finish(seed, &mut redis, &mut kv)?;
+    Ok(report)
+}
+
+/// Compares one pair of replies under the rules of [`ALLOWED_DIFFERENCES`].
+#[allow(clippy::too_many_arguments)]
+fn compare(
+    seed: u64,
+    i: u64,
+    step: &Step,
+    want: Reply,
+    got: Reply,
+    redis: &mut Conn,
+    kv: &mut Conn,
+    report: &mut Report,
+) -> Result<(), String> {
+    let name = String::from_utf8_lossy(&step.args[0]).to_ascii_uppercase();
+    {
         *report.per_command.entry(name.clone()).or_default() += 1;
         report.commands += 1;
         if matches!(want, Reply::Error(_)) {
@@ -560,7 +609,7 @@ pub fn run(seed: u64, commands: u64, redis_port: u16, kv_port: u16) -> Result<Re
             )
         };
         if want == got {
-            continue;
+            return Ok(());
         }
         match name.as_str() {
             "SMEMBERS" | "HGETALL" => {
@@ -569,9 +618,9 @@ pub fn run(seed: u64, commands: u64, redis_port: u16, kv_port: u16) -> Result<Re
                     && sorted_items(&want, chunk) == sorted_items(&got, chunk)
                 {
                     report.by_rule += 1;
-                    continue;
+                    return Ok(());
                 }
-                return Err(fail("different as multisets"));
+                Err(fail("different as multisets"))
             }
             "SPOP" if !matches!(want, Reply::Error(_)) => {
                 let (w, k) = (bulk_items(&want), bulk_items(&got));
@@ -594,7 +643,7 @@ pub fn run(seed: u64, commands: u64, redis_port: u16, kv_port: u16) -> Result<Re
                     kv.args(&[b"SREM", key, m])?;
                 }
                 report.by_rule += 1;
-                continue;
+                Ok(())
             }
             "TTL" => {
                 if let (Reply::Integer(a), Reply::Integer(b)) = (&want, &got)
@@ -603,14 +652,17 @@ pub fn run(seed: u64, commands: u64, redis_port: u16, kv_port: u16) -> Result<Re
                     && (a - b).abs() <= 1
                 {
                     report.by_rule += 1;
-                    continue;
+                    return Ok(());
                 }
-                return Err(fail("TTL differs by more than 1 s"));
+                Err(fail("TTL differs by more than 1 s"))
             }
-            _ => return Err(fail("replies differ")),
+            _ => Err(fail("replies differ")),
         }
     }
-    // The final state: every key's type and size agree.
+}
+
+/// The final state: every key's type agrees.
+fn finish(seed: u64, redis: &mut Conn, kv: &mut Conn) -> Result<(), String> {
     let mut g = Generator::new(seed);
     for k in g.keys.drain(..) {
         let t = redis.args(&[b"TYPE", &k])?;
@@ -622,5 +674,5 @@ pub fn run(seed: u64, commands: u64, redis_port: u16, kv_port: u16) -> Result<Re
             ));
         }
     }
-    Ok(report)
+    Ok(())
 }

@@ -1,0 +1,325 @@
+//! The kv server's full keyspace (`kv_local`: Redis's five types, the allocator-generic
+//! keyspace of `examples/kv/src/keyspace.rs`) against Debian's real `redis-server` 7.0 in
+//! the guest:
+//!
+//! - `kv::differential_vs_redis_server`: `kv_difftest` sends 100,000 seeded random
+//!   commands (valid and invalid, wrong types, empty and 1 MiB values, binary keys) to both
+//!   and compares every reply (allowed differences are listed in the tool's output);
+//! - `kv::redis_benchmark_default_set`: `redis-benchmark`'s whole default test set runs
+//!   against kv with zero errors and a result line for each of its 20 tests;
+//! - `kv::bench_vs_redis_server`: SET, GET, LPUSH, LRANGE_100 and HSET with and without
+//!   pipelining on redis-server, kv (dsu attached), kv `--no-dsu`, and the fixed-table
+//!   `kv_v1` (SET and GET only: the baseline), interleaved; prints the figures that
+//!   BENCHMARKS.md quotes and fails only when a run reports an error.
+
+use crate::{Failure, Phase, TESTS, TestResult, VmTest, ensure};
+use linkme::distributed_slice;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const REDIS_PORT: u16 = 16390;
+const KV_PORT: u16 = 16391;
+/// The differential test's seed and length.
+const SEED: u64 = 20_261_201;
+const COMMANDS: u64 = 100_000;
+
+#[distributed_slice(TESTS)]
+static KV_DIFFERENTIAL: VmTest = VmTest {
+    name: "kv::differential_vs_redis_server",
+    phase: Phase::Main,
+    run: differential,
+};
+
+#[distributed_slice(TESTS)]
+static KV_DEFAULT_SET: VmTest = VmTest {
+    name: "kv::redis_benchmark_default_set",
+    phase: Phase::Main,
+    run: default_set,
+};
+
+#[distributed_slice(TESTS)]
+static KV_BENCH: VmTest = VmTest {
+    name: "kv::bench_vs_redis_server",
+    phase: Phase::Main,
+    run: bench,
+};
+
+/// A server process, killed when dropped.
+struct Proc {
+    child: Child,
+    log: String,
+}
+
+impl Proc {
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `program` with `args`, output to `/tmp/<tag>.log`, and waits until its port
+/// answers PING.
+fn start(tag: &str, program: &str, args: &[&str], port: u16) -> Result<Proc, Failure> {
+    let log = format!("/tmp/{tag}.log");
+    let out = std::fs::File::create(&log)?;
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(out.try_clone()?)
+        .stderr(out)
+        .spawn()
+        .map_err(|e| Failure::Fail(format!("cannot start {program}: {e}")))?;
+    let mut p = Proc { child, log };
+    let t0 = Instant::now();
+    loop {
+        let pong = Command::new("redis-cli")
+            .args(["-p", &port.to_string(), "PING"])
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("PONG"));
+        if pong {
+            return Ok(p);
+        }
+        if let Some(st) = p.child.try_wait()? {
+            return Err(Failure::Fail(format!(
+                "{program} exited with {st}: {}",
+                p.output()
+            )));
+        }
+        ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{program} not answering on port {port} after 60 s: {}",
+            p.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn redis_server(port: u16) -> Result<Proc, Failure> {
+    let port_s = port.to_string();
+    start(
+        "redis-server",
+        "redis-server",
+        &[
+            "--port",
+            &port_s,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+        ],
+        port,
+    )
+}
+
+fn kv(program: &str, port: u16, extra: &[&str]) -> Result<Proc, Failure> {
+    let port_s = port.to_string();
+    let mut args = vec!["--port", &port_s, "--segment", "kvredis"];
+    args.extend_from_slice(extra);
+    start(program, program, &args, port)
+}
+
+fn tools_present() -> TestResult {
+    for tool in [
+        "/usr/bin/redis-benchmark",
+        "/usr/bin/redis-cli",
+        "/usr/bin/redis-server",
+    ] {
+        if !std::path::Path::new(tool).exists() {
+            return Err(Failure::Skip(format!(
+                "{tool} is not in the initramfs (install redis-tools and redis-server on the host)"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn differential() -> TestResult {
+    tools_present()?;
+    let _redis = redis_server(REDIS_PORT)?;
+    let kv = kv("kv_local", KV_PORT, &[])?;
+    let t0 = Instant::now();
+    let out = Command::new("kv_difftest")
+        .args([
+            "--seed",
+            &SEED.to_string(),
+            "--commands",
+            &COMMANDS.to_string(),
+            "--redis-port",
+            &REDIS_PORT.to_string(),
+            "--kv-port",
+            &KV_PORT.to_string(),
+        ])
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        out.status.success(),
+        "kv_difftest failed ({}): {text}\nkv_local's log: {}",
+        out.status,
+        kv.output()
+    );
+    ensure!(
+        text.contains(&format!("{COMMANDS} commands, all replies agree")),
+        "kv_difftest did not report {COMMANDS} agreeing commands: {text}"
+    );
+    for line in text.lines() {
+        println!("kv-differential: {line}");
+    }
+    println!(
+        "kv-differential: {COMMANDS} commands in {} ms",
+        t0.elapsed().as_millis()
+    );
+    let _ = Command::new("dsuctl").args(["destroy", "kvredis"]).output();
+    Ok(())
+}
+
+/// redis-benchmark's CSV rows: (test, req/s, p50 ms, p99 ms). Fails on a non-zero exit
+/// or any line that mentions an error.
+fn redis_benchmark(port: u16, args: &[&str]) -> Result<Vec<(String, f64, f64, f64)>, Failure> {
+    let port_s = port.to_string();
+    let mut all = vec!["-p", &port_s, "--csv"];
+    all.extend_from_slice(args);
+    let out = Command::new("redis-benchmark")
+        .args(&all)
+        .stdin(Stdio::null())
+        .output()?;
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ensure!(
+        out.status.success() && !text.to_lowercase().contains("error"),
+        "redis-benchmark {all:?} failed ({}): {text}",
+        out.status
+    );
+    let mut rows = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with("\"test\"") && !l.trim().is_empty())
+    {
+        let f: Vec<&str> = line.split(',').map(|x| x.trim_matches('"')).collect();
+        let num = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok());
+        match (num(1), num(4), num(6)) {
+            (Some(rps), Some(p50), Some(p99)) if f.len() == 8 => {
+                rows.push((f[0].to_string(), rps, p50, p99))
+            }
+            _ => {
+                return Err(Failure::Fail(format!(
+                    "unexpected redis-benchmark line {line:?} in: {text}"
+                )));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn default_set() -> TestResult {
+    tools_present()?;
+    let kv = kv("kv_local", KV_PORT, &[])?;
+    // No -t: the whole default set, as a user would run it.
+    let rows = redis_benchmark(KV_PORT, &["-n", "1000", "-r", "100000", "-c", "10"])?;
+    let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
+    for want in [
+        "PING_INLINE",
+        "PING_MBULK",
+        "SET",
+        "GET",
+        "INCR",
+        "LPUSH",
+        "RPUSH",
+        "LPOP",
+        "RPOP",
+        "SADD",
+        "HSET",
+        "SPOP",
+        "ZADD",
+        "ZPOPMIN",
+        "LPUSH (needed to benchmark LRANGE)",
+        "LRANGE_100 (first 100 elements)",
+        "LRANGE_300 (first 300 elements)",
+        "LRANGE_500 (first 500 elements)",
+        "LRANGE_600 (first 600 elements)",
+        "MSET (10 keys)",
+    ] {
+        ensure!(
+            names.contains(&want),
+            "no {want:?} result in {names:?}\n{}",
+            kv.output()
+        );
+    }
+    ensure!(
+        rows.len() == 20,
+        "{} results, want 20: {names:?}",
+        rows.len()
+    );
+    for (t, rps, p50, p99) in &rows {
+        println!("kv-default-set: {t}: {rps:.0} req/s, p50 {p50:.3} ms, p99 {p99:.3} ms");
+    }
+    drop(kv);
+    let _ = Command::new("dsuctl").args(["destroy", "kvredis"]).output();
+    Ok(())
+}
+
+fn bench() -> TestResult {
+    tools_present()?;
+    let servers: [(&str, &str, &[&str], &str); 4] = [
+        (
+            "redis-server",
+            "redis-server",
+            &[],
+            "set,get,lpush,lrange_100,hset",
+        ),
+        ("kv", "kv_local", &[], "set,get,lpush,lrange_100,hset"),
+        (
+            "kv --no-dsu",
+            "kv_local",
+            &["--no-dsu"],
+            "set,get,lpush,lrange_100,hset",
+        ),
+        ("kv_v1 (fixed table, baseline)", "kv_v1", &[], "set,get"),
+    ];
+    let modes: [(&str, &[&str]); 2] = [
+        (
+            "-c 50 -P 16 -r 100000",
+            &["-n", "20000", "-c", "50", "-P", "16", "-r", "100000"],
+        ),
+        (
+            "-c 50 -r 100000 (no pipelining)",
+            &["-n", "2000", "-c", "50", "-r", "100000"],
+        ),
+    ];
+    for round in 1..=2 {
+        for (mode, margs) in modes {
+            for (label, program, extra, tests) in servers {
+                let p = if program == "redis-server" {
+                    redis_server(REDIS_PORT)?
+                } else {
+                    kv(program, REDIS_PORT, extra)?
+                };
+                let mut args = vec!["-t", tests];
+                args.extend_from_slice(margs);
+                let rows = redis_benchmark(REDIS_PORT, &args)?;
+                for (t, rps, p50, p99) in rows {
+                    println!(
+                        "kv-bench: round {round} | {mode} | {label} | {t} | {rps:.0} req/s | p50 {p50:.3} ms | p99 {p99:.3} ms"
+                    );
+                }
+                drop(p);
+                let _ = Command::new("dsuctl").args(["destroy", "kvredis"]).output();
+            }
+        }
+    }
+    Ok(())
+}
