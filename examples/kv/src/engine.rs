@@ -1355,3 +1355,68 @@ fn random_below(n: usize) -> usize {
         (x % n.max(1) as u64) as usize
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `format_double` is printf's `%.17g`, checked against the C library's own.
+    #[test]
+    fn format_double_is_printf_g17() {
+        let mut x: u64 = 0x1234_5678;
+        let mut values = vec![
+            0.0,
+            -0.0,
+            1.0,
+            -1.0,
+            0.1,
+            1.5,
+            1e16,
+            1e17,
+            1.2345e-4,
+            1e-5,
+            123456789.125,
+            f64::MAX,
+            f64::MIN_POSITIVE,
+            5e-324,
+            99999999999999999.0,
+            0.0001,
+            0.00009999,
+        ];
+        for _ in 0..20_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let v = f64::from_bits(x);
+            if v.is_finite() {
+                values.push(v);
+            }
+            values.push((x % 2_000_000) as f64 / 1000.0 - 1000.0);
+        }
+        for v in values {
+            let mut buf = [0u8; 64];
+            // SAFETY: buf is 64 writable bytes, the format is a NUL-terminated literal
+            // whose one conversion takes a double.
+            let n =
+                unsafe { libc::snprintf(buf.as_mut_ptr().cast(), buf.len(), c"%.17g".as_ptr(), v) };
+            let c = std::str::from_utf8(&buf[..n as usize]).unwrap();
+            assert_eq!(format_double(v), c, "{v:e}");
+        }
+    }
+
+    #[test]
+    fn ranks() {
+        assert_eq!(rank_range(0, -1, 3), Some((0, 2)));
+        assert_eq!(rank_range(-100, 100, 3), Some((0, 2)));
+        assert_eq!(rank_range(2, 1, 3), None);
+        assert_eq!(rank_range(3, 5, 3), None);
+        assert_eq!(rank_range(0, 0, 0), None);
+    }
+
+    #[test]
+    fn every_command_is_found_by_its_name() {
+        for s in SPECS {
+            assert_eq!(lookup(s.name.to_uppercase().as_bytes()).unwrap().cmd, s.cmd);
+        }
+    }
+}

@@ -15,11 +15,11 @@
 //! assert_eq!(args, [&b"PING"[..]]);
 //! ```
 
-/// Longest bulk string a request may carry (Redis allows 512 MiB; values here are much
-/// smaller, see [`crate::table::VAL_MAX`]).
-pub const MAX_BULK: usize = 1 << 20;
-/// Most arguments in one request.
-pub const MAX_ARGS: usize = 1024;
+/// Longest bulk string a request may carry: Redis's `proto-max-bulk-len`, 512 MiB.
+pub const MAX_BULK: usize = 512 << 20;
+/// Most arguments in one request (Redis's limit is `INT_MAX`; this one bounds the
+/// argument vector of a request still arriving to 16 MiB).
+pub const MAX_ARGS: usize = 1 << 20;
 /// Longest inline command line.
 pub const MAX_INLINE: usize = 64 * 1024;
 
@@ -106,7 +106,8 @@ fn parse_multibulk(buf: &[u8]) -> Result<Parsed<'_>, ProtocolError> {
     if n <= 0 {
         return Ok(Parsed::Request(Vec::new(), pos));
     }
-    let mut args = Vec::with_capacity(n as usize);
+    // Not more up front than a small request needs: `n` is the client's claim.
+    let mut args = Vec::with_capacity((n as usize).min(1024));
     for _ in 0..n {
         match buf.get(pos) {
             None => return Ok(Parsed::Incomplete),

@@ -1,0 +1,54 @@
+//! Helpers of the host tests that run servers: free ports, processes killed on drop.
+
+#![allow(dead_code)]
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A child process, killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port nobody listens on now.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Starts `program args` and waits until `port` accepts connections.
+pub fn start(program: &str, args: &[&str], port: u16) -> Proc {
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{program}: {e}"));
+    let p = Proc(child);
+    let t0 = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "{program} not listening"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    p
+}
+
+/// kv_local without dsu on `port`, with `extra` arguments.
+pub fn kv_local(port: u16, extra: &[&str]) -> Proc {
+    let port_s = port.to_string();
+    let mut args = vec!["--no-dsu", "--port", &port_s];
+    args.extend_from_slice(extra);
+    start(env!("CARGO_BIN_EXE_kv_local"), &args, port)
+}
