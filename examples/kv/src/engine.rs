@@ -16,8 +16,8 @@
 
 use crate::alloc::KvAlloc;
 use crate::keyspace::{
-    Db, Entry, Keyspace, List, Oom, STRIPES, Value, ZSet, bytes_in, key_in, new_map, new_set,
-    now_ms, stripe_of,
+    Db, Keyspace, List, Oom, STRIPES, Value, ZSet, bytes_in, key_in, new_map, new_set, now_ms,
+    stripe_of,
 };
 use crate::resp;
 use allocator_api2::boxed::Box;
@@ -293,10 +293,7 @@ macro_rules! typed {
     ($out:expr, $entry:expr, $variant:ident) => {
         match $entry {
             None => None,
-            Some(Entry {
-                value: Value::$variant(v),
-                ..
-            }) => Some(v),
+            Some(Value::$variant(v)) => Some(v),
             Some(_) => return resp::error($out, WRONGTYPE),
         }
     };
@@ -467,15 +464,15 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
             C::Pttl => self.ttl(1),
             C::Persist => {
                 let mut db = self.ks.lock_key(args[1]);
-                let had = db.get(args[1]).is_some_and(|e| e.expire_at != 0);
+                let had = db.get(args[1]).is_some() && db.expiry(args[1]) != 0;
                 if had {
-                    db.set_expiry(args[1], 0);
+                    let _ = db.set_expiry(args[1], 0);
                 }
                 resp::integer(self.out, had as i64)
             }
             C::Type => {
                 let mut db = self.ks.lock_key(args[1]);
-                let t = db.get(args[1]).map_or("none", |e| e.value.type_name());
+                let t = db.get(args[1]).map_or("none", |e| e.type_name());
                 resp::simple(self.out, t)
             }
             C::Dbsize => resp::integer(self.out, self.ks.counts().0 as i64),
@@ -575,9 +572,9 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
         }
         let key = args[1];
         let mut db = self.ks.lock_key(key);
+        let keep = db.expiry(key);
         let old = db.get(key);
         let found = old.is_some();
-        let keep = old.as_ref().map_or(0, |e| e.expire_at);
         if get {
             match typed!(self.out, old, Str) {
                 Some(v) => resp::bulk(self.out, v),
@@ -590,19 +587,9 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
             }
             return;
         }
-        let value = match bytes_in(args[2]) {
-            Ok(v) => v,
-            Err(Oom) => return self.oom(get),
-        };
         let expire_at = if keepttl { keep } else { at };
-        if db
-            .set(
-                key,
-                Entry {
-                    value: Value::Str(value),
-                    expire_at,
-                },
-            )
+        if Value::str(args[2])
+            .and_then(|v| db.set(key, v, expire_at))
             .is_err()
         {
             return self.oom(get);
@@ -636,29 +623,13 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
             return resp::error(self.out, OVERFLOW);
         };
         let text = new.to_string();
-        if let Some(Entry {
-            value: Value::Str(v),
-            ..
-        }) = db.get(key)
-        {
-            v.clear();
-            if v.try_reserve(text.len()).is_err() {
-                return resp::error(self.out, OOM);
-            }
-            v.extend_from_slice(text.as_bytes());
-        } else {
-            let r = bytes_in(text.as_bytes()).and_then(|v| {
-                db.set(
-                    key,
-                    Entry {
-                        value: Value::Str(v),
-                        expire_at: 0,
-                    },
-                )
-            });
-            if r.is_err() {
-                return resp::error(self.out, OOM);
-            }
+        // In place when the key exists: INCR keeps its expiry.
+        let r = match db.get(key) {
+            Some(Value::Str(v)) => key_in(text.as_bytes()).map(|n| *v = n),
+            _ => Value::str(text.as_bytes()).and_then(|v| db.set(key, v, 0)),
+        };
+        if r.is_err() {
+            return resp::error(self.out, OOM);
         }
         resp::integer(self.out, new)
     }
@@ -678,15 +649,7 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
         for pair in args[1..].chunks(2) {
             let g = stripes.binary_search(&stripe_of(pair[0])).expect("locked");
             let db: &mut Db<A> = &mut guards[g];
-            let r = bytes_in(pair[1]).and_then(|v| {
-                db.set(
-                    pair[0],
-                    Entry {
-                        value: Value::Str(v),
-                        expire_at: 0,
-                    },
-                )
-            });
+            let r = Value::str(pair[1]).and_then(|v| db.set(pair[0], v, 0));
             failed |= r.is_err();
         }
         if failed {
@@ -702,10 +665,7 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
         for k in keys {
             let mut db = self.ks.lock_key(k);
             match db.get(k) {
-                Some(Entry {
-                    value: Value::Str(v),
-                    ..
-                }) => resp::bulk(self.out, v),
+                Some(Value::Str(v)) => resp::bulk(self.out, v),
                 _ => resp::null(self.out),
             }
         }
@@ -719,22 +679,19 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
                 if v.len() + suffix.len() > PROTO_MAX_BULK_LEN {
                     return resp::error(self.out, TOO_BIG);
                 }
-                if v.try_reserve(suffix.len()).is_err() {
+                // A new string of the joint length (strings are exact-size boxes); in
+                // place, so the expiry stays.
+                let mut joined = allocator_api2::vec::Vec::new_in(A::HANDLE);
+                if joined.try_reserve_exact(v.len() + suffix.len()).is_err() {
                     return resp::error(self.out, OOM);
                 }
-                v.extend_from_slice(suffix);
+                joined.extend_from_slice(v);
+                joined.extend_from_slice(suffix);
+                *v = joined.into_boxed_slice();
                 resp::integer(self.out, v.len() as i64)
             }
             None => {
-                let r = bytes_in(suffix).and_then(|v| {
-                    db.set(
-                        key,
-                        Entry {
-                            value: Value::Str(v),
-                            expire_at: 0,
-                        },
-                    )
-                });
+                let r = Value::str(suffix).and_then(|v| db.set(key, v, 0));
                 match r {
                     Ok(()) => resp::integer(self.out, suffix.len() as i64),
                     Err(Oom) => resp::error(self.out, OOM),
@@ -751,24 +708,16 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
         key: &[u8],
         make: impl FnOnce() -> Result<Value<A>, Oom>,
         type_name: &str,
-    ) -> Option<&'d mut Entry<A>> {
+    ) -> Option<&'d mut Value<A>> {
         if db.get(key).is_none() {
-            let r = make().and_then(|value| {
-                db.set(
-                    key,
-                    Entry {
-                        value,
-                        expire_at: 0,
-                    },
-                )
-            });
+            let r = make().and_then(|value| db.set(key, value, 0));
             if r.is_err() {
                 resp::error(out, OOM);
                 return None;
             }
         }
         let e = db.get(key).expect("just made");
-        if e.value.type_name() != type_name {
+        if e.type_name() != type_name {
             resp::error(out, WRONGTYPE);
             return None;
         }
@@ -777,7 +726,7 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
 
     /// Removes `key` when its container became empty (Redis never keeps an empty one).
     fn drop_if_empty(db: &mut Db<A>, key: &[u8]) {
-        let empty = match db.get(key).map(|e| &e.value) {
+        let empty = match db.get(key) {
             Some(Value::List(l)) => l.is_empty(),
             Some(Value::Set(s)) => s.is_empty(),
             Some(Value::Hash(h)) => h.is_empty(),
@@ -793,11 +742,7 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
         let key = self.args[1];
         let mut db = self.ks.lock_key(key);
         let make = || Ok(Value::List(Box::try_new_in(List::new(), A::HANDLE)?));
-        let Some(Entry {
-            value: Value::List(l),
-            ..
-        }) = Self::create(self.out, &mut db, key, make, "list")
-        else {
+        let Some(Value::List(l)) = Self::create(self.out, &mut db, key, make, "list") else {
             return;
         };
         for v in &self.args[2..] {
@@ -897,11 +842,7 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
         let key = self.args[1];
         let mut db = self.ks.lock_key(key);
         let make = || Ok(Value::Set(Box::try_new_in(new_set(), A::HANDLE)?));
-        let Some(Entry {
-            value: Value::Set(s),
-            ..
-        }) = Self::create(self.out, &mut db, key, make, "set")
-        else {
+        let Some(Value::Set(s)) = Self::create(self.out, &mut db, key, make, "set") else {
             return;
         };
         let mut added = 0;
@@ -980,11 +921,7 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
         let key = self.args[1];
         let mut db = self.ks.lock_key(key);
         let make = || Ok(Value::Hash(Box::try_new_in(new_map(), A::HANDLE)?));
-        let Some(Entry {
-            value: Value::Hash(h),
-            ..
-        }) = Self::create(self.out, &mut db, key, make, "hash")
-        else {
+        let Some(Value::Hash(h)) = Self::create(self.out, &mut db, key, make, "hash") else {
             return;
         };
         let mut created = 0;
@@ -1076,20 +1013,13 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
         let mut db = self.ks.lock_key(key);
         let missing = match db.get(key) {
             None => true,
-            Some(Entry {
-                value: Value::ZSet(_),
-                ..
-            }) => false,
+            Some(Value::ZSet(_)) => false,
             Some(_) => return resp::error(self.out, WRONGTYPE),
         };
         let (mut added, mut updated, mut processed, mut last) = (0, 0, 0, 0.0);
         if !(missing && xx) {
             let make = || Ok(Value::ZSet(Box::try_new_in(ZSet::new(), A::HANDLE)?));
-            let Some(Entry {
-                value: Value::ZSet(z),
-                ..
-            }) = Self::create(self.out, &mut db, key, make, "zset")
-            else {
+            let Some(Value::ZSet(z)) = Self::create(self.out, &mut db, key, make, "zset") else {
                 return;
             };
             for (p, &score) in pairs.chunks(2).zip(&scores) {
@@ -1243,10 +1173,10 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
         };
         let key = args[1];
         let mut db = self.ks.lock_key(key);
-        let Some(e) = db.get(key) else {
+        if db.get(key).is_none() {
             return resp::integer(self.out, 0);
-        };
-        let cur = e.expire_at;
+        }
+        let cur = db.expiry(key);
         let refused = (nx && cur != 0)
             || (xx && cur == 0)
             || (gt && (cur == 0 || at <= cur as i64))
@@ -1256,8 +1186,8 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
         }
         if at <= now {
             db.remove(key);
-        } else {
-            db.set_expiry(key, at as u64);
+        } else if db.set_expiry(key, at as u64).is_err() {
+            return resp::error(self.out, OOM);
         }
         resp::integer(self.out, 1)
     }
@@ -1265,13 +1195,14 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
     fn ttl(&mut self, unit: u64) {
         let key = self.args[1];
         let mut db = self.ks.lock_key(key);
-        let Some(e) = db.get(key) else {
+        if db.get(key).is_none() {
             return resp::integer(self.out, -2);
-        };
-        if e.expire_at == 0 {
+        }
+        let at = db.expiry(key);
+        if at == 0 {
             return resp::integer(self.out, -1);
         }
-        let left = e.expire_at.saturating_sub(now_ms());
+        let left = at.saturating_sub(now_ms());
         let v = if unit == 1 { left } else { (left + 500) / 1000 };
         resp::integer(self.out, v as i64)
     }

@@ -255,11 +255,11 @@ impl<A: KvAlloc> Default for ZSet<A> {
     }
 }
 
-/// A key's value: one of Redis's types. The containers are boxed so a value is two words
-/// and a tag whatever its type.
+/// A key's value: one of Redis's types. Strings are a boxed slice and the containers are
+/// boxed, so a value is two words and a tag whatever its type.
 pub enum Value<A: KvAlloc> {
     /// A string (also the integers of INCR).
-    Str(Bytes<A>),
+    Str(Key<A>),
     /// A list.
     List(Box<List<A>, A>),
     /// A set.
@@ -281,22 +281,20 @@ impl<A: KvAlloc> Value<A> {
             Value::ZSet(_) => "zset",
         }
     }
+
+    /// A string value holding a copy of `b`.
+    pub fn str(b: &[u8]) -> Result<Self, Oom> {
+        Ok(Value::Str(key_in(b)?))
+    }
 }
 
-/// A key's entry: its value and when it expires (milliseconds since the Unix epoch,
-/// wall clock, so that every process agrees; 0: never).
-pub struct Entry<A: KvAlloc> {
-    /// The value.
-    pub value: Value<A>,
-    /// Expiry time in Unix milliseconds; 0 for none.
-    pub expire_at: u64,
-}
-
-/// One stripe of the keyspace: a map from keys to entries.
+/// One stripe of the keyspace: a map from keys to values, and, as in Redis, a second map
+/// from the keys that have an expiry to that time (milliseconds since the Unix epoch,
+/// wall clock, so that every process agrees). Keeping expiries apart keeps a key's bucket
+/// at four words.
 pub struct Db<A: KvAlloc> {
-    map: Map<Key<A>, Entry<A>, A>,
-    /// Keys in the stripe with an expiry set.
-    expires: usize,
+    map: Map<Key<A>, Value<A>, A>,
+    expires: Map<Key<A>, u64, A>,
 }
 
 /// The current wall-clock time in Unix milliseconds.
@@ -311,7 +309,7 @@ impl<A: KvAlloc> Db<A> {
     pub const fn new() -> Self {
         Db {
             map: new_map(),
-            expires: 0,
+            expires: new_map(),
         }
     }
 
@@ -327,79 +325,75 @@ impl<A: KvAlloc> Db<A> {
 
     /// Keys with an expiry.
     pub fn expires(&self) -> usize {
-        self.expires
+        self.expires.len()
     }
 
-    /// The live entry of `key`: an expired one is removed first.
-    pub fn get(&mut self, key: &[u8]) -> Option<&mut Entry<A>> {
-        let expired = match self.map.get(key) {
-            None => return None,
-            Some(e) => e.expire_at != 0 && e.expire_at <= now_ms(),
-        };
-        if expired {
+    /// When `key` expires (Unix milliseconds); 0 for never (or no such key).
+    pub fn expiry(&self, key: &[u8]) -> u64 {
+        if self.expires.is_empty() {
+            return 0;
+        }
+        self.expires.get(key).copied().unwrap_or(0)
+    }
+
+    /// The live value of `key`: an expired key is removed first.
+    pub fn get(&mut self, key: &[u8]) -> Option<&mut Value<A>> {
+        let at = self.expiry(key);
+        if at != 0 && at <= now_ms() {
             self.remove(key);
             return None;
         }
         self.map.get_mut(key)
     }
 
-    /// Inserts or replaces `key`'s entry (a replaced entry's expiry goes with it).
-    pub fn set(&mut self, key: &[u8], entry: Entry<A>) -> Result<(), Oom> {
-        let has_expiry = entry.expire_at != 0;
+    /// Inserts or replaces `key`'s value, with expiry `expire_at` (0: none).
+    pub fn set(&mut self, key: &[u8], value: Value<A>, expire_at: u64) -> Result<(), Oom> {
         if let Some(old) = self.map.get_mut(key) {
-            if old.expire_at != 0 {
-                self.expires -= 1;
-            }
-            *old = entry;
+            *old = value;
         } else {
             self.map.try_reserve(1)?;
-            self.map.insert(key_in(key)?, entry);
+            self.map.insert(key_in(key)?, value);
         }
-        if has_expiry {
-            self.expires += 1;
+        self.set_expiry(key, expire_at)
+    }
+
+    /// Sets (`at` > 0) or clears the expiry of an existing `key`.
+    pub fn set_expiry(&mut self, key: &[u8], at: u64) -> Result<(), Oom> {
+        if at == 0 {
+            if !self.expires.is_empty() {
+                self.expires.remove(key);
+            }
+        } else if let Some(e) = self.expires.get_mut(key) {
+            *e = at;
+        } else if self.map.contains_key(key) {
+            self.expires.try_reserve(1)?;
+            self.expires.insert(key_in(key)?, at);
         }
         Ok(())
     }
 
-    /// Sets or clears the expiry of an existing `key`.
-    pub fn set_expiry(&mut self, key: &[u8], at: u64) {
-        if let Some(e) = self.map.get_mut(key) {
-            match (e.expire_at != 0, at != 0) {
-                (false, true) => self.expires += 1,
-                (true, false) => self.expires -= 1,
-                _ => {}
-            }
-            e.expire_at = at;
-        }
-    }
-
     /// Removes `key` (expired or not); whether it was there.
     pub fn remove(&mut self, key: &[u8]) -> bool {
-        match self.map.remove(key) {
-            Some(e) => {
-                if e.expire_at != 0 {
-                    self.expires -= 1;
-                }
-                true
-            }
-            None => false,
+        if !self.expires.is_empty() {
+            self.expires.remove(key);
         }
+        self.map.remove(key).is_some()
     }
 
     /// Removes every key.
     pub fn clear(&mut self) {
         self.map = new_map();
-        self.expires = 0;
+        self.expires = new_map();
     }
 
-    /// Makes the stripe consistent after a process died holding its lock: recounts the
-    /// expiries. (The maps are updated by hashbrown in an order that leaves them valid
-    /// between its own steps; a value being written may be incomplete.)
+    /// Makes the stripe consistent after a process died holding its lock: drops expiries
+    /// of keys that are gone. (hashbrown leaves a map valid between its own steps; a
+    /// value being written may be incomplete.) Returns whether anything changed.
     pub fn repair(&mut self) -> bool {
-        let n = self.map.values().filter(|e| e.expire_at != 0).count();
-        let changed = n != self.expires;
-        self.expires = n;
-        changed
+        let before = self.expires.len();
+        let map = &self.map;
+        self.expires.retain(|k, _| map.contains_key(&k[..]));
+        before != self.expires.len()
     }
 }
 
@@ -512,21 +506,24 @@ mod tests {
     #[test]
     fn db_expiry_and_removal() {
         let mut db: Db<Counted> = Db::new();
-        let e = |at| Entry {
-            value: Value::Str(bytes_in(b"v").unwrap()),
-            expire_at: at,
-        };
-        db.set(b"k", e(0)).unwrap();
-        db.set(b"old", e(1)).unwrap();
+        let v = || Value::str(b"v").unwrap();
+        db.set(b"k", v(), 0).unwrap();
+        db.set(b"old", v(), 1).unwrap();
         assert_eq!(db.expires(), 1);
         assert!(db.get(b"k").is_some());
         assert!(db.get(b"old").is_none(), "expired in 1970");
         assert_eq!((db.len(), db.expires()), (1, 0));
-        db.set_expiry(b"k", u64::MAX);
+        db.set_expiry(b"k", u64::MAX).unwrap();
+        db.set_expiry(b"missing", u64::MAX).unwrap();
         assert_eq!(db.expires(), 1);
-        db.expires = 5;
-        assert!(db.repair());
-        assert_eq!(db.expires(), 1);
+        assert_eq!(db.expiry(b"k"), u64::MAX);
+        db.set(b"k", v(), 0).unwrap();
+        assert_eq!(db.expiry(b"k"), 0, "SET clears the expiry");
+        db.set_expiry(b"k", u64::MAX).unwrap();
+        db.map.remove(&b"k"[..]);
+        assert!(db.repair(), "an expiry without its key is dropped");
+        assert_eq!(db.expires(), 0);
+        db.set(b"k", v(), u64::MAX).unwrap();
         assert!(db.remove(b"k"));
         assert_eq!((db.len(), db.expires()), (0, 0));
     }
