@@ -18,6 +18,7 @@ pub mod alloc;
 pub mod commands;
 pub mod difftest;
 pub mod engine;
+pub mod event_loop;
 pub mod keyspace;
 pub mod resp;
 pub mod server;

@@ -14,6 +14,7 @@
 //! (no partial request buffered, no reply pending).
 
 use crate::commands::{After, Ctx, Store, execute};
+use crate::event_loop::Pool;
 use crate::resp::{self, Parsed};
 use crate::stats::{CommandStats, Stats};
 use std::io::{self, Read, Write};
@@ -64,6 +65,13 @@ pub struct Options {
     /// writes get `-OOM`. 0: none.
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     pub maxmemory: usize,
+    /// Serve each connection on its own thread instead of the workers' event loops (for
+    /// comparison).
+    #[arg(long)]
+    pub thread_per_connection: bool,
+    /// Event-loop worker threads (0: one per CPU).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub workers: usize,
 }
 
 impl Default for Options {
@@ -75,6 +83,8 @@ impl Default for Options {
             drain_timeout: Duration::from_secs(120),
             no_dsu: false,
             maxmemory: 0,
+            thread_per_connection: false,
+            workers: 0,
         }
     }
 }
@@ -269,10 +279,22 @@ fn poll_readable(fds: &[RawFd], timeout: Duration) -> io::Result<Vec<bool>> {
     Ok(p.iter().map(|x| x.revents != 0).collect())
 }
 
-fn spawn_connection(stream: TcpStream, ctx: &'static Ctx<'static>, local: &'static Local) {
+fn spawn_connection(
+    stream: TcpStream,
+    ctx: &'static Ctx<'static>,
+    local: &'static Local,
+    pool: Option<&Pool>,
+) {
     local.clients.fetch_add(1, Relaxed);
     local.connections.fetch_add(1, Relaxed);
     ctx.stats.total_connections.fetch_add(1, Relaxed);
+    if let Some(pool) = pool {
+        if let Err(e) = pool.add(stream) {
+            eprintln!("dsu-kv: cannot hand a connection to a worker: {e}");
+            local.clients.fetch_sub(1, Relaxed);
+        }
+        return;
+    }
     let spawned = std::thread::Builder::new()
         .name("kv-conn".into())
         .stack_size(256 * 1024)
@@ -291,13 +313,14 @@ fn accept_queued(
     listener: &TcpListener,
     ctx: &'static Ctx<'static>,
     local: &'static Local,
+    pool: Option<&Pool>,
 ) -> io::Result<usize> {
     let mut n = 0;
     loop {
         match listener.accept() {
             Ok((s, _)) => {
                 s.set_nonblocking(false)?;
-                spawn_connection(s, ctx, local);
+                spawn_connection(s, ctx, local, pool);
                 n += 1;
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(n),
@@ -374,6 +397,15 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         started: Instant::now(),
         clients: &local.clients,
     }));
+    let pool = if opts.thread_per_connection {
+        None
+    } else {
+        let n = match opts.workers {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        };
+        Some(Pool::start(n, ctx, local)?)
+    };
     say(format!(
         "serving {}:{}: {} keys, total_commands_processed={}, versions started so far: {started}",
         opts.bind,
@@ -389,7 +421,7 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         }
         let ready = poll_readable(&fds, Duration::from_secs(1))?;
         if ready[0] {
-            accept_queued(&listener, ctx, local)?;
+            accept_queued(&listener, ctx, local, pool.as_ref())?;
         }
         if let Some(v) = &version
             && let Some(e) = v.newer_version()?
@@ -398,7 +430,7 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         }
     };
     let Stop::Newer(label, pid) = stop;
-    let late = accept_queued(&listener, ctx, local)?;
+    let late = accept_queued(&listener, ctx, local, pool.as_ref())?;
     drop(listener);
     say(format!(
         "newer version {label} (pid {pid}) is up: listener closed, draining {} open connection(s){}",
@@ -465,6 +497,8 @@ mod tests {
                 drain_timeout: Duration::from_millis(500),
                 no_dsu: true,
                 maxmemory: 0,
+                thread_per_connection: false,
+                workers: 0,
             }
         );
         // The `--flag=value` form clap adds.

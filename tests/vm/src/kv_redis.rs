@@ -8,8 +8,9 @@
 //! - `kv::redis_benchmark_default_set`: `redis-benchmark`'s whole default test set runs
 //!   against kv with zero errors and a result line for each of its 20 tests;
 //! - `kv::bench_vs_redis_server`: SET, GET, LPUSH, LRANGE_100 and HSET with and without
-//!   pipelining on redis-server, kv (dsu attached), kv `--no-dsu`, and the fixed-table
-//!   `kv_v1` (SET and GET only: the baseline), interleaved; prints the figures that
+//!   pipelining on redis-server, kv (dsu attached), kv `--no-dsu`, kv with a thread per
+//!   connection, and the fixed-table `kv_v1` as it was before (thread per connection; SET
+//!   and GET only: the baseline), interleaved; prints the figures that
 //!   BENCHMARKS.md quotes and fails only when a run reports an error.
 
 use crate::{Failure, Phase, TESTS, TestResult, VmTest, ensure};
@@ -274,7 +275,7 @@ fn default_set() -> TestResult {
 
 fn bench() -> TestResult {
     tools_present()?;
-    let servers: [(&str, &str, &[&str], &str); 4] = [
+    let servers: [(&str, &str, &[&str], &str); 5] = [
         (
             "redis-server",
             "redis-server",
@@ -288,7 +289,18 @@ fn bench() -> TestResult {
             &["--no-dsu"],
             "set,get,lpush,lrange_100,hset",
         ),
-        ("kv_v1 (fixed table, baseline)", "kv_v1", &[], "set,get"),
+        (
+            "kv --thread-per-connection",
+            "kv_local",
+            &["--thread-per-connection"],
+            "set,get,lpush,lrange_100,hset",
+        ),
+        (
+            "kv_v1 (fixed table, thread per connection: baseline)",
+            "kv_v1",
+            &["--thread-per-connection"],
+            "set,get",
+        ),
     ];
     let modes: [(&str, &[&str]); 2] = [
         (

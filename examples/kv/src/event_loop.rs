@@ -1,0 +1,236 @@
+//! Connection handling: a few worker threads (one per CPU), each with its own epoll set
+//! and the connections handed to it, instead of a thread per connection. Under
+//! `redis-benchmark -c 50` a thread per connection means 50 threads woken one request at
+//! a time; a worker serves every ready connection per wake-up (BENCHMARKS.md, "kv server
+//! on the heap keyspace", compares the two).
+//!
+//! The acceptor (the server's main loop) pushes a new connection into a worker's inbox,
+//! then adds its socket to the worker's epoll set, so the worker has adopted it by the
+//! time it sees its first event. Level-triggered: a connection is watched for input
+//! unless its pending output passed [`OUT_HIGH_WATER`], and for output while any is
+//! pending.
+
+use crate::commands::{After, Ctx, execute};
+use crate::resp::{self, Parsed};
+use crate::server::Local;
+use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::TcpStream;
+use std::os::fd::{AsRawFd, RawFd};
+use std::sync::Mutex;
+use std::sync::atomic::Ordering::Relaxed;
+
+/// Pending output past which a connection's input is not read until the client reads.
+pub const OUT_HIGH_WATER: usize = 16 << 20;
+/// Input read per wake-up of one connection before its requests run.
+const READ_BUDGET: usize = 256 * 1024;
+
+/// One connection's buffers.
+struct Conn {
+    stream: TcpStream,
+    input: Vec<u8>,
+    output: Vec<u8>,
+    written: usize,
+    /// QUIT or a protocol error: close once the output is written.
+    closing: bool,
+    /// The interest registered now.
+    interest: EpollFlags,
+}
+
+impl Conn {
+    fn pending(&self) -> usize {
+        self.output.len() - self.written
+    }
+
+    fn wanted(&self) -> EpollFlags {
+        let mut f = EpollFlags::empty();
+        if !self.closing && self.pending() < OUT_HIGH_WATER {
+            f |= EpollFlags::EPOLLIN;
+        }
+        if self.pending() > 0 {
+            f |= EpollFlags::EPOLLOUT;
+        }
+        f
+    }
+
+    /// Reads what is there, runs every whole request, writes what the socket takes.
+    /// Returns whether the connection stays open.
+    fn service(&mut self, ctx: &Ctx, local: &Local, chunk: &mut [u8]) -> bool {
+        let mut eof = false;
+        let mut got = 0;
+        while !self.closing && self.pending() < OUT_HIGH_WATER && got < READ_BUDGET {
+            match self.stream.read(chunk) {
+                Ok(0) => {
+                    eof = true;
+                    break;
+                }
+                Ok(n) => {
+                    self.input.extend_from_slice(&chunk[..n]);
+                    got += n;
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        let mut pos = 0;
+        while !self.closing {
+            match resp::parse(&self.input[pos..]) {
+                Ok(Parsed::Request(args, used)) => {
+                    pos += used;
+                    if args.is_empty() {
+                        continue;
+                    }
+                    local.commands.fetch_add(1, Relaxed);
+                    if execute(ctx, &args, &mut self.output) == After::Close {
+                        self.closing = true;
+                    }
+                }
+                Ok(Parsed::Incomplete) => break,
+                Err(e) => {
+                    resp::error(&mut self.output, &format!("ERR {e}"));
+                    self.closing = true;
+                }
+            }
+        }
+        self.input.drain(..pos);
+        while self.pending() > 0 {
+            match self.stream.write(&self.output[self.written..]) {
+                Ok(n) => self.written += n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(_) => return false,
+            }
+        }
+        if self.pending() == 0 {
+            self.output.clear();
+            self.written = 0;
+            if self.output.capacity() > 1 << 20 {
+                self.output.shrink_to(64 * 1024);
+            }
+        }
+        // Closed as Redis does: when the client closed (read 0), or after QUIT or a
+        // protocol error once the reply is out.
+        let done = self.closing && self.pending() == 0;
+        !eof && !done
+    }
+
+    fn idle(&self) -> bool {
+        self.input.is_empty() && self.pending() == 0
+    }
+}
+
+/// A worker: its epoll set and the connections handed to it not yet adopted.
+pub struct Worker {
+    epoll: Epoll,
+    inbox: Mutex<Vec<TcpStream>>,
+}
+
+/// The workers of a process.
+pub struct Pool {
+    workers: Vec<&'static Worker>,
+    next: std::sync::atomic::AtomicUsize,
+}
+
+impl Pool {
+    /// Starts `n` workers serving `ctx`.
+    pub fn start(n: usize, ctx: &'static Ctx<'static>, local: &'static Local) -> io::Result<Pool> {
+        let mut workers = Vec::new();
+        for i in 0..n.max(1) {
+            let w: &'static Worker = Box::leak(Box::new(Worker {
+                epoll: Epoll::new(EpollCreateFlags::EPOLL_CLOEXEC)?,
+                inbox: Mutex::new(Vec::new()),
+            }));
+            std::thread::Builder::new()
+                .name(format!("kv-worker-{i}"))
+                .spawn(move || run(w, ctx, local))?;
+            workers.push(w);
+        }
+        Ok(Pool {
+            workers,
+            next: Default::default(),
+        })
+    }
+
+    /// Hands a new connection to the next worker, round robin.
+    pub fn add(&self, stream: TcpStream) -> io::Result<()> {
+        stream.set_nonblocking(true)?;
+        let _ = stream.set_nodelay(true);
+        let w = self.workers[self.next.fetch_add(1, Relaxed) % self.workers.len()];
+        let fd = stream.as_raw_fd();
+        // Watched before the worker holds it: an event for a connection not yet adopted is
+        // skipped, and fires again (level-triggered) after the worker drained its inbox.
+        w.epoll
+            .add(&stream, EpollEvent::new(EpollFlags::EPOLLIN, fd as u64))?;
+        w.inbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(stream);
+        Ok(())
+    }
+}
+
+fn run(w: &'static Worker, ctx: &'static Ctx<'static>, local: &'static Local) {
+    let mut conns: HashMap<RawFd, Conn> = HashMap::new();
+    let mut events = vec![EpollEvent::empty(); 256];
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = match w.epoll.wait(&mut events, EpollTimeout::from(200u16)) {
+            Ok(n) => n,
+            Err(nix::errno::Errno::EINTR) => 0,
+            Err(e) => {
+                eprintln!("dsu-kv: epoll_wait: {e}");
+                return;
+            }
+        };
+        for s in w.inbox.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
+            conns.insert(
+                s.as_raw_fd(),
+                Conn {
+                    stream: s,
+                    input: Vec::new(),
+                    output: Vec::new(),
+                    written: 0,
+                    closing: false,
+                    interest: EpollFlags::EPOLLIN,
+                },
+            );
+        }
+        for ev in &events[..n] {
+            let fd = ev.data() as RawFd;
+            let Some(c) = conns.get_mut(&fd) else {
+                continue;
+            };
+            let open = c.service(ctx, local, &mut chunk);
+            let want = c.wanted();
+            if open && want != c.interest {
+                c.interest = want;
+                let _ = w
+                    .epoll
+                    .modify(&c.stream, &mut EpollEvent::new(want, fd as u64));
+            }
+            if !open {
+                close(w, &mut conns, fd, local);
+            }
+        }
+        if local.close_idle.load(Relaxed) {
+            let idle: Vec<RawFd> = conns
+                .iter()
+                .filter(|(_, c)| c.idle())
+                .map(|(fd, _)| *fd)
+                .collect();
+            for fd in idle {
+                close(w, &mut conns, fd, local);
+            }
+        }
+    }
+}
+
+fn close(w: &Worker, conns: &mut HashMap<RawFd, Conn>, fd: RawFd, local: &Local) {
+    if let Some(c) = conns.remove(&fd) {
+        let _ = w.epoll.delete(&c.stream);
+        drop(c);
+        local.clients.fetch_sub(1, Relaxed);
+    }
+}
