@@ -101,6 +101,39 @@ fn start(tag: &str, program: &str, args: &[&str], port: u16) -> Result<Proc, Fai
     }
 }
 
+/// Runs `cmd` to completion, killing it after `limit` (a hung client is a failure with
+/// its output so far, not a hung suite).
+fn output_within(cmd: &mut Command, limit: Duration) -> Result<std::process::Output, Failure> {
+    let out_path = format!("/tmp/kv-redis-out-{}", std::process::id());
+    let err_path = format!("{out_path}.err");
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(&out_path)?)
+        .stderr(std::fs::File::create(&err_path)?)
+        .spawn()?;
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait()? {
+            break st;
+        }
+        if t0.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(Failure::Fail(format!(
+                "{cmd:?} still running after {limit:?}; its output: {}{}",
+                std::fs::read_to_string(&out_path).unwrap_or_default(),
+                std::fs::read_to_string(&err_path).unwrap_or_default()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    Ok(std::process::Output {
+        status,
+        stdout: std::fs::read(&out_path)?,
+        stderr: std::fs::read(&err_path)?,
+    })
+}
+
 fn redis_server(port: u16) -> Result<Proc, Failure> {
     let port_s = port.to_string();
     start(
@@ -147,8 +180,8 @@ fn differential() -> TestResult {
     let _redis = redis_server(REDIS_PORT)?;
     let kv = kv("kv_local", KV_PORT, &[])?;
     let t0 = Instant::now();
-    let out = Command::new("kv_difftest")
-        .args([
+    let out = output_within(
+        Command::new("kv_difftest").args([
             "--seed",
             &SEED.to_string(),
             "--commands",
@@ -157,8 +190,9 @@ fn differential() -> TestResult {
             &REDIS_PORT.to_string(),
             "--kv-port",
             &KV_PORT.to_string(),
-        ])
-        .output()?;
+        ]),
+        Duration::from_secs(1200),
+    )?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -191,10 +225,10 @@ fn redis_benchmark(port: u16, args: &[&str]) -> Result<Vec<(String, f64, f64, f6
     let port_s = port.to_string();
     let mut all = vec!["-p", &port_s, "--csv"];
     all.extend_from_slice(args);
-    let out = Command::new("redis-benchmark")
-        .args(&all)
-        .stdin(Stdio::null())
-        .output()?;
+    let out = output_within(
+        Command::new("redis-benchmark").args(&all),
+        Duration::from_secs(300),
+    )?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -305,11 +339,11 @@ fn bench() -> TestResult {
     let modes: [(&str, &[&str]); 2] = [
         (
             "-c 50 -P 16 -r 100000",
-            &["-n", "20000", "-c", "50", "-P", "16", "-r", "100000"],
+            &["-n", "10000", "-c", "50", "-P", "16", "-r", "100000"],
         ),
         (
             "-c 50 -r 100000 (no pipelining)",
-            &["-n", "2000", "-c", "50", "-r", "100000"],
+            &["-n", "1000", "-c", "50", "-r", "100000"],
         ),
     ];
     for round in 1..=2 {
