@@ -1,8 +1,8 @@
 //! The keyspace: Redis's five data types in containers of any size, generic over the
 //! allocator they live in ([`KvAlloc`]).
 //!
-//! Keys map to [`Entry`]s (a [`Value`] and an optional expiry) in [`STRIPES`] independent
-//! hash maps ([`Db`]), each behind its own process-shared, robust [`dsu::sync::Mutex`]; a
+//! Keys map to [`Value`]s in [`STRIPES`] independent hash maps ([`Db`], with a second map
+//! of expiry times), each behind its own process-shared, robust [`dsu::sync::Mutex`]; a
 //! key's hash picks its stripe. The containers are `allocator-api2`'s `Vec` and `Box` and
 //! `hashbrown`'s maps and sets, all with the allocator `A`, and every map hashes with
 //! foldhash's fixed-seed [`FixedState`] ([`HASH_SEED`]), so a map built by one process (or
