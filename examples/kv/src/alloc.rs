@@ -118,3 +118,20 @@ impl KvAlloc for Counted {
         COUNTED_LIMIT.load(Relaxed)
     }
 }
+
+/// The segment's shared heap ([`dsu::heap`]): the allocator `kv_v1`..`kv_v3` put the
+/// keyspace in once `dsu::attach` installs a segment's heap (issue 11's kernel window). Its
+/// bytes in use are the heap's allocated blocks (headers included), its limit the
+/// region's reservation; 0 while no heap is installed (every allocation then fails and
+/// writes answer `-OOM`).
+impl KvAlloc for dsu::heap::SharedHeap {
+    const HANDLE: Self = dsu::heap::SharedHeap;
+
+    fn used_bytes(&self) -> usize {
+        dsu::heap::installed().map_or(0, |h| h.stats().allocated_bytes)
+    }
+
+    fn limit_bytes(&self) -> usize {
+        dsu::heap::installed().map_or(0, |h| h.region().reserve())
+    }
+}
