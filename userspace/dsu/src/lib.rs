@@ -115,6 +115,7 @@ mod global;
 pub mod heap;
 pub mod layout;
 pub mod names;
+pub mod notify;
 mod shared;
 pub mod sync;
 pub mod sys;
