@@ -14,6 +14,7 @@
 //!
 //! See `examples/kv/README.md` for the update procedure.
 
+pub mod activation;
 pub mod alloc;
 pub mod commands;
 pub mod difftest;

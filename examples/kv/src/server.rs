@@ -12,6 +12,10 @@
 //! `redis-benchmark` never reconnect, so an old version must not close a connection under
 //! them; only after `--drain-timeout` are connections closed, and then only when idle
 //! (no partial request buffered, no reply pending).
+//!
+//! Under the supervisor (`dsuctl run`), the listener is inherited instead (`LISTEN_FDS`,
+//! see [`crate::activation`]) and the version sends `READY=1` ([`dsu::notify::ready`])
+//! once it attached, before it accepts.
 
 use crate::commands::{After, Ctx, Store, execute};
 use crate::event_loop::Pool;
@@ -72,6 +76,40 @@ pub struct Options {
     /// Event-loop worker threads (0: one per CPU).
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub workers: usize,
+    /// For the supervisor's tests: fail at POINT instead of becoming ready (exit with
+    /// status 3, or hang until killed), before or after attaching to the segment.
+    #[arg(long, hide = true, value_name = "POINT")]
+    pub test_fail_before_ready: Option<FailPoint>,
+}
+
+/// Where `--test-fail-before-ready` makes a version fail, and how.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum FailPoint {
+    /// Exit with status 3 after taking the listener, before attaching.
+    ExitBeforeAttach,
+    /// Hang after taking the listener, before attaching.
+    HangBeforeAttach,
+    /// Exit with status 3 after attaching (bound), before notifying READY=1.
+    ExitAfterAttach,
+    /// Hang after attaching (bound), before notifying READY=1.
+    HangAfterAttach,
+}
+
+impl FailPoint {
+    fn strike(self, say: impl Fn(String)) {
+        say(format!(
+            "failing on purpose at {self:?} (--test-fail-before-ready)"
+        ));
+        if matches!(
+            self,
+            FailPoint::ExitBeforeAttach | FailPoint::ExitAfterAttach
+        ) {
+            std::process::exit(3);
+        }
+        loop {
+            std::thread::sleep(Duration::from_secs(3600));
+        }
+    }
 }
 
 impl Default for Options {
@@ -85,6 +123,7 @@ impl Default for Options {
             maxmemory: 0,
             thread_per_connection: false,
             workers: 0,
+            test_fail_before_ready: None,
         }
     }
 }
@@ -354,13 +393,28 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         let _ = io::stdout().flush();
     };
     // Listen first: from here on connections queue for us, so the old version may close
-    // its listener as soon as it learns that we are bound.
-    let listener = listen_reuseport(SocketAddrV4::new(opts.bind, opts.port), 1024)
-        .map_err(|e| format!("listen on {}:{}: {e}", opts.bind, opts.port))?;
+    // its listener as soon as it learns that we are bound. Under a supervisor (LISTEN_FDS)
+    // the socket is inherited: every version accepts from the one socket it holds.
+    let listener = match crate::activation::inherited_listener()? {
+        Some(l) => {
+            say(format!("using the inherited listener {}", l.local_addr()?));
+            l
+        }
+        None => listen_reuseport(SocketAddrV4::new(opts.bind, opts.port), 1024)
+            .map_err(|e| format!("listen on {}:{}: {e}", opts.bind, opts.port))?,
+    };
+    let port = listener.local_addr()?.port();
     listener.set_nonblocking(true)?;
     if opts.maxmemory > 0 {
         crate::alloc::Counted::set_limit(opts.maxmemory);
     }
+    let fail = |point: FailPoint| {
+        if opts.test_fail_before_ready == Some(point) {
+            point.strike(say);
+        }
+    };
+    fail(FailPoint::ExitBeforeAttach);
+    fail(FailPoint::HangBeforeAttach);
     let version = if opts.no_dsu {
         say("running without dsu: globals are private to this process".into());
         None
@@ -385,6 +439,8 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         ));
         Some(v)
     };
+    fail(FailPoint::ExitAfterAttach);
+    fail(FailPoint::HangAfterAttach);
     let started = p.stats.versions_started.fetch_add(1, Relaxed) + 1;
     // Both live as long as the process: connection threads are never joined.
     let local: &'static Local = Box::leak(Box::default());
@@ -393,7 +449,7 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         stats: p.stats,
         cmd_stats: p.cmd_stats,
         version: p.version,
-        port: opts.port,
+        port,
         started: Instant::now(),
         clients: &local.clients,
     }));
@@ -407,12 +463,14 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         Some(Pool::start(n, ctx, local)?)
     };
     say(format!(
-        "serving {}:{}: {} keys, total_commands_processed={}, versions started so far: {started}",
-        opts.bind,
-        opts.port,
+        "serving {}: {} keys, total_commands_processed={}, versions started so far: {started}",
+        listener.local_addr()?,
         p.store.len(),
         p.stats.total_commands.load(Relaxed)
     ));
+
+    // A supervisor (`dsuctl run`) lets the old version drain only after this.
+    dsu::notify::ready().map_err(|e| format!("notify the supervisor: {e}"))?;
 
     let stop = loop {
         let mut fds = vec![listener.as_raw_fd()];
@@ -499,6 +557,7 @@ mod tests {
                 maxmemory: 0,
                 thread_per_connection: false,
                 workers: 0,
+                test_fail_before_ready: None,
             }
         );
         // The `--flag=value` form clap adds.
