@@ -9,6 +9,10 @@
 //! dsuctl destroy SEG               remove a segment's name
 //! dsuctl dump SEG VAR              hex and ASCII of a variable (read-only)
 //! dsuctl watch SEG                 print version arrivals and ends until Ctrl-C
+//! dsuctl run --segment SEG --listen ADDR:PORT -- BINARY ARGS...
+//!                                  supervise a service: hold its sockets, upgrade it live
+//! dsuctl upgrade SEG [BINARY ARGS...]
+//!                                  ask the supervisor of SEG to upgrade in place
 //! ```
 //!
 //! `--json` prints JSON on stdout for the read commands. Exit status: 0 on success, 1 on
@@ -18,6 +22,7 @@
 //! `make install` installs.
 
 mod format;
+mod supervisor;
 
 use clap::{CommandFactory, Parser, Subcommand};
 use dsu::sys::{Create, Device, SetAttr};
@@ -38,6 +43,8 @@ Examples:
   dsuctl chown app 1000:100
   dsuctl dump app 'app::COUNTER'
   dsuctl watch app
+  dsuctl run --segment app --listen 127.0.0.1:6379 -- /usr/bin/app_v1
+  dsuctl upgrade app /usr/bin/app_v2
 
 Exit status: 0 success, 1 error, 2 usage error.";
 
@@ -125,6 +132,63 @@ enum Command {
         /// Segment name.
         segment: String,
     },
+    /// Supervise a service: hold its listening sockets, pass them to each version as
+    /// systemd socket activation does (LISTEN_FDS, fds from 3), and upgrade it in place.
+    ///
+    /// On `dsuctl upgrade SEG` (or SIGUSR2: the serving version's command line again) the
+    /// new version starts beside the old one; once it sends READY=1 on its NOTIFY_SOCKET,
+    /// the old one drains (it learns of the newer version from dsu itself) and gets
+    /// SIGTERM after --drain-timeout, SIGKILL after --stop-timeout more. A new version
+    /// that exits or misses --ready-timeout is killed and the old one keeps serving.
+    /// SIGTERM and SIGINT are forwarded to every version. The supervisor exits, as the
+    /// serving version did, when that version ends with no upgrade in progress. With
+    /// NOTIFY_SOCKET set it speaks the notify protocol itself (Type=notify: MAINPID=,
+    /// READY=1, RELOADING=1, STATUS=).
+    #[command(after_help = RUN_AFTER_HELP)]
+    Run {
+        /// The segment the versions share: names the control socket
+        /// ($XDG_RUNTIME_DIR/dsu/SEG.sock, or /run/dsu/SEG.sock).
+        #[arg(long, value_name = "SEG")]
+        segment: String,
+        /// A socket to listen on and pass to every version: [NAME=]ADDR:PORT (IPv6 in
+        /// brackets); NAME goes in LISTEN_FDNAMES (default tcp-PORT). Repeatable: fds 3, 4,
+        /// ... in this order.
+        #[arg(long, value_name = "[NAME=]ADDR:PORT", value_parser = supervisor::spawn::parse_listen)]
+        listen: Vec<supervisor::spawn::Listen>,
+        /// How long a new version has to send READY=1, in seconds.
+        #[arg(long, value_name = "SECS", default_value = "90", value_parser = parse_secs)]
+        ready_timeout: std::time::Duration,
+        /// How long an old version may drain before it gets SIGTERM, in seconds.
+        #[arg(long, value_name = "SECS", default_value = "300", value_parser = parse_secs)]
+        drain_timeout: std::time::Duration,
+        /// How long after SIGTERM a version gets SIGKILL, in seconds.
+        #[arg(long, value_name = "SECS", default_value = "10", value_parser = parse_secs)]
+        stop_timeout: std::time::Duration,
+        /// The control socket, instead of the segment's default.
+        #[arg(long, value_name = "PATH")]
+        control: Option<std::path::PathBuf>,
+        /// The first version's program and arguments (after --).
+        #[arg(required = true, last = true, value_name = "BINARY ARGS")]
+        command: Vec<std::ffi::OsString>,
+    },
+    /// Ask the supervisor of SEG (`dsuctl run`) to upgrade: start BINARY ARGS (without
+    /// them, the serving version's command line again) beside the serving version, and
+    /// wait until it is ready (exit 0) or has failed and was killed (exit 1, with why).
+    Upgrade {
+        /// Segment name (as given to `dsuctl run --segment`).
+        segment: String,
+        /// The control socket, instead of the segment's default.
+        #[arg(long, value_name = "PATH")]
+        control: Option<std::path::PathBuf>,
+        /// The new version's program and arguments (a relative path is taken from the
+        /// current directory, a bare name from the supervisor's PATH).
+        #[arg(
+            trailing_var_arg = true,
+            allow_hyphen_values = true,
+            value_name = "BINARY ARGS"
+        )]
+        command: Vec<std::ffi::OsString>,
+    },
     /// Write the man pages or a shell's completions (used by `make install`).
     #[command(hide = true, subcommand)]
     Generate(Generate),
@@ -142,6 +206,26 @@ enum Generate {
         /// bash, zsh, fish, elvish or powershell.
         shell: clap_complete::Shell,
     },
+}
+
+const RUN_AFTER_HELP: &str = "\
+Example (the kv server of examples/kv, updated from v1 to v2):
+  dsuctl run --segment kv --listen 127.0.0.1:6379 -- kv_v1 --segment kv
+  dsuctl upgrade kv kv_v2 --segment kv
+
+Versions must send READY=1 to $NOTIFY_SOCKET once they serve (dsu::notify::ready in
+Rust, sd_notify(3) or any datagram in C) and take their sockets from LISTEN_FDS
+(sd_listen_fds(3)). Exit status: that of the serving version when it ends (a version
+killed by a signal ends the supervisor by the same signal), 1 when no version could
+start.";
+
+/// Parses seconds, fractions allowed.
+fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
+    let secs: f64 = s
+        .parse()
+        .map_err(|_| format!("{s:?} is not a number of seconds"))?;
+    std::time::Duration::try_from_secs_f64(secs)
+        .map_err(|_| format!("{s:?} is not a number of seconds >= 0"))
 }
 
 /// The new owner and group of `dsuctl chown`; `None` leaves one unchanged.
@@ -239,6 +323,8 @@ enum Failure {
     Io(String, std::io::Error),
     /// An argument that parses but cannot be used (e.g. an address outside the heap).
     Usage(String),
+    /// `dsuctl run` could not start, or `dsuctl upgrade` failed: what happened.
+    Supervisor(String),
 }
 
 impl From<dsu::Error> for Failure {
@@ -264,6 +350,7 @@ impl std::fmt::Display for Failure {
             ),
             Failure::Io(what, e) => write!(f, "{what}: {e}"),
             Failure::Usage(why) => f.write_str(why),
+            Failure::Supervisor(what) => write!(f, "{what}"),
         }
     }
 }
@@ -274,6 +361,7 @@ fn check_names(command: &Command) -> Result<(), dsu::Error> {
     use dsu::names::{check_segment, check_variable};
     match command {
         Command::List | Command::Generate(_) => Ok(()),
+        Command::Run { segment, .. } | Command::Upgrade { segment, .. } => check_segment(segment),
         Command::Show { segment, .. }
         | Command::Create { segment, .. }
         | Command::Chmod { segment, .. }
@@ -307,10 +395,78 @@ fn generate(what: &Generate) -> Result<(), Failure> {
     }
 }
 
+/// `dsuctl run` (returns only on a set-up error) and `dsuctl upgrade`.
+fn supervise(command: Command) -> Result<(), Failure> {
+    match command {
+        Command::Run {
+            segment,
+            listen,
+            ready_timeout,
+            drain_timeout,
+            stop_timeout,
+            control,
+            command,
+        } => {
+            let config = supervisor::Config {
+                segment,
+                listen,
+                timeouts: supervisor::machine::Timeouts {
+                    ready: ready_timeout,
+                    drain: drain_timeout,
+                    stop: stop_timeout,
+                },
+                control,
+                command,
+            };
+            match supervisor::run(config) {
+                Err(e) => Err(Failure::Supervisor(e)),
+            }
+        }
+        Command::Upgrade {
+            segment,
+            control,
+            mut command,
+        } => {
+            // A path with a slash is the caller's: make it absolute here, since the
+            // supervisor runs elsewhere.
+            if let Some(p) = command.first_mut()
+                && std::path::Path::new(p).components().count() > 1
+            {
+                *p = std::path::absolute(&p)
+                    .map_err(|e| Failure::Io(format!("{}", p.to_string_lossy()), e))?
+                    .into_os_string();
+            }
+            let request = supervisor::control::Request {
+                upgrade: command
+                    .into_iter()
+                    .map(|a| {
+                        a.into_string().map_err(|a| {
+                            Failure::Supervisor(format!("{a:?}: arguments must be UTF-8"))
+                        })
+                    })
+                    .collect::<Result<_, _>>()?,
+            };
+            let path = supervisor::control::path(&segment, control.as_deref());
+            let reply =
+                supervisor::control::upgrade(&path, &request).map_err(Failure::Supervisor)?;
+            if reply.ok {
+                println!("{}", reply.message);
+                Ok(())
+            } else {
+                Err(Failure::Supervisor(reply.message))
+            }
+        }
+        _ => unreachable!("only run and upgrade"),
+    }
+}
+
 fn run(cli: Cli) -> Result<(), Failure> {
     check_names(&cli.command)?;
     if let Command::Generate(what) = &cli.command {
         return generate(what);
+    }
+    if matches!(cli.command, Command::Run { .. } | Command::Upgrade { .. }) {
+        return supervise(cli.command);
     }
     let mut dev = match Device::open_path(&cli.device) {
         Err(dsu::Error::ModuleNotLoaded) => return Err(Failure::NoDevice(cli.device.clone())),
@@ -385,7 +541,9 @@ fn run(cli: Cli) -> Result<(), Failure> {
                 show(owner.gid)
             )
         }
-        Command::Generate(_) => unreachable!("handled before the device is opened"),
+        Command::Generate(_) | Command::Run { .. } | Command::Upgrade { .. } => {
+            unreachable!("handled before the device is opened")
+        }
         Command::Destroy { segment } => {
             dev.destroy(segment)?;
             format!("destroyed segment {segment}\n")

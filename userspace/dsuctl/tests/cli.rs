@@ -81,7 +81,7 @@ fn version_and_help() {
         format!("dsuctl {}\n", env!("CARGO_PKG_VERSION"))
     );
     let help = stdout(&dsuctl(&["--help"]));
-    for cmd in ["chmod", "chown", "--device"] {
+    for cmd in ["chmod", "chown", "--device", "run", "upgrade"] {
         assert!(help.contains(cmd), "--help lists {cmd}: {help}");
     }
     assert!(!help.contains("generate"), "generate stays hidden: {help}");
@@ -106,7 +106,9 @@ fn man_pages_and_completions() {
             "dsuctl-destroy.1",
             "dsuctl-dump.1",
             "dsuctl-list.1",
+            "dsuctl-run.1",
             "dsuctl-show.1",
+            "dsuctl-upgrade.1",
             "dsuctl-watch.1",
             "dsuctl.1"
         ]
@@ -114,6 +116,10 @@ fn man_pages_and_completions() {
     let main = std::fs::read_to_string(dir.join("dsuctl.1")).unwrap();
     assert!(main.contains(".TH dsuctl 1"), "{main}");
     assert!(main.contains("chown"), "{main}");
+    let run = std::fs::read_to_string(dir.join("dsuctl-run.1")).unwrap();
+    for text in ["LISTEN_FDS", "READY=1", "\\-\\-ready\\-timeout", "SIGUSR2"] {
+        assert!(run.contains(text), "dsuctl-run.1 has {text}: {run}");
+    }
     std::fs::remove_dir_all(&dir).unwrap();
 
     for (shell, marker) in [
