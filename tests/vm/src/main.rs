@@ -24,6 +24,7 @@ mod kmod_setattr;
 mod kmod_typedesc;
 mod kmod_unload;
 mod kv_redis;
+mod kv_supervisor;
 mod kv_update;
 mod review;
 mod robust_crash;
