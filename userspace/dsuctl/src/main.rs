@@ -216,8 +216,8 @@ Example (the kv server of examples/kv, updated from v1 to v2):
 Versions must send READY=1 to $NOTIFY_SOCKET once they serve (dsu::notify::ready in
 Rust, sd_notify(3) or any datagram in C) and take their sockets from LISTEN_FDS
 (sd_listen_fds(3)). Exit status: that of the serving version when it ends (a version
-killed by a signal ends the supervisor by the same signal), 1 when no version could
-start.";
+killed by a signal ends the supervisor by the same signal); when no version could start,
+that of the failed one, or 1 if it exited with 0 or missed the ready timeout.";
 
 /// Parses seconds, fractions allowed.
 fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
