@@ -469,8 +469,11 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         p.stats.total_commands.load(Relaxed)
     ));
 
-    // A supervisor (`dsuctl run`) lets the old version drain only after this.
-    dsu::notify::ready().map_err(|e| format!("notify the supervisor: {e}"))?;
+    // A supervisor (`dsuctl run`) lets the old version drain only after this. Failing to
+    // tell it is no reason to stop serving: it will time this version out if it must.
+    if let Err(e) = dsu::notify::ready() {
+        say(format!("cannot send READY=1 to $NOTIFY_SOCKET: {e}"));
+    }
 
     let stop = loop {
         let mut fds = vec![listener.as_raw_fd()];
