@@ -328,6 +328,16 @@ impl Supervised {
         Ok(())
     }
 
+    /// Prints the supervisor's own log lines (not the versions' STATUS= echoes) for the
+    /// console log, each prefixed with `tag`.
+    fn print_log(&self, tag: &str) {
+        for line in self.output().lines() {
+            if !line.contains(": STATUS=") {
+                println!("{tag}: {line}");
+            }
+        }
+    }
+
     /// SIGTERM: the supervisor forwards it and ends as kv did (by SIGTERM).
     fn terminate(mut self) -> TestResult {
         // SAFETY: kill(2) on our child, not yet reaped.
@@ -389,7 +399,9 @@ fn upgraded_pid(answer: &str) -> Option<u32> {
 fn upgrade_under_load() -> TestResult {
     need_tools()?;
     let port = 16480;
+    let t_start = Instant::now();
     let sup = Supervised::start("kvsup-up", port, 120)?;
+    let started = t_start.elapsed();
     let v1 = serving_pid(port)?;
     ensure!(
         sup.output()
@@ -451,11 +463,19 @@ fn upgrade_under_load() -> TestResult {
     );
     println!(
         "supervisor: v1 -> v2 -> v3 under load: {runs} redis-benchmark runs, {pings} probes, \
-         0 failed; upgrade answered after {} ms and {} ms",
+         0 failed; v1 ready {} ms after the start, upgrades answered after {} ms and {} ms",
+        started.as_millis(),
         times[0].as_millis(),
         times[1].as_millis()
     );
-    sup.terminate()
+    sup.print_log("supervisor-up");
+    let t_stop = Instant::now();
+    sup.terminate()?;
+    println!(
+        "supervisor: stopped {} ms after SIGTERM",
+        t_stop.elapsed().as_millis()
+    );
+    Ok(())
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -475,7 +495,9 @@ fn failed_upgrade(fail: Fail, after_attach: bool) -> TestResult {
         Fail::Exit => ("kvsup-crash", 16481, 120),
         Fail::Hang => ("kvsup-hang", 16482, 8),
     };
+    let t_start = Instant::now();
     let sup = Supervised::start(segment, port, ready_timeout)?;
+    let started = t_start.elapsed();
     let v1 = serving_pid(port)?;
     let load = Load::start(port);
     std::thread::sleep(Duration::from_millis(1500));
@@ -524,6 +546,7 @@ fn failed_upgrade(fail: Fail, after_attach: bool) -> TestResult {
         );
     }
     // The failure left nothing behind: a good v2 takes over.
+    let t_good = Instant::now();
     let (ok, answer) = sup.upgrade(&["kv_v2", "--segment", segment])?;
     ensure!(
         ok,
@@ -532,8 +555,18 @@ fn failed_upgrade(fail: Fail, after_attach: bool) -> TestResult {
     );
     println!(
         "supervisor: v2 {point}: upgrade failed after {} ms ({why}); {runs} redis-benchmark \
-         runs, {pings} probes, 0 failed; v1 served throughout",
-        took.as_millis()
+         runs, {pings} probes, 0 failed; v1 served throughout (ready {} ms after the start); \
+         a good v2 then ready after {} ms",
+        took.as_millis(),
+        started.as_millis(),
+        t_good.elapsed().as_millis()
     );
-    sup.terminate()
+    sup.print_log(&format!("supervisor-{point}"));
+    let t_stop = Instant::now();
+    sup.terminate()?;
+    println!(
+        "supervisor: stopped {} ms after SIGTERM",
+        t_stop.elapsed().as_millis()
+    );
+    Ok(())
 }
