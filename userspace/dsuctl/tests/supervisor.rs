@@ -64,7 +64,10 @@ fn version(args: &[String]) -> ! {
         match listener.accept() {
             Ok((mut conn, _)) => {
                 conn.set_nonblocking(false).unwrap();
-                let _ = std::io::Write::write_all(&mut conn, format!("{name}\n").as_bytes());
+                let _ = std::io::Write::write_all(
+                    &mut conn,
+                    format!("{name} {}\n", std::process::id()).as_bytes(),
+                );
             }
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                 std::thread::sleep(Duration::from_millis(2));
@@ -91,21 +94,34 @@ fn who(port: u16) -> Result<String, String> {
     Ok(name.trim().to_string())
 }
 
-/// Waits until only version `v` answers (20 connections in a row): the older ones got
-/// SIGTERM after the drain timeout.
-fn only(port: u16, v: &str) {
+/// The version name in an answer of [`who`] (`NAME PID`).
+fn name(answer: String) -> String {
+    answer.split(' ').next().unwrap_or_default().to_string()
+}
+
+/// The pid in `... (pid N)`.
+fn pid_in(text: &str) -> u32 {
+    let i = text.find("(pid ").expect("a pid") + 5;
+    text[i..].split(')').next().unwrap().parse().unwrap()
+}
+
+/// Waits until `old` is gone (the supervisor sent SIGTERM after the drain timeout and
+/// reaped it); then `new` answers.
+fn retired(port: u16, old: u32, new: u32) {
     let t0 = Instant::now();
-    let mut in_a_row = 0;
-    while in_a_row < 20 {
-        if who(port).unwrap() == v {
-            in_a_row += 1;
-        } else {
-            in_a_row = 0;
-            std::thread::sleep(Duration::from_millis(20));
-        }
+    // SAFETY: kill(2) with signal 0 only checks that the process exists.
+    while unsafe { libc::kill(old as i32, 0) } == 0 {
         assert!(
             t0.elapsed() < Duration::from_secs(20),
-            "older versions still answer"
+            "the old version {old} still runs"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for _ in 0..5 {
+        let answer = who(port).unwrap();
+        assert!(
+            answer.ends_with(&format!(" {new}")),
+            "{answer}, want pid {new}"
         );
     }
 }
@@ -214,7 +230,7 @@ fn upgrades_through_the_supervisor() {
         format!("MAINPID={sup_pid}\nSTATUS=starting {me}")
     );
     assert!(next_notice().starts_with("READY=1\nSTATUS=serving: "));
-    assert_eq!(who(port).unwrap(), "v1");
+    assert_eq!(name(who(port).unwrap()), "v1");
 
     // A client connects all along: no connection may fail.
     let stop = Arc::new(AtomicBool::new(false));
@@ -245,7 +261,7 @@ fn upgrades_through_the_supervisor() {
         "{reloading}"
     );
     assert!(next_notice().starts_with("READY=1\nSTATUS=upgrade failed: "));
-    assert_eq!(who(port).unwrap(), "v1");
+    assert_eq!(name(who(port).unwrap()), "v1");
 
     // One that never sends READY=1; an upgrade meanwhile is refused.
     let t0 = Instant::now();
@@ -270,24 +286,29 @@ fn upgrades_through_the_supervisor() {
         text(&o)
     );
     assert!(next_notice().starts_with("READY=1\nSTATUS=upgrade failed: "));
-    assert_eq!(who(port).unwrap(), "v1");
+    assert_eq!(name(who(port).unwrap()), "v1");
 
     // v1 -> v2 -> v3. An old version that does not retire by itself gets SIGTERM after
     // the drain timeout.
+    let mut serving: u32 = who(port)
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     for v in ["v2", "v3"] {
         let o = upgrade(&control, &[me, "version", v]);
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("upgraded to"), "{}", text(&o));
+        let new = pid_in(&text(&o));
         assert!(next_notice().starts_with("RELOADING=1"));
         assert_eq!(
             next_notice(),
-            format!("READY=1\nSTATUS=serving: {me} (pid {})", {
-                let t = text(&o);
-                let i = t.find("(pid ").unwrap() + 5;
-                t[i..].split(')').next().unwrap().to_string()
-            })
+            format!("READY=1\nSTATUS=serving: {me} (pid {new})")
         );
-        only(port, v);
+        retired(port, serving, new);
+        serving = new;
     }
     stop.store(true, Relaxed);
     client.join().unwrap().unwrap();
@@ -297,8 +318,11 @@ fn upgrades_through_the_supervisor() {
     // SAFETY: kill(2) on our child.
     unsafe { libc::kill(sup_pid as i32, libc::SIGUSR2) };
     assert!(next_notice().starts_with("RELOADING=1"));
-    assert!(next_notice().starts_with("READY=1\nSTATUS=serving: "));
-    only(port, "v3");
+    let ready = next_notice();
+    assert!(ready.starts_with("READY=1\nSTATUS=serving: "), "{ready}");
+    let new = pid_in(&ready);
+    retired(port, serving, new);
+    assert_eq!(name(who(port).unwrap()), "v3");
 
     // SIGTERM is forwarded; the supervisor ends as the service did.
     // SAFETY: kill(2) on our child.
