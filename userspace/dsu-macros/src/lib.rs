@@ -232,8 +232,15 @@ struct GlobalItem {
     ty: Type,
     init: Expr,
     name: Option<LitStr>,
-    migrate: Option<(Type, Path)>,
+    migrate: Vec<MigrateFrom>,
     zeroed: bool,
+}
+
+/// One `migrate(from = Old, with = transform, merge = catch_up)` of a global.
+struct MigrateFrom {
+    from: Type,
+    with: Path,
+    merge: Option<Path>,
 }
 
 struct GlobalItems(Vec<GlobalItem>);
@@ -258,7 +265,7 @@ impl Parse for GlobalItems {
             input.parse::<Token![;]>()?;
             let mut attrs = Vec::new();
             let mut name = None;
-            let mut migrate = None;
+            let mut migrate: Vec<MigrateFrom> = Vec::new();
             let mut zeroed = false;
             for attr in all_attrs {
                 if !attr.path().is_ident("dsu") {
@@ -279,6 +286,7 @@ impl Parse for GlobalItems {
                     } else if meta.path.is_ident("migrate") {
                         let mut from = None;
                         let mut with = None;
+                        let mut merge = None;
                         meta.parse_nested_meta(|m| {
                             if m.path.is_ident("from") {
                                 from = Some(m.value()?.parse::<Type>()?);
@@ -286,19 +294,27 @@ impl Parse for GlobalItems {
                             } else if m.path.is_ident("with") {
                                 with = Some(m.value()?.parse::<Path>()?);
                                 Ok(())
+                            } else if m.path.is_ident("merge") {
+                                merge = Some(m.value()?.parse::<Path>()?);
+                                Ok(())
                             } else {
-                                Err(m.error("expected `from = OldType` or `with = transform_fn`"))
+                                Err(m.error("expected `from = OldType`, `with = transform_fn` or `merge = merge_fn`"))
                             }
                         })?;
-                        match (from, with) {
-                            (Some(f), Some(w)) => {
-                                migrate = Some((f, w));
-                                Ok(())
-                            }
-                            _ => Err(meta.error("migrate needs both `from = OldType` and `with = transform_fn`")),
+                        let (Some(from), Some(with)) = (from, with) else {
+                            return Err(meta.error("migrate needs both `from = OldType` and `with = transform_fn`"));
+                        };
+                        let spelling = type_spelling(&from);
+                        if migrate.iter().any(|m| type_spelling(&m.from) == spelling) {
+                            return Err(syn::Error::new(
+                                from.span(),
+                                format!("two `migrate(from = {spelling}, ...)` on one global: give each older type once"),
+                            ));
                         }
+                        migrate.push(MigrateFrom { from, with, merge });
+                        Ok(())
                     } else {
-                        Err(meta.error("unknown dsu attribute: expected `name = \"...\"`, `zeroed` or `migrate(from = T, with = f)`"))
+                        Err(meta.error("unknown dsu attribute: expected `name = \"...\"`, `zeroed` or `migrate(from = T, with = f[, merge = g])`"))
                     }
                 })?;
             }
@@ -315,6 +331,11 @@ impl Parse for GlobalItems {
         }
         Ok(GlobalItems(items))
     }
+}
+
+/// A type as the descriptors spell it: its tokens without spaces.
+fn type_spelling(ty: &Type) -> String {
+    quote!(#ty).to_string().replace(' ', "")
 }
 
 /// The kernel's rule for variable names: 1..127 printable ASCII bytes.
@@ -364,30 +385,90 @@ fn expand_global(item: GlobalItem) -> TokenStream2 {
             quote!(::core::concat!(::core::module_path!(), "::", #id, "\0"))
         }
     };
-    let type_str = format!("{}\0", quote!(#ty).to_string().replace(' ', ""));
+    let type_str = format!("{}\0", type_spelling(&ty));
     let desc = format_ident!("__DSU_DESC_{}", ident);
-    let migration = match &migrate {
-        None => quote!(::core::ptr::null()),
-        Some((old, with)) => {
-            let old_str = format!("{}\0", quote!(#old).to_string().replace(' ', ""));
-            quote! {{
-                fn __dsu_transform(old: *const u8, new: *mut u8) {
-                    // SAFETY: attach passes `size_of::<Old>()` bytes read from the segment
-                    // entry whose fingerprint is Old's, so they hold a valid Old, and a
-                    // buffer of `size_of::<New>()` bytes for the result.
-                    let old: #old = unsafe { ::core::ptr::read_unaligned(old.cast::<#old>()) };
-                    let new_value: #ty = #with(old);
-                    // SAFETY: see above.
-                    unsafe { ::core::ptr::write_unaligned(new.cast::<#ty>(), new_value) };
-                }
-                // SAFETY: a 'static NUL-terminated string; `__dsu_transform` reads an Old
-                // and writes the global's type, as Migration::new requires.
-                static __DSU_MIGRATION: ::dsu::Migration = unsafe {
-                    ::dsu::Migration::new::<#old>(#old_str.as_ptr().cast(), __dsu_transform)
-                };
-                &__DSU_MIGRATION
-            }}
-        }
+    if let Some(m) = migrate
+        .iter()
+        .find(|m| type_spelling(&m.from) == type_spelling(&ty))
+    {
+        return syn::Error::new(
+            m.from.span(),
+            "`migrate(from = ...)` names the global's own type: a migration needs an older, different type",
+        )
+        .to_compile_error();
+    }
+    // One `Migration` static per accepted older type, chained in the order declared: the
+    // last is built first so that each can point to the next.
+    let mut chain = quote!(::core::ptr::null());
+    let mut statics = TokenStream2::new();
+    for (
+        i,
+        MigrateFrom {
+            from: old,
+            with,
+            merge,
+        },
+    ) in migrate.iter().enumerate().rev()
+    {
+        let old_str = format!("{}\0", type_spelling(old));
+        let transform = format_ident!("__dsu_transform_{}", i);
+        let merge_fn = format_ident!("__dsu_merge_{}", i);
+        let mig = format_ident!("__DSU_MIGRATION_{}", i);
+        let (merge_def, with_merge) = match merge {
+            None => (quote!(), quote!()),
+            Some(merge) => (
+                quote! {
+                    fn #merge_fn(at_attach: *const u8, final_value: *const u8) {
+                        // SAFETY: finish_migrations passes two buffers of
+                        // `size_of::<Old>()` bytes read from the segment entry whose
+                        // fingerprint is Old's, so each holds a valid Old (every bit
+                        // pattern of a Shared type is one).
+                        let at_attach: #old = unsafe { ::core::ptr::read_unaligned(at_attach.cast::<#old>()) };
+                        // SAFETY: as above.
+                        let final_value: #old = unsafe { ::core::ptr::read_unaligned(final_value.cast::<#old>()) };
+                        let new: &#ty = &#ident;
+                        #merge(new, &at_attach, &final_value);
+                    }
+                },
+                quote!(.with_merge(#merge_fn)),
+            ),
+        };
+        let next = if i + 1 < migrate.len() {
+            let next = format_ident!("__DSU_MIGRATION_{}", i + 1);
+            quote!(.or_from(&#next))
+        } else {
+            quote!()
+        };
+        statics.extend(quote! {
+            fn #transform(old: *const u8, new: *mut u8) {
+                // SAFETY: attach passes `size_of::<Old>()` bytes read from the segment
+                // entry whose fingerprint is Old's, so they hold a valid Old, and a
+                // buffer of `size_of::<New>()` bytes for the result.
+                let old: #old = unsafe { ::core::ptr::read_unaligned(old.cast::<#old>()) };
+                let new_value: #ty = #with(old);
+                // SAFETY: see above.
+                unsafe { ::core::ptr::write_unaligned(new.cast::<#ty>(), new_value) };
+            }
+            #merge_def
+            // SAFETY: a 'static NUL-terminated string; the transform reads an Old and
+            // writes the global's type, the merge reads two Olds and updates the global,
+            // and the next migration (if any) is another of this global's, as
+            // Migration::new, with_merge and or_from require.
+            static #mig: ::dsu::Migration = unsafe {
+                ::dsu::Migration::new::<#old>(#old_str.as_ptr().cast(), #transform)
+                    #with_merge
+                    #next
+            };
+        });
+        chain = quote!(&#mig);
+    }
+    let migration = if migrate.is_empty() {
+        quote!(::core::ptr::null())
+    } else {
+        quote! {{
+            #statics
+            #chain
+        }}
     };
     // A zeroed global goes to a `.bss.` section, which is NOBITS: no file space. rustc
     // refuses to compile one whose initialiser has a non-zero byte there.

@@ -315,6 +315,7 @@ impl Attach {
             vars: Vec::new(),
             newest: std::sync::Mutex::new(None),
             heap,
+            merges: std::sync::Mutex::new(Merges::default()),
         };
         if descs.is_empty() {
             version.dev.set_nonblocking(true)?;
@@ -333,6 +334,7 @@ impl Attach {
         let mut vars = Vec::with_capacity(descs.len());
         let mut buffers: Vec<Vec<std::mem::MaybeUninit<u8>>> = Vec::new();
         let mut migrated = vec![false; descs.len()];
+        let mut merges = Vec::new();
         for (i, d) in descs.iter().enumerate() {
             let mut v = u::dsu_var {
                 size: d.size,
@@ -346,10 +348,22 @@ impl Attach {
             crate::sys::set_var_name(&mut v, d.name())?;
             if let Some(m) = d.migration() {
                 v.flags |= u::DSU_VAR_MIGRATE;
-                if let Some(bytes) = migrate_init(&version.dev, &self.segment, d, m)? {
-                    v.init = bytes.as_ptr() as u64;
-                    buffers.push(bytes);
+                if let Some(found) = migrate_init(&version.dev, &self.segment, d, m)? {
+                    v.init = found.bytes.as_ptr() as u64;
+                    buffers.push(found.bytes);
                     migrated[i] = true;
+                    if let Some(merge) = found.from.merge {
+                        merges.push((
+                            i,
+                            PendingMerge {
+                                name: d.name().into(),
+                                old_fingerprint: found.from.old_fingerprint,
+                                old_type_name: found.from.old_type_name().into(),
+                                at_attach: found.at_attach,
+                                merge,
+                            },
+                        ));
+                    }
                 }
             }
             vars.push(v);
@@ -382,6 +396,19 @@ impl Attach {
             } else {
                 placed.push(here);
             }
+            if v.status == u::DSU_VAR_ADDED && migrated[i] {
+                // This attach made the new entry: its merge is ours to run. (Found common,
+                // another version made it and runs the merge.)
+                if let Some(at) = merges.iter().position(|(j, _)| *j == i) {
+                    let (_, m) = merges.swap_remove(at);
+                    version
+                        .merges
+                        .get_mut()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pending
+                        .push(m);
+                }
+            }
             let status = match v.status {
                 u::DSU_VAR_ADDED if migrated[i] => VarStatus::Migrated,
                 u::DSU_VAR_ADDED => VarStatus::Added,
@@ -413,6 +440,23 @@ impl Attach {
         // attach_unchecked's contract).
         unsafe { map_sections(&version.dev, &maps) }?;
         version.dev.set_nonblocking(true)?;
+        if version.pending_migrations() > 0 {
+            // The versions that may still write the old entries: every other one live now.
+            // A version ending from here on queues an event on our handle.
+            let others: Vec<u64> = version
+                .dev
+                .list_versions(&self.segment)?
+                .iter()
+                .map(|v| v.id)
+                .filter(|&v| v != id)
+                .collect();
+            version
+                .merges
+                .get_mut()
+                .unwrap_or_else(|e| e.into_inner())
+                .waiting_on = others;
+            version.finish_migrations()?;
+        }
         Ok(version)
     }
 }
@@ -528,15 +572,26 @@ fn check_descs(descs: &[GlobalDesc]) -> Result<()> {
     Ok(())
 }
 
-/// The initial bytes of a migrated global: `None` if the new entry already exists (it is
-/// shared as is) or there is no old value (the program's initialiser is used); else the
-/// transform applied to a snapshot of the old value.
-fn migrate_init(
+/// A migrated global's new value, made by this attach from the old entry.
+struct MigratedInit<'a> {
+    /// The new value's bytes (the transform's result).
+    bytes: Vec<std::mem::MaybeUninit<u8>>,
+    /// The migration whose older type was found.
+    from: &'a crate::Migration,
+    /// The old value the transform was given, for the merge.
+    at_attach: Vec<u8>,
+}
+
+/// The initial value of a migrated global: `None` if its entry already exists (it is
+/// shared as is) or the segment has no entry of that name (the program's initialiser is
+/// used); else the transform applied to a snapshot of the newest entry of that name, with
+/// the migration whose older type that entry has ([`choose_migration`]).
+fn migrate_init<'a>(
     dev: &Device,
     segment: &str,
     d: &GlobalDesc,
-    m: &crate::Migration,
-) -> Result<Option<Vec<std::mem::MaybeUninit<u8>>>> {
+    m: &'a crate::Migration,
+) -> Result<Option<MigratedInit<'a>>> {
     let mut probe = [0u8; 1];
     match dev.read_var(
         segment,
@@ -549,18 +604,90 @@ fn migrate_init(
         Ok(_) | Err(Error::VariableNotFound { .. }) => {}
         Err(e) => return Err(e),
     }
-    let mut old = vec![0u8; m.old_size as usize];
-    match dev.read_var(segment, d.name(), Some(m.old_fingerprint), 0, &mut old) {
-        Ok(r) if r.var_size == m.old_size && r.copied == m.old_size => {
+    // The newest entry of that name, whatever its type.
+    let newest = match dev.read_var(segment, d.name(), None, 0, &mut probe) {
+        Ok(r) => r,
+        Err(Error::VariableNotFound { .. }) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let Some(from) = choose_migration(m, newest.var_fingerprint, newest.var_size) else {
+        let found = match dev.read_type_desc(segment, d.name(), Some(newest.var_fingerprint)) {
+            Ok(Some(text)) => match TypeDesc::parse(&text) {
+                Ok(t) => format!("{} ({} bytes)", t.name, t.size),
+                Err(_) => format!(
+                    "of an unreadable type description ({} bytes)",
+                    newest.var_size
+                ),
+            },
+            _ => format!("of an undescribed type ({} bytes)", newest.var_size),
+        };
+        return Err(Error::MigrationSourceUnknown {
+            segment: segment.into(),
+            name: d.name().into(),
+            found: found.into(),
+            found_fingerprint: newest.var_fingerprint,
+            type_name: d.type_name().into(),
+            accepted: accepted_types(m).into(),
+        });
+    };
+    let mut old = vec![0u8; from.old_size as usize];
+    match dev.read_var(segment, d.name(), Some(from.old_fingerprint), 0, &mut old) {
+        Ok(r) if r.var_size == from.old_size && r.copied == from.old_size => {
             // MaybeUninit: the transform's typed write leaves padding bytes uninitialised;
             // only the kernel reads this buffer.
             let mut new = vec![std::mem::MaybeUninit::new(0u8); d.size as usize];
-            (m.transform)(old.as_ptr(), new.as_mut_ptr().cast());
-            Ok(Some(new))
+            (from.transform)(old.as_ptr(), new.as_mut_ptr().cast());
+            Ok(Some(MigratedInit {
+                bytes: new,
+                from,
+                at_attach: old,
+            }))
         }
+        // Gone between the two reads (collected): as if never there.
         Ok(_) | Err(Error::VariableNotFound { .. }) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The migration of `chain` whose older type has `fingerprint` and `size`, if any.
+fn choose_migration(
+    chain: &crate::Migration,
+    fingerprint: u64,
+    size: u64,
+) -> Option<&crate::Migration> {
+    chain
+        .chain()
+        .find(|m| m.old_fingerprint == fingerprint && m.old_size == size)
+}
+
+/// The older types of a migration chain, for messages: "A", "A or B", "A, B or C".
+fn accepted_types(chain: &crate::Migration) -> String {
+    let names: Vec<&str> = chain.chain().map(|m| m.old_type_name()).collect();
+    match names.split_last() {
+        Some((last, [])) => (*last).into(),
+        Some((last, rest)) => format!("{} or {last}", rest.join(", ")),
+        None => String::new(),
+    }
+}
+
+/// A merge this version runs once the old entry has no user left: the migration's
+/// `merge(at_attach, final)`.
+#[derive(Debug)]
+struct PendingMerge {
+    name: String,
+    old_fingerprint: u64,
+    old_type_name: String,
+    at_attach: Vec<u8>,
+    merge: fn(*const u8, *const u8),
+}
+
+/// The merges a version still owes, and the versions they wait for.
+#[derive(Debug, Default)]
+struct Merges {
+    pending: Vec<PendingMerge>,
+    /// Ids of the versions that were live when this one bound: they may map the old
+    /// entries. The merges run when none of them is live.
+    waiting_on: Vec<u64>,
 }
 
 /// Attaches this program's globals to `segment` as version `label`, creating the segment
@@ -610,6 +737,7 @@ pub struct Version {
     vars: Vec<AttachedVar>,
     newest: std::sync::Mutex<Option<Event>>,
     heap: Option<&'static crate::heap::SegmentHeap>,
+    merges: std::sync::Mutex<Merges>,
 }
 
 impl Version {
@@ -716,7 +844,123 @@ impl Version {
         if let Some(b) = events.iter().rev().find(|e| e.kind == EventKind::Bound) {
             *self.newest.lock().unwrap_or_else(|e| e.into_inner()) = Some(b.clone());
         }
+        if events
+            .iter()
+            .any(|e| e.kind == EventKind::Ended || e.lost > 0)
+        {
+            self.finish_migrations()?;
+        }
         Ok(events)
+    }
+
+    /// Migrations with a merge step whose merge has not run yet (see
+    /// [`finish_migrations`](Self::finish_migrations)).
+    ///
+    /// ```no_run
+    /// let v = dsu::attach("app", "2")?;
+    /// println!("{} merges pending", v.pending_migrations());
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    #[must_use]
+    pub fn pending_migrations(&self) -> usize {
+        self.merges
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pending
+            .len()
+    }
+
+    /// Runs the merge steps of the migrations this version made, once no older version
+    /// can write their old entries any more, and returns how many are still pending.
+    ///
+    /// A global declared `migrate(from = Old, with = upgrade, merge = catch_up)` that this
+    /// attach created from an `Old` entry starts as `upgrade(at_attach)`, a snapshot; the
+    /// versions that were live at this version's bind keep writing the old entry. When
+    /// all of them have ended, this reads the old entry's final value and calls
+    /// `catch_up(&GLOBAL, &at_attach, &final)`, which adds what they wrote meanwhile (for
+    /// a counter: `new.hits.fetch_add(final.hits - at_attach.hits)`). So no write of the
+    /// old version is lost. Each merge runs once, in this process, on the thread that
+    /// calls this (or [`events`](Self::events), [`newer_version`](Self::newer_version),
+    /// [`wait_for_newer`](Self::wait_for_newer), [`wait_for_migrations`](Self::wait_for_migrations),
+    /// which call it when a version ends); `attach` calls it once, so with no older version
+    /// live the merge runs at attach. If this process exits first, the merge never runs.
+    ///
+    /// Errors: [`Error::MergeSourceGone`] if an old entry vanished (the merge is dropped),
+    /// or the device's errors.
+    ///
+    /// ```no_run
+    /// let v = dsu::attach("app", "2")?;
+    /// while v.finish_migrations()? > 0 {
+    ///     std::thread::sleep(std::time::Duration::from_millis(100));
+    /// }
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn finish_migrations(&self) -> Result<usize> {
+        let due = {
+            let mut m = self.merges.lock().unwrap_or_else(|e| e.into_inner());
+            if m.pending.is_empty() {
+                return Ok(0);
+            }
+            let live = self.dev.list_versions(&self.segment)?;
+            m.waiting_on.retain(|id| live.iter().any(|v| v.id == *id));
+            if !m.waiting_on.is_empty() {
+                return Ok(m.pending.len());
+            }
+            std::mem::take(&mut m.pending)
+        };
+        // Outside the lock: a merge is user code.
+        let mut first_error = None;
+        for p in due {
+            let mut last = vec![0u8; p.at_attach.len()];
+            match self.dev.read_var(
+                &self.segment,
+                &p.name,
+                Some(p.old_fingerprint),
+                0,
+                &mut last,
+            ) {
+                Ok(r) if r.copied == last.len() as u64 => {
+                    (p.merge)(p.at_attach.as_ptr(), last.as_ptr())
+                }
+                Ok(_) | Err(Error::VariableNotFound { .. }) => {
+                    first_error.get_or_insert(Error::MergeSourceGone {
+                        segment: self.segment.clone(),
+                        name: p.name.clone(),
+                        type_name: p.old_type_name.clone(),
+                    });
+                }
+                Err(e) => {
+                    first_error.get_or_insert(e);
+                }
+            }
+        }
+        first_error.map_or(Ok(0), Err)
+    }
+
+    /// Waits until [`finish_migrations`](Self::finish_migrations) has run every merge
+    /// (`true`) or the timeout passes (`false`; `None`: no timeout). Events read
+    /// meanwhile are remembered for [`newer_version`](Self::newer_version).
+    ///
+    /// ```no_run
+    /// let v = dsu::attach("app", "2")?;
+    /// if !v.wait_for_migrations(Some(std::time::Duration::from_secs(30)))? {
+    ///     eprintln!("the old version still runs");
+    /// }
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn wait_for_migrations(&self, timeout: Option<Duration>) -> Result<bool> {
+        let deadline = timeout.map(|t| Instant::now() + t);
+        loop {
+            self.events()?;
+            if self.finish_migrations()? == 0 {
+                return Ok(true);
+            }
+            let left = deadline.map(|d| d.saturating_duration_since(Instant::now()));
+            if left == Some(Duration::ZERO) {
+                return Ok(false);
+            }
+            self.dev.poll(left)?;
+        }
     }
 
     /// Whether a newer version has bound to the segment since this one did (non-blocking):
@@ -897,6 +1141,100 @@ mod tests {
         }
         .unwrap_err();
         assert!(matches!(e, Error::NotQuiescent(_)), "{e}");
+    }
+
+    /// Several `migrate(from = ...)`: the one whose older type the segment's entry has is
+    /// chosen; a type none declares (a skipped generation) is no choice, and the message
+    /// names every accepted type.
+    #[test]
+    fn migration_is_chosen_by_the_found_type() {
+        use crate::Shared;
+        use std::sync::atomic::{AtomicU32, AtomicU64};
+        #[derive(crate::Shared)]
+        #[repr(C)]
+        struct V1 {
+            hits: AtomicU32,
+        }
+        #[derive(crate::Shared)]
+        #[repr(C)]
+        struct V2 {
+            hits: AtomicU64,
+        }
+        #[derive(crate::Shared)]
+        #[repr(C)]
+        struct V3 {
+            hits: AtomicU64,
+            misses: AtomicU64,
+        }
+        #[derive(crate::Shared)]
+        #[repr(C)]
+        struct V0 {
+            hits: AtomicU64,
+        }
+        fn from_v2(o: V2) -> V3 {
+            V3 {
+                hits: o.hits,
+                misses: AtomicU64::new(2),
+            }
+        }
+        fn from_v1(o: V1) -> V3 {
+            V3 {
+                hits: AtomicU64::new(o.hits.into_inner().into()),
+                misses: AtomicU64::new(1),
+            }
+        }
+        fn merge_v1(new: &V3, at: &V1, last: &V1) {
+            use std::sync::atomic::Ordering::Relaxed;
+            let d = last.hits.load(Relaxed) - at.hits.load(Relaxed);
+            new.hits.fetch_add(d.into(), Relaxed);
+        }
+        crate::global! {
+            #[dsu(name = "test::CHOOSE",
+                  migrate(from = V2, with = from_v2),
+                  migrate(from = V1, with = from_v1, merge = merge_v1))]
+            static CHOOSE: V3 = V3 { hits: AtomicU64::new(0), misses: AtomicU64::new(0) };
+        }
+        let d = crate::GLOBALS
+            .iter()
+            .find(|d| d.name() == "test::CHOOSE")
+            .unwrap();
+        let m = d.migration().unwrap();
+        let v2 = choose_migration(m, V2::FINGERPRINT, 8).unwrap();
+        assert_eq!((v2.old_type_name(), v2.has_merge()), ("V2", false));
+        let v1 = choose_migration(m, V1::FINGERPRINT, 4).unwrap();
+        assert_eq!((v1.old_type_name(), v1.has_merge()), ("V1", true));
+        // V0 has V2's size but another fingerprint (its name): a skipped generation.
+        assert!(choose_migration(m, V0::FINGERPRINT, 8).is_none());
+        // A matching fingerprint with another size is no match either.
+        assert!(choose_migration(m, V2::FINGERPRINT, 16).is_none());
+        assert_eq!(accepted_types(m), "V2 or V1");
+        // The transform and the merge of the chosen migration.
+        let old = 5u32.to_ne_bytes();
+        let mut new = vec![std::mem::MaybeUninit::new(0u8); 16];
+        (v1.transform)(old.as_ptr(), new.as_mut_ptr().cast());
+        // SAFETY: the transform wrote a V3 (16 initialised bytes).
+        let hits = u64::from_ne_bytes(std::array::from_fn(|i| unsafe { new[i].assume_init() }));
+        assert_eq!(hits, 5);
+        CHOOSE.hits.store(100, std::sync::atomic::Ordering::Relaxed);
+        (v1.merge.unwrap())(5u32.to_ne_bytes().as_ptr(), 12u32.to_ne_bytes().as_ptr());
+        assert_eq!(CHOOSE.hits.load(std::sync::atomic::Ordering::Relaxed), 107);
+        let e = Error::MigrationSourceUnknown {
+            segment: "s".into(),
+            name: "test::CHOOSE".into(),
+            found: "V0 (8 bytes)".into(),
+            found_fingerprint: V0::FINGERPRINT,
+            type_name: "V3".into(),
+            accepted: accepted_types(m).into(),
+        };
+        let text = e.to_string();
+        assert!(
+            text.starts_with("variable \"test::CHOOSE\" is V0 (8 bytes) in segment \"s\""),
+            "{text}"
+        );
+        assert!(
+            text.contains("declares it as V3 and migrates only from V2 or V1"),
+            "{text}"
+        );
     }
 
     #[test]

@@ -278,6 +278,43 @@ pub enum Error {
         others: usize,
     },
 
+    /// A migrated global found in the segment with a type that none of its
+    /// `migrate(from = ...)` types is (nor its own): the program skipped a generation it
+    /// cannot start from. Nothing was changed.
+    #[error(
+        "variable \"{name}\" is {found} in segment \"{segment}\" (fingerprint {found_fingerprint:#018x}), but this program declares it as {type_name} and migrates only from {accepted}; add #[dsu(migrate(from = <that type>, with = transform))], or update through a version that migrates from it; nothing was changed"
+    )]
+    MigrationSourceUnknown {
+        /// The segment.
+        segment: String,
+        /// The variable.
+        name: String,
+        /// The type of the segment's newest entry of that name, from its type description
+        /// (or "of an undescribed type").
+        found: Box<str>,
+        /// Its fingerprint.
+        found_fingerprint: u64,
+        /// The type as this program spells it.
+        type_name: Box<str>,
+        /// The older types this program accepts, e.g. "StatsV1 or StatsV2".
+        accepted: Box<str>,
+    },
+
+    /// [`Version::finish_migrations`](crate::Version::finish_migrations): the old entry of
+    /// a migration with a merge step is gone from the segment, so its final value cannot be
+    /// merged.
+    #[error(
+        "the merge of variable \"{name}\" cannot run: its old entry ({type_name}) is gone from segment \"{segment}\" (destroyed or collected before the merge); the old version's writes after this version's attach are lost"
+    )]
+    MergeSourceGone {
+        /// The segment.
+        segment: String,
+        /// The variable.
+        name: String,
+        /// The old type.
+        type_name: String,
+    },
+
     /// `ENOSPC` / `E2BIG`: a module limit.
     #[error(
         "dsu limit reached: {what} (raise /sys/module/dsu/parameters/{param} when loading the module)"

@@ -121,10 +121,12 @@ impl<T: SharedCell> core::ops::Deref for Global<T> {
 }
 
 /// A migration of a global from an older type, declared with
-/// `#[dsu(migrate(from = Old, with = transform))]` in [`global!`](crate::global).
+/// `#[dsu(migrate(from = Old, with = transform))]` (optionally `merge = catch_up`) in
+/// [`global!`](crate::global). A global that accepts several older types has a chain of
+/// them ([`next`](Self::next)), in the order declared.
 ///
-/// Its fields are private and its constructor `unsafe`: [`attach`](crate::attach) calls
-/// the transform on buffers sized from them.
+/// Its fields are private and its constructors `unsafe`: [`attach`](crate::attach) calls
+/// the transform and the merge on buffers sized from them.
 ///
 /// ```
 /// # use std::sync::atomic::{AtomicU32, AtomicU64};
@@ -149,6 +151,13 @@ pub struct Migration {
     pub(crate) old_type_name: *const c_char,
     /// Reads an `Old` from `old_size` bytes and writes the new value's bytes.
     pub(crate) transform: fn(*const u8, *mut u8),
+    /// `merge(at_attach, final)`: reads two `Old`s (the old entry's value when the new
+    /// entry was made, and its value once no older version uses it) and applies the
+    /// difference to the global itself; `None`: no merge (see
+    /// [`Version::finish_migrations`](crate::Version::finish_migrations)).
+    pub(crate) merge: Option<fn(*const u8, *const u8)>,
+    /// The next accepted older type, or null.
+    pub(crate) next: *const Migration,
 }
 
 // SAFETY: the pointer is to a 'static string, never written.
@@ -187,7 +196,88 @@ impl Migration {
             old_fingerprint: Old::FINGERPRINT,
             old_type_name,
             transform,
+            merge: None,
+            next: core::ptr::null(),
         }
+    }
+
+    /// This migration with a merge step: once no older version uses the old entry any
+    /// more, [`Version::finish_migrations`](crate::Version::finish_migrations) calls
+    /// `merge(at_attach, final)` (used by [`global!`](crate::global)'s `merge = f`).
+    ///
+    /// # Safety
+    ///
+    /// `merge(at_attach, final)` must be sound when both point to `old_size` readable bytes
+    /// (any alignment) holding an `Old` of [`new`](Self::new), at any time after the
+    /// global this migration belongs to is attached, from any thread.
+    ///
+    /// ```
+    /// fn t(_old: *const u8, _new: *mut u8) {}
+    /// fn m(_at_attach: *const u8, _final: *const u8) {}
+    /// // SAFETY: a 'static string; neither function touches a buffer.
+    /// static M: dsu::Migration =
+    ///     unsafe { dsu::Migration::new::<u32>(c"u32".as_ptr(), t).with_merge(m) };
+    /// assert!(M.has_merge());
+    /// ```
+    pub const unsafe fn with_merge(mut self, merge: fn(*const u8, *const u8)) -> Self {
+        self.merge = Some(merge);
+        self
+    }
+
+    /// This migration followed by `next`, another accepted older type (used by
+    /// [`global!`](crate::global) for several `migrate(...)`).
+    ///
+    /// # Safety
+    ///
+    /// `next` (and its own chain) satisfies [`new`](Self::new)'s contract for the same
+    /// global.
+    ///
+    /// ```
+    /// fn t(_old: *const u8, _new: *mut u8) {}
+    /// // SAFETY: 'static strings; `t` touches neither buffer.
+    /// static OLDER: dsu::Migration = unsafe { dsu::Migration::new::<u16>(c"u16".as_ptr(), t) };
+    /// // SAFETY: as above.
+    /// static M: dsu::Migration =
+    ///     unsafe { dsu::Migration::new::<u32>(c"u32".as_ptr(), t).or_from(&OLDER) };
+    /// assert_eq!(M.next().unwrap().old_type_name(), "u16");
+    /// ```
+    pub const unsafe fn or_from(mut self, next: &'static Migration) -> Self {
+        self.next = next;
+        self
+    }
+
+    /// Whether the migration has a merge step.
+    ///
+    /// ```
+    /// # fn t(_: *const u8, _: *mut u8) {}
+    /// # static M: dsu::Migration = unsafe { dsu::Migration::new::<u16>(c"u16".as_ptr(), t) };
+    /// assert!(!M.has_merge());
+    /// ```
+    pub fn has_merge(&self) -> bool {
+        self.merge.is_some()
+    }
+
+    /// The next accepted older type, if any.
+    ///
+    /// ```
+    /// # fn t(_: *const u8, _: *mut u8) {}
+    /// # static M: dsu::Migration = unsafe { dsu::Migration::new::<u16>(c"u16".as_ptr(), t) };
+    /// assert!(M.next().is_none());
+    /// ```
+    pub fn next(&self) -> Option<&Migration> {
+        // SAFETY: null or a 'static Migration (or_from's contract).
+        unsafe { self.next.as_ref() }
+    }
+
+    /// This migration and the ones after it, in the order declared.
+    ///
+    /// ```
+    /// # fn t(_: *const u8, _: *mut u8) {}
+    /// # static M: dsu::Migration = unsafe { dsu::Migration::new::<u16>(c"u16".as_ptr(), t) };
+    /// assert_eq!(M.chain().count(), 1);
+    /// ```
+    pub fn chain(&self) -> impl Iterator<Item = &Migration> {
+        core::iter::successors(Some(self), |m| m.next())
     }
 
     /// Size of the old type.

@@ -64,13 +64,18 @@
 //! fn upgrade(old: StatsV1) -> Stats {
 //!     Stats { hits: old.hits, misses: AtomicU64::new(0) }
 //! }
+//! // Once v1 has ended: add the hits it counted after v2's attach.
+//! fn catch_up(new: &Stats, at_attach: &StatsV1, last: &StatsV1) {
+//!     let delta = last.hits.load(Ordering::Relaxed) - at_attach.hits.load(Ordering::Relaxed);
+//!     new.hits.fetch_add(delta, Ordering::Relaxed);
+//! }
 //!
 //! dsu::global! {
 //!     #[dsu(name = "server::REQUESTS")]
 //!     static REQUESTS: AtomicU64 = AtomicU64::new(0);
 //!     #[dsu(name = "server::TABLE")]
 //!     static TABLE: Mutex<Table> = Mutex::new(Table { len: 0, keys: [0; 64] });
-//!     #[dsu(name = "server::STATS", migrate(from = StatsV1, with = upgrade))]
+//!     #[dsu(name = "server::STATS", migrate(from = StatsV1, with = upgrade, merge = catch_up))]
 //!     static STATS: Stats = Stats { hits: AtomicU64::new(0), misses: AtomicU64::new(0) };
 //! }
 //!
@@ -85,7 +90,8 @@
 //!
 //! A migrated variable is a new entry in the segment: it starts from a snapshot of the old
 //! value taken at attach, and is no longer shared with the older versions (they keep
-//! the old entry).
+//! the old entry). Its `merge` step runs once they have all ended and adds what they
+//! wrote meanwhile ([`Version::finish_migrations`]), so no write is lost.
 //!
 //! # What can be shared
 //!
@@ -168,10 +174,17 @@ pub mod __private {
 /// - `#[dsu(name = "app::COUNTER")]`: the variable's name in the segment. The default is
 ///   `module_path!()::NAME`, which includes the crate name: give an explicit name when two
 ///   builds of different crates (e.g. two example binaries) must share it.
-/// - `#[dsu(migrate(from = OldType, with = transform))]`: the global's type changed;
-///   `transform: fn(OldType) -> T` turns a snapshot of the old value (read at attach)
-///   into the new one. The new entry is not shared with versions that use the old type.
-///   Without an old value in the segment, `init` is used.
+/// - `#[dsu(migrate(from = OldType, with = transform, merge = catch_up))]`: the global's
+///   type changed; `transform: fn(OldType) -> T` turns a snapshot of the old value (read
+///   at attach) into the new one. The new entry is not shared with versions that use the
+///   old type, which keep writing the old entry while they drain: `merge` (optional),
+///   `catch_up: fn(&T, at_attach: &OldType, final: &OldType)`, is called once they have
+///   all ended, with the snapshot and the old entry's last value, to add what they wrote
+///   ([`Version::finish_migrations`]). Without `merge`, the old version's writes after
+///   this attach are lost. Repeat `migrate(...)` to accept several older types (e.g. the
+///   last two generations): the one whose fingerprint the segment's newest entry of that
+///   name has is used. Without an entry of that name in the segment, `init` is used; an
+///   entry of another type is [`Error::MigrationSourceUnknown`], never a silent `init`.
 /// - `#[dsu(zeroed)]`: `init` is all zero bytes (a table of zeros, an empty mutex), so the
 ///   global goes to the NOBITS section [`ZERO_SECTION`] and takes no space in the binary's
 ///   file. rustc refuses to compile it if `init` has a non-zero byte ("BSS section
@@ -195,6 +208,45 @@ pub mod __private {
 ///
 /// REQUESTS.fetch_add(1, Ordering::Relaxed);
 /// CONFIG.lock().unwrap()[0] = 1;
+/// ```
+///
+/// A migration from either of two older layouts, with merge steps:
+///
+/// ```
+/// use std::sync::atomic::{AtomicU32, AtomicU64, Ordering::Relaxed};
+/// #[derive(dsu::Shared)]
+/// #[repr(C)]
+/// struct StatsV1 { hits: AtomicU32 }
+/// #[derive(dsu::Shared)]
+/// #[repr(C)]
+/// struct StatsV2 { hits: AtomicU64 }
+/// #[derive(dsu::Shared)]
+/// #[repr(C)]
+/// struct StatsV3 { hits: AtomicU64, misses: AtomicU64 }
+///
+/// fn from_v2(old: StatsV2) -> StatsV3 {
+///     StatsV3 { hits: old.hits, misses: AtomicU64::new(0) }
+/// }
+/// fn catch_up_v2(new: &StatsV3, at_attach: &StatsV2, last: &StatsV2) {
+///     new.hits.fetch_add(last.hits.load(Relaxed) - at_attach.hits.load(Relaxed), Relaxed);
+/// }
+/// fn from_v1(old: StatsV1) -> StatsV3 {
+///     StatsV3 { hits: AtomicU64::new(old.hits.into_inner().into()), misses: AtomicU64::new(0) }
+/// }
+/// fn catch_up_v1(new: &StatsV3, at_attach: &StatsV1, last: &StatsV1) {
+///     let delta = last.hits.load(Relaxed).wrapping_sub(at_attach.hits.load(Relaxed));
+///     new.hits.fetch_add(delta.into(), Relaxed);
+/// }
+///
+/// dsu::global! {
+///     #[dsu(name = "app::STATS",
+///           migrate(from = StatsV2, with = from_v2, merge = catch_up_v2),
+///           migrate(from = StatsV1, with = from_v1, merge = catch_up_v1))]
+///     static STATS: StatsV3 = StatsV3 { hits: AtomicU64::new(0), misses: AtomicU64::new(0) };
+/// }
+/// let d = dsu::GLOBALS.iter().find(|d| d.name() == "app::STATS").unwrap();
+/// let froms: Vec<_> = d.migration().unwrap().chain().map(|m| m.old_type_name()).collect();
+/// assert_eq!(froms, ["StatsV2", "StatsV1"]);
 /// ```
 #[macro_export]
 macro_rules! global {

@@ -83,9 +83,10 @@ pub fn error_code(e: &Error) -> c_int {
         Error::PermissionDenied { .. } => libc::EACCES,
         Error::NotOwner { .. } | Error::OwnedByOther { .. } => libc::EPERM,
         Error::SegmentNotFound { .. } | Error::VariableNotFound { .. } => libc::ENOENT,
-        Error::SegmentExists { .. } | Error::TypeChanged { .. } | Error::SizeChanged { .. } => {
-            libc::EEXIST
-        }
+        Error::SegmentExists { .. }
+        | Error::TypeChanged { .. }
+        | Error::SizeChanged { .. }
+        | Error::MigrationSourceUnknown { .. } => libc::EEXIST,
         Error::SegmentDestroyed { .. } => libc::EIDRM,
         Error::Limit { .. } => libc::ENOSPC,
         Error::OutOfMemory { .. } => libc::ENOMEM,
