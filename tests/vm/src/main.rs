@@ -40,6 +40,7 @@ mod userspace_c;
 mod userspace_dsuctl;
 mod userspace_heap;
 mod userspace_helpers;
+mod userspace_migrate;
 mod userspace_rust;
 mod util;
 
