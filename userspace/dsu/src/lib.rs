@@ -115,6 +115,7 @@
 
 extern crate self as dsu;
 
+pub mod abi;
 pub mod error;
 pub mod fingerprint;
 mod global;

@@ -13,14 +13,17 @@
 //!                                  supervise a service: hold its sockets, upgrade it live
 //! dsuctl upgrade SEG [BINARY ARGS...]
 //!                                  ask the supervisor of SEG to upgrade in place
+//! dsuctl check SEG BINARY          what BINARY's attach would do to SEG, without running it
 //! ```
 //!
-//! `--json` prints JSON on stdout for the read commands. Exit status: 0 on success, 1 on
-//! an error (the message is on stderr), 2 on a usage error. Names are checked before the
+//! `--json` prints JSON on stdout for the read commands and `check`. Exit status: 0 on
+//! success, 1 on an error (the message is on stderr), 2 on a usage error; `check`: 3 when
+//! a variable conflicts, 4 when none does but one looks renamed. Names are checked before the
 //! device is opened. The hidden `dsuctl generate man DIR` and `dsuctl generate completions
 //! SHELL` write the man pages (clap_mangen) and shell completions (clap_complete) that
 //! `make install` installs.
 
+mod check;
 mod format;
 mod supervisor;
 
@@ -45,14 +48,15 @@ Examples:
   dsuctl watch app
   dsuctl run --segment app --listen 127.0.0.1:6379 -- /usr/bin/app_v1
   dsuctl upgrade app /usr/bin/app_v2
+  dsuctl check app ./target/release/app-v2 --json
 
-Exit status: 0 success, 1 error, 2 usage error.";
+Exit status: 0 success, 1 error, 2 usage error; check: 3 conflict, 4 probable rename.";
 
 /// Inspect and manage dsu segments (shared globals for live update).
 #[derive(Parser, Debug, PartialEq)]
 #[command(name = "dsuctl", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Print JSON on stdout instead of text (list, show, dump, watch).
+    /// Print JSON on stdout instead of text (list, show, dump, watch, check).
     #[arg(long, global = true)]
     json: bool,
 
@@ -188,6 +192,27 @@ enum Command {
             value_name = "BINARY ARGS"
         )]
         command: Vec<std::ffi::OsString>,
+    },
+    /// Say what a built program's attach would do to a segment, without running it: which
+    /// of its variables are common, added, migrated (from which type, with or without a
+    /// merge step) or in conflict (with the differing field), and which of the segment's
+    /// variables it no longer declares ("renamed?" when one it adds has the same type).
+    /// Reads the binary's global descriptors (Rust and C) from its ELF file.
+    ///
+    /// Exit status: 0 compatible, 3 a conflict (attach would fail), 4 no conflict but a
+    /// probable rename (that variable's state would start over), 1 an error.
+    ///
+    /// JSON (--json): {"segment", "segment_exists", "binary", "variables": [{"name",
+    /// "type", "size", "fingerprint" (hex string), "status": "common" | "added" |
+    /// "migrated" | "conflict", "from" and "merge" (migrated), "conflict": "type" | "size"
+    /// | "migration", "segment_type" and "detail" (conflict)}], "undeclared": [{"name",
+    /// "type", "size", "fingerprint", "renamed_to": [names]}], "conflicts",
+    /// "probable_renames"}.
+    Check {
+        /// Segment name.
+        segment: String,
+        /// The program's executable (x86_64 ELF, built with dsu or libdsu).
+        binary: std::path::PathBuf,
     },
     /// Write the man pages or a shell's completions (used by `make install`).
     #[command(hide = true, subcommand)]
@@ -367,7 +392,8 @@ fn check_names(command: &Command) -> Result<(), dsu::Error> {
         | Command::Chmod { segment, .. }
         | Command::Chown { segment, .. }
         | Command::Destroy { segment }
-        | Command::Watch { segment } => check_segment(segment),
+        | Command::Watch { segment }
+        | Command::Check { segment, .. } => check_segment(segment),
         Command::Dump {
             segment, variable, ..
         } => check_segment(segment).and_then(|()| match variable {
@@ -460,18 +486,73 @@ fn supervise(command: Command) -> Result<(), Failure> {
     }
 }
 
-fn run(cli: Cli) -> Result<(), Failure> {
+/// `dsuctl check`: reads the binary, then the segment, and prints the report; returns the
+/// exit status.
+fn check(
+    dev: &Device,
+    segment: &str,
+    binary: &std::path::Path,
+    json_out: bool,
+) -> Result<u8, Failure> {
+    let bytes = std::fs::read(binary)
+        .map_err(|e| Failure::Io(format!("cannot read {}", binary.display()), e))?;
+    let vars = check::read_binary(&bytes).map_err(|why| {
+        Failure::Io(
+            format!("cannot read the dsu globals of {}", binary.display()),
+            std::io::Error::new(std::io::ErrorKind::InvalidData, why),
+        )
+    })?;
+    let exists = dev
+        .list_segments()?
+        .iter()
+        .any(|s| s.name == segment && !s.destroyed);
+    let mut entries = Vec::new();
+    if exists {
+        for v in dev.list_variables(segment)? {
+            let ty = dev
+                .read_type_desc(segment, &v.name, Some(v.fingerprint))
+                .ok()
+                .flatten()
+                .and_then(|text| TypeDesc::parse(&text).ok());
+            entries.push(check::SegmentEntry {
+                name: v.name,
+                size: v.size,
+                fingerprint: v.fingerprint,
+                ty,
+            });
+        }
+    }
+    let report = check::plan(
+        segment,
+        exists,
+        &binary.display().to_string(),
+        &vars,
+        &entries,
+    );
+    let text = if json_out {
+        json(&report)
+    } else {
+        check::text(&report)
+    };
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+    Ok(report.exit_code())
+}
+
+fn run(cli: Cli) -> Result<u8, Failure> {
     check_names(&cli.command)?;
     if let Command::Generate(what) = &cli.command {
-        return generate(what);
+        return generate(what).map(|()| 0);
     }
     if matches!(cli.command, Command::Run { .. } | Command::Upgrade { .. }) {
-        return supervise(cli.command);
+        return supervise(cli.command).map(|()| 0);
     }
     let mut dev = match Device::open_path(&cli.device) {
         Err(dsu::Error::ModuleNotLoaded) => return Err(Failure::NoDevice(cli.device.clone())),
         r => r?,
     };
+    if let Command::Check { segment, binary } = &cli.command {
+        return check(&dev, segment, binary, cli.json);
+    }
     let mut out = std::io::stdout().lock();
     let text = match &cli.command {
         Command::List => {
@@ -544,6 +625,7 @@ fn run(cli: Cli) -> Result<(), Failure> {
         Command::Generate(_) | Command::Run { .. } | Command::Upgrade { .. } => {
             unreachable!("handled before the device is opened")
         }
+        Command::Check { .. } => unreachable!("handled before"),
         Command::Destroy { segment } => {
             dev.destroy(segment)?;
             format!("destroyed segment {segment}\n")
@@ -627,14 +709,14 @@ fn run(cli: Cli) -> Result<(), Failure> {
                         format::event_text(&e)
                     };
                     if writeln!(out, "{line}").and_then(|_| out.flush()).is_err() {
-                        return Ok(()); // stdout closed
+                        return Ok(0); // stdout closed
                     }
                 }
             }
         }
     };
     let _ = out.write_all(text.as_bytes());
-    Ok(())
+    Ok(0)
 }
 
 fn main() -> ExitCode {
@@ -646,7 +728,7 @@ fn main() -> ExitCode {
         }
     };
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(code),
         Err(e) => {
             eprintln!("dsuctl: {e}");
             ExitCode::from(1)

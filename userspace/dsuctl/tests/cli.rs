@@ -100,6 +100,7 @@ fn man_pages_and_completions() {
     assert_eq!(
         pages,
         [
+            "dsuctl-check.1",
             "dsuctl-chmod.1",
             "dsuctl-chown.1",
             "dsuctl-create.1",
