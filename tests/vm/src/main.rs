@@ -37,6 +37,7 @@ mod robust_raw;
 mod robust_stress;
 mod userspace_adopt;
 mod userspace_c;
+mod userspace_check;
 mod userspace_dsuctl;
 mod userspace_heap;
 mod userspace_helpers;
