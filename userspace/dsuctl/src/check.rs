@@ -57,7 +57,10 @@ impl<'a> Image<'a> {
                 continue;
             }
             let data = match s.kind() {
-                SectionKind::UninitializedData | SectionKind::UninitializedTls => None,
+                // TLS sections' addresses are templates that overlap the sections after
+                // them (`.tbss` takes no address space): descriptors never point there.
+                SectionKind::Tls | SectionKind::UninitializedTls => continue,
+                SectionKind::UninitializedData => None,
                 _ => Some(
                     s.data()
                         .map_err(|e| format!("section {:?}: {e}", s.name()))?,
@@ -698,5 +701,61 @@ mod tests {
         );
         assert_eq!(vars.len(), dsu::GLOBALS.len());
         assert!(read_binary(b"not an elf").is_err());
+    }
+
+    /// A static non-PIE C binary (pointers stored as addresses, no relocations) with
+    /// thread-local data, whose `.tbss` overlaps the addresses of the sections after it:
+    /// the DSU_TYPE field list is read from its real section, not as `.tbss` zeros.
+    /// Needs gcc with a static libc, as the C examples do.
+    #[test]
+    fn reads_a_static_c_binary() {
+        let dir = std::env::temp_dir().join(format!("dsuctl-check-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let src = dir.join("conf.c");
+        std::fs::write(
+            &src,
+            r#"#include <libdsu.h>
+struct conf { uint64_t port; uint32_t limit; };
+DSU_TYPE(conf, struct conf, DSU_FIELD(port, uint64_t), DSU_FIELD(limit, uint32_t));
+DSU_GLOBAL_TYPED(conf, conf, { .port = 80, .limit = 10 });
+DSU_GLOBAL(uint64_t, plain, 7);
+static __thread char scratch[65536];
+int main(void) { scratch[1] = 1; return (int)conf.port + (int)plain + scratch[1]; }
+"#,
+        )
+        .unwrap();
+        let exe = dir.join("conf");
+        let include = concat!(env!("CARGO_MANIFEST_DIR"), "/../libdsu/include");
+        let out = std::process::Command::new("gcc")
+            .args(["-static", "-no-pie", "-O2", "-I", include, "-o"])
+            .arg(&exe)
+            .arg(&src)
+            .output()
+            .expect("gcc (the C examples need it too)");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let vars = read_binary(&std::fs::read(&exe).unwrap()).unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let conf = vars.iter().find(|v| v.name == "conf").unwrap();
+        let fields: Vec<_> = conf
+            .ty
+            .fields
+            .iter()
+            .map(|f| (f.name.as_str(), f.type_name.as_str(), f.offset, f.size))
+            .collect();
+        assert_eq!(
+            fields,
+            [("port", "uint64_t", 0, 8), ("limit", "uint32_t", 8, 4)]
+        );
+        assert_eq!((conf.ty.name.as_str(), conf.ty.size), ("struct conf", 16));
+        assert_eq!(
+            conf.fingerprint,
+            dsu::fingerprint::c_type_fields(b"struct conf", 16, 8, &conf.ty.fields)
+        );
+        let plain = vars.iter().find(|v| v.name == "plain").unwrap();
+        assert_eq!((plain.ty.name.as_str(), plain.ty.size), ("uint64_t", 8));
     }
 }
