@@ -202,12 +202,12 @@ enum Command {
     /// Exit status: 0 compatible, 3 a conflict (attach would fail), 4 no conflict but a
     /// probable rename (that variable's state would start over), 1 an error.
     ///
-    /// JSON (--json): {"segment", "segment_exists", "binary", "variables": [{"name",
-    /// "type", "size", "fingerprint" (hex string), "status": "common" | "added" |
-    /// "migrated" | "conflict", "from" and "merge" (migrated), "conflict": "type" | "size"
-    /// | "migration", "segment_type" and "detail" (conflict)}], "undeclared": [{"name",
-    /// "type", "size", "fingerprint", "renamed_to": [names]}], "conflicts",
-    /// "probable_renames"}.
+    /// JSON (--json): one object with "segment", "segment_exists", "binary", "variables"
+    /// (each: "name", "type", "size", "fingerprint" as a hex string, "status" one of
+    /// common, added, migrated, conflict; "from" and "merge" when migrated; "conflict" one
+    /// of type, size, migration, with "segment_type" and "detail"), "undeclared" (each:
+    /// "name", "type", "size", "fingerprint", "renamed_to": a list of names), "conflicts"
+    /// and "probable_renames" (counts).
     Check {
         /// Segment name.
         segment: String,
