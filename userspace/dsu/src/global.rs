@@ -367,7 +367,8 @@ pub struct GlobalDesc {
     pub(crate) fingerprint: u64,
     /// The initial bytes (`size` of them).
     pub(crate) init: *const u8,
-    /// Migration from an older type, or null.
+    /// The first migration from an older type (the others follow its
+    /// [`next`](Migration::next) chain), or null.
     pub(crate) migration: *const Migration,
     /// The type's fields in offset order ([`Shared::FIELDS`], C: `DSU_TYPE`), or null.
     pub(crate) fields: *const crate::typedesc::FieldDesc,
@@ -575,7 +576,8 @@ impl GlobalDesc {
         }
     }
 
-    /// The migration, if the global declares one.
+    /// The first migration, if the global declares any ([`Migration::chain`] lists them
+    /// all).
     ///
     /// ```
     /// for d in dsu::GLOBALS.iter() { let _ = d.migration(); }
