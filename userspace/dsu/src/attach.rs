@@ -169,6 +169,12 @@ impl Attach {
     /// and [`Version::heap`]. If its range is in use in this process the attach fails with
     /// [`Error::HeapAddressTaken`], changing nothing in the segment.
     ///
+    /// The mapped heap is also [installed](crate::heap::install) as the process's heap
+    /// (formatted by the attach that creates it): [`SharedHeap`](crate::heap::SharedHeap),
+    /// the [`heap`](crate::heap) containers and C's `dsu_malloc` allocate in it from then
+    /// on. A process that installed another region before (a
+    /// [`MemfdRegion`](crate::heap::MemfdRegion)) gets [`Error::Heap`] naming the segment.
+    ///
     /// ```
     /// let a = dsu::Attach::new("app", "1.0").heap(256 << 20);
     /// ```
@@ -306,6 +312,17 @@ impl Attach {
         };
         // The heap before any global: migrations may allocate in it.
         let heap = crate::heap::region::attach_heap(&dev, &self.segment, self.heap)?;
+        if let Some(region) = heap {
+            // The process's heap from now on: SharedHeap, the containers and dsu_malloc
+            // allocate in the segment's heap (formatted here if this attach created it).
+            crate::heap::install(region).map_err(|e| match e {
+                Error::Heap(what) => Error::Heap(format!(
+                    "installing the shared heap of segment \"{}\": {what}",
+                    self.segment
+                )),
+                e => e,
+            })?;
+        }
         let mut version = Version {
             dev,
             segment: self.segment.clone(),
