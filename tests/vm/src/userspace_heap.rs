@@ -21,17 +21,17 @@ fn shared() -> TestResult {
         let mut v1 = Server::start("heap_probe", &["--segment", seg, "--reserve", "67108864"])?;
         let status = v1.cmd("status")?;
         let base = field(&status, "base").ok_or("no base")?;
-        ensure_eq!(
-            field(&status, "size"),
-            Some("0".to_string()),
-            "new heap: {status}"
+        let size1: u64 = field(&status, "size").ok_or("no size")?.parse()?;
+        ensure!(
+            size1 > 0 && size1 < 4 << 20,
+            "attach formats the new heap (installs it): {status}"
         );
         ensure!(
             base.starts_with("0x") && u64::from_str_radix(&base[2..], 16)? % (1 << 30) == 0,
             "a 1 GiB-aligned base: {status}"
         );
-        ensure_eq!(v1.cmd("grow 8192")?, "size=8192", "v1 grows");
-        v1.cmd("put 4096 77")?;
+        let a = field(&v1.cmd("alloc 8")?, "ptr").ok_or("no ptr")?;
+        v1.cmd(&format!("put {a} 77"))?;
         // v2 maps the existing heap without asking for one, at the same address.
         let mut v2 = Server::start("heap_probe", &["--segment", seg])?;
         let status2 = v2.cmd("status")?;
@@ -41,19 +41,46 @@ fn shared() -> TestResult {
             "77",
             "v2 follows v1's pointer from a global"
         );
-        // v2 grows and writes past v1's size; v1 reads it at once.
-        ensure_eq!(v2.cmd("grow 12288")?, "size=12288", "v2 grows");
-        v2.cmd("put 8192 99")?;
-        ensure_eq!(v1.cmd("get 8192")?, "99", "v1 reads past its own growth");
+        // v2 allocates more than v1 ever saw backed (the heap grows); v1 reads it at once.
+        let b = field(&v2.cmd("alloc 4194304")?, "ptr").ok_or("no ptr")?;
+        let size2: u64 = field(&v2.cmd("status")?, "size")
+            .ok_or("no size")?
+            .parse()?;
+        ensure!(
+            size2 > size1 + (4 << 20) - 4096,
+            "v2 grew the heap: {size2}"
+        );
+        let b_end = format!("{:#x}", u64::from_str_radix(&b[2..], 16)? + (4 << 20) - 8);
+        v2.cmd(&format!("put {b_end} 99"))?;
+        ensure_eq!(
+            v1.cmd(&format!("get {b_end}"))?,
+            "99",
+            "v1 reads past its own view of the size"
+        );
         ensure_eq!(v1.cmd("deref")?, "99", "v1 follows v2's pointer");
+        ensure!(
+            v1.cmd("stats")?.contains("blocks=2"),
+            "both blocks, one allocator"
+        );
         let show = ok("dsuctl", &["show", seg])?;
         ensure!(
             show.contains(&format!(
-                "heap: base {base}, reserve 67108864 bytes, size 12288 bytes"
+                "heap: base {base}, reserve 67108864 bytes, size {size2} bytes"
             )),
             "dsuctl show: {show}"
         );
-        let addr = format!("{:#x}", u64::from_str_radix(&base[2..], 16)? + 8192);
+        // The allocator's own counters, read by dsuctl without attaching.
+        let stats = v1.cmd("stats")?;
+        let largest = field(&stats, "largest").ok_or("no largest")?;
+        ensure!(
+            show.contains(&format!(
+                "heap: allocated {} bytes in 2 blocks, free {} bytes",
+                field(&stats, "allocated").ok_or("no allocated")?,
+                field(&stats, "free").ok_or("no free")?
+            )) && show.contains(&format!("largest free block {largest} bytes")),
+            "dsuctl show's allocator line: {show} (v1: {stats})"
+        );
+        let addr = b_end;
         let dump = ok("dsuctl", &["dump", seg, "--heap", &addr, "8"])?;
         ensure!(
             dump.contains(&format!("heap {addr}: 8 bytes")) && dump.contains("63 00 00 00"),
@@ -88,8 +115,8 @@ fn conflict() -> TestResult {
     let r = (|| -> TestResult {
         let mut v1 = Server::start("heap_probe", &["--segment", seg, "--reserve", "1048576"])?;
         let base = field(&v1.cmd("status")?, "base").ok_or("no base")?;
-        v1.cmd("grow 4096")?;
-        v1.cmd("put 0 5")?;
+        let p = field(&v1.cmd("alloc 8")?, "ptr").ok_or("no ptr")?;
+        v1.cmd(&format!("put {p} 5"))?;
         let inside = format!("{:#x}", u64::from_str_radix(&base[2..], 16)? + 65536);
         let err = fails(
             "heap_probe",
@@ -109,8 +136,11 @@ fn conflict() -> TestResult {
         );
         let show = ok("dsuctl", &["show", seg])?;
         ensure!(show.contains("versions (1):"), "one version: {show}");
-        ensure_eq!(v1.cmd("get 0")?, "5", "v1 still reads its heap");
-        ensure_eq!(v1.cmd("grow 8192")?, "size=8192", "v1 still grows it");
+        ensure_eq!(v1.cmd(&format!("get {p}"))?, "5", "v1 still reads its heap");
+        ensure!(
+            v1.cmd("alloc 524288")?.starts_with("ptr=0x"),
+            "v1 still allocates (and grows) in it"
+        );
         v1.cmd("exit")?;
         Ok(())
     })();

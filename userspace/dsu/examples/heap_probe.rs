@@ -1,15 +1,17 @@
 //! Drives a segment's shared heap from the command line (used by the VM suite): every
 //! build of it is a version of the same segment, and a global (`heap_probe::ROOT`) holds
-//! an ordinary pointer into the heap, which every version follows.
+//! an ordinary pointer into the heap, which every version follows. Attach installs the
+//! segment's heap, so `alloc` takes blocks from the heap's allocator.
 //!
 //! ```text
 //! heap_probe [--segment S] [--reserve BYTES] [--occupy ADDR] COMMAND
-//! COMMAND: status | grow BYTES | put OFFSET VALUE | get OFFSET | deref
+//! COMMAND: status | stats | grow BYTES | alloc BYTES | put ADDR VALUE | get ADDR | deref
 //!        | serve (commands on stdin, one per line, answered by "ok ..." lines)
 //! ```
 //!
-//! `--reserve` creates the heap if the segment has none; `--occupy ADDR` maps a page at ADDR
-//! before attaching (to provoke an address conflict).
+//! `alloc` prints the new (zeroed) block's address; `put` and `get` take an address inside
+//! an allocated block (hex, `0x...`). `--reserve` creates the heap if the segment has none;
+//! `--occupy ADDR` maps a page at ADDR before attaching (to provoke an address conflict).
 
 use dsu::heap::HeapRegion;
 use std::io::{BufRead, Write};
@@ -24,7 +26,7 @@ dsu::global! {
 fn usage() -> ! {
     eprintln!(
         "usage: heap_probe [--segment S] [--reserve BYTES] [--occupy ADDR] \
-         (status | grow BYTES | put OFFSET VALUE | get OFFSET | deref | serve)"
+         (status | stats | grow BYTES | alloc BYTES | put ADDR VALUE | get ADDR | deref | serve)"
     );
     std::process::exit(2)
 }
@@ -37,15 +39,19 @@ fn number(s: &str) -> Result<u64, String> {
     .map_err(|_| format!("usage: {s} is not a number"))
 }
 
-/// The heap word at `offset`, if it lies in the backed part.
-fn word(heap: &dsu::heap::SegmentHeap, offset: u64) -> Result<*mut u64, String> {
-    if offset % 8 != 0 || offset + 8 > heap.size() as u64 {
+/// The heap word at `addr`, if it is an aligned word inside an allocated block.
+fn word(addr: u64) -> Result<*mut u64, String> {
+    let heap = dsu::heap::installed().ok_or("no heap installed")?;
+    let blocks = heap.allocations().map_err(|e| e.to_string())?;
+    let inside = blocks
+        .iter()
+        .any(|b| addr >= b.ptr as u64 && addr + 8 <= (b.ptr + b.usable) as u64);
+    if addr % 8 != 0 || !inside {
         return Err(format!(
-            "offset {offset} is not an aligned word inside the heap's {} bytes",
-            heap.size()
+            "{addr:#x} is not an aligned word inside an allocated heap block"
         ));
     }
-    Ok(heap.base().wrapping_add(offset as usize).cast())
+    Ok(addr as *mut u64)
 }
 
 fn command(heap: &dsu::heap::SegmentHeap, args: &[String]) -> Result<String, String> {
@@ -54,6 +60,7 @@ fn command(heap: &dsu::heap::SegmentHeap, args: &[String]) -> Result<String, Str
             .map(String::as_str)
             .ok_or_else(|| "usage: missing argument".to_string())
     };
+    let raw = dsu::heap::installed().ok_or("attach installed no heap")?;
     match args[0].as_str() {
         "status" => Ok(format!(
             "base={:#x} reserve={} size={}",
@@ -61,34 +68,44 @@ fn command(heap: &dsu::heap::SegmentHeap, args: &[String]) -> Result<String, Str
             heap.reserve(),
             heap.size()
         )),
+        "stats" => {
+            let s = raw.check().map_err(|e| e.to_string())?;
+            Ok(format!(
+                "allocated={} blocks={} free={} largest={}",
+                s.allocated_bytes, s.allocated_blocks, s.free_bytes, s.largest_free
+            ))
+        }
         "grow" => {
             let size = heap
                 .grow(number(arg(1)?)? as usize)
                 .map_err(|e| e.to_string())?;
             Ok(format!("size={size}"))
         }
+        "alloc" => {
+            let p = raw
+                .allocate_zeroed(number(arg(1)?)? as usize, 8)
+                .ok_or("the heap cannot grow")?;
+            Ok(format!("ptr={p:p}"))
+        }
         "put" => {
-            let p = word(heap, number(arg(1)?)?)?;
-            // SAFETY: an aligned word of the backed heap (checked); other versions access
-            // it only through atomics too.
+            let p = word(number(arg(1)?)?)?;
+            // SAFETY: an aligned word of an allocated block (checked); other versions
+            // access it only through atomics too.
             unsafe { AtomicU64::from_ptr(p) }.store(number(arg(2)?)?, Ordering::SeqCst);
             ROOT.store(p as u64, Ordering::SeqCst);
             Ok(format!("root={p:p}"))
         }
         "get" => {
-            let p = word(heap, number(arg(1)?)?)?;
+            let p = word(number(arg(1)?)?)?;
             // SAFETY: as in `put`.
             Ok(unsafe { AtomicU64::from_ptr(p) }
                 .load(Ordering::SeqCst)
                 .to_string())
         }
         "deref" => {
-            let p = ROOT.load(Ordering::SeqCst);
-            let offset = p
-                .checked_sub(heap.base() as u64)
-                .ok_or("ROOT does not point into the heap")?;
-            let p = word(heap, offset)?;
-            // SAFETY: as in `put`: the pointer another version stored, checked to be inside.
+            let p = word(ROOT.load(Ordering::SeqCst))?;
+            // SAFETY: as in `put`: the pointer another version stored, checked to be a
+            // word of an allocated block.
             Ok(unsafe { AtomicU64::from_ptr(p) }
                 .load(Ordering::SeqCst)
                 .to_string())

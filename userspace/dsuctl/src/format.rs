@@ -1,5 +1,6 @@
 //! Output formatting: pure functions from the kernel's records to text and JSON.
 
+use dsu::heap::HeapStats;
 use dsu::sys::{Event, EventKind, SegmentInfo, VariableInfo, VersionInfo};
 use dsu::typedesc::TypeDesc;
 use serde::Serialize;
@@ -31,6 +32,19 @@ pub struct HeapJson {
     pub reserve: u64,
     /// Bytes backed.
     pub size: u64,
+    /// The allocator's counters (`show --json` only; absent if they could not be read).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub allocator: Option<HeapAllocatorJson>,
+}
+
+/// A heap's allocator counters, from [`dsu::heap::stats_from_bytes`].
+#[derive(Serialize, Debug, PartialEq)]
+pub struct HeapAllocatorJson {
+    pub allocated_bytes: usize,
+    pub allocated_blocks: usize,
+    pub free_bytes: usize,
+    pub free_blocks: usize,
+    pub largest_free: usize,
 }
 
 /// `dump --heap --json`.
@@ -59,6 +73,7 @@ impl From<&SegmentInfo> for SegmentJson {
                 base: format!("{:#x}", h.base),
                 reserve: h.reserve,
                 size: h.size,
+                allocator: None,
             }),
         }
     }
@@ -301,6 +316,7 @@ pub fn show_text(
     versions: &[VersionInfo],
     now_ns: u64,
     verbose: bool,
+    heap_stats: Option<&HeapStats>,
 ) -> String {
     let mut out = format!(
         "segment {}{}: owner {}:{}, mode {:04o}, {} pages, {} handles, created {}\n\n",
@@ -322,6 +338,20 @@ pub fn show_text(
                 h.base, h.reserve, h.size
             ),
         );
+        let line = match heap_stats {
+            Some(st) => format!(
+                "heap: allocated {} bytes in {} blocks, free {} bytes in {} blocks, largest free block {} bytes\n",
+                st.allocated_bytes,
+                st.allocated_blocks,
+                st.free_bytes,
+                st.free_blocks,
+                st.largest_free
+            ),
+            None => {
+                "heap: allocator counters unavailable (not formatted, or changing: retry)\n".into()
+            }
+        };
+        out.insert_str(out.len() - 1, &line);
     }
     out.push_str(&format!("variables ({}):\n", vars.len()));
     let type_of = |i: usize| types.get(i).and_then(Option::as_ref);
@@ -413,9 +443,20 @@ pub fn show_json(
     types: &[Option<TypeDesc>],
     versions: &[VersionInfo],
     now_ns: u64,
+    heap_stats: Option<&HeapStats>,
 ) -> ShowJson {
+    let mut segment: SegmentJson = seg.into();
+    if let Some(h) = segment.heap.as_mut() {
+        h.allocator = heap_stats.map(|st| HeapAllocatorJson {
+            allocated_bytes: st.allocated_bytes,
+            allocated_blocks: st.allocated_blocks,
+            free_bytes: st.free_bytes,
+            free_blocks: st.free_blocks,
+            largest_free: st.largest_free,
+        });
+    }
     ShowJson {
-        segment: seg.into(),
+        segment,
         variables: vars
             .iter()
             .enumerate()
@@ -555,7 +596,7 @@ mod tests {
     #[test]
     fn show_text_and_json() {
         let now = 1_700_000_000_000_000_000 + 65_000_000_000;
-        let t = show_text(&seg(), &[var()], &[None], &[ver()], now, false);
+        let t = show_text(&seg(), &[var()], &[None], &[ver()], now, false, None);
         assert!(t.starts_with("segment app: owner 0:0, mode 0600, 3 pages, 2 handles, created 2023-11-14T22:13:20Z\n"), "{t}");
         assert!(
             t.contains(
@@ -564,7 +605,8 @@ mod tests {
             "{t}"
         );
         assert!(t.contains("1   1.0    42   1m05s  3      1"), "{t}");
-        let j = serde_json::to_value(show_json(&seg(), &[var()], &[None], &[ver()], now)).unwrap();
+        let j = serde_json::to_value(show_json(&seg(), &[var()], &[None], &[ver()], now, None))
+            .unwrap();
         assert_eq!(j["segment"]["mode"], "0600");
         assert_eq!(j["variables"][0]["fingerprint"], "0000000000000abc");
         assert!(j["variables"][0]["type"].is_null());
@@ -582,14 +624,27 @@ mod tests {
             size: 8192,
             created: false,
         });
-        let t = show_text(&s, &[], &[], &[], 0, false);
+        let st = dsu::heap::HeapStats {
+            allocated_bytes: 4096,
+            allocated_blocks: 3,
+            free_bytes: 2048,
+            free_blocks: 2,
+            largest_free: 1024,
+            ..Default::default()
+        };
+        let t = show_text(&s, &[], &[], &[], 0, false, Some(&st));
         assert!(
-            t.contains("created 2023-11-14T22:13:20Z\nheap: base 0x300000000000, reserve 1073741824 bytes, size 8192 bytes\n\nvariables (0):"),
+            t.contains("created 2023-11-14T22:13:20Z\nheap: base 0x300000000000, reserve 1073741824 bytes, size 8192 bytes\nheap: allocated 4096 bytes in 3 blocks, free 2048 bytes in 2 blocks, largest free block 1024 bytes\n\nvariables (0):"),
             "{t}"
         );
-        let j = serde_json::to_value(show_json(&s, &[], &[], &[], 0)).unwrap();
+        let t = show_text(&s, &[], &[], &[], 0, false, None);
+        assert!(t.contains("heap: allocator counters unavailable"), "{t}");
+        let j = serde_json::to_value(show_json(&s, &[], &[], &[], 0, Some(&st))).unwrap();
         assert_eq!(j["segment"]["heap"]["base"], "0x300000000000");
         assert_eq!(j["segment"]["heap"]["size"], 8192);
+        assert_eq!(j["segment"]["heap"]["allocator"]["largest_free"], 1024);
+        let j = serde_json::to_value(show_json(&s, &[], &[], &[], 0, None)).unwrap();
+        assert!(j["segment"]["heap"].get("allocator").is_none());
     }
 
     #[test]
@@ -614,10 +669,10 @@ mod tests {
             ],
         };
         let types = [Some(conf)];
-        let t = show_text(&seg(), &[var()], &types, &[], 0, false);
+        let t = show_text(&seg(), &[var()], &types, &[], 0, false, None);
         assert!(t.contains("2023-11-14T22:13:20Z  struct conf\n"), "{t}");
         assert!(!t.contains("OFFSET"), "{t}");
-        let t = show_text(&seg(), &[var()], &types, &[], 0, true);
+        let t = show_text(&seg(), &[var()], &types, &[], 0, true, None);
         assert!(
             t.contains(
                 "app::COUNTER (struct conf, 16 bytes, align 8):\n  \
@@ -627,7 +682,7 @@ mod tests {
             ),
             "{t}"
         );
-        let j = serde_json::to_value(show_json(&seg(), &[var()], &types, &[], 0)).unwrap();
+        let j = serde_json::to_value(show_json(&seg(), &[var()], &types, &[], 0, None)).unwrap();
         let ty = &j["variables"][0]["type"];
         assert_eq!(ty["name"], "struct conf");
         assert_eq!(ty["fields"][1]["name"], "limit");

@@ -307,6 +307,39 @@ fn parse_mode(s: &str) -> Result<u32, String> {
 }
 
 /// Parses a hex fingerprint, with or without `0x`.
+/// The allocator's counters of `segment`'s heap, read page by page with
+/// `DSU_IOC_READ_HEAP` and walked by the heap's own code ([`dsu::heap::stats_from_bytes`]).
+/// No lock is taken (dsuctl only reads): `None` if the heap is not formatted, or changed
+/// under the walk three times in a row.
+fn heap_stats(dev: &Device, segment: &str, h: &dsu::sys::HeapInfo) -> Option<dsu::heap::HeapStats> {
+    const PAGE: u64 = 4096;
+    (0..3).find_map(|_| {
+        let mut pages: std::collections::HashMap<u64, Vec<u8>> = Default::default();
+        dsu::heap::stats_from_bytes(h.base as usize, h.size as usize, |off, buf| {
+            let page = off / PAGE;
+            if (off % PAGE) as usize + buf.len() > PAGE as usize {
+                return false;
+            }
+            let bytes = pages.entry(page).or_insert_with(|| {
+                let mut b = vec![0u8; PAGE as usize];
+                match dev.read_heap(segment, page * PAGE, &mut b) {
+                    Ok(n) => b.truncate(n),
+                    Err(_) => b.clear(),
+                }
+                b
+            });
+            let at = (off % PAGE) as usize;
+            match bytes.get(at..at + buf.len()) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    true
+                }
+                None => false,
+            }
+        })
+    })
+}
+
 /// `--heap ADDR LEN`: a hex address and a length (decimal, or hex with `0x`), at most
 /// 16 MiB so that a typo does not print gigabytes.
 fn heap_range(args: &[String]) -> Result<(u64, u64), Failure> {
@@ -590,10 +623,26 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                         .and_then(|text| TypeDesc::parse(&text).ok())
                 })
                 .collect();
+            let heap_stats = seg.heap.as_ref().and_then(|h| heap_stats(&dev, segment, h));
             if cli.json {
-                json(&format::show_json(&seg, &vars, &types, &versions, now_ns()))
+                json(&format::show_json(
+                    &seg,
+                    &vars,
+                    &types,
+                    &versions,
+                    now_ns(),
+                    heap_stats.as_ref(),
+                ))
             } else {
-                format::show_text(&seg, &vars, &types, &versions, now_ns(), *verbose)
+                format::show_text(
+                    &seg,
+                    &vars,
+                    &types,
+                    &versions,
+                    now_ns(),
+                    *verbose,
+                    heap_stats.as_ref(),
+                )
             }
         }
         Command::Create { segment, mode } => {

@@ -290,7 +290,8 @@ struct dsu_global_desc {
 #define DSU_MUST_CREATE (1u << 1) /* fail with -EEXIST if the segment exists */
 #define DSU_PREFAULT    (1u << 2) /* map every page at attach instead of on first touch */
 /* Create the segment's shared heap if it has none (1 GiB of address space, pages only as it
- * grows). A heap the segment has is mapped at attach with or without this flag. */
+ * grows). A heap the segment has is mapped at attach with or without this flag; either way
+ * dsu_attach then makes it the process's heap, which dsu_malloc and friends allocate in. */
 #define DSU_HEAP        (1u << 3)
 
 /*

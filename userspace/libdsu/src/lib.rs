@@ -38,7 +38,8 @@ pub const DSU_MUST_CREATE: c_uint = 1 << 1;
 pub const DSU_PREFAULT: c_uint = 1 << 2;
 /// `dsu_attach` flag: create the segment's shared heap if it has none, with a window of
 /// `dsu::heap::DEFAULT_RESERVE` (1 GiB) of address space. A heap the segment has is
-/// mapped with or without it.
+/// mapped with or without it; either way `dsu_attach` installs it as the process's heap,
+/// so that `dsu_malloc` and friends allocate in it.
 pub const DSU_HEAP: c_uint = 1 << 3;
 
 static VERSION: OnceLock<Version> = OnceLock::new();

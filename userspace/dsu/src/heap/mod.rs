@@ -62,7 +62,9 @@ pub use containers::{
     Box, HashMap, HeapData, HeapHasher, Mutex, MutexGuard, Poisoned, String, Vec,
 };
 pub use memfd::MemfdRegion;
-pub use raw::{Allocation, DISCARD_MIN, GRANULE, HeapCorruption, HeapStats, RawHeap};
+pub use raw::{
+    Allocation, DISCARD_MIN, GRANULE, HeapCorruption, HeapStats, RawHeap, stats_from_bytes,
+};
 pub use region::{DEFAULT_RESERVE, HeapRegion, SegmentHeap, region};
 
 use std::sync::OnceLock;

@@ -635,46 +635,10 @@ impl RawHeap {
     /// assert!(s.largest_free > 0 && s.largest_free <= s.free_bytes);
     /// ```
     pub fn stats(&self) -> HeapStats {
-        let l = self.lock();
-        let (mut largest, mut free_blocks) = (0, 0);
-        let fl_map = self.word(FL_BITMAP);
-        for fl in 0..FL_COUNT {
-            if fl_map >> fl & 1 == 0 {
-                continue;
-            }
-            let sl_map = self.word(sl_bitmap(fl));
-            for sl in 0..SL_COUNT {
-                if sl_map >> sl & 1 == 0 {
-                    continue;
-                }
-                let mut b = self.word(head(fl, sl));
-                while b != 0 {
-                    largest = largest.max(l.size_of(b));
-                    free_blocks += 1;
-                    b = self.word(b + 16);
-                }
-            }
-        }
-        for class in 0..FAST_CLASSES as u64 {
-            let mut b = self.word(fast_head(class));
-            while b != 0 {
-                free_blocks += 1;
-                b = self.word(b + 16);
-            }
-        }
-        let managed = self.word(MANAGED_END);
-        let allocated = self.word(ALLOCATED_BYTES);
-        HeapStats {
-            base: self.base as usize,
-            size: self.region.size(),
-            managed: managed as usize,
-            allocated_bytes: allocated as usize,
-            allocated_blocks: self.word(ALLOCATED_BLOCKS) as usize,
-            // The blocks tile [FIRST_BLOCK, managed - HDR).
-            free_bytes: (managed - HDR - FIRST_BLOCK - allocated) as usize,
-            free_blocks,
-            largest_free: largest as usize,
-        }
+        let _l = self.lock();
+        let mut read = |off: u64| Some(self.word(off));
+        walk_stats(&mut read, self.base as usize, self.region.size(), u64::MAX)
+            .expect("a locked, consistent heap's counters")
     }
 
     /// Returns the small blocks waiting on fast lists to the segregated lists, merging
@@ -782,6 +746,110 @@ impl RawHeap {
     pub fn pending_log_len(&self) -> u64 {
         self.word(LOG_LEN)
     }
+}
+
+/// Counters of the heap whose words `read` returns (by region offset; `None`: cannot be
+/// read): [`RawHeap::stats`] under the lock, and [`stats_from_bytes`] on a copy. `limit`
+/// bounds the offsets and the free-list lengths, so that a torn or corrupt copy gives
+/// `None` instead of a wrong walk or an endless one.
+fn walk_stats(
+    read: &mut dyn FnMut(u64) -> Option<u64>,
+    base: usize,
+    size: usize,
+    limit: u64,
+) -> Option<HeapStats> {
+    let (mut largest, mut free_blocks) = (0u64, 0u64);
+    let block = |b: u64| (b % GRANULE as u64 == 0 && b >= FIRST_BLOCK && b < limit).then_some(b);
+    let fl_map = read(FL_BITMAP)?;
+    for fl in 0..FL_COUNT {
+        if fl_map >> fl & 1 == 0 {
+            continue;
+        }
+        let sl_map = read(sl_bitmap(fl))?;
+        for sl in 0..SL_COUNT {
+            if sl_map >> sl & 1 == 0 {
+                continue;
+            }
+            let mut b = read(head(fl, sl))?;
+            while b != 0 {
+                let b_ok = block(b)?;
+                largest = largest.max(read(b_ok + 8)? & !FLAGS);
+                free_blocks += 1;
+                if free_blocks > limit / MIN_BLOCK {
+                    return None;
+                }
+                b = read(b_ok + 16)?;
+            }
+        }
+    }
+    for class in 0..FAST_CLASSES as u64 {
+        let mut b = read(fast_head(class))?;
+        while b != 0 {
+            free_blocks += 1;
+            if free_blocks > limit / MIN_BLOCK {
+                return None;
+            }
+            b = read(block(b)? + 16)?;
+        }
+    }
+    let managed = read(MANAGED_END)?;
+    let allocated = read(ALLOCATED_BYTES)?;
+    Some(HeapStats {
+        base,
+        size,
+        managed: managed as usize,
+        allocated_bytes: allocated as usize,
+        allocated_blocks: read(ALLOCATED_BLOCKS)? as usize,
+        // The blocks tile [FIRST_BLOCK, managed - HDR).
+        free_bytes: managed.checked_sub(HDR + FIRST_BLOCK + allocated)? as usize,
+        free_blocks: free_blocks as usize,
+        largest_free: largest as usize,
+    })
+}
+
+/// The counters of a heap read from outside, without its lock (e.g. `dsuctl show`, which
+/// reads a segment's heap with `DSU_IOC_READ_HEAP`): `read(offset, buf)` fills `buf` with
+/// the heap's bytes at `offset` (from its base) and returns whether it could; `base` and
+/// `size` are the heap's address and backed bytes. The walk is [`RawHeap::stats`]'s own.
+///
+/// Since no lock is held, a heap that another process changes meanwhile may give a torn
+/// copy: the counters are then approximate, and a walk that leaves the heap or loops
+/// gives `None` (read again). `None` too if the bytes are not a dsu heap of this format.
+///
+/// ```
+/// use dsu::heap::{MemfdRegion, RawHeap, stats_from_bytes};
+/// let heap = RawHeap::open(MemfdRegion::new(64 << 20).unwrap().leak()).unwrap();
+/// let _p = heap.allocate(100, 8).unwrap();
+/// let base = heap.base();
+/// let size = heap.stats().size;
+/// let copy = stats_from_bytes(base as usize, size, |off, buf| {
+///     // SAFETY: the backed part of the heap, read as bytes (a test; no other user).
+///     let src = unsafe { std::slice::from_raw_parts(base.add(off as usize), buf.len()) };
+///     buf.copy_from_slice(src);
+///     true
+/// })
+/// .unwrap();
+/// assert_eq!(copy, heap.stats());
+/// ```
+pub fn stats_from_bytes(
+    base: usize,
+    size: usize,
+    mut read: impl FnMut(u64, &mut [u8]) -> bool,
+) -> Option<HeapStats> {
+    let limit = size as u64;
+    let mut word = |off: u64| {
+        if off % 8 != 0 || off.checked_add(8)? > limit {
+            return None;
+        }
+        let mut b = [0u8; 8];
+        read(off, &mut b).then(|| u64::from_ne_bytes(b))
+    };
+    if word(offset_of!(Header, magic) as u64)? != MAGIC
+        || word(offset_of!(Header, header_size) as u64)? != size_of::<Header>() as u64
+    {
+        return None;
+    }
+    walk_stats(&mut word, base, size, limit)
 }
 
 const MANAGED_END: u64 = offset_of!(Header, managed_end) as u64;

@@ -476,3 +476,54 @@ fn killed_holder_poisons_heap_mutex() {
     m.reset(heap::Vec::new()).push(1);
     assert_eq!(m.lock().unwrap()[..], [1]);
 }
+
+/// `stats_from_bytes` over a copy of the heap's bytes gives `stats`' counters; a copy that
+/// is not a dsu heap, or whose free list loops (a torn copy), gives `None`.
+#[test]
+fn stats_from_a_copy_of_the_bytes() {
+    let (_, heap) = fresh_heap(64 << 20);
+    let mut live = Vec::new();
+    for size in [24usize, 100, 5000, 70_000, 24, 300] {
+        live.push(heap.allocate(size, 8).unwrap());
+    }
+    for p in live.drain(..).step_by(2) {
+        // SAFETY: live block.
+        unsafe { heap.deallocate(p) };
+    }
+    let want = heap.stats();
+    // SAFETY: the backed part of the heap, which nothing changes during the copy.
+    let mut copy = unsafe { std::slice::from_raw_parts(heap.base(), want.size) }.to_vec();
+    let read = |copy: &[u8]| {
+        heap::stats_from_bytes(want.base, want.size, |off, buf| {
+            match copy.get(off as usize..off as usize + buf.len()) {
+                Some(src) => {
+                    buf.copy_from_slice(src);
+                    true
+                }
+                None => false,
+            }
+        })
+    };
+    assert_eq!(read(&copy), Some(want));
+    assert!(want.free_blocks >= 2 && want.largest_free > 0);
+    // A free block whose next link points to itself: the walk stops, `None`.
+    let mut looped = copy.clone();
+    let mut patched = false;
+    // Find a listed free block: any head in the header that is non-zero.
+    for off in (0..4096).step_by(8) {
+        let w = u64::from_ne_bytes(copy[off..off + 8].try_into().unwrap());
+        if w >= 4096 && (w as usize) < want.managed && w % 16 == 0 {
+            let size_word =
+                u64::from_ne_bytes(copy[w as usize + 8..w as usize + 16].try_into().unwrap());
+            if size_word & 1 == 1 {
+                looped[w as usize + 16..w as usize + 24].copy_from_slice(&w.to_ne_bytes());
+                patched = true;
+                break;
+            }
+        }
+    }
+    assert!(patched, "a free-list head in the header");
+    assert_eq!(read(&looped), None);
+    copy[..8].copy_from_slice(&[0; 8]);
+    assert_eq!(read(&copy), None, "no magic, no heap");
+}
