@@ -5,7 +5,7 @@
 //! while the running version keeps working.
 
 use crate::userspace_helpers::{Server, destroy, fails, field, ok};
-use crate::{Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
+use crate::{Failure, Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
 use linkme::distributed_slice;
 
 #[distributed_slice(TESTS)]
@@ -142,6 +142,173 @@ fn conflict() -> TestResult {
             "v1 still allocates (and grows) in it"
         );
         v1.cmd("exit")?;
+        Ok(())
+    })();
+    destroy(seg);
+    r
+}
+
+/// Runs `prog args` to its end (killed after `limit`): its trimmed stdout, or a failure
+/// with its status and stderr.
+fn run_for(prog: &str, args: &[&str], limit: std::time::Duration) -> Result<String, Failure> {
+    let child = std::process::Command::new(prog)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| Failure::Fail(format!("spawn {prog}: {e}")))?;
+    let pid = child.id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = match rx.recv_timeout(limit) {
+        Ok(out) => out?,
+        Err(_) => {
+            // SAFETY: killing our own child.
+            unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+            return Err(Failure::Fail(format!(
+                "{prog} {}: did not finish within {limit:?}",
+                args.join(" ")
+            )));
+        }
+    };
+    if !out.status.success() {
+        return Err(Failure::Fail(format!(
+            "{prog} {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stderr).trim()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn number(s: &str, key: &str) -> Result<u64, Failure> {
+    field(s, key)
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| Failure::Fail(format!("no {key}= in {s:?}")))
+}
+
+#[distributed_slice(TESTS)]
+static LINKED: VmTest = VmTest {
+    name: "userspace::heap_linked_structures",
+    phase: Phase::Main,
+    run: linked,
+};
+/// A v1 and a v2 with different global layouts (`heap_linked_v1`, `heap_linked_v2`) run
+/// at once over one list of heap nodes: each allocates, links (pushes) and frees (pops)
+/// nodes, popping the other version's nodes through the plain pointers it stored, each
+/// checked byte-exact; then every node left is intact and the heap passes its check.
+fn linked() -> TestResult {
+    let seg = "us-heap-linked";
+    destroy(seg);
+    let r = (|| -> TestResult {
+        const OPS: u64 = 3000;
+        let limit = std::time::Duration::from_secs(120);
+        let h1 = std::thread::spawn(move || {
+            run_for("heap_linked_v1", &["--segment", seg, "work", "3000"], limit)
+        });
+        let h2 = std::thread::spawn(move || {
+            run_for("heap_linked_v2", &["--segment", seg, "work", "3000"], limit)
+        });
+        let (o1, o2) = (
+            h1.join().map_err(|_| "v1's thread panicked")??,
+            h2.join().map_err(|_| "v2's thread panicked")??,
+        );
+        for (v, o) in [("v1", &o1), ("v2", &o2)] {
+            ensure_eq!(number(o, "bad")?, 0, "{v}: nodes read byte-exact: {o}");
+            ensure_eq!(
+                number(o, "pushed")? + number(o, "popped")?,
+                OPS,
+                "{v}: every round ran: {o}"
+            );
+            ensure!(
+                number(o, "others")? > 0,
+                "{v} freed nodes the other version allocated: {o}"
+            );
+        }
+        let left = number(&o1, "pushed")? + number(&o2, "pushed")?
+            - number(&o1, "popped")?
+            - number(&o2, "popped")?;
+        // A third process, v2's build, walks what is left.
+        let v = run_for("heap_linked_v2", &["--segment", seg, "verify"], limit)?;
+        ensure_eq!(number(&v, "bad")?, 0, "every node left is intact: {v}");
+        ensure_eq!(
+            number(&v, "v1")? + number(&v, "v2")?,
+            left,
+            "nodes left: {v} (v1 {o1}, v2 {o2})"
+        );
+        ensure!(
+            number(&v, "v1")? > 0 && number(&v, "v2")? > 0,
+            "both versions' nodes: {v}"
+        );
+        // The nodes, and the list's buffer.
+        ensure_eq!(
+            number(&v, "blocks")?,
+            left + 1,
+            "no leak, no double free: {v}"
+        );
+        Ok(())
+    })();
+    destroy(seg);
+    r
+}
+
+#[distributed_slice(TESTS)]
+static CRASH: VmTest = VmTest {
+    name: "userspace::heap_crash_trials",
+    phase: Phase::Main,
+    run: crash,
+};
+/// The allocator under SIGKILL at random points, over a segment's heap on the real
+/// module: 1,000 children killed in random heap calls, the full check after each.
+fn crash() -> TestResult {
+    let seg = "us-heap-crash";
+    destroy(seg);
+    let r = (|| -> TestResult {
+        let out = run_for(
+            "heap_trials",
+            &["--segment", seg, "crash", "1000"],
+            std::time::Duration::from_secs(540),
+        )?;
+        ensure_eq!(number(&out, "trials")?, 1000, "{out}");
+        ensure!(
+            number(&out, "mid")? * 20 >= 1000,
+            "kills interrupted heap calls (else the test is too weak): {out}"
+        );
+        ensure_eq!(
+            number(&out, "blocks")?,
+            0,
+            "the heap is left as found: {out}"
+        );
+        println!("    heap_crash_trials: {out}");
+        Ok(())
+    })();
+    destroy(seg);
+    r
+}
+
+#[distributed_slice(TESTS)]
+static STRESS: VmTest = VmTest {
+    name: "userspace::heap_stress",
+    phase: Phase::Main,
+    run: stress,
+};
+/// 4 processes x 4 threads of malloc/free of mixed sizes over a segment's heap, every
+/// block checked byte-exact against its own pattern.
+fn stress() -> TestResult {
+    let seg = "us-heap-stress";
+    destroy(seg);
+    let r = (|| -> TestResult {
+        let out = run_for(
+            "heap_trials",
+            &["--segment", seg, "stress", "4", "4", "2000"],
+            std::time::Duration::from_secs(300),
+        )?;
+        ensure_eq!(number(&out, "blocks")?, 0, "{out}");
+        println!("    heap_stress: {out}");
         Ok(())
     })();
     destroy(seg);
