@@ -84,7 +84,7 @@ pub fn main(me: u64, list: &'static List, started: &'static AtomicU64) {
                 let mut l = list.lock().unwrap_or_else(|_| fail("LIST is poisoned"));
                 // Mostly pushes, so the list grows (its buffer moves: a reallocation by one
                 // version, followed by the other through the global's pointer).
-                if rng % 3 != 0 || l.is_empty() {
+                if !rng.is_multiple_of(3) || l.is_empty() {
                     l.push(heap::Box::new(Node::new(me, seq)));
                     pushed += 1;
                 } else {
