@@ -306,3 +306,109 @@ fn c_owner() -> TestResult {
     destroy(seg);
     r
 }
+
+#[distributed_slice(TESTS)]
+static C_HEAP_LIST_TABLE: VmTest = VmTest {
+    name: "userspace::c_heap_list_table",
+    phase: Phase::Main,
+    run: c_heap_list_table,
+};
+/// The C shared-heap examples: v1 builds a linked list and a chained hash table with
+/// dsu_malloc, rooted in globals; v2 (another global layout) starts beside it, walks both
+/// through plain pointers and extends them; v1 sees v2's additions. Then both fill
+/// concurrently (push/put with dsu_free of every other node and entry in between), and
+/// each sees the exact same contents.
+fn c_heap_list_table() -> TestResult {
+    have_c_examples()?;
+    let seg = "us-cheap";
+    destroy(seg);
+    let r = (|| -> TestResult {
+        let mut v1 = Server::start("cheap_v1", &["--segment", seg])?;
+        for c in [
+            "push 1",
+            "push 2",
+            "push 3",
+            "put 10 100",
+            "put 20 200",
+            "put 30 300",
+        ] {
+            v1.cmd(c)?;
+        }
+        v1.cmd("del 20")?;
+        ensure_eq!(v1.cmd("list")?, "3,2,1", "v1's list");
+        ensure_eq!(v1.cmd("table")?, "10=100 30=300", "v1's table");
+
+        let mut v2 = Server::start("cheap_v2", &["--segment", seg])?;
+        ensure_eq!(v2.cmd("list")?, "3,2,1", "v2 walks v1's list");
+        ensure_eq!(v2.cmd("table")?, "10=100 30=300", "v2 walks v1's table");
+        ensure_eq!(v2.cmd("check")?, "nodes=3 entries=2", "v2's check");
+        v2.cmd("push 4")?;
+        v2.cmd("put 40 400")?;
+        v2.cmd("put 10 101")?;
+        v2.cmd("unlink 2")?;
+        ensure_eq!(v1.cmd("list")?, "4,3,1", "v1 sees v2's node and unlink");
+        ensure_eq!(
+            v1.cmd("table")?,
+            "10=101 30=300 40=400",
+            "v1 sees v2's entries"
+        );
+        v1.cmd("push 5")?;
+        v1.cmd("put 50 500")?;
+        ensure_eq!(v2.cmd("list")?, "5,4,3,1", "v2 sees v1's node");
+
+        // Both fill at once: each step mallocs a node and an entry, and every other step
+        // frees the previous step's node and entry (dsu_free in both processes).
+        const N: u64 = 1500;
+        v1.send(&format!("fill 1 {N}"))?;
+        v2.send(&format!("fill 2 {N}"))?;
+        ensure_eq!(v1.reply("fill")?, format!("filled 1 {N}"), "v1's fill");
+        ensure_eq!(v2.reply("fill")?, format!("filled 2 {N}"), "v2's fill");
+
+        let list = v1.cmd("list")?;
+        ensure_eq!(v2.cmd("list")?, list, "both versions see one list");
+        let values: Vec<u64> = list
+            .split(',')
+            .map(|v| {
+                v.parse()
+                    .map_err(|_| Failure::Fail(format!("list item {v:?}")))
+            })
+            .collect::<Result<_, _>>()?;
+        ensure!(values.len() >= 4, "list too short: {list}");
+        ensure_eq!(values[values.len() - 4..], [5, 4, 3, 1], "the list's tail");
+        for a in [1, 2] {
+            // Each process's surviving nodes (odd i), newest first.
+            let mine: Vec<u64> = values
+                .iter()
+                .copied()
+                .filter(|v| v / 1_000_000 == a)
+                .collect();
+            let want: Vec<u64> = (0..N)
+                .rev()
+                .filter(|i| i % 2 == 1)
+                .map(|i| a * 1_000_000 + i)
+                .collect();
+            ensure_eq!(mine, want, "fill {a}'s nodes in the list");
+        }
+        let mut want = String::from("10=101 30=300 40=400 50=500");
+        for a in [1, 2] {
+            for i in (1..N).step_by(2) {
+                want += &format!(" {}={i}", a * 1_000_000 + i);
+            }
+        }
+        ensure_eq!(v1.cmd("table")?, want, "v1's table after both fills");
+        ensure_eq!(v2.cmd("table")?, want, "v2's table after both fills");
+        let counts = format!("nodes={} entries={}", 4 + N, 4 + N);
+        ensure_eq!(v1.cmd("check")?, counts, "v1's check");
+        v1.exit()?;
+        // The heap outlives v1; v2 frees what is left of it.
+        ensure_eq!(v2.cmd("check")?, counts, "v2's check after v1 exited");
+        for v in values {
+            v2.cmd(&format!("unlink {v}"))?;
+        }
+        ensure_eq!(v2.cmd("list")?, "-", "v2 freed every node");
+        v2.exit()?;
+        Ok(())
+    })();
+    destroy(seg);
+    r
+}

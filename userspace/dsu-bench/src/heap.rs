@@ -186,11 +186,32 @@ impl BuildHasher for Fold {
 type Case<'a> = dyn Fn(&dyn Alloc) -> f64 + 'a;
 
 /// Runs the heap benchmarks and prints their tables (markdown).
-pub fn run(quick: bool, out: &mut dyn Write) -> io::Result<()> {
-    let region = MemfdRegion::new(8 << 30)
-        .map_err(|e| io::Error::other(e.to_string()))?
-        .leak();
-    let raw = heap::install(region).map_err(|e| io::Error::other(e.to_string()))?;
+///
+/// `segment`: the heap is a fresh segment's (attached with a 1 GiB heap window, destroyed
+/// at the end), else a memfd region.
+pub fn run(quick: bool, segment: bool, out: &mut dyn Write) -> io::Result<()> {
+    let err = |e: dsu::Error| io::Error::other(e.to_string());
+    let seg = format!("bench-heap-{}", std::process::id());
+    let (raw, memfd, version) = if segment {
+        crate::raw::destroy_quietly(&seg);
+        let v = dsu::Attach::new(&seg, "heap")
+            .heap(1 << 30)
+            .mode(0o600)
+            .attach()
+            .map_err(err)?;
+        let region = v
+            .heap()
+            .ok_or_else(|| io::Error::other("the segment has no heap"))?;
+        (heap::install(region).map_err(err)?, None, Some(v))
+    } else {
+        let region = MemfdRegion::new(8 << 30).map_err(err)?.leak();
+        (heap::install(region).map_err(err)?, Some(region), None)
+    };
+    let place = if segment {
+        "the heap of a dsu segment"
+    } else {
+        "heap in a memfd region"
+    };
     let (n, trials, map_n) = if quick {
         (20_000, 3, 50_000)
     } else {
@@ -204,7 +225,7 @@ pub fn run(quick: bool, out: &mut dyn Write) -> io::Result<()> {
     writeln!(
         out,
         "Allocator: malloc/free pairs, sizes 70 % 16–128 B, 25 % 129 B–4 KiB, 5 % 4–64 KiB, \
-         {WINDOW} blocks live; {n} pairs, median of {trials} (heap in a memfd region)\n"
+         {WINDOW} blocks live; {n} pairs, median of {trials} ({place})\n"
     )?;
     writeln!(out, "| case | glibc malloc | dsu heap | ratio |")?;
     writeln!(out, "|---|---|---|---|")?;
@@ -266,14 +287,25 @@ pub fn run(quick: bool, out: &mut dyn Write) -> io::Result<()> {
         }
     }
     let s = raw.stats();
-    writeln!(
+    write!(
         out,
-        "\nheap after: {} MiB backed, {} blocks allocated, largest free {} KiB; {} MiB given back to the system in all",
+        "\nheap after: {} MiB backed, {} blocks allocated, largest free {} KiB",
         s.size >> 20,
         s.allocated_blocks,
         s.largest_free >> 10,
-        region.discarded_bytes() >> 20
     )?;
+    match memfd {
+        Some(m) => writeln!(
+            out,
+            "; {} MiB given back to the system in all",
+            m.discarded_bytes() >> 20
+        )?,
+        None => writeln!(out)?,
+    }
+    if let Some(v) = version {
+        drop(v);
+        crate::raw::destroy_quietly(&seg);
+    }
     Ok(())
 }
 

@@ -4,8 +4,13 @@
 //! ```text
 //! dsu-bench [--quick] [--json FILE] [--svg FILE] [--only LIST] [--label TEXT]
 //! dsu-bench --plot JSON SVG        render the pause plot of an earlier run
-//! dsu-bench heap [--quick]          the shared heap against glibc malloc and std's HashMap
+//! dsu-bench heap [--quick] [--segment]  the shared heap against glibc malloc and std's HashMap
+//! dsu-bench heap-pause [--trials T] [--serialise] N...  the update pause with N heap objects
 //! ```
+//!
+//! `heap --segment` puts the heap in a fresh segment's heap window (the module's) instead of
+//! a memfd. `heap-pause` runs itself as the old version (`heap-pause-old SEGMENT N`) and as
+//! each new version (`heap-pause-new SEGMENT N`); see `heap_pause.rs`.
 //!
 //! `--only` takes a comma-separated subset of `access,pause,touch,versions,variables,resolve`.
 //! Without `/dev/dsu` only the baselines of figure 2 and the static loop of figure 1 run.
@@ -21,6 +26,7 @@ mod access;
 mod baselines;
 mod figures;
 mod heap;
+mod heap_pause;
 mod raw;
 mod report;
 mod stats;
@@ -108,22 +114,60 @@ fn main() -> ExitCode {
             }
         };
     }
-    if args.first().map(String::as_str) == Some("heap") {
-        let quick = match &args[1..] {
-            [] => false,
-            [q] if q == "--quick" => true,
-            _ => {
-                eprintln!("usage: dsu-bench heap [--quick]");
+    match args.first().map(String::as_str) {
+        Some("heap") => {
+            let (mut quick, mut segment) = (false, false);
+            for a in &args[1..] {
+                match a.as_str() {
+                    "--quick" => quick = true,
+                    "--segment" => segment = true,
+                    _ => {
+                        eprintln!("usage: dsu-bench heap [--quick] [--segment]");
+                        return ExitCode::from(2);
+                    }
+                }
+            }
+            return done("heap", heap::run(quick, segment, &mut std::io::stdout()));
+        }
+        Some("heap-pause") => {
+            let (mut trials, mut serialise, mut counts) = (5, false, Vec::new());
+            let mut it = args[1..].iter();
+            while let Some(a) = it.next() {
+                match (a.as_str(), a.parse::<usize>()) {
+                    ("--serialise", _) => serialise = true,
+                    ("--trials", _) => match it.next().map(|t| t.parse()) {
+                        Some(Ok(t)) if t > 0 => trials = t,
+                        _ => counts.clear(),
+                    },
+                    (_, Ok(n)) if n > 0 => counts.push(n),
+                    _ => {
+                        counts.clear();
+                        break;
+                    }
+                }
+            }
+            if counts.is_empty() {
+                eprintln!("usage: dsu-bench heap-pause [--trials T] [--serialise] N...");
                 return ExitCode::from(2);
             }
-        };
-        return match heap::run(quick, &mut std::io::stdout()) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => {
-                eprintln!("dsu-bench heap: {e}");
-                ExitCode::FAILURE
-            }
-        };
+            return done(
+                "heap-pause",
+                heap_pause::run(&counts, trials, serialise, &mut std::io::stdout()),
+            );
+        }
+        Some(role @ ("heap-pause-old" | "heap-pause-new")) => {
+            let (Some(seg), Some(Ok(n))) = (args.get(1), args.get(2).map(|n| n.parse())) else {
+                eprintln!("usage: dsu-bench {role} SEGMENT N");
+                return ExitCode::from(2);
+            };
+            let r = if role == "heap-pause-old" {
+                heap_pause::old(seg, n)
+            } else {
+                heap_pause::new(seg, n)
+            };
+            return done(role, r);
+        }
+        _ => {}
     }
     let opts = match parse(&args) {
         Ok(o) => o,
@@ -136,6 +180,16 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dsu-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn done(what: &str, r: std::io::Result<()>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("dsu-bench {what}: {e}");
             ExitCode::FAILURE
         }
     }
