@@ -275,7 +275,7 @@ static void fill(const struct roots *r, uint64_t a, uint64_t n, struct out *o)
 	outf(o, "filled %llu %llu", a, n);
 }
 
-static int run(const struct roots *r, int argc, char **argv)
+static int run(const struct roots *r, const char *label, int argc, char **argv)
 {
 	const char *segment = "cheap";
 	if (argc == 4 && !strcmp(argv[1], "--segment"))
@@ -284,7 +284,7 @@ static int run(const struct roots *r, int argc, char **argv)
 		fprintf(stderr, "usage: %s [--segment S] serve\n", argv[0]);
 		return 2;
 	}
-	int rc = dsu_attach(segment, argv[0], DSU_HEAP, 0);
+	int rc = dsu_attach(segment, label, DSU_HEAP, 0);
 	if (rc < 0) {
 		fprintf(stderr, "error: %s [%d: %s]\n", dsu_last_error(), rc, dsu_strerror(rc));
 		return 1;

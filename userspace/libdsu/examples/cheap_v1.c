@@ -10,5 +10,5 @@ DSU_GLOBAL(uint64_t, heap_lock, 0);
 int main(int argc, char **argv)
 {
 	const struct roots r = { &heap_lock, &list_head, &table };
-	return run(&r, argc, argv);
+	return run(&r, "cheap1", argc, argv);
 }

@@ -12,5 +12,5 @@ DSU_GLOBAL(struct node *, list_head, NULL);
 int main(int argc, char **argv)
 {
 	const struct roots r = { &heap_lock, &list_head, &table };
-	return run(&r, argc, argv);
+	return run(&r, "cheap2", argc, argv);
 }
