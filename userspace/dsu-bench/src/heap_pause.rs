@@ -223,7 +223,7 @@ pub fn run(
         };
         writeln!(
             out,
-            "| {} | {} | {} | {} | {:.2}× | {} | {s} | {:.0}× |",
+            "| {} | {} | {} | {} | {:.2}× | {} | {s} | {:.2}× |",
             r.n,
             fmt_size(r.backed),
             fmt_ns(r.fill_ns),
