@@ -51,3 +51,45 @@ fn quick_runs() -> TestResult {
     );
     Ok(())
 }
+
+#[distributed_slice(TESTS)]
+static HEAP_QUICK_RUNS: VmTest = VmTest {
+    name: "bench::heap_quick_runs",
+    phase: Phase::Main,
+    run: heap_quick_runs,
+};
+/// `dsu-bench heap --quick --segment` (the allocator and map tables on a real segment's
+/// heap) and `dsu-bench heap-pause` on tiny sizes: each prints its tables, and the new
+/// versions found every object (heap-pause fails otherwise). No timing is checked.
+fn heap_quick_runs() -> TestResult {
+    for (args, headings) in [
+        (
+            &["heap", "--quick", "--segment"][..],
+            &[
+                "(the heap of a dsu segment)",
+                "| 2 processes",
+                "Map: HashMap",
+            ][..],
+        ),
+        (
+            &["heap-pause", "--trials", "2", "36", "3000"][..],
+            &["| 36 | ", "| 3000 | "][..],
+        ),
+    ] {
+        let out = Command::new("dsu-bench").args(args).output()?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        ensure!(
+            out.status.success(),
+            "dsu-bench {args:?} exited with {}: {stdout}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for h in headings {
+            ensure!(
+                stdout.contains(h),
+                "no {h:?} in dsu-bench {args:?}:\n{stdout}"
+            );
+        }
+    }
+    Ok(())
+}
