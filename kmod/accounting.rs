@@ -202,6 +202,15 @@ impl HeldPages {
         Ok(())
     }
 
+    /// Releases `pages` held for `uid` now (an entry removed before the segment is freed).
+    pub fn release(&mut self, uid: u32, pages: usize) {
+        if let Some((_, n)) = self.pages.iter_mut().find(|(u, _)| *u == uid) {
+            let pages = pages.min(*n);
+            *n -= pages;
+            self.accounting.uncharge_pages(uid, pages);
+        }
+    }
+
     /// Pages held, over every uid.
     pub fn total(&self) -> usize {
         self.pages.iter().map(|(_, n)| *n).sum()

@@ -17,14 +17,14 @@ use crate::{
         mm::VmaNew,
         poll::{PollTable, POLLIN, POLLRDNORM},
     },
-    mapping,
+    limits, mapping,
     registry::Registry,
-    segment::{AttrChange, MAY_READ},
+    segment::{AttrChange, MAY_READ, MAY_WRITE},
     uapi::{
-        self, dsu_destroy, dsu_event, dsu_list, dsu_read_heap, dsu_read_var, dsu_segment_info,
-        dsu_setattr, dsu_variable_info, dsu_version_info, ioctl, RecordArray, DSU_LIST_MAX,
-        DSU_READ_ANY_FINGERPRINT, DSU_READ_TYPE_DESC, DSU_SEGMENT_INFO_SIZE_VER1, DSU_SETATTR_GID,
-        DSU_SETATTR_MODE, DSU_SETATTR_UID,
+        self, dsu_destroy, dsu_event, dsu_gc, dsu_list, dsu_read_heap, dsu_read_var,
+        dsu_segment_info, dsu_setattr, dsu_variable_info, dsu_version_info, ioctl, RecordArray,
+        DSU_GC_DRY_RUN, DSU_GC_MIN_AGE, DSU_LIST_MAX, DSU_READ_ANY_FINGERPRINT, DSU_READ_TYPE_DESC,
+        DSU_SEGMENT_INFO_SIZE_VER1, DSU_SETATTR_GID, DSU_SETATTR_MODE, DSU_SETATTR_UID,
     },
     version::QueuedEvent,
 };
@@ -72,6 +72,8 @@ impl MiscDevice for Handle {
             ioctl::HEAP_GROW => handle.heap_grow(arg),
             ioctl::HEAP_DISCARD => handle.heap_discard(arg),
             ioctl::READ_HEAP => read_heap(registry, arg),
+            ioctl::READY => handle.ready(arg),
+            ioctl::GC => gc(registry, arg),
             _ => Err(ENOTTY),
         }
     }
@@ -229,12 +231,12 @@ fn read_var(registry: &Registry, arg: usize) -> Result<isize> {
         return Ok(0);
     }
     let snap = seg.read_var(&name, r.fingerprint, any, r.offset, r.length)?;
-    // The pages are borrowed from `seg`; copy with no lock held.
+    // The snapshot holds references to the pages; copy with no lock held.
     let mut dst = uapi::user_range(r.buf, snap.len)?;
     let (mut skip, mut left) = (snap.skip, snap.len);
     for page in snap.pages.iter() {
         let n = left.min(PAGE_SIZE - skip);
-        page.copy_to_user(dst, skip, n)?;
+        page.borrow().copy_to_user(dst, skip, n)?;
         dst += n;
         skip = 0;
         left -= n;
@@ -283,6 +285,44 @@ fn read_heap(registry: &Registry, arg: usize) -> Result<isize> {
     }
     r.length = len as u64;
     uapi::write_struct(arg, &r)?;
+    Ok(0)
+}
+
+/// DSU_IOC_GC: lists (`DSU_GC_DRY_RUN`, read permission) or reclaims (read and write)
+/// the variables nothing uses any more; records copied out with no lock held.
+fn gc(registry: &Registry, arg: usize) -> Result<isize> {
+    let mut c: dsu_gc = uapi::read_struct(arg)?;
+    if c.flags & !(DSU_GC_DRY_RUN | DSU_GC_MIN_AGE) != 0
+        || (c.flags & DSU_GC_MIN_AGE == 0 && c.min_age != 0)
+        || c.total != 0
+        || c.pages != 0
+        || c.generation != 0
+    {
+        return Err(EINVAL);
+    }
+    if c.count > DSU_LIST_MAX {
+        return Err(E2BIG);
+    }
+    let count = c.count as usize;
+    let array = RecordArray::new::<dsu_variable_info>(c.records, c.record_size, count)?;
+    let seg = registry.get(&uapi::segment_name(&c.segment)?)?;
+    let dry_run = c.flags & DSU_GC_DRY_RUN != 0;
+    seg.check_access(if dry_run {
+        MAY_READ
+    } else {
+        MAY_READ | MAY_WRITE
+    })?;
+    let min_age = if c.flags & DSU_GC_MIN_AGE != 0 {
+        c.min_age as u64
+    } else {
+        limits::gc_min_age()
+    };
+    let found = seg.collect_garbage(min_age, dry_run, count)?;
+    c.count = write_records(&array, &found.records)? as u32;
+    c.total = u32::try_from(found.count).unwrap_or(u32::MAX);
+    c.pages = found.pages;
+    c.generation = found.generation;
+    uapi::write_struct(arg, &c)?;
     Ok(0)
 }
 

@@ -21,9 +21,9 @@ use crate::{
     uapi::{
         self, dsu_attach, dsu_bind, dsu_extent, dsu_heap, dsu_heap_discard, dsu_heap_grow,
         dsu_resolve, dsu_var, Label, RecordArray, VarName, DSU_ATTACH_MUST_CREATE,
-        DSU_ATTACH_MUST_EXIST, DSU_ATTACH_OWNER, DSU_ATTACH_SIZE_VER1, DSU_BIND_PREFAULT,
-        DSU_BIND_SIZE_VER1, DSU_EVENT_SIZE_VER1, DSU_HEAP_CREATED, DSU_TYPE_DESC_MAX,
-        DSU_VAR_INVALID, DSU_VAR_MIGRATE, DSU_VAR_PENDING, DSU_VAR_SIZE_VER1,
+        DSU_ATTACH_MUST_EXIST, DSU_ATTACH_OWNER, DSU_ATTACH_SIZE_VER1, DSU_BIND_CANDIDATE,
+        DSU_BIND_PREFAULT, DSU_BIND_SIZE_VER1, DSU_EVENT_SIZE_VER1, DSU_HEAP_CREATED,
+        DSU_TYPE_DESC_MAX, DSU_VAR_INVALID, DSU_VAR_MIGRATE, DSU_VAR_PENDING, DSU_VAR_SIZE_VER1,
     },
     version::{EventQueue, Version},
 };
@@ -245,7 +245,7 @@ impl Handle {
     /// DSU_IOC_BIND.
     pub fn bind(&self, arg: usize) -> Result<isize> {
         let (mut b, size) = uapi::read_struct_grown::<dsu_bind>(arg, DSU_BIND_SIZE_VER1 as usize)?;
-        if b.flags & !DSU_BIND_PREFAULT != 0 || b.version_id != 0 {
+        if b.flags & !(DSU_BIND_PREFAULT | DSU_BIND_CANDIDATE) != 0 || b.version_id != 0 {
             return Err(EINVAL);
         }
         let label = uapi::label(&b.label)?;
@@ -307,6 +307,7 @@ impl Handle {
                 label,
                 pid,
                 b.flags & DSU_BIND_PREFAULT != 0,
+                b.flags & DSU_BIND_CANDIDATE != 0,
                 &extents,
                 &self.events,
             )?;
@@ -359,6 +360,20 @@ impl Handle {
         seg.check_access(MAY_READ | MAY_WRITE)?;
         let heap = seg.heap().ok_or(ENOENT)?;
         heap.discard(d.offset, d.length)?;
+        Ok(0)
+    }
+
+    /// DSU_IOC_READY: commits this handle's version (`arg` must be 0). Idempotent;
+    /// `ebadfd()` unless bound.
+    pub fn ready(&self, arg: usize) -> Result<isize> {
+        if arg != 0 {
+            return Err(EINVAL);
+        }
+        let (seg, version) = match &*self.state.lock() {
+            State::Bound(s, v) => (s.clone(), v.clone()),
+            _ => return Err(ebadfd()),
+        };
+        seg.ready(&version)?;
         Ok(0)
     }
 

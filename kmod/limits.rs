@@ -93,6 +93,23 @@ pub fn max_heap_pages() -> usize {
     MAX_HEAP_PAGES.get() as usize
 }
 
+/// Largest `gc_min_age`.
+pub const GC_MIN_AGE_CAP: u32 = 1 << 30;
+
+module_param_uint!(
+    GC_MIN_AGE,
+    "gc_min_age",
+    1,
+    GC_MIN_AGE_CAP,
+    0o644,
+    "Generations (READYs) a variable must have gone unused before DSU_IOC_GC reclaims it, unless the call gives its own (at most 2^30)"
+);
+
+/// DSU_IOC_GC's default `min_age`.
+pub fn gc_min_age() -> u64 {
+    GC_MIN_AGE.get() as u64
+}
+
 /// Most segments that hold pages (named, and destroyed ones with handles left).
 pub fn max_segments() -> usize {
     MAX_SEGMENTS.get() as usize

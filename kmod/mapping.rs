@@ -23,7 +23,10 @@ use crate::{
     handle::Handle,
     kernel_ext::{
         file::File,
-        mm::{flags, BorrowedPage, FaultResult, VmArea, VmFault, VmOperations, VmOpsTable, VmaNew},
+        mm::{
+            flags, BorrowedPage, FaultResult, PageRef, VmArea, VmFault, VmOperations, VmOpsTable,
+            VmaNew,
+        },
     },
     segment::{Segment, MAY_READ, MAY_WRITE},
     uapi::{DSU_HEAP_MMAP_OFFSET, DSU_VIEW_MMAP_OFFSET},
@@ -169,25 +172,28 @@ fn mmap_view(handle: &Handle, vma: &VmaNew) -> Result {
 }
 
 /// Inserts every page of the version at mmap, one page table (512 pages) per
-/// `vm_insert_pages` call. Each batch's pages are borrowed from the segment's page array
-/// under its mutex (`mmap_lock` → segment mutex, the documented order), which is released
-/// before the insert; the segment, which the version holds, keeps the pages alive.
+/// `vm_insert_pages` call. Each batch's pages are looked up in the segment's file (RCU, no
+/// dsu lock) with references of our own, dropped after the insert (which takes its own).
 fn prefault(vma: &VmaNew, version: &Version) -> Result {
     const BATCH: usize = 512;
-    let mut batch: KVVec<BorrowedPage<'_>> = KVVec::with_capacity(BATCH, GFP_KERNEL)?;
     let mut addr = vma.start();
     for run in version.map.runs() {
-        let mut seg = run.seg;
-        let end = run.seg + run.count;
-        while seg < end {
-            let n = (BATCH as u64).min(end - seg) as usize;
-            // SAFETY: Shrinking only; `BorrowedPage` is `Copy`, so forgetting the previous
-            // batch drops nothing.
-            unsafe { batch.set_len(0) };
-            version.segment.page_ptrs(seg, n, &mut batch)?;
+        let mut file = run.file;
+        let end = run.file + run.count;
+        while file < end {
+            let n = (BATCH as u64).min(end - file) as usize;
+            let mut refs: KVVec<PageRef> = KVVec::with_capacity(n, GFP_KERNEL)?;
+            for i in 0..n as u64 {
+                let page = version.segment.file_page(file + i).ok_or(EFAULT)?;
+                refs.push(page, GFP_KERNEL)?;
+            }
+            let mut batch: KVVec<BorrowedPage<'_>> = KVVec::with_capacity(n, GFP_KERNEL)?;
+            for page in refs.iter() {
+                batch.push(page.borrow(), GFP_KERNEL)?;
+            }
             vma.insert_pages(addr, &batch)?;
             addr += n * PAGE_SIZE;
-            seg += n as u64;
+            file += n as u64;
         }
     }
     Ok(())

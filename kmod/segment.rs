@@ -6,11 +6,19 @@
 //! `kernel_ext/shmem.rs`: page-cache pages, so that shared futexes on them work; zeroed,
 //! unevictable, charged to the memcg of whoever caused their allocation) and frees them
 //! when it is dropped: after DESTROY, and once the last handle
-//! attached to it, and so the last version and mapping, is gone. Pages are only appended,
-//! never removed or moved, so a page pointer taken under the lock stays valid for as long
-//! as a reference to the segment is held (READ_VAR relies on that), and so does a page
-//! looked up in the file's page cache without the lock (the fault path: versions map runs
-//! of file pages, which BIND translates from segment pages through `Inner::file_map`).
+//! attached to it, and so the last version and mapping, is gone. Pages are appended and
+//! never moved; segment page indexes are never reused. An entry's pages are freed before
+//! that only when the entry is removed (an aborted candidate's additions, DSU_IOC_GC), and
+//! only while no live version maps it and no handle pins it (resolved, not yet bound), so a
+//! page a version maps stays for as long as the version (the fault path looks it up in the
+//! file's page cache without the lock: versions map runs of file pages, which BIND
+//! translates from segment pages through `Inner::file_map`). READ_VAR takes its own page
+//! references.
+//!
+//! Lifecycle (DESIGN.md, *Commit and abort*): a version bound with `DSU_BIND_CANDIDATE` is
+//! a candidate until READY; READY increments `Inner::generation` and stamps the entries the
+//! version maps. A candidate released before READY is ABORTED: the entries its handle
+//! created become orphans, removed as soon as nothing maps or pins them.
 //!
 //! Pages count against `max_segment_pages` from the moment a RESOLVE decides to allocate
 //! them: the first lock section reserves them (`Inner::reserved_pages`), so concurrent
@@ -34,7 +42,7 @@ use crate::{
             uid_in_current_ns,
         },
         error::eidrm,
-        mm::{BorrowedPage, PageRef},
+        mm::PageRef,
         ns::{IpcNs, TaskPid},
         shmem::ShmemFile,
         time::realtime_ns,
@@ -42,12 +50,13 @@ use crate::{
     limits,
     uapi::{
         self, dsu_extent, dsu_segment_info, dsu_var, dsu_variable_info, Label, SegName, VarName,
-        DSU_EVENT_VERSION_BOUND, DSU_EVENT_VERSION_ENDED, DSU_SEGMENT_DESTROYED, DSU_VAR_ADDED,
-        DSU_VAR_COMMON, DSU_VAR_MIGRATE, DSU_VAR_PENDING,
+        DSU_EVENT_VERSION_ABORTED, DSU_EVENT_VERSION_BOUND, DSU_EVENT_VERSION_ENDED,
+        DSU_EVENT_VERSION_READY, DSU_SEGMENT_DESTROYED, DSU_VAR_ADDED, DSU_VAR_COMMON,
+        DSU_VAR_MIGRATE, DSU_VAR_PENDING,
     },
-    version::{EventQueue, PageMap, Version},
+    version::{EventQueue, PageMap, QueuedEvent, Version},
 };
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
     c_str,
     error::code::*,
@@ -106,8 +115,11 @@ struct Inner {
     reserved_pages: usize,
     /// Charges to users, released when the segment is freed.
     charges: Charges,
-    /// Segment page `i` is `pages[i]` (held references to pages of `Segment::file`).
-    pages: KVVec<PageRef>,
+    /// Segment page `i` is `pages[i]` (held references to pages of `Segment::file`); `None`
+    /// once its entry was removed (indexes are not reused).
+    pages: KVVec<Option<PageRef>>,
+    /// Pages held (`pages` less the removed ones): what `max_segment_pages` counts.
+    live_pages: usize,
     /// Where segment pages are in the file: runs by segment page index, covering `pages`.
     /// BIND translates a version's extents through it.
     file_map: PageMap,
@@ -115,12 +127,23 @@ struct Inner {
     /// Live versions by id; removed when their handle is released.
     versions: RBTree<u64, Arc<Version>>,
     version_count: usize,
-    /// Event queues of attached handles, by handle id.
-    handles: RBTree<u64, Arc<EventQueue>>,
+    /// Attached handles, by handle id.
+    handles: RBTree<u64, Attached>,
     handle_count: usize,
     next_version: u64,
     /// The shared heap, once a DSU_IOC_HEAP created it (`heap.rs`).
     heap: Option<Arc<Heap>>,
+    /// READYs so far; entries record the generation of their last use.
+    generation: u64,
+}
+
+/// An attached handle, as its segment knows it.
+struct Attached {
+    /// Where events about other versions go.
+    queue: Arc<EventQueue>,
+    /// Entries (by `seq`, sorted) it resolved and holds (`Entry::pins`) until it binds or
+    /// is released, so that GC or an abort cannot free them between RESOLVE and BIND.
+    pins: KVVec<u64>,
 }
 
 /// Owner, group and permission bits of a segment: set at creation, changed by SETATTR.
@@ -208,10 +231,11 @@ impl Drop for Reserved<'_> {
     }
 }
 
-/// Where READ_VAR copies from: pages borrowed from the segment, which keeps them.
-pub struct VarSnapshot<'a> {
+/// Where READ_VAR copies from: references to the pages (a GC may remove the variable
+/// meanwhile; the bytes copied are then its last ones).
+pub struct VarSnapshot {
     /// Pages covering the requested bytes.
-    pub pages: KVVec<BorrowedPage<'a>>,
+    pub pages: KVVec<PageRef>,
     /// Offset of the first byte in `pages[0]`.
     pub skip: usize,
     /// Bytes to copy.
@@ -237,6 +261,7 @@ impl Segment {
             reserved_pages: 0,
             charges,
             pages: KVVec::new(),
+            live_pages: 0,
             file_map: PageMap::new(),
             dir: Directory::new(),
             versions: RBTree::new(),
@@ -245,6 +270,7 @@ impl Segment {
             handle_count: 0,
             next_version: 1,
             heap: None,
+            generation: 0,
         };
         let file = ShmemFile::new(c_str!("dsu-segment"), FILE_PAGES)?;
         Arc::pin_init(
@@ -335,32 +361,100 @@ impl Segment {
         if g.handle_count >= limits::max_handles() {
             return Err(ENOSPC);
         }
-        g.handles.insert(node.into_node(handle_id, queue));
+        let slot = Attached {
+            queue,
+            pins: KVVec::new(),
+        };
+        g.handles.insert(node.into_node(handle_id, slot));
         g.handle_count += 1;
         Ok(())
     }
 
     /// Disconnects a released handle and ends its version, if any, telling the other
-    /// handles. Returns whether this was the last handle of a destroyed segment.
+    /// handles (ABORTED then ENDED for a candidate, ENDED for a ready version). Releases
+    /// the handle's pins and its version's mappings; an aborted candidate's additions
+    /// become orphans, and orphans nothing keeps any more are removed. Returns whether
+    /// this was the last handle of a destroyed segment.
     pub fn detach_handle(&self, handle_id: u64, version: Option<&Version>) -> bool {
-        let (queue, ended, last);
+        let (slot, ended, last);
         {
             let mut g = self.inner.lock();
-            queue = g.handles.remove(&handle_id);
+            let g = &mut *g;
+            slot = g.handles.remove(&handle_id);
+            if let Some(slot) = &slot {
+                unpin(&mut g.dir, &slot.pins);
+            }
             g.handle_count = g.handle_count.saturating_sub(1);
             ended = version.and_then(|v| g.versions.remove(&v.id));
             if let Some(v) = &ended {
                 g.version_count = g.version_count.saturating_sub(1);
-                let event = v.event(DSU_EVENT_VERSION_ENDED);
-                for (_, q) in g.handles.iter() {
-                    q.push(event.clone());
+                for_entries_of(&mut g.dir, v, |e| e.mappers = e.mappers.saturating_sub(1));
+                let mut events = [v.event(DSU_EVENT_VERSION_ENDED), QueuedEvent::default()];
+                if !v.is_ready() {
+                    events = [v.event(DSU_EVENT_VERSION_ABORTED), events[0].clone()];
+                    // Its handle created them: committed state stays, the rest is orphaned.
+                    for i in 0..g.dir.len() {
+                        if let Some(e) = g.dir.get_mut(i) {
+                            if e.creator_handle == handle_id && !e.committed {
+                                e.orphan = true;
+                            }
+                        }
+                    }
+                }
+                for (_, h) in g.handles.iter() {
+                    for ev in events.iter().filter(|e| e.event.kind != 0) {
+                        h.queue.push(ev.clone());
+                    }
                 }
             }
+            self.sweep(g, |e| e.orphan && !e.committed, |_| ());
             last = g.destroyed && g.handle_count == 0;
         }
         // Dropped here, outside the mutex.
-        drop((queue, ended));
+        drop((slot, ended));
         last
+    }
+
+    /// Removes the entries that `remove` selects among those no live version maps and no
+    /// handle pins, freeing their pages from the file and releasing their charges; calls
+    /// `removed` with each first. Returns how many entries and pages went. Allocates
+    /// nothing (it runs at release too).
+    fn sweep(
+        &self,
+        g: &mut Inner,
+        mut remove: impl FnMut(&Entry) -> bool,
+        mut removed: impl FnMut(&Entry),
+    ) -> (usize, u64) {
+        let Inner {
+            dir,
+            pages,
+            live_pages,
+            file_map,
+            charges,
+            ..
+        } = g;
+        let mut freed = 0u64;
+        let count = dir.remove_where(
+            |e| e.mappers == 0 && e.pins == 0 && remove(e),
+            |e| {
+                removed(e);
+                let (first, n) = (e.first_page as usize, e.page_count as usize);
+                if let Some(slots) = pages.get_mut(first..first + n) {
+                    // Our references go first; truncating then frees the pages.
+                    for slot in slots.iter_mut() {
+                        *slot = None;
+                    }
+                }
+                // An entry's file pages are consecutive (one allocation).
+                if let Some(file_first) = file_map.file_page(e.first_page) {
+                    self.file.truncate(file_first, e.page_count);
+                }
+                charges.pages.release(e.charged_uid, n);
+                *live_pages -= n;
+                freed += e.page_count;
+            },
+        );
+        (count, freed)
     }
 
     /// Marks the segment destroyed (DESTROY, with the registry locked). Returns the number
@@ -384,7 +478,7 @@ impl Segment {
             } else {
                 0
             },
-            pages: g.pages.len() as u64,
+            pages: g.live_pages as u64,
             variables: g.dir.len() as u64,
             versions: g.version_count as u64,
             handles: g.handle_count as u64,
@@ -414,6 +508,8 @@ impl Segment {
             let mut g = self.inner.lock();
             let (adds, pages) = classify(&mut g, vars, names, 0)?;
             if adds == 0 {
+                reserve_pins(&mut g, creator.handle, vars.len())?;
+                pin(&mut g, creator.handle, vars);
                 return Ok(0);
             }
             g.reserved_pages += pages;
@@ -444,7 +540,9 @@ impl Segment {
         // Declared after `reserved` and `charge`: unlocked before they are dropped on failure.
         let mut g = self.inner.lock();
         let (adds, add_pages) = classify(&mut g, vars, names, reserved.pages)?;
+        reserve_pins(&mut g, creator.handle, vars.len())?;
         if adds == 0 {
+            pin(&mut g, creator.handle, vars);
             return Ok(0);
         }
         g.pages.reserve(add_pages, GFP_ACCOUNT_MAYFAIL)?;
@@ -452,6 +550,7 @@ impl Segment {
         g.charges.pages.reserve(charge.uid)?;
         let mut reservation = g.dir.reserve(adds)?;
         let now = realtime_ns();
+        let generation = g.generation;
         // The caller looked at its handle's state before copying initial values in; a BIND
         // of that handle may have come since (and adopted only the entries it saw).
         let (created_by, created_label) = if creator.version != 0 {
@@ -474,8 +573,9 @@ impl Segment {
             let page_count = group.len() as u64;
             for page in group {
                 // Capacity was reserved above: no allocation, no failure.
-                g.pages.push(page, GFP_NOWAIT)?;
+                g.pages.push(Some(page), GFP_NOWAIT)?;
             }
+            g.live_pages += page_count as usize;
             if page_count > 0 {
                 // One run per entry was reserved above.
                 g.file_map
@@ -494,6 +594,13 @@ impl Segment {
                     created_label,
                     creator_handle: creator.handle,
                     type_desc: core::mem::replace(&mut descs[i], TypeDesc::none()),
+                    seq: 0,
+                    charged_uid: charge.uid,
+                    mappers: 0,
+                    pins: 0,
+                    last_gen: generation,
+                    committed: false,
+                    orphan: false,
                 },
                 &mut reservation,
             )?;
@@ -506,6 +613,7 @@ impl Segment {
         g.reserved_pages -= reserved.pages;
         // Released above: its drop must not release it again (nor lock the held mutex).
         core::mem::forget(reserved);
+        pin(&mut g, creator.handle, vars);
         g.charges.pages.record(charge, add_pages)?;
         Ok(adds as u32)
     }
@@ -542,29 +650,6 @@ impl Segment {
         Ok(group)
     }
 
-    /// Appends to `out` segment pages `first..first + count` (`EINVAL` past the end),
-    /// borrowed for as long as the segment is: its pages are only freed when it is dropped.
-    /// No user memory is touched under the lock.
-    pub fn page_ptrs<'a>(
-        &'a self,
-        first: u64,
-        count: usize,
-        out: &mut KVVec<BorrowedPage<'a>>,
-    ) -> Result {
-        let g = self.inner.lock();
-        let first = usize::try_from(first).map_err(|_| EINVAL)?;
-        let pages = first
-            .checked_add(count)
-            .and_then(|end| g.pages.get(first..end))
-            .ok_or(EINVAL)?;
-        for page in pages {
-            // SAFETY: The segment drops its page references only when it is dropped, and
-            // `'a` borrows it.
-            out.push(unsafe { page.borrow_for() }, GFP_KERNEL)?;
-        }
-        Ok(())
-    }
-
     /// The page at `index` of the segment's file, with a reference; `None` if absent. Takes
     /// no lock (an RCU page-cache lookup), for the fault path.
     pub fn file_page(&self, index: u64) -> Option<PageRef> {
@@ -573,15 +658,19 @@ impl Segment {
 
     /// BIND: creates a version whose section is the concatenation of `extents` (segment
     /// pages `first_page..first_page + page_count`, each non-empty and not overflowing: the
-    /// caller checked). `EINVAL` for an extent out of range, `ENOSPC` at `max_versions`,
-    /// `eidrm()` if destroyed. Costs O(extents + entries they span), not O(pages). Tells
-    /// every other attached handle and clears `own` (the binder's queue).
+    /// caller checked). `EINVAL` for an extent out of range or over pages of a removed
+    /// entry, `ENOSPC` at `max_versions`, `eidrm()` if destroyed. Costs O(extents + entries
+    /// they span), not O(pages). The version counts as a mapper of every entry it covers,
+    /// and the handle's pins are released. Tells every other attached handle (BOUND, and
+    /// READY unless `candidate`) and clears `own` (the binder's queue).
+    #[allow(clippy::too_many_arguments)]
     pub fn bind(
         seg: &Arc<Segment>,
         handle_id: u64,
         label: Label,
         pid: TaskPid,
         prefault: bool,
+        candidate: bool,
         extents: &[dsu_extent],
         own: &EventQueue,
     ) -> Result<Arc<Version>> {
@@ -598,6 +687,10 @@ impl Segment {
         for e in extents {
             g.file_map.translate(e.first_page, e.page_count, &mut map)?;
         }
+        // Pages of removed entries are holes in the segment: not mappable.
+        if !map.runs().iter().all(|r| g.dir.covers(r.seg, r.count)) {
+            return Err(EINVAL);
+        }
         let id = g.next_version;
         let version = Arc::new(
             Version {
@@ -609,20 +702,25 @@ impl Segment {
                 prefault,
                 map,
                 mappings: AtomicU64::new(0),
+                ready: AtomicBool::new(false),
                 segment: seg.clone(),
             },
             GFP_ACCOUNT_MAYFAIL,
         )?;
+        let g = &mut *g;
         g.next_version += 1;
         g.dir.adopt(handle_id, id, label);
         g.versions.insert(node.into_node(id, version.clone()));
         g.version_count += 1;
+        for_entries_of(&mut g.dir, &version, |e| e.mappers += 1);
+        if let Some(slot) = g.handles.get_mut(&handle_id) {
+            unpin(&mut g.dir, &slot.pins);
+            slot.pins = KVVec::new();
+        }
         own.clear();
-        let event = version.event(DSU_EVENT_VERSION_BOUND);
-        for (hid, q) in g.handles.iter() {
-            if *hid != handle_id {
-                q.push(event.clone());
-            }
+        g.push_event(handle_id, version.event(DSU_EVENT_VERSION_BOUND));
+        if !candidate {
+            g.commit(&version);
         }
         Ok(version)
     }
@@ -666,6 +764,62 @@ impl Segment {
         Ok(map)
     }
 
+    /// READY: commits `version` (a candidate becomes ready, see [`Inner::commit`]);
+    /// idempotent. `ebadfd()` if it already ended.
+    pub fn ready(&self, version: &Version) -> Result {
+        let mut g = self.inner.lock();
+        if !g
+            .versions
+            .get(&version.id)
+            .is_some_and(|v| core::ptr::eq(&**v, version))
+        {
+            return Err(crate::kernel_ext::error::ebadfd());
+        }
+        if !version.is_ready() {
+            g.commit(version);
+        }
+        Ok(())
+    }
+
+    /// DSU_IOC_GC: finds the entries that no live version maps, no handle pins, and no ready
+    /// version used for `min_age` generations, and (unless `dry_run`) removes them. Returns
+    /// records of the first `capacity` of them, and the count, pages and the generation.
+    /// Decided and done under the segment mutex, so a concurrent RESOLVE or BIND sees each
+    /// entry either still there (and then pins or maps it) or gone.
+    pub fn collect_garbage(&self, min_age: u64, dry_run: bool, capacity: usize) -> Result<Garbage> {
+        let mut records = KVVec::with_capacity(capacity, GFP_ACCOUNT_MAYFAIL)?;
+        let mut g = self.inner.lock();
+        let g = &mut *g;
+        let generation = g.generation;
+        let old = |e: &Entry| generation.saturating_sub(e.last_gen) >= min_age;
+        let mut record = |e: &Entry| {
+            if records.len() < capacity {
+                // Capacity reserved above: no allocation.
+                let _ = records.push(variable_info(e), GFP_NOWAIT);
+            }
+        };
+        let (count, pages) = if dry_run {
+            let (mut count, mut pages) = (0, 0);
+            for i in 0..g.dir.len() {
+                let Some(e) = g.dir.get(i) else { break };
+                if e.mappers == 0 && e.pins == 0 && old(e) {
+                    record(e);
+                    count += 1;
+                    pages += e.page_count;
+                }
+            }
+            (count, pages)
+        } else {
+            self.sweep(g, old, record)
+        };
+        Ok(Garbage {
+            records,
+            count,
+            pages,
+            generation,
+        })
+    }
+
     /// Up to `count` variable records from `start`, and the total.
     pub fn list_variables(
         &self,
@@ -677,20 +831,7 @@ impl Segment {
         let total = g.dir.len();
         for i in start..total.min(start.saturating_add(count)) {
             let Some(e) = g.dir.get(i) else { break };
-            out.push(
-                dsu_variable_info {
-                    size: e.size,
-                    align: e.align,
-                    fingerprint: e.fingerprint,
-                    first_page: e.first_page,
-                    page_count: e.page_count,
-                    created_ns: e.created_ns,
-                    created_by: e.created_by,
-                    created_label: e.created_label.to_c(),
-                    name: e.name.to_c(),
-                },
-                GFP_ACCOUNT_MAYFAIL,
-            )?;
+            out.push(variable_info(e), GFP_ACCOUNT_MAYFAIL)?;
         }
         Ok((out, total))
     }
@@ -718,7 +859,7 @@ impl Segment {
         any: bool,
         offset: u64,
         length: u64,
-    ) -> Result<VarSnapshot<'_>> {
+    ) -> Result<VarSnapshot> {
         let mut g = self.inner.lock();
         let g = &mut *g;
         let e = g.dir.find(name, fingerprint, any).ok_or(ENOENT)?;
@@ -728,15 +869,19 @@ impl Segment {
         let len = length.min(e.size - offset) as usize;
         let offset = offset as usize;
         let skip = offset % PAGE_SIZE;
-        let first = e.first_page as usize + offset / PAGE_SIZE;
+        let first = e.first_page + (offset / PAGE_SIZE) as u64;
         let count = (skip + len).div_ceil(PAGE_SIZE);
         let (var_size, var_fingerprint) = (e.size, e.fingerprint);
         let mut pages = KVVec::with_capacity(count, GFP_ACCOUNT_MAYFAIL)?;
-        for i in first..first + count {
-            let page = g.pages.get(i).ok_or(EINVAL)?;
-            // SAFETY: The segment drops its page references only when it is dropped, and the
-            // snapshot borrows it.
-            pages.push(unsafe { page.borrow_for() }, GFP_ACCOUNT_MAYFAIL)?;
+        for i in first..first + count as u64 {
+            // References of our own (an RCU page-cache lookup): the copy happens after
+            // unlocking, when a GC may have removed the entry.
+            let page = g
+                .file_map
+                .file_page(i)
+                .and_then(|f| self.file.lookup(f))
+                .ok_or(EINVAL)?;
+            pages.push(page, GFP_ACCOUNT_MAYFAIL)?;
         }
         Ok(VarSnapshot {
             pages,
@@ -787,6 +932,116 @@ impl Segment {
             var_size: e.size,
             var_fingerprint: e.fingerprint,
         })
+    }
+}
+
+/// What DSU_IOC_GC found (and removed, unless a dry run).
+pub struct Garbage {
+    /// Records of the first ones.
+    pub records: KVVec<dsu_variable_info>,
+    /// How many.
+    pub count: usize,
+    /// Their pages.
+    pub pages: u64,
+    /// The segment's generation.
+    pub generation: u64,
+}
+
+impl Inner {
+    /// Queues `event` for every attached handle but `except`.
+    fn push_event(&self, except: u64, event: QueuedEvent) {
+        for (hid, h) in self.handles.iter() {
+            if *hid != except {
+                h.queue.push(event.clone());
+            }
+        }
+    }
+
+    /// Makes `version` ready: a new generation, which every entry it maps records as its
+    /// last use (and which makes them committed state); tells the other handles.
+    fn commit(&mut self, version: &Version) {
+        version.ready.store(true, Ordering::Relaxed);
+        self.generation += 1;
+        let generation = self.generation;
+        for_entries_of(&mut self.dir, version, |e| {
+            e.last_gen = generation;
+            e.committed = true;
+            e.orphan = false;
+        });
+        self.push_event(version.handle, version.event(DSU_EVENT_VERSION_READY));
+    }
+}
+
+/// Calls `f` with every entry `version` maps, once per run of its map that covers it (BIND
+/// counts mappers this way and the version's end uncounts them the same way).
+fn for_entries_of(dir: &mut Directory, version: &Version, mut f: impl FnMut(&mut Entry)) {
+    for run in version.map.runs() {
+        for i in dir.overlapping(run.seg, run.count) {
+            if let Some(e) = dir.get_mut(i) {
+                f(e);
+            }
+        }
+    }
+}
+
+/// Makes room for `n` more pins of handle `handle`.
+fn reserve_pins(g: &mut Inner, handle: u64, n: usize) -> Result {
+    if let Some(slot) = g.handles.get_mut(&handle) {
+        slot.pins.reserve(n, GFP_ACCOUNT_MAYFAIL)?;
+    }
+    Ok(())
+}
+
+/// Pins for handle `handle` every entry a RESOLVE found or added (`vars` with their pages),
+/// once per handle. [`reserve_pins`] made room.
+fn pin(g: &mut Inner, handle: u64, vars: &[dsu_var]) {
+    let Inner { handles, dir, .. } = g;
+    let Some(slot) = handles.get_mut(&handle) else {
+        return;
+    };
+    let old = slot.pins.len();
+    for v in vars {
+        if v.status != DSU_VAR_COMMON && v.status != DSU_VAR_ADDED {
+            continue;
+        }
+        let Some(e) = dir
+            .position_of_page(v.first_page)
+            .and_then(|i| dir.get_mut(i))
+        else {
+            continue;
+        };
+        if slot.pins[..old].binary_search(&e.seq).is_ok() {
+            continue;
+        }
+        // Room was reserved: no allocation. Names are unique in a batch, so no entry twice.
+        if slot.pins.push(e.seq, GFP_NOWAIT).is_ok() {
+            e.pins += 1;
+        }
+    }
+    slot.pins.sort_unstable();
+}
+
+/// Releases the pins `pins` (entry numbers) of a handle that binds or goes.
+fn unpin(dir: &mut Directory, pins: &[u64]) {
+    for &seq in pins {
+        if let Some(e) = dir.by_seq_mut(seq) {
+            e.pins = e.pins.saturating_sub(1);
+        }
+    }
+}
+
+/// The LIST_VARIABLES (and GC) record of an entry.
+fn variable_info(e: &Entry) -> dsu_variable_info {
+    dsu_variable_info {
+        size: e.size,
+        align: e.align,
+        fingerprint: e.fingerprint,
+        first_page: e.first_page,
+        page_count: e.page_count,
+        created_ns: e.created_ns,
+        created_by: e.created_by,
+        created_label: e.created_label.to_c(),
+        name: e.name.to_c(),
     }
 }
 
@@ -846,8 +1101,7 @@ fn classify(
     }
     if adds > 0 {
         let others = g.reserved_pages - mine;
-        if g.pages.len().saturating_add(others).saturating_add(pages) > limits::max_segment_pages()
-        {
+        if g.live_pages.saturating_add(others).saturating_add(pages) > limits::max_segment_pages() {
             return Err(ENOSPC);
         }
         if g.dir.len().saturating_add(adds) > limits::max_variables() {

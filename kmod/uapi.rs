@@ -65,6 +65,7 @@ plain_data! {
     dsu_heap_grow => 24,
     dsu_heap_discard => 24,
     dsu_read_heap => 96,
+    dsu_gc => 112,
 }
 
 /// ioctl command numbers, dispatched on the whole command: type, number, direction and
@@ -73,7 +74,7 @@ plain_data! {
 /// command, the struct's own `size` field still says how much is copied.
 pub mod ioctl {
     use super::*;
-    use kernel::ioctl::{_IOW, _IOWR};
+    use kernel::ioctl::{_IO, _IOW, _IOWR};
 
     const MAGIC: u32 = DSU_IOC_MAGIC;
     /// `DSU_IOC_ATTACH`.
@@ -107,6 +108,10 @@ pub mod ioctl {
     pub const HEAP_DISCARD: u32 = _IOW::<dsu_heap_discard>(MAGIC, DSU_IOC_NR_HEAP_DISCARD);
     /// `DSU_IOC_READ_HEAP`.
     pub const READ_HEAP: u32 = _IOWR::<dsu_read_heap>(MAGIC, DSU_IOC_NR_READ_HEAP);
+    /// `DSU_IOC_READY` (no argument struct).
+    pub const READY: u32 = _IO(MAGIC, DSU_IOC_NR_READY);
+    /// `DSU_IOC_GC`.
+    pub const GC: u32 = _IOWR::<dsu_gc>(MAGIC, DSU_IOC_NR_GC);
 }
 
 /// Largest struct or record size accepted (the tail beyond what the kernel knows must be

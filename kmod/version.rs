@@ -11,8 +11,9 @@
 //! (an RCU lookup). The pages stay in the file because the version holds a reference to the
 //! segment, which only truncates pages that never became part of it.
 //!
-//! An [`EventQueue`] belongs to each attached handle and receives `VERSION_BOUND` and
-//! `VERSION_ENDED` events about the *other* versions of its segment. A queued event holds
+//! An [`EventQueue`] belongs to each attached handle and receives `VERSION_BOUND`,
+//! `VERSION_READY`, `VERSION_ABORTED` and `VERSION_ENDED` events about the *other* versions
+//! of its segment. A queued event holds
 //! the binder's `struct pid` ([`TaskPid`]), translated into a number only by `read()`, in
 //! the reader's pid namespace; so is a version's pid in LIST_VERSIONS.
 //!
@@ -26,9 +27,9 @@ use crate::{
     limits::EVENT_QUEUE_LEN,
     segment::Segment,
     static_wait_class,
-    uapi::{dsu_event, dsu_version_info, Label},
+    uapi::{dsu_event, dsu_version_info, Label, DSU_VERSION_READY},
 };
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use kernel::{
     c_str,
     error::code::*,
@@ -39,7 +40,8 @@ use kernel::{
 
 /// A bound version.
 ///
-/// Only `mappings` changes after creation (VMA open/close, any thread, atomically).
+/// Only `mappings` (VMA open/close, any thread, atomically) and `ready` (READY, under the
+/// segment mutex) change after creation.
 pub struct Version {
     /// Unique in its segment, from 1.
     pub id: u64,
@@ -57,17 +59,29 @@ pub struct Version {
     pub map: PageMap,
     /// Live VMAs over this version.
     pub mappings: AtomicU64,
+    /// Whether it is ready (committed); a candidate until then. Written under the segment
+    /// mutex.
+    pub ready: AtomicBool,
     /// Keeps the pages in `pages` alive.
     pub segment: Arc<Segment>,
 }
 
 impl Version {
+    /// Whether it is ready (else a candidate).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
     /// The introspection record, its pid as the caller's pid namespace sees it (0 if not).
     pub fn info(&self) -> dsu_version_info {
         dsu_version_info {
             id: self.id,
             pid: self.pid.nr_in_current_ns(),
-            flags: 0,
+            flags: if self.is_ready() {
+                DSU_VERSION_READY
+            } else {
+                0
+            },
             pages: self.map.pages(),
             mappings: self.mappings.load(Ordering::Relaxed),
             bound_ns: self.bound_ns,

@@ -167,6 +167,15 @@ struct dsu_resolve {
 
 /* Install every page-table entry at mmap() with vm_insert_pages instead of on fault. */
 #define DSU_BIND_PREFAULT (1U << 0)
+/*
+ * Bind as a *candidate*: the version is not ready until DSU_IOC_READY on this handle.
+ * Other handles get DSU_EVENT_VERSION_BOUND now and DSU_EVENT_VERSION_READY only then; if
+ * the handle is released before (the fd closed and every mapping gone), they get
+ * DSU_EVENT_VERSION_ABORTED and the variables it added that no ready version ever used and
+ * nothing else maps or resolved are removed, their pages freed and uncharged. Without this
+ * flag BIND is BIND and READY at once (API version 1's behaviour).
+ */
+#define DSU_BIND_CANDIDATE (1U << 1)
 
 struct dsu_extent {
 	__u64 first_page;  /* in: first segment page */
@@ -199,8 +208,17 @@ struct dsu_bind {
 /* sizeof(struct dsu_event) in API version 1: the smallest record size. */
 #define DSU_EVENT_SIZE_VER1 64
 
+/*
+ * Every version gets BOUND at its BIND, READY when it commits (at BIND without
+ * DSU_BIND_CANDIDATE, else at DSU_IOC_READY), and ENDED when its fd and mappings are all
+ * gone; a version that ends before READY gets ABORTED just before its ENDED. A version that
+ * retires when a newer one arrives must wait for READY (a candidate may still abort);
+ * BOUND is for observers (and API version 1 readers, which know only BOUND and ENDED).
+ */
 #define DSU_EVENT_VERSION_BOUND 1 /* a version bound to the segment (a newer one) */
 #define DSU_EVENT_VERSION_ENDED 2 /* a version's fd and mappings are all gone */
+#define DSU_EVENT_VERSION_READY 3 /* a version declared itself ready (committed) */
+#define DSU_EVENT_VERSION_ABORTED 4 /* a candidate ended before READY (ENDED follows) */
 
 struct dsu_event {
 	__u32 size;        /* sizeof(struct dsu_event) */
@@ -268,10 +286,12 @@ struct dsu_variable_info {
 	char name[DSU_VARIABLE_NAME_MAX];
 };
 
+#define DSU_VERSION_READY (1U << 0) /* flag in dsu_version_info.flags: ready, else a candidate */
+
 struct dsu_version_info {
 	__u64 id;
 	__s32 pid;          /* the binder's process id in the caller's pid namespace, or 0 */
-	__u32 flags;        /* 0 */
+	__u32 flags;        /* DSU_VERSION_* (ended versions are not listed) */
 	__u64 pages;        /* pages in its map */
 	__u64 mappings;     /* live VMAs (fork and partial munmap count) */
 	__u64 bound_ns;     /* CLOCK_REALTIME of the bind */
@@ -422,6 +442,49 @@ struct dsu_read_heap {
 };
 
 /* ---------------------------------------------------------------------------------- */
+/* DSU_IOC_READY: commit this handle's version (argument 0, else EINVAL).               */
+/*
+ * A candidate (bound with DSU_BIND_CANDIDATE) becomes ready: the segment's generation is
+ * incremented, every variable the version maps records that generation as its last use,
+ * and the other handles get DSU_EVENT_VERSION_READY. Idempotent: READY on a ready version
+ * returns 0 and changes nothing. EBADFD unless the handle is bound.
+ */
+
+/* ---------------------------------------------------------------------------------- */
+/* DSU_IOC_GC: list or reclaim variables nothing uses any more.                        */
+/*
+ * A variable is reclaimable when no live version maps it (mappings that outlive the fd
+ * included), no attached handle has RESOLVEd it and not yet bound (or still holds it after
+ * a RESOLVE on a bound handle), and no ready version has used it for at least `min_age`
+ * generations: generation - (the generation of the last READY of a version that mapped
+ * it, or the one at its creation) >= min_age. The segment's generation counts READYs. The
+ * decision and the removal happen under the segment lock, so a concurrent RESOLVE or BIND
+ * either sees the variable removed (and adds a new one) or keeps it.
+ *
+ * Without DSU_GC_DRY_RUN the variables are removed from the directory and their pages
+ * freed and uncharged (needs read and write permission); with it nothing changes (read
+ * permission). Either way the first `count` of them are written to `records` as
+ * struct dsu_variable_info (record_size apart), `count` is set to the number written and
+ * `total` and `pages` to all of them. Segment page indexes are not reused: LIST_VARIABLES
+ * keeps showing the remaining variables' first_page.
+ */
+#define DSU_GC_DRY_RUN (1U << 0) /* only list */
+#define DSU_GC_MIN_AGE (1U << 1) /* min_age is given; else the module parameter gc_min_age */
+
+struct dsu_gc {
+	__u32 size;        /* in: sizeof(struct dsu_gc) */
+	__u32 flags;       /* in: DSU_GC_* */
+	__u32 min_age;     /* in, with DSU_GC_MIN_AGE: generations; else 0 */
+	__u32 record_size; /* in: sizeof(struct dsu_variable_info) as the caller knows it */
+	__u64 records;     /* in: user pointer to count * record_size bytes (0 with count 0) */
+	__u32 count;       /* in: capacity (<= DSU_LIST_MAX); out: records written */
+	__u32 total;       /* out: variables reclaimed (or reclaimable, with DSU_GC_DRY_RUN) */
+	__u64 pages;       /* out: their pages */
+	__u64 generation;  /* out: the segment's generation (READYs so far) */
+	char segment[DSU_SEGMENT_NAME_MAX]; /* in: segment name */
+};
+
+/* ---------------------------------------------------------------------------------- */
 
 #define DSU_IOC_MAGIC 0xD5
 
@@ -438,6 +501,8 @@ struct dsu_read_heap {
 #define DSU_IOC_NR_HEAP_GROW 0x0B
 #define DSU_IOC_NR_HEAP_DISCARD 0x0C
 #define DSU_IOC_NR_READ_HEAP 0x0D
+#define DSU_IOC_NR_READY 0x10
+#define DSU_IOC_NR_GC 0x11
 
 #define DSU_IOC_ATTACH _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_ATTACH, struct dsu_attach)
 /* ATTACH as API version 1 encoded it: the 80-byte struct, without owner and event_size. */
@@ -458,5 +523,7 @@ struct dsu_read_heap {
 #define DSU_IOC_HEAP_GROW _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_HEAP_GROW, struct dsu_heap_grow)
 #define DSU_IOC_HEAP_DISCARD _IOW(DSU_IOC_MAGIC, DSU_IOC_NR_HEAP_DISCARD, struct dsu_heap_discard)
 #define DSU_IOC_READ_HEAP _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_READ_HEAP, struct dsu_read_heap)
+#define DSU_IOC_READY _IO(DSU_IOC_MAGIC, DSU_IOC_NR_READY)
+#define DSU_IOC_GC _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_GC, struct dsu_gc)
 
 #endif /* _UAPI_LINUX_DSU_H */

@@ -22,12 +22,16 @@ pub const DSU_VAR_SIZE_VER1: u32 = 200;
 pub const DSU_TYPE_DESC_MAX: u32 = 4096;
 pub const DSU_BIND_SIZE_VER1: u32 = 64;
 pub const DSU_BIND_PREFAULT: u32 = 1;
+pub const DSU_BIND_CANDIDATE: u32 = 2;
 pub const DSU_EVENT_SIZE_VER1: u32 = 64;
 pub const DSU_EVENT_VERSION_BOUND: u32 = 1;
 pub const DSU_EVENT_VERSION_ENDED: u32 = 2;
+pub const DSU_EVENT_VERSION_READY: u32 = 3;
+pub const DSU_EVENT_VERSION_ABORTED: u32 = 4;
 pub const DSU_LIST_MAX: u32 = 1024;
 pub const DSU_SEGMENT_DESTROYED: u32 = 1;
 pub const DSU_SEGMENT_INFO_SIZE_VER1: u32 = 120;
+pub const DSU_VERSION_READY: u32 = 1;
 pub const DSU_READ_ANY_FINGERPRINT: u32 = 1;
 pub const DSU_READ_TYPE_DESC: u32 = 2;
 pub const DSU_SETATTR_MODE: u32 = 1;
@@ -36,6 +40,8 @@ pub const DSU_SETATTR_GID: u32 = 4;
 pub const DSU_HEAP_MMAP_OFFSET: u64 = 1099511627776;
 pub const DSU_VIEW_MMAP_OFFSET: u64 = 2199023255552;
 pub const DSU_HEAP_CREATED: u32 = 1;
+pub const DSU_GC_DRY_RUN: u32 = 1;
+pub const DSU_GC_MIN_AGE: u32 = 2;
 pub const DSU_IOC_MAGIC: u32 = 213;
 pub const DSU_IOC_NR_ATTACH: u32 = 1;
 pub const DSU_IOC_NR_RESOLVE: u32 = 2;
@@ -50,6 +56,8 @@ pub const DSU_IOC_NR_HEAP: u32 = 10;
 pub const DSU_IOC_NR_HEAP_GROW: u32 = 11;
 pub const DSU_IOC_NR_HEAP_DISCARD: u32 = 12;
 pub const DSU_IOC_NR_READ_HEAP: u32 = 13;
+pub const DSU_IOC_NR_READY: u32 = 16;
+pub const DSU_IOC_NR_GC: u32 = 17;
 pub type __s32 = core::ffi::c_int;
 pub type __u32 = core::ffi::c_uint;
 pub type __u64 = core::ffi::c_ulonglong;
@@ -315,6 +323,29 @@ pub struct dsu_read_heap {
     pub segment: [core::ffi::c_char; 64usize],
 }
 impl Default for dsu_read_heap {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct dsu_gc {
+    pub size: __u32,
+    pub flags: __u32,
+    pub min_age: __u32,
+    pub record_size: __u32,
+    pub records: __u64,
+    pub count: __u32,
+    pub total: __u32,
+    pub pages: __u64,
+    pub generation: __u64,
+    pub segment: [core::ffi::c_char; 64usize],
+}
+impl Default for dsu_gc {
     fn default() -> Self {
         let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
         unsafe {
