@@ -1,8 +1,10 @@
 //! The TCP server and the update procedure.
 //!
-//! Start-up of a version: bind the port with `SO_REUSEPORT` and listen (connections queue
-//! from now on), attach to the dsu segment (the keyspace of the running version appears at
-//! once, and the running version gets a "version bound" event), then accept.
+//! Start-up of a version: attach to the dsu segment as a candidate (the keyspace of the
+//! running version appears at once), bind the port with `SO_REUSEPORT` and listen
+//! (connections queue from now on), declare the version ready (the running version gets a
+//! "version ready" event; had start-up failed first, it would get "version aborted" and keep
+//! serving), then accept.
 //!
 //! Retirement of the old version, when its `/dev/dsu` handle reports a newer version:
 //! accept whatever is already queued on its listener, close the listener (the kernel now
@@ -15,7 +17,7 @@
 //!
 //! Under the supervisor (`dsuctl run`), the listener is inherited instead (`LISTEN_FDS`,
 //! see [`crate::activation`]) and the version sends `READY=1` ([`dsu::notify::ready`])
-//! once it attached, before it accepts.
+//! once it attached and is ready, before it accepts.
 
 use crate::commands::{After, Ctx, Store, execute};
 use crate::event_loop::Pool;
@@ -85,13 +87,15 @@ pub struct Options {
 /// Where `--test-fail-before-ready` makes a version fail, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum FailPoint {
-    /// Exit with status 3 after taking the listener, before attaching.
+    /// Exit with status 3 before attaching.
     ExitBeforeAttach,
-    /// Hang after taking the listener, before attaching.
+    /// Hang before attaching.
     HangBeforeAttach,
-    /// Exit with status 3 after attaching (bound), before notifying READY=1.
+    /// Exit with status 3 after attaching (a bound candidate) and listening, before the
+    /// dsu READY (the old version is told this one aborted) and READY=1.
     ExitAfterAttach,
-    /// Hang after attaching (bound), before notifying READY=1.
+    /// Hang after attaching (a bound candidate) and listening, before the dsu READY and
+    /// READY=1.
     HangAfterAttach,
 }
 
@@ -392,19 +396,6 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         println!("{name}[{}]: {msg}", std::process::id());
         let _ = io::stdout().flush();
     };
-    // Listen first: from here on connections queue for us, so the old version may close
-    // its listener as soon as it learns that we are bound. Under a supervisor (LISTEN_FDS)
-    // the socket is inherited: every version accepts from the one socket it holds.
-    let listener = match crate::activation::inherited_listener()? {
-        Some(l) => {
-            say(format!("using the inherited listener {}", l.local_addr()?));
-            l
-        }
-        None => listen_reuseport(SocketAddrV4::new(opts.bind, opts.port), 1024)
-            .map_err(|e| format!("listen on {}:{}: {e}", opts.bind, opts.port))?,
-    };
-    let port = listener.local_addr()?.port();
-    listener.set_nonblocking(true)?;
     if opts.maxmemory > 0 {
         crate::alloc::Counted::set_limit(opts.maxmemory);
     }
@@ -415,6 +406,10 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
     };
     fail(FailPoint::ExitBeforeAttach);
     fail(FailPoint::HangBeforeAttach);
+    // Attach as a candidate, then listen, then declare the version ready: the old version
+    // closes its listener only once it learns that we are ready, and by then connections
+    // queue for us. If start-up fails before (the address cannot be bound), this process
+    // exits, the kernel tells the old version that this one aborted, and it keeps serving.
     let version = if opts.no_dsu {
         say("running without dsu: globals are private to this process".into());
         None
@@ -439,8 +434,24 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         ));
         Some(v)
     };
+    // Under a supervisor (LISTEN_FDS) the socket is inherited: every version accepts from
+    // the one socket it holds.
+    let listener = match crate::activation::inherited_listener()? {
+        Some(l) => {
+            say(format!("using the inherited listener {}", l.local_addr()?));
+            l
+        }
+        None => listen_reuseport(SocketAddrV4::new(opts.bind, opts.port), 1024)
+            .map_err(|e| format!("listen on {}:{}: {e}", opts.bind, opts.port))?,
+    };
+    let port = listener.local_addr()?.port();
+    listener.set_nonblocking(true)?;
     fail(FailPoint::ExitAfterAttach);
     fail(FailPoint::HangAfterAttach);
+    if let Some(v) = &version {
+        v.ready()?;
+        say("ready: older versions may retire".into());
+    }
     let started = p.stats.versions_started.fetch_add(1, Relaxed) + 1;
     // Both live as long as the process: connection threads are never joined.
     let local: &'static Local = Box::leak(Box::default());
@@ -494,7 +505,7 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
     let late = accept_queued(&listener, ctx, local, pool.as_ref())?;
     drop(listener);
     say(format!(
-        "newer version {label} (pid {pid}) is up: listener closed, draining {} open connection(s){}",
+        "newer version {label} (pid {pid}) is ready: listener closed, draining {} open connection(s){}",
         local.clients.load(Relaxed),
         if late > 0 {
             format!(" ({late} accepted from the queue)")

@@ -63,6 +63,7 @@ pub struct Attach {
     mode: u32,
     owner: Option<u32>,
     prefault: bool,
+    candidate: bool,
     device: String,
     heap: Option<usize>,
 }
@@ -83,6 +84,7 @@ impl Attach {
             mode: 0,
             owner: None,
             prefault: false,
+            candidate: true,
             device: crate::sys::DEVICE_PATH.into(),
             heap: None,
         }
@@ -180,6 +182,22 @@ impl Attach {
     /// ```
     pub fn heap(mut self, reserve: usize) -> Self {
         self.heap = Some(reserve);
+        self
+    }
+
+    /// Make the version ready at once, at BIND, instead of a candidate that must call
+    /// [`Version::ready`]. By default (`false`) the version binds as a *candidate*
+    /// (`DSU_BIND_CANDIDATE`): older versions learn of it only when it calls
+    /// [`Version::ready`], and if it exits or crashes before, they are told it aborted and
+    /// the variables it added that nothing else uses are removed. Pass `true` for a program
+    /// with no start-up that can fail, or one written before `ready` existed (the
+    /// behaviour of earlier releases: older versions hand over as soon as it binds).
+    ///
+    /// ```
+    /// let a = dsu::Attach::new("app", "1.0").ready_on_attach(true);
+    /// ```
+    pub fn ready_on_attach(mut self, yes: bool) -> Self {
+        self.candidate = !yes;
         self
     }
 
@@ -330,7 +348,8 @@ impl Attach {
             id: None,
             created_segment: created,
             vars: Vec::new(),
-            newest: std::sync::Mutex::new(None),
+            ready: AtomicBool::new(true),
+            newer: std::sync::Mutex::new(Vec::new()),
             heap,
             merges: std::sync::Mutex::new(Merges::default()),
         };
@@ -445,10 +464,15 @@ impl Attach {
             .iter()
             .flat_map(|m| m.extents.iter().copied())
             .collect();
+        let options = crate::sys::BindOptions {
+            prefault: self.prefault,
+            candidate: self.candidate,
+        };
         let id = version
             .dev
-            .bind_extents(&self.label, &extents, self.prefault)?;
+            .bind_extents_with(&self.label, &extents, options)?;
         version.id = Some(id);
+        version.ready = AtomicBool::new(!self.candidate);
         // SAFETY: each map covers exactly the pages of globals (the dsu_globals section,
         // which holds nothing else, checked by page_maps; descriptors are unforgeable from
         // safe code; zeroed globals alone in their whole pages); mapping the segment over
@@ -735,6 +759,7 @@ pub fn attach(segment: &str, label: &str) -> Result<Version> {
 ///
 /// ```no_run
 /// let version = dsu::attach("server", "1.0")?;
+/// version.ready()?; // started: older versions may retire
 /// loop {
 ///     // ... serve ...
 ///     if let Some(newer) = version.wait_for_newer(Some(std::time::Duration::from_secs(1)))? {
@@ -752,7 +777,9 @@ pub struct Version {
     id: Option<u64>,
     created_segment: bool,
     vars: Vec<AttachedVar>,
-    newest: std::sync::Mutex<Option<Event>>,
+    ready: AtomicBool,
+    /// READY events of newer versions that are still live.
+    newer: std::sync::Mutex<Vec<Event>>,
     heap: Option<&'static crate::heap::SegmentHeap>,
     merges: std::sync::Mutex<Merges>,
 }
@@ -835,8 +862,8 @@ impl Version {
         &self.dev
     }
 
-    /// The pollable fd: `POLLIN` when events (a newer version bound, a version ended) are
-    /// queued. It is non-blocking.
+    /// The pollable fd: `POLLIN` when events (a version bound, became ready, aborted or
+    /// ended) are queued. It is non-blocking.
     ///
     /// ```no_run
     /// use std::os::fd::AsRawFd;
@@ -848,8 +875,61 @@ impl Version {
         self.dev.as_fd()
     }
 
-    /// Reads the queued events without blocking (empty if none), remembering the newest
-    /// bound version for [`newer_version`](Self::newer_version).
+    /// Commits this version: it stops being a candidate, and older versions are told
+    /// ([`EventKind::Ready`]) that they may hand over and retire. Call it once start-up
+    /// has succeeded (listening sockets open, configuration loaded): until then a crash
+    /// leaves the older versions serving, and the variables this version added that
+    /// nothing else uses are removed. Idempotent; a version attached with
+    /// [`Attach::ready_on_attach`], or without globals, is ready already.
+    ///
+    /// ```no_run
+    /// let version = dsu::attach("app", "2.0")?;
+    /// // ... load configuration, bind sockets: a failure here leaves version 1 serving ...
+    /// version.ready()?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn ready(&self) -> Result<()> {
+        if self.id.is_none() || self.is_ready() {
+            return Ok(());
+        }
+        self.dev.ready()?;
+        self.ready.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Whether this version is ready (see [`ready`](Self::ready)); `false` for a candidate.
+    ///
+    /// ```no_run
+    /// let v = dsu::Attach::new("app", "1").ready_on_attach(true).attach()?;
+    /// assert!(v.is_ready());
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Reclaims the segment's garbage (`DSU_IOC_GC`): variables no live version declares
+    /// and no ready version used for `options.min_age` generations, such as globals an
+    /// update retired or the old side of a migration. Call it after [`ready`](Self::ready)
+    /// succeeded, when the old version has ended, or run `dsuctl gc`. A variable any
+    /// version still maps is never reclaimed.
+    ///
+    /// ```no_run
+    /// let v = dsu::attach("app", "3.0")?;
+    /// v.ready()?;
+    /// let report = v.collect_garbage(dsu::sys::GcOptions::default())?;
+    /// println!("reclaimed {} variables, {} pages", report.total, report.pages);
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn collect_garbage(&self, options: crate::sys::GcOptions) -> Result<crate::sys::GcReport> {
+        self.dev.gc(&self.segment, options)
+    }
+
+    /// Reads the queued events without blocking (empty if none), keeping track of the
+    /// newer versions that are ready and still live for
+    /// [`newer_version`](Self::newer_version): a [`EventKind::Ready`] adds one, an
+    /// [`EventKind::Aborted`] or [`EventKind::Ended`] removes it. If the kernel dropped
+    /// events (a full queue), the set is rebuilt from LIST_VERSIONS.
     ///
     /// ```no_run
     /// let v = dsu::attach("app", "1")?;
@@ -858,9 +938,36 @@ impl Version {
     /// ```
     pub fn events(&self) -> Result<Vec<Event>> {
         let events = self.dev.read_events()?;
-        if let Some(b) = events.iter().rev().find(|e| e.kind == EventKind::Bound) {
-            *self.newest.lock().unwrap_or_else(|e| e.into_inner()) = Some(b.clone());
+        let mut newer = self.newer.lock().unwrap_or_else(|e| e.into_inner());
+        let is_newer = |id: u64| self.id.is_none_or(|own| id > own);
+        if events.iter().any(|e| e.lost > 0) {
+            // Some were dropped: what is live and ready now is what LIST_VERSIONS says.
+            let mut live = Vec::new();
+            for v in self.dev.list_versions(&self.segment)? {
+                if v.ready && is_newer(v.id) {
+                    live.push(Event {
+                        kind: EventKind::Ready,
+                        version_id: v.id,
+                        pid: v.pid,
+                        lost: 0,
+                        time_ns: v.bound_ns,
+                        label: v.label,
+                    });
+                }
+            }
+            *newer = live;
+        } else {
+            for e in &events {
+                match e.kind {
+                    EventKind::Ready if is_newer(e.version_id) => newer.push(e.clone()),
+                    EventKind::Aborted | EventKind::Ended => {
+                        newer.retain(|n| n.version_id != e.version_id)
+                    }
+                    _ => {}
+                }
+            }
         }
+        drop(newer);
         if events
             .iter()
             .any(|e| e.kind == EventKind::Ended || e.lost > 0)
@@ -980,8 +1087,10 @@ impl Version {
         }
     }
 
-    /// Whether a newer version has bound to the segment since this one did (non-blocking):
-    /// the newest such version's bind event. Events other than binds are consumed.
+    /// Whether a newer version is ready and still live (non-blocking): the newest such
+    /// version's READY event, or `None`. A newer version that only bound (a candidate
+    /// still starting), or that aborted or ended, is not reported. Pending events are
+    /// consumed.
     ///
     /// ```no_run
     /// let v = dsu::attach("app", "1")?;
@@ -990,15 +1099,13 @@ impl Version {
     /// ```
     pub fn newer_version(&self) -> Result<Option<Event>> {
         self.events()?;
-        Ok(self
-            .newest
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone())
+        let newer = self.newer.lock().unwrap_or_else(|e| e.into_inner());
+        Ok(newer.iter().max_by_key(|e| e.version_id).cloned())
     }
 
-    /// Waits until a newer version binds or the timeout passes (`None`: no timeout).
-    /// Returns its bind event, or `None` on timeout.
+    /// Waits until a newer version is ready (see [`newer_version`](Self::newer_version))
+    /// or the timeout passes (`None`: no timeout). Returns its READY event, or `None` on
+    /// timeout.
     ///
     /// ```no_run
     /// let v = dsu::attach("app", "1")?;

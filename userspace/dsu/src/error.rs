@@ -39,6 +39,10 @@ pub enum Op {
     HeapDiscard,
     /// `DSU_IOC_READ_HEAP`.
     ReadHeap,
+    /// `DSU_IOC_READY`.
+    Ready,
+    /// `DSU_IOC_GC`.
+    Gc,
 }
 
 impl Op {
@@ -49,9 +53,13 @@ impl Op {
     /// ```
     pub fn needs(self) -> &'static str {
         match self {
-            Op::Resolve | Op::Bind | Op::Mmap | Op::Heap | Op::HeapGrow | Op::HeapDiscard => {
-                "read and write"
-            }
+            Op::Resolve
+            | Op::Bind
+            | Op::Mmap
+            | Op::Heap
+            | Op::HeapGrow
+            | Op::HeapDiscard
+            | Op::Gc => "read and write",
             Op::Destroy | Op::SetAttr => "owner",
             _ => "read",
         }
@@ -76,6 +84,8 @@ impl std::fmt::Display for Op {
             Op::HeapGrow => "HEAP_GROW",
             Op::HeapDiscard => "HEAP_DISCARD",
             Op::ReadHeap => "READ_HEAP",
+            Op::Ready => "READY",
+            Op::Gc => "GC",
         })
     }
 }
@@ -549,6 +559,9 @@ fn hint(op: Op, errno: Errno) -> &'static str {
             "the range to discard must be page-aligned, non-empty and inside the heap's size"
         }
         Errno::EINVAL if op == Op::Events => "the read buffer is smaller than one struct dsu_event",
+        Errno::EBADFD if op == Op::Ready => {
+            "READY commits a bound version: attach and bind this handle first"
+        }
         Errno::EINVAL if op == Op::SetAttr => {
             "the mode is above 0777, or the uid or gid has no mapping in the segment's user namespace"
         }

@@ -30,10 +30,12 @@
 //! fn main() -> Result<(), dsu::Error> {
 //!     // First thing in main, before other threads touch the globals.
 //!     let version = dsu::attach("server", "1.0")?;
+//!     // ... start-up: open sockets, load configuration ...
+//!     version.ready()?; // commit: older versions may now retire
 //!     loop {
 //!         REQUESTS.fetch_add(1, Ordering::Relaxed); // handle a request
 //!         if version.newer_version()?.is_some() {
-//!             return Ok(()); // v2 is up: drain and exit
+//!             return Ok(()); // v2 is up and ready: drain and exit
 //!         }
 //!     }
 //! }

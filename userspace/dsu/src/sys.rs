@@ -86,6 +86,8 @@ mod ioctls {
         u::DSU_IOC_NR_READ_HEAP,
         u::dsu_read_heap
     );
+    nix::ioctl_none!(ready, u::DSU_IOC_MAGIC, u::DSU_IOC_NR_READY);
+    nix::ioctl_readwrite!(gc, u::DSU_IOC_MAGIC, u::DSU_IOC_NR_GC, u::dsu_gc);
 }
 
 /// The path of the device.
@@ -315,6 +317,8 @@ pub struct VersionInfo {
     pub bound_ns: u64,
     /// Label.
     pub label: String,
+    /// Ready (committed, `DSU_VERSION_READY`); `false`: a candidate, which may still abort.
+    pub ready: bool,
 }
 
 impl From<&u::dsu_version_info> for VersionInfo {
@@ -322,6 +326,7 @@ impl From<&u::dsu_version_info> for VersionInfo {
         VersionInfo {
             id: v.id,
             pid: v.pid,
+            ready: v.flags & u::DSU_VERSION_READY != 0,
             pages: v.pages,
             mappings: v.mappings,
             bound_ns: v.bound_ns,
@@ -337,10 +342,16 @@ impl From<&u::dsu_version_info> for VersionInfo {
 /// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EventKind {
-    /// A (newer) version bound to the segment.
+    /// A (newer) version bound to the segment: maybe a candidate, which may still abort.
+    /// Wait for [`Ready`](Self::Ready) before retiring.
     Bound,
     /// A version's fd and mappings are all gone.
     Ended,
+    /// A version declared itself ready (`DSU_IOC_READY`, or a BIND without
+    /// `DSU_BIND_CANDIDATE`): the one to hand over to.
+    Ready,
+    /// A candidate ended before it was ready; [`Ended`](Self::Ended) follows.
+    Aborted,
     /// A kind this library does not know.
     Other(u32),
 }
@@ -377,6 +388,8 @@ impl From<&u::dsu_event> for Event {
             kind: match e.kind {
                 u::DSU_EVENT_VERSION_BOUND => EventKind::Bound,
                 u::DSU_EVENT_VERSION_ENDED => EventKind::Ended,
+                u::DSU_EVENT_VERSION_READY => EventKind::Ready,
+                u::DSU_EVENT_VERSION_ABORTED => EventKind::Aborted,
                 k => EventKind::Other(k),
             },
             version_id: e.version_id,
@@ -386,6 +399,74 @@ impl From<&u::dsu_event> for Event {
             label: names::read(&e.label),
         }
     }
+}
+
+/// How BIND makes a version ([`Device::bind_extents_with`]).
+///
+/// ```
+/// let o = dsu::sys::BindOptions { candidate: true, ..Default::default() };
+/// assert!(!o.prefault);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BindOptions {
+    /// Install every page-table entry at mmap (`DSU_BIND_PREFAULT`).
+    pub prefault: bool,
+    /// Bind as a candidate (`DSU_BIND_CANDIDATE`): ready only at [`Device::ready`]; if the
+    /// handle goes before, the version aborts and its unused additions are removed.
+    pub candidate: bool,
+}
+
+impl BindOptions {
+    /// The `DSU_BIND_*` flags.
+    ///
+    /// ```
+    /// let o = dsu::sys::BindOptions { candidate: true, prefault: true };
+    /// assert_eq!(o.flags(), dsu_uapi::DSU_BIND_CANDIDATE | dsu_uapi::DSU_BIND_PREFAULT);
+    /// ```
+    pub fn flags(self) -> u32 {
+        let mut f = 0;
+        if self.prefault {
+            f |= u::DSU_BIND_PREFAULT;
+        }
+        if self.candidate {
+            f |= u::DSU_BIND_CANDIDATE;
+        }
+        f
+    }
+}
+
+/// What [`Device::gc`] reclaims.
+///
+/// ```
+/// let o = dsu::sys::GcOptions { dry_run: true, min_age: Some(2) };
+/// assert_eq!(dsu::sys::GcOptions::default().min_age, None);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GcOptions {
+    /// Only list what would be reclaimed (`DSU_GC_DRY_RUN`, read permission).
+    pub dry_run: bool,
+    /// Generations (READYs) a variable must have gone unused; `None`: the module's
+    /// `gc_min_age` parameter (default 1).
+    pub min_age: Option<u32>,
+}
+
+/// What [`Device::gc`] found.
+///
+/// ```
+/// let r = dsu::sys::GcReport { variables: vec![], total: 0, pages: 0, generation: 3 };
+/// assert!(r.variables.is_empty());
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct GcReport {
+    /// The variables reclaimed (or reclaimable, in a dry run): the first
+    /// `DSU_LIST_MAX` (1024) of them.
+    pub variables: Vec<VariableInfo>,
+    /// How many there were.
+    pub total: u32,
+    /// Their pages.
+    pub pages: u64,
+    /// The segment's generation: how many versions became ready in it.
+    pub generation: u64,
 }
 
 /// The result of READ_VAR.
@@ -687,6 +768,30 @@ impl Device {
         extents: &[crate::layout::Extent],
         prefault: bool,
     ) -> Result<u64> {
+        let options = BindOptions {
+            prefault,
+            candidate: false,
+        };
+        self.bind_extents_with(label, extents, options)
+    }
+
+    /// [`bind_extents`](Self::bind_extents) with [`BindOptions`]: with `candidate`, the
+    /// version is ready only after [`ready`](Self::ready).
+    ///
+    /// ```no_run
+    /// # let dev = dsu::sys::Device::open()?;
+    /// use dsu::{layout::Extent, sys::BindOptions};
+    /// let options = BindOptions { candidate: true, ..Default::default() };
+    /// let id = dev.bind_extents_with("2.0", &[Extent { first_page: 0, page_count: 1 }], options)?;
+    /// dev.ready()?; // once started: older versions are told now
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn bind_extents_with(
+        &self,
+        label: &str,
+        extents: &[crate::layout::Extent],
+        options: BindOptions,
+    ) -> Result<u64> {
         names::check_label(label)?;
         let page_count = extents
             .iter()
@@ -694,7 +799,7 @@ impl Device {
             .ok_or_else(|| self.error(Op::Bind, Errno::EINVAL, &self.segment, None))?;
         let mut b = u::dsu_bind {
             size: size32::<u::dsu_bind>(),
-            flags: if prefault { u::DSU_BIND_PREFAULT } else { 0 },
+            flags: options.flags(),
             page_count,
             extents: extents.as_ptr() as u64,
             extent_count: extents.len() as u64,
@@ -1183,6 +1288,65 @@ impl Device {
             return Err(self.error(Op::Mmap, Errno::last(), &self.segment, None));
         }
         Ok(p.cast())
+    }
+
+    /// DSU_IOC_READY: commits this handle's version. Other handles get
+    /// [`EventKind::Ready`]; a candidate can no longer abort. Idempotent.
+    /// [`Error::Kernel`] with `EBADFD` if the handle is not bound.
+    ///
+    /// ```no_run
+    /// # let dev = dsu::sys::Device::open()?;
+    /// dev.ready()?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn ready(&self) -> Result<()> {
+        // SAFETY: the command takes no argument.
+        match unsafe { ioctls::ready(self.fd.as_raw_fd()) } {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.error(Op::Ready, e, &self.segment, None)),
+        }
+    }
+
+    /// DSU_IOC_GC: lists (dry run) or reclaims the variables of `segment` that no live
+    /// version maps, no handle holds between RESOLVE and BIND, and no ready version used
+    /// for `min_age` generations. Reclaiming needs read and write permission.
+    ///
+    /// ```no_run
+    /// use dsu::sys::{Device, GcOptions};
+    /// let report = Device::open()?.gc("app", GcOptions { dry_run: true, ..Default::default() })?;
+    /// for v in &report.variables { println!("{} ({} pages)", v.name, v.page_count); }
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn gc(&self, segment: &str, options: GcOptions) -> Result<GcReport> {
+        names::check_segment(segment)?;
+        let cap = u::DSU_LIST_MAX as usize;
+        let mut buf = vec![u::dsu_variable_info::default(); cap];
+        let mut c = u::dsu_gc {
+            size: size32::<u::dsu_gc>(),
+            record_size: size32::<u::dsu_variable_info>(),
+            records: buf.as_mut_ptr() as u64,
+            count: cap as u32,
+            ..Default::default()
+        };
+        if options.dry_run {
+            c.flags |= u::DSU_GC_DRY_RUN;
+        }
+        if let Some(age) = options.min_age {
+            c.flags |= u::DSU_GC_MIN_AGE;
+            c.min_age = age;
+        }
+        names::fill(&mut c.segment, segment);
+        // SAFETY: `records` points to `count` records of `record_size` bytes.
+        if let Err(e) = unsafe { ioctls::gc(self.fd.as_raw_fd(), &mut c) } {
+            return Err(self.error(Op::Gc, e, segment, None));
+        }
+        buf.truncate(c.count.min(cap as u32) as usize);
+        Ok(GcReport {
+            variables: buf.iter().map(VariableInfo::from).collect(),
+            total: c.total,
+            pages: c.pages,
+            generation: c.generation,
+        })
     }
 
     /// Sets or clears `O_NONBLOCK` (whether [`read_events`](Self::read_events) blocks).

@@ -1,7 +1,7 @@
 //! Output formatting: pure functions from the kernel's records to text and JSON.
 
 use dsu::heap::HeapStats;
-use dsu::sys::{Event, EventKind, SegmentInfo, VariableInfo, VersionInfo};
+use dsu::sys::{Event, EventKind, GcReport, SegmentInfo, VariableInfo, VersionInfo};
 use dsu::typedesc::TypeDesc;
 use serde::Serialize;
 
@@ -162,6 +162,63 @@ pub struct VersionJson {
     pub mappings: u64,
     pub bound_ns: u64,
     pub age_s: u64,
+    /// `ready`, or `candidate` (bound, not ready yet: it may still abort).
+    pub state: &'static str,
+}
+
+/// A version's state as `show` prints it.
+pub fn version_state(v: &VersionInfo) -> &'static str {
+    if v.ready { "ready" } else { "candidate" }
+}
+
+/// `gc --json`.
+#[derive(Serialize, Debug, PartialEq)]
+pub struct GcJson {
+    pub segment: String,
+    pub dry_run: bool,
+    pub generation: u64,
+    pub total: u32,
+    pub pages: u64,
+    pub variables: Vec<VariableJson>,
+}
+
+/// `dsuctl gc SEG`: what was (or, with `dry_run`, would be) reclaimed.
+pub fn gc_text(segment: &str, r: &GcReport, dry_run: bool) -> String {
+    let verb = if dry_run {
+        "would reclaim"
+    } else {
+        "reclaimed"
+    };
+    let mut out = format!(
+        "segment {segment} (generation {}): {verb} {} variable(s), {} page(s)\n",
+        r.generation, r.total, r.pages
+    );
+    if !r.variables.is_empty() {
+        let rows: Vec<Vec<String>> = r
+            .variables
+            .iter()
+            .map(|v| {
+                vec![
+                    v.name.clone(),
+                    v.size.to_string(),
+                    v.page_count.to_string(),
+                    format!("{:016x}", v.fingerprint),
+                    creator(v),
+                ]
+            })
+            .collect();
+        out.push_str(&table(
+            &["NAME", "SIZE", "PAGES", "FINGERPRINT", "CREATED BY"],
+            &rows,
+        ));
+    }
+    if (r.variables.len() as u64) < u64::from(r.total) {
+        out.push_str(&format!(
+            "({} more not listed)\n",
+            u64::from(r.total) - r.variables.len() as u64
+        ));
+    }
+    out
 }
 
 /// `show --json`.
@@ -210,6 +267,8 @@ fn event_kind(k: EventKind) -> String {
     match k {
         EventKind::Bound => "bound".into(),
         EventKind::Ended => "ended".into(),
+        EventKind::Ready => "ready".into(),
+        EventKind::Aborted => "aborted".into(),
         EventKind::Other(n) => format!("kind-{n}"),
     }
 }
@@ -364,14 +423,7 @@ pub fn show_text(
                 v.size.to_string(),
                 v.page_count.to_string(),
                 format!("{:016x}", v.fingerprint),
-                if v.created_by == 0 {
-                    // Its creating handle never bound.
-                    "-".to_string()
-                } else if v.created_label.is_empty() {
-                    format!("#{}", v.created_by)
-                } else {
-                    format!("{} (#{})", v.created_label, v.created_by)
-                },
+                creator(v),
                 utc(v.created_ns),
                 type_of(i).map_or("-".into(), |t| t.name.clone()),
             ]
@@ -426,11 +478,12 @@ pub fn show_text(
                 age(now_ns.saturating_sub(v.bound_ns) / 1_000_000_000),
                 v.pages.to_string(),
                 v.mappings.to_string(),
+                version_state(v).into(),
             ]
         })
         .collect();
     out.push_str(&table(
-        &["ID", "LABEL", "PID", "AGE", "PAGES", "MAPPINGS"],
+        &["ID", "LABEL", "PID", "AGE", "PAGES", "MAPPINGS", "STATE"],
         &rows,
     ));
     out
@@ -475,6 +528,7 @@ pub fn show_json(
                 mappings: v.mappings,
                 bound_ns: v.bound_ns,
                 age_s: now_ns.saturating_sub(v.bound_ns) / 1_000_000_000,
+                state: version_state(v),
             })
             .collect(),
     }
@@ -505,6 +559,17 @@ pub fn hexdump(bytes: &[u8]) -> String {
         out.push_str("|\n");
     }
     out
+}
+
+/// Who created a variable: `LABEL (#ID)`, or `-` if its creating handle never bound.
+fn creator(v: &VariableInfo) -> String {
+    if v.created_by == 0 {
+        "-".to_string()
+    } else if v.created_label.is_empty() {
+        format!("#{}", v.created_by)
+    } else {
+        format!("{} (#{})", v.created_label, v.created_by)
+    }
 }
 
 /// `dsuctl watch` line for an event.
@@ -565,6 +630,7 @@ mod tests {
             mappings: 1,
             bound_ns: 1_700_000_000_000_000_000,
             label: "1.0".into(),
+            ready: true,
         }
     }
 
@@ -604,7 +670,27 @@ mod tests {
             ),
             "{t}"
         );
-        assert!(t.contains("1   1.0    42   1m05s  3      1"), "{t}");
+        assert!(
+            t.contains("1   1.0    42   1m05s  3      1         ready"),
+            "{t}"
+        );
+        let mut candidate = ver();
+        candidate.ready = false;
+        let t = show_text(
+            &seg(),
+            &[var()],
+            &[None],
+            &[candidate.clone()],
+            now,
+            false,
+            None,
+        );
+        assert!(
+            t.contains("MAPPINGS  STATE") && t.contains("candidate"),
+            "{t}"
+        );
+        let j = serde_json::to_value(show_json(&seg(), &[], &[], &[candidate], now, None)).unwrap();
+        assert_eq!(j["versions"][0]["state"], "candidate");
         let j = serde_json::to_value(show_json(&seg(), &[var()], &[None], &[ver()], now, None))
             .unwrap();
         assert_eq!(j["segment"]["mode"], "0600");

@@ -73,7 +73,7 @@ enum Command {
     /// List the segments: owner (uid:gid), mode, pages, variables, live versions, handles.
     List,
     /// Show a segment's variables (name, size, pages, fingerprint, creator, creation time)
-    /// and live versions (id, label, pid, age, pages mapped).
+    /// and live versions (id, label, pid, age, pages mapped, state: candidate or ready).
     Show {
         /// Segment name.
         segment: String,
@@ -131,7 +131,24 @@ enum Command {
         #[arg(long, num_args = 2, value_names = ["ADDR", "LEN"])]
         heap: Option<Vec<String>>,
     },
-    /// Print each version that binds to or leaves the segment, until Ctrl-C.
+    /// Reclaim variables that no live version declares and that no ready version has used
+    /// for --min-age updates (READYs): globals an update retired, the old side of a
+    /// migration, leftovers of a start-up that never got ready. A variable any version
+    /// still maps, or that a starting version has resolved, is never reclaimed. Needs read
+    /// and write permission (read with --dry-run).
+    Gc {
+        /// Segment name.
+        segment: String,
+        /// Only list what would be reclaimed.
+        #[arg(long)]
+        dry_run: bool,
+        /// Updates a variable must have gone unused (default: the module parameter
+        /// gc_min_age, 1 unless changed; 0: everything unused now).
+        #[arg(long, value_name = "N")]
+        min_age: Option<u32>,
+    },
+    /// Print each version that binds to, becomes ready in, aborts or leaves the segment,
+    /// until Ctrl-C.
     Watch {
         /// Segment name.
         segment: String,
@@ -425,6 +442,7 @@ fn check_names(command: &Command) -> Result<(), dsu::Error> {
         | Command::Chmod { segment, .. }
         | Command::Chown { segment, .. }
         | Command::Destroy { segment }
+        | Command::Gc { segment, .. }
         | Command::Watch { segment }
         | Command::Check { segment, .. } => check_segment(segment),
         Command::Dump {
@@ -742,6 +760,29 @@ fn run(cli: Cli) -> Result<u8, Failure> {
                     bytes.len(),
                     format::hexdump(&bytes)
                 )
+            }
+        }
+        Command::Gc {
+            segment,
+            dry_run,
+            min_age,
+        } => {
+            let options = dsu::sys::GcOptions {
+                dry_run: *dry_run,
+                min_age: *min_age,
+            };
+            let r = dev.gc(segment, options)?;
+            if cli.json {
+                json(&format::GcJson {
+                    segment: segment.clone(),
+                    dry_run: *dry_run,
+                    generation: r.generation,
+                    total: r.total,
+                    pages: r.pages,
+                    variables: r.variables.iter().map(Into::into).collect(),
+                })
+            } else {
+                format::gc_text(segment, &r, *dry_run)
             }
         }
         Command::Watch { segment } => {

@@ -81,7 +81,7 @@ fn version_and_help() {
         format!("dsuctl {}\n", env!("CARGO_PKG_VERSION"))
     );
     let help = stdout(&dsuctl(&["--help"]));
-    for cmd in ["chmod", "chown", "--device", "run", "upgrade"] {
+    for cmd in ["chmod", "chown", "gc", "--device", "run", "upgrade"] {
         assert!(help.contains(cmd), "--help lists {cmd}: {help}");
     }
     assert!(!help.contains("generate"), "generate stays hidden: {help}");
@@ -106,6 +106,7 @@ fn man_pages_and_completions() {
             "dsuctl-create.1",
             "dsuctl-destroy.1",
             "dsuctl-dump.1",
+            "dsuctl-gc.1",
             "dsuctl-list.1",
             "dsuctl-run.1",
             "dsuctl-show.1",

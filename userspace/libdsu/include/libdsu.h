@@ -293,6 +293,10 @@ struct dsu_global_desc {
  * grows). A heap the segment has is mapped at attach with or without this flag; either way
  * dsu_attach then makes it the process's heap, which dsu_malloc and friends allocate in. */
 #define DSU_HEAP        (1u << 3)
+/* Attach as a candidate: older versions learn of this one only at dsu_ready(); if it exits
+ * before, they are told it aborted and what it added is removed. Without this flag the
+ * version is ready at attach (the behaviour of libdsu before dsu_ready). */
+#define DSU_CANDIDATE   (1u << 4)
 
 /*
  * Attaches the globals described by first..end (a descriptor section's bounds, or NULL,
@@ -316,7 +320,8 @@ extern const struct dsu_global_desc __stop_linkme_DSU_GLOBALS[]
 
 /*
  * Attaches this program's globals to `segment` as version `version` (a label, 1..31
- * printable ASCII bytes). `flags`: DSU_MUST_EXIST, DSU_MUST_CREATE, DSU_PREFAULT, DSU_HEAP. `mode`:
+ * printable ASCII bytes). `flags`: DSU_MUST_EXIST, DSU_MUST_CREATE, DSU_PREFAULT, DSU_HEAP,
+ * DSU_CANDIDATE. `mode`:
  * permission bits of a segment this call creates (0: 0600). Call it before other threads
  * touch the globals, with no lock in a global held (their pages are replaced). It
  * succeeds once per process. Returns 0 or:
@@ -378,11 +383,11 @@ int dsu_fd(void);
 /* The version id the kernel assigned, or -EBADFD before a successful dsu_attach. */
 int64_t dsu_version_id(void);
 
-/* 1 if a newer version has bound since this one (non-blocking), 0 if not; -EBADFD before
+/* 1 if a newer version is ready and live (non-blocking), 0 if not; -EBADFD before
  * dsu_attach, -EIDRM if the segment was destroyed, other -errno from the module. */
 int dsu_newer_version(void);
 
-/* Waits up to timeout_ms (< 0: forever) for a newer version: 1 if one bound, 0 on
+/* Waits up to timeout_ms (< 0: forever) for a newer version: 1 if one is ready, 0 on
  * timeout; the errors of dsu_newer_version, and -EINTR if a signal interrupted it. */
 int dsu_wait_for_newer(int timeout_ms);
 
@@ -426,6 +431,17 @@ struct dsu_heap_stats {
 
 /* Fills *out: 0, -EBADFD if no heap is attached, -EINVAL if out is NULL. */
 int dsu_heap_stats(struct dsu_heap_stats *out);
+
+/* Commits a version attached with DSU_CANDIDATE once its start-up succeeded: older
+ * versions are told it is ready (dsu_newer_version) and may retire. Idempotent; 0 for a
+ * version that is ready already. 0, -EBADFD before dsu_attach, other -errno from the
+ * module. */
+int dsu_ready(void);
+
+/* Reclaims the segment's variables that no live version declares and no ready version
+ * used for min_age generations (< 0: the module's gc_min_age); with dry_run, only counts.
+ * Returns how many (>= 0), or -EBADFD before dsu_attach, -EACCES, other -errno. */
+int dsu_collect_garbage(int min_age, int dry_run);
 
 #ifdef __cplusplus
 }

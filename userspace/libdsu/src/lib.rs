@@ -41,6 +41,8 @@ pub const DSU_PREFAULT: c_uint = 1 << 2;
 /// mapped with or without it; either way `dsu_attach` installs it as the process's heap,
 /// so that `dsu_malloc` and friends allocate in it.
 pub const DSU_HEAP: c_uint = 1 << 3;
+/// `DSU_CANDIDATE`: attach as a candidate, ready only at [`dsu_ready`].
+pub const DSU_CANDIDATE: c_uint = 1 << 4;
 
 static VERSION: OnceLock<Version> = OnceLock::new();
 
@@ -244,7 +246,9 @@ unsafe fn attach(
             Ok(s) => s,
             Err(c) => return c,
         };
-        if flags & !(DSU_MUST_EXIST | DSU_MUST_CREATE | DSU_PREFAULT | DSU_HEAP) != 0 {
+        if flags & !(DSU_MUST_EXIST | DSU_MUST_CREATE | DSU_PREFAULT | DSU_HEAP | DSU_CANDIDATE)
+            != 0
+        {
             return fail_with(
                 libc::EINVAL,
                 &format!("unknown dsu_attach flags {flags:#x}"),
@@ -269,7 +273,8 @@ unsafe fn attach(
         };
         let mut a = dsu::Attach::new(segment, label)
             .mode(mode)
-            .prefault(flags & DSU_PREFAULT != 0);
+            .prefault(flags & DSU_PREFAULT != 0)
+            .ready_on_attach(flags & DSU_CANDIDATE == 0);
         if flags & DSU_HEAP != 0 {
             a = a.heap(0);
         }
@@ -389,7 +394,46 @@ pub extern "C" fn dsu_version_id() -> i64 {
     }
 }
 
-/// 1 if a newer version has bound, 0 if not, `-errno` on error.
+/// Commits a candidate (`DSU_CANDIDATE`): 0, `-errno` on error.
+///
+/// ```no_run
+/// assert_eq!(dsuc::dsu_ready(), 0);
+/// ```
+#[unsafe(no_mangle)]
+pub extern "C" fn dsu_ready() -> c_int {
+    guard(|| match version() {
+        Ok(v) => match v.ready() {
+            Ok(()) => 0,
+            Err(e) => fail(e),
+        },
+        Err(c) => c,
+    })
+}
+
+/// Reclaims (or with `dry_run` counts) the segment's garbage: how many variables, or
+/// `-errno`. `min_age < 0`: the module's `gc_min_age`.
+///
+/// ```no_run
+/// let n = dsuc::dsu_collect_garbage(-1, 1);
+/// ```
+#[unsafe(no_mangle)]
+pub extern "C" fn dsu_collect_garbage(min_age: c_int, dry_run: c_int) -> c_int {
+    guard(|| match version() {
+        Ok(v) => {
+            let options = dsu::sys::GcOptions {
+                dry_run: dry_run != 0,
+                min_age: u32::try_from(min_age).ok(),
+            };
+            match v.collect_garbage(options) {
+                Ok(r) => r.total.min(i32::MAX as u32) as c_int,
+                Err(e) => fail(e),
+            }
+        }
+        Err(c) => c,
+    })
+}
+
+/// 1 if a newer version is ready (and live), 0 if not, `-errno` on error.
 ///
 /// ```no_run
 /// if dsuc::dsu_newer_version() == 1 { /* drain */ }
@@ -492,15 +536,23 @@ mod tests {
         // SAFETY: valid strings, no descriptors.
         let rc = unsafe { dsu_attach_descs(c"ok".as_ptr(), c"1".as_ptr(), 0, 0o10000, null, null) };
         assert_eq!(rc, -libc::EINVAL);
-        // DSU_HEAP is a known flag; the bit above it is not.
+        // DSU_HEAP and DSU_CANDIDATE are known flags; the bit above them is not.
         let bad = c"bad/name".as_ptr();
+        let known = DSU_HEAP | DSU_CANDIDATE;
         // SAFETY: valid strings, no descriptors.
-        let rc = unsafe { dsu_attach_descs(bad, c"1".as_ptr(), DSU_HEAP, 0, null, null) };
+        let rc = unsafe { dsu_attach_descs(bad, c"1".as_ptr(), known, 0, null, null) };
         assert_eq!(rc, -libc::EINVAL);
         assert!(last_error().contains("bad/name"), "{}", last_error());
         // SAFETY: valid strings, no descriptors.
         let rc = unsafe {
-            dsu_attach_descs(c"ok".as_ptr(), c"1".as_ptr(), DSU_HEAP << 1, 0, null, null)
+            dsu_attach_descs(
+                c"ok".as_ptr(),
+                c"1".as_ptr(),
+                DSU_CANDIDATE << 1,
+                0,
+                null,
+                null,
+            )
         };
         assert_eq!(rc, -libc::EINVAL);
         assert!(

@@ -2,10 +2,14 @@
 //! short name, and tests drive it from the command line or through stdin.
 //!
 //! ```text
-//! counter_vN [--segment S] [--label L] [--prefault] [--must-exist] COMMAND
+//! counter_vN [--segment S] [--label L] [--prefault] [--must-exist] [--candidate] COMMAND
 //! COMMAND: status | read | get VAR | write VAR VALUE | lock | hold-lock
-//!        | wait-newer MS | serve (commands on stdin, one per line, answered by "ok ..." lines)
+//!        | wait-newer MS | newer | ready | gc [dry] [AGE]
+//!        | serve (commands on stdin, one per line, answered by "ok ..." lines)
 //! ```
+//!
+//! The version is ready at attach (`Attach::ready_on_attach(true)`) unless `--candidate`
+//! is given; then it is a candidate until the `ready` command.
 
 use dsu::sync::Mutex;
 use std::io::{BufRead, Write};
@@ -27,8 +31,9 @@ pub struct Program {
 
 fn usage() -> ! {
     eprintln!(
-        "usage: counter_vN [--segment S] [--label L] [--prefault] [--must-exist] \
-         (status | read | get VAR | write VAR VALUE | lock | hold-lock | wait-newer MS | serve)"
+        "usage: counter_vN [--segment S] [--label L] [--prefault] [--must-exist] [--candidate] \
+         (status | read | get VAR | write VAR VALUE | lock | hold-lock | wait-newer MS | newer \
+         | ready | gc [dry] [AGE] | serve)"
     );
     std::process::exit(2)
 }
@@ -39,6 +44,7 @@ pub fn main(p: Program) {
     let mut label = p.default_label.to_string();
     let mut must_exist = false;
     let mut prefault = false;
+    let mut candidate = false;
     while let Some(a) = args.first().cloned() {
         match a.as_str() {
             "--segment" if args.len() > 1 => {
@@ -57,13 +63,19 @@ pub fn main(p: Program) {
                 must_exist = true;
                 args.remove(0);
             }
+            "--candidate" => {
+                candidate = true;
+                args.remove(0);
+            }
             _ => break,
         }
     }
     if args.is_empty() {
         usage();
     }
-    let mut attach = dsu::Attach::new(segment, label).prefault(prefault);
+    let mut attach = dsu::Attach::new(segment, label)
+        .prefault(prefault)
+        .ready_on_attach(!candidate);
     if must_exist {
         attach = attach.must_exist();
     }
@@ -170,6 +182,23 @@ fn command(p: &Program, version: &dsu::Version, args: &[String]) -> Result<Strin
                 Some(e) => Ok(format!("newer {} {}", e.label, e.pid)),
                 None => Ok("timeout".into()),
             }
+        }
+        "ready" => {
+            version.ready().map_err(|e| e.to_string())?;
+            Ok("ready".into())
+        }
+        "gc" => {
+            let dry_run = args.get(1).is_some_and(|w| w == "dry");
+            let age = args.get(if dry_run { 2 } else { 1 });
+            let min_age = match age {
+                Some(a) => Some(a.parse().map_err(|_| "usage: gc [dry] [AGE]".to_string())?),
+                None => None,
+            };
+            let r = version
+                .collect_garbage(dsu::sys::GcOptions { dry_run, min_age })
+                .map_err(|e| e.to_string())?;
+            let names: Vec<&str> = r.variables.iter().map(|v| v.name.as_str()).collect();
+            Ok(format!("gc {} {} {}", r.total, r.pages, names.join(",")))
         }
         "newer" => match version.newer_version().map_err(|e| e.to_string())? {
             Some(e) => Ok(format!("newer {} {}", e.label, e.pid)),
