@@ -58,6 +58,7 @@ mod raw {
         DSU_IOC_NR_READ_HEAP,
         dsu_read_heap
     );
+    nix::ioctl_readwrite!(gc, DSU_IOC_MAGIC, DSU_IOC_NR_GC, dsu_gc);
 }
 
 /// Which ioctl, for calls with a raw (possibly bad) argument pointer.
@@ -571,6 +572,45 @@ impl Dsu {
         )
     }
 
+    /// DSU_IOC_READY with argument `arg` (0 is the valid one).
+    pub fn ready_arg(&self, arg: usize) -> Sys<()> {
+        self.ioctl_cmd(request_none(DSU_IOC_NR_READY), arg)
+    }
+
+    /// DSU_IOC_READY.
+    pub fn ready(&self) -> Sys<()> {
+        self.ready_arg(0)
+    }
+
+    /// DSU_IOC_GC with a prepared struct.
+    pub fn gc_raw(&self, c: &mut dsu_gc) -> Sys<()> {
+        // SAFETY: `c` is a valid dsu_gc whose records (if any) the caller provides.
+        errno(unsafe { raw::gc(self.fd(), c) }).map(drop)
+    }
+
+    /// DSU_IOC_GC of `segment` with `flags` and `min_age`, listing up to 64 records.
+    pub fn gc(
+        &self,
+        segment: &str,
+        flags: u32,
+        min_age: u32,
+    ) -> Sys<(dsu_gc, Vec<dsu_variable_info>)> {
+        let mut records = vec![dsu_variable_info::default(); 64];
+        let mut c = dsu_gc {
+            size: size_of::<dsu_gc>() as u32,
+            flags,
+            min_age,
+            record_size: size_of::<dsu_variable_info>() as u32,
+            records: records.as_mut_ptr() as u64,
+            count: records.len() as u32,
+            segment: cname(segment),
+            ..Default::default()
+        };
+        self.gc_raw(&mut c)?;
+        records.truncate(c.count as usize);
+        Ok((c, records))
+    }
+
     /// An ioctl with an arbitrary argument (e.g. a bad pointer).
     pub fn ioctl_arg(&self, which: Ioc, arg: usize) -> Sys<()> {
         // SAFETY: The kernel must handle any argument; that is what is tested.
@@ -628,6 +668,11 @@ impl Dsu {
         }
         Ok(n == 1 && p.revents & libc::POLLIN != 0)
     }
+}
+
+/// The request number of an argument-less dsu ioctl (`_IO(DSU_IOC_MAGIC, nr)`).
+pub fn request_none(nr: u32) -> u64 {
+    nix::request_code_none!(DSU_IOC_MAGIC, nr) as u64
 }
 
 /// Destroys `name` (ignoring errors): test cleanup.

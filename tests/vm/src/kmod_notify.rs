@@ -1,5 +1,6 @@
 //! Kernel module: events. A newer version's BIND makes the other handles readable (poll) and
-//! read() returns whole records; a version's end is reported too; the queue is bounded.
+//! read() returns whole records (BOUND, then READY for a version that is not a candidate);
+//! a version's end is reported too; the queue is bounded.
 
 use crate::kmod_ioctl::*;
 use crate::{Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
@@ -34,7 +35,12 @@ fn poll_read() -> TestResult {
     for (who, h) in [("old version", &old), ("watcher", &watcher)] {
         ensure!(h.readable(0)?, "{who} not readable after a newer BIND");
         let evs = h.events()?;
-        ensure_eq!(evs.len(), 1, "{who}: events");
+        ensure_eq!(evs.len(), 2, "{who}: events");
+        ensure_eq!(
+            (evs[1].kind, evs[1].version_id),
+            (DSU_EVENT_VERSION_READY, id),
+            "{who}: a plain BIND is ready at once"
+        );
         let e = &evs[0];
         ensure_eq!(
             (e.size, e.kind, e.version_id),
@@ -88,7 +94,8 @@ fn blocking() -> TestResult {
     std::thread::sleep(std::time::Duration::from_millis(200));
     ensure!(!reader.is_finished(), "read returned before any event");
     let binder = Dsu::attached(&name)?;
-    let id = binder.bind("next", &[page], 0)?;
+    // A candidate: one event, BOUND.
+    let id = binder.bind("next", &[page], DSU_BIND_CANDIDATE)?;
     let evs = reader.join().map_err(|_| "reader panicked")??;
     ensure_eq!(evs.len(), 1, "events");
     ensure_eq!(
@@ -144,7 +151,7 @@ fn overflow() -> TestResult {
     let watcher = Dsu::open_flags(libc::O_RDWR | libc::O_NONBLOCK)?;
     watcher.attach(&name, 0, 0)?;
     let v = watcher.resolve_ok(vec![var("g", 8, 1, None)])?;
-    // 40 versions bind and end: 80 events for a queue of 64.
+    // 40 versions bind (BOUND and READY) and end: 120 events for a queue of 64.
     for i in 0..40 {
         let h = Dsu::attached(&name)?;
         h.bind(&format!("v{i}"), &[v[0].first_page], 0)?;
@@ -158,7 +165,7 @@ fn overflow() -> TestResult {
         }
     }
     ensure_eq!(all.len(), 64, "events kept");
-    ensure_eq!(all[0].lost, 16, "lost before the oldest kept");
+    ensure_eq!(all[0].lost, 56, "lost before the oldest kept");
     ensure!(all[1..].iter().all(|e| e.lost == 0), "lost on later events");
     let last = all.last().ok_or("no events")?;
     ensure_eq!(

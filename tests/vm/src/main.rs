@@ -14,6 +14,7 @@ mod kmod_extents;
 mod kmod_heap;
 mod kmod_hugepages;
 mod kmod_ioctl;
+mod kmod_lifecycle;
 mod kmod_limits;
 mod kmod_notify;
 mod kmod_permissions;

@@ -23,9 +23,10 @@ fn read_efault_keeps_events() -> TestResult {
     watcher.attach(&name, 0, 0)?;
     let a = Dsu::attached(&name)?;
     let v = a.resolve_ok(vec![var("g", 8, 1, None)])?;
-    let id_a = a.bind("a", &[v[0].first_page], 0)?;
+    // Candidates: one event (BOUND) each.
+    let id_a = a.bind("a", &[v[0].first_page], DSU_BIND_CANDIDATE)?;
     let b = Dsu::attached(&name)?;
-    let id_b = b.bind("b", &[v[0].first_page], 0)?;
+    let id_b = b.bind("b", &[v[0].first_page], DSU_BIND_CANDIDATE)?;
 
     // The first record faults: EFAULT, nothing consumed.
     // SAFETY: The kernel is given an unmapped address; it must not write to it.

@@ -473,7 +473,8 @@ fn event_size() -> TestResult {
         binder.attach(SEG, DSU_ATTACH_MUST_EXIST, 0)?;
         let mut v = [var("x", 8, 1, None)];
         binder.resolve(&mut v)?;
-        let id = binder.bind("b", &[v[0].first_page], 0)?;
+        // A candidate: one event (BOUND) until READY.
+        let id = binder.bind("b", &[v[0].first_page], DSU_BIND_CANDIDATE)?;
 
         // A buffer smaller than one 128-byte record.
         let mut small = [0u8; 100];
