@@ -145,6 +145,10 @@ pub const IOC_READ_HEAP: u64 = ioc(3, DSU_IOC_NR_READ_HEAP, size_of::<dsu_read_h
 /// Heap windows the fuzzer asks for: 1 GiB-aligned slots from here (overlaps between
 /// segments are fine: the mmap then fails with EEXIST).
 const HEAP_WINDOWS: u64 = 0x4000_0000_0000;
+/// DSU_IOC_READY (no argument struct).
+pub const IOC_READY: u64 = ioc(0, DSU_IOC_NR_READY, 0);
+/// DSU_IOC_GC.
+pub const IOC_GC: u64 = ioc(3, DSU_IOC_NR_GC, size_of::<dsu_gc>());
 
 /// A fuzzing worker.
 pub struct Worker {
@@ -261,6 +265,8 @@ impl Worker {
                 2, // heap discard
                 2, // read heap
                 2, // view mmap
+                4, // ready
+                2, // gc
             ]);
             match op {
                 0 => self.op_open(),
@@ -320,8 +326,14 @@ impl Worker {
                 28 => {
                     self.op_read_heap();
                 }
-                _ => {
+                29 => {
                     self.op_view();
+                }
+                30 => {
+                    self.op_ready(None);
+                }
+                _ => {
+                    self.op_gc();
                 }
             }
         }
@@ -873,9 +885,11 @@ impl Worker {
             pages,
             ..Default::default()
         };
-        b.flags = match self.rng.weighted(&[65, 30, 5]) {
+        b.flags = match self.rng.weighted(&[35, 15, 30, 15, 5]) {
             0 => 0,
             1 => DSU_BIND_PREFAULT,
+            2 => DSU_BIND_CANDIDATE,
+            3 => DSU_BIND_CANDIDATE | DSU_BIND_PREFAULT,
             _ => self.rng.interesting_u32(),
         };
         if self.rng.chance(3) {
@@ -1191,12 +1205,62 @@ impl Worker {
         r
     }
 
+    /// READY: usually with argument 0, on any handle (bound ones commit; others EBADFD).
+    fn op_ready(&mut self, fd: Option<i32>) -> i64 {
+        let fd = fd.unwrap_or_else(|| self.pick_fd());
+        let arg = if self.rng.chance(90) {
+            0
+        } else {
+            self.rng.interesting_u64()
+        };
+        self.ioctl(Op::Ready, fd, IOC_READY, arg)
+    }
+
+    /// GC of one of our segments: dry runs and reclaims with small ages, sometimes any
+    /// flags, sizes, counts and output fields.
+    fn op_gc(&mut self) -> i64 {
+        let fd = self.pick_fd();
+        let (_, name) = self.seg_name();
+        let cap = ARRAY_LEN / size_of::<dsu_variable_info>();
+        let count = self.rng.below(cap as u64 + 1) as u32;
+        let records = self.place(&[], ARRAY_OFF, ARRAY_LEN);
+        let mut c = dsu_gc {
+            size: size_of::<dsu_gc>() as u32,
+            flags: self.rng.pick(&[
+                0,
+                DSU_GC_DRY_RUN,
+                DSU_GC_MIN_AGE,
+                DSU_GC_DRY_RUN | DSU_GC_MIN_AGE,
+            ]),
+            record_size: size_of::<dsu_variable_info>() as u32,
+            records,
+            count,
+            ..Default::default()
+        };
+        if c.flags & DSU_GC_MIN_AGE != 0 {
+            c.min_age = self.rng.pick(&[0, 1, 2, 5]);
+        }
+        if self.rng.chance(20) {
+            c.flags = self.rng.interesting_u32();
+            c.min_age = self.rng.interesting_u32();
+            c.count = self.rng.interesting_u32();
+            c.record_size = self.rng.interesting_u32();
+            c.total = self.rng.interesting_u32() & 1;
+            c.pages = self.rng.interesting_u64() & 1;
+            c.generation = self.rng.interesting_u64() & 1;
+        }
+        set_cstr(&mut c.segment, &name);
+        let bytes = self.encode(&c);
+        let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+        self.ioctl(Op::Gc, fd, IOC_GC, p)
+    }
+
     fn op_raw_ioctl(&mut self) {
         let fd = self.pick_fd();
         let cmd: u64 = match self.rng.below(3) {
             // dsu's type, any number, any direction and size.
             0 => {
-                let nr = self.rng.below(16);
+                let nr = self.rng.below(24);
                 let dir = self.rng.below(4);
                 let size = self.rng.below(1 << 14);
                 (dir << 30) | (size << 16) | ((DSU_IOC_MAGIC as u64) << 8) | nr
@@ -1217,6 +1281,8 @@ impl Worker {
                     IOC_HEAP_GROW,
                     IOC_HEAP_DISCARD,
                     IOC_READ_HEAP,
+                    IOC_READY,
+                    IOC_GC,
                 ]);
                 (real & 0xffff) | (self.rng.below(4) << 30) | (self.rng.below(1 << 14) << 16)
             }
@@ -1764,6 +1830,7 @@ impl Worker {
         let every = |w: &mut Worker, fd: i32| {
             w.op_resolve(Some(fd));
             w.op_bind(Some(fd));
+            w.op_ready(Some(fd));
             w.op_mmap(Some(fd));
             w.op_list(Op::ListVersions, Some(fd));
             w.op_attach(Some(fd));
@@ -1953,6 +2020,9 @@ mod tests {
         assert_eq!(IOC_HEAP_GROW, 0xC018_D50B);
         assert_eq!(IOC_HEAP_DISCARD, 0x4018_D50C);
         assert_eq!(IOC_READ_HEAP, 0xC060_D50D);
+        // _IO(0xD5, 0x10) and _IOWR(0xD5, 0x11, struct dsu_gc): size 112.
+        assert_eq!(IOC_READY, 0x0000_D510);
+        assert_eq!(IOC_GC, 0xC070_D511);
         assert_eq!(IOC_READ_VAR & 0xff, 7);
     }
 

@@ -28,6 +28,10 @@ pub enum Op {
     Destroy,
     /// DSU_IOC_SETATTR.
     SetAttr,
+    /// DSU_IOC_READY.
+    Ready,
+    /// DSU_IOC_GC.
+    Gc,
     /// Any other ioctl number.
     RawIoctl,
     /// mmap of a handle.
@@ -78,6 +82,8 @@ pub const OP_NAMES: [&str; OPS] = [
     "read_var",
     "destroy",
     "setattr",
+    "ready",
+    "gc",
     "raw_ioctl",
     "mmap",
     "munmap",
@@ -109,6 +115,8 @@ pub const OP_SYSCALLS: [&str; OPS] = [
     "ioctl(DSU_IOC_READ_VAR)",
     "ioctl(DSU_IOC_DESTROY)",
     "ioctl(DSU_IOC_SETATTR)",
+    "ioctl(DSU_IOC_READY)",
+    "ioctl(DSU_IOC_GC)",
     "ioctl",
     "mmap",
     "munmap",

@@ -175,18 +175,31 @@ struct Server {
 
 impl Server {
     fn start(version: u32) -> Result<Server, Failure> {
+        Self::start_with(version, PORT, SEGMENT, &[], "")
+    }
+
+    /// `kv_v{version}` on `port` and `segment` with `extra` arguments; its log is
+    /// `/tmp/kv_v{version}{tag}.log`.
+    fn start_with(
+        version: u32,
+        port: u16,
+        segment: &str,
+        extra: &[&str],
+        tag: &str,
+    ) -> Result<Server, Failure> {
         let name = format!("kv_v{version}");
-        let log = format!("/tmp/{name}.log");
+        let log = format!("/tmp/{name}{tag}.log");
         let out = std::fs::File::create(&log)?;
         let child = Command::new(&name)
             .args([
                 "--port",
-                &PORT.to_string(),
+                &port.to_string(),
                 "--segment",
-                SEGMENT,
+                segment,
                 "--drain-timeout",
                 "60",
             ])
+            .args(extra)
             .stdout(out.try_clone()?)
             .stderr(out)
             .spawn()
@@ -257,6 +270,126 @@ impl Drop for Server {
             let _ = self.child.wait();
         }
     }
+}
+
+#[distributed_slice(TESTS)]
+static KV_SUCCESSOR_ABORTS: VmTest = VmTest {
+    name: "kv::successor_abort_keeps_serving",
+    phase: Phase::Main,
+    run: successor_aborts,
+};
+
+/// v1 serves; a v2 attaches (a candidate) and then fails its start-up (it cannot listen on
+/// an address this host does not have) before it is ready. v1 must keep serving, never
+/// start draining, and v2's additions must be gone from the segment. Then a good v2
+/// starts, and v1 retires as usual.
+fn successor_aborts() -> TestResult {
+    const PORT2: u16 = 16380;
+    const SEG2: &str = "kvabort";
+    if Command::new("kv_v1").arg("--help").output().is_err() {
+        return Err(Failure::Skip("kv_v1 is not on PATH".into()));
+    }
+    let _ = Command::new("dsuctl").args(["destroy", SEG2]).output();
+    let d = crate::kmod_ioctl::Dsu::open()?;
+    let names = |d: &crate::kmod_ioctl::Dsu| -> Result<Vec<String>, Failure> {
+        let (vars, _) = d.list_variables(SEG2, 0, dsu_uapi::DSU_LIST_MAX)?;
+        Ok(vars
+            .iter()
+            .map(|v| crate::kmod_ioctl::cstr(&v.name))
+            .collect())
+    };
+    let r = (|| -> TestResult {
+        let sent = Arc::new(AtomicU64::new(0));
+        let mut v1 = Server::start_with(1, PORT2, SEG2, &[], "-abort")?;
+        v1.wait_serving(Duration::from_secs(60))?;
+        let connect = || -> Result<Client, Failure> {
+            let stream = TcpStream::connect(("127.0.0.1", PORT2))?;
+            stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+            Ok(Client {
+                stream,
+                buf: Vec::new(),
+                sent: sent.clone(),
+            })
+        };
+        let mut c = connect()?;
+        ensure_eq!(
+            c.cmd(&["SET", "k", "before"])?,
+            Reply::Simple("OK".into()),
+            "SET"
+        );
+        let before = names(&d)?;
+        let pages = d.segment_info(SEG2)?.map(|s| s.pages);
+
+        // 192.0.2.1 (TEST-NET-1) is no address of the guest: listen fails after attach.
+        let mut bad = Server::start_with(2, PORT2, SEG2, &["--bind", "192.0.2.1"], "-bad")?;
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(st) = bad.child.try_wait()? {
+                break st;
+            }
+            ensure!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the failing v2 still runs: {}",
+                bad.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        ensure!(
+            !status.success(),
+            "the failing v2 exited 0: {}",
+            bad.output()
+        );
+        ensure!(
+            bad.output().contains("attached to segment"),
+            "v2 failed before attaching, not after: {}",
+            bad.output()
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+        ensure!(
+            v1.child.try_wait()?.is_none(),
+            "v1 exited after its successor aborted: {}",
+            v1.output()
+        );
+        ensure!(
+            !v1.output().contains("draining"),
+            "v1 started draining for a successor that never became ready: {}",
+            v1.output()
+        );
+        let mut c = connect()?;
+        ensure_eq!(c.cmd(&["PING"])?, Reply::Simple("PONG".into()), "v1 PING");
+        ensure_eq!(
+            c.cmd(&["GET", "k"])?,
+            Reply::Bulk(Some(b"before".to_vec())),
+            "v1 GET"
+        );
+        ensure_eq!(names(&d)?, before, "the aborted v2's additions are gone");
+        ensure_eq!(
+            d.segment_info(SEG2)?.map(|s| s.pages),
+            pages,
+            "segment pages after the abort"
+        );
+
+        // A v2 that starts: v1 retires only now.
+        let mut v2 = Server::start_with(2, PORT2, SEG2, &[], "-good")?;
+        v2.wait_serving(Duration::from_secs(60))?;
+        v1.wait_retired(Duration::from_secs(120))?;
+        ensure!(
+            v1.output().contains("is ready: listener closed"),
+            "v1's retirement: {}",
+            v1.output()
+        );
+        let mut c = connect()?;
+        ensure_eq!(
+            c.cmd(&["GET", "k"])?,
+            Reply::Bulk(Some(b"before".to_vec())),
+            "v2 GET"
+        );
+        drop(c);
+        drop(v2);
+        Ok(())
+    })();
+    let _ = Command::new("dsuctl").args(["destroy", SEG2]).output();
+    r
 }
 
 /// One line of redis-benchmark's CSV.

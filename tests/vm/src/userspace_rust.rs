@@ -371,3 +371,80 @@ fn attach_errors() -> TestResult {
     );
     Ok(())
 }
+
+#[distributed_slice(TESTS)]
+static CANDIDATE: VmTest = VmTest {
+    name: "userspace::newer_version_is_ready_and_live",
+    phase: Phase::Main,
+    run: candidate,
+};
+/// `Version::newer_version` reports a newer version only once it is ready, never one
+/// that aborted, and forgets one that ended; `Version::ready` and `collect_garbage`.
+fn candidate() -> TestResult {
+    let seg = "us-candidate";
+    destroy(seg);
+    let r = (|| -> TestResult {
+        let d = crate::kmod_ioctl::Dsu::open()?;
+        let names = || -> Result<Vec<String>, Failure> {
+            let (vars, _) = d.list_variables(seg, 0, dsu_uapi::DSU_LIST_MAX)?;
+            Ok(vars
+                .iter()
+                .map(|v| crate::kmod_ioctl::cstr(&v.name))
+                .collect())
+        };
+        let mut v1 = Server::start("counter_v1", &["--segment", seg])?;
+        let before = names()?;
+
+        // A candidate that is killed before ready: v1 never sees it, its additions go.
+        let v2 = Server::start("counter_v2", &["--segment", seg, "--candidate"])?;
+        ensure!(names()?.len() > before.len(), "counter_v2 adds globals");
+        ensure_eq!(
+            v1.cmd("newer")?,
+            "none",
+            "a candidate is not a newer version"
+        );
+        drop(v2); // SIGKILL
+        ensure_eq!(v1.cmd("wait-newer 500")?, "timeout", "after the abort");
+        ensure_eq!(names()?, before, "the aborted candidate's globals are gone");
+
+        // A candidate that becomes ready: v1 is woken by its READY, not by its bind.
+        let mut v2 = Server::start("counter_v2", &["--segment", seg, "--candidate"])?;
+        ensure_eq!(v1.cmd("wait-newer 300")?, "timeout", "bound, not ready");
+        v1.send("wait-newer 15000")?;
+        std::thread::sleep(Duration::from_millis(200));
+        ensure_eq!(v2.cmd("ready")?, "ready", "v2 ready");
+        ensure_eq!(
+            v1.reply("wait-newer")?,
+            format!("newer v2 {}", v2.pid()),
+            "v1 woken by v2's READY"
+        );
+        // v2 ends: v1 forgets it.
+        v2.exit()?;
+        let t0 = std::time::Instant::now();
+        loop {
+            let n = v1.cmd("newer")?;
+            if n == "none" {
+                break;
+            }
+            ensure!(
+                t0.elapsed() < Duration::from_secs(20),
+                "v1 still reports the ended v2: {n}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // v2's added globals are committed state now, retired: GC reclaims them (v1 maps
+        // the rest).
+        let dry = v1.cmd("gc dry 0")?;
+        let reclaimed = v1.cmd("gc 0")?;
+        ensure_eq!(dry, reclaimed, "dry run and reclaim agree");
+        ensure!(
+            !reclaimed.starts_with("gc 0 "),
+            "nothing reclaimed: {reclaimed}"
+        );
+        ensure_eq!(names()?, before, "after GC: v1's globals");
+        v1.exit()?;
+        Ok(())
+    })();
+    destroy(seg);
+    r
+}
