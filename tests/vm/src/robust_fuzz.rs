@@ -94,8 +94,9 @@ fn campaign() -> TestResult {
             // The syscalls SECURITY.md lists as fuzzed and that need a config option
             // (ADVISE_SYSCALLS, CROSS_MEMORY_ATTACH) must exist in the test kernel and
             // succeed sometimes (the fuzzer itself fails on ENOSYS).
-            // So must HEAP (creating heaps, then mapping their windows).
-            for op in ["madvise", "proc_mem", "heap"] {
+            // So must HEAP (creating heaps, then mapping their windows), READY and GC
+            // (exercised, not only refused).
+            for op in ["madvise", "proc_mem", "heap", "ready", "gc"] {
                 let n = ok_count(&root, op);
                 ensure!(
                     n.is_some_and(|n| n > 0),
