@@ -507,9 +507,11 @@ impl Segment {
         let reserved = {
             let mut g = self.inner.lock();
             let (adds, pages) = classify(&mut g, vars, names, 0)?;
+            // Pin what was found now: no GC or abort may remove it before step 3 (which
+            // would then find it missing, with no pages allocated for it).
+            reserve_pins(&mut g, creator.handle, vars.len())?;
+            pin(&mut g, creator.handle, vars);
             if adds == 0 {
-                reserve_pins(&mut g, creator.handle, vars.len())?;
-                pin(&mut g, creator.handle, vars);
                 return Ok(0);
             }
             g.reserved_pages += pages;
@@ -540,6 +542,14 @@ impl Segment {
         // Declared after `reserved` and `charge`: unlocked before they are dropped on failure.
         let mut g = self.inner.lock();
         let (adds, add_pages) = classify(&mut g, vars, names, reserved.pages)?;
+        // Entries found in step 1 are pinned, so only those missing then can be missing now.
+        if vars
+            .iter()
+            .zip(groups.iter())
+            .any(|(v, group)| v.status == DSU_VAR_PENDING && group.reserved == 0)
+        {
+            return Err(EAGAIN);
+        }
         reserve_pins(&mut g, creator.handle, vars.len())?;
         if adds == 0 {
             pin(&mut g, creator.handle, vars);

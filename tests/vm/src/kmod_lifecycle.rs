@@ -573,19 +573,39 @@ fn gc_race() -> TestResult {
                 for round in 0..ROUNDS {
                     let j = (round + c) % KEEP;
                     let h = Dsu::attached(&seg)?;
+                    // A kept variable, one reused by this process, one both processes
+                    // and the GC fight over, and a new one (so that RESOLVE takes its
+                    // slow path, where what step 1 found must still be there at commit).
                     let r = h.resolve_ok(vec![
                         var(&format!("keep{j}"), 8, 1, None),
                         var(&format!("tmp{c}-{}", round % 4), 8, 9, None),
+                        var(&format!("shared{}", round % 3), 8, 9, None),
+                        var(&format!("fresh{c}-{round}"), 8, 9, None),
                     ])?;
                     ensure_eq!(r[0].status, DSU_VAR_COMMON, "keep{j} is common");
+                    ensure!(
+                        r.iter().all(|v| v.page_count == 1),
+                        "round {round}: an entry without its page: {:?}",
+                        r.iter().map(|v| v.page_count).collect::<Vec<_>>()
+                    );
                     let candidate = round % 2 == 1;
                     let flags = if candidate { DSU_BIND_CANDIDATE } else { 0 };
                     h.bind("racer", &map_of(&r), flags)
                         .map_err(|e| format!("round {round}: BIND after RESOLVE: {e}"))?;
-                    let m = h.map(2)?;
+                    let m = h.map(4)?;
                     ensure_eq!(m.get(0), j * 1000 + 7, "round {round}: keep{j}'s bytes");
-                    m.set(PAGE, round);
-                    ensure_eq!(m.get(PAGE), round, "round {round}: tmp write");
+                    // Pages 1 (tmp) and 3 (fresh) are this process's own.
+                    for p in [1, 3] {
+                        m.set(p * PAGE, round + 100 * p as u64);
+                    }
+                    m.set(2 * PAGE, round);
+                    for p in [1, 3] {
+                        ensure_eq!(
+                            m.get(p * PAGE),
+                            round + 100 * p as u64,
+                            "round {round}: page {p}"
+                        );
+                    }
                     if candidate && round % 4 == 1 {
                         h.ready()?;
                     }
