@@ -672,7 +672,7 @@ impl Dsu {
 
 /// The request number of an argument-less dsu ioctl (`_IO(DSU_IOC_MAGIC, nr)`).
 pub fn request_none(nr: u32) -> u64 {
-    nix::request_code_none!(DSU_IOC_MAGIC, nr) as u64
+    nix::request_code_none!(DSU_IOC_MAGIC, nr)
 }
 
 /// Destroys `name` (ignoring errors): test cleanup.

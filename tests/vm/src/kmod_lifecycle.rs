@@ -509,7 +509,7 @@ fn gc_errors() -> TestResult {
     }
     ensure_eq!(
         d.ioctl_cmd(
-            nix::request_code_readwrite!(DSU_IOC_MAGIC, DSU_IOC_NR_GC, 64) as u64,
+            nix::request_code_readwrite!(DSU_IOC_MAGIC, DSU_IOC_NR_GC, 64),
             0
         ),
         Err(Errno::ENOTTY),
@@ -517,7 +517,7 @@ fn gc_errors() -> TestResult {
     );
     ensure_eq!(
         d.ioctl_cmd(
-            nix::request_code_read!(DSU_IOC_MAGIC, DSU_IOC_NR_READY, 8) as u64,
+            nix::request_code_read!(DSU_IOC_MAGIC, DSU_IOC_NR_READY, 8),
             0
         ),
         Err(Errno::ENOTTY),
