@@ -90,7 +90,7 @@ kv_v2 --port $PORT --segment $SEG &
 V2=$!; pids="$pids $V2"
 wait_for 60 versions_started_at_least 2 || fail "kv_v2 did not come up"
 
-step "4. dsuctl show $SEG: both versions are bound to the segment"
+step "4. dsuctl show $SEG: both versions are bound to the segment (STATE: v2 became ready once it listened)"
 if command -v dsuctl >/dev/null; then
     dsuctl show $SEG | sed 's/^/    /' || fail "dsuctl show $SEG"
 else

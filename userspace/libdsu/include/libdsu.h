@@ -376,8 +376,8 @@ const char *dsu_last_error(void);
 /* A fixed description of a -errno value as libdsu uses it (strerror for others). */
 const char *dsu_strerror(int code);
 
-/* The version's pollable fd (POLLIN when a newer version bound), or -EBADFD before a
- * successful dsu_attach. */
+/* The version's pollable fd (POLLIN when an event is queued: a version bound, became
+ * ready, aborted or ended), or -EBADFD before a successful dsu_attach. */
 int dsu_fd(void);
 
 /* The version id the kernel assigned, or -EBADFD before a successful dsu_attach. */
