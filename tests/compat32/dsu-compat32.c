@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT OR Apache-2.0 */
 /*
  * dsu-compat32: a 32-bit (i386) static program that drives /dev/dsu through the kernel's
- * compat ioctl path: ATTACH, RESOLVE, BIND, mmap, LIST_SEGMENTS, READ_VAR and DESTROY,
- * plus a command with a wrong encoded size (ENOTTY). It also checks at compile time that
+ * compat ioctl path: ATTACH, RESOLVE, BIND, READY, mmap, READ_VAR, GC, LIST_SEGMENTS and
+ * DESTROY, plus a command with a wrong encoded size (ENOTTY). It also checks at compile time that
  * every struct has the same size for i386 as for x86_64 (fixed-width fields, explicit
  * padding), which is what lets the module use compat_ptr_ioctl.
  *
@@ -36,6 +36,7 @@ _Static_assert(sizeof(struct dsu_heap) == 32, "dsu_heap");
 _Static_assert(sizeof(struct dsu_heap_grow) == 24, "dsu_heap_grow");
 _Static_assert(sizeof(struct dsu_heap_discard) == 24, "dsu_heap_discard");
 _Static_assert(sizeof(struct dsu_read_heap) == 96, "dsu_read_heap");
+_Static_assert(sizeof(struct dsu_gc) == 112, "dsu_gc");
 
 #define CHECK(cond, what)                                                               \
 	do {                                                                            \
@@ -69,6 +70,7 @@ int main(int argc, char **argv)
 	struct dsu_bind b = { .size = sizeof(b), .page_count = 1, .pages = (uintptr_t)&page };
 	strcpy(b.label, "i386");
 	CHECK(ioctl(fd, DSU_IOC_BIND, &b) == 0 && b.version_id > 0, "BIND");
+	CHECK(ioctl(fd, DSU_IOC_READY, 0) == 0, "READY");
 
 	volatile uint64_t *m = mmap(NULL, 4096, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
 	CHECK(m != MAP_FAILED, "mmap");
@@ -83,6 +85,16 @@ int main(int argc, char **argv)
 	strcpy(rv.name, "g");
 	CHECK(ioctl(fd, DSU_IOC_READ_VAR, &rv) == 0 && rv.length == 8 && out == 0xabcdef0123ULL,
 	      "READ_VAR");
+
+	struct dsu_variable_info vrecs[4];
+	struct dsu_gc g = {
+		.size = sizeof(g), .flags = DSU_GC_DRY_RUN | DSU_GC_MIN_AGE,
+		.record_size = sizeof(vrecs[0]), .count = 4, .records = (uintptr_t)vrecs,
+	};
+	strncpy(g.segment, name, sizeof(g.segment) - 1);
+	CHECK(ioctl(fd, DSU_IOC_GC, &g) == 0 && g.total == 0 && g.count == 0 &&
+		      g.generation == 1,
+	      "GC (dry run; the only variable is mapped)");
 
 	struct dsu_segment_info recs[8];
 	struct dsu_list l = {

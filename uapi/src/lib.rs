@@ -44,6 +44,7 @@ mod tests {
         assert_eq!(size_of::<dsu_heap_grow>(), 24);
         assert_eq!(size_of::<dsu_heap_discard>(), 24);
         assert_eq!(size_of::<dsu_read_heap>(), 96);
+        assert_eq!(size_of::<dsu_gc>(), 112);
     }
 
     /// The checked-in bindings must match what bindgen makes of the header now.
