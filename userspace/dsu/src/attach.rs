@@ -939,33 +939,10 @@ impl Version {
     pub fn events(&self) -> Result<Vec<Event>> {
         let events = self.dev.read_events()?;
         let mut newer = self.newer.lock().unwrap_or_else(|e| e.into_inner());
-        let is_newer = |id: u64| self.id.is_none_or(|own| id > own);
-        if events.iter().any(|e| e.lost > 0) {
+        if !track_newer(&mut newer, self.id, &events) {
             // Some were dropped: what is live and ready now is what LIST_VERSIONS says.
-            let mut live = Vec::new();
-            for v in self.dev.list_versions(&self.segment)? {
-                if v.ready && is_newer(v.id) {
-                    live.push(Event {
-                        kind: EventKind::Ready,
-                        version_id: v.id,
-                        pid: v.pid,
-                        lost: 0,
-                        time_ns: v.bound_ns,
-                        label: v.label,
-                    });
-                }
-            }
-            *newer = live;
-        } else {
-            for e in &events {
-                match e.kind {
-                    EventKind::Ready if is_newer(e.version_id) => newer.push(e.clone()),
-                    EventKind::Aborted | EventKind::Ended => {
-                        newer.retain(|n| n.version_id != e.version_id)
-                    }
-                    _ => {}
-                }
-            }
+            let versions = self.dev.list_versions(&self.segment)?;
+            *newer = live_newer(self.id, versions);
         }
         drop(newer);
         if events
@@ -1131,6 +1108,42 @@ impl AsFd for Version {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.dev.as_fd()
     }
+}
+
+/// Updates `newer`, the READY events of live versions newer than `own` (any, for `None`),
+/// with `events`: READY adds, ABORTED and ENDED remove. Returns `false` if the kernel
+/// dropped events (then `newer` must be rebuilt from LIST_VERSIONS: [`live_newer`]).
+fn track_newer(newer: &mut Vec<Event>, own: Option<u64>, events: &[Event]) -> bool {
+    if events.iter().any(|e| e.lost > 0) {
+        return false;
+    }
+    for e in events {
+        match e.kind {
+            EventKind::Ready if own.is_none_or(|own| e.version_id > own) => {
+                newer.retain(|n| n.version_id != e.version_id);
+                newer.push(e.clone());
+            }
+            EventKind::Aborted | EventKind::Ended => newer.retain(|n| n.version_id != e.version_id),
+            _ => {}
+        }
+    }
+    true
+}
+
+/// The ready versions newer than `own` among `versions` (LIST_VERSIONS), as READY events.
+fn live_newer(own: Option<u64>, versions: Vec<crate::sys::VersionInfo>) -> Vec<Event> {
+    versions
+        .into_iter()
+        .filter(|v| v.ready && own.is_none_or(|own| v.id > own))
+        .map(|v| Event {
+            kind: EventKind::Ready,
+            version_id: v.id,
+            pid: v.pid,
+            lost: 0,
+            time_ns: v.bound_ns,
+            label: v.label,
+        })
+        .collect()
 }
 
 /// Threads of this process, from `/proc/self/stat` (field 20, `num_threads`).
@@ -1359,6 +1372,69 @@ mod tests {
             text.contains("declares it as V3 and migrates only from V2 or V1"),
             "{text}"
         );
+    }
+
+    fn ev(kind: EventKind, id: u64, lost: u32) -> Event {
+        Event {
+            kind,
+            version_id: id,
+            pid: 1,
+            lost,
+            time_ns: 0,
+            label: format!("v{id}"),
+        }
+    }
+
+    #[test]
+    fn newer_versions_are_ready_and_live() {
+        use EventKind::*;
+        let mut newer = Vec::new();
+        let ids = |n: &[Event]| n.iter().map(|e| e.version_id).collect::<Vec<_>>();
+        // A bind is not enough; an aborted candidate is never reported.
+        assert!(track_newer(&mut newer, Some(2), &[ev(Bound, 3, 0)]));
+        assert!(newer.is_empty());
+        assert!(track_newer(
+            &mut newer,
+            Some(2),
+            &[ev(Aborted, 3, 0), ev(Ended, 3, 0)]
+        ));
+        assert!(newer.is_empty());
+        // Ready counts, once; older versions do not; an ended one is forgotten.
+        let evs = [
+            ev(Bound, 4, 0),
+            ev(Ready, 4, 0),
+            ev(Ready, 4, 0),
+            ev(Ready, 1, 0),
+        ];
+        assert!(track_newer(&mut newer, Some(2), &evs));
+        assert_eq!(ids(&newer), [4]);
+        assert!(track_newer(
+            &mut newer,
+            Some(2),
+            &[ev(Ready, 5, 0), ev(Ended, 4, 0)]
+        ));
+        assert_eq!(ids(&newer), [5]);
+        // Without globals (no id) every version is newer.
+        let mut any = Vec::new();
+        assert!(track_newer(&mut any, None, &[ev(Ready, 1, 0)]));
+        assert_eq!(ids(&any), [1]);
+        // Lost events: rebuilt from the listing.
+        assert!(!track_newer(&mut newer, Some(2), &[ev(Ready, 6, 3)]));
+        let v = |id, ready| crate::sys::VersionInfo {
+            id,
+            pid: 9,
+            pages: 1,
+            mappings: 1,
+            bound_ns: 0,
+            label: format!("v{id}"),
+            ready,
+        };
+        let live = live_newer(
+            Some(2),
+            vec![v(1, true), v(2, true), v(6, false), v(7, true)],
+        );
+        assert_eq!(ids(&live), [7]);
+        assert_eq!(live[0].kind, Ready);
     }
 
     #[test]
