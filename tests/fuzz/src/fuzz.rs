@@ -1945,19 +1945,21 @@ pub fn cleanup(dev: &str, prefix: &str) -> Vec<String> {
                         s.handles, s.versions
                     ));
                 }
-                // Nothing races now: the directory must account for every page exactly.
+                // Nothing races now: the directory must account for every page exactly. Page
+                // indexes of removed variables (aborts, GC) are not reused, so the variables
+                // hold `pages` pages at indexes that may run past it, without overlapping.
                 let cap = (buf_len / size_of::<dsu_variable_info>()).min(DSU_LIST_MAX as usize);
                 if let Ok((vars, total)) = list_variables(fd, buf, cap, &s.name) {
                     if total as usize == vars.len() {
                         let sum: u64 = vars.iter().map(|v| v.page_count).sum();
-                        let top = vars
-                            .iter()
-                            .map(|v| v.first_page + v.page_count)
-                            .max()
-                            .unwrap_or(0);
-                        if sum != s.pages || top > s.pages || vars.len() as u64 != s.variables {
+                        let mut ranges: Vec<(u64, u64)> =
+                            vars.iter().map(|v| (v.first_page, v.page_count)).collect();
+                        ranges.sort();
+                        let overlap = ranges.windows(2).any(|w| w[0].0 + w[0].1 > w[1].0);
+                        let top = ranges.last().map_or(0, |r| r.0 + r.1);
+                        if sum != s.pages || overlap || vars.len() as u64 != s.variables {
                             findings.push(format!(
-                                "segment {name}: {} pages and {} variables, but its {} variables hold {sum} pages up to page {top}",
+                                "segment {name}: {} pages and {} variables, but its {} variables hold {sum} pages up to page {top} (overlapping: {overlap})",
                                 s.pages,
                                 s.variables,
                                 vars.len()
