@@ -72,7 +72,7 @@ impl MiscDevice for Handle {
             ioctl::HEAP_GROW => handle.heap_grow(arg),
             ioctl::HEAP_DISCARD => handle.heap_discard(arg),
             ioctl::READ_HEAP => read_heap(registry, arg),
-            ioctl::READY => handle.ready(arg),
+            ioctl::READY => handle.ready(),
             ioctl::GC => gc(registry, arg),
             _ => Err(ENOTTY),
         }

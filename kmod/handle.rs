@@ -363,12 +363,10 @@ impl Handle {
         Ok(0)
     }
 
-    /// DSU_IOC_READY: commits this handle's version (`arg` must be 0). Idempotent;
-    /// `ebadfd()` unless bound.
-    pub fn ready(&self, arg: usize) -> Result<isize> {
-        if arg != 0 {
-            return Err(EINVAL);
-        }
+    /// DSU_IOC_READY: commits this handle's version. Idempotent; `ebadfd()` unless bound.
+    /// The command has no argument, so the ioctl's third argument is ignored (C callers
+    /// commonly omit it, leaving whatever a register held).
+    pub fn ready(&self) -> Result<isize> {
         let (seg, version) = match &*self.state.lock() {
             State::Bound(s, v) => (s.clone(), v.clone()),
             _ => return Err(ebadfd()),

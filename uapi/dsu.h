@@ -442,7 +442,7 @@ struct dsu_read_heap {
 };
 
 /* ---------------------------------------------------------------------------------- */
-/* DSU_IOC_READY: commit this handle's version (argument 0, else EINVAL).               */
+/* DSU_IOC_READY: commit this handle's version (no argument; the third is ignored).     */
 /*
  * A candidate (bound with DSU_BIND_CANDIDATE) becomes ready: the segment's generation is
  * incremented, every variable the version maps records that generation as its last use,

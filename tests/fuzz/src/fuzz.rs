@@ -1205,7 +1205,8 @@ impl Worker {
         r
     }
 
-    /// READY: usually with argument 0, on any handle (bound ones commit; others EBADFD).
+    /// READY: usually with argument 0 (ignored by the module), on any handle (bound ones
+    /// commit; others EBADFD).
     fn op_ready(&mut self, fd: Option<i32>) -> i64 {
         let fd = fd.unwrap_or_else(|| self.pick_fd());
         let arg = if self.rng.chance(90) {

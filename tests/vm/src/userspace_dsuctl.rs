@@ -181,7 +181,7 @@ fn dsuctl_output() -> TestResult {
             &["--segment", seg, "--label", "ctl-2", "read"],
         )?;
         let mut events = Vec::new();
-        while events.len() < 2 {
+        while events.len() < 3 {
             match rx.recv_timeout(REPLY) {
                 Ok(l) => events.push(
                     serde_json::from_str::<Value>(&l)
@@ -192,15 +192,19 @@ fn dsuctl_output() -> TestResult {
         }
         let _ = watch.kill();
         let _ = watch.wait();
-        ensure_eq!(events.len(), 2, "watch events: {events:?}");
+        // counter_v2 is ready at attach: bound, ready, then ended.
+        ensure_eq!(events.len(), 3, "watch events: {events:?}");
         ensure_eq!(events[0]["event"], "bound", "first event");
         ensure_eq!(events[0]["label"], "ctl-2", "first event label");
-        ensure_eq!(events[1]["event"], "ended", "second event");
-        ensure_eq!(
-            events[0]["version_id"],
-            events[1]["version_id"],
-            "same version"
-        );
+        ensure_eq!(events[1]["event"], "ready", "second event");
+        ensure_eq!(events[2]["event"], "ended", "third event");
+        for i in 1..3 {
+            ensure_eq!(
+                events[0]["version_id"],
+                events[i]["version_id"],
+                "same version"
+            );
+        }
 
         v1.exit()?;
         // destroy, then it is gone from list and show fails with exit 1.
