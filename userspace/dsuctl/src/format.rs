@@ -635,6 +635,33 @@ mod tests {
     }
 
     #[test]
+    fn gc_report() {
+        let r = GcReport {
+            variables: vec![var()],
+            total: 2,
+            pages: 3,
+            generation: 4,
+        };
+        let t = gc_text("app", &r, true);
+        assert!(
+            t.starts_with("segment app (generation 4): would reclaim 2 variable(s), 3 page(s)\n"),
+            "{t}"
+        );
+        assert!(t.contains("app::COUNTER"), "{t}");
+        assert!(t.ends_with("(1 more not listed)\n"), "{t}");
+        let none = GcReport {
+            variables: vec![],
+            total: 0,
+            pages: 0,
+            generation: 1,
+        };
+        assert_eq!(
+            gc_text("app", &none, false),
+            "segment app (generation 1): reclaimed 0 variable(s), 0 page(s)\n"
+        );
+    }
+
+    #[test]
     fn utc_and_age() {
         assert_eq!(utc(0), "1970-01-01T00:00:00Z");
         assert_eq!(utc(1_700_000_000_000_000_000), "2023-11-14T22:13:20Z");
