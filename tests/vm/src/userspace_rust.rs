@@ -435,6 +435,23 @@ fn candidate() -> TestResult {
         // v2's added globals are committed state now, retired: GC reclaims them (v1 maps
         // the rest).
         let dry = v1.cmd("gc dry 0")?;
+        // dsuctl agrees, and shows v1's state.
+        let json: serde_json::Value = serde_json::from_str(&ok(
+            "dsuctl",
+            &["--json", "gc", seg, "--dry-run", "--min-age", "0"],
+        )?)?;
+        let total = json["total"].as_u64().ok_or("dsuctl gc --json: no total")?;
+        ensure!(
+            dry.starts_with(&format!("gc {total} ")),
+            "dsuctl gc --dry-run found {total}, the library {dry}"
+        );
+        let show: serde_json::Value =
+            serde_json::from_str(&ok("dsuctl", &["--json", "show", seg])?)?;
+        ensure_eq!(
+            show["versions"][0]["state"],
+            "ready",
+            "dsuctl show: v1's state"
+        );
         let reclaimed = v1.cmd("gc 0")?;
         ensure_eq!(dry, reclaimed, "dry run and reclaim agree");
         ensure!(
