@@ -613,7 +613,22 @@ fn live_update() -> TestResult {
     stop.store(true, Relaxed);
     let during = bench
         .join()
-        .map_err(|_| Failure::Fail("benchmark thread panicked".into()))??;
+        .map_err(|_| Failure::Fail("benchmark thread panicked".into()))?
+        .map_err(|e| {
+            // Say whether an old version's drain timeout closed idle connections (a slow,
+            // loaded host) or something else did.
+            let timeouts: Vec<String> = [&v1, &v2]
+                .iter()
+                .flat_map(|s| {
+                    s.output()
+                        .lines()
+                        .filter(|l| l.contains("drain timeout"))
+                        .map(str::to_string)
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            Failure::Fail(format!("{e}; drain timeouts: {timeouts:?}"))
+        })?;
     let written = verify
         .join()
         .map_err(|_| Failure::Fail("verifier thread panicked".into()))??;
