@@ -489,8 +489,9 @@ fn counts() -> TestResult {
         Err(Errno::EINVAL),
         "BIND index u64::MAX"
     );
+    // Bit 1 is DSU_BIND_CANDIDATE; bit 2 is the first unknown one.
     ensure_eq!(
-        h.bind("1", &[0], 2),
+        h.bind("1", &[0], 1 << 2),
         Err(Errno::EINVAL),
         "BIND unknown flag"
     );
