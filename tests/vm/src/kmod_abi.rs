@@ -19,7 +19,7 @@ const READ_WRITE: u64 = 3;
 const WRITE: u64 = 1;
 
 /// Every command the module knows: (name, direction, number, struct size).
-const COMMANDS: [(&str, u64, u32, usize); 14] = [
+const COMMANDS: [(&str, u64, u32, usize); 17] = [
     (
         "ATTACH",
         READ_WRITE,
@@ -94,6 +94,15 @@ const COMMANDS: [(&str, u64, u32, usize); 14] = [
         DSU_IOC_NR_READ_HEAP,
         size_of::<dsu_read_heap>(),
     ),
+    (
+        "SETATTR",
+        WRITE,
+        DSU_IOC_NR_SETATTR,
+        size_of::<dsu_setattr>(),
+    ),
+    // _IO: no direction, no size.
+    ("READY", 0, DSU_IOC_NR_READY, 0),
+    ("GC", READ_WRITE, DSU_IOC_NR_GC, size_of::<dsu_gc>()),
 ];
 
 #[distributed_slice(TESTS)]
@@ -117,7 +126,8 @@ fn full_command_dispatch() -> TestResult {
         let real = ioc(dir, nr, size);
         for (how, cmd) in [
             ("size + 8", ioc(dir, nr, size + 8)),
-            ("size - 8", ioc(dir, nr, size - 8)),
+            // READY has size 0: its "size - 8" is itself (skipped below).
+            ("size - 8", ioc(dir, nr, size.saturating_sub(8))),
             ("size 0", ioc(dir, nr, 0)),
             ("direction none", real & !(3 << 30)),
             ("direction read", (real & !(3 << 30)) | (2 << 30)),
