@@ -11,7 +11,8 @@
 //! the order.
 //!
 //! Each entry counts who keeps it: `mappers` (live versions whose map covers any of its
-//! pages, counted at BIND and uncounted at the version's end, over the same runs) and `pins`
+//! pages, counted at BIND and uncounted at the version's end, over the same runs, and views
+//! of its pages, counted at their mmap and uncounted at their last VMA's close) and `pins`
 //! (handles that RESOLVEd it and have not bound since: see `segment.rs`).
 //!
 //! The directory has no lock of its own: it lives in the segment's mutex. Inserting is split
@@ -85,7 +86,7 @@ pub struct Entry {
     pub seq: u64,
     /// The uid its pages are charged to (uncharged when it is removed).
     pub charged_uid: u32,
-    /// Live versions whose map covers it.
+    /// Live versions whose map covers it, and live views of its pages.
     pub mappers: u32,
     /// Handles that resolved it and hold it until they bind or are released.
     pub pins: u32,

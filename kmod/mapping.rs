@@ -28,7 +28,7 @@ use crate::{
             VmaNew,
         },
     },
-    segment::{Segment, MAY_READ, MAY_WRITE},
+    segment::{Segment, ViewPages, MAY_READ, MAY_WRITE},
     uapi::{DSU_HEAP_MMAP_OFFSET, DSU_VIEW_MMAP_OFFSET},
     version::{PageMap, Version},
 };
@@ -79,9 +79,8 @@ fn fault_in(map: &PageMap, seg: &Segment, page: u64, vmf: &VmFault) -> FaultResu
 pub struct View {
     /// The mmap offset in pages of the view's first page (faults subtract it).
     pgoff: u64,
-    /// Which file page backs each page of the view; fixed at mmap.
-    map: PageMap,
-    segment: Arc<Segment>,
+    /// The pages, held from GC and abort removal while the view lives.
+    pages: ViewPages,
 }
 
 /// The view VMA type: faults as a version's, with no count of mappings.
@@ -112,7 +111,7 @@ impl VmOperations for ViewMapping {
 
     fn fault(view: &View, vmf: &VmFault) -> FaultResult {
         match (vmf.pgoff() as u64).checked_sub(view.pgoff) {
-            Some(page) => fault_in(&view.map, &view.segment, page, vmf),
+            Some(page) => fault_in(&view.pages.map, &view.pages.segment, page, vmf),
             None => FaultResult::SigBus,
         }
     }
@@ -149,13 +148,10 @@ fn mmap_view(handle: &Handle, vma: &VmaNew) -> Result {
     }
     seg.check_access(MAY_READ | MAY_WRITE)?;
     let pgoff = vma.pgoff() as u64;
-    let map = seg.view_map(pgoff - VIEW_PGOFF, (vma.len() / PAGE_SIZE) as u64)?;
+    let pages = Segment::view_map(&seg, pgoff - VIEW_PGOFF, (vma.len() / PAGE_SIZE) as u64)?;
+    // On failure the view is dropped, and with it the mapper counts `view_map` took.
     let view = Arc::new(
-        View {
-            pgoff,
-            map,
-            segment: seg,
-        },
+        View { pgoff, pages },
         crate::kernel_ext::alloc::GFP_ACCOUNT_MAYFAIL,
     )?;
     // VM_DONTEXPAND and VM_MIXEDMAP are VM_SPECIAL: the mm core never merges the new VMA

@@ -765,13 +765,30 @@ impl Segment {
     }
 
     /// The file pages behind segment pages `first..first + count` (`EINVAL` unless inside
-    /// the segment and `count >= 1`), as a map from page 0: a view's page map.
-    pub fn view_map(&self, first: u64, count: u64) -> Result<PageMap> {
+    /// the segment, `count >= 1` and every page held by a live variable), as a map from
+    /// page 0: a view's page map. The variables the range covers count the view as one
+    /// more mapper until the returned [`ViewPages`] is dropped (the view's last VMA is
+    /// gone), so neither GC nor an abort frees a page a view maps.
+    pub fn view_map(seg: &Arc<Segment>, first: u64, count: u64) -> Result<ViewPages> {
         let mut map = PageMap::new();
         map.reserve(1)?;
-        let g = self.inner.lock();
+        let mut g = seg.inner.lock();
         g.file_map.translate(first, count, &mut map)?;
-        Ok(map)
+        // Pages of removed entries are holes in the segment: not mappable (as for BIND).
+        if !g.dir.covers(first, count) {
+            return Err(EINVAL);
+        }
+        for i in g.dir.overlapping(first, count) {
+            if let Some(e) = g.dir.get_mut(i) {
+                e.mappers += 1;
+            }
+        }
+        Ok(ViewPages {
+            map,
+            segment: seg.clone(),
+            first,
+            count,
+        })
     }
 
     /// READY: commits `version` (a candidate becomes ready, see [`Inner::commit`]);
@@ -979,6 +996,33 @@ impl Inner {
             e.orphan = false;
         });
         self.push_event(version.handle, version.event(DSU_EVENT_VERSION_READY));
+    }
+}
+
+/// A view's pages (`DSU_VIEW_MMAP_OFFSET`): segment pages `first..first + count`, whose
+/// variables count the view as a mapper (`Entry::mappers`) while this lives.
+pub struct ViewPages {
+    /// Which file page backs each page of the view; fixed at mmap.
+    pub map: PageMap,
+    /// The segment, which keeps the pages.
+    pub segment: Arc<Segment>,
+    first: u64,
+    count: u64,
+}
+
+impl Drop for ViewPages {
+    /// Uncounts the view's mappers (the same entries: none of them could be removed since).
+    /// Runs at the view's last VMA close (`mmap_lock` held: `mmap_lock` → segment mutex is
+    /// the documented order). It removes nothing: a variable this was the last to keep is
+    /// reclaimed by the next GC, or, if orphaned, by the next handle's release (the view's
+    /// own handle is released only after its VMAs, which hold its file).
+    fn drop(&mut self) {
+        let mut g = self.segment.inner.lock();
+        for i in g.dir.overlapping(self.first, self.count) {
+            if let Some(e) = g.dir.get_mut(i) {
+                e.mappers = e.mappers.saturating_sub(1);
+            }
+        }
     }
 }
 

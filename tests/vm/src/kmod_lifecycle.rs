@@ -660,3 +660,99 @@ fn gc_race() -> TestResult {
     cleanup(&name);
     Ok(())
 }
+
+#[distributed_slice(TESTS)]
+static VIEW_KEEPS: VmTest = VmTest {
+    name: "kmod_lifecycle::view_keeps_variables_from_gc_and_abort",
+    phase: Phase::Main,
+    run: view_keeps,
+};
+fn view_keeps() -> TestResult {
+    let name = unique("gc-view");
+    let d = Dsu::open()?;
+    // v1 declares keep and retired; v2 only keep: once v1 is gone, retired is garbage.
+    let h1 = Dsu::attached(&name)?;
+    let r1 = h1.resolve_ok(vec![
+        var("keep", 8, 1, None),
+        var("retired", 2 * PAGE as u64, 2, None),
+    ])?;
+    h1.bind("1.0", &map_of(&r1), 0)?;
+    let m1 = h1.map(3)?;
+    m1.set(PAGE, 11);
+    m1.set(2 * PAGE + 8, 12);
+    let h2 = Dsu::attached(&name)?;
+    let r2 = h2.resolve_ok(vec![var("keep", 8, 1, None)])?;
+    h2.bind("2.0", &map_of(&r2), 0)?;
+
+    // A view of retired's pages (as a migration reads an old variable in place).
+    let viewer = Dsu::attached(&name)?;
+    let view = viewer.map_view(r1[1].first_page, 2)?;
+    drop(m1);
+    drop(h1);
+    ensure_eq!(
+        d.gc(&name, DSU_GC_DRY_RUN, 0)?.0.total,
+        0,
+        "a viewed variable is not reclaimable"
+    );
+    let before = pages(&d, &name)?;
+    ensure_eq!(d.gc(&name, 0, 0)?.0.total, 0, "GC under a view");
+    ensure_eq!(
+        names(&d, &name)?,
+        vec!["keep", "retired"],
+        "retired stays while viewed"
+    );
+    ensure_eq!(pages(&d, &name)?, before, "its pages stay");
+    ensure_eq!(
+        (view.get(0), view.get(PAGE + 8)),
+        (11, 12),
+        "bytes through the view after GC"
+    );
+    view.set(8, 13);
+    ensure_eq!(
+        d.read_var(&name, "retired", 2, 0, 8, 8)?,
+        13u64.to_ne_bytes().to_vec(),
+        "a write through the view reaches the variable"
+    );
+
+    // The view's last VMA (a fork's copy counts too) gone: GC frees it.
+    drop(view);
+    let (c, recs) = d.gc(&name, 0, 0)?;
+    ensure_eq!(
+        (c.total, c.pages, recs.first().map(|r| cstr(&r.name))),
+        (1, 2, Some("retired".to_string())),
+        "GC after the view is unmapped"
+    );
+    ensure_eq!(names(&d, &name)?, vec!["keep"], "after GC");
+    ensure_eq!(
+        viewer.map_view(r1[1].first_page, 2).map(drop),
+        Err(Errno::EINVAL),
+        "a view of a reclaimed variable's pages"
+    );
+
+    // An aborted candidate's addition that a view maps stays until the view goes.
+    let cand = Dsu::attached(&name)?;
+    let rc = cand.resolve_ok(vec![var("keep", 8, 1, None), var("fresh", 8, 7, None)])?;
+    cand.bind("3.0", &map_of(&rc), DSU_BIND_CANDIDATE)?;
+    let mc = cand.map(2)?;
+    mc.set(PAGE, 77);
+    let view = viewer.map_view(rc[1].first_page, 1)?;
+    drop(mc);
+    drop(cand);
+    ensure_eq!(
+        names(&d, &name)?,
+        vec!["keep", "fresh"],
+        "an aborted addition stays while viewed"
+    );
+    ensure_eq!(view.get(0), 77, "bytes through the view after the abort");
+    drop(view);
+    // Orphans nothing keeps go at the next handle release (here the viewer's own).
+    drop(viewer);
+    ensure_eq!(
+        names(&d, &name)?,
+        vec!["keep"],
+        "the orphan goes once its view is unmapped"
+    );
+    drop(h2);
+    cleanup(&name);
+    Ok(())
+}
