@@ -104,7 +104,9 @@ pub fn args() -> (String, Vec<String>) {
 /// Attaches (creating the segment only when `create`), or prints the error on stderr and
 /// exits 1.
 pub fn attach(segment: &str, label: &str, create: bool) -> dsu::Version {
-    let a = dsu::Attach::new(segment, label);
+    // Nothing in these programs' start-up can fail after attach: ready at once, so a
+    // short-lived run (`read`, `add`) commits what it migrated instead of aborting it.
+    let a = dsu::Attach::new(segment, label).ready_on_attach(true);
     let a = if create { a } else { a.must_exist() };
     match a.attach() {
         Ok(v) => v,
