@@ -29,8 +29,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 /// Whether the kernel and the kv server have commit and abort (branch `lifecycle`):
-/// set it when that branch is merged, to run the `_after_attach` variants.
-const LIFECYCLE: bool = false;
+/// true since that branch is merged: the `_after_attach` variants run.
+const LIFECYCLE: bool = true;
 
 /// redis-benchmark requests per test per run.
 const N: u64 = 1000;
