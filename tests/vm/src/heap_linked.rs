@@ -59,6 +59,7 @@ pub fn main(me: u64, list: &'static List, started: &'static AtomicU64) {
     };
     let _version = dsu::Attach::new(segment.as_str(), format!("v{me}"))
         .heap(0)
+        .ready_on_attach(true)
         .attach()
         .unwrap_or_else(|e| fail(&e.to_string()));
     match cmd[0].as_str() {

@@ -141,6 +141,68 @@ fn merge_loses_no_write() -> TestResult {
 }
 
 #[distributed_slice(TESTS)]
+static THREE_GENERATIONS: VmTest = VmTest {
+    name: "userspace_migrate::three_generations",
+    phase: Phase::Main,
+    run: three_generations,
+};
+/// A chain v1 -> v2 -> v3 where v3 starts while v1 still runs: v1 counts without pause
+/// until it sees a newer version and a long while more; v2 migrates from v1's type and
+/// counts; v3 starts before v1 has exited, migrates from v2's type and counts. v2 waits for
+/// its merge of v1's late writes before it exits; v3's merge then takes v2's final value.
+/// The final count in v3 is every increment of all three.
+fn three_generations() -> TestResult {
+    const V1_AFTER: u64 = 3_000_000;
+    const V2_INCREMENTS: u64 = 2_000;
+    const V3_INCREMENTS: u64 = 1_000;
+    let seg = "mig-chain";
+    destroy(seg);
+    let r = (|| -> TestResult {
+        let after = V1_AFTER.to_string();
+        let mut v1 = Running::start("tally_v1", &["--segment", seg, "run", &after])?;
+        ensure_eq!(v1.line(Duration::from_secs(30))?, "attached", "v1");
+        std::thread::sleep(Duration::from_millis(300));
+        let n2 = V2_INCREMENTS.to_string();
+        let mut v2 = Running::start("tally_v2", &["--segment", seg, "run", &n2])?;
+        ensure_eq!(
+            v2.line(Duration::from_secs(30))?,
+            "status=migrated",
+            "v2 from v1"
+        );
+        let n3 = V3_INCREMENTS.to_string();
+        let mut v3 = Running::start("tally_v3", &["--segment", seg, "run", &n3])?;
+        ensure_eq!(
+            v3.line(Duration::from_secs(30))?,
+            "status=migrated",
+            "v3 from v2"
+        );
+        // v1 has not printed its total yet: it was still running when v3 attached.
+        ensure!(
+            v1.child.try_wait()?.is_none(),
+            "v1 exited before v3 attached: raise V1_AFTER"
+        );
+        let v1_line = v1.line(Duration::from_secs(300))?;
+        let v1_made = number(&v1_line, "increments")?;
+        v1.wait()?;
+        let v2_line = v2.line(Duration::from_secs(300))?;
+        v2.wait()?;
+        ensure_eq!(number(&v2_line, "pending")?, 0, "{v2_line}");
+        let v3_line = v3.line(Duration::from_secs(300))?;
+        v3.wait()?;
+        ensure_eq!(number(&v3_line, "pending")?, 0, "{v3_line}");
+        ensure!(v1_made > V1_AFTER, "v1 made {v1_made} increments");
+        ensure_eq!(
+            number(&v3_line, "hits")?,
+            v1_made + V2_INCREMENTS + V3_INCREMENTS,
+            "every increment of v1 ({v1_line}), v2 ({v2_line}) and v3 ({v3_line}) counted"
+        );
+        Ok(())
+    })();
+    destroy(seg);
+    r
+}
+
+#[distributed_slice(TESTS)]
 static SKIPPED: VmTest = VmTest {
     name: "userspace_migrate::skipped_generation",
     phase: Phase::Main,

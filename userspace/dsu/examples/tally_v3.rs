@@ -3,11 +3,16 @@
 //!
 //! `read`: attaches and prints `status=S hits=H misses=M errors=E` (`errors` is 2 after a
 //! migration from v2, 1 from v1, 0 on a fresh segment).
+//!
+//! `run N`: attaches (the segment must exist), prints `status=S`, counts N hits, waits until
+//! its merge steps have run and prints `v3 increments=N hits=H pending=P`.
 
 #[path = "tally/mod.rs"]
 mod tally;
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 use tally::{StatsV1, StatsV2, StatsV3, v3_catch_up_v1, v3_catch_up_v2, v3_from_v1, v3_from_v2};
 
 dsu::global! {
@@ -23,8 +28,33 @@ dsu::global! {
 
 fn main() {
     let (segment, args) = tally::args();
-    let version = tally::attach(&segment, "v3", true);
+    let create = args[0] != "run";
+    let version = tally::attach(&segment, "v3", create);
     match args[0].as_str() {
+        // Counts n times, then waits until every older entry it migrated from has merged.
+        "run" => {
+            let n = tally::number(&args, 1);
+            println!("status={}", tally::status(&version, "tally::STATS"));
+            std::io::stdout().flush().unwrap();
+            for i in 0..n {
+                STATS.hits.fetch_add(1, Relaxed);
+                if i % 16 == 0 {
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            }
+            let done = version
+                .wait_for_migrations(Some(Duration::from_secs(300)))
+                .unwrap();
+            println!(
+                "v3 increments={n} hits={} pending={}",
+                STATS.hits.load(Relaxed),
+                if done {
+                    0
+                } else {
+                    version.pending_migrations()
+                }
+            );
+        }
         "read" => println!(
             "status={} hits={} misses={} errors={}",
             tally::status(&version, "tally::STATS"),
