@@ -316,3 +316,71 @@ fn stress() -> TestResult {
     destroy(seg);
     r
 }
+
+#[distributed_slice(TESTS)]
+static MIGRATE_MAP: VmTest = VmTest {
+    name: "userspace::heap_migrate_map",
+    phase: Phase::Main,
+    run: migrate_map,
+};
+/// v1 (`heap_migrate_v1`) fills a `heap::HashMap<u64, V1>` with 10,000 entries and keeps
+/// inserting under its lock; v2 (`heap_migrate_v2`) declares it as `HashMap<u64, V2>` with
+/// an in-place migration (`with_ref`), and at attach gets every entry v1 had, converted.
+/// v1's map stays intact (nothing freed or moved) and v1 keeps inserting afterwards. Then,
+/// on a fresh segment, the attach of v2 over 100,000 entries against over 1 (printed: the
+/// cost of the migration at attach).
+fn migrate_map() -> TestResult {
+    let seg = "us-heap-migrate";
+    destroy(seg);
+    let r = (|| -> TestResult {
+        let limit = std::time::Duration::from_secs(120);
+        let mut v1 = Server::start("heap_migrate_v1", &["--segment", seg])?;
+        ensure_eq!(v1.cmd("fill 10000")?, "len=10000", "v1's fill");
+        v1.cmd("grow start")?;
+        let v2 = run_for("heap_migrate_v2", &["--segment", seg, "check"], limit)?;
+        let grown = number(&v1.cmd("grow stop")?, "len")?;
+        let got = number(&v2, "len")?;
+        ensure_eq!(number(&v2, "bad")?, 0, "every entry converted: {v2}");
+        ensure!(
+            got >= 10_000 && got <= grown,
+            "v2 has v1's entries at its attach (keys 0..len, v1 had {grown} at the end): {v2}"
+        );
+        // v1's own map: intact, and still v1's to change.
+        let c = v1.cmd("check")?;
+        ensure_eq!(
+            (number(&c, "len")?, number(&c, "bad")?),
+            (grown, 0),
+            "v1's map after v2's migration: {c}"
+        );
+        v1.cmd("grow start")?;
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        let more = number(&v1.cmd("grow stop")?, "len")?;
+        ensure!(more > grown, "v1 keeps inserting after the migration");
+        let c = v1.cmd("check")?;
+        ensure_eq!(number(&c, "bad")?, 0, "v1's map: {c}");
+        v1.exit()?;
+        destroy(seg);
+        // The cost at attach: v2 over 100,000 entries against over 1.
+        let mut attach_us = Vec::new();
+        for n in [1u64, 100_000] {
+            let mut v1 = Server::start("heap_migrate_v1", &["--segment", seg])?;
+            ensure_eq!(v1.cmd(&format!("fill {n}"))?, format!("len={n}"), "fill");
+            let v2 = run_for("heap_migrate_v2", &["--segment", seg, "check"], limit)?;
+            ensure_eq!(
+                (number(&v2, "len")?, number(&v2, "bad")?),
+                (n, 0),
+                "v2 over {n} entries: {v2}"
+            );
+            attach_us.push(number(&v2, "attach_us")?);
+            v1.exit()?;
+            destroy(seg);
+        }
+        println!(
+            "heap-migrate: attach of v2 migrating HashMap<u64, V1> in place: 1 entry {} us, 100000 entries {} us",
+            attach_us[0], attach_us[1]
+        );
+        Ok(())
+    })();
+    destroy(seg);
+    r
+}

@@ -241,6 +241,8 @@ struct MigrateFrom {
     from: Type,
     with: Path,
     merge: Option<Path>,
+    /// `with_ref = f`: `f(&Old) -> New` reads the old value in place.
+    by_ref: bool,
 }
 
 struct GlobalItems(Vec<GlobalItem>);
@@ -287,23 +289,31 @@ impl Parse for GlobalItems {
                         let mut from = None;
                         let mut with = None;
                         let mut merge = None;
+                        let mut by_ref = false;
                         meta.parse_nested_meta(|m| {
                             if m.path.is_ident("from") {
                                 from = Some(m.value()?.parse::<Type>()?);
                                 Ok(())
-                            } else if m.path.is_ident("with") {
+                            } else if m.path.is_ident("with") || m.path.is_ident("with_ref") {
+                                if with.is_some() {
+                                    return Err(m.error("give one of `with = f` and `with_ref = f`"));
+                                }
+                                by_ref = m.path.is_ident("with_ref");
                                 with = Some(m.value()?.parse::<Path>()?);
                                 Ok(())
                             } else if m.path.is_ident("merge") {
                                 merge = Some(m.value()?.parse::<Path>()?);
                                 Ok(())
                             } else {
-                                Err(m.error("expected `from = OldType`, `with = transform_fn` or `merge = merge_fn`"))
+                                Err(m.error("expected `from = OldType`, `with = transform_fn`, `with_ref = transform_fn` or `merge = merge_fn`"))
                             }
                         })?;
                         let (Some(from), Some(with)) = (from, with) else {
-                            return Err(meta.error("migrate needs both `from = OldType` and `with = transform_fn`"));
+                            return Err(meta.error("migrate needs both `from = OldType` and `with = transform_fn` (or `with_ref = transform_fn`)"));
                         };
+                        if by_ref && merge.is_some() {
+                            return Err(meta.error("`merge` is not offered with `with_ref`: the transform reads the live old value, so there is nothing to catch up"));
+                        }
                         let spelling = type_spelling(&from);
                         if migrate.iter().any(|m| type_spelling(&m.from) == spelling) {
                             return Err(syn::Error::new(
@@ -311,7 +321,7 @@ impl Parse for GlobalItems {
                                 format!("two `migrate(from = {spelling}, ...)` on one global: give each older type once"),
                             ));
                         }
-                        migrate.push(MigrateFrom { from, with, merge });
+                        migrate.push(MigrateFrom { from, with, merge, by_ref });
                         Ok(())
                     } else {
                         Err(meta.error("unknown dsu attribute: expected `name = \"...\"`, `zeroed` or `migrate(from = T, with = f[, merge = g])`"))
@@ -407,6 +417,7 @@ fn expand_global(item: GlobalItem) -> TokenStream2 {
             from: old,
             with,
             merge,
+            by_ref,
         },
     ) in migrate.iter().enumerate().rev()
     {
@@ -439,6 +450,31 @@ fn expand_global(item: GlobalItem) -> TokenStream2 {
         } else {
             quote!()
         };
+        if *by_ref {
+            statics.extend(quote! {
+                fn #transform(old: *const u8, new: *mut u8) {
+                    // SAFETY: attach passes a page-aligned pointer to the live Old of the
+                    // segment entry whose fingerprint is Old's, in a view it keeps mapped
+                    // for the process's life (so 'static); Old is SharedCell
+                    // (Migration::in_place), so a shared reference is sound while other
+                    // versions use it.
+                    let old: &'static #old = unsafe { &*old.cast::<#old>() };
+                    let new_value: #ty = #with(old);
+                    // SAFETY: a buffer of `size_of::<New>()` bytes for the result.
+                    unsafe { ::core::ptr::write_unaligned(new.cast::<#ty>(), new_value) };
+                }
+                // SAFETY: a 'static NUL-terminated string; the transform reads the live
+                // Old through a shared reference and writes the global's type, and the
+                // next migration (if any) is another of this global's, as
+                // Migration::in_place and or_from require.
+                static #mig: ::dsu::Migration = unsafe {
+                    ::dsu::Migration::in_place::<#old>(#old_str.as_ptr().cast(), #transform)
+                        #next
+                };
+            });
+            chain = quote!(&#mig);
+            continue;
+        }
         statics.extend(quote! {
             fn #transform(old: *const u8, new: *mut u8) {
                 // SAFETY: attach passes `size_of::<Old>()` bytes read from the segment

@@ -52,6 +52,9 @@ pub const MIGRATION_OLD_TYPE_NAME: usize = offset_of!(Migration, old_type_name);
 pub const MIGRATION_MERGE: usize = offset_of!(Migration, merge);
 /// Pointer to the next [`Migration`], or null.
 pub const MIGRATION_NEXT: usize = offset_of!(Migration, next);
+/// `u64` flags ([`MIGRATION_IN_PLACE`](crate::MIGRATION_IN_PLACE)); after the fields
+/// above, which keep their offsets.
+pub const MIGRATION_FLAGS: usize = offset_of!(Migration, flags);
 
 /// Bytes per [`FieldDesc`].
 pub const FIELD_SIZE: usize = size_of::<FieldDesc>();
@@ -70,7 +73,8 @@ mod tests {
     #[test]
     fn merge_is_a_nullable_pointer() {
         assert_eq!(size_of::<Option<fn(*const u8, *const u8)>>(), 8);
-        assert_eq!(super::MIGRATION_SIZE, 56);
+        assert_eq!(super::MIGRATION_SIZE, 64);
+        assert_eq!(super::MIGRATION_FLAGS, 56);
         assert_eq!(super::FIELD_SIZE, 32);
     }
 }

@@ -671,6 +671,9 @@ fn migrate_init<'a>(
             accepted: accepted_types(m).into(),
         });
     };
+    if from.is_in_place() {
+        return migrate_in_place(dev, segment, d, from);
+    }
     let mut old = vec![0u8; from.old_size as usize];
     match dev.read_var(segment, d.name(), Some(from.old_fingerprint), 0, &mut old) {
         Ok(r) if r.var_size == from.old_size && r.copied == from.old_size => {
@@ -688,6 +691,43 @@ fn migrate_init<'a>(
         Ok(_) | Err(Error::VariableNotFound { .. }) => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// The initial value of a global migrated in place ([`Migration::in_place`](crate::Migration::in_place)):
+/// the transform reads the old entry's live value in a view of its pages (mapped for the
+/// process's life, so the transform's `&'static Old` stays valid), so an old value that owns shared-heap blocks is read where it is,
+/// under its own lock, and never copied. `None` if the entry is gone (collected) meanwhile.
+fn migrate_in_place<'a>(
+    dev: &Device,
+    segment: &str,
+    d: &GlobalDesc,
+    from: &'a crate::Migration,
+) -> Result<Option<MigratedInit<'a>>> {
+    let Some(entry) = dev.list_variables(segment)?.into_iter().find(|v| {
+        v.name == d.name() && v.fingerprint == from.old_fingerprint && v.size == from.old_size
+    }) else {
+        return Ok(None);
+    };
+    let len = entry.page_count as usize * PAGE_SIZE;
+    if entry.page_count == 0 || (len as u64) < from.old_size {
+        return Err(Error::BadDescriptor(format!(
+            "\"{}\": the segment's entry has {} pages for {} bytes",
+            d.name(),
+            entry.page_count,
+            from.old_size
+        )));
+    }
+    // SAFETY: a new mapping where the kernel chooses, never unmapped; it is only read
+    // through the transform's `&Old` (Old is SharedCell: Migration::in_place's contract).
+    let view = unsafe { dev.mmap_view(entry.first_page, entry.page_count as usize) }?;
+    let mut new = vec![std::mem::MaybeUninit::new(0u8); d.size as usize];
+    // The variable starts at its first page, so `view` is aligned for any Old.
+    (from.transform)(view, new.as_mut_ptr().cast());
+    Ok(Some(MigratedInit {
+        bytes: new,
+        from,
+        at_attach: Vec::new(),
+    }))
 }
 
 /// The migration of `chain` whose older type has `fingerprint` and `size`, if any.

@@ -158,7 +158,14 @@ pub struct Migration {
     pub(crate) merge: Option<fn(*const u8, *const u8)>,
     /// The next accepted older type, or null.
     pub(crate) next: *const Migration,
+    /// `MIGRATION_*` flags: [`MIGRATION_IN_PLACE`] for a migration made with
+    /// [`in_place`](Self::in_place).
+    pub(crate) flags: u64,
 }
+
+/// [`Migration`] flag: the transform reads the old value in place, in a view of the old
+/// entry's live pages, instead of a snapshot (see [`Migration::in_place`]).
+pub const MIGRATION_IN_PLACE: u64 = 1 << 0;
 
 // SAFETY: the pointer is to a 'static string, never written.
 unsafe impl Sync for Migration {}
@@ -187,7 +194,7 @@ impl Migration {
         const {
             assert!(
                 !Old::OWNS_HEAP,
-                "a migration cannot start from a type that owns shared-heap blocks (dsu::heap::Mutex): its snapshot would be a second owner of blocks the old version still uses"
+                "a migration cannot start from a type that owns shared-heap blocks (dsu::heap::Mutex) by value: its snapshot would be a second owner of blocks the old version still uses; use `migrate(from = Old, with_ref = f)` with `fn f(&Old) -> New`"
             )
         };
         Migration {
@@ -198,7 +205,59 @@ impl Migration {
             transform,
             merge: None,
             next: core::ptr::null(),
+            flags: 0,
         }
+    }
+
+    /// The descriptor of an in-place migration from `Old`, a type that may own shared-heap
+    /// blocks (used by [`global!`](crate::global)'s `migrate(from = Old, with_ref = f)`).
+    ///
+    /// [`attach`](crate::attach) maps the old entry's live pages (a view, shared with the
+    /// versions still running, kept mapped for the process's life) and calls
+    /// `transform(old, new)` with `old` pointing to the old value in that view,
+    /// page-aligned. Nothing
+    /// old is copied, moved or freed: the transform reads the old value through `&Old`
+    /// (taking its lock, which the running versions share) and builds a new one. Such a
+    /// migration has no merge step.
+    ///
+    /// # Safety
+    ///
+    /// As [`new`](Self::new), except that `old` points to a live, aligned `Old` which other
+    /// versions use at the same time (so `transform` may only access it through `&Old`, and
+    /// `Old` is [`SharedCell`](crate::SharedCell)), valid for the rest of the process.
+    ///
+    /// ```
+    /// fn t(_old: *const u8, _new: *mut u8) {}
+    /// // SAFETY: a 'static string; `t` touches neither buffer.
+    /// static M: dsu::Migration =
+    ///     unsafe { dsu::Migration::in_place::<dsu::heap::Mutex<dsu::heap::Vec<u8>>>(c"V".as_ptr(), t) };
+    /// assert!(M.is_in_place());
+    /// ```
+    pub const unsafe fn in_place<Old: crate::SharedCell>(
+        old_type_name: *const c_char,
+        transform: fn(*const u8, *mut u8),
+    ) -> Self {
+        Migration {
+            old_size: size_of::<Old>() as u64,
+            old_align: align_of::<Old>() as u64,
+            old_fingerprint: Old::FINGERPRINT,
+            old_type_name,
+            transform,
+            merge: None,
+            next: core::ptr::null(),
+            flags: MIGRATION_IN_PLACE,
+        }
+    }
+
+    /// Whether the transform reads the old value in place ([`in_place`](Self::in_place)).
+    ///
+    /// ```
+    /// # fn t(_: *const u8, _: *mut u8) {}
+    /// # static M: dsu::Migration = unsafe { dsu::Migration::new::<u16>(c"u16".as_ptr(), t) };
+    /// assert!(!M.is_in_place());
+    /// ```
+    pub fn is_in_place(&self) -> bool {
+        self.flags & MIGRATION_IN_PLACE != 0
     }
 
     /// This migration with a merge step: once no older version uses the old entry any
@@ -220,6 +279,10 @@ impl Migration {
     /// assert!(M.has_merge());
     /// ```
     pub const unsafe fn with_merge(mut self, merge: fn(*const u8, *const u8)) -> Self {
+        assert!(
+            self.flags & MIGRATION_IN_PLACE == 0,
+            "an in-place migration has no merge step"
+        );
         self.merge = Some(merge);
         self
     }

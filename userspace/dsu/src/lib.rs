@@ -136,8 +136,8 @@ pub use attach::{Attach, AttachedVar, VarStatus, Version, attach};
 pub use dsu_macros::Shared;
 pub use error::{Error, Op, Result};
 pub use global::{
-    DESC_HASH_TYPE_NAME, DESC_MAGIC, DESC_ZEROED, Global, GlobalDesc, Migration, PAGE_SIZE,
-    SECTION, ZERO_SECTION,
+    DESC_HASH_TYPE_NAME, DESC_MAGIC, DESC_ZEROED, Global, GlobalDesc, MIGRATION_IN_PLACE,
+    Migration, PAGE_SIZE, SECTION, ZERO_SECTION,
 };
 pub use shared::{Shared, SharedCell};
 
