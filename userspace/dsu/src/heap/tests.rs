@@ -527,3 +527,47 @@ fn stats_from_a_copy_of_the_bytes() {
     copy[..8].copy_from_slice(&[0; 8]);
     assert_eq!(read(&copy), None, "no magic, no heap");
 }
+
+/// An in-place migration (`with_ref`) reads the old map where it is, under its lock, and
+/// builds a new one; the old map is left as it was (nothing moved or freed).
+#[test]
+fn in_place_migration_reads_the_live_value() {
+    installed_heap();
+    type Old = Mutex<heap::HashMap<u64, u32>>;
+    type New = Mutex<heap::HashMap<u64, u64>>;
+    fn widen(old: &'static Old) -> New {
+        let old = old.lock().unwrap();
+        let mut m = heap::HashMap::new();
+        for (k, v) in old.iter() {
+            m.insert(*k, u64::from(*v) << 32);
+        }
+        Mutex::new(m)
+    }
+    crate::global! {
+        #[dsu(name = "tests::IN_PLACE", migrate(from = Mutex<heap::HashMap<u64, u32>>, with_ref = widen))]
+        static NEW: New = Mutex::new(heap::HashMap::new());
+    }
+    static OLD: Old = Mutex::new(heap::HashMap::new());
+    for k in 0..1000 {
+        OLD.lock().unwrap().insert(k, k as u32);
+    }
+    let d = crate::GLOBALS
+        .iter()
+        .find(|d| d.name() == "tests::IN_PLACE")
+        .unwrap();
+    let m = d.migration().unwrap();
+    assert!(m.is_in_place() && !m.has_merge());
+    assert_eq!(m.old_fingerprint(), <Old as crate::Shared>::FINGERPRINT);
+    let mut out = std::mem::MaybeUninit::<New>::uninit();
+    (m.transform)((&OLD as *const Old).cast(), out.as_mut_ptr().cast());
+    // SAFETY: the transform wrote a New; it is leaked, as a global's value would be.
+    let new: &'static New = Box::leak(Box::new(unsafe { out.assume_init() }));
+    let new = new.lock().unwrap();
+    let old = OLD.lock().unwrap();
+    assert_eq!((new.len(), old.len()), (1000, 1000));
+    for k in 0..1000u64 {
+        assert_eq!(new.get(&k), Some(&(k << 32)));
+        assert_eq!(old.get(&k), Some(&(k as u32)));
+    }
+    let _ = &NEW;
+}
