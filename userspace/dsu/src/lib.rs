@@ -188,6 +188,16 @@ pub mod __private {
 ///   last two generations): the one whose fingerprint the segment's newest entry of that
 ///   name has is used. Without an entry of that name in the segment, `init` is used; an
 ///   entry of another type is [`Error::MigrationSourceUnknown`], never a silent `init`.
+/// - `#[dsu(migrate(from = OldType, with_ref = transform))]`: for an old type that owns
+///   shared-heap blocks (a [`heap::Mutex`] of a container, or a type holding one), which
+///   `with` refuses at compile time (a snapshot would be a second owner of the old
+///   version's blocks). `transform: fn(&'static OldType) -> T` gets the old entry's live
+///   value, in a view of its pages that stays mapped for the process's life; it takes the
+///   old value's lock (shared with the running old versions), reads the container and
+///   builds the new one in the heap. Nothing old is copied, moved or freed; the old
+///   versions keep using their container, and their writes after the transform are not
+///   carried over (there is no `merge` with `with_ref`). It costs one pass over the old
+///   container at attach, under its lock (docs/DESIGN.md, "Migrating a heap container").
 /// - `#[dsu(zeroed)]`: `init` is all zero bytes (a table of zeros, an empty mutex), so the
 ///   global goes to the NOBITS section [`ZERO_SECTION`] and takes no space in the binary's
 ///   file. rustc refuses to compile it if `init` has a non-zero byte ("BSS section
@@ -250,6 +260,35 @@ pub mod __private {
 /// let d = dsu::GLOBALS.iter().find(|d| d.name() == "app::STATS").unwrap();
 /// let froms: Vec<_> = d.migration().unwrap().chain().map(|m| m.old_type_name()).collect();
 /// assert_eq!(froms, ["StatsV2", "StatsV1"]);
+/// ```
+///
+/// A heap map whose value type changed, migrated in place:
+///
+/// ```
+/// use dsu::heap::{HashMap, Mutex};
+/// #[derive(dsu::Shared, Clone, Copy)]
+/// #[repr(C)]
+/// struct V1 { hits: u32 }
+/// #[derive(dsu::Shared)]
+/// #[repr(C)]
+/// struct V2 { hits: u64, misses: u64 }
+///
+/// fn upgrade(old: &'static Mutex<HashMap<u64, V1>>) -> Mutex<HashMap<u64, V2>> {
+///     let old = old.lock().expect("v1's map is poisoned");
+///     let mut new = HashMap::new();
+///     new.reserve(old.len());
+///     for (k, v) in old.iter() {
+///         new.insert(*k, V2 { hits: v.hits.into(), misses: 0 });
+///     }
+///     Mutex::new(new)
+/// }
+///
+/// dsu::global! {
+///     #[dsu(name = "app::CLIENTS", migrate(from = Mutex<HashMap<u64, V1>>, with_ref = upgrade))]
+///     static CLIENTS: Mutex<HashMap<u64, V2>> = Mutex::new(HashMap::new());
+/// }
+/// let d = dsu::GLOBALS.iter().find(|d| d.name() == "app::CLIENTS").unwrap();
+/// assert!(d.migration().unwrap().is_in_place());
 /// ```
 #[macro_export]
 macro_rules! global {
