@@ -65,7 +65,7 @@ fn main() {
                     }
                 });
                 grower = Some((stop, t));
-                println!("ok");
+                println!("ok growing");
             }
             ["grow", "stop"] => {
                 if let Some((stop, t)) = grower.take() {
@@ -81,7 +81,7 @@ fn main() {
                 println!("ok len={n} bad={bad}");
             }
             ["exit"] => {
-                println!("ok");
+                println!("ok bye");
                 break;
             }
             _ => println!("error unknown command {line:?}"),
