@@ -236,12 +236,13 @@ struct GlobalItem {
     zeroed: bool,
 }
 
-/// One `migrate(from = Old, with = transform, merge = catch_up)` of a global.
+/// One `migrate(from = Old, with = transform, merge = catch_up)` (or `with_ref = transform`)
+/// of a global.
 struct MigrateFrom {
     from: Type,
     with: Path,
     merge: Option<Path>,
-    /// `with_ref = f`: `f(&Old) -> New` reads the old value in place.
+    /// `with_ref = f`: `f(&'static Old) -> New` reads the old value in place.
     by_ref: bool,
 }
 
@@ -324,7 +325,7 @@ impl Parse for GlobalItems {
                         migrate.push(MigrateFrom { from, with, merge, by_ref });
                         Ok(())
                     } else {
-                        Err(meta.error("unknown dsu attribute: expected `name = \"...\"`, `zeroed` or `migrate(from = T, with = f[, merge = g])`"))
+                        Err(meta.error("unknown dsu attribute: expected `name = \"...\"`, `zeroed`, `migrate(from = T, with = f[, merge = g])` or `migrate(from = T, with_ref = f)`"))
                     }
                 })?;
             }

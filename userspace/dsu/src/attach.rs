@@ -693,10 +693,12 @@ fn migrate_init<'a>(
     }
 }
 
-/// The initial value of a global migrated in place ([`Migration::in_place`](crate::Migration::in_place)):
-/// the transform reads the old entry's live value in a view of its pages (mapped for the
-/// process's life, so the transform's `&'static Old` stays valid), so an old value that owns shared-heap blocks is read where it is,
-/// under its own lock, and never copied. `None` if the entry is gone (collected) meanwhile.
+/// The initial value of a global migrated in place
+/// ([`Migration::in_place`](crate::Migration::in_place)): the transform reads the old
+/// entry's live value in a view of its pages (mapped for the process's life, so the
+/// transform's `&'static Old` stays valid), so an old value that owns shared-heap blocks is
+/// read where it is, under its own lock, and never copied. `None` if the entry is gone
+/// (collected) meanwhile.
 fn migrate_in_place<'a>(
     dev: &Device,
     segment: &str,
