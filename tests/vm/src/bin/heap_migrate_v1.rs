@@ -35,6 +35,7 @@ fn main() {
     };
     let version = dsu::Attach::new(segment.as_str(), "v1")
         .heap(0)
+        .ready_on_attach(true)
         .attach()
         .unwrap_or_else(|e| fail(&e.to_string()));
     println!("ready {}", version.id().unwrap_or(0));

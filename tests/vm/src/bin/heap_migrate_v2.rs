@@ -39,6 +39,7 @@ fn main() {
     let t0 = std::time::Instant::now();
     let _version = dsu::Attach::new(segment.as_str(), "v2")
         .heap(0)
+        .ready_on_attach(true)
         .attach()
         .unwrap_or_else(|e| fail(&e.to_string()));
     let attach_us = t0.elapsed().as_micros();
