@@ -10,9 +10,7 @@
 #[path = "tally/mod.rs"]
 mod tally;
 
-use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::time::Duration;
 use tally::{StatsV1, StatsV2, v2_catch_up_v1, v2_from_v1};
 
 dsu::global! {
@@ -28,25 +26,10 @@ fn main() {
     match args[0].as_str() {
         "run" => {
             let n = tally::number(&args, 1);
-            println!("status={status}");
-            std::io::stdout().flush().unwrap();
-            for i in 0..n {
-                STATS.hits.fetch_add(1, Relaxed);
-                if i % 16 == 0 {
-                    std::thread::sleep(Duration::from_millis(1));
-                }
-            }
-            let done = version
-                .wait_for_migrations(Some(Duration::from_secs(300)))
-                .unwrap();
+            let pending = tally::run(&version, n, &STATS.hits);
             println!(
-                "v2 increments={n} hits={} pending={}",
-                STATS.hits.load(Relaxed),
-                if done {
-                    0
-                } else {
-                    version.pending_migrations()
-                }
+                "v2 increments={n} hits={} pending={pending}",
+                STATS.hits.load(Relaxed)
             );
         }
         "read" => println!(

@@ -139,3 +139,26 @@ pub fn number(args: &[String], i: usize) -> u64 {
         std::process::exit(2)
     })
 }
+
+/// The `run N` command of v2 and v3: prints the migration status, counts `n` hits in
+/// `hits` (a 1 ms pause every 16, so that other versions interleave), waits up to 300 s for
+/// this version's merge steps, and returns the merges still pending (0 when all ran).
+pub fn run(version: &dsu::Version, n: u64, hits: &AtomicU64) -> usize {
+    use std::io::Write;
+    println!("status={}", status(version, "tally::STATS"));
+    std::io::stdout().flush().unwrap();
+    for i in 0..n {
+        hits.fetch_add(1, Relaxed);
+        if i % 16 == 0 {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+    }
+    let done = version
+        .wait_for_migrations(Some(std::time::Duration::from_secs(300)))
+        .unwrap();
+    if done {
+        0
+    } else {
+        version.pending_migrations()
+    }
+}
