@@ -19,7 +19,10 @@
 use crate::kernel_ext::alloc::GFP_ACCOUNT_MAYFAIL;
 use crate::{
     accounting::{Accounting, HeldPages},
-    kernel_ext::shmem::{task_size, ShmemFile},
+    kernel_ext::{
+        cred,
+        shmem::{task_size, ShmemFile},
+    },
     limits,
 };
 use kernel::{
@@ -106,6 +109,11 @@ impl Heap {
             return Ok(have * PAGE);
         }
         if want > self.reserve / PAGE || want > limits::max_heap_pages() as u64 {
+            return Err(ENOMEM);
+        }
+        // shmem's `fallocate` refuses a size past the caller's RLIMIT_FSIZE with EFBIG and a
+        // SIGXFSZ that kills by default: refuse first, as an allocator's out of memory.
+        if want * PAGE > cred::fsize_limit() {
             return Err(ENOMEM);
         }
         let add = usize::try_from(want - have).map_err(|_| ENOMEM)?;

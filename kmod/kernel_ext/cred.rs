@@ -96,20 +96,32 @@ pub fn capable_sys_resource() -> bool {
     unsafe { bindings::capable(bindings::CAP_SYS_RESOURCE as i32) }
 }
 
-/// The current task's soft `RLIMIT_MEMLOCK`, in pages (`usize::MAX` for unlimited).
-pub fn memlock_limit_pages() -> usize {
+/// The current task's soft limit `resource` (an `RLIMIT_*`), `!0` for unlimited.
+fn rlimit_cur(resource: u32) -> usize {
     // SAFETY: `get_current` is the running task; its `signal` lives as long as the task.
     // `rlim_cur` is a word that setrlimit may change concurrently: read it once, as
     // `task_rlimit` does with READ_ONCE.
-    let bytes = unsafe {
+    unsafe {
         let signal = (*bindings::get_current()).signal;
-        core::ptr::read_volatile(
-            &raw const (*signal).rlim[bindings::RLIMIT_MEMLOCK as usize].rlim_cur,
-        )
-    };
+        core::ptr::read_volatile(&raw const (*signal).rlim[resource as usize].rlim_cur)
+    }
+}
+
+/// The current task's soft `RLIMIT_MEMLOCK`, in pages (`usize::MAX` for unlimited).
+pub fn memlock_limit_pages() -> usize {
+    let bytes = rlimit_cur(bindings::RLIMIT_MEMLOCK);
     if bytes == !0 {
         usize::MAX
     } else {
-        (bytes as usize) / kernel::page::PAGE_SIZE
+        bytes / kernel::page::PAGE_SIZE
+    }
+}
+
+/// The current task's soft `RLIMIT_FSIZE` in bytes (`u64::MAX` for unlimited), which shmem's
+/// `fallocate` enforces with `EFBIG` and `SIGXFSZ`.
+pub fn fsize_limit() -> u64 {
+    match rlimit_cur(bindings::RLIMIT_FSIZE) {
+        usize::MAX => u64::MAX,
+        bytes => bytes as u64,
     }
 }

@@ -79,6 +79,11 @@ pub fn main(me: u64, list: &'static List, started: &'static AtomicU64) {
             let (mut pushed, mut popped, mut others, mut bad) = (0u64, 0u64, 0u64, 0u64);
             let mut rng = me.wrapping_mul(0x2545_f491_4f6c_dd1d);
             for seq in 0..ops {
+                // A pause now and then, so that the two versions' rounds interleave even
+                // when one of them could run all of its rounds in one time slice.
+                if seq % 16 == 0 {
+                    std::thread::sleep(std::time::Duration::from_millis(1));
+                }
                 rng ^= rng << 13;
                 rng ^= rng >> 7;
                 rng ^= rng << 17;

@@ -313,6 +313,52 @@ fn limits() -> TestResult {
 }
 
 #[distributed_slice(TESTS)]
+static LIMIT_FSIZE: VmTest = VmTest {
+    name: "kmod_heap::limit_fsize_enomem",
+    phase: Phase::Main,
+    run: limit_fsize,
+};
+/// Growth past the caller's RLIMIT_FSIZE is ENOMEM with the size unchanged; the caller is
+/// not killed by the SIGXFSZ that shmem's `fallocate` sends past that limit.
+fn limit_fsize() -> TestResult {
+    let name = unique("heap-fsize");
+    let setup = Dsu::attached(&name)?;
+    setup.heap(base(7), 64 * P)?;
+    let n = name.clone();
+    let status = in_child(move || {
+        let lim = libc::rlimit {
+            rlim_cur: 8 * P,
+            rlim_max: 8 * P,
+        };
+        // SAFETY: A valid rlimit.
+        if unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) } != 0 {
+            return 10;
+        }
+        let Ok(d) = Dsu::attached(&n) else { return 11 };
+        match d.heap_grow(16 * P) {
+            Err(Errno::ENOMEM) => {}
+            Ok(_) => return 12,
+            Err(_) => return 13,
+        }
+        match d.heap_grow(8 * P) {
+            Ok(s) if s == 8 * P => 0,
+            _ => 14,
+        }
+    });
+    let size = setup.heap(0, 0).map(|h| h.2);
+    drop(setup);
+    cleanup(&name);
+    ensure_eq!(
+        status,
+        Ok(0),
+        "GROW past RLIMIT_FSIZE (12: granted, 13: another errno, 14: growth up to the limit \
+         refused, signal 25: killed by SIGXFSZ)"
+    );
+    ensure_eq!(size, Ok(8 * P), "size after growth up to RLIMIT_FSIZE");
+    Ok(())
+}
+
+#[distributed_slice(TESTS)]
 static VALIDATION: VmTest = VmTest {
     name: "kmod_heap::validation_errnos",
     phase: Phase::Main,
