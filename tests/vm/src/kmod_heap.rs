@@ -6,7 +6,7 @@
 
 use crate::kmod_ioctl::*;
 use crate::robust_raw::in_child;
-use crate::util::{as_user, memory_cgroup, with_module_params};
+use crate::util::{as_user, memory_cgroup, set_rlimit, with_module_params};
 use crate::{Failure, Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
 use dsu_uapi::*;
 use linkme::distributed_slice;
@@ -187,19 +187,6 @@ fn set_param(name: &str, value: u64) -> TestResult {
     Ok(())
 }
 
-/// Sets this process's soft and hard RLIMIT_MEMLOCK.
-fn set_memlock(bytes: u64) -> TestResult {
-    let lim = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: bytes,
-    };
-    // SAFETY: A valid rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
-        return Err(Failure::Fail(format!("setrlimit: {}", Errno::last())));
-    }
-    Ok(())
-}
-
 #[distributed_slice(TESTS)]
 static LIMITS: VmTest = VmTest {
     name: "kmod_heap::limits_enomem",
@@ -250,7 +237,7 @@ fn limits() -> TestResult {
             ensure_eq!(a.heap_grow(16 * P), Ok(16 * P), "up to max_user_pages");
             a.destroy(&n)?;
             drop(a);
-            set_memlock(8 * P)?;
+            set_rlimit(libc::RLIMIT_MEMLOCK, 8 * P)?;
             let a = Dsu::attached(&n)?;
             a.heap(base(5), 32 * P)?;
             ensure_eq!(
@@ -326,12 +313,7 @@ fn limit_fsize() -> TestResult {
     setup.heap(base(7), 64 * P)?;
     let n = name.clone();
     let status = in_child(move || {
-        let lim = libc::rlimit {
-            rlim_cur: 8 * P,
-            rlim_max: 8 * P,
-        };
-        // SAFETY: A valid rlimit.
-        if unsafe { libc::setrlimit(libc::RLIMIT_FSIZE, &lim) } != 0 {
+        if set_rlimit(libc::RLIMIT_FSIZE, 8 * P).is_err() {
             return 10;
         }
         let Ok(d) = Dsu::attached(&n) else { return 11 };

@@ -4,7 +4,7 @@
 //! `max_segment_pages`, and module parameters that cannot be raised past their caps.
 
 use crate::robust_raw::{Dev, destroy_quietly, var};
-use crate::util::{as_user, insmod, rmmod, with_module_params};
+use crate::util::{as_user, insmod, rmmod, set_rlimit, with_module_params};
 use crate::{Failure, Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
 use dsu_uapi::*;
 use linkme::distributed_slice;
@@ -156,19 +156,6 @@ fn user_pages() -> TestResult {
     })
 }
 
-/// Sets the soft and hard RLIMIT_MEMLOCK of this process.
-fn set_memlock(bytes: u64) -> TestResult {
-    let lim = libc::rlimit {
-        rlim_cur: bytes,
-        rlim_max: bytes,
-    };
-    // SAFETY: a valid rlimit.
-    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &lim) } != 0 {
-        return Err(Failure::Fail(format!("setrlimit: {}", Errno::last())));
-    }
-    Ok(())
-}
-
 #[distributed_slice(TESTS)]
 static MEMLOCK: VmTest = VmTest {
     name: "robust::limit_memlock",
@@ -184,7 +171,7 @@ fn memlock() -> TestResult {
     destroy_quietly(SEG);
     let r = (|| {
         as_user(1000, 1000, &[], || {
-            set_memlock(16 * PAGE)?;
+            set_rlimit(libc::RLIMIT_MEMLOCK, 16 * PAGE)?;
             let a = Dev::open()?;
             a.attach(SEG, DSU_ATTACH_MUST_CREATE, 0)?;
             let mut v = [var("twelve", 12 * PAGE, 1, None)];
@@ -224,7 +211,7 @@ fn memlock() -> TestResult {
             Ok(())
         })?;
         as_user(0, 0, &[], || {
-            set_memlock(16 * PAGE)?;
+            set_rlimit(libc::RLIMIT_MEMLOCK, 16 * PAGE)?;
             let d = Dev::open()?;
             d.attach("pin-memlock-root", DSU_ATTACH_MUST_CREATE, 0)?;
             let mut v = [var("many", 64 * PAGE, 1, None)];

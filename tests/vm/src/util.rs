@@ -149,3 +149,19 @@ pub fn memory_cgroup(name: &str) -> Result<String, Failure> {
     std::fs::create_dir(&cg)?;
     Ok(cg)
 }
+
+/// Sets this process's soft and hard limit `resource` (`libc::RLIMIT_*`) to `bytes`.
+pub fn set_rlimit(resource: libc::__rlimit_resource_t, bytes: u64) -> TestResult {
+    let lim = libc::rlimit {
+        rlim_cur: bytes,
+        rlim_max: bytes,
+    };
+    // SAFETY: a valid rlimit.
+    if unsafe { libc::setrlimit(resource, &lim) } != 0 {
+        return Err(Failure::Fail(format!(
+            "setrlimit: {}",
+            std::io::Error::last_os_error()
+        )));
+    }
+    Ok(())
+}
