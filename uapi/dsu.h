@@ -485,6 +485,105 @@ struct dsu_gc {
 };
 
 /* ---------------------------------------------------------------------------------- */
+/* Snapshots: DSU_IOC_SNAPSHOT and the snapshot fd.                                    */
+/*
+ * DSU_IOC_SNAPSHOT (any handle; read permission on the named segment) takes a
+ * point-in-time image of a live segment and returns it as a new file descriptor in `fd`
+ * (O_RDONLY | O_CLOEXEC). Every byte of the image (every variable's pages, the heap's
+ * first heap_size bytes) is as it was at one instant, the instant the call returns, as a
+ * crash at that instant would have left it; the segment's versions keep running while the
+ * image is read (pages written after the instant are copied on their first write, see
+ * docs/DESIGN.md). The out fields describe the segment at that instant. One snapshot per
+ * segment at a time: another one open is EBUSY. The copies are charged to the caller
+ * (memcg, max_user_pages); if they cannot be had, the call fails with ENOMEM and nothing
+ * changes. flags must be 0. Closing the fd ends the snapshot and frees its copies.
+ *
+ * The snapshot fd:
+ *   - pread(): image bytes. Segment page i (0 <= i < pages) is at offset i * page size,
+ *     heap byte x (0 <= x < heap_size) at DSU_HEAP_MMAP_OFFSET + x. Pages that belong to
+ *     no variable, discarded heap pages and heap pages never touched read as zeros. A read
+ *     that runs past the end of its range is short; one that starts at the end of a range
+ *     returns 0; one that starts outside both ranges is EINVAL. Pages may be read in any
+ *     order and more than once.
+ *   - ioctl DSU_IOC_LIST_VARIABLES (dsu_list.segment all zero): the image's directory, as
+ *     struct dsu_variable_info records whose first_page/page_count address the image.
+ *   - ioctl DSU_IOC_READ_VAR (dsu_read_var.segment all zero): a variable's bytes in the
+ *     image, or with DSU_READ_TYPE_DESC its type description.
+ *   - any other ioctl: ENOTTY; write() and mmap(): EINVAL.
+ */
+struct dsu_snapshot {
+	__u32 size;        /* in: sizeof(struct dsu_snapshot) */
+	__u32 flags;       /* in: 0 */
+	__s32 fd;          /* out: the snapshot fd */
+	__u32 mode;        /* out: the segment's permission bits */
+	__u32 uid;         /* out: owner, in the caller's user namespace */
+	__u32 gid;         /* out: group, in the caller's user namespace */
+	__u64 pages;       /* out: segment pages in the image (page indexes 0..pages-1) */
+	__u64 variables;   /* out: directory entries in the image */
+	__u64 heap_base;   /* out: the heap's address, 0 if none */
+	__u64 heap_reserve; /* out: bytes of its window */
+	__u64 heap_size;   /* out: heap bytes in the image */
+	__u64 generation;  /* out: the segment's generation (READYs so far) */
+	__u64 taken_ns;    /* out: CLOCK_REALTIME of the instant */
+	char segment[DSU_SEGMENT_NAME_MAX]; /* in: segment name */
+};
+
+/* ---------------------------------------------------------------------------------- */
+/* Restore: DSU_IOC_RESTORE, RESTORE_VAR, RESTORE_HEAP, RESTORE_COMMIT.                */
+/*
+ * A fresh (never attached) handle rebuilds a segment from an image before any version
+ * attaches:
+ *   1. DSU_IOC_RESTORE names it: the handle becomes a *restoring* handle of a new segment
+ *      that nobody else can see yet, owned by the caller (as ATTACH creates one) with
+ *      `mode` (<= 0777, else EINVAL). The name taken already in the caller's IPC namespace:
+ *      EEXIST, nothing changes. A handle not fresh: EBADFD.
+ *   2. DSU_IOC_RESTORE_VAR adds one directory entry with its bytes (charged like a RESOLVE
+ *      that adds it; past a limit: ENOMEM or ENOSPC as RESOLVE answers). An entry of the
+ *      same name and fingerprint already restored: EEXIST. Other validation is RESOLVE's
+ *      (names, sizes, align, type description) with EINVAL.
+ *   3. DSU_IOC_HEAP on the restoring handle creates the heap at the image's base and
+ *      reserve, DSU_IOC_HEAP_GROW backs it to the image's heap_size, and
+ *      DSU_IOC_RESTORE_HEAP writes heap bytes (ranges never written stay zero).
+ *   4. DSU_IOC_RESTORE_COMMIT (no argument) publishes the segment under its name; the
+ *      handle is then an attached handle of it. If the name was taken meanwhile: EEXIST,
+ *      and the handle stays restoring (close it to drop everything).
+ * Closing a restoring handle before COMMIT frees everything it restored: a restore that
+ * fails half-way creates nothing. Other ioctls on a restoring handle: EBADFD.
+ */
+struct dsu_restore {
+	__u32 size;        /* in: sizeof(struct dsu_restore) */
+	__u32 flags;       /* in: 0 */
+	__u32 mode;        /* in: permission bits of the new segment */
+	__u32 __pad;       /* in: 0 */
+	char segment[DSU_SEGMENT_NAME_MAX]; /* in: the name to restore under */
+};
+
+struct dsu_restore_var {
+	__u32 size;          /* in: sizeof(struct dsu_restore_var) */
+	__u32 flags;         /* in: 0 */
+	__u64 var_size;      /* in: bytes, >= 1 */
+	__u64 align;         /* in: power of two, <= the page size */
+	__u64 fingerprint;   /* in: 64-bit type fingerprint */
+	__u64 value;         /* in: user pointer to var_size bytes; 0: all zero */
+	__u64 type_desc;     /* in: user pointer to the type description, or 0 */
+	__u32 type_desc_len; /* in: its length, 0..DSU_TYPE_DESC_MAX */
+	__u32 __pad;         /* in: 0 */
+	__u64 created_ns;    /* in: CLOCK_REALTIME of its creation, as the image recorded it */
+	__u64 first_page;    /* out: its first page in the new segment */
+	__u64 page_count;    /* out: its pages */
+	char created_label[DSU_LABEL_MAX]; /* in: label of the version that created it, or "" */
+	char name[DSU_VARIABLE_NAME_MAX];  /* in: NUL-terminated variable name */
+};
+
+struct dsu_restore_heap {
+	__u32 size;      /* in: sizeof(struct dsu_restore_heap) */
+	__u32 flags;     /* in: 0 */
+	__u64 offset;    /* in: first byte, from base */
+	__u64 length;    /* in: bytes, >= 1; offset + length <= heap_size (else EINVAL) */
+	__u64 buf;       /* in: user pointer to length bytes */
+};
+
+/* ---------------------------------------------------------------------------------- */
 
 #define DSU_IOC_MAGIC 0xD5
 
@@ -503,6 +602,11 @@ struct dsu_gc {
 #define DSU_IOC_NR_READ_HEAP 0x0D
 #define DSU_IOC_NR_READY 0x10
 #define DSU_IOC_NR_GC 0x11
+#define DSU_IOC_NR_SNAPSHOT 0x18
+#define DSU_IOC_NR_RESTORE 0x19
+#define DSU_IOC_NR_RESTORE_VAR 0x1A
+#define DSU_IOC_NR_RESTORE_HEAP 0x1B
+#define DSU_IOC_NR_RESTORE_COMMIT 0x1C
 
 #define DSU_IOC_ATTACH _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_ATTACH, struct dsu_attach)
 /* ATTACH as API version 1 encoded it: the 80-byte struct, without owner and event_size. */
@@ -525,5 +629,10 @@ struct dsu_gc {
 #define DSU_IOC_READ_HEAP _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_READ_HEAP, struct dsu_read_heap)
 #define DSU_IOC_READY _IO(DSU_IOC_MAGIC, DSU_IOC_NR_READY)
 #define DSU_IOC_GC _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_GC, struct dsu_gc)
+#define DSU_IOC_SNAPSHOT _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_SNAPSHOT, struct dsu_snapshot)
+#define DSU_IOC_RESTORE _IOW(DSU_IOC_MAGIC, DSU_IOC_NR_RESTORE, struct dsu_restore)
+#define DSU_IOC_RESTORE_VAR _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_RESTORE_VAR, struct dsu_restore_var)
+#define DSU_IOC_RESTORE_HEAP _IOW(DSU_IOC_MAGIC, DSU_IOC_NR_RESTORE_HEAP, struct dsu_restore_heap)
+#define DSU_IOC_RESTORE_COMMIT _IO(DSU_IOC_MAGIC, DSU_IOC_NR_RESTORE_COMMIT)
 
 #endif /* _UAPI_LINUX_DSU_H */

@@ -58,6 +58,11 @@ pub const DSU_IOC_NR_HEAP_DISCARD: u32 = 12;
 pub const DSU_IOC_NR_READ_HEAP: u32 = 13;
 pub const DSU_IOC_NR_READY: u32 = 16;
 pub const DSU_IOC_NR_GC: u32 = 17;
+pub const DSU_IOC_NR_SNAPSHOT: u32 = 24;
+pub const DSU_IOC_NR_RESTORE: u32 = 25;
+pub const DSU_IOC_NR_RESTORE_VAR: u32 = 26;
+pub const DSU_IOC_NR_RESTORE_HEAP: u32 = 27;
+pub const DSU_IOC_NR_RESTORE_COMMIT: u32 = 28;
 pub type __s32 = core::ffi::c_int;
 pub type __u32 = core::ffi::c_uint;
 pub type __u64 = core::ffi::c_ulonglong;
@@ -353,4 +358,85 @@ impl Default for dsu_gc {
             s.assume_init()
         }
     }
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct dsu_snapshot {
+    pub size: __u32,
+    pub flags: __u32,
+    pub fd: __s32,
+    pub mode: __u32,
+    pub uid: __u32,
+    pub gid: __u32,
+    pub pages: __u64,
+    pub variables: __u64,
+    pub heap_base: __u64,
+    pub heap_reserve: __u64,
+    pub heap_size: __u64,
+    pub generation: __u64,
+    pub taken_ns: __u64,
+    pub segment: [core::ffi::c_char; 64usize],
+}
+impl Default for dsu_snapshot {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct dsu_restore {
+    pub size: __u32,
+    pub flags: __u32,
+    pub mode: __u32,
+    pub __pad: __u32,
+    pub segment: [core::ffi::c_char; 64usize],
+}
+impl Default for dsu_restore {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct dsu_restore_var {
+    pub size: __u32,
+    pub flags: __u32,
+    pub var_size: __u64,
+    pub align: __u64,
+    pub fingerprint: __u64,
+    pub value: __u64,
+    pub type_desc: __u64,
+    pub type_desc_len: __u32,
+    pub __pad: __u32,
+    pub created_ns: __u64,
+    pub first_page: __u64,
+    pub page_count: __u64,
+    pub created_label: [core::ffi::c_char; 32usize],
+    pub name: [core::ffi::c_char; 128usize],
+}
+impl Default for dsu_restore_var {
+    fn default() -> Self {
+        let mut s = ::core::mem::MaybeUninit::<Self>::uninit();
+        unsafe {
+            ::core::ptr::write_bytes(s.as_mut_ptr(), 0, 1);
+            s.assume_init()
+        }
+    }
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct dsu_restore_heap {
+    pub size: __u32,
+    pub flags: __u32,
+    pub offset: __u64,
+    pub length: __u64,
+    pub buf: __u64,
 }
