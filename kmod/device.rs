@@ -12,6 +12,7 @@ use crate::{
     handle::Handle,
     kernel_ext::{
         cred::{kgid_from_current_ns, kuid_from_current_ns},
+        error::ebadfd,
         file::File,
         miscdevice::MiscDevice,
         mm::VmaNew,
@@ -19,6 +20,7 @@ use crate::{
     },
     limits, mapping,
     registry::Registry,
+    restore,
     segment::{AttrChange, MAY_READ, MAY_WRITE},
     uapi::{
         self, dsu_destroy, dsu_event, dsu_gc, dsu_list, dsu_read_heap, dsu_read_var,
@@ -58,6 +60,9 @@ impl MiscDevice for Handle {
         cmd: u32,
         arg: usize,
     ) -> Result<isize> {
+        if restore::refused_while_restoring(cmd) && handle.is_restoring() {
+            return Err(ebadfd());
+        }
         match cmd {
             ioctl::ATTACH | ioctl::ATTACH_VER1 => handle.attach(registry, arg),
             ioctl::RESOLVE => handle.resolve(arg),
@@ -74,6 +79,10 @@ impl MiscDevice for Handle {
             ioctl::READ_HEAP => read_heap(registry, arg),
             ioctl::READY => handle.ready(),
             ioctl::GC => gc(registry, arg),
+            ioctl::RESTORE => restore::restore(&handle, registry, arg),
+            ioctl::RESTORE_VAR => restore::restore_var(&handle, arg),
+            ioctl::RESTORE_HEAP => restore::restore_heap(&handle, arg),
+            ioctl::RESTORE_COMMIT => handle.commit_restore(registry),
             _ => Err(ENOTTY),
         }
     }

@@ -20,6 +20,7 @@ pub mod kernel_ext;
 pub mod limits;
 pub mod mapping;
 pub mod registry;
+pub mod restore;
 pub mod segment;
 pub mod uapi;
 pub mod version;

@@ -2,7 +2,8 @@
 
 //! Handles: one per open file of `/dev/dsu`.
 //!
-//! A handle moves `Fresh → Attached(segment) → Bound(segment, version)` and never back; the
+//! A handle moves `Fresh → Attached(segment) → Bound(segment, version)` and never back (or
+//! `Fresh → Restoring → Attached` through a restore, `restore.rs`); the
 //! state lives in a mutex, held across each transition (but never across a user copy, which
 //! happens before locking or after unlocking). The handle's event queue is registered with
 //! its segment from ATTACH until release. Release comes after the last fd is closed and the
@@ -17,10 +18,11 @@ use crate::{
     kernel_ext::{cred::kuid_from_current_ns, error::ebadfd, ns::TaskPid},
     limits,
     registry::{AttachMode, Registry},
+    restore::{RestoreOp, Restoring},
     segment::{Creator, Segment, MAY_READ, MAY_WRITE},
     uapi::{
         self, dsu_attach, dsu_bind, dsu_extent, dsu_heap, dsu_heap_discard, dsu_heap_grow,
-        dsu_resolve, dsu_var, Label, RecordArray, VarName, DSU_ATTACH_MUST_CREATE,
+        dsu_resolve, dsu_var, Label, RecordArray, SegName, VarName, DSU_ATTACH_MUST_CREATE,
         DSU_ATTACH_MUST_EXIST, DSU_ATTACH_OWNER, DSU_ATTACH_SIZE_VER1, DSU_BIND_CANDIDATE,
         DSU_BIND_PREFAULT, DSU_BIND_SIZE_VER1, DSU_EVENT_SIZE_VER1, DSU_HEAP_CREATED,
         DSU_TYPE_DESC_MAX, DSU_VAR_INVALID, DSU_VAR_MIGRATE, DSU_VAR_PENDING, DSU_VAR_SIZE_VER1,
@@ -40,6 +42,8 @@ use kernel::{
 pub enum State {
     /// Opened, not attached.
     Fresh,
+    /// Restoring a segment that nobody else sees yet (`restore.rs`).
+    Restoring(Arc<Restoring>),
     /// Attached to a segment.
     Attached(Arc<Segment>),
     /// A version of the segment.
@@ -96,9 +100,73 @@ impl Handle {
     /// The segment, if attached or bound (`ebadfd()` otherwise).
     pub fn segment(&self) -> Result<Arc<Segment>> {
         match &*self.state.lock() {
-            State::Fresh => Err(ebadfd()),
+            State::Fresh | State::Restoring(_) => Err(ebadfd()),
             State::Attached(s) | State::Bound(s, _) => Ok(s.clone()),
         }
+    }
+
+    /// Whether the handle is restoring (most ioctls are then `EBADFD`).
+    pub fn is_restoring(&self) -> bool {
+        matches!(*self.state.lock(), State::Restoring(_))
+    }
+
+    /// RESTORE: a fresh handle (else `ebadfd()`) becomes a restoring handle of a new segment
+    /// `name` with `mode` ([`Registry::begin_restore`], with the state mutex held: no second
+    /// RESTORE on the handle races).
+    pub fn start_restore(&self, registry: &Registry, name: &SegName, mode: u32) -> Result {
+        let mut state = self.state.lock();
+        if !matches!(*state, State::Fresh) {
+            return Err(ebadfd());
+        }
+        let seg = registry.begin_restore(name, mode)?;
+        match Restoring::new(seg) {
+            Ok(restoring) => *state = State::Restoring(restoring),
+            Err(e) => {
+                registry.end_restore();
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// A restore ioctl in flight on a restoring handle (`ebadfd()` in any other state).
+    pub fn restore_op(&self) -> Result<RestoreOp> {
+        match &*self.state.lock() {
+            State::Restoring(r) => Ok(r.op()),
+            _ => Err(ebadfd()),
+        }
+    }
+
+    /// RESTORE_COMMIT: publishes the restoring segment and becomes an attached handle of
+    /// it. `ebadfd()` unless restoring, `EBUSY` while another restore ioctl is in flight on
+    /// the handle, `EEXIST` if the name was taken meanwhile (the handle stays restoring).
+    pub fn commit_restore(&self, registry: &Registry) -> Result<isize> {
+        let mut state = self.state.lock();
+        let State::Restoring(r) = &*state else {
+            return Err(ebadfd());
+        };
+        if r.busy() {
+            return Err(EBUSY);
+        }
+        let seg = r.segment.clone();
+        registry.publish_restored(&seg, self.id, self.events.clone())?;
+        *state = State::Attached(seg);
+        Ok(0)
+    }
+
+    /// The segment DSU_IOC_HEAP and HEAP_GROW work on: an attached or bound handle's (read
+    /// and write permission needed), or a restoring handle's (its restorer builds it: no
+    /// check), then counted in flight until the [`RestoreOp`] is dropped.
+    fn heap_segment(&self) -> Result<(Arc<Segment>, Option<RestoreOp>)> {
+        let (seg, op) = match &*self.state.lock() {
+            State::Fresh => return Err(ebadfd()),
+            State::Restoring(r) => (r.segment.clone(), Some(r.op())),
+            State::Attached(s) | State::Bound(s, _) => (s.clone(), None),
+        };
+        if op.is_none() {
+            seg.check_access(MAY_READ | MAY_WRITE)?;
+        }
+        Ok((seg, op))
     }
 
     /// DSU_IOC_ATTACH.
@@ -133,8 +201,10 @@ impl Handle {
         };
         let created = {
             let mut state = self.state.lock();
-            if !matches!(*state, State::Fresh) {
-                return Err(EBUSY);
+            match *state {
+                State::Fresh => {}
+                State::Restoring(_) => return Err(ebadfd()),
+                _ => return Err(EBUSY),
             }
             let (seg, created) = registry.attach(&name, &how, self.id, self.events.clone())?;
             // Before the state says attached: a reader never sees an event before its size.
@@ -260,7 +330,7 @@ impl Handle {
         };
         // Check the state before copying the map in, for precise errnos.
         let seg = match &*self.state.lock() {
-            State::Fresh => return Err(ebadfd()),
+            State::Fresh | State::Restoring(_) => return Err(ebadfd()),
             State::Bound(..) => return Err(EBUSY),
             State::Attached(s) => s.clone(),
         };
@@ -296,7 +366,7 @@ impl Handle {
         let version = {
             let mut state = self.state.lock();
             let seg = match &*state {
-                State::Fresh => return Err(ebadfd()),
+                State::Fresh | State::Restoring(_) => return Err(ebadfd()),
                 State::Bound(..) => return Err(EBUSY),
                 State::Attached(s) => s.clone(),
             };
@@ -325,8 +395,7 @@ impl Handle {
         if h.flags != 0 || h.heap_size != 0 || (h.base == 0) != (h.reserve == 0) {
             return Err(EINVAL);
         }
-        let seg = self.segment()?;
-        seg.check_access(MAY_READ | MAY_WRITE)?;
+        let (seg, _op) = self.heap_segment()?;
         let (heap, created) = seg.heap_or_create(h.base, h.reserve)?;
         h.flags = if created { DSU_HEAP_CREATED } else { 0 };
         h.base = heap.base;
@@ -342,8 +411,7 @@ impl Handle {
         if g.flags != 0 || g.heap_size != 0 || g.min_size == 0 {
             return Err(EINVAL);
         }
-        let seg = self.segment()?;
-        seg.check_access(MAY_READ | MAY_WRITE)?;
+        let (seg, _op) = self.heap_segment()?;
         let heap = seg.heap().ok_or(ENOENT)?;
         g.heap_size = heap.grow(g.min_size)?;
         uapi::write_struct(arg, &g)?;
@@ -380,6 +448,12 @@ impl Handle {
         let state = core::mem::replace(&mut *self.state.lock(), State::Fresh);
         let (seg, version) = match state {
             State::Fresh => return,
+            State::Restoring(r) => {
+                // Never named: dropping it frees everything it restored, with no lock held.
+                registry.end_restore();
+                drop(r);
+                return;
+            }
             State::Attached(s) => (s, None),
             State::Bound(s, v) => (s, Some(v)),
         };

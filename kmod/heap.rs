@@ -129,6 +129,32 @@ impl Heap {
         Ok(want * PAGE)
     }
 
+    /// RESTORE_HEAP (`restore.rs`): copies `len` user bytes at `src` into the heap at
+    /// `offset`, page by page with no lock held (this faults on user memory). `EINVAL`
+    /// unless `len >= 1` and the range is inside the size. The pages exist (GROW allocated
+    /// them): this allocates nothing; shmem zeroes a page on its first use, before the copy.
+    pub fn write(&self, offset: u64, len: u64, src: u64) -> Result {
+        let end = offset.checked_add(len).ok_or(EINVAL)?;
+        if len == 0 || end > self.file.size() {
+            return Err(EINVAL);
+        }
+        let len = usize::try_from(len).map_err(|_| EINVAL)?;
+        let mut src = crate::uapi::user_range(src, len)?;
+        let (mut at, mut left) = (offset, len);
+        while left > 0 {
+            let skip = (at % PAGE) as usize;
+            let n = left.min(PAGE_SIZE - skip);
+            self.file
+                .page(at / PAGE)?
+                .borrow()
+                .copy_from_user(src, skip, n)?;
+            src += n;
+            at += n as u64;
+            left -= n;
+        }
+        Ok(())
+    }
+
     /// Returns the pages of `[offset, offset + len)` to the system: page-aligned, non-empty
     /// and inside the size, else `EINVAL`. Every mapping reads zeros there afterwards.
     pub fn discard(&self, offset: u64, len: u64) -> Result {

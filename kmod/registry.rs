@@ -13,8 +13,9 @@
 //! is released, when it is dropped and its pages freed. Unloading drops the registry and so
 //! every remaining segment (no handle can exist then).
 //!
-//! `max_segments` counts every segment that holds pages: named ones and destroyed ones with
-//! handles. Each segment is also charged to its creator (`accounting.rs`).
+//! `max_segments` counts every segment that holds pages: named ones, destroyed ones with
+//! handles, and those of restoring handles (`restore.rs`), which get their name only at
+//! COMMIT. Each segment is also charged to its creator (`accounting.rs`).
 //!
 //! Lock order: handle state mutex → registry mutex → segment mutex, registry mutex →
 //! accounting mutex. Lookups for LIST,
@@ -46,6 +47,8 @@ struct Inner {
     /// Destroyed segments with handles left, by id.
     destroyed: RBTree<u64, Arc<Segment>>,
     destroyed_count: usize,
+    /// Segments of restoring handles (`restore.rs`): unnamed until their COMMIT.
+    restoring_count: usize,
     next_id: u64,
 }
 
@@ -82,6 +85,7 @@ impl Registry {
                     named_count: 0,
                     destroyed: RBTree::new(),
                     destroyed_count: 0,
+                    restoring_count: 0,
                     next_id: 1,
                 },
                 "dsu_registry"
@@ -124,7 +128,7 @@ impl Registry {
         if how.must_exist || owner != caller {
             return Err(ENOENT);
         }
-        if g.named_count + g.destroyed_count >= limits::max_segments() {
+        if g.named_count + g.destroyed_count + g.restoring_count >= limits::max_segments() {
             return Err(ENOSPC);
         }
         // Released when the segment is freed (or at once if creating it fails).
@@ -140,6 +144,55 @@ impl Registry {
         g.named.insert(node.into_node(key, seg.clone()));
         g.named_count += 1;
         Ok((seg, true))
+    }
+
+    /// RESTORE: a new segment `name` of the caller's IPC namespace, owned by the caller with
+    /// `mode`, that nobody can find until [`Registry::publish_restored`] (or that goes with
+    /// [`Registry::end_restore`]). `EEXIST` if the name is taken; counted and charged like
+    /// one that ATTACH creates (`ENOSPC` at `max_segments` or `max_user_segments`).
+    pub fn begin_restore(&self, name: &SegName, mode: u32) -> Result<Arc<Segment>> {
+        let key = (current_ipc_ns_key(), *name);
+        let mut g = self.inner.lock();
+        if g.named.get(&key).is_some() {
+            return Err(EEXIST);
+        }
+        if g.named_count + g.destroyed_count + g.restoring_count >= limits::max_segments() {
+            return Err(ENOSPC);
+        }
+        let charges = Charges::new_segment(&self.accounting)?;
+        let seg = Segment::new(g.next_id, *name, mode, charges)?;
+        g.next_id += 1;
+        g.restoring_count += 1;
+        Ok(seg)
+    }
+
+    /// RESTORE_COMMIT: names `seg` (from [`Registry::begin_restore`]) in the IPC namespace
+    /// it was restored in and attaches the committing handle, at once: a concurrent ATTACH
+    /// finds either nothing or the whole segment. `EEXIST` if the name was taken meanwhile
+    /// (nothing changes: the segment stays the handle's).
+    pub fn publish_restored(
+        &self,
+        seg: &Arc<Segment>,
+        handle_id: u64,
+        queue: Arc<EventQueue>,
+    ) -> Result {
+        let node = RBTreeNodeReservation::new(GFP_ACCOUNT_MAYFAIL)?;
+        let key = (seg.ns.key(), seg.name);
+        let mut g = self.inner.lock();
+        if g.named.get(&key).is_some() {
+            return Err(EEXIST);
+        }
+        seg.attach_handle(handle_id, queue)?;
+        g.named.insert(node.into_node(key, seg.clone()));
+        g.named_count += 1;
+        g.restoring_count -= 1;
+        Ok(())
+    }
+
+    /// A restoring handle went before its COMMIT: its segment no longer counts (the caller
+    /// drops it, freeing everything, with no lock held).
+    pub fn end_restore(&self) {
+        self.inner.lock().restoring_count -= 1;
     }
 
     /// The segment `name` of the caller's IPC namespace (`ENOENT` if none).

@@ -48,6 +48,7 @@ use crate::{
         time::realtime_ns,
     },
     limits,
+    restore::RestoredVar,
     uapi::{
         self, dsu_extent, dsu_segment_info, dsu_var, dsu_variable_info, Label, SegName, VarName,
         DSU_EVENT_VERSION_ABORTED, DSU_EVENT_VERSION_BOUND, DSU_EVENT_VERSION_ENDED,
@@ -660,6 +661,76 @@ impl Segment {
         Ok(group)
     }
 
+    /// RESTORE_VAR (`restore.rs`): adds `var` to a segment nobody can see yet, with its
+    /// bytes copied in, as committed state (no handle created it: nothing orphans or adopts
+    /// it). Reserved, charged and allocated like a RESOLVE's addition (`ENOSPC` past
+    /// `max_segment_pages` or `max_variables`, the accounting's errnos); `EEXIST` if an
+    /// entry of the same name and fingerprint exists. Returns its first page and page count.
+    pub fn restore_var(&self, var: &mut RestoredVar) -> Result<(u64, u64)> {
+        let pages = pages_for(var.size).ok_or(ENOSPC)?;
+        let reserved = {
+            let mut g = self.inner.lock();
+            restore_fits(&mut g, var, pages, 0)?;
+            g.reserved_pages += pages;
+            Reserved { seg: self, pages }
+        };
+        let charge = self.accounting.charge_pages(pages)?;
+        let init = dsu_var {
+            size: var.size,
+            init: var.value,
+            ..Default::default()
+        };
+        let mut group = self.new_pages(&init)?;
+        // Declared after `reserved`, `charge` and `group`: unlocked before they are dropped
+        // on failure.
+        let mut g = self.inner.lock();
+        restore_fits(&mut g, var, pages, pages)?;
+        g.pages.reserve(pages, GFP_ACCOUNT_MAYFAIL)?;
+        g.file_map.reserve(1)?;
+        g.charges.pages.reserve(charge.uid)?;
+        let mut reservation = g.dir.reserve(1)?;
+        // Taken: the segment owns the pages now, the group must not free them.
+        group.reserved = 0;
+        let first_page = g.pages.len() as u64;
+        let page_count = pages as u64;
+        for page in core::mem::replace(&mut group.pages, KVVec::new()) {
+            // Capacity was reserved above: no allocation, no failure.
+            g.pages.push(Some(page), GFP_NOWAIT)?;
+        }
+        g.live_pages += pages;
+        g.file_map
+            .push(first_page, group.first, page_count, GFP_NOWAIT)?;
+        let generation = g.generation;
+        g.dir.insert(
+            Entry {
+                name: var.name,
+                size: var.size,
+                align: var.align,
+                fingerprint: var.fingerprint,
+                first_page,
+                page_count,
+                created_ns: var.created_ns,
+                created_by: 0,
+                created_label: var.created_label,
+                creator_handle: 0,
+                type_desc: core::mem::replace(&mut var.type_desc, TypeDesc::none()),
+                seq: 0,
+                charged_uid: charge.uid,
+                mappers: 0,
+                pins: 0,
+                last_gen: generation,
+                committed: true,
+                orphan: false,
+            },
+            &mut reservation,
+        )?;
+        g.reserved_pages -= reserved.pages;
+        // Released above: its drop must not release it again (nor lock the held mutex).
+        core::mem::forget(reserved);
+        g.charges.pages.record(charge, pages)?;
+        Ok((first_page, page_count))
+    }
+
     /// The page at `index` of the segment's file, with a reference; `None` if absent. Takes
     /// no lock (an RCU page-cache lookup), for the fault path.
     pub fn file_page(&self, index: u64) -> Option<PageRef> {
@@ -1163,4 +1234,21 @@ fn classify(
         }
     }
     Ok((adds, pages))
+}
+
+/// Whether RESTORE_VAR may add `var` of `pages` pages: `EEXIST` for an entry of the same
+/// name and fingerprint, `ENOSPC` past `max_segment_pages` (with other restores' reserved
+/// pages; `mine` is what this one reserved already) or `max_variables`.
+fn restore_fits(g: &mut Inner, var: &RestoredVar, pages: usize, mine: usize) -> Result {
+    if g.dir.find(&var.name, var.fingerprint, false).is_some() {
+        return Err(EEXIST);
+    }
+    let others = g.reserved_pages - mine;
+    if g.live_pages.saturating_add(others).saturating_add(pages) > limits::max_segment_pages() {
+        return Err(ENOSPC);
+    }
+    if g.dir.len() >= limits::max_variables() {
+        return Err(ENOSPC);
+    }
+    Ok(())
 }

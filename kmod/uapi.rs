@@ -66,6 +66,9 @@ plain_data! {
     dsu_heap_discard => 24,
     dsu_read_heap => 96,
     dsu_gc => 112,
+    dsu_restore => 80,
+    dsu_restore_var => 240,
+    dsu_restore_heap => 32,
 }
 
 /// ioctl command numbers, dispatched on the whole command: type, number, direction and
@@ -112,6 +115,14 @@ pub mod ioctl {
     pub const READY: u32 = _IO(MAGIC, DSU_IOC_NR_READY);
     /// `DSU_IOC_GC`.
     pub const GC: u32 = _IOWR::<dsu_gc>(MAGIC, DSU_IOC_NR_GC);
+    /// `DSU_IOC_RESTORE`.
+    pub const RESTORE: u32 = _IOW::<dsu_restore>(MAGIC, DSU_IOC_NR_RESTORE);
+    /// `DSU_IOC_RESTORE_VAR`.
+    pub const RESTORE_VAR: u32 = _IOWR::<dsu_restore_var>(MAGIC, DSU_IOC_NR_RESTORE_VAR);
+    /// `DSU_IOC_RESTORE_HEAP`.
+    pub const RESTORE_HEAP: u32 = _IOW::<dsu_restore_heap>(MAGIC, DSU_IOC_NR_RESTORE_HEAP);
+    /// `DSU_IOC_RESTORE_COMMIT` (no argument struct).
+    pub const RESTORE_COMMIT: u32 = _IO(MAGIC, DSU_IOC_NR_RESTORE_COMMIT);
 }
 
 /// Largest struct or record size accepted (the tail beyond what the kernel knows must be
