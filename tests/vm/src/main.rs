@@ -20,6 +20,7 @@ mod kmod_notify;
 mod kmod_permissions;
 mod kmod_poll;
 mod kmod_resolve;
+mod kmod_restore;
 mod kmod_segments;
 mod kmod_setattr;
 mod kmod_typedesc;
