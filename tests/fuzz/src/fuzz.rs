@@ -46,6 +46,8 @@ enum St {
     Fresh,
     Attached,
     Bound,
+    /// After a RESTORE, until its COMMIT.
+    Restoring,
 }
 
 #[derive(Clone, Debug)]
@@ -149,6 +151,14 @@ const HEAP_WINDOWS: u64 = 0x4000_0000_0000;
 pub const IOC_READY: u64 = ioc(0, DSU_IOC_NR_READY, 0);
 /// DSU_IOC_GC.
 pub const IOC_GC: u64 = ioc(3, DSU_IOC_NR_GC, size_of::<dsu_gc>());
+/// DSU_IOC_RESTORE.
+pub const IOC_RESTORE: u64 = ioc(1, DSU_IOC_NR_RESTORE, size_of::<dsu_restore>());
+/// DSU_IOC_RESTORE_VAR.
+pub const IOC_RESTORE_VAR: u64 = ioc(3, DSU_IOC_NR_RESTORE_VAR, size_of::<dsu_restore_var>());
+/// DSU_IOC_RESTORE_HEAP.
+pub const IOC_RESTORE_HEAP: u64 = ioc(1, DSU_IOC_NR_RESTORE_HEAP, size_of::<dsu_restore_heap>());
+/// DSU_IOC_RESTORE_COMMIT (no argument struct).
+pub const IOC_RESTORE_COMMIT: u64 = ioc(0, DSU_IOC_NR_RESTORE_COMMIT, 0);
 
 /// A fuzzing worker.
 pub struct Worker {
@@ -267,6 +277,10 @@ impl Worker {
                 2, // view mmap
                 4, // ready
                 2, // gc
+                2, // restore
+                4, // restore var
+                2, // restore heap
+                2, // restore commit
             ]);
             match op {
                 0 => self.op_open(),
@@ -332,8 +346,20 @@ impl Worker {
                 30 => {
                     self.op_ready(None);
                 }
-                _ => {
+                31 => {
                     self.op_gc();
+                }
+                32 => {
+                    self.op_restore();
+                }
+                33 => {
+                    self.op_restore_var();
+                }
+                34 => {
+                    self.op_restore_heap();
+                }
+                _ => {
+                    self.op_restore_commit();
                 }
             }
         }
@@ -1256,6 +1282,123 @@ impl Worker {
         self.ioctl(Op::Gc, fd, IOC_GC, p)
     }
 
+    /// A fd for a restore ioctl: mostly one of this worker's restoring handles (or fresh
+    /// ones, for RESTORE), else any.
+    fn pick_restore_fd(&mut self, want: St) -> i32 {
+        let fds: Vec<i32> = self
+            .own
+            .iter()
+            .filter(|h| h.st == want)
+            .map(|h| h.fd)
+            .collect();
+        if !fds.is_empty() && self.rng.chance(85) {
+            self.rng.pick(&fds)
+        } else {
+            self.pick_fd()
+        }
+    }
+
+    /// RESTORE: a pool name (the pool's segments often exist: EEXIST) or one only restores
+    /// use, any mode.
+    fn op_restore(&mut self) -> i64 {
+        let fd = self.pick_restore_fd(St::Fresh);
+        let (seg, mut name) = self.seg_name();
+        if self.rng.chance(40) {
+            // A name of its own, which only restores create (cleanup destroys it by prefix).
+            name = format!("{}-r{seg}", self.cfg.prefix).into_bytes();
+        }
+        let mut r = dsu_restore {
+            size: size_of::<dsu_restore>() as u32,
+            mode: self
+                .rng
+                .pick(&[0, 0o600, 0o640, 0o666, 0o777, 0o1000, u32::MAX]),
+            ..Default::default()
+        };
+        if self.rng.chance(5) {
+            r.flags = self.rng.interesting_u32();
+            r.__pad = self.rng.interesting_u32() & 1;
+        }
+        set_cstr(&mut r.segment, &name);
+        let bytes = self.encode(&r);
+        let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+        let ret = self.ioctl(Op::Restore, fd, IOC_RESTORE, p);
+        if ret == 0 {
+            if let Some(i) = self.own_index(fd) {
+                self.own[i].st = St::Restoring;
+                self.own[i].seg = seg;
+                self.own[i].known_pages = 0;
+            }
+        }
+        ret
+    }
+
+    /// RESTORE_VAR: a pool variable (as RESOLVE's entries, with their corruptions), with
+    /// created_ns, a label and now and then output fields set.
+    fn op_restore_var(&mut self) -> i64 {
+        let fd = self.pick_restore_fd(St::Restoring);
+        let idx = self.rng.below(VAR_POOL);
+        let e = self.var_entry(idx);
+        let mut v = dsu_restore_var {
+            size: size_of::<dsu_restore_var>() as u32,
+            flags: e.flags & !DSU_VAR_MIGRATE,
+            var_size: e.size,
+            align: e.align,
+            fingerprint: e.fingerprint,
+            value: e.init,
+            type_desc: e.type_desc,
+            type_desc_len: e.type_desc_len,
+            __pad: e.__pad & 1,
+            created_ns: self.rng.next_u64(),
+            name: e.name,
+            ..Default::default()
+        };
+        let label = self.label();
+        set_cstr(&mut v.created_label, &label);
+        if self.rng.chance(3) {
+            v.first_page = self.rng.next_u64();
+            v.page_count = self.rng.interesting_u64();
+        }
+        let bytes = self.encode(&v);
+        let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+        self.ioctl(Op::RestoreVar, fd, IOC_RESTORE_VAR, p)
+    }
+
+    /// RESTORE_HEAP: bytes near the start of the heap, sometimes anything.
+    fn op_restore_heap(&mut self) -> i64 {
+        let fd = self.pick_restore_fd(St::Restoring);
+        let len = self.rng.range(1, DATA_LEN as u64 / 2) as usize;
+        let fill = vec![0xa5u8; len];
+        let kind = self.pick_ptr();
+        let mut h = dsu_restore_heap {
+            size: size_of::<dsu_restore_heap>() as u32,
+            offset: self.rng.below(16 * PAGE as u64),
+            length: len as u64,
+            buf: self.place_kind(kind, &fill, DATA_OFF, DATA_LEN),
+            ..Default::default()
+        };
+        if self.rng.chance(20) {
+            h.offset = self.rng.interesting_u64();
+            h.length = self.rng.interesting_u64();
+            h.flags = self.rng.interesting_u32() & 1;
+        }
+        let bytes = self.encode(&h);
+        let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+        self.ioctl(Op::RestoreHeap, fd, IOC_RESTORE_HEAP, p)
+    }
+
+    /// RESTORE_COMMIT: the handle becomes attached on success.
+    fn op_restore_commit(&mut self) -> i64 {
+        let fd = self.pick_restore_fd(St::Restoring);
+        let arg = self.rng.interesting_u64();
+        let r = self.ioctl(Op::RestoreCommit, fd, IOC_RESTORE_COMMIT, arg);
+        if r == 0 {
+            if let Some(i) = self.own_index(fd) {
+                self.own[i].st = St::Attached;
+            }
+        }
+        r
+    }
+
     fn op_raw_ioctl(&mut self) {
         let fd = self.pick_fd();
         let cmd: u64 = match self.rng.below(3) {
@@ -1284,6 +1427,10 @@ impl Worker {
                     IOC_READ_HEAP,
                     IOC_READY,
                     IOC_GC,
+                    IOC_RESTORE,
+                    IOC_RESTORE_VAR,
+                    IOC_RESTORE_HEAP,
+                    IOC_RESTORE_COMMIT,
                 ]);
                 (real & 0xffff) | (self.rng.below(4) << 30) | (self.rng.below(1 << 14) << 16)
             }

@@ -64,10 +64,18 @@ pub enum Op {
     HeapDiscard,
     /// DSU_IOC_READ_HEAP.
     ReadHeap,
+    /// DSU_IOC_RESTORE.
+    Restore,
+    /// DSU_IOC_RESTORE_VAR.
+    RestoreVar,
+    /// DSU_IOC_RESTORE_HEAP.
+    RestoreHeap,
+    /// DSU_IOC_RESTORE_COMMIT.
+    RestoreCommit,
 }
 
 /// Number of [`Op`] variants.
-pub const OPS: usize = Op::ReadHeap as usize + 1;
+pub const OPS: usize = Op::RestoreCommit as usize + 1;
 /// Names of the operations, by index.
 pub const OP_NAMES: [&str; OPS] = [
     "open",
@@ -100,6 +108,10 @@ pub const OP_NAMES: [&str; OPS] = [
     "heap_grow",
     "heap_discard",
     "read_heap",
+    "restore",
+    "restore_var",
+    "restore_heap",
+    "restore_commit",
 ];
 /// The system calls each operation makes, for findings that name them.
 pub const OP_SYSCALLS: [&str; OPS] = [
@@ -133,6 +145,10 @@ pub const OP_SYSCALLS: [&str; OPS] = [
     "ioctl(DSU_IOC_HEAP_GROW)",
     "ioctl(DSU_IOC_HEAP_DISCARD)",
     "ioctl(DSU_IOC_READ_HEAP)",
+    "ioctl(DSU_IOC_RESTORE)",
+    "ioctl(DSU_IOC_RESTORE_VAR)",
+    "ioctl(DSU_IOC_RESTORE_HEAP)",
+    "ioctl(DSU_IOC_RESTORE_COMMIT)",
 ];
 const ERRNOS: usize = 160;
 

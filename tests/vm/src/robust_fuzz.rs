@@ -96,7 +96,18 @@ fn campaign() -> TestResult {
             // succeed sometimes (the fuzzer itself fails on ENOSYS).
             // So must HEAP (creating heaps, then mapping their windows), READY and GC
             // (exercised, not only refused).
-            for op in ["madvise", "proc_mem", "heap", "ready", "gc"] {
+            // And RESTORE, RESTORE_VAR and RESTORE_COMMIT (restoring handles reach every
+            // other ioctl too).
+            for op in [
+                "madvise",
+                "proc_mem",
+                "heap",
+                "ready",
+                "gc",
+                "restore",
+                "restore_var",
+                "restore_commit",
+            ] {
                 let n = ok_count(&root, op);
                 ensure!(
                     n.is_some_and(|n| n > 0),
