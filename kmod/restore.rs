@@ -66,7 +66,9 @@ impl Restoring {
 
     /// Whether an ioctl is in flight (COMMIT, with the state mutex held: `EBUSY` then).
     pub fn busy(&self) -> bool {
-        self.busy.load(Ordering::Relaxed) != 0
+        // Acquire: pairs with the Release of a finished op's drop, so what it wrote (heap
+        // bytes copied outside any lock) is seen by whoever COMMIT publishes the segment to.
+        self.busy.load(Ordering::Acquire) != 0
     }
 }
 
@@ -82,7 +84,7 @@ impl RestoreOp {
 
 impl Drop for RestoreOp {
     fn drop(&mut self) {
-        self.0.busy.fetch_sub(1, Ordering::Relaxed);
+        self.0.busy.fetch_sub(1, Ordering::Release);
     }
 }
 
