@@ -353,13 +353,13 @@ impl Worker {
                     self.op_restore();
                 }
                 33 => {
-                    self.op_restore_var();
+                    self.op_restore_var(None);
                 }
                 34 => {
                     self.op_restore_heap();
                 }
                 _ => {
-                    self.op_restore_commit();
+                    self.op_restore_commit(None);
                 }
             }
         }
@@ -1303,9 +1303,14 @@ impl Worker {
     fn op_restore(&mut self) -> i64 {
         let fd = self.pick_restore_fd(St::Fresh);
         let (seg, mut name) = self.seg_name();
-        if self.rng.chance(40) {
-            // A name of its own, which only restores create (cleanup destroys it by prefix).
+        let own_name = self.rng.chance(60);
+        if own_name {
+            // A name of its own, which only restores create (cleanup destroys it by prefix),
+            // often destroyed first so that the restore can commit.
             name = format!("{}-r{seg}", self.cfg.prefix).into_bytes();
+            if self.rng.chance(50) {
+                self.op_destroy(Some(name.clone()));
+            }
         }
         let mut r = dsu_restore {
             size: size_of::<dsu_restore>() as u32,
@@ -1328,14 +1333,22 @@ impl Worker {
                 self.own[i].seg = seg;
                 self.own[i].known_pages = 0;
             }
+            // Often a whole restore at once, so that COMMITs race others' ATTACHes and
+            // restores with something to publish.
+            if own_name && self.rng.chance(60) {
+                for _ in 0..self.rng.range(0, 3) {
+                    self.op_restore_var(Some(fd));
+                }
+                self.op_restore_commit(Some(fd));
+            }
         }
         ret
     }
 
     /// RESTORE_VAR: a pool variable (as RESOLVE's entries, with their corruptions), with
     /// created_ns, a label and now and then output fields set.
-    fn op_restore_var(&mut self) -> i64 {
-        let fd = self.pick_restore_fd(St::Restoring);
+    fn op_restore_var(&mut self, fd: Option<i32>) -> i64 {
+        let fd = fd.unwrap_or_else(|| self.pick_restore_fd(St::Restoring));
         let idx = self.rng.below(VAR_POOL);
         let e = self.var_entry(idx);
         let mut v = dsu_restore_var {
@@ -1387,8 +1400,8 @@ impl Worker {
     }
 
     /// RESTORE_COMMIT: the handle becomes attached on success.
-    fn op_restore_commit(&mut self) -> i64 {
-        let fd = self.pick_restore_fd(St::Restoring);
+    fn op_restore_commit(&mut self, fd: Option<i32>) -> i64 {
+        let fd = fd.unwrap_or_else(|| self.pick_restore_fd(St::Restoring));
         let arg = self.rng.interesting_u64();
         let r = self.ioctl(Op::RestoreCommit, fd, IOC_RESTORE_COMMIT, arg);
         if r == 0 {
