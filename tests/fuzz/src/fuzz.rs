@@ -1301,6 +1301,10 @@ impl Worker {
     /// RESTORE: a pool name (the pool's segments often exist: EEXIST) or one only restores
     /// use, any mode.
     fn op_restore(&mut self) -> i64 {
+        // Handles are soon attached: open a fresh one now and then.
+        if !self.own.iter().any(|h| h.st == St::Fresh) && self.rng.chance(70) {
+            self.op_open();
+        }
         let fd = self.pick_restore_fd(St::Fresh);
         let (seg, mut name) = self.seg_name();
         let own_name = self.rng.chance(60);
@@ -1350,7 +1354,24 @@ impl Worker {
     fn op_restore_var(&mut self, fd: Option<i32>) -> i64 {
         let fd = fd.unwrap_or_else(|| self.pick_restore_fd(St::Restoring));
         let idx = self.rng.below(VAR_POOL);
-        let e = self.var_entry(idx);
+        // Mostly a well-formed pool variable (its bytes from the data region), else one with
+        // RESOLVE's corruptions.
+        let e = if self.rng.chance(70) {
+            let mut e = dsu_var {
+                size: VAR_SIZES[(idx % 8) as usize],
+                align: 8,
+                fingerprint: idx.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1,
+                ..Default::default()
+            };
+            if self.rng.chance(50) {
+                let fill = vec![idx as u8 ^ 0x3c; (e.size as usize).min(DATA_LEN)];
+                e.init = self.place_kind(Ptr::Valid, &fill, DATA_OFF, DATA_LEN);
+            }
+            set_cstr(&mut e.name, format!("v{idx}").as_bytes());
+            e
+        } else {
+            self.var_entry(idx)
+        };
         let mut v = dsu_restore_var {
             size: size_of::<dsu_restore_var>() as u32,
             flags: e.flags & !DSU_VAR_MIGRATE,
