@@ -15,8 +15,8 @@ use allocator_api2::alloc::{AllocError, Allocator, Global, Layout};
 use std::ptr::NonNull;
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
 
-/// The allocator the server's keyspace lives in (`kv_local`): the process's own heap until
-/// the shared heap takes its place.
+/// The allocator of a keyspace in the process's own heap (`kv_local`, and `kv_vN
+/// --no-dsu`).
 pub type ServerAlloc = Counted;
 
 /// An allocator the keyspace can live in: a zero-sized, copyable handle with a byte count
@@ -119,16 +119,17 @@ impl KvAlloc for Counted {
     }
 }
 
-/// The segment's shared heap ([`dsu::heap`]): the allocator `kv_v1`..`kv_v3` put the
-/// keyspace in once `dsu::attach` installs a segment's heap (issue 11's kernel window). Its
-/// bytes in use are the heap's allocated blocks (headers included), its limit the
-/// region's reservation; 0 while no heap is installed (every allocation then fails and
-/// writes answer `-OOM`).
+/// The segment's shared heap ([`dsu::heap`]): the allocator of `kv_v1`..`kv_v3`'s
+/// keyspace, installed by `dsu::attach` (`Attach::heap`). Its bytes in use are the heap's
+/// allocated blocks (headers included, read in O(1) with
+/// [`RawHeap::allocated_bytes`](dsu::heap::RawHeap::allocated_bytes)), its limit the
+/// region's reservation (`--maxmemory`); 0 while no heap is installed (every allocation
+/// then fails and writes answer `-OOM`).
 impl KvAlloc for dsu::heap::SharedHeap {
     const HANDLE: Self = dsu::heap::SharedHeap;
 
     fn used_bytes(&self) -> usize {
-        dsu::heap::installed().map_or(0, |h| h.stats().allocated_bytes)
+        dsu::heap::installed().map_or(0, |h| h.allocated_bytes())
     }
 
     fn limit_bytes(&self) -> usize {

@@ -1,34 +1,39 @@
-//! Command execution: one parsed request in, one RESP reply out.
+//! Command execution: one parsed request in, one RESP reply out, by [`crate::engine`] over
+//! the version's keyspace ([`Store`]).
 //!
-//! v1 implements PING, ECHO, GET, SET (with NX/XX), DEL, EXISTS, INCR, DBSIZE, INFO, and
-//! the bits of CONFIG GET, COMMAND, SELECT and QUIT that `redis-cli` and `redis-benchmark`
-//! send. v2 and v3 add INCRBY and APPEND. Every request, known or not, counts once in
-//! [`Stats::total_commands`], in every version.
+//! Every request, known or not, counts once in [`Stats::total_commands`], in every version:
+//! a request forwarded to a newer version (its stripe was taken over,
+//! [`crate::keyspace::Moved`]) counts there, not here.
 
-use crate::alloc::ServerAlloc;
-use crate::keyspace::Keyspace;
+use crate::alloc::Counted;
+use crate::keyspace::{HeapKeyspaceV1, HeapKeyspaceV3, Keyspace, Moved, RingList};
 use crate::resp;
 use crate::stats::{Cmd, CommandStats, Stats};
-use crate::table::{SetCond, Table};
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::Instant;
 
-/// Where the keys are.
+/// Where the keys are: the keyspace of v1/v2 (lists as two stacks) or of v3 (lists as
+/// rings), in the segment's shared heap or, without dsu, in the process's own heap.
 #[derive(Clone, Copy)]
 pub enum Store {
-    /// The fixed table of strings, a shared global (`kv_v1`, `kv_v2`, `kv_v3`).
-    Table(&'static Table),
-    /// The keyspace of every Redis type ([`crate::engine`]'s commands), in
-    /// [`ServerAlloc`] (`kv_local`).
-    Keyspace(&'static Keyspace<ServerAlloc>),
+    /// v1's and v2's keyspace in the shared heap (a `dsu::global!`).
+    Heap(&'static HeapKeyspaceV1),
+    /// v3's keyspace in the shared heap.
+    HeapV3(&'static HeapKeyspaceV3),
+    /// v1's and v2's keyspace in the process's heap (`kv_local`, `--no-dsu`).
+    Local(&'static Keyspace<Counted>),
+    /// v3's keyspace in the process's heap (`kv_v3 --no-dsu`).
+    LocalV3(&'static Keyspace<Counted, RingList<Counted>>),
 }
 
 impl Store {
     /// Keys stored.
     pub fn len(&self) -> usize {
         match self {
-            Store::Table(t) => t.len(),
-            Store::Keyspace(k) => k.counts().0,
+            Store::Heap(k) => k.counts().0,
+            Store::HeapV3(k) => k.counts().0,
+            Store::Local(k) => k.counts().0,
+            Store::LocalV3(k) => k.counts().0,
         }
     }
 
@@ -46,7 +51,7 @@ pub struct Ctx<'a> {
     pub stats: &'a Stats,
     /// The per-command statistics (shared global from v2 on).
     pub cmd_stats: Option<&'a dyn CommandStats>,
-    /// This program's version: 1, 2 or 3. INCRBY and APPEND need 2.
+    /// This program's version: 1, 2 or 3 (commands of later versions are unknown).
     pub version: u32,
     /// The TCP port served (for INFO).
     pub port: u16,
@@ -65,169 +70,72 @@ pub enum After {
     Close,
 }
 
-fn wrong_args(out: &mut Vec<u8>, cmd: Cmd) {
-    resp::error(
-        out,
-        &format!("ERR wrong number of arguments for '{}' command", cmd.name()),
-    );
+fn run_engine(ctx: &Ctx, args: &[&[u8]], out: &mut Vec<u8>) -> crate::engine::After {
+    use crate::engine::execute as run;
+    match ctx.store {
+        Store::Heap(ks) => run(ks, ctx, args, out),
+        Store::HeapV3(ks) => run(ks, ctx, args, out),
+        Store::Local(ks) => run(ks, ctx, args, out),
+        Store::LocalV3(ks) => run(ks, ctx, args, out),
+    }
 }
 
 /// Executes one request (`args` non-empty) and appends its reply to `out`.
 pub fn execute(ctx: &Ctx, args: &[&[u8]], out: &mut Vec<u8>) -> After {
     let t0 = Instant::now();
     ctx.stats.total_commands.fetch_add(1, Relaxed);
-    let table = match ctx.store {
-        Store::Table(t) => t,
-        Store::Keyspace(ks) => {
-            return match crate::engine::execute(ks, ctx, args, out) {
-                crate::engine::After::Continue => After::Continue,
-                crate::engine::After::Close => After::Close,
-            };
-        }
-    };
-    let mut cmd = Cmd::parse(args[0]);
-    if matches!(cmd, Cmd::Incrby | Cmd::Append) && ctx.version < 2 {
-        cmd = Cmd::Unknown;
-    }
-    let after = dispatch(ctx, table, cmd, args, out);
-    if let Some(cs) = ctx.cmd_stats {
-        cs.record(cmd, t0.elapsed().as_nanos() as u64);
-    }
-    after
-}
-
-fn dispatch(
-    ctx: &Ctx,
-    table: &'static Table,
-    cmd: Cmd,
-    args: &[&[u8]],
-    out: &mut Vec<u8>,
-) -> After {
-    let n = args.len();
-    let arity_ok = match cmd {
-        Cmd::Ping => n <= 2,
-        Cmd::Echo | Cmd::Get | Cmd::Incr | Cmd::Select => n == 2,
-        Cmd::Set => n >= 3,
-        Cmd::Del | Cmd::Exists => n >= 2,
-        Cmd::Dbsize | Cmd::Quit => n == 1,
-        Cmd::Info | Cmd::Command => true,
-        Cmd::Config => n >= 2,
-        Cmd::Incrby | Cmd::Append => n == 3,
-        Cmd::Unknown => true,
-    };
-    if !arity_ok {
-        wrong_args(out, cmd);
-        return After::Continue;
-    }
-    match cmd {
-        Cmd::Ping if n == 2 => resp::bulk(out, args[1]),
-        Cmd::Ping => resp::simple(out, "PONG"),
-        Cmd::Echo => resp::bulk(out, args[1]),
-        Cmd::Get => get(ctx, table, args[1], out),
-        Cmd::Set => set(table, args, out),
-        Cmd::Del => resp::integer(
-            out,
-            args[1..].iter().filter(|k| table.del(k)).count() as i64,
-        ),
-        Cmd::Exists => resp::integer(
-            out,
-            args[1..].iter().filter(|k| table.exists(k)).count() as i64,
-        ),
-        Cmd::Incr => incr_reply(table.incr_by(args[1], 1), out),
-        Cmd::Incrby => match resp::parse_int(args[2]) {
-            Some(d) => incr_reply(table.incr_by(args[1], d), out),
-            None => resp::error(out, "ERR value is not an integer or out of range"),
-        },
-        Cmd::Append => match table.append(args[1], args[2]) {
-            Ok(len) => resp::integer(out, len as i64),
-            Err(e) => resp::error(out, &e.to_string()),
-        },
-        Cmd::Dbsize => resp::integer(out, table.len() as i64),
-        Cmd::Info => resp::bulk(out, info(ctx, table.len(), 0, None).as_bytes()),
-        Cmd::Config => config(args, out),
-        // redis-cli asks for command docs when it starts interactively: none here.
-        Cmd::Command => resp::array(out, 0),
-        Cmd::Select if args[1] == b"0" => resp::simple(out, "OK"),
-        Cmd::Select => resp::error(out, "ERR DB index is out of range"),
-        Cmd::Quit => {
-            resp::simple(out, "OK");
-            return After::Close;
-        }
-        Cmd::Unknown => {
-            let name = String::from_utf8_lossy(args[0]);
-            resp::error(
-                out,
-                &format!("ERR unknown command '{name}', with args beginning with: "),
-            );
-        }
-    }
-    After::Continue
-}
-
-fn get(ctx: &Ctx, table: &'static Table, key: &[u8], out: &mut Vec<u8>) {
-    let mut val = Vec::new();
-    if table.get_into(key, &mut val) {
-        ctx.stats.keyspace_hits.fetch_add(1, Relaxed);
-        resp::bulk(out, &val);
-    } else {
-        ctx.stats.keyspace_misses.fetch_add(1, Relaxed);
-        resp::null(out);
-    }
-}
-
-fn set(table: &'static Table, args: &[&[u8]], out: &mut Vec<u8>) {
-    let mut cond = SetCond::Always;
-    for opt in &args[3..] {
-        cond = match (opt.to_ascii_uppercase().as_slice(), cond) {
-            (b"NX", SetCond::Always | SetCond::IfAbsent) => SetCond::IfAbsent,
-            (b"XX", SetCond::Always | SetCond::IfPresent) => SetCond::IfPresent,
-            _ => return resp::error(out, "ERR syntax error"),
-        };
-    }
-    match table.set(args[1], args[2], cond) {
-        Ok(true) => resp::simple(out, "OK"),
-        Ok(false) => resp::null(out),
-        Err(e) => resp::error(out, &e.to_string()),
-    }
-}
-
-fn incr_reply(r: Result<i64, crate::table::TableError>, out: &mut Vec<u8>) {
-    match r {
-        Ok(v) => resp::integer(out, v),
-        Err(e) => resp::error(out, &e.to_string()),
-    }
-}
-
-/// CONFIG GET answers for what `redis-benchmark` asks at start (`save`, `appendonly`);
-/// other parameters are unknown (empty array). CONFIG SET and RESETSTAT are accepted and
-/// ignored.
-fn config(args: &[&[u8]], out: &mut Vec<u8>) {
-    let sub = args[1].to_ascii_uppercase();
-    match sub.as_slice() {
-        b"GET" if args.len() == 3 => {
-            let known: [(&str, &str); 2] = [("save", ""), ("appendonly", "no")];
-            let pat = args[2].to_ascii_lowercase();
-            let hits: Vec<_> = known
-                .iter()
-                .filter(|(k, _)| pat == b"*" || k.as_bytes() == pat)
-                .collect();
-            resp::array(out, hits.len() * 2);
-            for (k, v) in hits {
-                resp::bulk(out, k.as_bytes());
-                resp::bulk(out, v.as_bytes());
+    let mark = out.len();
+    let after = loop {
+        // A stripe a newer version took over unwinds out of the engine with `Moved`
+        // before the request changed anything.
+        let r =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_engine(ctx, args, out)));
+        match r {
+            Ok(after) => break after,
+            Err(payload) => {
+                let moved = *payload
+                    .downcast::<Moved>()
+                    .unwrap_or_else(|p| std::panic::resume_unwind(p));
+                out.truncate(mark);
+                match crate::forward::forward(moved, args, out) {
+                    Ok(()) => {
+                        // Counted by the newer version, which executed it.
+                        ctx.stats.total_commands.fetch_sub(1, Relaxed);
+                        return After::Continue;
+                    }
+                    Err(e) => {
+                        out.truncate(mark);
+                        if !crate::forward::take_back(ctx.store, moved, &e) {
+                            resp::error(
+                                out,
+                                &format!(
+                                    "ERR this version retired and the version that took its keys over is gone ({e})"
+                                ),
+                            );
+                            return After::Continue;
+                        }
+                        // The newer version never served: the stripes are ours again.
+                    }
+                }
             }
         }
-        b"SET" | b"RESETSTAT" => resp::simple(out, "OK"),
-        _ => resp::error(
-            out,
-            "ERR unknown CONFIG subcommand or wrong number of arguments",
-        ),
+    };
+    if let Some(cs) = ctx.cmd_stats {
+        cs.record(Cmd::parse(args[0]), t0.elapsed().as_nanos() as u64);
+    }
+    match after {
+        crate::engine::After::Continue => After::Continue,
+        crate::engine::After::Close => After::Close,
     }
 }
 
 impl crate::engine::Server for Ctx<'_> {
     fn info(&self, keys: usize, expires: usize, used_memory: usize, maxmemory: usize) -> String {
         info(self, keys, expires, Some((used_memory, maxmemory)))
+    }
+
+    fn version(&self) -> u32 {
+        self.version
     }
 
     fn keyspace_hit(&self, hit: bool) {
@@ -283,14 +191,14 @@ mod tests {
     use std::sync::atomic::AtomicUsize;
 
     struct Fixture {
-        table: &'static Table,
+        ks: &'static Keyspace<Counted>,
         stats: Stats,
         clients: AtomicUsize,
     }
 
     fn fixture() -> Fixture {
         Fixture {
-            table: Table::new_leaked(),
+            ks: Box::leak(Box::new(Keyspace::new())),
             stats: Stats::new(),
             clients: AtomicUsize::new(0),
         }
@@ -299,7 +207,7 @@ mod tests {
     impl Fixture {
         fn ctx<'a>(&'a self, version: u32, cs: Option<&'a dyn CommandStats>) -> Ctx<'a> {
             Ctx {
-                store: Store::Table(self.table),
+                store: Store::Local(self.ks),
                 stats: &self.stats,
                 cmd_stats: cs,
                 version,
@@ -355,59 +263,90 @@ mod tests {
         assert_eq!(one(&c, "SET a 2 NX"), Reply::Bulk(None));
         assert_eq!(one(&c, "SET b 2 XX"), Reply::Bulk(None));
         assert_eq!(one(&c, "SET a 2 XX"), ok());
-        assert_eq!(
-            one(&c, "SET a 2 PX"),
-            Reply::Error("ERR syntax error".into())
-        );
         assert_eq!(one(&c, "INCR a"), Reply::Integer(3));
         assert_eq!(one(&c, "INCR n"), Reply::Integer(1));
         assert_eq!(one(&c, "EXISTS a n zz a"), Reply::Integer(3));
         assert_eq!(one(&c, "DBSIZE"), Reply::Integer(2));
         assert_eq!(one(&c, "DEL a zz"), Reply::Integer(1));
         assert_eq!(one(&c, "DBSIZE"), Reply::Integer(1));
-        assert_eq!(one(&c, "ECHO x"), bulk("x"));
         assert_eq!(one(&c, "SELECT 0"), ok());
-        assert!(matches!(one(&c, "SELECT 1"), Reply::Error(_)));
-        assert_eq!(one(&c, "COMMAND DOCS"), Reply::Array(Some(vec![])));
         assert!(matches!(one(&c, "GET"), Reply::Error(e) if e.contains("wrong number")));
-        assert!(matches!(one(&c, "FLUSHALL"), Reply::Error(e) if e.contains("unknown command")));
         assert_eq!(f.stats.keyspace_hits.load(Relaxed), 1);
         assert_eq!(f.stats.keyspace_misses.load(Relaxed), 1);
-        assert_eq!(f.stats.total_commands.load(Relaxed), 21);
+        assert_eq!(f.stats.total_commands.load(Relaxed), 16);
     }
 
     #[test]
     fn version_gates_new_commands() {
         let f = fixture();
         let v1 = f.ctx(1, None);
-        assert!(matches!(one(&v1, "INCRBY n 5"), Reply::Error(e) if e.contains("unknown command")));
-        assert!(matches!(one(&v1, "APPEND s x"), Reply::Error(e) if e.contains("unknown command")));
+        for line in [
+            "LMOVE a b LEFT RIGHT",
+            "RPOPLPUSH a b",
+            "SMOVE a b m",
+            "HINCRBY h f 1",
+            "HLEN h",
+            "HEXISTS h f",
+        ] {
+            assert!(
+                matches!(one(&v1, line), Reply::Error(e) if e.contains("unknown command")),
+                "{line}"
+            );
+        }
         let calls = CmdCalls::new();
         let v2 = f.ctx(2, Some(&calls));
-        assert_eq!(one(&v2, "INCRBY n 5"), Reply::Integer(5));
-        assert_eq!(one(&v2, "INCRBY n -7"), Reply::Integer(-2));
-        assert!(matches!(one(&v2, "INCRBY n x"), Reply::Error(_)));
-        assert_eq!(one(&v2, "APPEND s ab"), Reply::Integer(2));
-        assert_eq!(one(&v2, "APPEND s cd"), Reply::Integer(4));
-        assert_eq!(one(&v2, "GET s"), bulk("abcd"));
-        assert_eq!(calls.calls[Cmd::Incrby as usize].load(Relaxed), 3);
-        assert_eq!(calls.calls[Cmd::Get as usize].load(Relaxed), 1);
-    }
-
-    #[test]
-    fn config_get_for_redis_benchmark() {
-        let f = fixture();
-        let c = f.ctx(1, None);
+        assert_eq!(one(&v2, "RPUSH l a b c"), Reply::Integer(3));
+        assert_eq!(one(&v2, "RPOPLPUSH l l"), bulk("c"));
+        assert_eq!(one(&v2, "LMOVE l m LEFT RIGHT"), bulk("c"));
         assert_eq!(
-            one(&c, "CONFIG GET save"),
-            Reply::Array(Some(vec![bulk("save"), bulk("")]))
+            one(&v2, "LMOVE l m UP RIGHT"),
+            Reply::Error("ERR syntax error".into())
         );
         assert_eq!(
-            one(&c, "CONFIG GET appendonly"),
-            Reply::Array(Some(vec![bulk("appendonly"), bulk("no")]))
+            one(&v2, "LRANGE l 0 -1"),
+            Reply::Array(Some(vec![bulk("a"), bulk("b")]))
         );
-        assert_eq!(one(&c, "CONFIG GET maxmemory"), Reply::Array(Some(vec![])));
-        assert!(matches!(one(&c, "CONFIG FOO"), Reply::Error(_)));
+        assert_eq!(one(&v2, "LMOVE m m RIGHT LEFT"), bulk("c"));
+        assert_eq!(one(&v2, "RPOPLPUSH m l"), bulk("c"));
+        assert_eq!(
+            one(&v2, "EXISTS m"),
+            Reply::Integer(0),
+            "an emptied source is removed"
+        );
+        assert_eq!(one(&v2, "SADD s x y"), Reply::Integer(2));
+        assert_eq!(one(&v2, "SMOVE s t x"), Reply::Integer(1));
+        assert_eq!(one(&v2, "SMOVE s t x"), Reply::Integer(0));
+        assert_eq!(
+            one(&v2, "SMOVE s l y"),
+            Reply::Error(
+                "WRONGTYPE Operation against a key holding the wrong kind of value".into()
+            )
+        );
+        assert_eq!(one(&v2, "SMOVE s s y"), Reply::Integer(1));
+        assert_eq!(one(&v2, "SMOVE s t y"), Reply::Integer(1));
+        assert_eq!(one(&v2, "EXISTS s"), Reply::Integer(0));
+        assert_eq!(one(&v2, "HINCRBY h f 5"), Reply::Integer(5));
+        assert_eq!(one(&v2, "HINCRBY h f -7"), Reply::Integer(-2));
+        assert_eq!(
+            one(&v2, "HINCRBY h f x"),
+            Reply::Error("ERR value is not an integer or out of range".into())
+        );
+        assert_eq!(one(&v2, "HSET h g x"), Reply::Integer(1));
+        assert_eq!(
+            one(&v2, "HINCRBY h g 1"),
+            Reply::Error("ERR hash value is not an integer".into())
+        );
+        assert_eq!(
+            one(&v2, "HINCRBY h f 9223372036854775807"),
+            Reply::Integer(9223372036854775805)
+        );
+        assert_eq!(
+            one(&v2, "HINCRBY h f 9"),
+            Reply::Error("ERR increment or decrement would overflow".into())
+        );
+        assert_eq!(one(&v2, "HLEN h"), Reply::Integer(2));
+        assert_eq!(one(&v2, "HEXISTS h g"), Reply::Integer(1));
+        assert_eq!(calls.calls[Cmd::Get as usize].load(Relaxed), 0);
     }
 
     #[test]

@@ -16,7 +16,7 @@
 
 use crate::alloc::KvAlloc;
 use crate::keyspace::{
-    Db, Keyspace, List, Oom, STRIPES, Value, ZSet, bytes_in, key_in, new_map, new_set, now_ms,
+    Db, Keyspace, ListRepr, Oom, STRIPES, Value, ZSet, bytes_in, key_in, new_map, new_set, now_ms,
     stripe_of,
 };
 use crate::resp;
@@ -87,6 +87,12 @@ pub enum Command {
     Config,
     Select,
     Quit,
+    Lmove,
+    Rpoplpush,
+    Smove,
+    Hincrby,
+    Hlen,
+    Hexists,
 }
 
 /// A command's facts from Redis's command table.
@@ -128,6 +134,24 @@ specs! {
     Dbsize "dbsize" 1 false, Flushall "flushall" -1 false, Info "info" -1 false,
     Command "command" -1 false, Config "config" -2 false, Select "select" 2 false,
     Quit "quit" -1 false,
+    Lmove "lmove" 5 true, Rpoplpush "rpoplpush" 3 true, Smove "smove" 4 false,
+    Hincrby "hincrby" 4 true, Hlen "hlen" 2 false, Hexists "hexists" 3 false,
+}
+
+/// The first version of the server that has `cmd` (v2 added the list, set and hash moves
+/// and counters); an older version answers it as an unknown command.
+///
+/// ```
+/// use dsu_kv::engine::{Command, since};
+/// assert_eq!(since(Command::Get), 1);
+/// assert_eq!(since(Command::Lmove), 2);
+/// ```
+pub fn since(cmd: Command) -> u32 {
+    use Command as C;
+    match cmd {
+        C::Lmove | C::Rpoplpush | C::Smove | C::Hincrby | C::Hlen | C::Hexists => 2,
+        _ => 1,
+    }
 }
 
 /// The command named `name` (any case).
@@ -158,6 +182,10 @@ pub trait Server {
     fn info(&self, keys: usize, expires: usize, used_memory: usize, maxmemory: usize) -> String;
     /// Counts a key lookup of GET: found or not.
     fn keyspace_hit(&self, hit: bool);
+    /// The server's version: commands of later versions ([`since`]) are unknown to it.
+    fn version(&self) -> u32 {
+        u32::MAX
+    }
 }
 
 /// Appends an error reply whose text holds client bytes (Redis copies them raw, with CR
@@ -300,21 +328,25 @@ macro_rules! typed {
 }
 
 /// A request being executed.
-struct Call<'a, A: KvAlloc, S: Server + ?Sized> {
-    ks: &'static Keyspace<A>,
+struct Call<'a, A: KvAlloc, L: ListRepr<A>, S: Server + ?Sized> {
+    ks: &'static Keyspace<A, L>,
     server: &'a S,
     args: &'a [&'a [u8]],
     out: &'a mut std::vec::Vec<u8>,
 }
 
 /// Executes one request (`args` non-empty) against `ks` and appends its reply to `out`.
-pub fn execute<A: KvAlloc, S: Server + ?Sized>(
-    ks: &'static Keyspace<A>,
+///
+/// A request that needs a stripe a newer version took over unwinds with a
+/// [`Moved`](crate::keyspace::Moved) payload before changing anything (the server forwards
+/// it).
+pub fn execute<A: KvAlloc, L: ListRepr<A>, S: Server + ?Sized>(
+    ks: &'static Keyspace<A, L>,
     server: &S,
     args: &[&[u8]],
     out: &mut std::vec::Vec<u8>,
 ) -> After {
-    let Some(spec) = lookup(args[0]) else {
+    let Some(spec) = lookup(args[0]).filter(|s| since(s.cmd) <= server.version()) else {
         unknown_command(out, args);
         return After::Continue;
     };
@@ -344,7 +376,7 @@ pub fn execute<A: KvAlloc, S: Server + ?Sized>(
     After::Continue
 }
 
-impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
+impl<A: KvAlloc, L: ListRepr<A>, S: Server + ?Sized> Call<'_, A, L, S> {
     fn run(&mut self, cmd: Command) {
         use Command as C;
         let args = self.args;
@@ -369,10 +401,13 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
             C::Mset => self.mset(),
             C::Mget => self.mget(),
             C::Del => {
+                // Every stripe first (a request forwarded to a newer version must not
+                // have deleted anything here), which also makes DEL atomic.
+                let (stripes, mut guards) = self.ks.lock_keys(args[1..].iter().copied());
                 let n = args[1..]
                     .iter()
                     .filter(|k| {
-                        let mut db = self.ks.lock_key(k);
+                        let db = &mut guards[stripes.binary_search(&stripe_of(k)).expect("locked")];
                         db.get(k).is_some() && db.remove(k)
                     })
                     .count();
@@ -484,9 +519,8 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
                 if !ok {
                     return resp::error(self.out, SYNTAX);
                 }
-                for i in 0..STRIPES {
-                    self.ks.lock(i).clear();
-                }
+                let mut all: std::vec::Vec<_> = (0..STRIPES).map(|i| self.ks.lock(i)).collect();
+                all.iter_mut().for_each(|db| db.clear());
                 resp::simple(self.out, "OK")
             }
             C::Info => {
@@ -503,7 +537,141 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
             C::Select if args[1] == b"0" => resp::simple(self.out, "OK"),
             C::Select => resp::error(self.out, "ERR DB index is out of range"),
             C::Quit => resp::simple(self.out, "OK"),
+            C::Lmove => {
+                let side = |a: &[u8]| {
+                    (a.eq_ignore_ascii_case(b"left") || a.eq_ignore_ascii_case(b"right"))
+                        .then(|| a.eq_ignore_ascii_case(b"left"))
+                };
+                match (side(args[3]), side(args[4])) {
+                    (Some(from), Some(to)) => self.lmove(from, to),
+                    _ => resp::error(self.out, SYNTAX),
+                }
+            }
+            C::Rpoplpush => self.lmove(false, true),
+            C::Smove => self.smove(),
+            C::Hincrby => self.hincrby(),
+            C::Hlen => {
+                let mut db = self.ks.lock_key(args[1]);
+                let h = typed!(self.out, db.get(args[1]), Hash);
+                resp::integer(self.out, h.map_or(0, |h| h.len()) as i64)
+            }
+            C::Hexists => {
+                let mut db = self.ks.lock_key(args[1]);
+                let h = typed!(self.out, db.get(args[1]), Hash);
+                resp::integer(self.out, h.is_some_and(|h| h.contains_key(args[2])) as i64)
+            }
         }
+    }
+
+    /// LMOVE and RPOPLPUSH (Redis's `lmoveGenericCommand`): the element is pushed onto
+    /// the destination before it is popped from the source, so that a destination
+    /// without memory leaves both lists as they were (and a rotation of one list works
+    /// the same).
+    fn lmove(&mut self, from_left: bool, to_left: bool) {
+        let (src, dst) = (self.args[1], self.args[2]);
+        let (stripes, mut guards) = self.ks.lock_keys([src, dst].into_iter());
+        let at = |k: &[u8]| stripes.binary_search(&stripe_of(k)).expect("locked");
+        let (si, di) = (at(src), at(dst));
+        let value: std::vec::Vec<u8> = match guards[si].get(src) {
+            None => return resp::null(self.out),
+            Some(Value::List(l)) => {
+                let i = if from_left { 0 } else { l.len() - 1 };
+                l.get(i).expect("lists are never empty").to_vec()
+            }
+            Some(_) => return resp::error(self.out, WRONGTYPE),
+        };
+        let make = || Ok(Value::List(Box::try_new_in(L::new(), A::HANDLE)?));
+        let Some(Value::List(d)) = Self::create(self.out, &mut guards[di], dst, make, "list")
+        else {
+            return;
+        };
+        if d.push(to_left, &value).is_err() {
+            Self::drop_if_empty(&mut guards[di], dst);
+            return resp::error(self.out, OOM);
+        }
+        if let Some(Value::List(l)) = guards[si].get(src) {
+            l.pop(from_left);
+        }
+        Self::drop_if_empty(&mut guards[si], src);
+        resp::bulk(self.out, &value)
+    }
+
+    /// SMOVE (Redis's `smoveCommand`, in its order of checks).
+    fn smove(&mut self) {
+        let (src, dst, member) = (self.args[1], self.args[2], self.args[3]);
+        let (stripes, mut guards) = self.ks.lock_keys([src, dst].into_iter());
+        let at = |k: &[u8]| stripes.binary_search(&stripe_of(k)).expect("locked");
+        let (si, di) = (at(src), at(dst));
+        let dst_type = guards[di].get(dst).map(|v| v.type_name());
+        let has = match guards[si].get(src) {
+            None => return resp::integer(self.out, 0),
+            Some(Value::Set(s)) if dst_type.is_none_or(|t| t == "set") => s.contains(member),
+            Some(_) => return resp::error(self.out, WRONGTYPE),
+        };
+        if src == dst || !has {
+            return resp::integer(self.out, has as i64);
+        }
+        let make = || Ok(Value::Set(Box::try_new_in(new_set(), A::HANDLE)?));
+        let Some(Value::Set(d)) = Self::create(self.out, &mut guards[di], dst, make, "set") else {
+            return;
+        };
+        if !d.contains(member) {
+            let r = d
+                .try_reserve(1)
+                .map_err(Oom::from)
+                .and_then(|()| key_in(member));
+            match r {
+                Ok(m) => {
+                    d.insert(m);
+                }
+                Err(Oom) => {
+                    Self::drop_if_empty(&mut guards[di], dst);
+                    return resp::error(self.out, OOM);
+                }
+            }
+        }
+        if let Some(Value::Set(s)) = guards[si].get(src) {
+            s.remove(member);
+        }
+        Self::drop_if_empty(&mut guards[si], src);
+        resp::integer(self.out, 1)
+    }
+
+    /// HINCRBY (Redis's `hincrbyCommand`).
+    fn hincrby(&mut self) {
+        let (key, field) = (self.args[1], self.args[2]);
+        let Some(incr) = parse_ll(self.args[3]) else {
+            return resp::error(self.out, NOT_INT);
+        };
+        let mut db = self.ks.lock_key(key);
+        let make = || Ok(Value::Hash(Box::try_new_in(new_map(), A::HANDLE)?));
+        let Some(Value::Hash(h)) = Self::create(self.out, &mut db, key, make, "hash") else {
+            return;
+        };
+        let old = match h.get(field) {
+            None => 0,
+            Some(v) => match parse_ll(v) {
+                Some(n) => n,
+                None => return resp::error(self.out, "ERR hash value is not an integer"),
+            },
+        };
+        let Some(new) = old.checked_add(incr) else {
+            Self::drop_if_empty(&mut db, key);
+            return resp::error(self.out, OVERFLOW);
+        };
+        let text = new.to_string();
+        let r = match h.get_mut(field) {
+            Some(v) => bytes_in::<A>(text.as_bytes()).map(|n| *v = n),
+            None => h.try_reserve(1).map_err(Oom::from).and_then(|()| {
+                h.insert(key_in(field)?, bytes_in(text.as_bytes())?);
+                Ok(())
+            }),
+        };
+        if r.is_err() {
+            Self::drop_if_empty(&mut db, key);
+            return resp::error(self.out, OOM);
+        }
+        resp::integer(self.out, new)
     }
 
     fn get(&mut self) {
@@ -640,15 +808,11 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
             return wrong_args(self.out, "mset");
         }
         // All the stripes, in index order (the lock order), for an atomic MSET.
-        let mut stripes: std::vec::Vec<usize> =
-            args[1..].iter().step_by(2).map(|k| stripe_of(k)).collect();
-        stripes.sort_unstable();
-        stripes.dedup();
-        let mut guards: std::vec::Vec<_> = stripes.iter().map(|&i| self.ks.lock(i)).collect();
+        let (stripes, mut guards) = self.ks.lock_keys(args[1..].iter().step_by(2).copied());
         let mut failed = false;
         for pair in args[1..].chunks(2) {
             let g = stripes.binary_search(&stripe_of(pair[0])).expect("locked");
-            let db: &mut Db<A> = &mut guards[g];
+            let db: &mut Db<A, L> = &mut guards[g];
             let r = Value::str(pair[1]).and_then(|v| db.set(pair[0], v, 0));
             failed |= r.is_err();
         }
@@ -704,11 +868,11 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
     /// `Ok(None)` after a WRONGTYPE or OOM reply.
     fn create<'d>(
         out: &mut std::vec::Vec<u8>,
-        db: &'d mut Db<A>,
+        db: &'d mut Db<A, L>,
         key: &[u8],
-        make: impl FnOnce() -> Result<Value<A>, Oom>,
+        make: impl FnOnce() -> Result<Value<A, L>, Oom>,
         type_name: &str,
-    ) -> Option<&'d mut Value<A>> {
+    ) -> Option<&'d mut Value<A, L>> {
         if db.get(key).is_none() {
             let r = make().and_then(|value| db.set(key, value, 0));
             if r.is_err() {
@@ -725,7 +889,7 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
     }
 
     /// Removes `key` when its container became empty (Redis never keeps an empty one).
-    fn drop_if_empty(db: &mut Db<A>, key: &[u8]) {
+    fn drop_if_empty(db: &mut Db<A, L>, key: &[u8]) {
         let empty = match db.get(key) {
             Some(Value::List(l)) => l.is_empty(),
             Some(Value::Set(s)) => s.is_empty(),
@@ -741,7 +905,7 @@ impl<A: KvAlloc, S: Server + ?Sized> Call<'_, A, S> {
     fn push(&mut self, left: bool) {
         let key = self.args[1];
         let mut db = self.ks.lock_key(key);
-        let make = || Ok(Value::List(Box::try_new_in(List::new(), A::HANDLE)?));
+        let make = || Ok(Value::List(Box::try_new_in(L::new(), A::HANDLE)?));
         let Some(Value::List(l)) = Self::create(self.out, &mut db, key, make, "list") else {
             return;
         };

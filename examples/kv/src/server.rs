@@ -33,8 +33,13 @@ use std::time::{Duration, Instant};
 pub struct Program {
     /// 1, 2 or 3.
     pub version: u32,
-    /// The keyspace.
+    /// The keyspace (a global in the segment's shared heap).
     pub store: Store,
+    /// The same keyspace in the process's own heap, for `--no-dsu`.
+    pub local_store: Store,
+    /// Whether this version's attach migrates the keyspace (v3): it then binds a
+    /// forwarding port first, for the older version's requests ([`crate::forward`]).
+    pub migrates_keyspace: bool,
     /// The totals global.
     pub stats: &'static Stats,
     /// The per-command statistics global (v2 on).
@@ -67,8 +72,10 @@ pub struct Options {
     /// Run without dsu: the globals stay private to this process.
     #[arg(long)]
     pub no_dsu: bool,
-    /// The keyspace's memory limit in bytes (`kv_local`; Redis's `maxmemory`): past it,
-    /// writes get `-OOM`. 0: none.
+    /// The keyspace's memory limit in bytes (Redis's `maxmemory`): past it, writes get
+    /// `-OOM`. With dsu, the reserve of the segment's shared heap when this version
+    /// creates it (0: 1 GiB; an existing heap keeps its reserve); without, a limit on the
+    /// process heap's keyspace bytes (0: none).
     #[arg(long, value_name = "BYTES", default_value_t = 0)]
     pub maxmemory: usize,
     /// Serve each connection on its own thread instead of the workers' event loops (for
@@ -396,7 +403,7 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         println!("{name}[{}]: {msg}", std::process::id());
         let _ = io::stdout().flush();
     };
-    if opts.maxmemory > 0 {
+    if opts.maxmemory > 0 && opts.no_dsu {
         crate::alloc::Counted::set_limit(opts.maxmemory);
     }
     let fail = |point: FailPoint| {
@@ -410,12 +417,21 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
     // closes its listener only once it learns that we are ready, and by then connections
     // queue for us. If start-up fails before (the address cannot be bound), this process
     // exits, the kernel tells the old version that this one aborted, and it keeps serving.
+    let mut forward_listener: Option<TcpListener> = None;
     let version = if opts.no_dsu {
         say("running without dsu: globals are private to this process".into());
         None
     } else {
+        if p.migrates_keyspace {
+            let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?;
+            l.set_nonblocking(true)?;
+            crate::migrate::FORWARD_PORT.store(l.local_addr()?.port(), Relaxed);
+            forward_listener = Some(l);
+        }
         let t0 = Instant::now();
-        let v = dsu::attach(&opts.segment, name)?;
+        let v = dsu::Attach::new(opts.segment.as_str(), name)
+            .heap(opts.maxmemory)
+            .attach()?;
         let vars: Vec<String> = v
             .variables()
             .iter()
@@ -450,13 +466,17 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
     fail(FailPoint::HangAfterAttach);
     if let Some(v) = &version {
         v.ready()?;
+        // Before serving anything: the old stripes (if this attach migrated them) are
+        // stale from now on.
+        crate::migrate::commit();
         say("ready: older versions may retire".into());
     }
+    let store = if opts.no_dsu { p.local_store } else { p.store };
     let started = p.stats.versions_started.fetch_add(1, Relaxed) + 1;
     // Both live as long as the process: connection threads are never joined.
     let local: &'static Local = Box::leak(Box::default());
     let ctx: &'static Ctx<'static> = Box::leak(Box::new(Ctx {
-        store: p.store,
+        store,
         stats: p.stats,
         cmd_stats: p.cmd_stats,
         version: p.version,
@@ -476,7 +496,7 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
     say(format!(
         "serving {}: {} keys, total_commands_processed={}, versions started so far: {started}",
         listener.local_addr()?,
-        p.store.len(),
+        store.len(),
         p.stats.total_commands.load(Relaxed)
     ));
 
@@ -491,9 +511,17 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         if let Some(v) = &version {
             fds.push(v.as_fd().as_raw_fd());
         }
+        if let Some(f) = &forward_listener {
+            fds.push(f.as_raw_fd());
+        }
         let ready = poll_readable(&fds, Duration::from_secs(1))?;
         if ready[0] {
             accept_queued(&listener, ctx, local, pool.as_ref())?;
+        }
+        if let Some(f) = &forward_listener
+            && ready[fds.len() - 1]
+        {
+            accept_queued(f, ctx, local, pool.as_ref())?;
         }
         if let Some(v) = &version
             && let Some(e) = v.newer_version()?

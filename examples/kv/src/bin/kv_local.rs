@@ -21,7 +21,9 @@ dsu::global! {
 fn main() {
     serve(Program {
         version: 1,
-        store: Store::Keyspace(&KEYSPACE),
+        store: Store::Local(&KEYSPACE),
+        local_store: Store::Local(&KEYSPACE),
+        migrates_keyspace: false,
         stats: &STATS,
         cmd_stats: None,
     })
