@@ -76,6 +76,8 @@ pub struct Step {
 pub struct Generator {
     rng: Rng,
     keys: Vec<Vec<u8>>,
+    /// Whether v2's commands (LMOVE RPOPLPUSH SMOVE HINCRBY HLEN HEXISTS) come up too.
+    v2: bool,
 }
 
 const INTS: &[&str] = &[
@@ -125,7 +127,20 @@ impl Generator {
             keys.push(k);
         }
         keys.push(Vec::new());
-        Generator { rng, keys }
+        Generator {
+            rng,
+            keys,
+            v2: false,
+        }
+    }
+
+    /// A generator for `seed` that also sends the commands `kv_v2` added (10% of the
+    /// steps); the others come in the same proportions as [`new`](Self::new)'s.
+    pub fn with_v2(seed: u64) -> Generator {
+        Generator {
+            v2: true,
+            ..Generator::new(seed)
+        }
     }
 
     /// A key: mostly one of the 8 of the command's type (`kind` 0..5: string, list,
@@ -197,7 +212,7 @@ impl Generator {
     /// The next command.
     pub fn step(&mut self) -> Step {
         let mut inline = false;
-        let r = self.rng.below(1000);
+        let r = self.rng.below(if self.v2 { 1100 } else { 1000 });
         let mut args: Vec<Vec<u8>> = match r {
             0..=9 => {
                 inline = self.rng.one_in(2);
@@ -390,7 +405,7 @@ impl Generator {
                 }
                 a
             }
-            _ => {
+            970..=999 => {
                 // A known command with an argument too many or too few.
                 let n = *self.rng.pick(&[
                     "GET", "SET", "INCR", "LPUSH", "LRANGE", "LINDEX", "SADD", "HSET", "HGET",
@@ -404,6 +419,34 @@ impl Generator {
                 }
                 a
             }
+            // v2's commands.
+            1000..=1024 => {
+                let mut side = || {
+                    let s = if self.rng.one_in(12) {
+                        "UP"
+                    } else {
+                        ["LEFT", "RIGHT", "left", "Right"][self.rng.below(4)]
+                    };
+                    s.as_bytes().to_vec()
+                };
+                let (from, to) = (side(), side());
+                vec![self.name("LMOVE"), self.key_of(1), self.key_of(1), from, to]
+            }
+            1025..=1039 => vec![self.name("RPOPLPUSH"), self.key_of(1), self.key_of(1)],
+            1040..=1059 => vec![
+                self.name("SMOVE"),
+                self.key_of(2),
+                self.key_of(2),
+                self.member(),
+            ],
+            1060..=1084 => vec![
+                self.name("HINCRBY"),
+                self.key_of(3),
+                self.member(),
+                self.int(),
+            ],
+            1085..=1092 => vec![self.name("HLEN"), self.key_of(3)],
+            _ => vec![self.name("HEXISTS"), self.key_of(3), self.member()],
         };
         if inline {
             args.truncate(1);
@@ -546,12 +589,27 @@ fn bulk_items(r: &Reply) -> Vec<Vec<u8>> {
 /// both started empty, and compares every reply. The error names the first difference,
 /// with the command that caused it and its position.
 pub fn run(seed: u64, commands: u64, redis_port: u16, kv_port: u16) -> Result<Report, String> {
+    run_for(seed, commands, redis_port, kv_port, 1)
+}
+
+/// [`run`] against a kv server of `version`: from 2 on, the commands v2 added come up too.
+pub fn run_for(
+    seed: u64,
+    commands: u64,
+    redis_port: u16,
+    kv_port: u16,
+    version: u32,
+) -> Result<Report, String> {
     let mut redis = Conn::connect(redis_port).map_err(|e| format!("redis: {e}"))?;
     let mut kv = Conn::connect(kv_port).map_err(|e| format!("kv: {e}"))?;
     for c in [&mut redis, &mut kv] {
         c.args(&[b"FLUSHALL"])?;
     }
-    let mut g = Generator::new(seed);
+    let mut g = if version >= 2 {
+        Generator::with_v2(seed)
+    } else {
+        Generator::new(seed)
+    };
     let mut report = Report::default();
     let mut i = 0;
     while i < commands {

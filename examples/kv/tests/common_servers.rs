@@ -52,3 +52,15 @@ pub fn kv_local(port: u16, extra: &[&str]) -> Proc {
     args.extend_from_slice(extra);
     start(env!("CARGO_BIN_EXE_kv_local"), &args, port)
 }
+
+/// `kv_vN --no-dsu` (`version` 1, 2 or 3: the same keyspace code as with dsu, in the
+/// process's heap) on `port`.
+pub fn kv_version(version: u32, port: u16) -> Proc {
+    let port_s = port.to_string();
+    let program = match version {
+        1 => env!("CARGO_BIN_EXE_kv_v1"),
+        2 => env!("CARGO_BIN_EXE_kv_v2"),
+        _ => env!("CARGO_BIN_EXE_kv_v3"),
+    };
+    start(program, &["--no-dsu", "--port", &port_s], port)
+}

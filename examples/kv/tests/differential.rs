@@ -3,7 +3,49 @@
 //! when `redis-server` is not installed (`apt-get install redis-server`).
 
 mod common_servers;
-use common_servers::{free_port, kv_local, start};
+use common_servers::{free_port, kv_local, kv_version, start};
+
+fn redis_server(rp: u16) -> common_servers::Proc {
+    let rp_s = rp.to_string();
+    start(
+        "/usr/bin/redis-server",
+        &[
+            "--port",
+            &rp_s,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--bind",
+            "127.0.0.1",
+        ],
+        rp,
+    )
+}
+
+/// v2's commands (and v3's list representation) against redis-server.
+#[test]
+fn kv_v2_and_v3_agree_with_redis_server() {
+    if !std::path::Path::new("/usr/bin/redis-server").exists() {
+        eprintln!("SKIPPED: /usr/bin/redis-server is not installed");
+        return;
+    }
+    let rp = free_port();
+    let _redis = redis_server(rp);
+    for version in [2, 3] {
+        let kp = free_port();
+        let _kv = kv_version(version, kp);
+        let r = dsu_kv::difftest::run_for(7, 20_000, rp, kp, version)
+            .unwrap_or_else(|e| panic!("kv_v{version}: {e}"));
+        for cmd in ["LMOVE", "RPOPLPUSH", "SMOVE", "HINCRBY", "HLEN", "HEXISTS"] {
+            assert!(
+                r.per_command.get(cmd).is_some_and(|&n| n > 50),
+                "{cmd}: {:?}",
+                r.per_command
+            );
+        }
+    }
+}
 
 #[test]
 fn kv_agrees_with_redis_server() {

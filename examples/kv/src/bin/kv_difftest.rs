@@ -20,6 +20,9 @@ struct Args {
     /// The kv server's port on 127.0.0.1.
     #[arg(long)]
     kv_port: u16,
+    /// The kv server's version: from 2 on, v2's commands are sent too.
+    #[arg(long, default_value_t = 1)]
+    kv_version: u32,
 }
 
 fn main() {
@@ -27,7 +30,7 @@ fn main() {
     for (rule, why) in dsu_kv::difftest::ALLOWED_DIFFERENCES {
         println!("allowed difference: {rule} ({why})");
     }
-    match dsu_kv::difftest::run(a.seed, a.commands, a.redis_port, a.kv_port) {
+    match dsu_kv::difftest::run_for(a.seed, a.commands, a.redis_port, a.kv_port, a.kv_version) {
         Ok(r) => {
             println!(
                 "differential: seed {}: {} commands, all replies agree ({} errors on both sides, {} compared by an allowed rule)",
