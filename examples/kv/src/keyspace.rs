@@ -696,8 +696,10 @@ impl<A: KvAlloc> Db<A, RingList<A>> {
         new.map.try_reserve(old.map.len())?;
         new.expires.try_reserve(old.expires.len())?;
         for (k, v) in old.map.iter() {
-            // SAFETY (all reads): each block gets a second owner, which the caller's
-            // contract keeps from being used alongside the first.
+            // SAFETY: the reads give each block a second owner, which the caller's
+            // contract keeps from being used alongside the first; `from_raw_in` takes an
+            // element's block, allocated by `A` with exactly `len` bytes (capacity ==
+            // length).
             let v = unsafe {
                 match v {
                     Value::Str(s) => Value::Str(std::ptr::read(s)),

@@ -8,9 +8,9 @@
 //!
 //! | program | globals | commands |
 //! | --- | --- | --- |
-//! | `kv_v1` | `kv::TABLE` ([`table::Table`]), `kv::STATS` ([`stats::Stats`]) | PING ECHO GET SET DEL EXISTS INCR DBSIZE INFO (+ CONFIG GET, COMMAND, SELECT, QUIT) |
-//! | `kv_v2` | v1's + `kv::CMD_STATS` ([`stats::CmdCalls`], new: starts at zero) | v1's + INCRBY APPEND |
-//! | `kv_v3` | v1's + `kv::CMD_STATS` migrated to [`stats::CmdStats`] | v2's; INFO shows time per command |
+//! | `kv_v1` | `kv::KEYSPACE` ([`keyspace::HeapKeyspaceV1`], in the shared heap), `kv::STATS` ([`stats::Stats`]) | Redis's five types ([`engine`]) |
+//! | `kv_v2` | v1's + `kv::CMD_STATS` ([`stats::CmdCalls`], new: starts at zero) | v1's + LMOVE RPOPLPUSH SMOVE HINCRBY HLEN HEXISTS |
+//! | `kv_v3` | `kv::KEYSPACE` migrated to [`keyspace::HeapKeyspaceV3`] (lists as rings, [`migrate`]), `kv::STATS`, `kv::CMD_STATS` migrated to [`stats::CmdStats`] | v2's; INFO shows time per command |
 //!
 //! See `examples/kv/README.md` for the update procedure.
 

@@ -1,6 +1,6 @@
 # The dsu demo (scripts/demo): a Redis-protocol key-value server, examples/kv, whose
-# keyspace and statistics live in dsu shared globals, is updated live v1 -> v2 -> v3 under
-# redis-benchmark load. Runs unattended; exits 0 only if every check passed.
+# keyspace (in the segment's shared heap) and statistics live in dsu shared globals, is
+# updated live v1 -> v2 -> v3 under redis-benchmark load. Runs unattended; exits 0 only if every check passed.
 PORT=6379
 SEG=kv
 N=2000          # redis-benchmark requests per test
@@ -78,9 +78,9 @@ note "redis-cli PING -> $(cli PING)"
 
 step "2. Loading $KEYS keys with redis-cli --pipe"
 seq 1 $KEYS | awk '{printf "SET demo:%d value-%d\r\n", $1, $1}' | redis-cli -p $PORT --pipe | sed 's/^/    /'
-note "DBSIZE -> $(cli DBSIZE)    GET demo:42 -> $(cli GET demo:42)    INCRBY -> $(cli INCRBY demo:n 5 2>&1)"
+note "DBSIZE -> $(cli DBSIZE)    GET demo:42 -> $(cli GET demo:42)    HINCRBY -> $(cli HINCRBY demo:h n 5 2>&1)"
 [ "$(cli DBSIZE)" -ge $KEYS ] || fail "DBSIZE below $KEYS after loading"
-note "(v1 has no INCRBY: that comes with v2)"
+note "(v1 has no HINCRBY: that comes with v2)"
 
 step "3. kv_v2 starts while redis-benchmark loads kv_v1 (SET, GET, INCR; $N requests each, 10 clients)"
 redis-benchmark -p $PORT -t set,get,incr -n $N -r 10000 -c 10 --csv > /tmp/bench1.csv 2>&1 &
@@ -102,9 +102,10 @@ reap $V1 kv_v1 120
 bench_done $B1 /tmp/bench1.csv
 note "redis-benchmark across the v1 -> v2 update, no failed request:"
 bench_table /tmp/bench1.csv
-note "kv_v2 has INCRBY and APPEND: INCRBY demo:n 5 -> $(cli INCRBY demo:n 5)   APPEND demo:s abc -> $(cli APPEND demo:s abc)"
+note "INCRBY demo:n 5 -> $(cli INCRBY demo:n 5)   kv_v2 has HINCRBY and LMOVE: HINCRBY demo:h n 5 -> $(cli HINCRBY demo:h n 5)   RPUSH demo:l a b -> $(cli RPUSH demo:l a b)"
+[ "$(cli HINCRBY demo:h n 0)" = 5 ] || fail "HINCRBY on v2"
 
-step "6. kv_v3 starts under load: it migrates kv::CMD_STATS from CmdCalls to CmdStats"
+step "6. kv_v3 starts under load: it migrates kv::CMD_STATS from CmdCalls to CmdStats, and the keyspace's lists to rings in place (kv_v2 forwards to it from then on)"
 redis-benchmark -p $PORT -t set,get -n $N -r 10000 -c 10 --csv > /tmp/bench2.csv 2>&1 &
 B2=$!; pids="$pids $B2"
 sleep 2
@@ -127,6 +128,9 @@ note "all $KEYS keys loaded into kv_v1 read back from kv_v3"
 [ "$(cli GET demo:n)" = 5 ] || fail "demo:n is $(cli GET demo:n), want 5"
 [ "$(cli INCRBY demo:n 5)" = 10 ] || fail "INCRBY on v3"
 note "demo:n, INCRBY'd on v2 (5), INCRBY'd again on v3 -> 10"
+[ "$(cli HINCRBY demo:h n 5)" = 10 ] || fail "HINCRBY on v3"
+[ "$(cli LMOVE demo:l demo:l LEFT RIGHT)" = a ] || fail "LMOVE on v3 (the list v2 made, migrated to a ring)"
+note "demo:h HINCRBY'd on v2 and v3 -> 10; demo:l (made by v2, now a ring) rotated by LMOVE -> $(cli LRANGE demo:l 0 -1 | tr '\n' ' ')"
 [ "$(info_field dsu_kv_version)" = 3 ] || fail "INFO does not come from kv_v3"
 started=$(info_field dsu_versions_started)
 total=$(info_field total_commands_processed)

@@ -1,12 +1,14 @@
-//! The kv server's full keyspace (`kv_local`: Redis's five types, the allocator-generic
-//! keyspace of `examples/kv/src/keyspace.rs`) against Debian's real `redis-server` 7.0 in
-//! the guest:
+//! The kv server's keyspace (Redis's five types, `examples/kv/src/keyspace.rs`, in the
+//! segment's shared heap) against Debian's real `redis-server` 7.0 in the guest:
 //!
 //! - `kv::differential_vs_redis_server`: `kv_difftest` sends 100,000 seeded random
-//!   commands (valid and invalid, wrong types, empty and 1 MiB values, binary keys) to both
-//!   and compares every reply (allowed differences are listed in the tool's output);
+//!   commands (valid and invalid, wrong types, empty and 1 MiB values, binary keys, v2's
+//!   commands) to both and compares every reply (allowed differences are listed in the
+//!   tool's output); kv is `kv_v3` attached to a segment (its keyspace in the shared heap,
+//!   lists as rings);
 //! - `kv::redis_benchmark_default_set`: `redis-benchmark`'s whole default test set runs
-//!   against kv with zero errors and a result line for each of its 20 tests;
+//!   against `kv_v1` (shared heap) with zero errors and a result line for each of its 20
+//!   tests;
 //! - `kv::bench_vs_redis_server`: SET, GET, LPUSH, LRANGE_100 and HSET with and without
 //!   pipelining on redis-server, kv (dsu attached), kv `--no-dsu`, kv with a thread per
 //!   connection, and the fixed-table `kv_v1` as it was before (thread per connection; SET
@@ -180,7 +182,8 @@ fn tools_present() -> TestResult {
 fn differential() -> TestResult {
     tools_present()?;
     let _redis = redis_server(REDIS_PORT)?;
-    let kv = kv("kv_local", KV_PORT, &[])?;
+    let _ = Command::new("dsuctl").args(["destroy", "kvredis"]).output();
+    let kv = kv("kv_v3", KV_PORT, &[])?;
     let t0 = Instant::now();
     let out = output_within(
         Command::new("kv_difftest").args([
@@ -192,6 +195,8 @@ fn differential() -> TestResult {
             &REDIS_PORT.to_string(),
             "--kv-port",
             &KV_PORT.to_string(),
+            "--kv-version",
+            "3",
         ]),
         Duration::from_secs(1200),
     )?;
@@ -202,7 +207,7 @@ fn differential() -> TestResult {
     );
     ensure!(
         out.status.success(),
-        "kv_difftest failed ({}): {text}\nkv_local's log: {}",
+        "kv_difftest failed ({}): {text}\nkv_v3's log: {}",
         out.status,
         kv.output()
     );
@@ -264,7 +269,8 @@ fn redis_benchmark(port: u16, args: &[&str]) -> Result<Vec<(String, f64, f64, f6
 
 fn default_set() -> TestResult {
     tools_present()?;
-    let kv = kv("kv_local", KV_PORT, &[])?;
+    let _ = Command::new("dsuctl").args(["destroy", "kvredis"]).output();
+    let kv = kv("kv_v1", KV_PORT, &[])?;
     // No -t: the whole default set, as a user would run it.
     let rows = redis_benchmark(KV_PORT, &["-n", "1000", "-r", "100000", "-c", "10"])?;
     let names: Vec<&str> = rows.iter().map(|r| r.0.as_str()).collect();
@@ -385,5 +391,175 @@ fn bench() -> TestResult {
             }
         }
     }
+    Ok(())
+}
+
+#[distributed_slice(TESTS)]
+static KV_BENCH_HEAP: VmTest = VmTest {
+    name: "kv::bench_heap_memory_and_update_p99",
+    phase: Phase::Main,
+    run: bench_heap,
+};
+
+/// Sends `SET key:%012d <100 bytes>` for `0..n` in pipelines of 1000 and checks every
+/// reply is `+OK`.
+fn load_keys(port: u16, n: usize) -> TestResult {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    let value = [b'v'; 100];
+    let mut reply = vec![0u8; 5 * 1000];
+    for batch in (0..n).collect::<Vec<_>>().chunks(1000) {
+        let mut req = Vec::with_capacity(batch.len() * 160);
+        for i in batch {
+            let key = format!("key:{i:012}");
+            req.extend_from_slice(
+                format!("*3\r\n$3\r\nSET\r\n${}\r\n{key}\r\n$100\r\n", key.len()).as_bytes(),
+            );
+            req.extend_from_slice(&value);
+            req.extend_from_slice(b"\r\n");
+        }
+        s.write_all(&req)?;
+        let want = 5 * batch.len();
+        s.read_exact(&mut reply[..want])?;
+        ensure!(
+            reply[..want].chunks(5).all(|r| r == b"+OK\r\n"),
+            "SET replies: {:?}",
+            String::from_utf8_lossy(&reply[..want.min(200)])
+        );
+    }
+    Ok(())
+}
+
+/// INFO's `used_memory` of the server on `port`.
+fn used_memory(port: u16) -> Result<u64, Failure> {
+    let out = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "INFO", "memory"])
+        .output()?;
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("used_memory:")?.trim().parse().ok())
+        .ok_or_else(|| Failure::Fail("no used_memory in INFO memory".into()))
+}
+
+/// Issue 12's memory and update-latency benchmarks, in one VM run (only when a filter
+/// names it: about 10 minutes of TCG):
+///
+/// - memory: 1,000,000 keys of 100-byte string values, in redis-server (`used_memory`)
+///   and in `kv_v1` (the shared heap's allocated bytes, headers included), growth over
+///   the empty server, per key;
+/// - p99 during v1 -> v2: `redis-benchmark -t set,get -c 50 -P 16 -r 100000`, three times
+///   against `kv_v1` (steady state), then once with `kv_v2` started two seconds in (v1
+///   retires when the run's connections close), then three times against `kv_v2`; each
+///   test's p99 during the update over the mean of its steady-state p99s.
+fn bench_heap() -> TestResult {
+    if !std::env::args().skip(1).any(|f| f.contains("bench_heap")) {
+        return Err(Failure::Skip(
+            "a benchmark; run it with scripts/vm-test.sh kv::bench_heap".into(),
+        ));
+    }
+    tools_present()?;
+    const KEYS: usize = 1_000_000;
+    let mut per_key = Vec::new();
+    for label in ["redis-server", "kv_v1"] {
+        let _ = Command::new("dsuctl").args(["destroy", "kvredis"]).output();
+        let p = if label == "redis-server" {
+            redis_server(REDIS_PORT)?
+        } else {
+            kv(
+                "kv_v1",
+                REDIS_PORT,
+                &["--maxmemory", &(1u64 << 30).to_string()],
+            )?
+        };
+        let before = used_memory(REDIS_PORT)?;
+        let t0 = Instant::now();
+        load_keys(REDIS_PORT, KEYS)?;
+        let after = used_memory(REDIS_PORT)?;
+        let b = (after - before) as f64 / KEYS as f64;
+        println!(
+            "kv-memory: {label}: used_memory {before} -> {after} for {KEYS} keys of 100-byte values: {b:.1} bytes per key (loaded in {} ms)",
+            t0.elapsed().as_millis()
+        );
+        per_key.push(b);
+        drop(p);
+    }
+    println!(
+        "kv-memory: kv_v1 (shared heap) / redis-server = {:.3} (goal <= 1.2)",
+        per_key[1] / per_key[0]
+    );
+    let _ = Command::new("dsuctl").args(["destroy", "kvredis"]).output();
+
+    // p99 during v1 -> v2.
+    std::fs::write("/proc/sys/net/ipv4/tcp_migrate_req", "1")?;
+    let args = [
+        "-t", "set,get", "-n", "16000", "-c", "50", "-P", "16", "-r", "100000",
+    ];
+    let v1 = kv("kv_v1", REDIS_PORT, &[])?;
+    let mut steady: Vec<Vec<(String, f64, f64, f64)>> = Vec::new();
+    for _ in 0..3 {
+        steady.push(redis_benchmark(REDIS_PORT, &args)?);
+    }
+    let port_s = REDIS_PORT.to_string();
+    let bench = std::thread::spawn(move || {
+        redis_benchmark(REDIS_PORT, &args).map_err(|e| format!("{e:?}"))
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let v2 = start(
+        "kv_v2-bench",
+        "kv_v2",
+        &["--port", &port_s, "--segment", "kvredis"],
+        REDIS_PORT,
+    )?;
+    let during = bench
+        .join()
+        .map_err(|_| Failure::Fail("benchmark thread panicked".into()))?
+        .map_err(Failure::Fail)?;
+    let t0 = Instant::now();
+    let mut v1 = v1;
+    while v1.child.try_wait()?.is_none() {
+        ensure!(
+            t0.elapsed() < Duration::from_secs(120),
+            "kv_v1 did not retire: {}",
+            v1.output()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    ensure!(
+        v1.output().contains("retired"),
+        "kv_v1 did not retire by itself: {}",
+        v1.output()
+    );
+    for _ in 0..3 {
+        steady.push(redis_benchmark(REDIS_PORT, &args)?);
+    }
+    for (test, rps, p50, p99) in &during {
+        let base: Vec<f64> = steady
+            .iter()
+            .flatten()
+            .filter(|r| &r.0 == test)
+            .map(|r| r.3)
+            .collect();
+        let mean = base.iter().sum::<f64>() / base.len() as f64;
+        let rps_base = steady
+            .iter()
+            .flatten()
+            .filter(|r| &r.0 == test)
+            .map(|r| r.1)
+            .sum::<f64>()
+            / base.len() as f64;
+        println!(
+            "kv-update-p99: {test}: during v1 -> v2 {rps:.0} req/s p50 {p50:.3} ms p99 {p99:.3} ms; steady state (3 runs on v1, 3 on v2) {rps_base:.0} req/s p99 {} ms (mean {mean:.3}); ratio {:.2} (goal <= 2)",
+            base.iter()
+                .map(|b| format!("{b:.3}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+            p99 / mean
+        );
+    }
+    for line in v2.output().lines().chain(v1.output().lines()) {
+        println!("kv-update-p99: {line}");
+    }
+    drop(v2);
+    let _ = Command::new("dsuctl").args(["destroy", "kvredis"]).output();
     Ok(())
 }

@@ -2,9 +2,16 @@
 //! `redis-benchmark` loads it, and a verifying client of our own writes and reads back
 //! through the update, reconnecting often so that its connections land on every version.
 //!
+//! redis-benchmark runs its whole default test set (PING to MSET, Redis's five types)
+//! with `-P 16 -c 50 -r 1000000`. The keyspace lives in the segment's shared heap: v2
+//! shares it as is, v3 migrates its lists to another representation in place while v2
+//! serves (v2 then forwards to v3).
+//!
 //! Asserts: zero failed requests (redis-benchmark exits 0 with no error line, every reply
-//! the verifying client gets is the right one), every key written before the update reads
-//! back after it, INFO's `total_commands_processed` equals the commands that all clients
+//! the verifying client gets is the right one), sentinel keys of every type (a 1 MiB
+//! string, a binary key, a list with a 1 MiB element, a set, a hash with a 1 MiB value, a
+//! sorted set, a key with a TTL) read back identical after each update, every key written
+//! before the update reads back after it, INFO's `total_commands_processed` equals the commands that all clients
 //! sent to all versions together, each old version retires by itself with status 0, and
 //! v3 reports the migrated per-command statistics. The runner checks the kernel log.
 //!
@@ -22,8 +29,11 @@ use std::time::{Duration, Instant};
 
 const PORT: u16 = 16379;
 const SEGMENT: &str = "kvtest";
-/// redis-benchmark requests per test per run.
-const N: u64 = 1500;
+/// redis-benchmark requests per test per run: a multiple of the pipeline depth (16), so
+/// that redis-benchmark sends exactly N (it issues whole pipelines).
+const N: u64 = 1600;
+/// redis-benchmark's default test set: 20 result rows, N requests each.
+const DEFAULT_SET_ROWS: usize = 20;
 /// Keys written before the update.
 const PRELOAD: usize = 2000;
 /// redis-benchmark sends `CONFIG GET save` and `CONFIG GET appendonly` once per run.
@@ -400,21 +410,23 @@ struct BenchRow {
     p99_ms: f64,
 }
 
-/// Runs redis-benchmark once; fails on a non-zero exit or any error line. Returns its
-/// rows and the number of commands it sent.
-fn redis_benchmark(tests: &str) -> Result<(Vec<BenchRow>, u64), String> {
+/// Runs redis-benchmark's whole default test set once (`-P 16 -c 50 -r 1000000`); fails
+/// on a non-zero exit or any error line. Returns its rows and the number of commands it
+/// sent.
+fn redis_benchmark() -> Result<(Vec<BenchRow>, u64), String> {
+    let tests = "the default set";
     let out = Command::new("redis-benchmark")
         .args([
             "-p",
             &PORT.to_string(),
-            "-t",
-            tests,
             "-n",
             &N.to_string(),
             "-r",
-            "10000",
+            "1000000",
+            "-P",
+            "16",
             "-c",
-            "8",
+            "50",
             "--csv",
         ])
         .stdin(Stdio::null())
@@ -427,7 +439,7 @@ fn redis_benchmark(tests: &str) -> Result<(Vec<BenchRow>, u64), String> {
     );
     if !out.status.success() || text.to_lowercase().contains("error") {
         return Err(format!(
-            "redis-benchmark -t {tests} failed ({}): {text}",
+            "redis-benchmark ({tests}) failed ({}): {text}",
             out.status
         ));
     }
@@ -454,13 +466,10 @@ fn redis_benchmark(tests: &str) -> Result<(Vec<BenchRow>, u64), String> {
             }
         }
     }
-    let want = tests
-        .split(',')
-        .map(|t| if t == "ping" { 2 } else { 1 })
-        .sum::<usize>();
+    let want = DEFAULT_SET_ROWS;
     if rows.len() != want {
         return Err(format!(
-            "redis-benchmark -t {tests} printed {} results, want {want}: {text}",
+            "redis-benchmark ({tests}) printed {} results, want {want}: {text}",
             rows.len()
         ));
     }
@@ -524,6 +533,172 @@ fn verifier(sent: Arc<AtomicU64>, stop: Arc<AtomicBool>) -> Result<Vec<(String, 
     Ok(written)
 }
 
+/// A 1 MiB value of every byte value.
+fn big_value() -> Vec<u8> {
+    (0..1u32 << 20)
+        .map(|i| (i.wrapping_mul(7) % 251) as u8)
+        .collect()
+}
+
+/// A key of binary bytes (NUL, CR, LF, 0xff).
+const BINARY_KEY: &[u8] = b"sentinel:\x00\xff\r\nbin";
+
+fn bulk(b: &[u8]) -> Reply {
+    Reply::Bulk(Some(b.to_vec()))
+}
+
+/// The list sentinel's elements, head first, and its writes.
+fn sentinel_list() -> (Vec<Vec<u8>>, Vec<Vec<Vec<u8>>>) {
+    let mut rpush = vec![b"RPUSH".to_vec(), b"sentinel:list".to_vec()];
+    let mut elems: Vec<Vec<u8>> = (0..100)
+        .map(|i| {
+            if i == 50 {
+                big_value()
+            } else {
+                format!("e{i}").into_bytes()
+            }
+        })
+        .collect();
+    rpush.extend(elems.iter().cloned());
+    let lpush = vec![
+        b"LPUSH".to_vec(),
+        b"sentinel:list".to_vec(),
+        b"l0".to_vec(),
+        vec![0, 255, b'\r', b'\n'],
+    ];
+    elems.insert(0, b"l0".to_vec());
+    elems.insert(0, vec![0, 255, b'\r', b'\n']);
+    (elems, vec![rpush, lpush])
+}
+
+/// Writes the sentinel keys, one of every type, some big or binary.
+fn write_sentinels(c: &mut Client) -> TestResult {
+    let mut w: Vec<Vec<Vec<u8>>> = vec![
+        vec![b"SET".to_vec(), b"sentinel:str".to_vec(), big_value()],
+        vec![b"SET".to_vec(), BINARY_KEY.to_vec(), (0..=255u8).collect()],
+        vec![
+            b"SET".to_vec(),
+            b"sentinel:ttl".to_vec(),
+            b"v".to_vec(),
+            b"EX".to_vec(),
+            b"100000".to_vec(),
+        ],
+    ];
+    w.extend(sentinel_list().1);
+    let mut sadd = vec![
+        b"SADD".to_vec(),
+        b"sentinel:set".to_vec(),
+        vec![0, 1, 2, 255],
+    ];
+    sadd.extend((0..50).map(|i| format!("m{i}").into_bytes()));
+    w.push(sadd);
+    let mut hset = vec![b"HSET".to_vec(), b"sentinel:hash".to_vec()];
+    for i in 0..50 {
+        hset.push(format!("f{i}").into_bytes());
+        hset.push(format!("v{i}").into_bytes());
+    }
+    hset.push(b"fbig".to_vec());
+    hset.push(big_value());
+    w.push(hset);
+    let mut zadd = vec![b"ZADD".to_vec(), b"sentinel:zset".to_vec()];
+    for i in 0..50 {
+        zadd.push(format!("{}", i as f64 * 1.5 - 20.0).into_bytes());
+        zadd.push(format!("z{i}").into_bytes());
+    }
+    w.push(zadd);
+    for r in c.pipeline(&w)? {
+        ensure!(
+            matches!(r, Reply::Simple(_) | Reply::Int(_)),
+            "writing the sentinels: {r:?}"
+        );
+    }
+    Ok(())
+}
+
+/// Reads every sentinel key back and compares it with what was written.
+fn check_sentinels(sent: &Arc<AtomicU64>, when: &str) -> TestResult {
+    let mut c = Client::connect(sent)?;
+    let big = big_value();
+    let sorted = |r: Reply| -> Result<Vec<Reply>, Failure> {
+        match r {
+            Reply::Array(mut items) => {
+                items.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+                Ok(items)
+            }
+            r => Err(Failure::Fail(format!("{when}: not an array: {r:?}"))),
+        }
+    };
+    ensure_eq!(
+        c.cmd(&["GET", "sentinel:str"])?,
+        bulk(&big),
+        "{when}: the 1 MiB string"
+    );
+    let r = c.pipeline(&[vec![b"GET".to_vec(), BINARY_KEY.to_vec()]])?;
+    ensure_eq!(
+        r[0],
+        bulk(&(0..=255u8).collect::<Vec<u8>>()),
+        "{when}: the binary key"
+    );
+    match c.cmd(&["TTL", "sentinel:ttl"])? {
+        Reply::Int(t) if t > 0 && t <= 100_000 => {}
+        r => return Err(Failure::Fail(format!("{when}: TTL sentinel:ttl: {r:?}"))),
+    }
+    let (elems, _) = sentinel_list();
+    ensure_eq!(
+        c.cmd(&["LRANGE", "sentinel:list", "0", "-1"])?,
+        Reply::Array(elems.iter().map(|e| bulk(e)).collect()),
+        "{when}: the list"
+    );
+    let mut members: Vec<Reply> = (0..50).map(|i| bulk(format!("m{i}").as_bytes())).collect();
+    members.push(bulk(&[0, 1, 2, 255]));
+    members.sort_by(|a, b| format!("{a:?}").cmp(&format!("{b:?}")));
+    ensure_eq!(
+        sorted(c.cmd(&["SMEMBERS", "sentinel:set"])?)?,
+        members,
+        "{when}: the set"
+    );
+    let pairs = |r: Reply| -> Result<Vec<(Reply, Reply)>, Failure> {
+        let Reply::Array(items) = r else {
+            return Err(Failure::Fail(format!("{when}: HGETALL: {r:?}")));
+        };
+        let mut p: Vec<(Reply, Reply)> = items
+            .chunks(2)
+            .map(|x| (x[0].clone(), x[1].clone()))
+            .collect();
+        p.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+        Ok(p)
+    };
+    let mut want: Vec<(Reply, Reply)> = (0..50)
+        .map(|i| {
+            (
+                bulk(format!("f{i}").as_bytes()),
+                bulk(format!("v{i}").as_bytes()),
+            )
+        })
+        .collect();
+    want.push((bulk(b"fbig"), bulk(&big)));
+    want.sort_by(|a, b| format!("{:?}", a.0).cmp(&format!("{:?}", b.0)));
+    ensure!(
+        pairs(c.cmd(&["HGETALL", "sentinel:hash"])?)? == want,
+        "{when}: the hash differs"
+    );
+    let zwant: Vec<Reply> = (0..50)
+        .flat_map(|i| {
+            [
+                bulk(format!("z{i}").as_bytes()),
+                bulk(format!("{}", i as f64 * 1.5 - 20.0).as_bytes()),
+            ]
+        })
+        .collect();
+    ensure_eq!(
+        c.cmd(&["ZRANGE", "sentinel:zset", "0", "-1", "WITHSCORES"])?,
+        Reply::Array(zwant),
+        "{when}: the sorted set"
+    );
+    println!("kv-update: {when}: every sentinel key reads back identical");
+    Ok(())
+}
+
 /// Stops the load threads however the test ends.
 struct StopOnDrop(Arc<AtomicBool>);
 
@@ -569,9 +744,11 @@ fn live_update() -> TestResult {
             "preload: {replies:?}"
         );
     }
+    write_sentinels(&mut c)?;
     drop(c);
+    check_sentinels(&sent, "v1, before the update")?;
 
-    let (before, n) = redis_benchmark("set,get,incr")?;
+    let (before, n) = redis_benchmark()?;
     sent.fetch_add(n, Relaxed);
     println!(
         "kv-update: before (v1): {}",
@@ -587,7 +764,7 @@ fn live_update() -> TestResult {
             let mut runs = Vec::new();
             loop {
                 let done = stop.load(Relaxed);
-                let (rows, n) = redis_benchmark("set,get,incr")?;
+                let (rows, n) = redis_benchmark()?;
                 sent.fetch_add(n, Relaxed);
                 runs.push(rows);
                 if done {
@@ -604,12 +781,14 @@ fn live_update() -> TestResult {
     let t_update = Instant::now();
     let mut v2 = Server::start(2)?;
     v2.wait_serving(Duration::from_secs(60))?;
-    v1.wait_retired(Duration::from_secs(90))?;
+    v1.wait_retired(Duration::from_secs(300))?;
     let v1_done = t_update.elapsed();
+    check_sentinels(&sent, "after v1 -> v2")?;
     let mut v3 = Server::start(3)?;
     v3.wait_serving(Duration::from_secs(60))?;
-    v2.wait_retired(Duration::from_secs(90))?;
+    v2.wait_retired(Duration::from_secs(300))?;
     let update_time = t_update.elapsed();
+    check_sentinels(&sent, "after v2 -> v3")?;
     stop.store(true, Relaxed);
     let during = bench
         .join()
@@ -640,7 +819,7 @@ fn live_update() -> TestResult {
         summarize(&during)
     );
 
-    let (after, n) = redis_benchmark("set,get,incr")?;
+    let (after, n) = redis_benchmark()?;
     sent.fetch_add(n, Relaxed);
     println!(
         "kv-update: after (v3): {}",
@@ -712,8 +891,13 @@ fn live_update() -> TestResult {
     );
     let v3_out = v3.output();
     ensure!(
-        v3_out.contains("kv::CMD_STATS migrated"),
-        "v3 did not migrate kv::CMD_STATS: {v3_out}"
+        v3_out.contains("kv::CMD_STATS migrated") && v3_out.contains("kv::KEYSPACE migrated"),
+        "v3 did not migrate kv::CMD_STATS and kv::KEYSPACE: {v3_out}"
+    );
+    ensure!(
+        v2.output().contains("kv::KEYSPACE common"),
+        "v2 did not share v1's keyspace: {}",
+        v2.output()
     );
     println!(
         "kv-update: {} commands in all, {} verifier rounds, {PRELOAD} preloaded keys read back, update took {} ms",

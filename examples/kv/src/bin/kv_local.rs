@@ -1,8 +1,8 @@
-//! `kv_local`: the server with Redis's five data types and every size up to 512 MiB, its
-//! keyspace ([`dsu_kv::keyspace::Keyspace`]) in the process's own heap
-//! ([`dsu_kv::alloc::ServerAlloc`]): what `kv_v1`..`kv_v3` become once the keyspace lives
-//! in the segment's shared heap. Its totals are a dsu global as in the other versions;
-//! the keys are not shared with another version yet.
+//! `kv_local`: `kv_v1`'s keyspace and commands ([`dsu_kv::keyspace::Keyspace`]) in the
+//! process's own heap ([`dsu_kv::alloc::ServerAlloc`]) whether or not it attaches, for
+//! the host tests and the benchmarks' process-heap comparison. Its totals are a dsu global
+//! as in the other versions; its keys are never shared with another version (`kv_v1`'s
+//! are, in the segment's shared heap).
 
 use dsu_kv::alloc::ServerAlloc;
 use dsu_kv::commands::Store;
