@@ -16,8 +16,8 @@
 
 use crate::alloc::KvAlloc;
 use crate::keyspace::{
-    Db, Keyspace, ListRepr, Oom, STRIPES, Value, ZSet, bytes_in, key_in, new_map, new_set, now_ms,
-    stripe_of,
+    Db, Keyspace, ListRepr, Oom, STRIPES, Str, Value, ZSet, bytes_in, key_in, new_map, new_set,
+    now_ms, stripe_of,
 };
 use crate::resp;
 use allocator_api2::boxed::Box;
@@ -793,7 +793,7 @@ impl<A: KvAlloc, L: ListRepr<A>, S: Server + ?Sized> Call<'_, A, L, S> {
         let text = new.to_string();
         // In place when the key exists: INCR keeps its expiry.
         let r = match db.get(key) {
-            Some(Value::Str(v)) => key_in(text.as_bytes()).map(|n| *v = n),
+            Some(Value::Str(v)) => Str::new(text.as_bytes()).map(|n| *v = n),
             _ => Value::str(text.as_bytes()).and_then(|v| db.set(key, v, 0)),
         };
         if r.is_err() {
@@ -843,15 +843,12 @@ impl<A: KvAlloc, L: ListRepr<A>, S: Server + ?Sized> Call<'_, A, L, S> {
                 if v.len() + suffix.len() > PROTO_MAX_BULK_LEN {
                     return resp::error(self.out, TOO_BIG);
                 }
-                // A new string of the joint length (strings are exact-size boxes); in
+                // A new string of the joint length (strings are exact-size blocks); in
                 // place, so the expiry stays.
-                let mut joined = allocator_api2::vec::Vec::new_in(A::HANDLE);
-                if joined.try_reserve_exact(v.len() + suffix.len()).is_err() {
+                let Ok(joined) = Str::concat(&[v, suffix]) else {
                     return resp::error(self.out, OOM);
-                }
-                joined.extend_from_slice(v);
-                joined.extend_from_slice(suffix);
-                *v = joined.into_boxed_slice();
+                };
+                *v = joined;
                 resp::integer(self.out, v.len() as i64)
             }
             None => {

@@ -395,11 +395,82 @@ impl<A: KvAlloc> Default for ZSet<A> {
     }
 }
 
+/// A string value: one block of the allocator holding its length (4 bytes: values are at
+/// most 512 MiB) and then its bytes, reached through one thin pointer. A [`Value`] is then
+/// two words (tag and pointer) rather than three, a stripe's bucket four words rather than
+/// five: about 17 bytes less per key at the tables' usual load.
+pub struct Str<A: KvAlloc> {
+    block: std::ptr::NonNull<u8>,
+    _alloc: std::marker::PhantomData<A>,
+}
+
+// SAFETY: a Str owns its block, as a Box<[u8], A> would; A is Send + Sync.
+unsafe impl<A: KvAlloc> Send for Str<A> {}
+// SAFETY: as above; shared access only reads.
+unsafe impl<A: KvAlloc> Sync for Str<A> {}
+
+impl<A: KvAlloc> Str<A> {
+    const HEADER: usize = size_of::<u32>();
+
+    fn layout(len: usize) -> Result<allocator_api2::alloc::Layout, Oom> {
+        if len > u32::MAX as usize {
+            return Err(Oom);
+        }
+        allocator_api2::alloc::Layout::from_size_align(Self::HEADER + len, align_of::<u32>())
+            .map_err(|_| Oom)
+    }
+
+    /// A string of the bytes of `parts`, one after the other.
+    pub fn concat(parts: &[&[u8]]) -> Result<Self, Oom> {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let block = A::HANDLE.allocate(Self::layout(len)?)?.cast::<u8>();
+        // SAFETY: the block has HEADER + len bytes, aligned for u32; the parts are copied
+        // into it one after the other, none overlapping it (they are other memory).
+        unsafe {
+            block.cast::<u32>().write(len as u32);
+            let mut at = block.as_ptr().add(Self::HEADER);
+            for p in parts {
+                std::ptr::copy_nonoverlapping(p.as_ptr(), at, p.len());
+                at = at.add(p.len());
+            }
+        }
+        Ok(Str {
+            block,
+            _alloc: std::marker::PhantomData,
+        })
+    }
+
+    /// A copy of `b`.
+    pub fn new(b: &[u8]) -> Result<Self, Oom> {
+        Self::concat(&[b])
+    }
+}
+
+impl<A: KvAlloc> std::ops::Deref for Str<A> {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: the block holds its length and then that many initialised bytes, and
+        // lives as long as self.
+        unsafe {
+            let len = self.block.cast::<u32>().read() as usize;
+            std::slice::from_raw_parts(self.block.as_ptr().add(Self::HEADER), len)
+        }
+    }
+}
+
+impl<A: KvAlloc> Drop for Str<A> {
+    fn drop(&mut self) {
+        let layout = Self::layout(self.len()).expect("the layout it was made with");
+        // SAFETY: allocated by A::HANDLE (any handle frees any block) with this layout.
+        unsafe { A::HANDLE.deallocate(self.block, layout) };
+    }
+}
+
 /// A key's value: one of Redis's types. Strings are a boxed slice and the containers are
 /// boxed, so a value is two words and a tag whatever its type. `L` is how lists are kept.
 pub enum Value<A: KvAlloc, L: ListRepr<A> = List<A>> {
     /// A string (also the integers of INCR).
-    Str(Key<A>),
+    Str(Str<A>),
     /// A list.
     List(Box<L, A>),
     /// A set.
@@ -424,7 +495,7 @@ impl<A: KvAlloc, L: ListRepr<A>> Value<A, L> {
 
     /// A string value holding a copy of `b`.
     pub fn str(b: &[u8]) -> Result<Self, Oom> {
-        Ok(Value::Str(key_in(b)?))
+        Ok(Value::Str(Str::new(b)?))
     }
 }
 
