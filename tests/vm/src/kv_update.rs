@@ -106,7 +106,11 @@ struct Client {
 
 impl Client {
     fn connect(sent: &Arc<AtomicU64>) -> std::io::Result<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", PORT))?;
+        Self::connect_to(PORT, sent)
+    }
+
+    fn connect_to(port: u16, sent: &Arc<AtomicU64>) -> std::io::Result<Client> {
+        let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         stream.set_nodelay(true)?;
         Ok(Client {
@@ -399,6 +403,87 @@ fn successor_aborts() -> TestResult {
         Ok(())
     })();
     let _ = Command::new("dsuctl").args(["destroy", SEG2]).output();
+    r
+}
+
+#[distributed_slice(TESTS)]
+static KV_HEAP_OOM: VmTest = VmTest {
+    name: "kv::heap_oom_reads_kept_del_frees",
+    phase: Phase::Main,
+    run: heap_oom,
+};
+
+/// kv_v1 with a 32 MiB shared heap (`--maxmemory`): 1 MiB values are written until the
+/// heap is full and a write gets Redis's `-OOM`; every value written reads back; DEL
+/// gives the memory back to the heap (INFO `used_memory`, the heap's allocated bytes,
+/// falls by about what was deleted) and writes succeed again.
+fn heap_oom() -> TestResult {
+    const PORT3: u16 = 16381;
+    const SEG3: &str = "kvoom";
+    const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+    if Command::new("kv_v1").arg("--help").output().is_err() {
+        return Err(Failure::Skip("kv_v1 is not on PATH".into()));
+    }
+    let _ = Command::new("dsuctl").args(["destroy", SEG3]).output();
+    let r = (|| -> TestResult {
+        let mut v1 = Server::start_with(1, PORT3, SEG3, &["--maxmemory", "33554432"], "-oom")?;
+        v1.wait_serving(Duration::from_secs(60))?;
+        let sent = Arc::new(AtomicU64::new(0));
+        let mut c = Client::connect_to(PORT3, &sent)?;
+        let big = big_value();
+        let mut written = 0;
+        let refused = loop {
+            ensure!(written < 64, "64 MiB written into a 32 MiB heap");
+            let r = c.pipeline(&[vec![
+                b"SET".to_vec(),
+                format!("big:{written}").into_bytes(),
+                big.clone(),
+            ]])?;
+            match &r[0] {
+                Reply::Simple(s) if s == "OK" => written += 1,
+                Reply::Error(e) => break e.clone(),
+                r => return Err(Failure::Fail(format!("SET big:{written}: {r:?}"))),
+            }
+        };
+        ensure_eq!(refused.as_str(), OOM, "the refusal");
+        ensure!(written >= 16, "only {written} MiB fit in a 32 MiB heap");
+        for i in 0..written {
+            ensure_eq!(
+                c.cmd(&["GET", &format!("big:{i}")])?,
+                bulk(&big),
+                "big:{i} after the heap filled"
+            );
+        }
+        let used = |c: &mut Client| -> Result<u64, Failure> {
+            let info = c.info()?;
+            info_field(&info, "used_memory")
+                .and_then(|v| v.parse().ok())
+                .ok_or_else(|| Failure::Fail(format!("no used_memory: {info}")))
+        };
+        let full = used(&mut c)?;
+        let keys: Vec<String> = (0..written).map(|i| format!("big:{i}")).collect();
+        let mut del = vec!["DEL"];
+        del.extend(keys.iter().map(String::as_str));
+        ensure_eq!(c.cmd(&del)?, Reply::Int(written as i64), "DEL");
+        let empty = used(&mut c)?;
+        ensure!(
+            full - empty >= written as u64 * (1 << 20),
+            "DEL of {written} MiB gave back only {} bytes ({full} -> {empty})",
+            full - empty
+        );
+        ensure_eq!(
+            c.pipeline(&[vec![b"SET".to_vec(), b"big:again".to_vec(), big.clone()]])?[0],
+            Reply::Simple("OK".into()),
+            "a write after DEL"
+        );
+        println!(
+            "kv-oom: {written} values of 1 MiB fit in a 32 MiB heap, the next got -OOM; used_memory {full} -> {empty} after DEL"
+        );
+        drop(c);
+        drop(v1);
+        Ok(())
+    })();
+    let _ = Command::new("dsuctl").args(["destroy", SEG3]).output();
     r
 }
 
