@@ -407,6 +407,108 @@ fn successor_aborts() -> TestResult {
 }
 
 #[distributed_slice(TESTS)]
+static KV_MIGRATION_ABORTS: VmTest = VmTest {
+    name: "kv::v3_abort_after_keyspace_migration",
+    phase: Phase::Main,
+    run: migration_aborts,
+};
+
+/// v2 serves; a v3 attaches, which migrates the keyspace (v2's stripes are marked handed
+/// over to v3's forwarding port), and then fails its start-up before it is ready (it
+/// cannot listen on 192.0.2.1). v2 must take its stripes back and serve every key,
+/// including writes made after the failed migration; then a good v3 migrates again and
+/// serves all of them.
+fn migration_aborts() -> TestResult {
+    const PORT4: u16 = 16382;
+    const SEG4: &str = "kvabort3";
+    if Command::new("kv_v3").arg("--help").output().is_err() {
+        return Err(Failure::Skip("kv_v3 is not on PATH".into()));
+    }
+    let _ = Command::new("dsuctl").args(["destroy", SEG4]).output();
+    let r = (|| -> TestResult {
+        let sent = Arc::new(AtomicU64::new(0));
+        let mut v2 = Server::start_with(2, PORT4, SEG4, &[], "-abort3")?;
+        v2.wait_serving(Duration::from_secs(60))?;
+        let mut c = Client::connect_to(PORT4, &sent)?;
+        ensure_eq!(
+            c.cmd(&["RPUSH", "l", "a", "b", "c"])?,
+            Reply::Int(3),
+            "RPUSH"
+        );
+        ensure_eq!(
+            c.cmd(&["SET", "k", "before"])?,
+            Reply::Simple("OK".into()),
+            "SET"
+        );
+
+        let mut bad = Server::start_with(3, PORT4, SEG4, &["--bind", "192.0.2.1"], "-bad3")?;
+        let t0 = Instant::now();
+        let status = loop {
+            if let Some(st) = bad.child.try_wait()? {
+                break st;
+            }
+            ensure!(
+                t0.elapsed() < Duration::from_secs(60),
+                "the failing v3 still runs: {}",
+                bad.output()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        ensure!(
+            !status.success(),
+            "the failing v3 exited 0: {}",
+            bad.output()
+        );
+        ensure!(
+            bad.output().contains("kv::KEYSPACE migrated"),
+            "v3 failed before migrating the keyspace: {}",
+            bad.output()
+        );
+        // v2's open connection and a new one: the stripes are served by v2 again.
+        ensure_eq!(
+            c.cmd(&["LMOVE", "l", "l", "LEFT", "RIGHT"])?,
+            bulk(b"a"),
+            "LMOVE on v2 after v3's failed migration"
+        );
+        let mut c2 = Client::connect_to(PORT4, &sent)?;
+        ensure_eq!(
+            c2.cmd(&["SET", "k", "after"])?,
+            Reply::Simple("OK".into()),
+            "SET on v2"
+        );
+        ensure!(
+            v2.output().contains("never served"),
+            "v2 did not say it took its stripes back: {}",
+            v2.output()
+        );
+
+        let mut v3 = Server::start_with(3, PORT4, SEG4, &[], "-good3")?;
+        v3.wait_serving(Duration::from_secs(60))?;
+        // v2's connections forward to v3 now.
+        ensure_eq!(
+            c.cmd(&["LRANGE", "l", "0", "-1"])?,
+            Reply::Array(vec![bulk(b"b"), bulk(b"c"), bulk(b"a")]),
+            "LRANGE through v2, from v3"
+        );
+        drop(c);
+        drop(c2);
+        v2.wait_retired(Duration::from_secs(120))?;
+        let mut c = Client::connect_to(PORT4, &sent)?;
+        ensure_eq!(c.cmd(&["GET", "k"])?, bulk(b"after"), "GET k on v3");
+        ensure_eq!(
+            c.cmd(&["LRANGE", "l", "0", "-1"])?,
+            Reply::Array(vec![bulk(b"b"), bulk(b"c"), bulk(b"a")]),
+            "LRANGE on v3"
+        );
+        drop(c);
+        drop(v3);
+        Ok(())
+    })();
+    let _ = Command::new("dsuctl").args(["destroy", SEG4]).output();
+    r
+}
+
+#[distributed_slice(TESTS)]
 static KV_HEAP_OOM: VmTest = VmTest {
     name: "kv::heap_oom_reads_kept_del_frees",
     phase: Phase::Main,
