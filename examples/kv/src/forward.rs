@@ -20,6 +20,9 @@ use std::cell::RefCell;
 use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, TcpStream};
 
+/// Requests this process forwarded (the retirement message says how many).
+pub static FORWARDED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 thread_local! {
     /// This thread's connection to the newer version: its port and the stream.
     static CONN: RefCell<Option<(u16, TcpStream)>> = const { RefCell::new(None) };
@@ -42,8 +45,11 @@ pub fn forward(moved: Moved, args: &[&[u8]], out: &mut Vec<u8>) -> io::Result<()
         }
         let (_, s) = conn.as_mut().expect("connected above");
         let r = exchange(s, args, out);
-        if r.is_err() {
-            *conn = None;
+        match r {
+            Ok(()) => {
+                FORWARDED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            Err(_) => *conn = None,
         }
         r
     })

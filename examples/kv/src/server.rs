@@ -553,10 +553,11 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         std::thread::sleep(Duration::from_millis(10));
     }
     say(format!(
-        "retired after draining for {} ms: this process served {} commands on {} connections",
+        "retired after draining for {} ms: this process served {} commands on {} connections ({} forwarded to the version that took the keyspace over)",
         t0.elapsed().as_millis(),
         local.commands.load(Relaxed),
-        local.connections.load(Relaxed)
+        local.connections.load(Relaxed),
+        crate::forward::FORWARDED.load(Relaxed)
     ));
     drop(version);
     Ok(())

@@ -1082,6 +1082,11 @@ fn live_update() -> TestResult {
         "v3 did not migrate kv::CMD_STATS and kv::KEYSPACE: {v3_out}"
     );
     ensure!(
+        !v2.output().contains("(0 forwarded"),
+        "v2 forwarded nothing to v3 (the migration under load was not exercised): {}",
+        v2.output()
+    );
+    ensure!(
         v2.output().contains("kv::KEYSPACE common"),
         "v2 did not share v1's keyspace: {}",
         v2.output()
