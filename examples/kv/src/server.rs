@@ -521,7 +521,10 @@ fn run(name: &str, p: Program, opts: &Options) -> Result<(), Box<dyn std::error:
         if let Some(f) = &forward_listener
             && ready[fds.len() - 1]
         {
-            accept_queued(f, ctx, local, pool.as_ref())?;
+            // A thread each (the older version has one connection per worker): a
+            // forwarded request, which blocks an older version's worker until answered,
+            // must not wait behind the event loops' pipelined clients.
+            accept_queued(f, ctx, local, None)?;
         }
         if let Some(v) = &version
             && let Some(e) = v.newer_version()?
