@@ -247,8 +247,8 @@ impl Supervised {
             .args(["run", "--segment", segment, "--control", &control])
             .args(["--listen", &format!("127.0.0.1:{port}")])
             .args(["--ready-timeout", &ready_timeout.to_string()])
-            .args(["--drain-timeout", "120", "--stop-timeout", "10", "--"])
-            .args(["kv_v1", "--segment", segment, "--drain-timeout", "60"])
+            .args(["--drain-timeout", "300", "--stop-timeout", "10", "--"])
+            .args(["kv_v1", "--segment", segment, "--drain-timeout", "240"])
             .env("NOTIFY_SOCKET", &notify_path)
             .stdout(out.try_clone()?)
             .stderr(out)
@@ -417,7 +417,7 @@ fn upgrade_under_load() -> TestResult {
     let mut times = Vec::new();
     for v in ["kv_v2", "kv_v3"] {
         let t0 = Instant::now();
-        let (ok, answer) = sup.upgrade(&[v, "--segment", &sup.segment, "--drain-timeout", "60"])?;
+        let (ok, answer) = sup.upgrade(&[v, "--segment", &sup.segment, "--drain-timeout", "240"])?;
         ensure!(ok, "upgrade to {v}: {answer}\n{}", sup.output());
         ensure!(answer.contains(&format!("upgraded to {v}")), "{answer}");
         times.push(t0.elapsed());
@@ -437,7 +437,7 @@ fn upgrade_under_load() -> TestResult {
         // the new one is ready: the log says so in that order.
         let old = *olds.last().expect("one");
         let exited = format!("(pid {old}) exited with status 0 after draining");
-        sup.wait_log(&exited, Duration::from_secs(90))?;
+        sup.wait_log(&exited, Duration::from_secs(300))?;
         let log = sup.output();
         let ready_at = log.find(&format!("upgraded to {v} (pid {new})"));
         ensure!(
