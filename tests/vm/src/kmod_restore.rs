@@ -569,16 +569,20 @@ fn close() -> TestResult {
                     std::fs::write(format!("{cgp}/cgroup.procs"), pid.to_string())
                         .map_err(|e| e.to_string())?;
                     let name = unique("rst-memcg");
+                    // Allocated (and touched) before the first reading and kept until the last:
+                    // memory malloc gives back stays charged to the cgroup.
+                    let bytes = pattern(256 * PAGE, 4);
                     let before = current(&cgp).map_err(|e| format!("{e:?}"))?;
                     let h = Dsu::open().map_err(|e| e.to_string())?;
                     restore(&h, &name, 0o600).map_err(|e| e.to_string())?;
-                    restore_var(&h, rvar("big", 256 * P, 1, Some(&pattern(256 * PAGE, 4))))
+                    restore_var(&h, rvar("big", 256 * P, 1, Some(&bytes)))
                         .map_err(|e| e.to_string())?;
                     h.heap(base(4), 64 * P).map_err(|e| e.to_string())?;
                     h.heap_grow(32 * P).map_err(|e| e.to_string())?;
                     let during = current(&cgp).map_err(|e| format!("{e:?}"))?;
                     drop(h);
                     let after = current(&cgp).map_err(|e| format!("{e:?}"))?;
+                    drop(bytes);
                     // The cgroup charges in per-CPU batches of 64 pages, so `before` may already
                     // hold up to 64 pages precharged that the restore then uses.
                     if during < before + 224 * P {
