@@ -11,6 +11,7 @@
 use crate::{
     handle::Handle,
     kernel_ext::{
+        anon_file::DeviceMappings,
         cred::{kgid_from_current_ns, kuid_from_current_ns},
         error::ebadfd,
         file::File,
@@ -45,7 +46,10 @@ impl MiscDevice for Handle {
     // World-accessible: access control is per segment.
     const MODE: u16 = 0o666;
 
-    fn open(_registry: &Pin<KBox<Registry>>, _file: &File) -> Result<Arc<Handle>> {
+    fn open(_registry: &Pin<KBox<Registry>>, file: &File) -> Result<Arc<Handle>> {
+        // Before any mmap: every VMA of the file is then in the module's reverse map, which
+        // a snapshot zaps (`snapshot.rs`).
+        DeviceMappings::adopt(file);
         Handle::new()
     }
 
@@ -83,6 +87,7 @@ impl MiscDevice for Handle {
             ioctl::RESTORE_VAR => restore::restore_var(&handle, arg),
             ioctl::RESTORE_HEAP => restore::restore_heap(&handle, arg),
             ioctl::RESTORE_COMMIT => handle.commit_restore(registry),
+            ioctl::SNAPSHOT => crate::snapshot::snapshot(registry, arg),
             _ => Err(ENOTTY),
         }
     }

@@ -22,12 +22,15 @@ pub mod mapping;
 pub mod registry;
 pub mod restore;
 pub mod segment;
+pub mod snapshot;
 pub mod uapi;
 pub mod version;
 
 use handle::Handle;
 use kernel::{c_str, prelude::*};
-use kernel_ext::{miscdevice::MiscDeviceRegistration, shmem::ShmemMount};
+use kernel_ext::{
+    anon_file::DeviceMappings, miscdevice::MiscDeviceRegistration, shmem::ShmemMount,
+};
 use registry::Registry;
 
 module! {
@@ -42,18 +45,22 @@ module! {
 // the mount their files live on.
 struct DsuModule {
     _device: MiscDeviceRegistration<Handle>,
+    _mappings: DeviceMappings,
     _shmem: ShmemMount,
 }
 
 impl kernel::Module for DsuModule {
     fn init(module: &'static ThisModule) -> Result<Self> {
         let shmem = ShmemMount::new()?;
+        let mappings = DeviceMappings::new()?;
+        snapshot::SNAPSHOT_FILE.init(module);
         let accounting = accounting::Accounting::new()?;
         let registry = KBox::pin_init(Registry::new(accounting), GFP_KERNEL)?;
         let device = MiscDeviceRegistration::register(c_str!("dsu"), module, registry)?;
         pr_info!("/dev/dsu ready (API version {})\n", uapi::DSU_API_VERSION);
         Ok(Self {
             _device: device,
+            _mappings: mappings,
             _shmem: shmem,
         })
     }

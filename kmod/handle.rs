@@ -427,7 +427,12 @@ impl Handle {
         let seg = self.segment()?;
         seg.check_access(MAY_READ | MAY_WRITE)?;
         let heap = seg.heap().ok_or(ENOENT)?;
-        heap.discard(d.offset, d.length)?;
+        // A snapshot taken keeps the bytes punched out (copied first).
+        let page = PAGE_SIZE as u64;
+        seg.snap
+            .before_discard(&heap, d.offset / page, d.length.div_ceil(page), || {
+                heap.discard(d.offset, d.length)
+            })?;
         Ok(0)
     }
 

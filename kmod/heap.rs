@@ -86,6 +86,12 @@ impl Heap {
         )
     }
 
+    /// Holds the size as it is (growth waits) until the guard is dropped. Lock order:
+    /// segment mutex → this.
+    pub fn hold_size(&self) -> impl Drop + '_ {
+        self.grow.lock()
+    }
+
     /// Bytes backed now.
     pub fn size(&self) -> u64 {
         self.file.size()

@@ -12,6 +12,13 @@
 //! copy (fork, split by a partial munmap or mprotect, mremap) opens one more, each unmap
 //! closes one. The fault path takes no dsu lock.
 //!
+//! Every `/dev/dsu` file maps through the module's own address space (`DeviceMappings`),
+//! in which each segment has a window of offsets ([`window`]): a version's VMA is moved to
+//! the window's start, a view's to the window's second half, so that a snapshot unmaps
+//! every PTE of one segment with one `unmap_mapping_range`. Faults subtract the window.
+//! Both VMA types have a `page_mkwrite` (`snapshot.rs`): pages are mapped read-only until
+//! their first write, which a snapshot may make copy the page first.
+//!
 //! Two more kinds of mapping live at fixed offsets of an Attached or Bound handle:
 //! - the segment's heap window, at `DSU_HEAP_MMAP_OFFSET`: the VMA becomes a mapping of the
 //!   heap's shmem file (`ShmemFile::map_over`), whose faults are shmem's; each such VMA
@@ -24,11 +31,13 @@ use crate::{
     kernel_ext::{
         file::File,
         mm::{
-            flags, BorrowedPage, FaultResult, PageRef, VmArea, VmFault, VmOperations, VmOpsTable,
-            VmaNew,
+            flags, BorrowedPage, FaultResult, LockedForWrite, MkwriteRetry, PageRef, VmArea,
+            VmFault, VmOperations, VmOpsTable, VmaNew,
         },
+        shmem::OwnerMkwrite,
     },
     segment::{Segment, ViewPages, MAY_READ, MAY_WRITE},
+    snapshot,
     uapi::{DSU_HEAP_MMAP_OFFSET, DSU_VIEW_MMAP_OFFSET},
     version::{PageMap, Version},
 };
@@ -60,8 +69,33 @@ impl VmOperations for Mapping {
     }
 
     fn fault(version: &Version, vmf: &VmFault) -> FaultResult {
-        fault_in(&version.map, &version.segment, vmf.pgoff() as u64, vmf)
+        match (vmf.pgoff() as u64).checked_sub(window(&version.segment).0) {
+            Some(page) => fault_in(&version.map, &version.segment, page, vmf),
+            None => FaultResult::SigBus,
+        }
     }
+
+    fn page_mkwrite(version: &Version, vmf: &VmFault) -> Result<LockedForWrite, MkwriteRetry> {
+        let seg = &version.segment;
+        let page = (vmf.pgoff() as u64)
+            .checked_sub(window(seg).0)
+            .and_then(|p| version.map.segment_page(p));
+        match page {
+            Some(p) => snapshot::page_before_write(seg, vmf.page(), p),
+            None => Err(MkwriteRetry),
+        }
+    }
+}
+
+/// Pages of a segment's window in the module's address space.
+const WINDOW_PAGES: u64 = 1 << 24;
+/// Where views start in a window (a version's map and a view's range are both at most
+/// `max_segment_pages`, whose cap is 2^22).
+const VIEW_START: u64 = WINDOW_PAGES / 2;
+
+/// The segment's window of offsets (first page, pages) in the module's address space.
+pub fn window(seg: &Segment) -> (u64, u64) {
+    (seg.id.saturating_mul(WINDOW_PAGES), WINDOW_PAGES)
 }
 
 /// Installs page `page` of `map` (a page of `seg`'s file) at the faulting address.
@@ -115,6 +149,33 @@ impl VmOperations for ViewMapping {
             None => FaultResult::SigBus,
         }
     }
+
+    fn page_mkwrite(view: &View, vmf: &VmFault) -> Result<LockedForWrite, MkwriteRetry> {
+        let seg = &view.pages.segment;
+        let page = (vmf.pgoff() as u64)
+            .checked_sub(view.pgoff)
+            .and_then(|p| view.pages.map.segment_page(p));
+        match page {
+            Some(p) => snapshot::page_before_write(seg, vmf.page(), p),
+            None => Err(MkwriteRetry),
+        }
+    }
+}
+
+/// The heap window's `page_mkwrite` (its VMAs hold the `/dev/dsu` file that was mapped).
+pub struct HeapMkwrite;
+
+impl OwnerMkwrite for HeapMkwrite {
+    fn page_mkwrite(owner: &File, vmf: &VmFault) -> Result<LockedForWrite, MkwriteRetry> {
+        // SAFETY: `owner` is a `/dev/dsu` file (only `mmap_heap` maps heaps, with the
+        // handle's file), whose `private_data` is its `Arc<Handle>` until its release,
+        // which comes after this VMA's close.
+        let handle = unsafe { owner.private::<Handle>() };
+        match handle.segment() {
+            Ok(seg) => snapshot::heap_before_write(&seg, vmf.page(), vmf.pgoff() as u64),
+            Err(_) => Err(MkwriteRetry),
+        }
+    }
 }
 
 /// The heap window's mmap offset, in pages.
@@ -136,7 +197,7 @@ fn mmap_heap(handle: &Handle, file: &File, vma: &VmaNew) -> Result {
     }
     seg.check_access(MAY_READ | MAY_WRITE)?;
     // The VMA's reference to `file` keeps the handle, so the segment and the heap.
-    heap.file().map_over(vma, file)
+    heap.file().map_over::<HeapMkwrite>(vma, file)
 }
 
 /// `mmap` of a view: shared, of segment pages inside the segment (`EINVAL`), on an Attached
@@ -147,8 +208,10 @@ fn mmap_view(handle: &Handle, vma: &VmaNew) -> Result {
         return Err(EINVAL);
     }
     seg.check_access(MAY_READ | MAY_WRITE)?;
-    let pgoff = vma.pgoff() as u64;
-    let pages = Segment::view_map(&seg, pgoff - VIEW_PGOFF, (vma.len() / PAGE_SIZE) as u64)?;
+    let first = vma.pgoff() as u64 - VIEW_PGOFF;
+    let pages = Segment::view_map(&seg, first, (vma.len() / PAGE_SIZE) as u64)?;
+    // In the segment's window (`first` is inside the segment, below 2^22).
+    let pgoff = window(&seg).0 + VIEW_START + first;
     // On failure the view is dropped, and with it the mapper counts `view_map` took.
     let view = Arc::new(
         View { pgoff, pages },
@@ -159,6 +222,7 @@ fn mmap_view(handle: &Handle, vma: &VmaNew) -> Result {
     vma.set_dontexpand();
     vma.set_dontdump();
     vma.set_mixedmap();
+    vma.set_pgoff(pgoff as usize);
     let view = Arc::into_raw(view);
     // SAFETY: The VMA now holds the reference `into_raw` gave up; its `close` (and each
     // copy's, after `open` took one more) drops it, so `view` outlives every VMA using it.
@@ -215,6 +279,7 @@ pub fn mmap(handle: &Handle, file: &File, vma: &VmaNew) -> Result {
     vma.set_dontexpand();
     vma.set_dontdump();
     vma.set_mixedmap();
+    vma.set_pgoff(window(&version.segment).0 as usize);
     // Recognisable as ours before any page goes in.
     // SAFETY: The version is owned by the handle, which the VMA's file owns, so it outlives
     // the VMA and every copy of it.

@@ -197,6 +197,9 @@ pub struct Segment {
     /// Next unused page index of `file`. Indexes are never reused: pages allocated for
     /// entries that were then not added are truncated from the file.
     next_file_page: AtomicU64,
+    /// Its snapshot, if one is pending or taken (`snapshot.rs`).
+    #[pin]
+    pub snap: crate::snapshot::SnapSlot,
 }
 
 /// Pages allocated for one new entry, at file indexes `first..first + reserved`. Unless
@@ -292,6 +295,7 @@ impl Segment {
                 file,
                 accounting,
                 next_file_page: AtomicU64::new(0),
+                snap <- crate::snapshot::SnapSlot::new(),
             }),
             GFP_ACCOUNT_MAYFAIL,
         )
@@ -804,6 +808,47 @@ impl Segment {
             g.commit(&version);
         }
         Ok(version)
+    }
+
+    /// Where the segment's pages are charged.
+    pub fn accounting(&self) -> &Arc<Accounting> {
+        &self.accounting
+    }
+
+    /// For a snapshot: copies the directory, takes a reference to every segment page and
+    /// runs `f` with them while the segment mutex is still held, so that nothing is added
+    /// or removed until `f` has taken the snapshot's instant.
+    pub fn freeze_for_snapshot<R>(
+        &self,
+        f: impl FnOnce(crate::snapshot::Frozen) -> Result<R>,
+    ) -> Result<R> {
+        let g = self.inner.lock();
+        let mut refs = KVVec::with_capacity(g.pages.len(), GFP_ACCOUNT_MAYFAIL)?;
+        for (i, page) in g.pages.iter().enumerate() {
+            // A reference of our own (RCU lookup) for each page the segment holds.
+            let page = match page {
+                Some(_) => g
+                    .file_map
+                    .file_page(i as u64)
+                    .and_then(|f| self.file.lookup(f)),
+                None => None,
+            };
+            refs.push(page, GFP_ACCOUNT_MAYFAIL)?;
+        }
+        let mut dir = KVVec::with_capacity(g.dir.len(), GFP_ACCOUNT_MAYFAIL)?;
+        for i in 0..g.dir.len() {
+            let Some(e) = g.dir.get(i) else { break };
+            let mut desc = KVVec::new();
+            desc.extend_from_slice(e.type_desc.bytes(), GFP_ACCOUNT_MAYFAIL)?;
+            dir.push((variable_info(e), desc), GFP_ACCOUNT_MAYFAIL)?;
+        }
+        f(crate::snapshot::Frozen {
+            refs,
+            dir,
+            generation: g.generation,
+            live_pages: g.live_pages,
+            heap: g.heap.clone(),
+        })
     }
 
     /// The shared heap, if created.

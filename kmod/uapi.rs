@@ -69,6 +69,7 @@ plain_data! {
     dsu_restore => 80,
     dsu_restore_var => 240,
     dsu_restore_heap => 32,
+    dsu_snapshot => 144,
 }
 
 /// ioctl command numbers, dispatched on the whole command: type, number, direction and
@@ -123,6 +124,8 @@ pub mod ioctl {
     pub const RESTORE_HEAP: u32 = _IOW::<dsu_restore_heap>(MAGIC, DSU_IOC_NR_RESTORE_HEAP);
     /// `DSU_IOC_RESTORE_COMMIT` (no argument struct).
     pub const RESTORE_COMMIT: u32 = _IO(MAGIC, DSU_IOC_NR_RESTORE_COMMIT);
+    /// `DSU_IOC_SNAPSHOT`.
+    pub const SNAPSHOT: u32 = _IOWR::<dsu_snapshot>(MAGIC, DSU_IOC_NR_SNAPSHOT);
 }
 
 /// Largest struct or record size accepted (the tail beyond what the kernel knows must be

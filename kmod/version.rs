@@ -208,6 +208,12 @@ impl PageMap {
         Some(self.runs.partition_point(|r| r.start <= page) - 1)
     }
 
+    /// The segment page behind page `page`.
+    pub fn segment_page(&self, page: u64) -> Option<u64> {
+        let run = self.runs[self.run_of(page)?];
+        Some(run.seg + (page - run.start))
+    }
+
     /// The file page behind page `page`.
     pub fn file_page(&self, page: u64) -> Option<u64> {
         let run = self.runs[self.run_of(page)?];

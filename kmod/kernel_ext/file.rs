@@ -35,6 +35,21 @@ impl File {
         unsafe { core::ptr::read_volatile(&raw const (*self.0.get()).f_flags) }
     }
 
+    /// The file's `private_data` as a `T` owned through an `Arc` (`ForeignOwnable`).
+    ///
+    /// # Safety
+    ///
+    /// `private_data` must be an `Arc<T>`'s foreign pointer that stays alive for the borrow
+    /// (e.g. the file's, which its release drops, and the caller holds the file).
+    pub unsafe fn private<T: Send + Sync + 'static>(&self) -> kernel::sync::ArcBorrow<'_, T> {
+        // SAFETY: As the caller promises.
+        unsafe {
+            <kernel::sync::Arc<T> as kernel::types::ForeignOwnable>::borrow(
+                (*self.0.get()).private_data,
+            )
+        }
+    }
+
     /// Whether the file was opened (or set) non-blocking.
     pub fn is_nonblocking(&self) -> bool {
         self.flags() & bindings::O_NONBLOCK != 0

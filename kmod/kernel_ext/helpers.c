@@ -5,11 +5,18 @@
  * inline them. Each is a one-line wrapper; kernel_ext/ns.rs and kernel_ext/shmem.rs are
  * the only callers.
  */
+#include <linux/anon_inodes.h>
 #include <linux/fs.h>
+#include <linux/highmem.h>
 #include <linux/ipc_namespace.h>
+#include <linux/memcontrol.h>
 #include <linux/mm.h>
 #include <linux/nsproxy.h>
+#include <linux/pagemap.h>
+#include <linux/pagevec.h>
 #include <linux/sched.h>
+#include <linux/sched/mm.h>
+#include <linux/sched/signal.h>
 
 /* Called from Rust only (kernel_ext/ns.rs declares them); prototypes for -Wmissing-prototypes. */
 struct ipc_namespace *dsu_get_current_ipc_ns(void);
@@ -17,6 +24,20 @@ void dsu_put_ipc_ns(struct ipc_namespace *ns);
 struct file *dsu_get_file(struct file *file);
 loff_t dsu_i_size_read(const struct inode *inode);
 unsigned long dsu_task_size(void);
+void dsu_lock_page(struct page *page);
+void dsu_unlock_page(struct page *page);
+bool dsu_page_has_mapping(struct page *page);
+bool dsu_page_maybe_dma_pinned(struct page *page);
+void dsu_copy_page(struct page *to, struct page *from);
+struct page *dsu_alloc_page_charged(struct mem_cgroup *memcg);
+struct mem_cgroup *dsu_current_memcg(void);
+void dsu_memcg_put(struct mem_cgroup *memcg);
+bool dsu_fatal_signal_pending(void);
+struct file *dsu_anon_file(const char *name, const struct file_operations *fops, void *priv);
+struct file *dsu_anon_inode_file(const char *name, const struct file_operations *fops);
+void dsu_file_set_mapping(struct file *file, struct address_space *mapping);
+void dsu_lock_barrier(struct address_space *mapping, pgoff_t start, pgoff_t end,
+		      void (*pinned)(void *ctx, pgoff_t index, struct page *page), void *ctx);
 
 /* The current task's IPC namespace, with a reference (get_ipc_ns is an inline). */
 struct ipc_namespace *dsu_get_current_ipc_ns(void)
@@ -46,4 +67,114 @@ loff_t dsu_i_size_read(const struct inode *inode)
 unsigned long dsu_task_size(void)
 {
 	return TASK_SIZE;
+}
+
+/* Locks a page (its folio): lock_page is an inline. */
+void dsu_lock_page(struct page *page)
+{
+	lock_page(page);
+}
+
+/* Unlocks a page locked by dsu_lock_page. */
+void dsu_unlock_page(struct page *page)
+{
+	unlock_page(page);
+}
+
+/* Whether a locked page is still in its file (not truncated or punched out). */
+bool dsu_page_has_mapping(struct page *page)
+{
+	return READ_ONCE(page_folio(page)->mapping) != NULL;
+}
+
+/* Whether the page may be pinned for DMA (FOLL_PIN, e.g. O_DIRECT, io_uring buffers). */
+bool dsu_page_maybe_dma_pinned(struct page *page)
+{
+	return folio_maybe_dma_pinned(page_folio(page));
+}
+
+/* Copies a whole page (copy_highpage is an inline). */
+void dsu_copy_page(struct page *to, struct page *from)
+{
+	copy_highpage(to, from);
+}
+
+/*
+ * A page charged to `memcg` (the snapshot's caller's) rather than to the current task,
+ * allowed to fail without invoking the OOM killer. NULL memcg: the current task's.
+ */
+struct page *dsu_alloc_page_charged(struct mem_cgroup *memcg)
+{
+	struct mem_cgroup *old = set_active_memcg(memcg);
+	struct page *page = alloc_page(GFP_HIGHUSER | __GFP_ACCOUNT | __GFP_RETRY_MAYFAIL |
+				       __GFP_NOWARN);
+
+	set_active_memcg(old);
+	return page;
+}
+
+/* The current task's memory cgroup, with a reference (NULL without memcg). */
+struct mem_cgroup *dsu_current_memcg(void)
+{
+	return get_mem_cgroup_from_mm(current->mm);
+}
+
+/* Drops a reference from dsu_current_memcg (NULL is ignored). */
+void dsu_memcg_put(struct mem_cgroup *memcg)
+{
+	mem_cgroup_put(memcg);
+}
+
+/* fatal_signal_pending(current) is an inline. */
+bool dsu_fatal_signal_pending(void)
+{
+	return fatal_signal_pending(current);
+}
+
+/* A read-only anon-inode file with `priv` as private data, readable with pread (as KVM's stats fd). */
+struct file *dsu_anon_file(const char *name, const struct file_operations *fops, void *priv)
+{
+	struct file *file = anon_inode_getfile(name, fops, priv, O_RDONLY);
+
+	if (!IS_ERR(file))
+		file->f_mode |= FMODE_PREAD;
+	return file;
+}
+
+/* A file on an anon inode of its own (so an address_space of its own, as DRM's). */
+struct file *dsu_anon_inode_file(const char *name, const struct file_operations *fops)
+{
+	return anon_inode_create_getfile(name, fops, NULL, O_RDWR, NULL);
+}
+
+/* Points a file at another address_space before its first mmap (DRM's drm_open idiom). */
+void dsu_file_set_mapping(struct file *file, struct address_space *mapping)
+{
+	WRITE_ONCE(file->f_mapping, mapping);
+}
+
+/*
+ * Locks and unlocks every folio of `mapping` in [start, end], so that a fault holding one
+ * locked (page_mkwrite to PTE install) has finished; calls `pinned` for each one that may
+ * be pinned for DMA, with the folio locked.
+ */
+void dsu_lock_barrier(struct address_space *mapping, pgoff_t start, pgoff_t end,
+		      void (*pinned)(void *ctx, pgoff_t index, struct page *page), void *ctx)
+{
+	struct folio_batch fbatch;
+	unsigned int i;
+
+	folio_batch_init(&fbatch);
+	while (filemap_get_folios(mapping, &start, end, &fbatch)) {
+		for (i = 0; i < folio_batch_count(&fbatch); i++) {
+			struct folio *folio = fbatch.folios[i];
+
+			folio_lock(folio);
+			if (folio->mapping == mapping && folio_maybe_dma_pinned(folio))
+				pinned(ctx, folio->index, folio_page(folio, 0));
+			folio_unlock(folio);
+		}
+		folio_batch_release(&fbatch);
+		cond_resched();
+	}
 }

@@ -9,6 +9,10 @@
 //!   held), with read-only accessors.
 //! - [`VmOperations`] and [`VmOpsTable`]: a typed `vm_operations_struct`. Callbacks check
 //!   that a VMA's `vm_ops` is the table and its `vm_private_data` is set before use.
+//! - `page_mkwrite`: [`VmOperations::page_mkwrite`] makes the mm core map the VMA's pages
+//!   read-only and call it before the first write through each PTE; it returns the page
+//!   locked ([`PageLock::hand_to_fault`]) so that the PTE becomes writable before anyone
+//!   else can lock the page, or asks for the fault to be retried.
 //! - [`PageRef`]: an owned page reference; [`BorrowedPage`]: a page borrowed for a lifetime
 //!   (as upstream's `BorrowedPage<'a>`), so that safe code cannot use a page after the
 //!   reference that keeps it alive is gone. Bytes move between pages and userspace through
@@ -24,6 +28,64 @@ use kernel::{
     types::Opaque,
     uaccess::UserPtr,
 };
+
+// C helpers (`helpers.c`) for inlines of headers the Rust bindings lack; only pointers cross.
+#[allow(improper_ctypes)]
+extern "C" {
+    fn dsu_lock_page(page: *mut bindings::page);
+    fn dsu_unlock_page(page: *mut bindings::page);
+    fn dsu_page_has_mapping(page: *mut bindings::page) -> bool;
+    fn dsu_page_maybe_dma_pinned(page: *mut bindings::page) -> bool;
+    fn dsu_copy_page(to: *mut bindings::page, from: *mut bindings::page);
+    fn dsu_alloc_page_charged(memcg: *mut bindings::mem_cgroup) -> *mut bindings::page;
+    fn dsu_current_memcg() -> *mut bindings::mem_cgroup;
+    fn dsu_memcg_put(memcg: *mut bindings::mem_cgroup);
+    fn dsu_fatal_signal_pending() -> bool;
+}
+
+/// Whether the current task has a fatal signal pending (it is being killed).
+pub fn fatal_signal_pending() -> bool {
+    // SAFETY: Reads the current task's signal state; always valid in process context.
+    unsafe { dsu_fatal_signal_pending() }
+}
+
+/// A reference to a memory cgroup (the one of the task that made it), dropped on drop.
+///
+/// # Invariants
+///
+/// `0` is null (no memcg) or a memcg this object holds a reference to.
+pub struct MemCgroup(*mut bindings::mem_cgroup);
+
+// SAFETY: A memcg reference may be used and dropped from any thread.
+unsafe impl Send for MemCgroup {}
+// SAFETY: Shared access only passes the pointer to functions that take their own care.
+unsafe impl Sync for MemCgroup {}
+
+impl MemCgroup {
+    /// The current task's memory cgroup.
+    pub fn current() -> Self {
+        // SAFETY: Process context; returns a referenced memcg or null.
+        Self(unsafe { dsu_current_memcg() })
+    }
+
+    /// A zeroed-or-not page (contents unspecified: the caller overwrites it), charged to
+    /// this memcg (`__GFP_ACCOUNT` with it as the active memcg), allowed to fail instead of
+    /// invoking the OOM killer. May sleep.
+    pub fn alloc_page(&self) -> Option<PageRef> {
+        // SAFETY: `self.0` is null or referenced (type invariant); the helper only makes it
+        // the active memcg for the allocation.
+        let page = unsafe { dsu_alloc_page_charged(self.0) };
+        // SAFETY: A new page comes with one reference, which `PageRef` now owns.
+        NonNull::new(page).map(|p| unsafe { PageRef::from_raw(p) })
+    }
+}
+
+impl Drop for MemCgroup {
+    fn drop(&mut self) {
+        // SAFETY: Null or a reference we own (type invariant).
+        unsafe { dsu_memcg_put(self.0) };
+    }
+}
 
 /// An owned reference to a page, dropped with `release_pages`.
 ///
@@ -86,6 +148,21 @@ impl PageRef {
 }
 
 impl PageRef {
+    /// Gives up the reference as a raw pointer (take it back with [`PageRef::from_raw`]).
+    pub fn into_raw(self) -> NonNull<bindings::page> {
+        let page = self.0;
+        core::mem::forget(self);
+        page
+    }
+
+    /// Copies the whole page `src` into this page. `src` may be written meanwhile by others
+    /// (the copy is then a mix, as any read of shared memory); lock it for a stable copy.
+    pub fn copy_from(&self, src: BorrowedPage<'_>) {
+        // SAFETY: Both pages are valid for the call (a reference each); the copy goes
+        // through kernel mappings of the two pages, never through Rust references.
+        unsafe { dsu_copy_page(self.0.as_ptr(), src.0.as_ptr()) };
+    }
+
     /// Whether the page's contents are valid (`PageUptodate`): shmem leaves pages that
     /// `fallocate` allocated not up to date, with stale bytes, until their first use zeroes
     /// them; such a page reads as zeros.
@@ -137,11 +214,59 @@ unsafe impl Send for BorrowedPage<'_> {}
 // SAFETY: See above.
 unsafe impl Sync for BorrowedPage<'_> {}
 
-impl BorrowedPage<'_> {
+/// A locked page (`lock_page`), unlocked on drop. While a writer's `page_mkwrite` holds
+/// a page's lock, its PTE is not yet writable; the page stays locked until it is.
+pub struct PageLock<'a> {
+    page: BorrowedPage<'a>,
+}
+
+impl<'a> PageLock<'a> {
+    /// The locked page.
+    pub fn page(&self) -> BorrowedPage<'a> {
+        self.page
+    }
+
+    /// Whether the page is still in its file (not truncated or punched out meanwhile).
+    pub fn in_file(&self) -> bool {
+        // SAFETY: The page is valid and locked, which keeps `mapping` stable.
+        unsafe { dsu_page_has_mapping(self.page.0.as_ptr()) }
+    }
+
+    /// Whether the locked page's contents are valid (see [`PageRef::is_uptodate`]).
+    pub fn is_uptodate(&self) -> bool {
+        // SAFETY: The page is valid for the borrow; `PageRef` is a transparent pointer and
+        // `is_uptodate` only reads flags, and the temporary is never dropped.
+        let r = core::mem::ManuallyDrop::new(PageRef(self.page.0));
+        r.is_uptodate()
+    }
+
+    /// Hands the lock to the mm core for a `page_mkwrite` of this very page: the fault
+    /// makes the PTE writable and unlocks the page.
+    pub fn hand_to_fault(self) -> LockedForWrite {
+        core::mem::forget(self);
+        LockedForWrite(())
+    }
+}
+
+impl Drop for PageLock<'_> {
+    fn drop(&mut self) {
+        // SAFETY: Locked in `BorrowedPage::lock` by this guard.
+        unsafe { dsu_unlock_page(self.page.0.as_ptr()) };
+    }
+}
+
+/// Proof that a `page_mkwrite` locked the faulting page ([`PageLock::hand_to_fault`]).
+pub struct LockedForWrite(());
+
+/// A `page_mkwrite` that lets the fault be retried (`VM_FAULT_NOPAGE`): nothing was
+/// written; the access faults again (after a fatal signal, the task dies first).
+pub struct MkwriteRetry;
+
+impl<'a> BorrowedPage<'a> {
     /// # Safety
     ///
     /// `page` must be valid and kept alive by a reference for the lifetime of the result.
-    unsafe fn from_raw(page: NonNull<bindings::page>) -> Self {
+    pub unsafe fn from_raw(page: NonNull<bindings::page>) -> Self {
         Self(page, PhantomData)
     }
 
@@ -159,6 +284,26 @@ impl BorrowedPage<'_> {
         // SAFETY: `addr` was returned by `kmap_local_page` above, in this thread.
         unsafe { bindings::kunmap_local(addr.cast()) };
         result
+    }
+
+    /// Locks the page (its folio, `lock_page`), sleeping until it is free; unlocked when the
+    /// guard is dropped. Lock order: after `mmap_lock`, as the fault path takes it.
+    pub fn lock(self) -> PageLock<'a> {
+        // SAFETY: The page is valid for `'a` (type invariant).
+        unsafe { dsu_lock_page(self.0.as_ptr()) };
+        PageLock { page: self }
+    }
+
+    /// Whether the page may be pinned for DMA (`folio_maybe_dma_pinned`): someone may write
+    /// it without going through a page table.
+    pub fn maybe_dma_pinned(&self) -> bool {
+        // SAFETY: The page is valid for `'a`.
+        unsafe { dsu_page_maybe_dma_pinned(self.0.as_ptr()) }
+    }
+
+    /// Whether two borrows are of the same page.
+    pub fn same_page(&self, other: &BorrowedPage<'_>) -> bool {
+        self.0 == other.0
     }
 
     /// Copies `len` bytes from the user address `src` into the page at `offset`. `EFAULT`
@@ -338,6 +483,13 @@ impl VmaNew {
         self.set_flag(flags::DONTDUMP);
     }
 
+    /// Sets the VMA's offset in its file's address space, in pages (before it is linked
+    /// into the file's reverse map, which indexes it by this offset).
+    pub fn set_pgoff(&self, pgoff: usize) {
+        // SAFETY: By the type invariant nobody else can see the VMA yet.
+        unsafe { (*self.raw()).vm_pgoff = pgoff as _ };
+    }
+
     /// Installs `T`'s table as the VMA's operations with `data` as its private data.
     ///
     /// # Safety
@@ -443,6 +595,25 @@ impl VmFault {
     }
 }
 
+impl VmFault {
+    /// Borrows a raw fault.
+    ///
+    /// # Safety
+    ///
+    /// `vmf` must be a valid fault for the duration of the borrow (a fault callback's).
+    pub unsafe fn from_raw(vmf: *mut bindings::vm_fault) -> Self {
+        Self { vmf }
+    }
+
+    /// The page a `page_mkwrite` is about to make writable (the mm core holds a reference
+    /// to it for the callback).
+    pub fn page(&self) -> BorrowedPage<'_> {
+        // SAFETY: In `page_mkwrite`, `vmf->page` is set and referenced by the mm core for
+        // the call (`wp_page_shared`, `do_shared_fault`), which the borrow of `self` spans.
+        unsafe { BorrowedPage::from_raw(NonNull::new_unchecked((*self.vmf).page)) }
+    }
+}
+
 /// Callbacks for a VMA type. `Data` is what `vm_private_data` points to.
 pub trait VmOperations: Sized + 'static {
     /// The per-VMA data.
@@ -455,6 +626,9 @@ pub trait VmOperations: Sized + 'static {
     fn close(data: &Self::Data, vma: &VmArea);
     /// A page fault in a VMA of ours.
     fn fault(data: &Self::Data, vmf: &VmFault) -> FaultResult;
+    /// The first write through a read-only PTE of `vmf.page()` (the table has a
+    /// `page_mkwrite`, so the mm core maps pages read-only until this allows a write).
+    fn page_mkwrite(data: &Self::Data, vmf: &VmFault) -> Result<LockedForWrite, MkwriteRetry>;
 }
 
 /// A `vm_operations_struct` for `T`. Place it in a `static` and pass it to
@@ -476,6 +650,7 @@ impl<T: VmOperations> VmOpsTable<T> {
         ops.open = Some(Self::open_callback);
         ops.close = Some(Self::close_callback);
         ops.fault = Some(Self::fault_callback);
+        ops.page_mkwrite = Some(Self::page_mkwrite_callback);
         Self {
             ops,
             _t: PhantomData,
@@ -531,5 +706,29 @@ impl<T: VmOperations> VmOpsTable<T> {
             FaultResult::Oom => bindings::vm_fault_reason_VM_FAULT_OOM,
             FaultResult::SigBus => bindings::vm_fault_reason_VM_FAULT_SIGBUS,
         }
+    }
+
+    /// # Safety
+    ///
+    /// Only the mm core calls this, as a `vm_operations_struct` callback, with a valid fault
+    /// whose VMA is locked and whose `page` is referenced.
+    unsafe extern "C" fn page_mkwrite_callback(
+        vmf: *mut bindings::vm_fault,
+    ) -> bindings::vm_fault_t {
+        // SAFETY: The kernel passes a valid fault whose VMA is valid and locked.
+        let vma = unsafe { (*vmf).__bindgen_anon_1.vma };
+        // SAFETY: As above.
+        let Some((_, data)) = (unsafe { Self::data(vma) }) else {
+            return bindings::vm_fault_reason_VM_FAULT_SIGBUS;
+        };
+        mkwrite_result(T::page_mkwrite(data, &VmFault { vmf }))
+    }
+}
+
+/// The `vm_fault_t` of a `page_mkwrite` outcome.
+pub(super) fn mkwrite_result(r: Result<LockedForWrite, MkwriteRetry>) -> bindings::vm_fault_t {
+    match r {
+        Ok(LockedForWrite(())) => bindings::vm_fault_reason_VM_FAULT_LOCKED,
+        Err(MkwriteRetry) => bindings::vm_fault_reason_VM_FAULT_NOPAGE,
     }
 }

@@ -10,6 +10,7 @@
 //! the real one when the kernel moves on.
 
 pub mod alloc;
+pub mod anon_file;
 pub mod cred;
 pub mod error;
 pub mod file;

@@ -28,7 +28,7 @@
 
 use super::{
     file::File,
-    mm::{PageRef, VmaNew},
+    mm::{mkwrite_result, BorrowedPage, LockedForWrite, MkwriteRetry, PageRef, VmFault, VmaNew},
 };
 use core::{
     cell::UnsafeCell,
@@ -49,6 +49,23 @@ extern "C" {
     fn dsu_get_file(file: *mut bindings::file) -> *mut bindings::file;
     fn dsu_i_size_read(inode: *const bindings::inode) -> bindings::loff_t;
     fn dsu_task_size() -> kernel::ffi::c_ulong;
+    fn dsu_lock_barrier(
+        mapping: *mut bindings::address_space,
+        start: kernel::ffi::c_ulong,
+        end: kernel::ffi::c_ulong,
+        pinned: unsafe extern "C" fn(*mut c_void, kernel::ffi::c_ulong, *mut bindings::page),
+        ctx: *mut c_void,
+    );
+}
+
+use core::ffi::c_void;
+
+/// What a VMA mapped with [`ShmemFile::map_over`] does on the first write through each of
+/// its (read-only) PTEs: `owner` is the device file that was mapped.
+pub trait OwnerMkwrite {
+    /// As [`super::mm::VmOperations::page_mkwrite`]; `vmf.page()` is a page of the file,
+    /// at index `vmf.pgoff()`.
+    fn page_mkwrite(owner: &File, vmf: &VmFault) -> Result<LockedForWrite, MkwriteRetry>;
 }
 
 /// `FALLOC_FL_KEEP_SIZE` and `FALLOC_FL_PUNCH_HOLE` (`include/uapi/linux/falloc.h`, not in
@@ -345,6 +362,57 @@ impl ShmemFile {
         self.lookup(index).filter(PageRef::is_uptodate)
     }
 
+    /// Unmaps pages `[first, first + count)` from every mapping of the file (every process's
+    /// PTEs go, TLBs flushed): the next access faults. `count` 0: to the end.
+    pub fn zap(&self, first: u64, count: u64) {
+        zap_mapping(self.mapping(), first, count);
+    }
+
+    /// Locks and unlocks every page of the file in `[first, last]`, so that any fault that
+    /// held one locked (a `page_mkwrite` until its PTE is installed) has finished; calls
+    /// `pinned` with each page that may be pinned for DMA, locked, and its index.
+    pub fn lock_barrier<F: FnMut(u64, BorrowedPage<'_>)>(
+        &self,
+        first: u64,
+        last: u64,
+        mut pinned: F,
+    ) {
+        /// # Safety
+        ///
+        /// `ctx` is the `&mut F` below, `page` a locked, referenced page.
+        unsafe extern "C" fn trampoline<F: FnMut(u64, BorrowedPage<'_>)>(
+            ctx: *mut c_void,
+            index: kernel::ffi::c_ulong,
+            page: *mut bindings::page,
+        ) {
+            // SAFETY: The helper holds a reference to the page (its folio batch) for the call.
+            let page = unsafe { PageRef::from_raw(NonNull::new_unchecked(page)) };
+            // SAFETY: As above: the batch's reference outlives the borrow.
+            let borrowed = unsafe { page.borrow_for() };
+            // The batch's reference, not ours: do not drop it.
+            let _ = page.into_raw();
+            // SAFETY: `ctx` is the closure (caller of `dsu_lock_barrier` below).
+            unsafe { (*ctx.cast::<F>())(index as u64, borrowed) };
+        }
+        let (Ok(first), Ok(last)) = (
+            kernel::ffi::c_ulong::try_from(first),
+            kernel::ffi::c_ulong::try_from(last),
+        ) else {
+            return;
+        };
+        // SAFETY: The mapping is valid (type invariant); the callback and its context live
+        // for the call.
+        unsafe {
+            dsu_lock_barrier(
+                self.mapping(),
+                first,
+                last,
+                trampoline::<F>,
+                (&raw mut pinned).cast(),
+            )
+        };
+    }
+
     /// Makes the VMA that a device file's `mmap` is setting up a shared mapping of this file
     /// from offset 0 instead: its file becomes this one (`vma_set_file`), shmem's `mmap`
     /// installs shmem's operations, and those are replaced by a copy whose `open`/`close`
@@ -353,7 +421,7 @@ impl ShmemFile {
     ///
     /// The caller has checked everything else: after the file is swapped nothing else may
     /// fail in its `mmap` (the mm core then releases the new file, not the old one).
-    pub fn map_over(&self, vma: &VmaNew, owner: &File) -> Result {
+    pub fn map_over<M: OwnerMkwrite>(&self, vma: &VmaNew, owner: &File) -> Result {
         let raw = vma.as_raw();
         let shm = self.file.as_ptr();
         // SAFETY: A shmem file's `f_op` is shmem's static table.
@@ -369,7 +437,7 @@ impl ShmemFile {
             bindings::vma_set_file(raw, shm);
             (*raw).vm_pgoff = 0;
             to_result(mmap(shm, raw))?;
-            let ops = OWNED_SHMEM_OPS.get((*raw).vm_ops)?;
+            let ops = OWNED_SHMEM_OPS.get((*raw).vm_ops, owner_page_mkwrite::<M>)?;
             (*raw).vm_private_data = dsu_get_file(owner.as_ptr()).cast();
             (*raw).vm_ops = ops;
         }
@@ -411,6 +479,7 @@ impl OwnedShmemOps {
     unsafe fn get(
         &self,
         shmem: *const bindings::vm_operations_struct,
+        mkwrite: unsafe extern "C" fn(*mut bindings::vm_fault) -> bindings::vm_fault_t,
     ) -> Result<*const bindings::vm_operations_struct> {
         loop {
             match self
@@ -422,13 +491,20 @@ impl OwnedShmemOps {
                     // writes `ops` (state 1), and nobody reads it before state 2.
                     unsafe {
                         let mut ops = *shmem;
-                        if ops.open.is_some() || ops.close.is_some() || ops.mremap.is_some() {
+                        if ops.open.is_some()
+                            || ops.close.is_some()
+                            || ops.mremap.is_some()
+                            || ops.page_mkwrite.is_some()
+                        {
                             self.state.store(0, Ordering::Release);
                             return Err(EINVAL);
                         }
                         ops.open = Some(owner_open);
                         ops.close = Some(owner_close);
                         ops.mremap = Some(refuse_mremap);
+                        // With `page_mkwrite` the mm core maps pages read-only until it
+                        // allows a write (`vma_wants_writenotify`). One `M` per module.
+                        ops.page_mkwrite = Some(mkwrite);
                         *self.ops.get() = ops;
                     }
                     self.base.store(shmem.cast_mut(), Ordering::Relaxed);
@@ -469,6 +545,26 @@ unsafe extern "C" fn owner_close(vma: *mut bindings::vm_area_struct) {
     unsafe { bindings::fput((*vma).vm_private_data.cast()) };
 }
 
+/// `vm_ops->page_mkwrite` of a VMA mapped by [`ShmemFile::map_over`]: `M`'s, with the
+/// owner file.
+///
+/// # Safety
+///
+/// The mm core calls it with a valid fault on such a VMA (whose `vm_private_data` is a file
+/// it holds), its page referenced.
+unsafe extern "C" fn owner_page_mkwrite<M: OwnerMkwrite>(
+    vmf: *mut bindings::vm_fault,
+) -> bindings::vm_fault_t {
+    // SAFETY: The fault and its VMA are valid for the call; the VMA holds the owner file.
+    let (owner, vmf) = unsafe {
+        (
+            File::from_raw((*(*vmf).__bindgen_anon_1.vma).vm_private_data.cast()),
+            VmFault::from_raw(vmf),
+        )
+    };
+    mkwrite_result(M::page_mkwrite(owner, &vmf))
+}
+
 /// `vm_ops->mremap`: the window must stay at its address in every process.
 ///
 /// # Safety
@@ -483,4 +579,22 @@ impl Drop for ShmemFile {
         // SAFETY: We own a reference to the file (type invariant).
         unsafe { bindings::fput(self.file.as_ptr()) };
     }
+}
+
+/// Unmaps `[first, first + count)` pages (0: to the end) of `mapping` from every process
+/// (`unmap_mapping_range`, private copies included).
+pub(super) fn zap_mapping(mapping: *mut bindings::address_space, first: u64, count: u64) {
+    let page = kernel::page::PAGE_SIZE as u64;
+    let start = first.saturating_mul(page).min(i64::MAX as u64);
+    let len = count.saturating_mul(page).min(i64::MAX as u64);
+    // SAFETY: The caller passes a valid mapping; `unmap_mapping_range` takes its own locks
+    // (`i_mmap_rwsem`, page table locks) and flushes TLBs before returning.
+    unsafe {
+        bindings::unmap_mapping_range(
+            mapping,
+            start as bindings::loff_t,
+            len as bindings::loff_t,
+            1,
+        )
+    };
 }

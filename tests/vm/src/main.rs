@@ -23,6 +23,7 @@ mod kmod_resolve;
 mod kmod_restore;
 mod kmod_segments;
 mod kmod_setattr;
+mod kmod_snapshot;
 mod kmod_typedesc;
 mod kmod_unload;
 mod kv_redis;

@@ -6,6 +6,7 @@
 //! dsu-bench --plot JSON SVG        render the pause plot of an earlier run
 //! dsu-bench heap [--quick] [--segment]  the shared heap against glibc malloc and std's HashMap
 //! dsu-bench heap-pause [--trials T] [--serialise] N...  the update pause with N heap objects
+//! dsu-bench snapshot [--trials T] [BYTES...]  writers' stalls during a live snapshot
 //! ```
 //!
 //! `heap --segment` puts the heap in a fresh segment's heap window (the module's) instead of
@@ -29,6 +30,7 @@ mod heap;
 mod heap_pause;
 mod raw;
 mod report;
+mod snapshot;
 mod stats;
 mod svg;
 
@@ -153,6 +155,32 @@ fn main() -> ExitCode {
             return done(
                 "heap-pause",
                 heap_pause::run(&counts, trials, serialise, &mut std::io::stdout()),
+            );
+        }
+        Some("snapshot") => {
+            let (mut trials, mut sizes) = (5, Vec::new());
+            let mut it = args[1..].iter();
+            let mut bad = false;
+            while let Some(a) = it.next() {
+                match (a.as_str(), a.parse::<u64>()) {
+                    ("--trials", _) => match it.next().map(|t| t.parse()) {
+                        Some(Ok(t)) if t > 0 => trials = t,
+                        _ => bad = true,
+                    },
+                    (_, Ok(n)) if n > 0 => sizes.push(n),
+                    _ => bad = true,
+                }
+            }
+            if bad {
+                eprintln!("usage: dsu-bench snapshot [--trials T] [BYTES...]");
+                return ExitCode::from(2);
+            }
+            if sizes.is_empty() {
+                sizes = vec![4096, 64 << 20, 256 << 20];
+            }
+            return done(
+                "snapshot",
+                snapshot::run(&sizes, trials, &mut std::io::stdout()),
             );
         }
         Some(role @ ("heap-pause-old" | "heap-pause-new")) => {

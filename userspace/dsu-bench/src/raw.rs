@@ -2,7 +2,7 @@
 //! attach versions of any state size and variable count at run time, which compile-time
 //! `dsu::global!`s cannot do. Every call is one system call; nothing is cached.
 
-use dsu_uapi::{dsu_attach, dsu_bind, dsu_destroy, dsu_extent, dsu_resolve, dsu_var};
+use dsu_uapi::{dsu_attach, dsu_bind, dsu_destroy, dsu_extent, dsu_resolve, dsu_snapshot, dsu_var};
 use std::ffi::c_void;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -23,6 +23,7 @@ const ATTACH: libc::c_ulong = iowr(dsu_uapi::DSU_IOC_NR_ATTACH, size_of::<dsu_at
 const RESOLVE: libc::c_ulong = iowr(dsu_uapi::DSU_IOC_NR_RESOLVE, size_of::<dsu_resolve>());
 const BIND: libc::c_ulong = iowr(dsu_uapi::DSU_IOC_NR_BIND, size_of::<dsu_bind>());
 const DESTROY: libc::c_ulong = iow(dsu_uapi::DSU_IOC_NR_DESTROY, size_of::<dsu_destroy>());
+const SNAPSHOT: libc::c_ulong = iowr(dsu_uapi::DSU_IOC_NR_SNAPSHOT, size_of::<dsu_snapshot>());
 
 /// Whether `/dev/dsu` exists here.
 pub fn available() -> bool {
@@ -144,6 +145,19 @@ impl Handle {
             return Err(io::Error::last_os_error());
         }
         Ok(())
+    }
+
+    /// DSU_IOC_SNAPSHOT of a segment by name: the snapshot fd (closing it ends the
+    /// snapshot) and the out fields.
+    pub fn snapshot(&self, segment: &str) -> io::Result<(OwnedFd, dsu_snapshot)> {
+        let mut s = dsu_snapshot {
+            size: size_of::<dsu_snapshot>() as u32,
+            ..Default::default()
+        };
+        copy_name(&mut s.segment, segment);
+        self.ioctl(SNAPSHOT, &mut s)?;
+        // SAFETY: the kernel returned a new fd that nothing else owns.
+        Ok((unsafe { OwnedFd::from_raw_fd(s.fd) }, s))
     }
 
     /// DSU_IOC_DESTROY of a segment by name (works on a handle in any state).
