@@ -509,7 +509,7 @@ struct dsu_gc {
  *     struct dsu_variable_info records whose first_page/page_count address the image.
  *   - ioctl DSU_IOC_READ_VAR (dsu_read_var.segment all zero): a variable's bytes in the
  *     image, or with DSU_READ_TYPE_DESC its type description.
- *   - any other ioctl: ENOTTY; write() and mmap(): EINVAL.
+ *   - any other ioctl: ENOTTY; mmap(): EINVAL; write(): EBADF (the fd is read-only).
  */
 struct dsu_snapshot {
 	__u32 size;        /* in: sizeof(struct dsu_snapshot) */

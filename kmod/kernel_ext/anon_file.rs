@@ -170,9 +170,10 @@ impl Drop for NewFd {
 /// # Safety
 ///
 /// `file` is a valid file made by [`AnonFileType::create`] for `T` and not released.
-unsafe fn object<'a, T: AnonFileOps>(file: *mut bindings::file) -> &'a T {
-    // SAFETY: `private_data` is the `Arc<T>` the file owns until release (caller).
-    unsafe { &*(*file).private_data.cast::<T>() }
+unsafe fn object<'a, T: AnonFileOps>(file: *mut bindings::file) -> kernel::sync::ArcBorrow<'a, T> {
+    // SAFETY: `private_data` is the foreign form of the `Arc<T>` the file owns until
+    // release (caller), which outlives the callback.
+    unsafe { <Arc<T> as ForeignOwnable>::borrow((*file).private_data) }
 }
 
 unsafe extern "C" fn read_callback<T: AnonFileOps>(
@@ -183,7 +184,7 @@ unsafe extern "C" fn read_callback<T: AnonFileOps>(
 ) -> isize {
     // SAFETY: The VFS passes a valid file of ours and a valid position for the call.
     let (this, pos) = unsafe { (object::<T>(file), &mut *ppos) };
-    match T::read(this, buf as usize, len, pos) {
+    match T::read(&this, buf as usize, len, pos) {
         Ok(n) => n as isize,
         Err(e) => e.to_errno() as isize,
     }
@@ -196,7 +197,7 @@ unsafe extern "C" fn ioctl_callback<T: AnonFileOps>(
 ) -> c_long {
     // SAFETY: The VFS passes a valid file of ours.
     let this = unsafe { object::<T>(file) };
-    match T::ioctl(this, cmd, arg as usize) {
+    match T::ioctl(&this, cmd, arg as usize) {
         Ok(r) => r as c_long,
         Err(e) => e.to_errno() as c_long,
     }

@@ -2,7 +2,7 @@
 # and prints its raw figures for the host, each JSON line prefixed with "DSU-BENCH " (the
 # runner keeps such lines out of the console view; scripts/bench extracts them from the log).
 # Module parameters can be given as arguments of the form param:name=value (first).
-# `heap ...` and `heap-pause ...` (after the parameters) run those tables instead.
+# `heap ...`, `heap-pause ...` and `snapshot ...` (after the parameters) run those tables instead.
 params=""
 for a in "$@"; do
     case "$a" in param:*) params="$params ${a#param:}"; shift ;; *) break ;; esac
@@ -11,7 +11,7 @@ done
 insmod /dsu/dsu.ko $params || exit 1
 cd /tmp || exit 1
 case "$1" in
-    heap | heap-pause)
+    heap | heap-pause | snapshot)
         # The shared heap's tables (markdown on stdout; no JSON).
         dsu-bench "$@"
         status=$?

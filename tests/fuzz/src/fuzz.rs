@@ -159,6 +159,10 @@ pub const IOC_RESTORE_VAR: u64 = ioc(3, DSU_IOC_NR_RESTORE_VAR, size_of::<dsu_re
 pub const IOC_RESTORE_HEAP: u64 = ioc(1, DSU_IOC_NR_RESTORE_HEAP, size_of::<dsu_restore_heap>());
 /// DSU_IOC_RESTORE_COMMIT (no argument struct).
 pub const IOC_RESTORE_COMMIT: u64 = ioc(0, DSU_IOC_NR_RESTORE_COMMIT, 0);
+/// DSU_IOC_SNAPSHOT.
+pub const IOC_SNAPSHOT: u64 = ioc(3, DSU_IOC_NR_SNAPSHOT, size_of::<dsu_snapshot>());
+/// Snapshot fds a worker keeps open at most (each blocks further snapshots of its segment).
+const MAX_SNAPSHOTS: usize = 2;
 
 /// A fuzzing worker.
 pub struct Worker {
@@ -176,6 +180,8 @@ pub struct Worker {
     pipe: [i32; 2],
     proc_mem: i32,
     labels: u64,
+    /// Open snapshot fds (DSU_IOC_SNAPSHOT).
+    snapshots: Vec<i32>,
     /// Counters of this worker.
     pub stats: Stats,
 }
@@ -231,6 +237,7 @@ impl Worker {
             pipe,
             proc_mem,
             labels: 0,
+            snapshots: Vec::new(),
             stats: Stats::default(),
         }
     }
@@ -281,6 +288,8 @@ impl Worker {
                 4, // restore var
                 2, // restore heap
                 2, // restore commit
+                2, // snapshot
+                3, // snapshot fd
             ]);
             match op {
                 0 => self.op_open(),
@@ -358,9 +367,13 @@ impl Worker {
                 34 => {
                     self.op_restore_heap();
                 }
-                _ => {
+                35 => {
                     self.op_restore_commit(None);
                 }
+                36 => {
+                    self.op_snapshot();
+                }
+                _ => self.op_snapshot_fd(),
             }
         }
         self.release();
@@ -368,6 +381,10 @@ impl Worker {
 
     /// Unmaps and closes everything this worker holds.
     pub fn release(&mut self) {
+        for fd in std::mem::take(&mut self.snapshots) {
+            // SAFETY: a snapshot fd this worker owns.
+            unsafe { libc::close(fd) };
+        }
         for m in std::mem::take(&mut self.maps) {
             // SAFETY: a mapping this worker created and still tracks.
             unsafe { libc::munmap(m.addr as *mut _, m.len) };
@@ -1163,6 +1180,137 @@ impl Worker {
     }
 
     /// READ_HEAP of a pool segment into the data area (or a bad pointer).
+    /// DSU_IOC_SNAPSHOT of a pool segment (sometimes with bad flags or out fields); the fd
+    /// is kept for `op_snapshot_fd`, the oldest closed past `MAX_SNAPSHOTS`.
+    fn op_snapshot(&mut self) -> i64 {
+        let fd = self.pick_fd();
+        let (_, seg) = self.seg_name();
+        let mut s = dsu_snapshot {
+            size: size_of::<dsu_snapshot>() as u32,
+            ..Default::default()
+        };
+        if self.rng.chance(15) {
+            s.flags = self.rng.interesting_u32();
+            s.fd = self.rng.interesting_u32() as i32;
+            s.taken_ns = self.rng.interesting_u64();
+        }
+        set_cstr(&mut s.segment, &seg);
+        let bytes = self.encode(&s);
+        let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+        let r = self.ioctl(Op::Snapshot, fd, IOC_SNAPSHOT, p);
+        if r == 0 && p as usize == self.arena(STRUCT_OFF) as usize {
+            let out: dsu_snapshot = read_struct(p as *const u8);
+            if out.fd >= 0 {
+                self.snapshots.push(out.fd);
+                if self.snapshots.len() > MAX_SNAPSHOTS {
+                    let old = self.snapshots.remove(0);
+                    // SAFETY: an fd this worker owns.
+                    unsafe { libc::close(old) };
+                }
+            }
+        }
+        r
+    }
+
+    /// Something on a snapshot fd: pread at an interesting offset and length, the fd's
+    /// LIST_VARIABLES or READ_VAR with random fields, a random ioctl, mmap, write, close.
+    fn op_snapshot_fd(&mut self) {
+        let Some(&fd) = self
+            .snapshots
+            .get(self.rng.below(MAX_SNAPSHOTS as u64) as usize)
+        else {
+            return;
+        };
+        let r = match self.rng.below(7) {
+            0 | 1 => {
+                let off = if self.rng.chance(3) {
+                    self.rng.interesting_u64()
+                } else if self.rng.chance(2) {
+                    DSU_HEAP_MMAP_OFFSET + self.rng.below(8 * PAGE as u64)
+                } else {
+                    self.rng.below(64 * PAGE as u64)
+                };
+                let len = self.rng.below(DATA_LEN as u64 + 1) as usize;
+                let buf = self.place(&[], DATA_OFF, DATA_LEN);
+                // SAFETY: the kernel must handle any buffer; a valid one is DATA_LEN long.
+                unsafe { libc::pread(fd, buf as *mut libc::c_void, len, off as i64) as i64 }
+            }
+            2 => {
+                let rec = self.place(&[], ARRAY_OFF, ARRAY_LEN);
+                let mut l = dsu_list {
+                    size: size_of::<dsu_list>() as u32,
+                    record_size: size_of::<dsu_variable_info>() as u32,
+                    start: self.rng.below(4) as u32,
+                    count: self.rng.below(40) as u32,
+                    records: rec,
+                    ..Default::default()
+                };
+                if self.rng.chance(10) {
+                    l.segment[0] = b'x' as core::ffi::c_char;
+                    l.record_size = self.rng.interesting_u32();
+                }
+                let bytes = self.encode(&l);
+                let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+                // SAFETY: the kernel must handle any argument.
+                unsafe { libc::ioctl(fd, IOC_LIST_VARIABLES as _, p) as i64 }
+            }
+            3 => {
+                let i = self.rng.below(VAR_POOL);
+                let name = self.var_name(i);
+                let buf = self.place(&[], DATA_OFF, DATA_LEN);
+                let mut r = dsu_read_var {
+                    size: size_of::<dsu_read_var>() as u32,
+                    flags: self.rng.below(4) as u32,
+                    offset: self.rng.below(2 * PAGE as u64),
+                    length: self.rng.below(DATA_LEN as u64 + 1),
+                    buf,
+                    ..Default::default()
+                };
+                if self.rng.chance(10) {
+                    r.offset = self.rng.interesting_u64();
+                    r.segment[0] = b'x' as core::ffi::c_char;
+                }
+                set_cstr(&mut r.name, &name);
+                let bytes = self.encode(&r);
+                let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+                // SAFETY: the kernel must handle any argument.
+                unsafe { libc::ioctl(fd, IOC_READ_VAR as _, p) as i64 }
+            }
+            4 => {
+                let cmd = self.rng.interesting_u64();
+                // SAFETY: unknown requests must be refused without touching the argument.
+                unsafe { libc::ioctl(fd, cmd as _, self.arena(STRUCT_OFF)) as i64 }
+            }
+            5 => {
+                // SAFETY: a mapping attempt the kernel refuses (nothing is mapped).
+                let p = unsafe {
+                    libc::mmap(
+                        std::ptr::null_mut(),
+                        PAGE,
+                        libc::PROT_READ,
+                        libc::MAP_SHARED,
+                        fd,
+                        0,
+                    )
+                };
+                if p != libc::MAP_FAILED {
+                    self.stats
+                        .finding(format!("mmap of a snapshot fd succeeded at {p:?}"));
+                    // SAFETY: the mapping just made.
+                    unsafe { libc::munmap(p, PAGE) };
+                }
+                -1
+            }
+            _ => {
+                self.snapshots.retain(|&f| f != fd);
+                // SAFETY: an fd this worker owns.
+                unsafe { libc::close(fd) as i64 }
+            }
+        };
+        // `record` reads errno for a negative result.
+        self.record(Op::SnapshotFd, r.min(0));
+    }
+
     fn op_read_heap(&mut self) -> i64 {
         let fd = self.pick_fd();
         let (_, seg) = self.seg_name();

@@ -72,10 +72,14 @@ pub enum Op {
     RestoreHeap,
     /// DSU_IOC_RESTORE_COMMIT.
     RestoreCommit,
+    /// DSU_IOC_SNAPSHOT.
+    Snapshot,
+    /// pread, ioctls, mmap and close of a snapshot fd.
+    SnapshotFd,
 }
 
 /// Number of [`Op`] variants.
-pub const OPS: usize = Op::RestoreCommit as usize + 1;
+pub const OPS: usize = Op::SnapshotFd as usize + 1;
 /// Names of the operations, by index.
 pub const OP_NAMES: [&str; OPS] = [
     "open",
@@ -112,6 +116,8 @@ pub const OP_NAMES: [&str; OPS] = [
     "restore_var",
     "restore_heap",
     "restore_commit",
+    "snapshot",
+    "snapshot_fd",
 ];
 /// The system calls each operation makes, for findings that name them.
 pub const OP_SYSCALLS: [&str; OPS] = [
@@ -149,6 +155,8 @@ pub const OP_SYSCALLS: [&str; OPS] = [
     "ioctl(DSU_IOC_RESTORE_VAR)",
     "ioctl(DSU_IOC_RESTORE_HEAP)",
     "ioctl(DSU_IOC_RESTORE_COMMIT)",
+    "ioctl(DSU_IOC_SNAPSHOT)",
+    "pread, ioctl, mmap or close of a snapshot fd",
 ];
 const ERRNOS: usize = 160;
 
