@@ -266,8 +266,8 @@ impl DeviceMappings {
             )
             .is_err()
         {
-            // SAFETY: Ours, published nowhere.
-            unsafe { bindings::fput(file.as_ptr()) };
+            // SAFETY: Ours, published nowhere; released now (see `drop`).
+            unsafe { bindings::__fput_sync(file.as_ptr()) };
             return Err(EBUSY);
         }
         Ok(Self { file })
@@ -298,7 +298,10 @@ impl DeviceMappings {
 impl Drop for DeviceMappings {
     fn drop(&mut self) {
         MAPPING.store(core::ptr::null_mut(), Ordering::Release);
-        // SAFETY: We own the reference (type invariant); no `/dev/dsu` file is left.
-        unsafe { bindings::fput(self.file.as_ptr()) };
+        // Released now, not at the caller's return to userspace (`fput`'s task work): the
+        // file's `f_op` is this module's `EMPTY_FOPS`, gone once module exit returns.
+        // SAFETY: We own the last reference (type invariant: nobody else ever took one); no
+        // `/dev/dsu` file, and so no VMA in the mapping, is left (each pins the module).
+        unsafe { bindings::__fput_sync(self.file.as_ptr()) };
     }
 }
