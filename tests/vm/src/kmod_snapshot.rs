@@ -7,7 +7,7 @@
 //! handles and keeps the module loaded; a per-user limit is ENOMEM with nothing changed.
 
 use crate::kmod_ioctl::*;
-use crate::util::{as_user, module_loaded, sh, with_module_params};
+use crate::util::{as_user, insmod, module_loaded, rmmod, sh, with_module_params};
 use crate::{Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
 use dsu_uapi::*;
 use linkme::distributed_slice;
@@ -591,6 +591,24 @@ static OUTLIVES: VmTest = VmTest {
 /// The fd keeps the image readable after every handle is closed and the segment is
 /// destroyed, and keeps the module loaded (rmmod fails) until it is closed.
 fn outlives() -> TestResult {
+    with_module_loaded(outlives_loaded)
+}
+
+/// Runs `f` with the module loaded, and leaves it loaded or not as it was (the Unload phase
+/// may find it unloaded).
+fn with_module_loaded(f: fn() -> TestResult) -> TestResult {
+    let was = module_loaded();
+    if !was {
+        insmod("")?;
+    }
+    let r = f();
+    if !was && module_loaded() {
+        rmmod()?;
+    }
+    r
+}
+
+fn outlives_loaded() -> TestResult {
     let name = unique("snap-outlive");
     let s = {
         let (d, m, _) = segment_with(&name, &[("x", 2 * P)])?;
@@ -619,6 +637,10 @@ static LIMIT: VmTest = VmTest {
 /// SNAPSHOT is ENOMEM and nothing changes: writes go on, a second try fails the same way,
 /// and a smaller segment's snapshot works.
 fn limit() -> TestResult {
+    with_module_loaded(limit_loaded)
+}
+
+fn limit_loaded() -> TestResult {
     with_module_params("max_user_pages=24", || {
         let name = unique("snap-limit");
         let r = (|| {
