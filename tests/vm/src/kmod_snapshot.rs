@@ -442,7 +442,12 @@ fn point_in_time() -> TestResult {
             Ok(())
         });
         let result = (|| {
-            std::thread::sleep(std::time::Duration::from_millis(50));
+            // The writers are well into their rounds before the first snapshot.
+            let t = std::time::Instant::now();
+            while m.get(0) < 3 || m.get(SEQ_SEG * PAGE) < 3 {
+                ensure!(t.elapsed().as_secs() < 30, "the writers did not start");
+                std::thread::sleep(std::time::Duration::from_millis(5));
+            }
             for round in 0..12 {
                 let s = snapshot(&d, &name)?;
                 // Read slowly, so that unprotected pages would move on meanwhile.
@@ -635,7 +640,8 @@ static LIMIT: VmTest = VmTest {
 };
 /// With `max_user_pages` leaving room for the segment but not for its image's worst case,
 /// SNAPSHOT is ENOMEM and nothing changes: writes go on, a second try fails the same way,
-/// and a smaller segment's snapshot works.
+/// and a smaller segment's snapshot works. As uid 1000 (root's `CAP_SYS_RESOURCE` is
+/// exempt from the limit).
 fn limit() -> TestResult {
     with_module_loaded(limit_loaded)
 }
@@ -643,7 +649,9 @@ fn limit() -> TestResult {
 fn limit_loaded() -> TestResult {
     with_module_params("max_user_pages=24", || {
         let name = unique("snap-limit");
-        let r = (|| {
+        let n = name.clone();
+        let r = as_user(1000, 1000, &[], move || {
+            let name = n;
             let (d, m, _) = segment_with(&name, &[("big", 16 * P)])?;
             ensure_eq!(
                 snapshot(&d, &name).map(drop),
@@ -660,7 +668,7 @@ fn limit_loaded() -> TestResult {
             drop(s);
             cleanup(&small);
             Ok(())
-        })();
+        });
         cleanup(&name);
         r
     })
