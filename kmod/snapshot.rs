@@ -8,12 +8,14 @@
 //!   a `page_mkwrite` (`mapping.rs`), and so has the heap window's wrapped shmem table
 //!   (`kernel_ext/shmem.rs`), so the mm core maps their pages read-only and calls
 //!   [`SnapSlot::before_write`] before the first write through each PTE.
-//! - SNAPSHOT, phase 1 (*pending*): [`SnapSlot`] says so (a writer that faults now waits),
-//!   then every PTE of the segment's pages is zapped in every process: version and view
-//!   VMAs live in the module's address space at the segment's offset window
-//!   (`DeviceMappings`, `mapping::window`), heap VMAs in the heap file's. Pages that may be
-//!   pinned for DMA (written without a PTE) are copied now. Phase 2: the instant is
-//!   recorded and the image published (*taken*); waiting writers go on.
+//! - SNAPSHOT, phase 1a (*arming*): every PTE of the segment's pages is zapped in every
+//!   process while writers go on (one that faults now writes before the instant): version
+//!   and view VMAs live in the module's address space at the segment's offset window
+//!   (`DeviceMappings`, `mapping::window`), heap VMAs in the heap file's. Phase 1b
+//!   (*pending*): a writer that faults now waits; the PTEs made during 1a are zapped (the
+//!   same call, which now finds only those), and pages that may be pinned for DMA
+//!   (written without a PTE) are copied. Phase 2: the instant is recorded and the image
+//!   published (*taken*); waiting writers go on.
 //! - From the instant, a write to an image page faults first; [`Image::preserve`] copies
 //!   the page (once) under its page lock before the write is allowed. A reader takes the
 //!   copy if there is one, else the live page under its page lock (no write can be in
@@ -93,7 +95,9 @@ pub static SNAPSHOT_FILE: AnonFileType<Image> = AnonFileType::new();
 
 enum SlotState {
     Idle,
-    /// Phase 1: writers that fault wait.
+    /// Phase 1a: the bulk zap runs; writers that fault go on (their PTEs go in 1b).
+    Arming,
+    /// Phase 1b: writers that fault wait.
     Pending,
     Taken(Arc<Image>),
 }
@@ -158,7 +162,7 @@ impl SnapSlot {
             let image = {
                 let g = self.state.lock();
                 match &*g {
-                    SlotState::Idle => None,
+                    SlotState::Idle | SlotState::Arming => None,
                     SlotState::Pending => {
                         drop(g);
                         drop(lock);
@@ -627,7 +631,15 @@ fn take(seg: &Arc<Segment>, s: &mut dsu_snapshot) -> Result<Arc<Image>> {
             GFP_ACCOUNT_MAYFAIL,
         )?;
 
-        // Phase 1: writers that fault from now wait; every PTE goes.
+        // Phase 1a: the bulk of the PTEs go while writers go on (one that faults now
+        // writes before the instant, and its new PTE goes in 1b).
+        slot.set(SlotState::Arming);
+        let (first, count) = mapping::window(seg);
+        DeviceMappings::zap(first, count);
+        if let Some(heap) = &image.heap {
+            heap.file().zap(0, 0);
+        }
+        // Phase 1b: writers that fault from now wait; the PTEs made since go.
         slot.set(SlotState::Pending);
         let result = protect(seg, &image);
         if let Err(e) = result {
@@ -648,8 +660,9 @@ fn take(seg: &Arc<Segment>, s: &mut dsu_snapshot) -> Result<Arc<Image>> {
     })
 }
 
-/// Phase 1: write-protects every mapping of the image's pages and copies those that may be
-/// written without a PTE (pinned for DMA).
+/// Phase 1b: write-protects every mapping of the image's pages (after 1a's bulk zap, only
+/// the PTEs made meanwhile are left to remove) and copies those that may be written
+/// without a PTE (pinned for DMA).
 fn protect(seg: &Segment, image: &Image) -> Result {
     let (first, count) = mapping::window(seg);
     DeviceMappings::zap(first, count);
