@@ -130,6 +130,7 @@ pub fn refused_while_restoring(cmd: u32) -> bool {
             | ioctl::READY
             | ioctl::GC
             | ioctl::RESTORE
+            | ioctl::SNAPSHOT
     )
 }
 

@@ -939,6 +939,11 @@ fn states() -> TestResult {
         );
         ensure_eq!(h.ready(), Err(Errno::EBADFD), "READY");
         ensure_eq!(
+            crate::kmod_snapshot::snapshot(&h, &name).map(drop),
+            Err(Errno::EBADFD),
+            "SNAPSHOT"
+        );
+        ensure_eq!(
             h.gc(&name, DSU_GC_DRY_RUN, 0).map(drop),
             Err(Errno::EBADFD),
             "GC"

@@ -417,7 +417,8 @@ fn upgrade_under_load() -> TestResult {
     let mut times = Vec::new();
     for v in ["kv_v2", "kv_v3"] {
         let t0 = Instant::now();
-        let (ok, answer) = sup.upgrade(&[v, "--segment", &sup.segment, "--drain-timeout", "240"])?;
+        let (ok, answer) =
+            sup.upgrade(&[v, "--segment", &sup.segment, "--drain-timeout", "240"])?;
         ensure!(ok, "upgrade to {v}: {answer}\n{}", sup.output());
         ensure!(answer.contains(&format!("upgraded to {v}")), "{answer}");
         times.push(t0.elapsed());
