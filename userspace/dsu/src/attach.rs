@@ -66,6 +66,7 @@ pub struct Attach {
     candidate: bool,
     device: String,
     heap: Option<usize>,
+    restore_from: Option<std::path::PathBuf>,
 }
 
 impl Attach {
@@ -87,6 +88,7 @@ impl Attach {
             candidate: true,
             device: crate::sys::DEVICE_PATH.into(),
             heap: None,
+            restore_from: None,
         }
     }
 
@@ -198,6 +200,27 @@ impl Attach {
     /// ```
     pub fn ready_on_attach(mut self, yes: bool) -> Self {
         self.candidate = !yes;
+        self
+    }
+
+    /// Restore the segment from the snapshot at `path` (written by
+    /// [`Segment::snapshot`](crate::snapshot::Segment::snapshot) or `dsuctl save`) when it
+    /// is missing, before attaching: a reboot or a module reload is then transparent to
+    /// the program, which finds its globals *common*, as they were at the snapshot. If the
+    /// segment exists, the file is not read. If the file does not exist either, the
+    /// segment is created as usual (a first start). A file that exists but cannot be
+    /// restored (truncated, corrupt, of a newer format, unreadable) is an error
+    /// ([`Error::BadSnapshot`], [`Error::SnapshotIo`]), never a silent fresh start; nothing
+    /// is created then. If another process creates the segment meanwhile, this one attaches
+    /// to it. [`Version::restored_segment`] tells whether the restore happened.
+    ///
+    /// ```no_run
+    /// let v = dsu::Attach::new("app", "1.0").restore_from("/var/lib/app/app.dsusnap").attach()?;
+    /// if v.restored_segment() { println!("continuing from the snapshot"); }
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn restore_from(mut self, path: impl Into<std::path::PathBuf>) -> Self {
+        self.restore_from = Some(path.into());
         self
     }
 
@@ -313,6 +336,38 @@ impl Attach {
         r
     }
 
+    /// [`restore_from`](Self::restore_from): restores `path` if the segment and the file
+    /// exist; returns whether it did.
+    fn restore_if_missing(&self, dev: &Device, path: &std::path::Path) -> Result<bool> {
+        let exists = dev
+            .list_segments()?
+            .iter()
+            .any(|s| s.name == self.segment && !s.destroyed);
+        if exists {
+            return Ok(false);
+        }
+        match std::fs::metadata(path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+            Err(source) => {
+                return Err(Error::SnapshotIo {
+                    what: "opening snapshot",
+                    path: path.into(),
+                    source,
+                });
+            }
+            Ok(_) => {}
+        }
+        let options = crate::snapshot::RestoreOptions {
+            device: Some(self.device.clone()),
+            mode: (self.mode != 0).then_some(self.mode),
+        };
+        match crate::snapshot::restore_with(path, Some(&self.segment), &options) {
+            Ok(_) => Ok(true),
+            Err(Error::RestoreTargetExists { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     fn attach_descs(self, descs: &[GlobalDesc]) -> Result<Version> {
         // SAFETY: sysconf has no preconditions.
         let page = unsafe { libc::sysconf(libc::_SC_PAGESIZE) } as usize;
@@ -324,6 +379,10 @@ impl Attach {
         check_descs(descs)?;
 
         let mut dev = Device::open_path(&self.device)?;
+        let restored = match &self.restore_from {
+            Some(path) => self.restore_if_missing(&dev, path)?,
+            None => false,
+        };
         let created = match self.owner {
             Some(owner) => dev.attach_shared_with(&self.segment, self.create, self.mode, owner)?,
             None => dev.attach(&self.segment, self.create, self.mode)?,
@@ -347,6 +406,7 @@ impl Attach {
             label: self.label.clone(),
             id: None,
             created_segment: created,
+            restored_segment: restored,
             vars: Vec::new(),
             ready: AtomicBool::new(true),
             newer: std::sync::Mutex::new(Vec::new()),
@@ -818,6 +878,7 @@ pub struct Version {
     label: String,
     id: Option<u64>,
     created_segment: bool,
+    restored_segment: bool,
     vars: Vec<AttachedVar>,
     ready: AtomicBool,
     /// READY events of newer versions that are still live.
@@ -866,6 +927,18 @@ impl Version {
     /// ```
     pub fn created_segment(&self) -> bool {
         self.created_segment
+    }
+
+    /// Whether this attach restored the segment from the snapshot of
+    /// [`Attach::restore_from`] (it was missing and the file existed).
+    ///
+    /// ```no_run
+    /// let v = dsu::Attach::new("app", "1").restore_from("/var/lib/app/app.dsusnap").attach()?;
+    /// println!("restored: {}", v.restored_segment());
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn restored_segment(&self) -> bool {
+        self.restored_segment
     }
 
     /// This program's globals and how each was found.

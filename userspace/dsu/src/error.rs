@@ -43,6 +43,18 @@ pub enum Op {
     Ready,
     /// `DSU_IOC_GC`.
     Gc,
+    /// `DSU_IOC_SNAPSHOT`.
+    Snapshot,
+    /// `pread()` of a snapshot fd.
+    ReadSnapshot,
+    /// `DSU_IOC_RESTORE`.
+    Restore,
+    /// `DSU_IOC_RESTORE_VAR`.
+    RestoreVar,
+    /// `DSU_IOC_RESTORE_HEAP`.
+    RestoreHeap,
+    /// `DSU_IOC_RESTORE_COMMIT`.
+    RestoreCommit,
 }
 
 impl Op {
@@ -86,6 +98,12 @@ impl std::fmt::Display for Op {
             Op::ReadHeap => "READ_HEAP",
             Op::Ready => "READY",
             Op::Gc => "GC",
+            Op::Snapshot => "SNAPSHOT",
+            Op::ReadSnapshot => "reading a snapshot",
+            Op::Restore => "RESTORE",
+            Op::RestoreVar => "RESTORE_VAR",
+            Op::RestoreHeap => "RESTORE_HEAP",
+            Op::RestoreCommit => "RESTORE_COMMIT",
         })
     }
 }
@@ -435,6 +453,46 @@ pub enum Error {
     /// The shared heap cannot be used (see [`heap`](crate::heap)): the message says why.
     #[error("dsu shared heap: {0}")]
     Heap(String),
+
+    /// `EBUSY` from SNAPSHOT: another snapshot of the segment is open.
+    #[error(
+        "a snapshot of segment \"{segment}\" is already in progress (one at a time per segment): retry when it has finished"
+    )]
+    SnapshotBusy {
+        /// The segment.
+        segment: String,
+    },
+
+    /// `EEXIST` from RESTORE or RESTORE_COMMIT: a segment of that name exists. Nothing
+    /// was changed.
+    #[error(
+        "segment \"{segment}\" already exists, so the snapshot was not restored and nothing was changed: restore it under another name (`dsuctl restore FILE --name NEW`, or dsu::snapshot::restore(path, Some(\"NEW\"))), or remove the existing segment first with `dsuctl destroy {segment}`"
+    )]
+    RestoreTargetExists {
+        /// The segment.
+        segment: String,
+    },
+
+    /// A snapshot file that cannot be used: truncated, corrupt, of a newer format, or not
+    /// a snapshot. A restore from it created nothing.
+    #[error("snapshot file {}: {problem}; nothing was restored", .path.display())]
+    BadSnapshot {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What is wrong with it.
+        problem: crate::snapshot::format::FormatError,
+    },
+
+    /// Reading or writing a snapshot file failed.
+    #[error("{what} {} failed: {source}", .path.display())]
+    SnapshotIo {
+        /// What was being done, e.g. "writing snapshot".
+        what: &'static str,
+        /// The file (or directory).
+        path: std::path::PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 /// A `Result` with [`Error`].
@@ -533,6 +591,14 @@ impl Error {
                 what: "the heap window asked for is larger than a heap may be",
                 param: "max_heap_pages",
             },
+            (Op::Restore, Errno::ENOSPC) => Error::Limit {
+                what: "too many segments (in all, or created by this user)",
+                param: "max_segments or max_user_segments",
+            },
+            (Op::RestoreVar, Errno::ENOSPC) => Error::Limit {
+                what: "the restored segment is full (pages or variables), or this user holds too many pages",
+                param: "max_segment_pages, max_variables or max_user_pages",
+            },
             (Op::Bind, Errno::E2BIG) => Error::Limit {
                 what: "the globals section is longer than a segment may be",
                 param: "max_segment_pages",
@@ -565,11 +631,25 @@ fn hint(op: Op, errno: Errno) -> &'static str {
         Errno::EINVAL if op == Op::SetAttr => {
             "the mode is above 0777, or the uid or gid has no mapping in the segment's user namespace"
         }
+        Errno::EINVAL if op == Op::RestoreVar => {
+            "the module rejected a variable of the image (name, size, alignment or type description)"
+        }
         Errno::EINVAL => {
             "the module rejected a name, label, flag or size; if they are valid, the module and this library were built from different uapi/dsu.h"
         }
         Errno::E2BIG => {
             "the module is older than this library (it does not know a non-zero field); rebuild them together"
+        }
+        Errno::ENOTTY
+            if matches!(
+                op,
+                Op::Snapshot | Op::Restore | Op::RestoreVar | Op::RestoreHeap | Op::RestoreCommit
+            ) =>
+        {
+            "this dsu module has no snapshots (it is older than this library): load the dsu.ko of this release"
+        }
+        Errno::EBADFD if op == Op::Restore => {
+            "RESTORE needs a fresh handle (one never attached): open /dev/dsu again"
         }
         Errno::ENOTTY => {
             "the device does not know this ioctl: is /dev/dsu the dsu module of the same uapi version?"

@@ -126,6 +126,7 @@ pub mod layout;
 pub mod names;
 pub mod notify;
 mod shared;
+pub mod snapshot;
 pub mod sync;
 pub mod sys;
 pub mod typedesc;

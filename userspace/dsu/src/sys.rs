@@ -88,6 +88,35 @@ mod ioctls {
     );
     nix::ioctl_none!(ready, u::DSU_IOC_MAGIC, u::DSU_IOC_NR_READY);
     nix::ioctl_readwrite!(gc, u::DSU_IOC_MAGIC, u::DSU_IOC_NR_GC, u::dsu_gc);
+    nix::ioctl_readwrite!(
+        snapshot,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_SNAPSHOT,
+        u::dsu_snapshot
+    );
+    nix::ioctl_write_ptr!(
+        restore,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_RESTORE,
+        u::dsu_restore
+    );
+    nix::ioctl_readwrite!(
+        restore_var,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_RESTORE_VAR,
+        u::dsu_restore_var
+    );
+    nix::ioctl_write_ptr!(
+        restore_heap,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_RESTORE_HEAP,
+        u::dsu_restore_heap
+    );
+    nix::ioctl_none!(
+        restore_commit,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_RESTORE_COMMIT
+    );
 }
 
 /// The path of the device.
@@ -1444,6 +1473,411 @@ impl Device {
 }
 
 impl AsFd for Device {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.fd.as_fd()
+    }
+}
+
+impl Device {
+    /// DSU_IOC_SNAPSHOT: takes a point-in-time image of `segment` (read permission) and
+    /// returns it as a [`SnapshotFd`] to read at leisure while the segment's versions keep
+    /// running. One snapshot of a segment at a time ([`Error::SnapshotBusy`]); closing
+    /// the returned value ends it. [`Segment::snapshot`](crate::snapshot::Segment::snapshot)
+    /// writes one to a file.
+    ///
+    /// ```no_run
+    /// let snap = dsu::sys::Device::open()?.snapshot("app")?;
+    /// println!("{} pages, {} variables", snap.pages, snap.variables);
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn snapshot(&self, segment: &str) -> Result<SnapshotFd> {
+        names::check_segment(segment)?;
+        let mut s = u::dsu_snapshot {
+            size: size32::<u::dsu_snapshot>(),
+            ..Default::default()
+        };
+        names::fill(&mut s.segment, segment);
+        // SAFETY: a valid struct of the encoded size.
+        match unsafe { ioctls::snapshot(self.fd.as_raw_fd(), &mut s) } {
+            Ok(_) => {}
+            Err(Errno::EBUSY) => {
+                return Err(Error::SnapshotBusy {
+                    segment: segment.into(),
+                });
+            }
+            Err(e) => return Err(self.error(Op::Snapshot, e, segment, None)),
+        }
+        // SAFETY: the kernel returned a new fd that nothing else owns.
+        let fd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(s.fd) };
+        Ok(SnapshotFd {
+            fd,
+            segment: segment.into(),
+            mode: s.mode,
+            uid: s.uid,
+            gid: s.gid,
+            pages: s.pages,
+            variables: s.variables,
+            heap: (s.heap_reserve != 0).then_some(HeapInfo {
+                base: s.heap_base,
+                reserve: s.heap_reserve,
+                size: s.heap_size,
+                created: false,
+            }),
+            generation: s.generation,
+            taken_ns: s.taken_ns,
+        })
+    }
+
+    /// DSU_IOC_RESTORE: makes this fresh handle a *restoring* handle of a new segment
+    /// `segment` with permission bits `mode`, which nobody sees until
+    /// [`restore_commit`](Self::restore_commit). A name in use is
+    /// [`Error::RestoreTargetExists`], with nothing changed. Dropping the handle before
+    /// the commit frees everything restored. [`snapshot::restore`](crate::snapshot::restore)
+    /// does the whole restore from a file.
+    ///
+    /// ```no_run
+    /// let mut dev = dsu::sys::Device::open()?;
+    /// dev.restore("app", 0o600)?;
+    /// // ... restore_var, heap, heap_grow, restore_heap ...
+    /// dev.restore_commit()?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn restore(&mut self, segment: &str, mode: u32) -> Result<()> {
+        names::check_segment(segment)?;
+        if mode > 0o777 {
+            return Err(Error::InvalidName {
+                what: "mode",
+                name: format!("{mode:o}"),
+                why: "it must be at most 0777".into(),
+            });
+        }
+        let mut r = u::dsu_restore {
+            size: size32::<u::dsu_restore>(),
+            mode,
+            ..Default::default()
+        };
+        names::fill(&mut r.segment, segment);
+        // SAFETY: a valid struct of the encoded size.
+        match unsafe { ioctls::restore(self.fd.as_raw_fd(), &r) } {
+            Ok(_) => {
+                self.segment = segment.into();
+                Ok(())
+            }
+            Err(Errno::EEXIST) => Err(Error::RestoreTargetExists {
+                segment: segment.into(),
+            }),
+            Err(e) => Err(self.error(Op::Restore, e, segment, None)),
+        }
+    }
+
+    /// DSU_IOC_RESTORE_VAR on a restoring handle: adds one directory entry holding
+    /// `var.value` (`None`: all zero). Returns its first page and page count in the new
+    /// segment.
+    ///
+    /// ```no_run
+    /// # let mut dev = dsu::sys::Device::open()?;
+    /// dev.restore("app", 0o600)?;
+    /// let v = dsu::sys::RestoreVar {
+    ///     name: "app::N", size: 8, align: 8, fingerprint: 1, value: Some(&[1, 0, 0, 0, 0, 0, 0, 0]),
+    ///     type_desc: b"", created_ns: 0, created_label: "1.0",
+    /// };
+    /// let (first_page, pages) = dev.restore_var(&v)?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn restore_var(&self, var: &RestoreVar<'_>) -> Result<(u64, u64)> {
+        names::check_variable(var.name)?;
+        if !var.created_label.is_empty() {
+            names::check_label(var.created_label)?;
+        }
+        if var.value.is_some_and(|v| v.len() as u64 != var.size) {
+            return Err(Error::InvalidName {
+                what: "variable",
+                name: var.name.into(),
+                why: format!("its value is not {} bytes long", var.size),
+            });
+        }
+        let mut r = u::dsu_restore_var {
+            size: size32::<u::dsu_restore_var>(),
+            var_size: var.size,
+            align: var.align,
+            fingerprint: var.fingerprint,
+            value: var.value.map_or(0, |v| v.as_ptr() as u64),
+            type_desc: if var.type_desc.is_empty() {
+                0
+            } else {
+                var.type_desc.as_ptr() as u64
+            },
+            type_desc_len: var.type_desc.len() as u32,
+            created_ns: var.created_ns,
+            ..Default::default()
+        };
+        names::fill(&mut r.created_label, var.created_label);
+        names::fill(&mut r.name, var.name);
+        // SAFETY: `value` and `type_desc` point to their lengths of bytes across the call.
+        match unsafe { ioctls::restore_var(self.fd.as_raw_fd(), &mut r) } {
+            Ok(_) => Ok((r.first_page, r.page_count)),
+            Err(e) => Err(self.error(Op::RestoreVar, e, &self.segment, Some(var.name))),
+        }
+    }
+
+    /// DSU_IOC_RESTORE_HEAP on a restoring handle whose heap exists
+    /// ([`heap`](Self::heap), [`heap_grow`](Self::heap_grow)): writes `bytes` at heap
+    /// `offset`.
+    ///
+    /// ```no_run
+    /// # let dev = dsu::sys::Device::open()?;
+    /// dev.restore_heap(0, &[0xab; 4096])?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn restore_heap(&self, offset: u64, bytes: &[u8]) -> Result<()> {
+        let r = u::dsu_restore_heap {
+            size: size32::<u::dsu_restore_heap>(),
+            offset,
+            length: bytes.len() as u64,
+            buf: bytes.as_ptr() as u64,
+            ..Default::default()
+        };
+        // SAFETY: `buf` points to `length` readable bytes across the call.
+        match unsafe { ioctls::restore_heap(self.fd.as_raw_fd(), &r) } {
+            Ok(_) => Ok(()),
+            Err(e) => Err(self.heap_error(Op::RestoreHeap, e)),
+        }
+    }
+
+    /// DSU_IOC_RESTORE_COMMIT: publishes the restored segment under its name; the handle
+    /// is then attached to it. A name taken meanwhile is [`Error::RestoreTargetExists`]
+    /// (the handle stays restoring: drop it to free everything).
+    ///
+    /// ```no_run
+    /// # let dev = dsu::sys::Device::open()?;
+    /// dev.restore_commit()?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn restore_commit(&self) -> Result<()> {
+        // SAFETY: the command takes no argument.
+        match unsafe { ioctls::restore_commit(self.fd.as_raw_fd()) } {
+            Ok(_) => Ok(()),
+            Err(Errno::EEXIST) => Err(Error::RestoreTargetExists {
+                segment: self.segment.clone(),
+            }),
+            Err(e) => Err(self.error(Op::RestoreCommit, e, &self.segment, None)),
+        }
+    }
+}
+
+/// One variable for [`Device::restore_var`].
+///
+/// ```
+/// let v = dsu::sys::RestoreVar {
+///     name: "app::N", size: 8, align: 8, fingerprint: 1, value: None,
+///     type_desc: b"", created_ns: 0, created_label: "",
+/// };
+/// assert!(v.value.is_none());
+/// ```
+#[derive(Clone, Copy, Debug)]
+pub struct RestoreVar<'a> {
+    /// Variable name.
+    pub name: &'a str,
+    /// Bytes.
+    pub size: u64,
+    /// Alignment (a power of two, at most the page size).
+    pub align: u64,
+    /// Type fingerprint.
+    pub fingerprint: u64,
+    /// Its `size` bytes, or `None` for all zero.
+    pub value: Option<&'a [u8]>,
+    /// Its type description (empty: none).
+    pub type_desc: &'a [u8],
+    /// When it was created, CLOCK_REALTIME nanoseconds.
+    pub created_ns: u64,
+    /// The label of the version that created it, or "".
+    pub created_label: &'a str,
+}
+
+/// A point-in-time image of a segment ([`Device::snapshot`]): its description at that
+/// instant, and the snapshot fd to read its bytes, directory and type descriptions. The
+/// snapshot ends when this is dropped.
+///
+/// ```no_run
+/// let snap = dsu::sys::Device::open()?.snapshot("app")?;
+/// let mut page = vec![0u8; 4096];
+/// snap.read_segment(0, &mut page)?;
+/// for v in snap.list_variables()? { println!("{} at page {}", v.name, v.first_page); }
+/// # Ok::<(), dsu::Error>(())
+/// ```
+#[derive(Debug)]
+pub struct SnapshotFd {
+    fd: OwnedFd,
+    /// The segment's name.
+    pub segment: String,
+    /// Its permission bits.
+    pub mode: u32,
+    /// Its owner.
+    pub uid: u32,
+    /// Its group.
+    pub gid: u32,
+    /// Segment pages in the image (indexes `0..pages`).
+    pub pages: u64,
+    /// Directory entries in the image.
+    pub variables: u64,
+    /// The heap (its `size`: heap bytes in the image), if the segment has one.
+    pub heap: Option<HeapInfo>,
+    /// The segment's generation (READYs so far).
+    pub generation: u64,
+    /// CLOCK_REALTIME nanoseconds of the instant the image shows.
+    pub taken_ns: u64,
+}
+
+impl SnapshotFd {
+    /// Fills `buf` with image bytes at `offset` (pread until full or the range ends);
+    /// returns the bytes read.
+    fn pread(&self, offset: u64, buf: &mut [u8]) -> Result<usize> {
+        let mut done = 0;
+        while done < buf.len() {
+            // SAFETY: the buffer's tail is writable for its length.
+            let n = unsafe {
+                libc::pread(
+                    self.fd.as_raw_fd(),
+                    buf[done..].as_mut_ptr().cast(),
+                    buf.len() - done,
+                    (offset + done as u64) as libc::off_t,
+                )
+            };
+            match n {
+                0 => break,
+                n if n > 0 => done += n as usize,
+                _ if Errno::last() == Errno::EINTR => {}
+                _ => {
+                    let e = Errno::last();
+                    return Err(Error::from_errno(
+                        Op::ReadSnapshot,
+                        e,
+                        &Context {
+                            segment: self.segment.clone(),
+                            ..Default::default()
+                        },
+                    ));
+                }
+            }
+        }
+        Ok(done)
+    }
+
+    /// Reads segment image bytes at `offset` (page `i` is at `i * 4096`) into `buf`, which
+    /// must lie inside the image's pages.
+    ///
+    /// ```no_run
+    /// # let snap = dsu::sys::Device::open()?.snapshot("app")?;
+    /// let mut page = vec![0u8; 4096];
+    /// snap.read_segment(0, &mut page)?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn read_segment(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let n = self.pread(offset, buf)?;
+        self.short(n, buf.len())
+    }
+
+    /// Reads heap image bytes at `offset` from the heap's base into `buf`, which must lie
+    /// inside the image's heap size.
+    ///
+    /// ```no_run
+    /// # let snap = dsu::sys::Device::open()?.snapshot("app")?;
+    /// let mut bytes = vec![0u8; 64];
+    /// snap.read_heap(0, &mut bytes)?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn read_heap(&self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        let n = self.pread(u::DSU_HEAP_MMAP_OFFSET + offset, buf)?;
+        self.short(n, buf.len())
+    }
+
+    fn short(&self, n: usize, want: usize) -> Result<()> {
+        if n == want {
+            return Ok(());
+        }
+        Err(Error::Kernel {
+            op: Op::ReadSnapshot,
+            errno: Errno::EIO,
+            hint: "the snapshot fd returned fewer bytes than its image holds (the module and the library disagree)",
+        })
+    }
+
+    /// LIST_VARIABLES on the snapshot fd: the image's directory, with `first_page` and
+    /// `page_count` addressing the image.
+    ///
+    /// ```no_run
+    /// # let snap = dsu::sys::Device::open()?.snapshot("app")?;
+    /// let vars = snap.list_variables()?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn list_variables(&self) -> Result<Vec<VariableInfo>> {
+        let mut out: Vec<u::dsu_variable_info> = Vec::new();
+        loop {
+            let cap = 256usize;
+            let mut buf = vec![u::dsu_variable_info::default(); cap];
+            let mut l = u::dsu_list {
+                size: size32::<u::dsu_list>(),
+                record_size: size32::<u::dsu_variable_info>(),
+                start: out.len() as u32,
+                count: cap as u32,
+                records: buf.as_mut_ptr() as u64,
+                ..Default::default()
+            };
+            // SAFETY: `records` points to `count` records of `record_size` bytes.
+            if let Err(e) = unsafe { ioctls::list_variables(self.fd.as_raw_fd(), &mut l) } {
+                return Err(self.fd_error(Op::ListVariables, e));
+            }
+            buf.truncate(l.count.min(cap as u32) as usize);
+            out.extend(buf);
+            if l.count == 0 || out.len() >= l.total as usize {
+                return Ok(out.iter().map(VariableInfo::from).collect());
+            }
+        }
+    }
+
+    /// READ_VAR with `DSU_READ_TYPE_DESC` on the snapshot fd: the type description of the
+    /// image's entry `name` with `fingerprint` (empty if it has none).
+    ///
+    /// ```no_run
+    /// # let snap = dsu::sys::Device::open()?.snapshot("app")?;
+    /// let desc = snap.read_type_desc("app::N", 0x1234)?;
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn read_type_desc(&self, name: &str, fingerprint: u64) -> Result<Vec<u8>> {
+        names::check_variable(name)?;
+        let mut buf = vec![0u8; crate::typedesc::TYPE_DESC_MAX];
+        let mut r = u::dsu_read_var {
+            size: size32::<u::dsu_read_var>(),
+            flags: u::DSU_READ_TYPE_DESC,
+            fingerprint,
+            length: buf.len() as u64,
+            buf: buf.as_mut_ptr() as u64,
+            ..Default::default()
+        };
+        names::fill(&mut r.name, name);
+        // SAFETY: `buf` is writable for `length` bytes across the call.
+        match unsafe { ioctls::read_var(self.fd.as_raw_fd(), &mut r) } {
+            Ok(_) => {
+                buf.truncate((r.length as usize).min(buf.len()));
+                Ok(buf)
+            }
+            Err(e) => Err(self.fd_error(Op::ReadVar, e)),
+        }
+    }
+
+    fn fd_error(&self, op: Op, errno: Errno) -> Error {
+        Error::from_errno(
+            op,
+            errno,
+            &Context {
+                segment: self.segment.clone(),
+                ..Default::default()
+            },
+        )
+    }
+}
+
+impl AsFd for SnapshotFd {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.fd.as_fd()
     }
