@@ -141,6 +141,7 @@ pub use global::{
     Migration, PAGE_SIZE, SECTION, ZERO_SECTION,
 };
 pub use shared::{Shared, SharedCell};
+pub use snapshot::Segment;
 
 /// The name of the ELF section holding the [`GlobalDesc`] records (for C and tools).
 ///

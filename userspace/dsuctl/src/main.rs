@@ -14,6 +14,11 @@
 //! dsuctl upgrade SEG [BINARY ARGS...]
 //!                                  ask the supervisor of SEG to upgrade in place
 //! dsuctl check SEG BINARY          what BINARY's attach would do to SEG, without running it
+//! dsuctl save SEG FILE [--compress] write a point-in-time snapshot of SEG to FILE
+//! dsuctl save SEG DIR --every SECS [--keep N]
+//!                                  snapshot every SECS into DIR, keeping the newest N
+//! dsuctl restore FILE [--name SEG] recreate a segment from a snapshot
+//! dsuctl inspect FILE              a snapshot's variables and heap usage, without restoring
 //! ```
 //!
 //! `--json` prints JSON on stdout for the read commands and `check`. Exit status: 0 on
@@ -25,6 +30,7 @@
 
 mod check;
 mod format;
+mod snapshot;
 mod supervisor;
 
 use clap::{CommandFactory, Parser, Subcommand};
@@ -49,6 +55,10 @@ Examples:
   dsuctl run --segment app --listen 127.0.0.1:6379 -- /usr/bin/app_v1
   dsuctl upgrade app /usr/bin/app_v2
   dsuctl check app ./target/release/app-v2 --json
+  dsuctl save app /var/lib/app/app.dsusnap --compress
+  dsuctl save app /var/lib/app/snapshots --every 300 --keep 12
+  dsuctl restore /var/lib/app/app.dsusnap
+  dsuctl inspect /var/lib/app/app.dsusnap --json
 
 Exit status: 0 success, 1 error, 2 usage error; check: 3 conflict, 4 probable rename.";
 
@@ -56,7 +66,8 @@ Exit status: 0 success, 1 error, 2 usage error; check: 3 conflict, 4 probable re
 #[derive(Parser, Debug, PartialEq)]
 #[command(name = "dsuctl", version, about, after_help = AFTER_HELP)]
 pub struct Cli {
-    /// Print JSON on stdout instead of text (list, show, dump, watch, check).
+    /// Print JSON on stdout instead of text (list, show, dump, watch, check, save, restore,
+    /// inspect).
     #[arg(long, global = true)]
     json: bool,
 
@@ -231,6 +242,76 @@ enum Command {
         /// The program's executable (x86_64 ELF, built with dsu or libdsu).
         binary: std::path::PathBuf,
     },
+    /// Write a point-in-time snapshot of a segment to FILE: every variable's bytes, the
+    /// directory (names, sizes, fingerprints, type descriptions, labels), the shared heap,
+    /// its address and the segment's mode, as they were at one instant, while its versions
+    /// keep running. Needs read permission. The file is written atomically (a temporary
+    /// file beside it, fsync, rename, fsync of the directory): a crash leaves the old file
+    /// or the new one. Zero pages are not stored.
+    ///
+    /// With --every SECS, TARGET is a directory and a snapshot is written every SECS seconds
+    /// until dsuctl is killed (or --count saves), each named
+    /// SEG.<UTC time, RFC 3339 with milliseconds>.dsusnap (e.g.
+    /// kv.2026-12-01T06:31:28.123Z.dsusnap), so that the names sort by time; --keep N then
+    /// removes the oldest files of that pattern beyond the newest N (no other file). A
+    /// failed save is reported on stderr and the next one is tried; with --count the exit
+    /// status is 1 if any failed. A machine crash loses at most one interval.
+    #[command(after_help = SAVE_AFTER_HELP)]
+    Save {
+        /// Segment name.
+        segment: String,
+        /// The snapshot file to write (replaced if it exists); with --every, a directory.
+        #[arg(value_name = "FILE|DIR")]
+        target: std::path::PathBuf,
+        /// Compress blocks with zstd (level 3; blocks it does not shrink stay as they are).
+        #[arg(long)]
+        compress: bool,
+        /// Save every SECS seconds into the directory TARGET.
+        #[arg(long, value_name = "SECS", value_parser = parse_secs)]
+        every: Option<std::time::Duration>,
+        /// With --every: keep the newest N saves of the segment in TARGET (default: all).
+        #[arg(long, value_name = "N", requires = "every", value_parser = clap::value_parser!(u64).range(1..))]
+        keep: Option<u64>,
+        /// With --every: stop after N saves (default: run until killed).
+        #[arg(long, value_name = "N", requires = "every", value_parser = clap::value_parser!(u64).range(1..))]
+        count: Option<u64>,
+    },
+    /// Recreate a segment from a snapshot, before any version attaches: every variable
+    /// with its bytes, type description and label, and the shared heap at its address. The
+    /// new segment is owned by you, with the image's mode (or --mode). A version that
+    /// attaches then finds its globals common, as they were at the snapshot.
+    ///
+    /// The whole file is checked (every block's checksum, the trailer) before the segment
+    /// appears: a truncated, corrupt or newer-format file is refused, saying what is wrong,
+    /// and nothing is created. A segment of that name already existing is refused too,
+    /// with nothing changed (restore under --name, or `dsuctl destroy` it first).
+    Restore {
+        /// The snapshot file.
+        file: std::path::PathBuf,
+        /// Restore under this name instead of the one it was saved under.
+        #[arg(long, value_name = "SEG")]
+        name: Option<String>,
+        /// Permission bits of the new segment in octal (default: the image's).
+        #[arg(long, value_parser = parse_mode)]
+        mode: Option<u32>,
+    },
+    /// Show what a snapshot holds without restoring it (no module needed): the segment's
+    /// name, owner, mode, generation and time; each variable's size, pages, fingerprint,
+    /// creator label, creation time and type; the heap's range and its allocated and free
+    /// bytes (the allocator's walk over the image's heap). Checks the whole file as a
+    /// restore would, and fails the same way on a bad one.
+    ///
+    /// JSON (--json): "path", "format_version", "bytes", "blocks", "compressed_blocks",
+    /// "raw_bytes", "stored_bytes", "segment", "uid", "gid", "mode" (octal string),
+    /// "generation", "taken_ns", "taken", "pages", "segment_pages_stored", "variables"
+    /// (each: "name", "size", "align", "first_page", "pages", "fingerprint" as hex,
+    /// "created_label", "created_ns", "type" as in show --json) and "heap" ("base",
+    /// "reserve", "size", "pages_stored", "allocator": "allocated_bytes",
+    /// "allocated_blocks", "free_bytes", "free_blocks", "largest_free").
+    Inspect {
+        /// The snapshot file.
+        file: std::path::PathBuf,
+    },
     /// Write the man pages or a shell's completions (used by `make install`).
     #[command(hide = true, subcommand)]
     Generate(Generate),
@@ -260,6 +341,16 @@ Rust, sd_notify(3) or any datagram in C) and take their sockets from LISTEN_FDS
 (sd_listen_fds(3)). Exit status: that of the serving version when it ends (a version
 killed by a signal ends the supervisor by the same signal); when no version could start,
 that of the failed one, or 1 if it exited with 0 or missed the ready timeout.";
+
+const SAVE_AFTER_HELP: &str = "\
+Examples:
+  dsuctl save kv /var/lib/kv/kv.dsusnap
+  dsuctl save kv /var/lib/kv/snapshots --every 60 --keep 10 --compress
+  dsuctl restore /var/lib/kv/snapshots/kv.2026-12-01T06:31:28.123Z.dsusnap
+
+After a reboot, restore the newest save before starting the service (or let the program
+call dsu::Attach::restore_from):
+  dsuctl restore \"$(ls /var/lib/kv/snapshots/kv.*.dsusnap | tail -n 1)\"";
 
 /// Parses seconds, fractions allowed.
 fn parse_secs(s: &str) -> Result<std::time::Duration, String> {
@@ -430,12 +521,22 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// Maps the library's "module not loaded" to the device path actually used.
+fn device_failure(device: &str) -> impl Fn(dsu::Error) -> Failure + '_ {
+    move |e| match e {
+        dsu::Error::ModuleNotLoaded => Failure::NoDevice(device.into()),
+        e => Failure::Dsu(e),
+    }
+}
+
 /// Checks every name the command carries, so that a bad name is reported as such whether
 /// or not the module is loaded.
 fn check_names(command: &Command) -> Result<(), dsu::Error> {
     use dsu::names::{check_segment, check_variable};
     match command {
-        Command::List | Command::Generate(_) => Ok(()),
+        Command::List | Command::Generate(_) | Command::Inspect { .. } => Ok(()),
+        Command::Restore { name, .. } => name.as_deref().map_or(Ok(()), check_segment),
+        Command::Save { segment, .. } => check_segment(segment),
         Command::Run { segment, .. } | Command::Upgrade { segment, .. } => check_segment(segment),
         Command::Show { segment, .. }
         | Command::Create { segment, .. }
@@ -597,6 +698,41 @@ fn run(cli: Cli) -> Result<u8, Failure> {
     if matches!(cli.command, Command::Run { .. } | Command::Upgrade { .. }) {
         return supervise(cli.command).map(|()| 0);
     }
+    // Snapshots: inspect needs no module; save and restore open the device themselves.
+    let text = match &cli.command {
+        Command::Save {
+            segment,
+            target,
+            compress,
+            every,
+            keep,
+            count,
+        } => {
+            return snapshot::save(&snapshot::Save {
+                device: &cli.device,
+                segment,
+                target,
+                compress: *compress,
+                every: *every,
+                keep: keep.map(|k| k as usize),
+                count: *count,
+                json: cli.json,
+            });
+        }
+        Command::Restore { file, name, mode } => Some(snapshot::restore(
+            &cli.device,
+            file,
+            name.as_deref(),
+            *mode,
+            cli.json,
+        )?),
+        Command::Inspect { file } => Some(snapshot::inspect(file, cli.json)?),
+        _ => None,
+    };
+    if let Some(text) = text {
+        let _ = std::io::stdout().lock().write_all(text.as_bytes());
+        return Ok(0);
+    }
     let mut dev = match Device::open_path(&cli.device) {
         Err(dsu::Error::ModuleNotLoaded) => return Err(Failure::NoDevice(cli.device.clone())),
         r => r?,
@@ -692,7 +828,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
         Command::Generate(_) | Command::Run { .. } | Command::Upgrade { .. } => {
             unreachable!("handled before the device is opened")
         }
-        Command::Check { .. } => unreachable!("handled before"),
+        Command::Check { .. }
+        | Command::Save { .. }
+        | Command::Restore { .. }
+        | Command::Inspect { .. } => unreachable!("handled before"),
         Command::Destroy { segment } => {
             dev.destroy(segment)?;
             format!("destroyed segment {segment}\n")
