@@ -443,6 +443,29 @@ int dsu_ready(void);
  * Returns how many (>= 0), or -EBADFD before dsu_attach, -EACCES, other -errno. */
 int dsu_collect_garbage(int min_age, int dry_run);
 
+/* dsu_snapshot flag: compress the file's blocks with zstd. */
+#define DSU_SNAPSHOT_COMPRESS (1u << 0)
+
+/*
+ * Writes a point-in-time snapshot of `segment` (every variable, the directory, the shared
+ * heap, as they were at one instant) to the file `path`, atomically (a temporary file
+ * beside it, fsync, rename, fsync of the directory), while its versions keep running.
+ * flags: 0 or DSU_SNAPSHOT_COMPRESS. Needs no dsu_attach, and read permission on the
+ * segment. Returns 0, or -ENOENT (no such segment), -EACCES, -EBUSY (another snapshot of
+ * it is in progress), -ENOMEM, or the file's -errno; dsu_last_error() says more.
+ */
+int dsu_snapshot(const char *segment, const char *path, unsigned int flags);
+
+/*
+ * Recreates a segment from the snapshot file `path`, under `segment` (NULL: the name it
+ * was saved under), owned by the caller with the image's mode; call it before dsu_attach,
+ * which then finds the globals common, as they were at the snapshot. flags must be 0.
+ * The whole file is checked before the segment appears. Returns 0, or -EEXIST (the name
+ * is taken; nothing changed), -EBADMSG (truncated, corrupt or newer-format file; nothing
+ * created), -ENOENT (no such file), -ENOMEM, -ENOSPC; dsu_last_error() says what to do.
+ */
+int dsu_restore(const char *path, const char *segment, unsigned int flags);
+
 #ifdef __cplusplus
 }
 #endif
