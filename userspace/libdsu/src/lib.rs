@@ -480,6 +480,116 @@ pub extern "C" fn dsu_wait_for_newer(timeout_ms: c_int) -> c_int {
     })
 }
 
+/// `dsu_snapshot` flag: compress the file's blocks with zstd.
+pub const DSU_SNAPSHOT_COMPRESS: c_uint = 1 << 0;
+
+/// A path argument: any bytes but NUL (paths need not be UTF-8).
+fn path_arg(p: *const c_char, what: &str) -> Result<std::path::PathBuf, c_int> {
+    use std::os::unix::ffi::OsStrExt;
+    if p.is_null() {
+        return Err(fail_with(libc::EINVAL, &format!("{what} is NULL")));
+    }
+    // SAFETY: the caller passes a NUL-terminated string.
+    let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
+    if bytes.is_empty() {
+        return Err(fail_with(libc::EINVAL, &format!("{what} is empty")));
+    }
+    Ok(std::ffi::OsStr::from_bytes(bytes).into())
+}
+
+/// Writes a point-in-time snapshot of `segment` to the file `path`, atomically (a
+/// temporary file beside it, fsync, rename, fsync of the directory), while its versions
+/// keep running. `flags`: 0 or `DSU_SNAPSHOT_COMPRESS`. Needs no `dsu_attach`. Returns 0
+/// or `-errno`: `-ENOENT` (no such segment), `-EACCES`, `-EBUSY` (another snapshot of it
+/// is in progress), `-ENOMEM`, or the file's errno; [`dsu_last_error`] says more.
+///
+/// # Safety
+///
+/// `segment` and `path` are NUL-terminated strings.
+///
+/// ```no_run
+/// let rc = unsafe { dsuc::dsu_snapshot(c"app".as_ptr(), c"/tmp/app.dsusnap".as_ptr(), 0) };
+/// assert_eq!(rc, 0);
+/// ```
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dsu_snapshot(
+    segment: *const c_char,
+    path: *const c_char,
+    flags: c_uint,
+) -> c_int {
+    guard(|| {
+        let segment = match str_arg(segment, "segment") {
+            Ok(s) => s,
+            Err(c) => return c,
+        };
+        let path = match path_arg(path, "path") {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        if flags & !DSU_SNAPSHOT_COMPRESS != 0 {
+            return fail_with(
+                libc::EINVAL,
+                &format!("unknown dsu_snapshot flags {flags:#x}"),
+            );
+        }
+        let options = if flags & DSU_SNAPSHOT_COMPRESS != 0 {
+            dsu::snapshot::SaveOptions::compressed()
+        } else {
+            dsu::snapshot::SaveOptions::default()
+        };
+        match dsu::Segment::open(&segment).and_then(|s| s.snapshot_with(&path, &options)) {
+            Ok(_) => 0,
+            Err(e) => fail(e),
+        }
+    })
+}
+
+/// Recreates a segment from the snapshot file `path`, under `segment` (or, with `NULL`,
+/// the name it was saved under), owned by the caller with the image's mode, before any
+/// version attaches; `dsu_attach` then finds the globals common. `flags` must be 0.
+/// Returns 0 or `-errno`: `-EEXIST` (the name is taken; nothing changed), `-EBADMSG` (the
+/// file is truncated, corrupt or of a newer format; nothing created), `-ENOENT` (no such
+/// file), `-ENOMEM`, `-ENOSPC`; [`dsu_last_error`] says what is wrong and what to do.
+///
+/// # Safety
+///
+/// `path` is a NUL-terminated string; `segment` one or `NULL`.
+///
+/// ```no_run
+/// let rc = unsafe { dsuc::dsu_restore(c"/tmp/app.dsusnap".as_ptr(), std::ptr::null(), 0) };
+/// ```
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn dsu_restore(
+    path: *const c_char,
+    segment: *const c_char,
+    flags: c_uint,
+) -> c_int {
+    guard(|| {
+        let path = match path_arg(path, "path") {
+            Ok(p) => p,
+            Err(c) => return c,
+        };
+        let segment = if segment.is_null() {
+            None
+        } else {
+            match str_arg(segment, "segment") {
+                Ok(s) => Some(s),
+                Err(c) => return c,
+            }
+        };
+        if flags != 0 {
+            return fail_with(
+                libc::EINVAL,
+                &format!("unknown dsu_restore flags {flags:#x}"),
+            );
+        }
+        match dsu::snapshot::restore(&path, segment.as_deref()) {
+            Ok(_) => 0,
+            Err(e) => fail(e),
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -613,114 +723,4 @@ mod tests {
         set_error(&"é".repeat(LAST_ERROR_LEN));
         assert!(last_error().len() < LAST_ERROR_LEN);
     }
-}
-
-/// `dsu_snapshot` flag: compress the file's blocks with zstd.
-pub const DSU_SNAPSHOT_COMPRESS: c_uint = 1 << 0;
-
-/// A path argument: any bytes but NUL (paths need not be UTF-8).
-fn path_arg(p: *const c_char, what: &str) -> Result<std::path::PathBuf, c_int> {
-    use std::os::unix::ffi::OsStrExt;
-    if p.is_null() {
-        return Err(fail_with(libc::EINVAL, &format!("{what} is NULL")));
-    }
-    // SAFETY: the caller passes a NUL-terminated string.
-    let bytes = unsafe { CStr::from_ptr(p) }.to_bytes();
-    if bytes.is_empty() {
-        return Err(fail_with(libc::EINVAL, &format!("{what} is empty")));
-    }
-    Ok(std::ffi::OsStr::from_bytes(bytes).into())
-}
-
-/// Writes a point-in-time snapshot of `segment` to the file `path`, atomically (a
-/// temporary file beside it, fsync, rename, fsync of the directory), while its versions
-/// keep running. `flags`: 0 or `DSU_SNAPSHOT_COMPRESS`. Needs no `dsu_attach`. Returns 0
-/// or `-errno`: `-ENOENT` (no such segment), `-EACCES`, `-EBUSY` (another snapshot of it
-/// is in progress), `-ENOMEM`, or the file's errno; [`dsu_last_error`] says more.
-///
-/// # Safety
-///
-/// `segment` and `path` are NUL-terminated strings.
-///
-/// ```no_run
-/// let rc = unsafe { dsuc::dsu_snapshot(c"app".as_ptr(), c"/tmp/app.dsusnap".as_ptr(), 0) };
-/// assert_eq!(rc, 0);
-/// ```
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn dsu_snapshot(
-    segment: *const c_char,
-    path: *const c_char,
-    flags: c_uint,
-) -> c_int {
-    guard(|| {
-        let segment = match str_arg(segment, "segment") {
-            Ok(s) => s,
-            Err(c) => return c,
-        };
-        let path = match path_arg(path, "path") {
-            Ok(p) => p,
-            Err(c) => return c,
-        };
-        if flags & !DSU_SNAPSHOT_COMPRESS != 0 {
-            return fail_with(
-                libc::EINVAL,
-                &format!("unknown dsu_snapshot flags {flags:#x}"),
-            );
-        }
-        let options = if flags & DSU_SNAPSHOT_COMPRESS != 0 {
-            dsu::snapshot::SaveOptions::compressed()
-        } else {
-            dsu::snapshot::SaveOptions::default()
-        };
-        match dsu::Segment::open(&segment).and_then(|s| s.snapshot_with(&path, &options)) {
-            Ok(_) => 0,
-            Err(e) => fail(e),
-        }
-    })
-}
-
-/// Recreates a segment from the snapshot file `path`, under `segment` (or, with `NULL`,
-/// the name it was saved under), owned by the caller with the image's mode, before any
-/// version attaches; `dsu_attach` then finds the globals common. `flags` must be 0.
-/// Returns 0 or `-errno`: `-EEXIST` (the name is taken; nothing changed), `-EBADMSG` (the
-/// file is truncated, corrupt or of a newer format; nothing created), `-ENOENT` (no such
-/// file), `-ENOMEM`, `-ENOSPC`; [`dsu_last_error`] says what is wrong and what to do.
-///
-/// # Safety
-///
-/// `path` is a NUL-terminated string; `segment` one or `NULL`.
-///
-/// ```no_run
-/// let rc = unsafe { dsuc::dsu_restore(c"/tmp/app.dsusnap".as_ptr(), std::ptr::null(), 0) };
-/// ```
-#[unsafe(no_mangle)]
-pub unsafe extern "C" fn dsu_restore(
-    path: *const c_char,
-    segment: *const c_char,
-    flags: c_uint,
-) -> c_int {
-    guard(|| {
-        let path = match path_arg(path, "path") {
-            Ok(p) => p,
-            Err(c) => return c,
-        };
-        let segment = if segment.is_null() {
-            None
-        } else {
-            match str_arg(segment, "segment") {
-                Ok(s) => Some(s),
-                Err(c) => return c,
-            }
-        };
-        if flags != 0 {
-            return fail_with(
-                libc::EINVAL,
-                &format!("unknown dsu_restore flags {flags:#x}"),
-            );
-        }
-        match dsu::snapshot::restore(&path, segment.as_deref()) {
-            Ok(_) => 0,
-            Err(e) => fail(e),
-        }
-    })
 }
