@@ -46,6 +46,7 @@ mod userspace_heap;
 mod userspace_helpers;
 mod userspace_migrate;
 mod userspace_rust;
+mod userspace_snapshot;
 mod util;
 
 use linkme::distributed_slice;

@@ -2,14 +2,17 @@
 //! short name, and tests drive it from the command line or through stdin.
 //!
 //! ```text
-//! counter_vN [--segment S] [--label L] [--prefault] [--must-exist] [--candidate] COMMAND
+//! counter_vN [--segment S] [--label L] [--prefault] [--must-exist] [--candidate]
+//!            [--restore-from FILE] COMMAND
 //! COMMAND: status | read | get VAR | write VAR VALUE | lock | hold-lock
-//!        | wait-newer MS | newer | ready | gc [dry] [AGE]
+//!        | wait-newer MS | newer | ready | restored | gc [dry] [AGE]
 //!        | serve (commands on stdin, one per line, answered by "ok ..." lines)
 //! ```
 //!
 //! The version is ready at attach (`Attach::ready_on_attach(true)`) unless `--candidate`
-//! is given; then it is a candidate until the `ready` command.
+//! is given; then it is a candidate until the `ready` command. `--restore-from FILE`
+//! restores the segment from that snapshot if it is missing (`Attach::restore_from`);
+//! `restored` says whether this attach did.
 
 use dsu::sync::Mutex;
 use std::io::{BufRead, Write};
@@ -32,8 +35,8 @@ pub struct Program {
 fn usage() -> ! {
     eprintln!(
         "usage: counter_vN [--segment S] [--label L] [--prefault] [--must-exist] [--candidate] \
-         (status | read | get VAR | write VAR VALUE | lock | hold-lock | wait-newer MS | newer \
-         | ready | gc [dry] [AGE] | serve)"
+         [--restore-from FILE] (status | read | get VAR | write VAR VALUE | lock | hold-lock | wait-newer MS | newer \
+         | ready | restored | gc [dry] [AGE] | serve)"
     );
     std::process::exit(2)
 }
@@ -45,6 +48,7 @@ pub fn main(p: Program) {
     let mut must_exist = false;
     let mut prefault = false;
     let mut candidate = false;
+    let mut restore_from = None;
     while let Some(a) = args.first().cloned() {
         match a.as_str() {
             "--segment" if args.len() > 1 => {
@@ -67,6 +71,10 @@ pub fn main(p: Program) {
                 candidate = true;
                 args.remove(0);
             }
+            "--restore-from" if args.len() > 1 => {
+                restore_from = Some(args[1].clone());
+                args.drain(..2);
+            }
             _ => break,
         }
     }
@@ -78,6 +86,9 @@ pub fn main(p: Program) {
         .ready_on_attach(!candidate);
     if must_exist {
         attach = attach.must_exist();
+    }
+    if let Some(path) = restore_from {
+        attach = attach.restore_from(path);
     }
     let version = match attach.attach() {
         Ok(v) => v,
@@ -187,6 +198,7 @@ fn command(p: &Program, version: &dsu::Version, args: &[String]) -> Result<Strin
             version.ready().map_err(|e| e.to_string())?;
             Ok("ready".into())
         }
+        "restored" => Ok(format!("restored={}", version.restored_segment())),
         "gc" => {
             let dry_run = args.get(1).is_some_and(|w| w == "dry");
             let age = args.get(if dry_run { 2 } else { 1 });
