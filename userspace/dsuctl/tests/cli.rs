@@ -32,6 +32,8 @@ fn bad_names_are_reported_before_the_device_is_opened() {
         &["destroy", "bad/name"],
         &["watch", "bad/name"],
         &["dump", "bad/name", "x"],
+        &["save", "bad/name", "/tmp/x.dsusnap"],
+        &["restore", "/tmp/x.dsusnap", "--name", "bad/name"],
     ] {
         for device in [None, Some(NO_DEVICE)] {
             let mut a = args.to_vec();
@@ -81,7 +83,9 @@ fn version_and_help() {
         format!("dsuctl {}\n", env!("CARGO_PKG_VERSION"))
     );
     let help = stdout(&dsuctl(&["--help"]));
-    for cmd in ["chmod", "chown", "gc", "--device", "run", "upgrade"] {
+    for cmd in [
+        "chmod", "chown", "gc", "--device", "run", "upgrade", "save", "restore", "inspect",
+    ] {
         assert!(help.contains(cmd), "--help lists {cmd}: {help}");
     }
     assert!(!help.contains("generate"), "generate stays hidden: {help}");
@@ -107,8 +111,11 @@ fn man_pages_and_completions() {
             "dsuctl-destroy.1",
             "dsuctl-dump.1",
             "dsuctl-gc.1",
+            "dsuctl-inspect.1",
             "dsuctl-list.1",
+            "dsuctl-restore.1",
             "dsuctl-run.1",
+            "dsuctl-save.1",
             "dsuctl-show.1",
             "dsuctl-upgrade.1",
             "dsuctl-watch.1",
@@ -118,6 +125,10 @@ fn man_pages_and_completions() {
     let main = std::fs::read_to_string(dir.join("dsuctl.1")).unwrap();
     assert!(main.contains(".TH dsuctl 1"), "{main}");
     assert!(main.contains("chown"), "{main}");
+    let save = std::fs::read_to_string(dir.join("dsuctl-save.1")).unwrap();
+    for text in ["\\-\\-every", "\\-\\-keep", "dsusnap", "fsync"] {
+        assert!(save.contains(text), "dsuctl-save.1 has {text}: {save}");
+    }
     let run = std::fs::read_to_string(dir.join("dsuctl-run.1")).unwrap();
     for text in ["LISTEN_FDS", "READY=1", "\\-\\-ready\\-timeout", "SIGUSR2"] {
         assert!(run.contains(text), "dsuctl-run.1 has {text}: {run}");
@@ -182,4 +193,31 @@ fn make_install_places_everything() {
         assert!(p.is_file(), "make install did not install {f}");
     }
     std::fs::remove_dir_all(&tmp).unwrap();
+}
+
+#[test]
+fn inspect_needs_no_module_and_refuses_a_file_that_is_not_a_snapshot() {
+    let dir = std::env::temp_dir().join(format!("dsuctl-inspect-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("not-a-snapshot");
+    std::fs::write(&file, b"hello").unwrap();
+    let o = dsuctl(&["inspect", file.to_str().unwrap(), "--device", NO_DEVICE]);
+    let e = stderr(&o);
+    assert_eq!(o.status.code(), Some(1), "{e}");
+    assert!(e.contains("it is not a dsu snapshot"), "{e}");
+    assert!(
+        !e.contains(NO_DEVICE),
+        "inspect must not open the device: {e}"
+    );
+    let o = dsuctl(&["inspect", dir.join("missing").to_str().unwrap()]);
+    assert!(stderr(&o).contains("opening snapshot"), "{}", stderr(&o));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn save_every_wants_a_directory_and_keep_wants_every() {
+    let o = dsuctl(&["save", "app", "/tmp/x", "--keep", "3"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = dsuctl(&["save", "app", "/tmp/x", "--every", "1", "--keep", "0"]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
 }
