@@ -11,7 +11,7 @@
 //! along. [`Attach::restore_from`](crate::Attach::restore_from) does that at start when the
 //! segment is missing. [`inspect`] reads a file without restoring it.
 //!
-//! The format (docs/SNAPSHOT-FORMAT.md, [`format`]) is versioned, sparse (zero pages are
+//! The format (docs/SNAPSHOT-FORMAT.md, [`format`](mod@format)) is versioned, sparse (zero pages are
 //! not stored), checksummed per block, optionally zstd-compressed. A truncated, corrupt or
 //! future-version file is refused with [`Error::BadSnapshot`] and a restore from it creates
 //! nothing: the restore builds the segment on a handle nobody else sees, checks the whole
