@@ -951,8 +951,9 @@ impl<R: Read> Decoder<R> {
     /// file has ended.
     ///
     /// ```
-    /// use dsu::snapshot::format::{BlockKind, Compression, Decoder, Encoder, Metadata};
-    /// let meta = Metadata { segment: "a".into(), ..Default::default() };
+    /// use dsu::snapshot::format::{BlockKind, Compression, Decoder, Encoder, HeapMeta, Metadata};
+    /// let heap = HeapMeta { base: 1 << 40, reserve: 1 << 20, size: 100 };
+    /// let meta = Metadata { segment: "a".into(), heap: Some(heap), ..Default::default() };
     /// let mut enc = Encoder::new(Vec::new(), &meta, Compression::None)?;
     /// enc.block(BlockKind::Heap, 0, &[9; 100])?;
     /// let (file, _) = enc.finish()?;
