@@ -534,7 +534,8 @@ fn snapshot_periodic() -> TestResult {
         let last3: Vec<String> = out
             .lines()
             .filter_map(|l| l.strip_prefix(&format!("saved segment {seg} to ")))
-            .filter_map(|l| l.split(':').next())
+            // The time in the name has colons: the path ends at ".dsusnap:".
+            .filter_map(|l| l.find(".dsusnap:").map(|end| &l[..end + ".dsusnap".len()]))
             .map(|p| {
                 Path::new(p)
                     .file_name()

@@ -255,7 +255,11 @@ enum Command {
     /// kv.2026-12-01T06:31:28.123Z.dsusnap), so that the names sort by time; --keep N then
     /// removes the oldest files of that pattern beyond the newest N (no other file). A
     /// failed save is reported on stderr and the next one is tried; with --count the exit
-    /// status is 1 if any failed. A machine crash loses at most one interval.
+    /// status is 1 if any failed. A machine crash loses at most one interval. With --json,
+    /// each save prints one JSON object on one line ("segment", "path", "bytes",
+    /// "pages_stored", "segment_pages", "heap_pages", "raw_bytes", "variables",
+    /// "generation", "taken_ns", "taken", "snapshot_call_us", "duration_us", and "pruned":
+    /// the files --keep removed).
     #[command(after_help = SAVE_AFTER_HELP)]
     Save {
         /// Segment name.
