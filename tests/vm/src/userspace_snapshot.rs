@@ -38,7 +38,9 @@ fn segment_names() -> Result<Vec<String>, Failure> {
 
 /// Fills `seg` with known state: counter_v1's globals (counter 4321, hits 7, the lock
 /// taken once) and heap_probe's root pointing at a heap word holding [`HEAP_VALUE`].
-fn populate(seg: &str) -> TestResult {
+/// Returns heap_probe, still running: it is a candidate that never becomes ready, so the
+/// variable it added (its root) leaves the segment when it exits.
+fn populate(seg: &str) -> Result<Server, Failure> {
     ok(
         "counter_v1",
         &["--segment", seg, "write", "counter", "4321"],
@@ -49,7 +51,7 @@ fn populate(seg: &str) -> TestResult {
     let ptr = probe.cmd("alloc 64")?;
     let ptr = field(&ptr, "ptr").ok_or_else(|| Failure::Fail(format!("alloc: {ptr}")))?;
     probe.cmd(&format!("put {ptr} {HEAP_VALUE}"))?;
-    probe.exit()
+    Ok(probe)
 }
 
 /// Every variable's (name, size, fingerprint, label, type description, bytes) and the
@@ -99,7 +101,7 @@ fn snapshot_round_trip() -> TestResult {
     let d = dir()?;
     let (file, zfile) = (d.join("rt.dsusnap"), d.join("rt-z.dsusnap"));
     let result = (|| -> TestResult {
-        populate(seg)?;
+        let probe = populate(seg)?;
         let before = state(seg)?;
         // dsuctl save, plain and compressed (JSON).
         let out = ok("dsuctl", &["save", seg, file.to_str().unwrap()])?;
@@ -121,6 +123,7 @@ fn snapshot_round_trip() -> TestResult {
                 .contains(".tmp.")),
             "a temporary file is left"
         );
+        probe.exit()?;
         // The image is the instant of the save: a write afterwards is not in it.
         ok(
             "counter_v1",
@@ -240,7 +243,7 @@ fn snapshot_restore_existing() -> TestResult {
     destroy(seg);
     let file = dir()?.join("ex.dsusnap");
     let result = (|| -> TestResult {
-        populate(seg)?;
+        let _probe = populate(seg)?;
         ok("dsuctl", &["save", seg, file.to_str().unwrap()])?;
         ok("counter_v1", &["--segment", seg, "write", "counter", "5"])?;
         let before = state(seg)?;
@@ -293,11 +296,12 @@ fn snapshot_bad_files() -> TestResult {
     let file = d.join("bad-src.dsusnap");
     let damaged = d.join("bad.dsusnap");
     let result = (|| -> TestResult {
-        populate(seg)?;
+        let probe = populate(seg)?;
         ok(
             "dsuctl",
             &["save", seg, file.to_str().unwrap(), "--compress"],
         )?;
+        probe.exit()?;
         let good = std::fs::read(&file)?;
         let names = segment_names()?;
         let mut rng = fastrand_lite(SEED);
@@ -416,8 +420,9 @@ fn snapshot_restore_from() -> TestResult {
         ok("counter_v1", &args)
     };
     let result = (|| -> TestResult {
-        populate(seg)?;
+        let probe = populate(seg)?;
         ok("dsuctl", &["save", seg, file.to_str().unwrap()])?;
+        probe.exit()?;
         // "Reboot": the segment is gone; the program restores it at start.
         destroy(seg);
         ensure_eq!(
@@ -493,7 +498,7 @@ fn snapshot_periodic() -> TestResult {
     std::fs::write(d.join("unrelated.txt"), b"kept")?;
     let restored: Vec<String> = (0..3).map(|i| format!("us-snap-per-{i}")).collect();
     let result = (|| -> TestResult {
-        populate(seg)?;
+        let _probe = populate(seg)?;
         let out = ok(
             "dsuctl",
             &[
