@@ -124,6 +124,12 @@ fn snapshot_round_trip() -> TestResult {
             "a temporary file is left"
         );
         probe.exit()?;
+        use std::os::unix::fs::PermissionsExt;
+        let file_mode = std::fs::metadata(&file)?.permissions().mode() & 0o777;
+        ensure!(
+            file_mode & 0o077 == 0,
+            "the file of a 0600 segment has mode {file_mode:o}"
+        );
         // The image is the instant of the save: a write afterwards is not in it.
         ok(
             "counter_v1",

@@ -174,7 +174,9 @@ impl Segment {
 
     /// Writes a point-in-time image of the segment to `path`, atomically (a temporary
     /// file beside it, fsync, rename over `path`, fsync of the directory), uncompressed.
-    /// The segment's versions keep running meanwhile.
+    /// The segment's versions keep running meanwhile. The file gets the segment's read
+    /// and write bits (`mode & 0o666`, less the umask): it is readable by whom the
+    /// segment is, no more.
     ///
     /// ```no_run
     /// let info = dsu::snapshot::Segment::open("app")?.snapshot("/var/lib/app/app.dsusnap")?;
@@ -201,7 +203,8 @@ impl Segment {
         let snap = self.dev.snapshot(&self.name)?;
         let snapshot_call = start.elapsed();
         let meta = snapshot_metadata(&snap)?;
-        let mut tmp = TempFile::create(path)?;
+        // The file holds the segment's data: readable by whom the segment is (less umask).
+        let mut tmp = TempFile::create(path, snap.mode & 0o666)?;
         let w = BufWriter::with_capacity(1 << 20, &tmp.file);
         let (mut w, totals) =
             write_image(&meta, &mut FdSource(&snap), w, options.compression, path)?;
@@ -673,7 +676,9 @@ struct TempFile {
 }
 
 impl TempFile {
-    fn create(target: &Path) -> Result<TempFile> {
+    /// Creates the temporary file with permission bits `mode` (less the umask).
+    fn create(target: &Path, mode: u32) -> Result<TempFile> {
+        use std::os::unix::fs::OpenOptionsExt;
         use std::sync::atomic::{AtomicU64, Ordering};
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let name = target.file_name().ok_or_else(|| {
@@ -693,6 +698,7 @@ impl TempFile {
         let file = std::fs::OpenOptions::new()
             .write(true)
             .create_new(true)
+            .mode(mode)
             .open(&tmp)
             .map_err(|source| io_error("creating the temporary snapshot file", &tmp, source))?;
         Ok(TempFile {

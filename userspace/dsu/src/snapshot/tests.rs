@@ -500,17 +500,24 @@ fn the_temporary_file_replaces_the_target_only_when_committed() {
     let target = dir.join("s.dsusnap");
     std::fs::write(&target, b"old").unwrap();
     {
-        let mut t = TempFile::create(&target).unwrap();
+        let mut t = TempFile::create(&target, 0o600).unwrap();
         t.file.write_all(b"half").unwrap();
         // Dropped without commit: the old file stays, the temporary one is gone.
     }
     assert_eq!(std::fs::read(&target).unwrap(), b"old");
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
-    let mut t = TempFile::create(&target).unwrap();
+    let mut t = TempFile::create(&target, 0o640).unwrap();
     t.file.write_all(b"new").unwrap();
     t.commit().unwrap();
     drop(t);
     assert_eq!(std::fs::read(&target).unwrap(), b"new");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&target).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode & !0o640,
+        0,
+        "a snapshot is no more readable than asked: {mode:o}"
+    );
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
 }
