@@ -11,7 +11,7 @@
 //! pending.
 
 use crate::commands::{After, Ctx, execute};
-use crate::resp::{self, Parsed};
+use crate::resp;
 use crate::server::Local;
 use nix::sys::epoll::{Epoll, EpollCreateFlags, EpollEvent, EpollFlags, EpollTimeout};
 use std::collections::HashMap;
@@ -56,45 +56,62 @@ impl Conn {
 
     /// Reads what is there, runs every whole request, writes what the socket takes.
     /// Returns whether the connection stays open.
+    ///
+    /// System calls are what a request costs most (BENCHMARKS.md, "Where the time goes"),
+    /// so, as Redis does: one `read` per wake-up unless it filled the buffer (no second
+    /// `read` just to see `EAGAIN`; level-triggered epoll reports the rest), requests
+    /// parsed where they were read (no copy into the connection's buffer unless a request
+    /// is split across reads), and one `write` of every reply of the batch.
     fn service(&mut self, ctx: &Ctx, local: &Local, chunk: &mut [u8]) -> bool {
         let mut eof = false;
         let mut got = 0;
+        let mut executed = 0;
         while !self.closing && self.pending() < OUT_HIGH_WATER && got < READ_BUDGET {
-            match self.stream.read(chunk) {
+            let n = match self.stream.read(chunk) {
                 Ok(0) => {
                     eof = true;
                     break;
                 }
-                Ok(n) => {
-                    self.input.extend_from_slice(&chunk[..n]);
-                    got += n;
-                }
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(_) => return false,
+            };
+            got += n;
+            // One argument vector for the batch (it borrows the buffer read into).
+            let mut args = Vec::new();
+            if self.input.is_empty() {
+                let used = run_requests(
+                    ctx,
+                    &chunk[..n],
+                    &mut args,
+                    &mut self.output,
+                    &mut self.closing,
+                    &mut executed,
+                );
+                self.input.extend_from_slice(&chunk[used..n]);
+            } else {
+                self.input.extend_from_slice(&chunk[..n]);
+                let used = run_requests(
+                    ctx,
+                    &self.input,
+                    &mut args,
+                    &mut self.output,
+                    &mut self.closing,
+                    &mut executed,
+                );
+                self.input.drain(..used);
+            }
+            if n < chunk.len() {
+                break;
             }
         }
-        let mut pos = 0;
-        while !self.closing {
-            match resp::parse(&self.input[pos..]) {
-                Ok(Parsed::Request(args, used)) => {
-                    pos += used;
-                    if args.is_empty() {
-                        continue;
-                    }
-                    local.commands.fetch_add(1, Relaxed);
-                    if execute(ctx, &args, &mut self.output) == After::Close {
-                        self.closing = true;
-                    }
-                }
-                Ok(Parsed::Incomplete) => break,
-                Err(e) => {
-                    resp::error(&mut self.output, &format!("ERR {e}"));
-                    self.closing = true;
-                }
-            }
+        if self.closing {
+            self.input.clear();
         }
-        self.input.drain(..pos);
+        if executed > 0 {
+            local.commands.fetch_add(executed, Relaxed);
+        }
         while self.pending() > 0 {
             match self.stream.write(&self.output[self.written..]) {
                 Ok(n) => self.written += n,
@@ -110,6 +127,9 @@ impl Conn {
                 self.output.shrink_to(64 * 1024);
             }
         }
+        if self.input.capacity() > 1 << 20 && self.input.len() < 64 * 1024 {
+            self.input.shrink_to(64 * 1024);
+        }
         // Closed as Redis does: when the client closed (read 0), or after QUIT or a
         // protocol error once the reply is out.
         let done = self.closing && self.pending() == 0;
@@ -119,6 +139,40 @@ impl Conn {
     fn idle(&self) -> bool {
         self.input.is_empty() && self.pending() == 0
     }
+}
+
+/// Runs every whole request at the front of `buf` (stopping at QUIT or a protocol error,
+/// which set `closing`), appending the replies to `out`; returns the bytes used. `args` is
+/// the argument vector reused for every request.
+fn run_requests<'a>(
+    ctx: &Ctx,
+    buf: &'a [u8],
+    args: &mut Vec<&'a [u8]>,
+    out: &mut Vec<u8>,
+    closing: &mut bool,
+    executed: &mut u64,
+) -> usize {
+    let mut pos = 0;
+    while !*closing {
+        match resp::parse_into(&buf[pos..], args) {
+            Ok(Some(used)) => {
+                pos += used;
+                if args.is_empty() {
+                    continue;
+                }
+                *executed += 1;
+                if execute(ctx, args, out) == After::Close {
+                    *closing = true;
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                resp::error(out, &format!("ERR {e}"));
+                *closing = true;
+            }
+        }
+    }
+    pos
 }
 
 /// A worker: its epoll set and the connections handed to it not yet adopted.

@@ -46,12 +46,17 @@ impl std::fmt::Display for ProtocolError {
 
 impl std::error::Error for ProtocolError {}
 
-/// Position of the first `\r\n` at or after `from`.
+/// Position of the first `\r\n` at or after `from` (each `\n` found by `memchr`, a word
+/// at a time, rather than a byte-pair comparison at every position).
 fn find_crlf(buf: &[u8], from: usize) -> Option<usize> {
-    buf.get(from..)?
-        .windows(2)
-        .position(|w| w == b"\r\n")
-        .map(|p| p + from)
+    let mut at = from;
+    loop {
+        let nl = at + memchr::memchr(b'\n', buf.get(at..)?)?;
+        if nl > from && buf[nl - 1] == b'\r' {
+            return Some(nl - 1);
+        }
+        at = nl + 1;
+    }
 }
 
 /// Parses a decimal `i64` (optional leading `-`, no other characters), as Redis does for
@@ -84,19 +89,48 @@ pub fn parse_int(s: &[u8]) -> Option<i64> {
 /// assert!(parse(b"*1\r\n$x\r\n").is_err());
 /// ```
 pub fn parse(buf: &[u8]) -> Result<Parsed<'_>, ProtocolError> {
+    let mut args = Vec::new();
+    Ok(match parse_into(buf, &mut args)? {
+        Some(used) => Parsed::Request(args, used),
+        None => Parsed::Incomplete,
+    })
+}
+
+/// Parses one request off the front of `buf` into `args` (cleared first; a server reuses
+/// one vector for every request of a read, instead of allocating one per request):
+/// `Some(used)` for a whole request of `used` bytes (`args` empty for a blank line or
+/// `*0`, which the caller skips), `None` when `buf` holds only its beginning.
+///
+/// ```
+/// let mut args = Vec::new();
+/// let buf = b"*2\r\n$3\r\nGET\r\n$1\r\nk\r\nPING\r\n";
+/// assert_eq!(dsu_kv::resp::parse_into(buf, &mut args).unwrap(), Some(20));
+/// assert_eq!(args, [&b"GET"[..], &b"k"[..]]);
+/// assert_eq!(dsu_kv::resp::parse_into(&buf[20..], &mut args).unwrap(), Some(6));
+/// assert_eq!(args, [&b"PING"[..]]);
+/// assert_eq!(dsu_kv::resp::parse_into(b"PI", &mut args).unwrap(), None);
+/// ```
+pub fn parse_into<'a>(
+    buf: &'a [u8],
+    args: &mut Vec<&'a [u8]>,
+) -> Result<Option<usize>, ProtocolError> {
+    args.clear();
     match buf.first() {
-        None => Ok(Parsed::Incomplete),
-        Some(b'*') => parse_multibulk(buf),
-        Some(_) => parse_inline(buf),
+        None => Ok(None),
+        Some(b'*') => parse_multibulk(buf, args),
+        Some(_) => parse_inline(buf, args),
     }
 }
 
-fn parse_multibulk(buf: &[u8]) -> Result<Parsed<'_>, ProtocolError> {
+fn parse_multibulk<'a>(
+    buf: &'a [u8],
+    args: &mut Vec<&'a [u8]>,
+) -> Result<Option<usize>, ProtocolError> {
     let Some(end) = find_crlf(buf, 1) else {
         if buf.len() > 32 {
             return Err(ProtocolError("invalid multibulk length"));
         }
-        return Ok(Parsed::Incomplete);
+        return Ok(None);
     };
     let n = parse_int(&buf[1..end]).ok_or(ProtocolError("invalid multibulk length"))?;
     if n > MAX_ARGS as i64 {
@@ -104,13 +138,13 @@ fn parse_multibulk(buf: &[u8]) -> Result<Parsed<'_>, ProtocolError> {
     }
     let mut pos = end + 2;
     if n <= 0 {
-        return Ok(Parsed::Request(Vec::new(), pos));
+        return Ok(Some(pos));
     }
     // Not more up front than a small request needs: `n` is the client's claim.
-    let mut args = Vec::with_capacity((n as usize).min(1024));
+    args.reserve((n as usize).min(1024));
     for _ in 0..n {
         match buf.get(pos) {
-            None => return Ok(Parsed::Incomplete),
+            None => return Ok(None),
             Some(b'$') => {}
             Some(_) => return Err(ProtocolError("expected '$'")),
         }
@@ -118,7 +152,7 @@ fn parse_multibulk(buf: &[u8]) -> Result<Parsed<'_>, ProtocolError> {
             if buf.len() - pos > 32 {
                 return Err(ProtocolError("invalid bulk length"));
             }
-            return Ok(Parsed::Incomplete);
+            return Ok(None);
         };
         let len = parse_int(&buf[pos + 1..end]).ok_or(ProtocolError("invalid bulk length"))?;
         if !(0..=MAX_BULK as i64).contains(&len) {
@@ -127,7 +161,7 @@ fn parse_multibulk(buf: &[u8]) -> Result<Parsed<'_>, ProtocolError> {
         let start = end + 2;
         let stop = start + len as usize;
         if buf.len() < stop + 2 {
-            return Ok(Parsed::Incomplete);
+            return Ok(None);
         }
         if &buf[stop..stop + 2] != b"\r\n" {
             return Err(ProtocolError("bulk string not followed by CRLF"));
@@ -135,25 +169,28 @@ fn parse_multibulk(buf: &[u8]) -> Result<Parsed<'_>, ProtocolError> {
         args.push(&buf[start..stop]);
         pos = stop + 2;
     }
-    Ok(Parsed::Request(args, pos))
+    Ok(Some(pos))
 }
 
-fn parse_inline(buf: &[u8]) -> Result<Parsed<'_>, ProtocolError> {
+fn parse_inline<'a>(
+    buf: &'a [u8],
+    args: &mut Vec<&'a [u8]>,
+) -> Result<Option<usize>, ProtocolError> {
     let Some(nl) = buf.iter().position(|&b| b == b'\n') else {
         if buf.len() > MAX_INLINE {
             return Err(ProtocolError("too big inline request"));
         }
-        return Ok(Parsed::Incomplete);
+        return Ok(None);
     };
     let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
-    let args: Vec<&[u8]> = line
-        .split(|b| *b == b' ' || *b == b'\t')
-        .filter(|a| !a.is_empty())
-        .collect();
+    args.extend(
+        line.split(|b| *b == b' ' || *b == b'\t')
+            .filter(|a| !a.is_empty()),
+    );
     if args.len() > MAX_ARGS {
         return Err(ProtocolError("too many inline arguments"));
     }
-    Ok(Parsed::Request(args, nl + 1))
+    Ok(Some(nl + 1))
 }
 
 /// Appends a simple string reply, `+<s>\r\n`.
@@ -174,18 +211,22 @@ pub fn error(out: &mut Vec<u8>, msg: &str) {
     out.extend_from_slice(b"\r\n");
 }
 
+/// Appends `<tag><n>\r\n`, the number formatted on the stack (no allocation per reply).
+fn tagged(out: &mut Vec<u8>, tag: u8, n: impl itoa::Integer) {
+    out.push(tag);
+    out.extend_from_slice(itoa::Buffer::new().format(n).as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Appends an integer reply, `:<n>\r\n`.
 pub fn integer(out: &mut Vec<u8>, n: i64) {
-    out.push(b':');
-    out.extend_from_slice(n.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    tagged(out, b':', n);
 }
 
 /// Appends a bulk string reply, `$<len>\r\n<bytes>\r\n`.
 pub fn bulk(out: &mut Vec<u8>, b: &[u8]) {
-    out.push(b'$');
-    out.extend_from_slice(b.len().to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    out.reserve(b.len() + 16);
+    tagged(out, b'$', b.len());
     out.extend_from_slice(b);
     out.extend_from_slice(b"\r\n");
 }
@@ -197,9 +238,7 @@ pub fn null(out: &mut Vec<u8>) {
 
 /// Appends an array header, `*<n>\r\n`; the caller appends the `n` elements.
 pub fn array(out: &mut Vec<u8>, n: usize) {
-    out.push(b'*');
-    out.extend_from_slice(n.to_string().as_bytes());
-    out.extend_from_slice(b"\r\n");
+    tagged(out, b'*', n);
 }
 
 /// A reply read back by a client: what [`parse_reply`] returns.
@@ -405,6 +444,17 @@ mod tests {
         let mut out = Vec::new();
         request(&mut out, &[b"SET", b"k", b"v v"]);
         assert_eq!(all(&out), vec![v(&["SET", "k", "v v"])]);
+    }
+
+    #[test]
+    fn crlf_search() {
+        assert_eq!(find_crlf(b"ab\r\n", 0), Some(2));
+        assert_eq!(find_crlf(b"\r\nab\r\n", 1), Some(4));
+        assert_eq!(find_crlf(b"a\nb\r\r\n", 0), Some(4));
+        assert_eq!(find_crlf(b"\n\r\n", 0), Some(1));
+        assert_eq!(find_crlf(b"ab\r", 0), None);
+        assert_eq!(find_crlf(b"ab", 5), None);
+        assert_eq!(find_crlf(b"\r\n", 1), None);
     }
 
     #[test]

@@ -369,7 +369,8 @@ fn accept_queued(
     loop {
         match listener.accept() {
             Ok((s, _)) => {
-                s.set_nonblocking(false)?;
+                // Accepted sockets do not inherit O_NONBLOCK: a thread per connection
+                // reads blocking as they come; the workers make theirs non-blocking.
                 spawn_connection(s, ctx, local, pool);
                 n += 1;
             }

@@ -12,10 +12,13 @@
 //! - `kv::bench_vs_redis_server`: SET, GET, LPUSH, LRANGE_100 and HSET with and without
 //!   pipelining on redis-server, kv (dsu attached), kv `--no-dsu`, kv with a thread per
 //!   connection, and the fixed-table `kv_v1` as it was before (thread per connection; SET
-//!   and GET only: the baseline), interleaved; prints the figures that
-//!   BENCHMARKS.md quotes and fails only when a run reports an error. It runs only when a
-//!   filter names it (`scripts/vm-test.sh kv::bench_vs_redis_server`): it takes about 25
-//!   minutes of TCG.
+//!   and GET only: the baseline), all running at once and interleaved test by test over
+//!   five rounds; prints the figures and tables that BENCHMARKS.md quotes, with each
+//!   server's CPU time per request, and fails only when a run reports an error. It runs
+//!   only when a filter names it (`scripts/vm-test.sh kv::bench_vs_redis_server`): about
+//!   15 minutes of TCG on a quiet host;
+//! - `kv::bench_dsu_cost`: the same for redis-server, kv, kv `--no-dsu` and kv with one
+//!   worker, shorter runs (only when named).
 
 use crate::{Failure, Phase, TESTS, TestResult, VmTest, ensure};
 use linkme::distributed_slice;
@@ -47,6 +50,13 @@ static KV_BENCH: VmTest = VmTest {
     name: "kv::bench_vs_redis_server",
     phase: Phase::Main,
     run: bench,
+};
+
+#[distributed_slice(TESTS)]
+static KV_BENCH_DSU_COST: VmTest = VmTest {
+    name: "kv::bench_dsu_cost",
+    phase: Phase::Main,
+    run: bench_dsu_cost,
 };
 
 /// A server process, killed when dropped.
@@ -315,83 +325,333 @@ fn default_set() -> TestResult {
     Ok(())
 }
 
+/// CPU and scheduling counters of one server process and of the guest, read before and
+/// after a `redis-benchmark` run: where the time of a run went (user or kernel time of the
+/// server, the client's share, page faults, context switches).
+#[derive(Clone, Copy, Default)]
+struct Counters {
+    /// Server: user and system time (clock ticks), minor faults, voluntary and
+    /// involuntary context switches summed over its threads.
+    utime: u64,
+    stime: u64,
+    minflt: u64,
+    vcsw: u64,
+    ivcsw: u64,
+    /// Guest, all CPUs: user (with nice), system (with irq and softirq), idle (clock ticks).
+    cpu_user: u64,
+    cpu_sys: u64,
+    cpu_idle: u64,
+}
+
+impl Counters {
+    fn read(pid: u32) -> Counters {
+        let mut c = Counters::default();
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        if let Some((_, rest)) = stat.rsplit_once(')') {
+            let f: Vec<u64> = rest
+                .split_whitespace()
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            // Fields 10, 14 and 15 of proc(5), counted from the state (field 3).
+            c.minflt = f.get(7).copied().unwrap_or(0);
+            c.utime = f.get(11).copied().unwrap_or(0);
+            c.stime = f.get(12).copied().unwrap_or(0);
+        }
+        if let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) {
+            for t in tasks.flatten() {
+                let st = std::fs::read_to_string(t.path().join("status")).unwrap_or_default();
+                for line in st.lines() {
+                    let n = |l: &str| l.split_whitespace().nth(1).and_then(|x| x.parse().ok());
+                    if line.starts_with("voluntary_ctxt_switches") {
+                        c.vcsw += n(line).unwrap_or(0);
+                    } else if line.starts_with("nonvoluntary_ctxt_switches") {
+                        c.ivcsw += n(line).unwrap_or(0);
+                    }
+                }
+            }
+        }
+        let all = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+        if let Some(cpu) = all.lines().find(|l| l.starts_with("cpu ")) {
+            let f: Vec<u64> = cpu
+                .split_whitespace()
+                .skip(1)
+                .map(|x| x.parse().unwrap_or(0))
+                .collect();
+            let g = |i: usize| f.get(i).copied().unwrap_or(0);
+            c.cpu_user = g(0) + g(1);
+            c.cpu_sys = g(2) + g(5) + g(6);
+            c.cpu_idle = g(3) + g(4);
+        }
+        c
+    }
+
+    /// Adds what changed from `before` to `after`.
+    fn add(&mut self, before: Counters, after: Counters) {
+        let d = |a: u64, b: u64| a.saturating_sub(b);
+        self.utime += d(after.utime, before.utime);
+        self.stime += d(after.stime, before.stime);
+        self.minflt += d(after.minflt, before.minflt);
+        self.vcsw += d(after.vcsw, before.vcsw);
+        self.ivcsw += d(after.ivcsw, before.ivcsw);
+        self.cpu_user += d(after.cpu_user, before.cpu_user);
+        self.cpu_sys += d(after.cpu_sys, before.cpu_sys);
+        self.cpu_idle += d(after.cpu_idle, before.cpu_idle);
+    }
+
+    /// Accumulated counters as a line: the server's CPU time per request (user and
+    /// system, µs), its minor faults and context switches per 1000 requests, and the
+    /// guest's CPU split over the runs.
+    fn line(&self, requests: u64) -> String {
+        let n = requests.max(1) as f64;
+        // USER_HZ is 100 on Linux: a tick is 10 ms.
+        let us = |ticks: u64| ticks as f64 * 10_000.0 / n;
+        let per_k = |x: u64| x as f64 * 1000.0 / n;
+        let total = (self.cpu_user + self.cpu_sys + self.cpu_idle).max(1) as f64;
+        format!(
+            "{requests} req | server user {:.1} us + sys {:.1} us per req | {:.1} minflt, {:.0} vcsw, {:.0} ivcsw per 1000 req | guest user {:.0}% sys {:.0}% idle {:.0}%",
+            us(self.utime),
+            us(self.stime),
+            per_k(self.minflt),
+            per_k(self.vcsw),
+            per_k(self.ivcsw),
+            100.0 * self.cpu_user as f64 / total,
+            100.0 * self.cpu_sys as f64 / total,
+            100.0 * self.cpu_idle as f64 / total,
+        )
+    }
+}
+
+/// A server under test: its label, program (`redis-server` or a kv binary), extra
+/// arguments, and the `redis-benchmark -t` tests it runs (`None`: all of them).
+type Server<'a> = (&'a str, &'a str, &'a [&'a str], Option<&'a [&'a str]>);
+
+/// One `redis-benchmark` result: req/s, p50 and p99 in ms.
+#[derive(Clone, Copy)]
+struct Sample {
+    rps: f64,
+    p50: f64,
+    p99: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// Benchmarks `servers`, all running at once (each on its own port and dsu segment, idle
+/// while another is measured), interleaved test by test: for each mode, test and round,
+/// one `redis-benchmark -t <test>` run per server, in an order that rotates every round.
+/// A busy host slows whichever run it meets, so adjacent runs of the same test are what
+/// the ratios compare; the tables give medians over the rounds. Prints a `<tag>:` line per
+/// run, per-server CPU counters per mode (`<tag>-cpu:`, [`Counters`]), and a table per
+/// mode (`<tag>-table:`) with the medians and the ratios of the first server named in
+/// `ratios` to the others, as the median of the per-round ratios and their range.
+fn interleaved(
+    tag: &str,
+    rounds: usize,
+    servers: &[Server],
+    tests: &[&str],
+    modes: &[(&str, &[&str])],
+    ratios: &[(usize, usize)],
+) -> TestResult {
+    println!(
+        "{tag}: clocksource {}, {} rounds",
+        std::fs::read_to_string("/sys/devices/system/clocksource/clocksource0/current_clocksource")
+            .unwrap_or_default()
+            .trim(),
+        rounds
+    );
+    let mut procs = Vec::new();
+    for (i, &(_, program, extra, _)) in servers.iter().enumerate() {
+        let port = REDIS_PORT + 10 + i as u16;
+        procs.push(if program == "redis-server" {
+            redis_server(port)?
+        } else {
+            let port_s = port.to_string();
+            let segment = format!("kvbench{i}");
+            let mut args = vec!["--port", &port_s, "--segment", &segment];
+            args.extend_from_slice(extra);
+            start(&format!("{program}-{i}"), program, &args, port)?
+        });
+    }
+    let runs = |i: usize, t: &str| servers[i].3.is_none_or(|ts| ts.contains(&t));
+    for &(mode, margs) in modes {
+        // samples[test][server][round]
+        let mut samples = vec![vec![Vec::<Sample>::new(); servers.len()]; tests.len()];
+        let mut cpu = vec![(Counters::default(), 0u64); servers.len()];
+        for round in 0..rounds {
+            for (ti, &t) in tests.iter().enumerate() {
+                for k in 0..servers.len() {
+                    let i = (k + round) % servers.len();
+                    if !runs(i, t) {
+                        continue;
+                    }
+                    let port = REDIS_PORT + 10 + i as u16;
+                    let pid = procs[i].child.id();
+                    let mut args = vec!["-t", t];
+                    args.extend_from_slice(margs);
+                    let before = Counters::read(pid);
+                    let rows = redis_benchmark(port, &args)?;
+                    let after = Counters::read(pid);
+                    let n: u64 = margs
+                        .windows(2)
+                        .find(|w| w[0] == "-n")
+                        .and_then(|w| w[1].parse().ok())
+                        .unwrap_or(0);
+                    cpu[i].0.add(before, after);
+                    cpu[i].1 += n * rows.len() as u64;
+                    // `-t lrange_100` runs an LPUSH fill first: its row is not LRANGE's.
+                    let (name, rps, p50, p99) = rows
+                        .into_iter()
+                        .last()
+                        .ok_or_else(|| Failure::Fail(format!("no result for {t}")))?;
+                    println!(
+                        "{tag}: round {} | {mode} | {} | {name} | {rps:.0} req/s | p50 {p50:.3} ms | p99 {p99:.3} ms",
+                        round + 1,
+                        servers[i].0
+                    );
+                    samples[ti][i].push(Sample { rps, p50, p99 });
+                }
+            }
+        }
+        for (i, (c, n)) in cpu.iter().enumerate() {
+            println!("{tag}-cpu: {mode} | {} | {}", servers[i].0, c.line(*n));
+        }
+        let mut head = format!("{tag}-table: {mode} | test");
+        for s in servers {
+            head += &format!(" | {} req/s (p50 / p99 ms)", s.0);
+        }
+        for &(a, b) in ratios {
+            head += &format!(" | {} / {}", servers[a].0, servers[b].0);
+        }
+        println!("{head}");
+        for (ti, &t) in tests.iter().enumerate() {
+            let mut row = format!("{tag}-table: {mode} | {t}");
+            for per in &samples[ti] {
+                if per.is_empty() {
+                    row += " | n/a";
+                    continue;
+                }
+                let m = |f: fn(&Sample) -> f64| median(per.iter().map(f).collect());
+                row += &format!(
+                    " | {:.0} ({:.1} / {:.1})",
+                    m(|x| x.rps),
+                    m(|x| x.p50),
+                    m(|x| x.p99)
+                );
+            }
+            for &(a, b) in ratios {
+                let (sa, sb) = (&samples[ti][a], &samples[ti][b]);
+                if sa.is_empty() || sb.is_empty() {
+                    row += " | n/a";
+                    continue;
+                }
+                let r: Vec<f64> = sa.iter().zip(sb).map(|(x, y)| x.rps / y.rps).collect();
+                let (lo, hi) = r
+                    .iter()
+                    .fold((f64::MAX, f64::MIN), |(l, h), &x| (l.min(x), h.max(x)));
+                row += &format!(" | {:.2} ({lo:.2}-{hi:.2})", median(r));
+            }
+            println!("{row}");
+        }
+    }
+    drop(procs);
+    for i in 0..servers.len() {
+        let _ = Command::new("dsuctl")
+            .args(["destroy", &format!("kvbench{i}")])
+            .output();
+    }
+    Ok(())
+}
+
+/// Whether a filter on the command line names `name` (benchmarks run only when asked).
+fn named(name: &str) -> bool {
+    std::env::args().skip(1).any(|f| f.contains(name))
+}
+
+/// The tests of the issue's throughput table.
+const BENCH_TESTS: [&str; 5] = ["set", "get", "lpush", "lrange_100", "hset"];
+
 fn bench() -> TestResult {
-    // About 25 minutes of TCG on a shared host: only when asked for by name.
-    if !std::env::args()
-        .skip(1)
-        .any(|f| f.contains("bench_vs_redis"))
-    {
+    // About 15 minutes of TCG on a shared host: only when asked for by name.
+    if !named("bench_vs_redis") {
         return Err(Failure::Skip(
             "a benchmark; run it with scripts/vm-test.sh kv::bench_vs_redis_server".into(),
         ));
     }
     tools_present()?;
-    let servers: [(&str, &str, &[&str], &str); 5] = [
+    let servers: [Server; 5] = [
+        ("redis-server", "redis-server", &[], None),
+        ("kv", "kv_local", &[], None),
+        ("kv --no-dsu", "kv_local", &["--no-dsu"], None),
         (
-            "redis-server",
-            "redis-server",
-            &[],
-            "set,get,lpush,lrange_100,hset",
-        ),
-        ("kv", "kv_local", &[], "set,get,lpush,lrange_100,hset"),
-        (
-            "kv --no-dsu",
-            "kv_local",
-            &["--no-dsu"],
-            "set,get,lpush,lrange_100,hset",
-        ),
-        (
-            "kv --thread-per-connection",
+            "kv thread/conn",
             "kv_local",
             &["--thread-per-connection"],
-            "set,get,lpush,lrange_100,hset",
+            None,
         ),
         (
-            "kv_v1 (fixed table, thread per connection: baseline)",
+            "kv_v1 fixed table (baseline)",
             "kv_v1",
             &["--thread-per-connection"],
-            "set,get",
+            Some(&["set", "get"]),
         ),
     ];
     let modes: [(&str, &[&str]); 2] = [
         (
             "-c 50 -P 16 -r 100000",
-            &["-n", "10000", "-c", "50", "-P", "16", "-r", "100000"],
+            &["-n", "8000", "-c", "50", "-P", "16", "-r", "100000"],
         ),
         (
             "-c 50 -r 100000 (no pipelining)",
             &["-n", "1000", "-c", "50", "-r", "100000"],
         ),
     ];
-    for round in 1..=2 {
-        for (mode, margs) in modes {
-            // Round 2 runs the servers in reverse order, so that no server always
-            // follows the same one (a server's exit leaves the guest busy for a while).
-            let order: Vec<_> = if round == 1 {
-                servers.iter().collect()
-            } else {
-                servers.iter().rev().collect()
-            };
-            for &(label, program, extra, tests) in order {
-                let p = if program == "redis-server" {
-                    redis_server(REDIS_PORT)?
-                } else {
-                    kv(program, REDIS_PORT, extra)?
-                };
-                let mut args = vec!["-t", tests];
-                args.extend_from_slice(margs);
-                let rows = redis_benchmark(REDIS_PORT, &args)?;
-                for (t, rps, p50, p99) in rows {
-                    println!(
-                        "kv-bench: round {round} | {mode} | {label} | {t} | {rps:.0} req/s | p50 {p50:.3} ms | p99 {p99:.3} ms"
-                    );
-                }
-                drop(p);
-                let _ = Command::new("dsuctl").args(["destroy", "kvredis"]).output();
-            }
-        }
+    interleaved(
+        "kv-bench",
+        5,
+        &servers,
+        &BENCH_TESTS,
+        &modes,
+        &[(1, 0), (1, 2), (1, 3), (1, 4)],
+    )
+}
+
+fn bench_dsu_cost() -> TestResult {
+    if !named("bench_dsu_cost") {
+        return Err(Failure::Skip(
+            "a benchmark; run it with scripts/vm-test.sh kv::bench_dsu_cost".into(),
+        ));
     }
-    Ok(())
+    tools_present()?;
+    let servers: [Server; 4] = [
+        ("redis-server", "redis-server", &[], None),
+        ("kv", "kv_local", &[], None),
+        ("kv --no-dsu", "kv_local", &["--no-dsu"], None),
+        ("kv --workers 1", "kv_local", &["--workers", "1"], None),
+    ];
+    let modes: [(&str, &[&str]); 2] = [
+        (
+            "-c 50 -P 16 -r 100000",
+            &["-n", "4000", "-c", "50", "-P", "16", "-r", "100000"],
+        ),
+        (
+            "-c 50 -r 100000 (no pipelining)",
+            &["-n", "600", "-c", "50", "-r", "100000"],
+        ),
+    ];
+    interleaved(
+        "kv-dsu-cost",
+        5,
+        &servers,
+        &BENCH_TESTS,
+        &modes,
+        &[(1, 0), (1, 2), (3, 1)],
+    )
 }
 
 #[distributed_slice(TESTS)]
