@@ -26,9 +26,9 @@ pub const OUT_HIGH_WATER: usize = 16 << 20;
 /// Input read per wake-up of one connection before its requests run.
 const READ_BUDGET: usize = 256 * 1024;
 
-/// One connection's buffers.
-struct Conn {
-    stream: TcpStream,
+/// One connection's buffers (generic over the stream for the tests).
+struct Conn<S = TcpStream> {
+    stream: S,
     input: Vec<u8>,
     output: Vec<u8>,
     written: usize,
@@ -38,7 +38,18 @@ struct Conn {
     interest: EpollFlags,
 }
 
-impl Conn {
+impl<S: Read + Write> Conn<S> {
+    fn new(stream: S) -> Self {
+        Conn {
+            stream,
+            input: Vec::new(),
+            output: Vec::new(),
+            written: 0,
+            closing: false,
+            interest: EpollFlags::EPOLLIN,
+        }
+    }
+
     fn pending(&self) -> usize {
         self.output.len() - self.written
     }
@@ -239,17 +250,7 @@ fn run(w: &'static Worker, ctx: &'static Ctx<'static>, local: &'static Local) {
             }
         };
         for s in w.inbox.lock().unwrap_or_else(|e| e.into_inner()).drain(..) {
-            conns.insert(
-                s.as_raw_fd(),
-                Conn {
-                    stream: s,
-                    input: Vec::new(),
-                    output: Vec::new(),
-                    written: 0,
-                    closing: false,
-                    interest: EpollFlags::EPOLLIN,
-                },
-            );
+            conns.insert(s.as_raw_fd(), Conn::new(s));
         }
         for ev in &events[..n] {
             let fd = ev.data() as RawFd;
@@ -286,5 +287,128 @@ fn close(w: &Worker, conns: &mut HashMap<RawFd, Conn>, fd: RawFd, local: &Local)
         let _ = w.epoll.delete(&c.stream);
         drop(c);
         local.clients.fetch_sub(1, Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::commands::{Ctx, Store};
+    use crate::keyspace::Keyspace;
+    use crate::stats::Stats;
+    use std::collections::VecDeque;
+    use std::sync::atomic::AtomicUsize;
+
+    /// A socket that hands out the given reads (then `WouldBlock`) and counts calls.
+    #[derive(Default)]
+    struct Script {
+        reads: VecDeque<Vec<u8>>,
+        read_calls: usize,
+        write_calls: usize,
+        sent: Vec<u8>,
+    }
+
+    impl Read for Script {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            self.read_calls += 1;
+            let Some(mut next) = self.reads.pop_front() else {
+                return Err(io::ErrorKind::WouldBlock.into());
+            };
+            let n = next.len().min(buf.len());
+            buf[..n].copy_from_slice(&next[..n]);
+            if n < next.len() {
+                self.reads.push_front(next.split_off(n));
+            }
+            Ok(n)
+        }
+    }
+
+    impl Write for Script {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.write_calls += 1;
+            self.sent.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn ctx() -> &'static Ctx<'static> {
+        static KEYSPACE: Keyspace<crate::alloc::ServerAlloc> = Keyspace::new();
+        static STATS: Stats = Stats::new();
+        static CLIENTS: AtomicUsize = AtomicUsize::new(0);
+        Box::leak(Box::new(Ctx {
+            store: Store::Keyspace(&KEYSPACE),
+            stats: &STATS,
+            cmd_stats: None,
+            version: 1,
+            port: 0,
+            started: std::time::Instant::now(),
+            clients: &CLIENTS,
+        }))
+    }
+
+    fn sets(n: usize) -> Vec<u8> {
+        let mut req = Vec::new();
+        for i in 0..n {
+            resp::request(&mut req, &[b"SET", format!("k{i}").as_bytes(), b"v"]);
+        }
+        req
+    }
+
+    /// A pipeline that arrives in one read costs one `read` and one `write`, as in Redis:
+    /// no second `read` that only finds `EAGAIN` (the event loop made one per batch).
+    #[test]
+    fn one_read_and_one_write_per_batch() {
+        let (ctx, local) = (ctx(), Local::default());
+        let mut chunk = vec![0u8; 64 * 1024];
+        let mut c = Conn::new(Script::default());
+        c.stream.reads.push_back(sets(16));
+        assert!(c.service(ctx, &local, &mut chunk));
+        assert_eq!((c.stream.read_calls, c.stream.write_calls), (1, 1));
+        assert_eq!(c.stream.sent, b"+OK\r\n".repeat(16));
+        assert_eq!(local.commands.load(Relaxed), 16);
+        assert!(c.idle());
+    }
+
+    /// A read that fills the buffer is followed by another; requests split across reads
+    /// (and across wake-ups) are kept and run once whole.
+    #[test]
+    fn full_reads_and_split_requests() {
+        let (ctx, local) = (ctx(), Local::default());
+        let mut chunk = vec![0u8; 64];
+        let req = sets(10);
+        let mut c = Conn::new(Script::default());
+        c.stream.reads.push_back(req[..100].to_vec());
+        assert!(c.service(ctx, &local, &mut chunk));
+        // 64 bytes (full: read again), then 36.
+        assert_eq!(c.stream.read_calls, 2);
+        let whole = c.stream.sent.len() / 5;
+        assert!(
+            whole >= 2 && !c.idle(),
+            "{whole} replies, part of a request kept"
+        );
+        c.stream.reads.push_back(req[100..].to_vec());
+        assert!(c.service(ctx, &local, &mut chunk));
+        assert_eq!(c.stream.sent, b"+OK\r\n".repeat(10));
+        assert!(c.idle());
+    }
+
+    /// QUIT: its reply is written, later requests of the batch are not run, and the
+    /// connection closes.
+    #[test]
+    fn quit_ends_the_batch() {
+        let (ctx, local) = (ctx(), Local::default());
+        let mut chunk = vec![0u8; 1024];
+        let mut req = Vec::new();
+        resp::request(&mut req, &[b"PING"]);
+        resp::request(&mut req, &[b"QUIT"]);
+        resp::request(&mut req, &[b"PING"]);
+        let mut c = Conn::new(Script::default());
+        c.stream.reads.push_back(req);
+        assert!(!c.service(ctx, &local, &mut chunk));
+        assert_eq!(c.stream.sent, b"+PONG\r\n+OK\r\n");
     }
 }
