@@ -340,7 +340,7 @@ mod tests {
         static STATS: Stats = Stats::new();
         static CLIENTS: AtomicUsize = AtomicUsize::new(0);
         Box::leak(Box::new(Ctx {
-            store: Store::Keyspace(&KEYSPACE),
+            store: Store::Local(&KEYSPACE),
             stats: &STATS,
             cmd_stats: None,
             version: 1,
