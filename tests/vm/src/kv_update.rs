@@ -48,7 +48,7 @@ static KV_LIVE_UPDATE: VmTest = VmTest {
 
 /// A reply, as far as this test needs it.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Reply {
+pub(crate) enum Reply {
     Simple(String),
     Error(String),
     Int(i64),
@@ -56,7 +56,7 @@ enum Reply {
     Array(Vec<Reply>),
 }
 
-fn parse_reply(buf: &[u8]) -> Option<(Reply, usize)> {
+pub(crate) fn parse_reply(buf: &[u8]) -> Option<(Reply, usize)> {
     let end = buf.windows(2).position(|w| w == b"\r\n")?;
     let line = std::str::from_utf8(&buf[1..end]).ok()?;
     let next = end + 2;
@@ -98,7 +98,7 @@ fn parse_reply(buf: &[u8]) -> Option<(Reply, usize)> {
 }
 
 /// A RESP client that counts the commands it sends into a shared counter.
-struct Client {
+pub(crate) struct Client {
     stream: TcpStream,
     buf: Vec<u8>,
     sent: Arc<AtomicU64>,
@@ -109,7 +109,8 @@ impl Client {
         Self::connect_to(PORT, sent)
     }
 
-    fn connect_to(port: u16, sent: &Arc<AtomicU64>) -> std::io::Result<Client> {
+    /// A client of the server on `port`.
+    pub(crate) fn connect_to(port: u16, sent: &Arc<AtomicU64>) -> std::io::Result<Client> {
         let stream = TcpStream::connect(("127.0.0.1", port))?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         stream.set_nodelay(true)?;
@@ -121,7 +122,7 @@ impl Client {
     }
 
     /// Sends the requests in one write and reads one reply per request.
-    fn pipeline(&mut self, reqs: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>, String> {
+    pub(crate) fn pipeline(&mut self, reqs: &[Vec<Vec<u8>>]) -> Result<Vec<Reply>, String> {
         let mut out = Vec::new();
         for args in reqs {
             out.extend_from_slice(format!("*{}\r\n", args.len()).as_bytes());
@@ -159,7 +160,7 @@ impl Client {
         Ok(replies)
     }
 
-    fn cmd(&mut self, args: &[&str]) -> Result<Reply, String> {
+    pub(crate) fn cmd(&mut self, args: &[&str]) -> Result<Reply, String> {
         let req: Vec<Vec<u8>> = args.iter().map(|a| a.as_bytes().to_vec()).collect();
         Ok(self.pipeline(&[req])?.remove(0))
     }
@@ -181,7 +182,7 @@ fn info_field(info: &str, name: &str) -> Option<String> {
 }
 
 /// One version of the server, its output going to `/tmp/kv_vN.log`.
-struct Server {
+pub(crate) struct Server {
     name: String,
     child: Child,
     log: String,
@@ -194,7 +195,7 @@ impl Server {
 
     /// `kv_v{version}` on `port` and `segment` with `extra` arguments; its log is
     /// `/tmp/kv_v{version}{tag}.log`.
-    fn start_with(
+    pub(crate) fn start_with(
         version: u32,
         port: u16,
         segment: &str,
@@ -221,12 +222,12 @@ impl Server {
         Ok(Server { name, child, log })
     }
 
-    fn output(&self) -> String {
+    pub(crate) fn output(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Waits until the server says it serves (it has listened and attached).
-    fn wait_serving(&mut self, timeout: Duration) -> TestResult {
+    pub(crate) fn wait_serving(&mut self, timeout: Duration) -> TestResult {
         let t0 = Instant::now();
         while !self.output().contains(": serving ") {
             if let Some(st) = self.child.try_wait()? {

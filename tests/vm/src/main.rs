@@ -38,6 +38,7 @@ mod robust_permissions;
 mod robust_pinning;
 mod robust_raw;
 mod robust_stress;
+mod snapshot_kv;
 mod userspace_adopt;
 mod userspace_c;
 mod userspace_check;
