@@ -6,7 +6,8 @@
 //! dsu-bench --plot JSON SVG        render the pause plot of an earlier run
 //! dsu-bench heap [--quick] [--segment]  the shared heap against glibc malloc and std's HashMap
 //! dsu-bench heap-pause [--trials T] [--serialise] N...  the update pause with N heap objects
-//! dsu-bench snapshot [--trials T] [BYTES...]  writers' stalls during a live snapshot
+//! dsu-bench snapshot [--quick] [--trials T] [--no-redis] [--no-throughput] [SIZE...]
+//!                                   snapshot pause vs redis BGSAVE's fork, save/restore speed
 //! ```
 //!
 //! `heap --segment` puts the heap in a fresh segment's heap window (the module's) instead of
@@ -158,30 +159,48 @@ fn main() -> ExitCode {
             );
         }
         Some("snapshot") => {
-            let (mut trials, mut sizes) = (5, Vec::new());
+            let usage = "usage: dsu-bench snapshot [--quick] [--trials T] [--no-redis] \
+                         [--no-throughput] [SIZE...]   (SIZE: 4K, 64M, 256M, ...)";
+            let mut o = snapshot::Options {
+                sizes: Vec::new(),
+                trials: 5,
+                redis: true,
+                throughput: true,
+            };
+            let mut quick = false;
             let mut it = args[1..].iter();
-            let mut bad = false;
             while let Some(a) = it.next() {
-                match (a.as_str(), a.parse::<u64>()) {
-                    ("--trials", _) => match it.next().map(|t| t.parse()) {
-                        Some(Ok(t)) if t > 0 => trials = t,
-                        _ => bad = true,
+                match a.as_str() {
+                    "--quick" => quick = true,
+                    "--no-redis" => o.redis = false,
+                    "--no-throughput" => o.throughput = false,
+                    "--trials" => match it.next().map(|t| t.parse()) {
+                        Some(Ok(t)) if t > 0 => o.trials = t,
+                        _ => {
+                            eprintln!("{usage}");
+                            return ExitCode::from(2);
+                        }
                     },
-                    (_, Ok(n)) if n > 0 => sizes.push(n),
-                    _ => bad = true,
+                    s => match snapshot::parse_size(s) {
+                        Some(n) => o.sizes.push(n),
+                        None => {
+                            eprintln!("{usage}");
+                            return ExitCode::from(2);
+                        }
+                    },
                 }
             }
-            if bad {
-                eprintln!("usage: dsu-bench snapshot [--trials T] [BYTES...]");
-                return ExitCode::from(2);
+            if o.sizes.is_empty() {
+                o.sizes = if quick {
+                    vec![4 << 10, 1 << 20]
+                } else {
+                    snapshot::DEFAULT_SIZES.to_vec()
+                };
             }
-            if sizes.is_empty() {
-                sizes = vec![4096, 64 << 20, 256 << 20];
+            if quick {
+                o.trials = o.trials.min(2);
             }
-            return done(
-                "snapshot",
-                snapshot::run(&sizes, trials, &mut std::io::stdout()),
-            );
+            return done("snapshot", snapshot::run(&o, &mut std::io::stdout()));
         }
         Some(role @ ("heap-pause-old" | "heap-pause-new")) => {
             let (Some(seg), Some(Ok(n))) = (args.get(1), args.get(2).map(|n| n.parse())) else {

@@ -1,201 +1,707 @@
-//! `dsu-bench snapshot`: what a live snapshot (DSU_IOC_SNAPSHOT, copy-on-first-write) costs
-//! the versions that keep writing, for segments of several sizes.
+//! `dsu-bench snapshot`: what a snapshot (`DSU_IOC_SNAPSHOT`, uapi/dsu.h "Snapshots") costs
+//! a version that keeps writing, against Redis's `BGSAVE` fork for the same data size, and
+//! how fast `dsuctl save` and `dsuctl restore` move an image, against `cp`; all in one run,
+//! interleaved per trial.
 //!
-//! Per size, a fresh segment holds one variable of that size, bound and mapped in this
-//! process. A writer thread sweeps it, writing one `u64` per page in order, and times every
-//! store; the longest store is how long the writer was blocked (a fault that waits for a
-//! snapshot's phase 1, or copies a page). Each trial measures a window with no snapshot
-//! (the baseline: ordinary faults and scheduling), then a window that covers SNAPSHOT and
-//! reading the whole image with `pread` (1 MiB at a time), then closing the fd. It prints
-//! the medians over trials:
+//! For each segment size, one variable of that size is created and every page written
+//! (half of each page's words counters, half pseudo-random: neither sparse nor trivially
+//! compressible). A forked *writer* process attaches the segment as a second version and
+//! writes one word at a time to pseudo-random pages, timestamping every write; a control
+//! page shared with it opens measurement windows. Per trial:
 //!
-//! - *SNAPSHOT call*: the ioctl's duration (both phases, from the caller's side);
-//! - *longest stall*: the writer's longest store during the snapshot window, and in the
-//!   baseline window;
-//! - *write rate*: pages written per second during the snapshot window over the baseline
-//!   window's rate (the slowdown from copying, the extra faults and the reader);
-//! - *save read*: image bytes read per second.
+//! 1. a baseline window as long as the last snapshot took: the writer's longest gap
+//!    between two consecutive writes, and its writes per second;
+//! 2. a snapshot window: `DSU_IOC_SNAPSHOT`, reading the whole image from its fd (into a
+//!    buffer, discarded), and closing it; the writer's longest gap (the **pause**: the
+//!    longest any writing version was held up by the snapshot, its copy-on-write faults
+//!    included) and writes per second (the **write slowdown** is their ratio to 1);
+//! 3. `BGSAVE` on a `redis-server` holding about as many bytes (`DEBUG POPULATE`), waited
+//!    for, and its `latest_fork_usec`: how long Redis's event loop stopped to fork.
 //!
-//! The comparison with Redis's `BGSAVE` fork time (issue 14) runs in the VM suite's bench
-//! run, which has redis-server; this subcommand only measures dsu.
+//! Then, with the writer stopped, `dsuctl save` and `dsuctl restore` (with and without
+//! zstd) are timed against `cp` of a file of the segment's size.
 
 use crate::raw::{self, Handle, PAGE, Reservation};
-use crate::stats::{fmt_ns, fmt_size, median};
+use crate::stats::{Clock, fmt_ns, fmt_size, median};
+use dsu_uapi::{DSU_ATTACH_MUST_CREATE, DSU_ATTACH_MUST_EXIST, dsu_var};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-/// One trial's figures.
-#[derive(Clone, Copy, Default)]
-struct Trial {
-    call_ns: f64,
-    stall_ns: f64,
-    base_stall_ns: f64,
-    rate_ratio: f64,
-    read_bytes_per_s: f64,
+/// What `dsu-bench snapshot` measures.
+pub struct Options {
+    /// Segment sizes in bytes.
+    pub sizes: Vec<u64>,
+    /// Trials per size.
+    pub trials: usize,
+    /// Whether to compare with redis-server's BGSAVE (needs `redis-server` and
+    /// `redis-cli` on PATH).
+    pub redis: bool,
+    /// Whether to time `dsuctl save`/`restore` against `cp` (needs `dsuctl` on PATH).
+    pub throughput: bool,
 }
 
-/// The writer's counters, reset at each window.
-struct Writer {
-    stop: AtomicBool,
-    max_ns: AtomicU64,
-    pages: AtomicU64,
+/// The sizes of BENCHMARKS.md: 4 KiB, 64 MiB and 256 MiB.
+pub const DEFAULT_SIZES: [u64; 3] = [4 << 10, 64 << 20, 256 << 20];
+
+/// Parses a size such as `4K`, `64M`, `1G` or a byte count.
+pub fn parse_size(s: &str) -> Option<u64> {
+    let (num, shift) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        b'G' | b'g' => (&s[..s.len() - 1], 30),
+        _ => (s, 0),
+    };
+    let n: u64 = num.parse().ok()?;
+    (n > 0).then(|| n << shift)
 }
 
-/// Sweeps `map`'s pages until told to stop, recording the longest store.
-fn write_loop(map: usize, pages: usize, w: &Writer) {
-    let mut k = 0u64;
-    while !w.stop.load(Ordering::Relaxed) {
-        k += 1;
-        for i in 0..pages {
-            let t = Instant::now();
-            // SAFETY: `map` is a live shared mapping of `pages` pages for the thread's life.
-            unsafe { ((map + i * PAGE) as *mut u64).write_volatile(k) };
-            let ns = t.elapsed().as_nanos() as u64;
-            w.max_ns.fetch_max(ns, Ordering::Relaxed);
-            w.pages.fetch_add(1, Ordering::Relaxed);
-            if w.stop.load(Ordering::Relaxed) {
-                return;
+/// The page shared with the writer process.
+#[repr(C)]
+struct Control {
+    /// Bumped by the parent to open a new window.
+    epoch: AtomicU64,
+    /// The epoch the writer last saw (its counters were reset then).
+    ack: AtomicU64,
+    /// The longest gap between two consecutive writes in this window, ns.
+    max_gap_ns: AtomicU64,
+    /// Writes in this window.
+    writes: AtomicU64,
+    /// Non-zero: the writer exits.
+    stop: AtomicU64,
+    /// Set by the writer once it is attached and writing; `u64::MAX` if it failed.
+    ready: AtomicU64,
+}
+
+/// A `MAP_SHARED` anonymous page holding a [`Control`], inherited by a forked child.
+struct SharedControl {
+    ptr: *mut Control,
+}
+
+impl SharedControl {
+    fn new() -> io::Result<Self> {
+        // SAFETY: a new shared anonymous mapping at an address of the kernel's choice.
+        let p = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                PAGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_SHARED | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if p == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(SharedControl { ptr: p.cast() })
+    }
+
+    fn get(&self) -> &Control {
+        // SAFETY: the page is mapped for our lifetime, zero-filled (every atomic 0), and
+        // only ever accessed through atomics.
+        unsafe { &*self.ptr }
+    }
+}
+
+impl Drop for SharedControl {
+    fn drop(&mut self) {
+        // SAFETY: our own mapping.
+        unsafe { libc::munmap(self.ptr.cast(), PAGE) };
+    }
+}
+
+/// The variable every version of the bench segment declares.
+fn the_var(size: u64) -> dsu_var {
+    raw::var("bench::snapshot", size, 0x736e_6170_7368_6f74)
+}
+
+/// Word `w` of page `p` as the creator writes it.
+fn fill_word(p: usize, w: usize) -> u64 {
+    let i = (p * (PAGE / 8) + w) as u64;
+    if w % 2 == 0 {
+        i
+    } else {
+        let mut x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        x ^= x >> 29;
+        x.wrapping_mul(0xbf58_476d_1ce4_e5b9)
+    }
+}
+
+/// The writer process's body: attaches `seg` as a version, then writes until told to stop.
+fn writer(seg: &str, size: u64, ctl: &Control) -> io::Result<()> {
+    let h = Handle::open()?;
+    h.attach(seg, DSU_ATTACH_MUST_EXIST)?;
+    let mut vars = [the_var(size)];
+    h.resolve(&mut vars)?;
+    h.bind_extents(&raw::extents(&vars), 0, "writer")?;
+    let map = Reservation::new(raw::pages_for(size) as usize * PAGE)?;
+    h.map_fixed(&map)?;
+    let pages = map.len / PAGE;
+    let clock = Instant::now();
+    let mut last = 0u64;
+    let (mut epoch, mut max_gap, mut writes) = (u64::MAX, 0u64, 0u64);
+    ctl.ready.store(1, Relaxed);
+    let mut i = 0u64;
+    while ctl.stop.load(Relaxed) == 0 {
+        i = i.wrapping_add(1);
+        let x = i.wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let page = (x >> 24) as usize % pages;
+        map.write(page * PAGE + (i as usize % (PAGE / 8)) * 8, i);
+        let now = clock.elapsed().as_nanos() as u64;
+        let gap = now - last;
+        last = now;
+        let e = ctl.epoch.load(Relaxed);
+        if e != epoch {
+            (epoch, max_gap, writes) = (e, 0, 0);
+            ctl.max_gap_ns.store(0, Relaxed);
+            ctl.writes.store(0, Relaxed);
+            ctl.ack.store(e, Relaxed);
+            continue;
+        }
+        writes += 1;
+        ctl.writes.store(writes, Relaxed);
+        if gap > max_gap {
+            max_gap = gap;
+            ctl.max_gap_ns.store(gap, Relaxed);
+        }
+    }
+    Ok(())
+}
+
+/// The bench segment: its creator version (which keeps it alive) and the writer process.
+struct Bench {
+    seg: String,
+    size: u64,
+    _creator: (Handle, Reservation),
+    ctl: SharedControl,
+    child: libc::pid_t,
+}
+
+impl Bench {
+    fn new(size: u64) -> io::Result<Bench> {
+        let seg = format!("bench-snapshot-{size}");
+        raw::destroy_quietly(&seg);
+        let h = Handle::open()?;
+        h.attach(&seg, DSU_ATTACH_MUST_CREATE)?;
+        let mut vars = [the_var(size)];
+        h.resolve(&mut vars)?;
+        h.bind_extents(&raw::extents(&vars), 0, "creator")?;
+        let map = Reservation::new(raw::pages_for(size) as usize * PAGE)?;
+        h.map_fixed(&map)?;
+        for p in 0..map.len / PAGE {
+            for w in 0..PAGE / 8 {
+                map.write(p * PAGE + w * 8, fill_word(p, w));
+            }
+        }
+        let ctl = SharedControl::new()?;
+        // SAFETY: dsu-bench is single-threaded here, so the child may run arbitrary code.
+        let child = unsafe { libc::fork() };
+        if child < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if child == 0 {
+            let status = match writer(&seg, size, ctl.get()) {
+                Ok(()) => 0,
+                Err(e) => {
+                    eprintln!("dsu-bench snapshot: writer: {e}");
+                    ctl.get().ready.store(u64::MAX, Relaxed);
+                    1
+                }
+            };
+            // SAFETY: _exit skips the parent's atexit handlers and destructors.
+            unsafe { libc::_exit(status) };
+        }
+        let b = Bench {
+            seg,
+            size,
+            _creator: (h, map),
+            ctl,
+            child,
+        };
+        let t0 = Instant::now();
+        loop {
+            match b.ctl.get().ready.load(Relaxed) {
+                1 => return Ok(b),
+                u64::MAX => return Err(io::Error::other("the writer process failed to attach")),
+                _ if t0.elapsed() > Duration::from_secs(60) => {
+                    return Err(io::Error::other("the writer process did not start"));
+                }
+                _ => std::thread::sleep(Duration::from_millis(1)),
             }
         }
     }
+
+    /// Runs `f` in a new measurement window: (writer's longest gap ns, writes per second,
+    /// `f`'s result, window length ns).
+    fn window<T>(&self, f: impl FnOnce() -> io::Result<T>) -> io::Result<(f64, f64, T, f64)> {
+        let ctl = self.ctl.get();
+        let e = ctl.epoch.fetch_add(1, Relaxed) + 1;
+        while ctl.ack.load(Relaxed) != e {
+            std::thread::yield_now();
+        }
+        // The writer writes again after its reset: the window starts at a write.
+        let w0 = ctl.writes.load(Relaxed);
+        while ctl.writes.load(Relaxed) == w0 {
+            std::hint::spin_loop();
+        }
+        let c = Clock::start();
+        let w1 = ctl.writes.load(Relaxed);
+        let r = f()?;
+        let ns = c.ns();
+        let writes = ctl.writes.load(Relaxed) - w1;
+        let gap = ctl.max_gap_ns.load(Relaxed) as f64;
+        Ok((gap, writes as f64 * 1e9 / ns, r, ns))
+    }
+
+    /// One snapshot: the ioctl, the whole image read, the fd closed. Returns the ioctl's
+    /// time, ns.
+    fn snapshot(&self, buf: &mut [u8]) -> io::Result<f64> {
+        let c = Clock::start();
+        let (fd, info) = Handle::open()?.snapshot(&self.seg)?;
+        let ioctl_ns = c.ns();
+        let bytes = info.pages * PAGE as u64;
+        if bytes < self.size {
+            return Err(io::Error::other(format!(
+                "the image has {bytes} bytes of pages, the segment {}",
+                self.size
+            )));
+        }
+        read_all(&fd, bytes, buf)?;
+        drop(fd);
+        Ok(ioctl_ns)
+    }
 }
 
-/// Resets the writer's counters, runs `f`, and returns (its result, the longest store
-/// during it, pages written per second during it).
-fn window<T>(w: &Writer, f: impl FnOnce() -> io::Result<T>) -> io::Result<(T, f64, f64)> {
-    w.max_ns.store(0, Ordering::Relaxed);
-    let before = w.pages.load(Ordering::Relaxed);
-    let t = Instant::now();
-    let r = f()?;
-    let secs = t.elapsed().as_secs_f64();
-    let written = (w.pages.load(Ordering::Relaxed) - before) as f64;
-    Ok((
-        r,
-        w.max_ns.load(Ordering::Relaxed) as f64,
-        written / secs.max(1e-9),
-    ))
+impl Bench {
+    /// Stops the writer process and waits for it.
+    fn stop_writer(&mut self) {
+        if self.child > 0 {
+            self.ctl.get().stop.store(1, Relaxed);
+            let mut status = 0;
+            // SAFETY: our own child, not yet waited for.
+            unsafe { libc::waitpid(self.child, &mut status, 0) };
+            self.child = 0;
+        }
+    }
 }
 
-/// Reads the whole image (segment pages) with pread; returns the bytes read.
-fn read_image(fd: &std::os::fd::OwnedFd, len: usize) -> io::Result<usize> {
-    let mut buf = vec![0u8; 1 << 20];
-    let mut at = 0usize;
-    while at < len {
-        // SAFETY: `buf` is writable for its length.
-        let n = unsafe {
+impl Drop for Bench {
+    fn drop(&mut self) {
+        self.stop_writer();
+        raw::destroy_quietly(&self.seg);
+    }
+}
+
+/// Reads `len` bytes of the image from offset 0 with `pread`.
+fn read_all(fd: &OwnedFd, len: u64, buf: &mut [u8]) -> io::Result<()> {
+    let mut off = 0u64;
+    while off < len {
+        let n = buf.len().min((len - off) as usize);
+        // SAFETY: `buf` is writable for `n` bytes.
+        let r = unsafe {
             libc::pread(
                 fd.as_raw_fd(),
                 buf.as_mut_ptr().cast(),
-                buf.len(),
-                at as i64,
+                n,
+                off as libc::off_t,
             )
         };
-        if n < 0 {
+        if r < 0 {
             return Err(io::Error::last_os_error());
         }
-        if n == 0 {
-            break;
+        if r == 0 {
+            return Err(io::Error::other(format!(
+                "the image ends at {off}, want {len}"
+            )));
         }
-        at += n as usize;
+        off += r as u64;
     }
-    Ok(at)
+    Ok(())
 }
 
-fn one_size(bytes: u64, trials: usize) -> io::Result<Trial> {
-    let seg = format!("dsu-bench-snapshot-{}", std::process::id());
-    raw::destroy_quietly(&seg);
-    let h = Handle::open()?;
-    h.attach(&seg, 0)?;
-    let mut vars = [raw::var("state", bytes, 1)];
-    h.resolve(&mut vars)?;
-    h.bind_extents(&raw::extents(&vars), 0, "bench")?;
-    let pages = raw::pages_for(bytes) as usize;
-    let at = Reservation::new(pages * PAGE)?;
-    h.map_fixed(&at)?;
-    let w = Arc::new(Writer {
-        stop: AtomicBool::new(false),
-        max_ns: AtomicU64::new(0),
-        pages: AtomicU64::new(0),
-    });
-    let (map, w2) = (at.ptr as usize, w.clone());
-    let writer = std::thread::spawn(move || write_loop(map, pages, &w2));
-    let result = (|| {
-        // Warm up: every page faulted in and written once.
-        std::thread::sleep(Duration::from_millis(200));
-        let mut out = Vec::new();
+/// A redis-server for the BGSAVE comparison, killed on drop.
+struct Redis {
+    child: std::process::Child,
+    port: String,
+    dir: String,
+}
+
+impl Redis {
+    fn start(port: u16) -> io::Result<Redis> {
+        let dir = format!("/tmp/dsu-bench-redis-{port}");
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir)?;
+        let port = port.to_string();
+        let child = Command::new("redis-server")
+            .args(["--port", &port, "--bind", "127.0.0.1", "--save", ""])
+            .args(["--appendonly", "no", "--enable-debug-command", "yes"])
+            .args(["--dir", &dir])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        let r = Redis { child, port, dir };
+        let t0 = Instant::now();
+        while r.cli(&["PING"]).map(|s| s.trim() != "PONG").unwrap_or(true) {
+            if t0.elapsed() > Duration::from_secs(60) {
+                return Err(io::Error::other("redis-server does not answer PING"));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Ok(r)
+    }
+
+    fn cli(&self, args: &[&str]) -> io::Result<String> {
+        let out = Command::new("redis-cli")
+            .args(["-p", &self.port])
+            .args(args)
+            .stdin(Stdio::null())
+            .output()?;
+        if !out.status.success() {
+            return Err(io::Error::other(format!(
+                "redis-cli {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn info(&self, section: &str, field: &str) -> io::Result<u64> {
+        let text = self.cli(&["INFO", section])?;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(field)?
+                    .strip_prefix(':')?
+                    .trim()
+                    .parse()
+                    .ok()
+            })
+            .ok_or_else(|| io::Error::other(format!("no {field} in INFO {section}: {text}")))
+    }
+
+    /// Loads about `bytes` of values (`DEBUG POPULATE`); returns `used_memory`.
+    fn populate(&self, bytes: u64) -> io::Result<u64> {
+        let (count, value) = if bytes <= 64 << 10 {
+            (1, bytes)
+        } else {
+            // A 1000-byte value costs about 1100 bytes with its key and dict entry.
+            (bytes / 1100, 1000)
+        };
+        let reply = self.cli(&[
+            "DEBUG",
+            "POPULATE",
+            &count.to_string(),
+            "k",
+            &value.to_string(),
+        ])?;
+        if reply.trim() != "OK" {
+            return Err(io::Error::other(format!("DEBUG POPULATE replied {reply}")));
+        }
+        self.info("memory", "used_memory")
+    }
+
+    /// One BGSAVE, waited for: its fork time, ns.
+    fn bgsave_fork_ns(&self) -> io::Result<f64> {
+        let reply = self.cli(&["BGSAVE"])?;
+        if !reply.contains("started") {
+            return Err(io::Error::other(format!("BGSAVE replied {reply}")));
+        }
+        let t0 = Instant::now();
+        while self.info("persistence", "rdb_bgsave_in_progress")? != 0 {
+            if t0.elapsed() > Duration::from_secs(600) {
+                return Err(io::Error::other("BGSAVE still running after 600 s"));
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = std::fs::remove_file(format!("{}/dump.rdb", self.dir));
+        Ok(self.info("stats", "latest_fork_usec")? as f64 * 1e3)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Runs `program args`, failing on a non-zero exit; its wall time, ns.
+fn timed(program: &str, args: &[&str]) -> io::Result<f64> {
+    let c = Clock::start();
+    let out = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .output()?;
+    let ns = c.ns();
+    if !out.status.success() {
+        return Err(io::Error::other(format!(
+            "{program} {}: {}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )));
+    }
+    Ok(ns)
+}
+
+/// The figures of one segment size.
+struct Row {
+    size: u64,
+    base_gap: Vec<f64>,
+    snap_gap: Vec<f64>,
+    ioctl: Vec<f64>,
+    snap_total: Vec<f64>,
+    base_rate: Vec<f64>,
+    snap_rate: Vec<f64>,
+    redis_used: Option<u64>,
+    fork: Vec<f64>,
+    /// (what, times ns, file bytes)
+    moves: Vec<(String, Vec<f64>, u64)>,
+}
+
+fn max(v: &[f64]) -> f64 {
+    v.iter().copied().fold(f64::NAN, f64::max)
+}
+
+fn mib_s(bytes: u64, ns: f64) -> String {
+    format!("{:.0}", bytes as f64 / (1 << 20) as f64 / (ns / 1e9))
+}
+
+/// `dsuctl save` and `restore` with and without zstd, and `cp`, `trials` times each.
+fn throughput(b: &Bench, trials: usize) -> io::Result<Vec<(String, Vec<f64>, u64)>> {
+    let (img, cp_src, cp_dst) = (
+        "/tmp/dsu-bench-snapshot.img",
+        "/tmp/dsu-bench-cp.src",
+        "/tmp/dsu-bench-cp.dst",
+    );
+    let restored = format!("{}-restored", b.seg);
+    // A file of the segment's size for cp, with the segment's bytes.
+    {
+        let (fd, info) = Handle::open()?.snapshot(&b.seg)?;
+        let mut f = std::fs::File::create(cp_src)?;
+        let mut buf = vec![0u8; 1 << 20];
+        let mut off = 0u64;
+        let len = info.pages * PAGE as u64;
+        while off < len {
+            let n = buf.len().min((len - off) as usize);
+            read_all_at(&fd, off, &mut buf[..n])?;
+            f.write_all(&buf[..n])?;
+            off += n as u64;
+        }
+        f.sync_all()?;
+    }
+    let mut rows: Vec<(String, Vec<f64>, u64)> = Vec::new();
+    for (label, zstd) in [("uncompressed", false), ("zstd", true)] {
+        let (mut save, mut restore) = (Vec::new(), Vec::new());
+        let mut file_bytes = 0;
         for _ in 0..trials {
-            let snap_ns = Duration::from_millis(300);
-            let (_, base_stall, base_rate) = window(&w, || {
-                std::thread::sleep(snap_ns);
-                Ok(())
-            })?;
-            let ((call_ns, read_rate), stall, rate) = window(&w, || {
-                let t = Instant::now();
-                let (fd, info) = h.snapshot(&seg)?;
-                let call_ns = t.elapsed().as_nanos() as f64;
-                let t = Instant::now();
-                let n = read_image(&fd, (info.pages as usize) * PAGE)?;
-                let read_rate = n as f64 / t.elapsed().as_secs_f64().max(1e-9);
-                // A short tail with the snapshot still open, so that small images are
-                // measured over a comparable window.
-                std::thread::sleep(Duration::from_millis(20));
-                drop(fd);
-                Ok((call_ns, read_rate))
-            })?;
-            out.push(Trial {
-                call_ns,
-                stall_ns: stall,
-                base_stall_ns: base_stall,
-                rate_ratio: rate / base_rate.max(1.0),
-                read_bytes_per_s: read_rate,
+            let _ = std::fs::remove_file(img);
+            let mut args = vec!["save"];
+            if zstd {
+                args.push("--zstd");
+            }
+            args.extend([b.seg.as_str(), img]);
+            save.push(timed("dsuctl", &args)?);
+            file_bytes = std::fs::metadata(img)?.len();
+            raw::destroy_quietly(&restored);
+            restore.push(timed("dsuctl", &["restore", img, "--name", &restored])?);
+            raw::destroy_quietly(&restored);
+        }
+        let _ = std::fs::remove_file(img);
+        rows.push((format!("dsuctl save ({label})"), save, file_bytes));
+        rows.push((format!("dsuctl restore ({label})"), restore, file_bytes));
+    }
+    let mut cp = Vec::new();
+    for _ in 0..trials {
+        let _ = std::fs::remove_file(cp_dst);
+        cp.push(timed("cp", &[cp_src, cp_dst])?);
+    }
+    let _ = std::fs::remove_file(cp_dst);
+    let bytes = std::fs::metadata(cp_src)?.len();
+    let _ = std::fs::remove_file(cp_src);
+    rows.push(("cp (same size)".into(), cp, bytes));
+    Ok(rows)
+}
+
+fn read_all_at(fd: &OwnedFd, off: u64, buf: &mut [u8]) -> io::Result<()> {
+    let mut done = 0;
+    while done < buf.len() {
+        // SAFETY: `buf[done..]` is writable.
+        let r = unsafe {
+            libc::pread(
+                fd.as_raw_fd(),
+                buf[done..].as_mut_ptr().cast(),
+                buf.len() - done,
+                (off + done as u64) as libc::off_t,
+            )
+        };
+        if r <= 0 {
+            return Err(if r < 0 {
+                io::Error::last_os_error()
+            } else {
+                io::Error::other("short image")
             });
         }
-        let m = |f: fn(&Trial) -> f64| median(&out.iter().map(f).collect::<Vec<_>>());
-        Ok(Trial {
-            call_ns: m(|t| t.call_ns),
-            stall_ns: m(|t| t.stall_ns),
-            base_stall_ns: m(|t| t.base_stall_ns),
-            rate_ratio: m(|t| t.rate_ratio),
-            read_bytes_per_s: m(|t| t.read_bytes_per_s),
-        })
-    })();
-    w.stop.store(true, Ordering::Relaxed);
-    let _ = writer.join();
-    drop(at);
-    let _ = h.destroy(&seg);
-    result
+        done += r as usize;
+    }
+    Ok(())
 }
 
-/// `dsu-bench snapshot [--trials T] BYTES...`: prints the table (see the module docs).
-pub fn run(sizes: &[u64], trials: usize, out: &mut impl Write) -> io::Result<()> {
+/// Measures every size and prints the tables.
+pub fn run(o: &Options, out: &mut dyn Write) -> io::Result<()> {
     if !raw::available() {
-        return Err(io::Error::other("no /dev/dsu: load the module first"));
+        return Err(io::Error::other("no /dev/dsu: load dsu.ko first"));
     }
+    let mut rows = Vec::new();
+    let mut buf = vec![0u8; 1 << 20];
+    for &size in &o.sizes {
+        eprintln!("dsu-bench snapshot: {} ...", fmt_size(size));
+        let redis = if o.redis {
+            let r = Redis::start(16_500)?;
+            let used = r.populate(size)?;
+            Some((r, used))
+        } else {
+            None
+        };
+        let b = Bench::new(size)?;
+        let mut row = Row {
+            size,
+            base_gap: Vec::new(),
+            snap_gap: Vec::new(),
+            ioctl: Vec::new(),
+            snap_total: Vec::new(),
+            base_rate: Vec::new(),
+            snap_rate: Vec::new(),
+            redis_used: redis.as_ref().map(|r| r.1),
+            fork: Vec::new(),
+            moves: Vec::new(),
+        };
+        // A first snapshot sizes the baseline windows; it is not counted.
+        let (_, _, _, mut last_ns) = b.window(|| b.snapshot(&mut buf))?;
+        for _ in 0..o.trials {
+            let wait = Duration::from_nanos(last_ns as u64);
+            let (gap, rate, (), _) = b.window(|| {
+                std::thread::sleep(wait);
+                Ok(())
+            })?;
+            row.base_gap.push(gap);
+            row.base_rate.push(rate);
+            let (gap, rate, ioctl, ns) = b.window(|| b.snapshot(&mut buf))?;
+            row.snap_gap.push(gap);
+            row.snap_rate.push(rate);
+            row.ioctl.push(ioctl);
+            row.snap_total.push(ns);
+            last_ns = ns;
+            if let Some((r, _)) = &redis {
+                row.fork.push(r.bgsave_fork_ns()?);
+            }
+        }
+        drop(redis);
+        // The writer stops before the copies are timed.
+        let mut b = b;
+        b.stop_writer();
+        if o.throughput {
+            row.moves = throughput(&b, o.trials.min(3))?;
+        }
+        drop(b);
+        rows.push(row);
+    }
+    print_tables(o, &rows, out)
+}
+
+fn print_tables(o: &Options, rows: &[Row], out: &mut dyn Write) -> io::Result<()> {
     writeln!(
         out,
-        "| segment | SNAPSHOT call | longest stall during a snapshot | longest stall without | write rate during / without | save read |"
+        "\n### Snapshot pause: the writer's longest gap between two writes ({} trials; median / max)\n",
+        o.trials
     )?;
-    writeln!(out, "| --- | --- | --- | --- | --- | --- |")?;
-    for &bytes in sizes {
-        let t = one_size(bytes, trials)?;
+    writeln!(
+        out,
+        "| segment | no snapshot | during a snapshot | SNAPSHOT ioctl | snapshot, image read, close | redis-server used_memory | BGSAVE fork (latest_fork_usec) |"
+    )?;
+    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |")?;
+    let pair = |v: &[f64]| format!("{} / {}", fmt_ns(median(v)), fmt_ns(max(v)));
+    for r in rows {
         writeln!(
             out,
-            "| {} | {} | {} | {} | {:.2} | {}/s |",
-            fmt_size(bytes),
-            fmt_ns(t.call_ns),
-            fmt_ns(t.stall_ns),
-            fmt_ns(t.base_stall_ns),
-            t.rate_ratio,
-            fmt_size(t.read_bytes_per_s as u64)
+            "| {} | {} | {} | {} | {} | {} | {} |",
+            fmt_size(r.size),
+            pair(&r.base_gap),
+            pair(&r.snap_gap),
+            fmt_ns(median(&r.ioctl)),
+            fmt_ns(median(&r.snap_total)),
+            r.redis_used.map_or("n/a".into(), fmt_size),
+            if r.fork.is_empty() {
+                "n/a".into()
+            } else {
+                pair(&r.fork)
+            },
         )?;
-        out.flush()?;
+    }
+    if let (Some(small), Some(big)) = (rows.first(), rows.last())
+        && rows.len() > 1
+    {
+        let ratio = median(&big.snap_gap) / median(&small.snap_gap);
+        writeln!(
+            out,
+            "\nGoal: pause within 2x from {} to {}: {:.2}x, {}.",
+            fmt_size(small.size),
+            fmt_size(big.size),
+            ratio,
+            if ratio <= 2.0 { "met" } else { "missed" }
+        )?;
+        if !big.fork.is_empty() {
+            let (p, f) = (median(&big.snap_gap), median(&big.fork));
+            writeln!(
+                out,
+                "Goal: pause below redis-server's fork at {}: {} vs {}, {}.",
+                fmt_size(big.size),
+                fmt_ns(p),
+                fmt_ns(f),
+                if p < f { "met" } else { "missed" }
+            )?;
+        }
     }
     writeln!(
         out,
-        "(medians of {trials} trials; one writer thread sweeping the segment)"
+        "\n### Write slowdown during a snapshot (writes per second, medians)\n"
     )?;
+    writeln!(out, "| segment | normal | during a snapshot | ratio |")?;
+    writeln!(out, "| --- | --- | --- | --- |")?;
+    for r in rows {
+        let (n, d) = (median(&r.base_rate), median(&r.snap_rate));
+        writeln!(
+            out,
+            "| {} | {:.0} | {:.0} | {:.2} |",
+            fmt_size(r.size),
+            n,
+            d,
+            d / n
+        )?;
+    }
+    if rows.iter().any(|r| !r.moves.is_empty()) {
+        writeln!(
+            out,
+            "\n### Save and restore throughput (MiB of segment per second, median)\n"
+        )?;
+        writeln!(out, "| segment | what | MiB/s | time | file |")?;
+        writeln!(out, "| --- | --- | --- | --- | --- |")?;
+        for r in rows {
+            for (what, times, file) in &r.moves {
+                writeln!(
+                    out,
+                    "| {} | {what} | {} | {} | {} |",
+                    fmt_size(r.size),
+                    mib_s(r.size, median(times)),
+                    fmt_ns(median(times)),
+                    fmt_size(*file)
+                )?;
+            }
+        }
+    }
     Ok(())
 }
