@@ -560,7 +560,7 @@ fn point_in_time() -> TestResult {
     let mut previous: Option<Image> = None;
     let mut last_file = String::new();
     for i in 0..SNAPSHOTS {
-        let file = format!("/tmp/kvsnap-{i}.dsus");
+        let file = format!("/tmp/kvsnap-{i}.dsusnap");
         let before = load.msets.load(Relaxed);
         let t = Instant::now();
         dsuctl(&["save", SEGMENT, &file])?;
@@ -681,7 +681,7 @@ fn existing_and_owner() -> TestResult {
     const SEG: &str = "kvown";
     const RESTORED: &str = "kvown-u";
     const OWN_PORT: u16 = 16432;
-    let file = "/tmp/kvown.dsus";
+    let file = "/tmp/kvown.dsusnap";
     destroy(SEG);
     destroy(RESTORED);
     let kv = {

@@ -495,14 +495,14 @@ fn throughput(b: &Bench, trials: usize) -> io::Result<Vec<(String, Vec<f64>, u64
         f.sync_all()?;
     }
     let mut rows: Vec<(String, Vec<f64>, u64)> = Vec::new();
-    for (label, zstd) in [("uncompressed", false), ("zstd", true)] {
+    for (label, zstd) in [("uncompressed", false), ("zstd, --compress", true)] {
         let (mut save, mut restore) = (Vec::new(), Vec::new());
         let mut file_bytes = 0;
         for _ in 0..trials {
             let _ = std::fs::remove_file(img);
             let mut args = vec!["save"];
             if zstd {
-                args.push("--zstd");
+                args.push("--compress");
             }
             args.extend([b.seg.as_str(), img]);
             save.push(timed("dsuctl", &args)?);
