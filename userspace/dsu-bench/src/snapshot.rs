@@ -12,7 +12,7 @@
 //! 1. a baseline window as long as the last snapshot took: the writer's longest gap
 //!    between two consecutive writes, and its writes per second;
 //! 2. a snapshot window: `DSU_IOC_SNAPSHOT`, reading the whole image from its fd (into a
-//!    buffer, discarded), and closing it; the writer's longest gap (the **pause**: the
+//!    buffer, discarded; its rate is the *image read* column), and closing it; the writer's longest gap (the **pause**: the
 //!    longest any writing version was held up by the snapshot, its copy-on-write faults
 //!    included) and writes per second (the **write slowdown** is their ratio to 1);
 //! 3. `BGSAVE` on a `redis-server` holding about as many bytes (`DEBUG POPULATE`), waited
@@ -257,8 +257,8 @@ impl Bench {
     }
 
     /// One snapshot: the ioctl, the whole image read, the fd closed. Returns the ioctl's
-    /// time, ns.
-    fn snapshot(&self, buf: &mut [u8]) -> io::Result<f64> {
+    /// time and the image read's, ns.
+    fn snapshot(&self, buf: &mut [u8]) -> io::Result<(f64, f64)> {
         let c = Clock::start();
         let (fd, info) = Handle::open()?.snapshot(&self.seg)?;
         let ioctl_ns = c.ns();
@@ -270,8 +270,9 @@ impl Bench {
             )));
         }
         read_all(&fd, bytes, buf)?;
+        let read_ns = c.ns() - ioctl_ns;
         drop(fd);
-        Ok(ioctl_ns)
+        Ok((ioctl_ns, read_ns))
     }
 }
 
@@ -454,6 +455,8 @@ struct Row {
     base_gap: Vec<f64>,
     snap_gap: Vec<f64>,
     ioctl: Vec<f64>,
+    /// Reading the whole image from the fd, ns.
+    read: Vec<f64>,
     snap_total: Vec<f64>,
     base_rate: Vec<f64>,
     snap_rate: Vec<f64>,
@@ -561,9 +564,13 @@ pub fn run(o: &Options, out: &mut dyn Write) -> io::Result<()> {
     for &size in &o.sizes {
         eprintln!("dsu-bench snapshot: {} ...", fmt_size(size));
         let redis = if o.redis {
-            let r = Redis::start(16_500)?;
-            let used = r.populate(size)?;
-            Some((r, used))
+            match Redis::start(16_500).and_then(|r| Ok((r.populate(size)?, r))) {
+                Ok((used, r)) => Some((r, used)),
+                Err(e) => {
+                    eprintln!("dsu-bench snapshot: no BGSAVE comparison: {e}");
+                    None
+                }
+            }
         } else {
             None
         };
@@ -573,6 +580,7 @@ pub fn run(o: &Options, out: &mut dyn Write) -> io::Result<()> {
             base_gap: Vec::new(),
             snap_gap: Vec::new(),
             ioctl: Vec::new(),
+            read: Vec::new(),
             snap_total: Vec::new(),
             base_rate: Vec::new(),
             snap_rate: Vec::new(),
@@ -590,10 +598,11 @@ pub fn run(o: &Options, out: &mut dyn Write) -> io::Result<()> {
             })?;
             row.base_gap.push(gap);
             row.base_rate.push(rate);
-            let (gap, rate, ioctl, ns) = b.window(|| b.snapshot(&mut buf))?;
+            let (gap, rate, (ioctl, read), ns) = b.window(|| b.snapshot(&mut buf))?;
             row.snap_gap.push(gap);
             row.snap_rate.push(rate);
             row.ioctl.push(ioctl);
+            row.read.push(read);
             row.snap_total.push(ns);
             last_ns = ns;
             if let Some((r, _)) = &redis {
@@ -605,7 +614,10 @@ pub fn run(o: &Options, out: &mut dyn Write) -> io::Result<()> {
         let mut b = b;
         b.stop_writer();
         if o.throughput {
-            row.moves = throughput(&b, o.trials.min(3))?;
+            row.moves = throughput(&b, o.trials.min(3)).unwrap_or_else(|e| {
+                eprintln!("dsu-bench snapshot: save/restore not timed: {e}");
+                vec![(format!("save/restore failed: {e}"), vec![f64::NAN], 0)]
+            });
         }
         drop(b);
         rows.push(row);
@@ -621,18 +633,19 @@ fn print_tables(o: &Options, rows: &[Row], out: &mut dyn Write) -> io::Result<()
     )?;
     writeln!(
         out,
-        "| segment | no snapshot | during a snapshot | SNAPSHOT ioctl | snapshot, image read, close | redis-server used_memory | BGSAVE fork (latest_fork_usec) |"
+        "| segment | no snapshot | during a snapshot | SNAPSHOT ioctl | image read | snapshot, image read, close | redis-server used_memory | BGSAVE fork (latest_fork_usec) |"
     )?;
-    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- |")?;
+    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |")?;
     let pair = |v: &[f64]| format!("{} / {}", fmt_ns(median(v)), fmt_ns(max(v)));
     for r in rows {
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} MiB/s | {} | {} | {} |",
             fmt_size(r.size),
             pair(&r.base_gap),
             pair(&r.snap_gap),
             fmt_ns(median(&r.ioctl)),
+            mib_s(r.size, median(&r.read)),
             fmt_ns(median(&r.snap_total)),
             r.redis_used.map_or("n/a".into(), fmt_size),
             if r.fork.is_empty() {
@@ -704,4 +717,20 @@ fn print_tables(o: &Options, rows: &[Row], out: &mut dyn Write) -> io::Result<()
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("4K"), Some(4096));
+        assert_eq!(parse_size("64M"), Some(64 << 20));
+        assert_eq!(parse_size("1g"), Some(1 << 30));
+        assert_eq!(parse_size("4096"), Some(4096));
+        assert_eq!(parse_size("0"), None);
+        assert_eq!(parse_size("M"), None);
+        assert_eq!(parse_size("--x"), None);
+    }
 }
