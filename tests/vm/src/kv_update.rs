@@ -226,6 +226,11 @@ impl Server {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
+    /// The server's process id.
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     /// Waits until the server says it serves (it has listened and attached).
     pub(crate) fn wait_serving(&mut self, timeout: Duration) -> TestResult {
         let t0 = Instant::now();
