@@ -19,7 +19,7 @@
 //!    for, and its `latest_fork_usec`: how long Redis's event loop stopped to fork.
 //!
 //! Then, with the writer stopped, `dsuctl save` and `dsuctl restore` (with and without
-//! zstd) are timed against `cp` of a file of the segment's size.
+//! zstd) are timed against `cp` of a file of the segment's size (at most two trials each).
 
 use crate::raw::{self, Handle, PAGE, Reservation};
 use crate::stats::{Clock, fmt_ns, fmt_size, median};
@@ -614,7 +614,7 @@ pub fn run(o: &Options, out: &mut dyn Write) -> io::Result<()> {
         let mut b = b;
         b.stop_writer();
         if o.throughput {
-            row.moves = throughput(&b, o.trials.min(3)).unwrap_or_else(|e| {
+            row.moves = throughput(&b, o.trials.min(2)).unwrap_or_else(|e| {
                 eprintln!("dsu-bench snapshot: save/restore not timed: {e}");
                 vec![(format!("save/restore failed: {e}"), vec![f64::NAN], 0)]
             });
