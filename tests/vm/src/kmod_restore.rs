@@ -15,7 +15,8 @@ use nix::errno::Errno;
 
 const P: u64 = PAGE as u64;
 
-mod raw {
+/// The RESTORE ioctls, raw (also used by `snapshot_kv`'s negative control).
+pub mod raw {
     use dsu_uapi::*;
     nix::ioctl_write_ptr!(restore, DSU_IOC_MAGIC, DSU_IOC_NR_RESTORE, dsu_restore);
     nix::ioctl_readwrite!(

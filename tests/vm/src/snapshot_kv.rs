@@ -41,6 +41,7 @@
 //! holder died; that one pair is the only mismatch tolerated.
 
 use crate::kmod_ioctl::Dsu;
+use crate::kmod_restore::raw;
 use crate::kv_update::{Client, Reply, Server};
 use crate::util::{as_user, insmod, rmmod, sh};
 use crate::{Failure, Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
@@ -821,24 +822,6 @@ fn existing_and_owner() -> TestResult {
     as_user(1000, 1000, &[], || dsuctl(&["destroy", RESTORED]).map(drop))?;
     std::fs::remove_file(file)?;
     Ok(())
-}
-
-mod raw {
-    use dsu_uapi::*;
-    nix::ioctl_write_ptr!(restore, DSU_IOC_MAGIC, DSU_IOC_NR_RESTORE, dsu_restore);
-    nix::ioctl_readwrite!(
-        restore_var,
-        DSU_IOC_MAGIC,
-        DSU_IOC_NR_RESTORE_VAR,
-        dsu_restore_var
-    );
-    nix::ioctl_write_ptr!(
-        restore_heap,
-        DSU_IOC_MAGIC,
-        DSU_IOC_NR_RESTORE_HEAP,
-        dsu_restore_heap
-    );
-    nix::ioctl_none!(restore_commit, DSU_IOC_MAGIC, DSU_IOC_NR_RESTORE_COMMIT);
 }
 
 /// Copies the live segment `src` to a new segment `dst` the way a snapshot without the
