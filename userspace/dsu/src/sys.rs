@@ -529,6 +529,18 @@ pub struct Device {
     segment: String,
 }
 
+/// A segment's permission bits (ATTACH, RESTORE): at most 0777.
+fn check_mode(mode: u32) -> Result<()> {
+    if mode > 0o777 {
+        return Err(Error::InvalidName {
+            what: "mode",
+            name: format!("{mode:o}"),
+            why: "it must be at most 0777".into(),
+        });
+    }
+    Ok(())
+}
+
 fn size32<T>() -> u32 {
     size_of::<T>() as u32
 }
@@ -675,13 +687,7 @@ impl Device {
         owner: Option<u32>,
     ) -> Result<bool> {
         names::check_segment(segment)?;
-        if mode > 0o777 {
-            return Err(Error::InvalidName {
-                what: "mode",
-                name: format!("{mode:o}"),
-                why: "it must be at most 0777".into(),
-            });
-        }
+        check_mode(mode)?;
         let mut a = u::dsu_attach {
             size: size32::<u::dsu_attach>(),
             flags: create.flags() | owner.map_or(0, |_| u::DSU_ATTACH_OWNER),
@@ -1544,13 +1550,7 @@ impl Device {
     /// ```
     pub fn restore(&mut self, segment: &str, mode: u32) -> Result<()> {
         names::check_segment(segment)?;
-        if mode > 0o777 {
-            return Err(Error::InvalidName {
-                what: "mode",
-                name: format!("{mode:o}"),
-                why: "it must be at most 0777".into(),
-            });
-        }
+        check_mode(mode)?;
         let mut r = u::dsu_restore {
             size: size32::<u::dsu_restore>(),
             mode,

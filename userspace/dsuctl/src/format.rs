@@ -5,6 +5,17 @@ use dsu::sys::{Event, EventKind, GcReport, SegmentInfo, VariableInfo, VersionInf
 use dsu::typedesc::TypeDesc;
 use serde::Serialize;
 
+/// The columns of a variable table (`dsuctl show`, `dsuctl inspect`).
+pub const VARIABLE_COLUMNS: [&str; 7] = [
+    "NAME",
+    "SIZE",
+    "PAGES",
+    "FINGERPRINT",
+    "CREATED BY",
+    "CREATED AT",
+    "TYPE",
+];
+
 /// A segment as `list --json` prints it.
 #[derive(Serialize, Debug, PartialEq)]
 pub struct SegmentJson {
@@ -429,18 +440,7 @@ pub fn show_text(
             ]
         })
         .collect();
-    out.push_str(&table(
-        &[
-            "NAME",
-            "SIZE",
-            "PAGES",
-            "FINGERPRINT",
-            "CREATED BY",
-            "CREATED AT",
-            "TYPE",
-        ],
-        &rows,
-    ));
+    out.push_str(&table(&VARIABLE_COLUMNS, &rows));
     if verbose {
         for (i, v) in vars.iter().enumerate() {
             let Some(t) = type_of(i).filter(|t| !t.fields.is_empty()) else {

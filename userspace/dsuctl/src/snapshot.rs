@@ -5,7 +5,7 @@
 //! `kv.2026-12-01T06:31:28.123Z.dsusnap`, so that the names sort by time; pruning removes
 //! the oldest files of that pattern (and no other file) beyond the newest N.
 
-use crate::format::{HeapAllocatorJson, TypeJson, table, utc};
+use crate::format::{HeapAllocatorJson, TypeJson, VARIABLE_COLUMNS, table, utc};
 use dsu::snapshot::{self, ImageInfo, RestoreOptions, SaveOptions, Segment, SnapshotInfo};
 use dsu::typedesc::TypeDesc;
 use serde::Serialize;
@@ -414,18 +414,7 @@ pub fn inspect_text(i: &ImageInfo) -> String {
             ]
         })
         .collect();
-    out.push_str(&table(
-        &[
-            "NAME",
-            "SIZE",
-            "PAGES",
-            "FINGERPRINT",
-            "CREATED BY",
-            "CREATED AT",
-            "TYPE",
-        ],
-        &rows,
-    ));
+    out.push_str(&table(&VARIABLE_COLUMNS, &rows));
     out
 }
 
