@@ -88,6 +88,8 @@ impl MiscDevice for Handle {
             ioctl::RESTORE_HEAP => restore::restore_heap(&handle, arg),
             ioctl::RESTORE_COMMIT => handle.commit_restore(registry),
             ioctl::SNAPSHOT => crate::snapshot::snapshot(registry, arg),
+            ioctl::LOCK_TOKEN => registry.lock_owners().issue(arg),
+            ioctl::LOCK_OWNER => registry.lock_owners().query(arg),
             _ => Err(ENOTTY),
         }
     }

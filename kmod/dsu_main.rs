@@ -18,6 +18,7 @@ pub mod handle;
 pub mod heap;
 pub mod kernel_ext;
 pub mod limits;
+pub mod lock_owner;
 pub mod mapping;
 pub mod registry;
 pub mod restore;

@@ -98,6 +98,12 @@ pub fn window(seg: &Segment) -> (u64, u64) {
     (seg.id.saturating_mul(WINDOW_PAGES), WINDOW_PAGES)
 }
 
+/// The window (first page, pages) that page offset `pgoff` of the module's address space
+/// lies in.
+pub fn window_of(pgoff: u64) -> (u64, u64) {
+    (pgoff & !(WINDOW_PAGES - 1), WINDOW_PAGES)
+}
+
 /// Installs page `page` of `map` (a page of `seg`'s file) at the faulting address.
 fn fault_in(map: &PageMap, seg: &Segment, page: u64, vmf: &VmFault) -> FaultResult {
     match map.file_page(page).and_then(|i| seg.file_page(i)) {

@@ -26,6 +26,7 @@ use crate::{
     accounting::Accounting,
     kernel_ext::{cred::current_fsuid, ns::current_ipc_ns_key},
     limits,
+    lock_owner::LockOwners,
     segment::{AttrChange, Charges, Segment, MAY_READ},
     uapi::{dsu_segment_info, SegName, DSU_DEFAULT_MODE},
     version::EventQueue,
@@ -72,6 +73,9 @@ pub struct Registry {
     inner: Mutex<Inner>,
     /// What each user holds.
     accounting: Arc<Accounting>,
+    /// Lock tokens (`lock_owner.rs`).
+    #[pin]
+    lock_owners: LockOwners,
 }
 
 impl Registry {
@@ -79,6 +83,7 @@ impl Registry {
     pub fn new(accounting: Arc<Accounting>) -> impl PinInit<Self> {
         pin_init!(Self {
             accounting,
+            lock_owners <- LockOwners::new(),
             inner <- new_mutex!(
                 Inner {
                     named: RBTree::new(),
@@ -91,6 +96,11 @@ impl Registry {
                 "dsu_registry"
             ),
         })
+    }
+
+    /// The lock token table.
+    pub fn lock_owners(&self) -> &LockOwners {
+        &self.lock_owners
     }
 
     /// Opens or creates segment `name` of the caller's IPC namespace and attaches a

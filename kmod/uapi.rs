@@ -70,6 +70,8 @@ plain_data! {
     dsu_restore_var => 240,
     dsu_restore_heap => 32,
     dsu_snapshot => 144,
+    dsu_lock_token => 16,
+    dsu_lock_owner => 32,
 }
 
 /// ioctl command numbers, dispatched on the whole command: type, number, direction and
@@ -126,6 +128,10 @@ pub mod ioctl {
     pub const RESTORE_COMMIT: u32 = _IO(MAGIC, DSU_IOC_NR_RESTORE_COMMIT);
     /// `DSU_IOC_SNAPSHOT`.
     pub const SNAPSHOT: u32 = _IOWR::<dsu_snapshot>(MAGIC, DSU_IOC_NR_SNAPSHOT);
+    /// `DSU_IOC_LOCK_TOKEN`.
+    pub const LOCK_TOKEN: u32 = _IOWR::<dsu_lock_token>(MAGIC, DSU_IOC_NR_LOCK_TOKEN);
+    /// `DSU_IOC_LOCK_OWNER`.
+    pub const LOCK_OWNER: u32 = _IOWR::<dsu_lock_owner>(MAGIC, DSU_IOC_NR_LOCK_OWNER);
 }
 
 /// Largest struct or record size accepted (the tail beyond what the kernel knows must be

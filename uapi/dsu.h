@@ -584,6 +584,56 @@ struct dsu_restore_heap {
 };
 
 /* ---------------------------------------------------------------------------------- */
+/* Lock owners: DSU_IOC_LOCK_TOKEN and DSU_IOC_LOCK_OWNER.                             */
+/*
+ * A robust lock in shared memory (dsu::sync::Mutex) records its holder's *lock token*
+ * beside the holder's thread id. The kernel marks the lock FUTEX_OWNER_DIED when the
+ * holder dies, but not when the lock word is copied somewhere its holder never was: into a
+ * snapshot that is restored as a new segment, or across a module reload or a reboot. A
+ * waiter on such a copy asks the module whether the recorded holder can still release it.
+ *
+ * DSU_IOC_LOCK_TOKEN (any /dev/dsu file, any state): returns the calling process's lock
+ * token, issued on its first call and the same for every thread of the process until it
+ * exits or execs (a child of fork gets its own). A token has DSU_LOCK_TOKEN_ISSUED set;
+ * it names this module instance (a reload issues tokens no earlier one did). The module
+ * keeps one small record per live process that asked (charged to its memory cgroup);
+ * past DSU_LOCK_TOKENS_MAX records: EAGAIN (the caller then holds locks with a token of
+ * its own, without DSU_LOCK_TOKEN_ISSUED, which no waiter ever declares gone).
+ *
+ * DSU_IOC_LOCK_OWNER (any /dev/dsu file): `addr` is the address of a lock word in the
+ * caller's MAP_SHARED mapping (a segment's variables, its heap, any shared file), `token`
+ * the token its holder recorded. `state` says:
+ *   - DSU_LOCK_OWNER_LIVE: the token's process is alive and maps the same memory (for a
+ *     segment's variables: a mapping of the same segment), so it may release the lock;
+ *   - DSU_LOCK_OWNER_GONE: it cannot: the token was issued by this module instance to a
+ *     process that has exited or execed, or that maps no part of that memory (the lock
+ *     word was copied: a restored snapshot), or by an earlier module instance;
+ *   - DSU_LOCK_OWNER_UNKNOWN: the module cannot tell (a token it never issued).
+ * `addr` not in a MAP_SHARED file mapping of the caller: EFAULT. flags must be 0.
+ */
+#define DSU_LOCK_TOKEN_ISSUED 0x8000000000000000ULL /* bit 63 */
+#define DSU_LOCK_TOKENS_MAX 65536
+
+struct dsu_lock_token {
+	__u32 size;    /* in: sizeof(struct dsu_lock_token) */
+	__u32 flags;   /* in: 0 */
+	__u64 token;   /* out: the calling process's lock token */
+};
+
+#define DSU_LOCK_OWNER_LIVE 1
+#define DSU_LOCK_OWNER_GONE 2
+#define DSU_LOCK_OWNER_UNKNOWN 3
+
+struct dsu_lock_owner {
+	__u32 size;    /* in: sizeof(struct dsu_lock_owner) */
+	__u32 flags;   /* in: 0 */
+	__u64 token;   /* in: the token the lock's holder recorded */
+	__u64 addr;    /* in: the lock word's address in the caller */
+	__u32 state;   /* out: DSU_LOCK_OWNER_LIVE, _GONE or _UNKNOWN */
+	__u32 __pad;   /* in: 0 */
+};
+
+/* ---------------------------------------------------------------------------------- */
 
 #define DSU_IOC_MAGIC 0xD5
 
@@ -607,6 +657,8 @@ struct dsu_restore_heap {
 #define DSU_IOC_NR_RESTORE_VAR 0x1A
 #define DSU_IOC_NR_RESTORE_HEAP 0x1B
 #define DSU_IOC_NR_RESTORE_COMMIT 0x1C
+#define DSU_IOC_NR_LOCK_TOKEN 0x1D
+#define DSU_IOC_NR_LOCK_OWNER 0x1E
 
 #define DSU_IOC_ATTACH _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_ATTACH, struct dsu_attach)
 /* ATTACH as API version 1 encoded it: the 80-byte struct, without owner and event_size. */
@@ -634,5 +686,7 @@ struct dsu_restore_heap {
 #define DSU_IOC_RESTORE_VAR _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_RESTORE_VAR, struct dsu_restore_var)
 #define DSU_IOC_RESTORE_HEAP _IOW(DSU_IOC_MAGIC, DSU_IOC_NR_RESTORE_HEAP, struct dsu_restore_heap)
 #define DSU_IOC_RESTORE_COMMIT _IO(DSU_IOC_MAGIC, DSU_IOC_NR_RESTORE_COMMIT)
+#define DSU_IOC_LOCK_TOKEN _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_LOCK_TOKEN, struct dsu_lock_token)
+#define DSU_IOC_LOCK_OWNER _IOWR(DSU_IOC_MAGIC, DSU_IOC_NR_LOCK_OWNER, struct dsu_lock_owner)
 
 #endif /* _UAPI_LINUX_DSU_H */

@@ -285,6 +285,12 @@ impl DeviceMappings {
         }
     }
 
+    /// Whether `mapping` (an address space's address) is the module's address space.
+    pub fn is_module_mapping(mapping: usize) -> bool {
+        let ours = MAPPING.load(Ordering::Acquire);
+        !ours.is_null() && ours as usize == mapping
+    }
+
     /// Unmaps pages `[first, first + count)` of the address space from every process: the
     /// next access to any of them faults. `count` 0: to the end.
     pub fn zap(first: u64, count: u64) {

@@ -14,6 +14,7 @@
 #include <linux/nsproxy.h>
 #include <linux/pagemap.h>
 #include <linux/pagevec.h>
+#include <linux/random.h>
 #include <linux/sched.h>
 #include <linux/sched/mm.h>
 #include <linux/sched/signal.h>
@@ -177,4 +178,101 @@ void dsu_lock_barrier(struct address_space *mapping, pgoff_t start, pgoff_t end,
 		folio_batch_release(&fbatch);
 		cond_resched();
 	}
+}
+
+/* Takes an mm_count reference on the caller's mm (NULL for a kernel thread). */
+struct mm_struct *dsu_current_mm_grab(void);
+struct mm_struct *dsu_current_mm_grab(void)
+{
+	struct mm_struct *mm = current->mm;
+
+	if (mm)
+		mmgrab(mm);
+	return mm;
+}
+
+void dsu_mmgrab(struct mm_struct *mm);
+void dsu_mmgrab(struct mm_struct *mm)
+{
+	mmgrab(mm);
+}
+
+void dsu_mmdrop(struct mm_struct *mm);
+void dsu_mmdrop(struct mm_struct *mm)
+{
+	mmdrop(mm);
+}
+
+/* Whether the mm's process is still using it (exit and exec drop mm_users to 0). */
+bool dsu_mm_alive(struct mm_struct *mm);
+bool dsu_mm_alive(struct mm_struct *mm)
+{
+	return atomic_read(&mm->mm_users) > 0;
+}
+
+/*
+ * The file mapping at `addr` in the caller's mm, if MAP_SHARED: its address_space (for
+ * comparison only) and the page offset of `addr` in it. -EFAULT if there is none.
+ */
+int dsu_current_shared_region(unsigned long addr, struct address_space **mapping, pgoff_t *pgoff);
+int dsu_current_shared_region(unsigned long addr, struct address_space **mapping, pgoff_t *pgoff)
+{
+	struct mm_struct *mm = current->mm;
+	struct vm_area_struct *vma;
+	int ret = -EFAULT;
+
+	if (!mm)
+		return -EFAULT;
+	if (mmap_read_lock_killable(mm))
+		return -EINTR;
+	vma = vma_lookup(mm, addr);
+	if (vma && vma->vm_file && (vma->vm_flags & VM_SHARED)) {
+		*mapping = vma->vm_file->f_mapping;
+		*pgoff = vma->vm_pgoff + ((addr - vma->vm_start) >> PAGE_SHIFT);
+		ret = 0;
+	}
+	mmap_read_unlock(mm);
+	return ret;
+}
+
+/*
+ * Whether `mm` has a MAP_SHARED mapping of pages [first, end) of `mapping` (compared by
+ * address): 1 or 0, -ESRCH if its process has exited or execed, -EINTR if killed.
+ */
+int dsu_mm_maps_shared(struct mm_struct *mm, struct address_space *mapping, pgoff_t first,
+		       pgoff_t end);
+int dsu_mm_maps_shared(struct mm_struct *mm, struct address_space *mapping, pgoff_t first,
+		       pgoff_t end)
+{
+	struct vm_area_struct *vma;
+	int found = 0;
+
+	if (!mmget_not_zero(mm))
+		return -ESRCH;
+	if (mmap_read_lock_killable(mm)) {
+		mmput(mm);
+		return -EINTR;
+	}
+	{
+		VMA_ITERATOR(vmi, mm, 0);
+
+		for_each_vma(vmi, vma) {
+			pgoff_t vfirst = vma->vm_pgoff, vend = vfirst + vma_pages(vma);
+
+			if (vma->vm_file && vma->vm_file->f_mapping == mapping &&
+			    (vma->vm_flags & VM_SHARED) && vfirst < end && first < vend) {
+				found = 1;
+				break;
+			}
+		}
+	}
+	mmap_read_unlock(mm);
+	mmput(mm);
+	return found;
+}
+
+u32 dsu_random_u32(void);
+u32 dsu_random_u32(void)
+{
+	return get_random_u32();
 }

@@ -42,6 +42,11 @@ pub const DSU_VIEW_MMAP_OFFSET: u64 = 2199023255552;
 pub const DSU_HEAP_CREATED: u32 = 1;
 pub const DSU_GC_DRY_RUN: u32 = 1;
 pub const DSU_GC_MIN_AGE: u32 = 2;
+pub const DSU_LOCK_TOKEN_ISSUED: i64 = -9223372036854775808;
+pub const DSU_LOCK_TOKENS_MAX: u32 = 65536;
+pub const DSU_LOCK_OWNER_LIVE: u32 = 1;
+pub const DSU_LOCK_OWNER_GONE: u32 = 2;
+pub const DSU_LOCK_OWNER_UNKNOWN: u32 = 3;
 pub const DSU_IOC_MAGIC: u32 = 213;
 pub const DSU_IOC_NR_ATTACH: u32 = 1;
 pub const DSU_IOC_NR_RESOLVE: u32 = 2;
@@ -63,6 +68,8 @@ pub const DSU_IOC_NR_RESTORE: u32 = 25;
 pub const DSU_IOC_NR_RESTORE_VAR: u32 = 26;
 pub const DSU_IOC_NR_RESTORE_HEAP: u32 = 27;
 pub const DSU_IOC_NR_RESTORE_COMMIT: u32 = 28;
+pub const DSU_IOC_NR_LOCK_TOKEN: u32 = 29;
+pub const DSU_IOC_NR_LOCK_OWNER: u32 = 30;
 pub type __s32 = core::ffi::c_int;
 pub type __u32 = core::ffi::c_uint;
 pub type __u64 = core::ffi::c_ulonglong;
@@ -439,4 +446,21 @@ pub struct dsu_restore_heap {
     pub offset: __u64,
     pub length: __u64,
     pub buf: __u64,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct dsu_lock_token {
+    pub size: __u32,
+    pub flags: __u32,
+    pub token: __u64,
+}
+#[repr(C)]
+#[derive(Debug, Default, Copy, Clone)]
+pub struct dsu_lock_owner {
+    pub size: __u32,
+    pub flags: __u32,
+    pub token: __u64,
+    pub addr: __u64,
+    pub state: __u32,
+    pub __pad: __u32,
 }

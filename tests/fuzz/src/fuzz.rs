@@ -161,6 +161,10 @@ pub const IOC_RESTORE_HEAP: u64 = ioc(1, DSU_IOC_NR_RESTORE_HEAP, size_of::<dsu_
 pub const IOC_RESTORE_COMMIT: u64 = ioc(0, DSU_IOC_NR_RESTORE_COMMIT, 0);
 /// DSU_IOC_SNAPSHOT.
 pub const IOC_SNAPSHOT: u64 = ioc(3, DSU_IOC_NR_SNAPSHOT, size_of::<dsu_snapshot>());
+/// DSU_IOC_LOCK_TOKEN.
+pub const IOC_LOCK_TOKEN: u64 = ioc(3, DSU_IOC_NR_LOCK_TOKEN, size_of::<dsu_lock_token>());
+/// DSU_IOC_LOCK_OWNER.
+pub const IOC_LOCK_OWNER: u64 = ioc(3, DSU_IOC_NR_LOCK_OWNER, size_of::<dsu_lock_owner>());
 /// Snapshot fds a worker keeps open at most (each blocks further snapshots of its segment).
 const MAX_SNAPSHOTS: usize = 2;
 
@@ -290,6 +294,8 @@ impl Worker {
                 2, // restore commit
                 2, // snapshot
                 3, // snapshot fd
+                1, // lock token
+                3, // lock owner
             ]);
             match op {
                 0 => self.op_open(),
@@ -373,7 +379,13 @@ impl Worker {
                 36 => {
                     self.op_snapshot();
                 }
-                _ => self.op_snapshot_fd(),
+                37 => self.op_snapshot_fd(),
+                38 => {
+                    self.op_lock_token();
+                }
+                _ => {
+                    self.op_lock_owner();
+                }
             }
         }
         self.release();
@@ -1207,6 +1219,89 @@ impl Worker {
                     // SAFETY: an fd this worker owns.
                     unsafe { libc::close(old) };
                 }
+            }
+        }
+        r
+    }
+
+    /// DSU_IOC_LOCK_TOKEN, now and then with bad flags or through a bad pointer.
+    fn op_lock_token(&mut self) -> i64 {
+        let fd = self.pick_fd();
+        let mut t = dsu_lock_token {
+            size: size_of::<dsu_lock_token>() as u32,
+            ..Default::default()
+        };
+        if self.rng.chance(15) {
+            t.flags = self.rng.interesting_u32();
+            t.token = self.rng.interesting_u64();
+        }
+        let bytes = self.encode(&t);
+        let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+        let r = self.ioctl(Op::LockToken, fd, IOC_LOCK_TOKEN, p);
+        if r == 0 && p as usize == self.arena(STRUCT_OFF) as usize {
+            let out: dsu_lock_token = read_struct(p as *const u8);
+            if out.token & (DSU_LOCK_TOKEN_ISSUED as u64) == 0 {
+                self.stats
+                    .finding(format!("LOCK_TOKEN gave {:#x} without bit 63", out.token));
+            }
+        }
+        r
+    }
+
+    /// DSU_IOC_LOCK_OWNER on an address of one of this worker's mappings (a segment's, a
+    /// heap window's), of the arena (private), or an interesting one, with this process's
+    /// token, a mutation of it or any number.
+    fn op_lock_owner(&mut self) -> i64 {
+        let fd = self.pick_fd();
+        let addr = match self.rng.below(4) {
+            0 | 1 if !self.maps.is_empty() => {
+                let m = &self.maps[self.rng.below(self.maps.len() as u64) as usize];
+                (m.addr + self.rng.below(m.len as u64 + 8) as usize) as u64
+            }
+            2 => self.arena(DATA_OFF) as u64,
+            _ => self.rng.interesting_u64(),
+        };
+        let own = {
+            let mut t = dsu_lock_token {
+                size: size_of::<dsu_lock_token>() as u32,
+                ..Default::default()
+            };
+            // SAFETY: a valid struct on this worker's fd (any answer is fine).
+            unsafe { libc::ioctl(fd, IOC_LOCK_TOKEN as libc::c_ulong, &mut t) };
+            t.token
+        };
+        let token = match self.rng.below(4) {
+            0 => own,
+            1 => own ^ (1 << self.rng.below(64)),
+            2 => own.wrapping_add(self.rng.below(4)),
+            _ => self.rng.interesting_u64(),
+        };
+        let mut q = dsu_lock_owner {
+            size: size_of::<dsu_lock_owner>() as u32,
+            token,
+            addr,
+            ..Default::default()
+        };
+        if self.rng.chance(10) {
+            q.flags = self.rng.interesting_u32();
+            q.__pad = self.rng.interesting_u32();
+        }
+        let bytes = self.encode(&q);
+        let p = self.place(&bytes, STRUCT_OFF, STRUCT_LEN);
+        let r = self.ioctl(Op::LockOwner, fd, IOC_LOCK_OWNER, p);
+        if r == 0 && p as usize == self.arena(STRUCT_OFF) as usize {
+            let out: dsu_lock_owner = read_struct(p as *const u8);
+            let issued = token & (DSU_LOCK_TOKEN_ISSUED as u64) != 0;
+            let ok = match out.state {
+                DSU_LOCK_OWNER_UNKNOWN => !issued,
+                DSU_LOCK_OWNER_LIVE | DSU_LOCK_OWNER_GONE => issued,
+                _ => false,
+            };
+            if !ok {
+                self.stats.finding(format!(
+                    "LOCK_OWNER answered state {} for token {token:#x}",
+                    out.state
+                ));
             }
         }
         r

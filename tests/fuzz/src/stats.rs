@@ -76,10 +76,14 @@ pub enum Op {
     Snapshot,
     /// pread, ioctls, mmap and close of a snapshot fd.
     SnapshotFd,
+    /// DSU_IOC_LOCK_TOKEN.
+    LockToken,
+    /// DSU_IOC_LOCK_OWNER.
+    LockOwner,
 }
 
 /// Number of [`Op`] variants.
-pub const OPS: usize = Op::SnapshotFd as usize + 1;
+pub const OPS: usize = Op::LockOwner as usize + 1;
 /// Names of the operations, by index.
 pub const OP_NAMES: [&str; OPS] = [
     "open",
@@ -118,6 +122,8 @@ pub const OP_NAMES: [&str; OPS] = [
     "restore_commit",
     "snapshot",
     "snapshot_fd",
+    "lock_token",
+    "lock_owner",
 ];
 /// The system calls each operation makes, for findings that name them.
 pub const OP_SYSCALLS: [&str; OPS] = [
@@ -157,6 +163,8 @@ pub const OP_SYSCALLS: [&str; OPS] = [
     "ioctl(DSU_IOC_RESTORE_COMMIT)",
     "ioctl(DSU_IOC_SNAPSHOT)",
     "pread, ioctl, mmap or close of a snapshot fd",
+    "ioctl(DSU_IOC_LOCK_TOKEN)",
+    "ioctl(DSU_IOC_LOCK_OWNER)",
 ];
 const ERRNOS: usize = 160;
 

@@ -19,7 +19,7 @@ const READ_WRITE: u64 = 3;
 const WRITE: u64 = 1;
 
 /// Every command the module knows: (name, direction, number, struct size).
-const COMMANDS: [(&str, u64, u32, usize); 17] = [
+const COMMANDS: [(&str, u64, u32, usize); 19] = [
     (
         "ATTACH",
         READ_WRITE,
@@ -103,6 +103,18 @@ const COMMANDS: [(&str, u64, u32, usize); 17] = [
     // _IO: no direction, no size.
     ("READY", 0, DSU_IOC_NR_READY, 0),
     ("GC", READ_WRITE, DSU_IOC_NR_GC, size_of::<dsu_gc>()),
+    (
+        "LOCK_TOKEN",
+        READ_WRITE,
+        DSU_IOC_NR_LOCK_TOKEN,
+        size_of::<dsu_lock_token>(),
+    ),
+    (
+        "LOCK_OWNER",
+        READ_WRITE,
+        DSU_IOC_NR_LOCK_OWNER,
+        size_of::<dsu_lock_owner>(),
+    ),
 ];
 
 #[distributed_slice(TESTS)]

@@ -16,6 +16,7 @@ mod kmod_hugepages;
 mod kmod_ioctl;
 mod kmod_lifecycle;
 mod kmod_limits;
+mod kmod_lock_owner;
 mod kmod_notify;
 mod kmod_permissions;
 mod kmod_poll;

@@ -78,6 +78,12 @@ impl Server {
         }
     }
 
+    /// The next stdout line if one comes within `timeout`, leaving the program running
+    /// either way (to check that it is still blocked).
+    pub fn try_line(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
     /// Sends a command line without waiting for the reply.
     pub fn send(&mut self, cmd: &str) -> Result<(), Failure> {
         writeln!(self.stdin, "{cmd}")?;

@@ -2,7 +2,9 @@
 //! `dsu::snapshot` round trip (variables, type descriptions, labels, the heap, a program
 //! that attaches after the restore finds its globals common), restore onto an existing
 //! name (refused, nothing changed), damaged files through the real restore path (refused,
-//! nothing created), `Attach::restore_from`, `save --every --keep`, and the C API.
+//! nothing created), `Attach::restore_from`, `save --every --keep`, the C API, and a
+//! `dsu::sync::Mutex` held at the snapshot's instant (taken over in the restored image,
+//! never in the live segment while its holder lives).
 
 use crate::userspace_helpers::{Server, destroy, fails, field, ok};
 use crate::{Failure, Phase, TESTS, TestResult, VmTest, ensure, ensure_eq};
@@ -609,5 +611,90 @@ fn snapshot_c_api() -> TestResult {
         Ok(())
     })();
     destroy(seg);
+    result
+}
+
+#[distributed_slice(TESTS)]
+static HELD_LOCK: VmTest = VmTest {
+    name: "userspace::snapshot_held_lock",
+    phase: Phase::Main,
+    run: snapshot_held_lock,
+};
+/// A process holds counter_v1's `dsu::sync::Mutex` while the segment is saved. In the
+/// restored image the lock word still names that holder, which runs on but never releases
+/// the copy: a locker of the restored segment must take it over (`owner-died=` the
+/// holder's thread id, as after a SIGKILL at the instant) instead of waiting for ever. In
+/// the live segment the holder is alive and maps it: a locker there keeps waiting (no
+/// takeover of a live holder) until the holder is killed.
+fn snapshot_held_lock() -> TestResult {
+    let (seg, copy) = ("us-snap-held", "us-snap-held2");
+    destroy(seg);
+    destroy(copy);
+    let file = dir()?.join("held.dsusnap");
+    let mut holder: Option<std::process::Child> = None;
+    let result = (|| -> TestResult {
+        ensure_eq!(
+            ok("counter_v1", &["--segment", seg, "lock"])?,
+            "lock=1",
+            "first lock"
+        );
+        let mut child = std::process::Command::new("counter_v1")
+            .args(["--segment", seg, "hold-lock"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()?;
+        let stdout = child.stdout.take().unwrap();
+        let pid = child.id();
+        holder = Some(child);
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
+        ensure_eq!(line.trim(), "locked 1", "holder");
+        ok("dsuctl", &["save", seg, file.to_str().unwrap()])?;
+        ok(
+            "dsuctl",
+            &["restore", file.to_str().unwrap(), "--name", copy],
+        )?;
+        // The copy: taken over, the holder's thread reported dead (its only thread).
+        let mut restored = Server::start("counter_v1", &["--segment", copy])?;
+        restored.send("lock")?;
+        let reply = restored.reply("lock")?;
+        ensure_eq!(
+            reply,
+            format!("lock=2 owner-died={pid}"),
+            "lock of the restored copy while the original holder lives"
+        );
+        ensure_eq!(
+            restored.cmd("lock")?,
+            "lock=3",
+            "the copy's lock afterwards"
+        );
+        restored.exit()?;
+        // The original: its holder lives and maps it, so a locker waits, past several
+        // questions to the module (the first after 100 ms, then 200, 400, 800 ms ...).
+        let mut live = Server::start("counter_v1", &["--segment", seg])?;
+        live.send("lock")?;
+        if let Some(l) = live.try_line(std::time::Duration::from_secs(3)) {
+            return Err(Failure::Fail(format!(
+                "a locker of the live segment took the lock from its live holder: {l:?}"
+            )));
+        }
+        let mut child = holder.take().unwrap();
+        let killed = child.kill();
+        child.wait()?;
+        killed?;
+        ensure_eq!(
+            live.reply("lock")?,
+            format!("lock=2 owner-died={pid}"),
+            "lock of the live segment after the holder's SIGKILL"
+        );
+        live.exit()?;
+        Ok(())
+    })();
+    if let Some(mut child) = holder {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    destroy(seg);
+    destroy(copy);
+    let _ = std::fs::remove_file(&file);
     result
 }

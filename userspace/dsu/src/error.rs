@@ -55,6 +55,10 @@ pub enum Op {
     RestoreHeap,
     /// `DSU_IOC_RESTORE_COMMIT`.
     RestoreCommit,
+    /// `DSU_IOC_LOCK_TOKEN`.
+    LockToken,
+    /// `DSU_IOC_LOCK_OWNER`.
+    LockOwner,
 }
 
 impl Op {
@@ -104,6 +108,8 @@ impl std::fmt::Display for Op {
             Op::RestoreVar => "RESTORE_VAR",
             Op::RestoreHeap => "RESTORE_HEAP",
             Op::RestoreCommit => "RESTORE_COMMIT",
+            Op::LockToken => "LOCK_TOKEN",
+            Op::LockOwner => "LOCK_OWNER",
         })
     }
 }
@@ -633,6 +639,12 @@ fn hint(op: Op, errno: Errno) -> &'static str {
         }
         Errno::EINVAL if op == Op::RestoreVar => {
             "the module rejected a variable of the image (name, size, alignment or type description)"
+        }
+        Errno::EFAULT if op == Op::LockOwner => {
+            "the address is not in a MAP_SHARED file mapping of this process: a lock in private memory has no other owner to ask about"
+        }
+        Errno::EAGAIN if op == Op::LockToken => {
+            "the module's lock-token table is full (DSU_LOCK_TOKENS_MAX live processes); dsu::sync::Mutex still works, with a token the module cannot vouch for"
         }
         Errno::EINVAL => {
             "the module rejected a name, label, flag or size; if they are valid, the module and this library were built from different uapi/dsu.h"

@@ -32,6 +32,20 @@
 //! own process. Guards are counted per thread and, once their thread exited, per process,
 //! for [`Attach::attach`](crate::Attach::attach)'s check.
 //!
+//! # Copied locks
+//!
+//! A lock word copied while held (a snapshot of a segment taken while a thread held the
+//! lock, restored as a new segment; or restored after a module reload or a reboot) names a
+//! holder that will never release *that* copy, and no kernel marks it. Its process token is
+//! the dsu module's (`DSU_IOC_LOCK_TOKEN`): a waiter that has seen the same holder for
+//! [`RECHECK`] twice asks the module (`DSU_IOC_LOCK_OWNER`) whether that process is alive
+//! and maps this lock's memory (for a segment's variables, the same segment). If not, the
+//! waiter marks the word `FUTEX_OWNER_DIED`, as the kernel would have, and takes the lock
+//! over ([`OwnerDied`]): a restored image continues as a SIGKILL of every holder at the
+//! snapshot's instant would have left it. A process that restores its *own* snapshot and
+//! maps both copies stays the recorded holder of the copies of its held locks (the module
+//! cannot tell them apart): restore before taking locks, or from another process.
+//!
 //! A child of `fork` inherits the parent's guards as a copy of memory, but not the locks:
 //! there an inherited guard is inert (its drop does not unlock) and dereferencing it panics.
 //!
@@ -383,9 +397,12 @@ impl Drop for ExitHook {
     }
 }
 
-/// A random number drawn once per process (again in the child of fork), never 0: a lock
-/// records its holder's, and a takeover is refused when the dead holder's token is the
-/// caller's own (the holder was a thread of this process, whose guard may live on).
+/// This process's lock token, drawn once per process (again in the child of fork), never
+/// 0: the module's (DSU_IOC_LOCK_TOKEN, bit 63 set) where it gives one, else a random
+/// number with bit 63 clear. A lock records its holder's; a takeover is refused when the
+/// dead holder's token is the caller's own (the holder was a thread of this process, whose
+/// guard may live on), and a waiter asks the module about a module token that holds a
+/// lock for long (`Mutex::holder_gone`).
 static PROCESS_TOKEN: AtomicU64 = AtomicU64::new(0);
 
 /// This process's token, drawn on first use.
@@ -395,13 +412,16 @@ fn process_token() -> u64 {
     if current != 0 {
         return current;
     }
-    let mut token = 0u64;
+    // The module's token, if it gives one: waiters can then ask whether this process can
+    // still release a lock it is recorded to hold (`Mutex::holder_gone`).
+    let mut token = crate::sys::lock_token_quiet().unwrap_or(0);
     while token == 0 {
         let mut bytes = [0u8; 8];
         // SAFETY: getrandom writes at most `bytes.len()` bytes into the buffer.
         let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
         if n == bytes.len() as isize {
-            token = u64::from_ne_bytes(bytes);
+            // Bit 63 clear: not the module's (DSU_LOCK_TOKEN_ISSUED), never declared gone.
+            token = u64::from_ne_bytes(bytes) & !(1 << 63);
         } else {
             assert!(
                 n >= 0 || nix::errno::Errno::last() == nix::errno::Errno::EINTR,
@@ -837,6 +857,7 @@ impl<T> Mutex<T> {
             }
         }
         let mut poll = NO_FUTEX_POLL_MIN;
+        let mut stall = Stall::default();
         loop {
             let cur = self.word.load(Ordering::Relaxed);
             if cur & TID_MASK == 0 {
@@ -862,7 +883,12 @@ impl<T> Mutex<T> {
                 continue;
             }
             match futex_wait(&self.word, cur | WAITERS, RECHECK) {
-                Wake::Changed | Wake::TimedOut => {}
+                Wake::Changed => {}
+                Wake::TimedOut => {
+                    if stall.waited(self, cur) && self.holder_gone(r, cur) {
+                        stall = Stall::default();
+                    }
+                }
                 Wake::NoFutex => {
                     // Poll with a growing interval instead of spinning, so that a waiter
                     // costs next to no CPU (tests/vm robust::mutex_waiter_sleeps). The
@@ -872,6 +898,39 @@ impl<T> Mutex<T> {
                 }
             }
         }
+    }
+
+    /// Whether the module says the holder recorded in this lock (word `cur`) can never
+    /// release it, in which case the word is marked `FUTEX_OWNER_DIED` here, as the kernel
+    /// marks a dead holder's (the caller then takes the lock over). That is the case of a
+    /// word *copied* while held: an image restored as a new segment (its holder runs on in
+    /// the original, or ran before a reboot or module reload). Asked only of a holder whose
+    /// thread id and token are both recorded and have not changed for a while, and never
+    /// of this process's own token: the module's answer is about that process (alive, and
+    /// mapping this lock's memory), which any of its threads may be.
+    #[cold]
+    fn holder_gone(&'static self, r: Robust, cur: u32) -> bool {
+        let token = self.process.load(Ordering::Acquire);
+        let holder = self.holder.load(Ordering::Relaxed);
+        if token == 0 || token == r.token || holder != cur & TID_MASK {
+            // Being taken or released right now, or ours: nothing to ask.
+            return false;
+        }
+        let addr = self.word.as_ptr() as usize;
+        if crate::sys::lock_owner_quiet(token, addr) != Some(crate::sys::LockOwner::Gone) {
+            return false;
+        }
+        if self.process.load(Ordering::Acquire) != token {
+            return false;
+        }
+        self.word
+            .compare_exchange(
+                cur,
+                OWNER_DIED | (cur & WAITERS),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
     }
 
     /// Locks if that needs no waiting: `None` if a live thread holds it, or a thread
@@ -940,6 +999,48 @@ impl<T> Mutex<T> {
     /// ```
     pub fn get_mut(&mut self) -> &mut T {
         self.data.get_mut()
+    }
+}
+
+/// Timed-out waits on one unchanged holder, so that the module is asked about a holder
+/// that has not moved for [`ASK_AFTER`] waits, then after twice as many, and so on up to
+/// every [`ASK_EVERY_MAX`] waits (a live holder of a long critical section costs its
+/// waiters one ioctl a second).
+#[derive(Default)]
+struct Stall {
+    /// The word, holder and token at the last timeout.
+    seen: (u32, u32, u64),
+    waits: u32,
+    next_ask: u32,
+}
+
+/// Timed-out waits (of [`RECHECK`] each) on one unchanged holder before the module is
+/// first asked about it.
+const ASK_AFTER: u32 = 2;
+/// The longest interval between questions, in waits.
+const ASK_EVERY_MAX: u32 = 20;
+
+impl Stall {
+    /// Counts a timed-out wait on `lock` with word `cur`: whether to ask now.
+    fn waited<T>(&mut self, lock: &Mutex<T>, cur: u32) -> bool {
+        let seen = (
+            cur,
+            lock.holder.load(Ordering::Relaxed),
+            lock.process.load(Ordering::Relaxed),
+        );
+        if seen != self.seen {
+            *self = Stall {
+                seen,
+                waits: 0,
+                next_ask: ASK_AFTER,
+            };
+        }
+        self.waits += 1;
+        if self.waits < self.next_ask {
+            return false;
+        }
+        self.next_ask = self.waits + self.waits.clamp(ASK_AFTER, ASK_EVERY_MAX);
+        true
     }
 }
 
@@ -1382,6 +1483,43 @@ mod tests {
         );
         let died = m.lock().err().expect("taken over once its process is gone");
         assert_eq!(*died.into_inner(), 2);
+    }
+
+    const DSU_ISSUED_FOR_TEST: u64 = 1 << 63;
+
+    /// A waiter asks the module about an unchanged holder after 2 timed-out waits, then
+    /// after 4, 8, 16, 32 and from then on every 20; a new holder starts the count again.
+    #[test]
+    fn stall_asks_after_two_waits_then_less_often() {
+        let m = Mutex::new(0u32);
+        m.word.store(5, Ordering::Relaxed);
+        m.holder.store(5, Ordering::Relaxed);
+        m.process.store(9, Ordering::Relaxed);
+        let mut s = Stall::default();
+        let asks: Vec<u32> = (1..=80).filter(|_| s.waited(&m, 5)).collect();
+        assert_eq!(asks, [2, 4, 8, 16, 32, 52, 72]);
+        m.process.store(10, Ordering::Relaxed);
+        assert!(
+            !s.waited(&m, 5),
+            "a new token: the first wait of a new count"
+        );
+        assert!(s.waited(&m, 5), "its second");
+        assert!(!s.waited(&m, 5 | WAITERS), "a new word: counted again");
+    }
+
+    /// Without an answer from the module (no module here, or a token it never issued),
+    /// a waiter never declares the holder gone.
+    #[test]
+    fn no_module_no_takeover() {
+        let m: &'static Mutex<u32> = Box::leak(Box::new(Mutex::new(0)));
+        m.word.store(5, Ordering::Relaxed);
+        m.holder.store(5, Ordering::Relaxed);
+        m.process.store(DSU_ISSUED_FOR_TEST | 7, Ordering::Relaxed);
+        if std::path::Path::new("/dev/dsu").exists() {
+            return;
+        }
+        assert!(!m.holder_gone(robust(), 5));
+        assert_eq!(m.word.load(Ordering::Relaxed), 5);
     }
 
     /// The look at the token and the CAS are not atomic: a takeover that finds the lock

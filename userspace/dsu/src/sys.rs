@@ -117,6 +117,83 @@ mod ioctls {
         u::DSU_IOC_MAGIC,
         u::DSU_IOC_NR_RESTORE_COMMIT
     );
+    nix::ioctl_readwrite!(
+        lock_token,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_LOCK_TOKEN,
+        u::dsu_lock_token
+    );
+    nix::ioctl_readwrite!(
+        lock_owner,
+        u::DSU_IOC_MAGIC,
+        u::DSU_IOC_NR_LOCK_OWNER,
+        u::dsu_lock_owner
+    );
+}
+
+/// What the module says of a lock's recorded holder ([`Device::lock_owner`]).
+///
+/// ```
+/// use dsu::sys::LockOwner;
+/// assert_ne!(LockOwner::Live, LockOwner::Gone);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LockOwner {
+    /// The token's process is alive and maps the lock's memory: it may release the lock.
+    Live,
+    /// It cannot: it exited or execed, maps no part of that memory (the lock word is a
+    /// copy, as in a restored snapshot), or got its token from an earlier module instance.
+    Gone,
+    /// The module cannot tell: it never issued the token.
+    Unknown,
+}
+
+/// DSU_IOC_LOCK_TOKEN through a file opened with no allocation (the lock path calls this
+/// on its first use in a process, where allocating could recurse into an allocator that
+/// locks): `None` without the module, or if it has no token to give ([`Device::lock_token`]
+/// says why).
+pub(crate) fn lock_token_quiet() -> Option<u64> {
+    // SAFETY: a NUL-terminated path; the fd is closed below.
+    let fd = unsafe { libc::open(c"/dev/dsu".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mut t = u::dsu_lock_token {
+        size: size32::<u::dsu_lock_token>(),
+        ..Default::default()
+    };
+    // SAFETY: a valid struct of the encoded size on an fd we own.
+    let r = unsafe { ioctls::lock_token(fd, &mut t) };
+    // SAFETY: ours, closed once.
+    unsafe { libc::close(fd) };
+    r.ok().map(|_| t.token)
+}
+
+/// DSU_IOC_LOCK_OWNER through a file opened with no allocation ([`lock_token_quiet`]):
+/// `None` without the module, or if it refuses the question ([`Device::lock_owner`] says
+/// why).
+pub(crate) fn lock_owner_quiet(token: u64, addr: usize) -> Option<LockOwner> {
+    // SAFETY: a NUL-terminated path; the fd is closed below.
+    let fd = unsafe { libc::open(c"/dev/dsu".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return None;
+    }
+    let mut q = u::dsu_lock_owner {
+        size: size32::<u::dsu_lock_owner>(),
+        token,
+        addr: addr as u64,
+        ..Default::default()
+    };
+    // SAFETY: a valid struct of the encoded size on an fd we own.
+    let r = unsafe { ioctls::lock_owner(fd, &mut q) };
+    // SAFETY: ours, closed once.
+    unsafe { libc::close(fd) };
+    r.ok()?;
+    Some(match q.state {
+        u::DSU_LOCK_OWNER_LIVE => LockOwner::Live,
+        u::DSU_LOCK_OWNER_GONE => LockOwner::Gone,
+        _ => LockOwner::Unknown,
+    })
 }
 
 /// The path of the device.
@@ -580,6 +657,58 @@ impl Device {
                 source,
             }),
         }
+    }
+
+    /// This process's *lock token* (DSU_IOC_LOCK_TOKEN): the number a
+    /// [`sync::Mutex`](crate::sync::Mutex) records beside its holder's thread id, issued on
+    /// the first call and the same for every thread until the process exits or execs. The
+    /// mutex asks for it itself; this is for tools and tests.
+    ///
+    /// ```no_run
+    /// let token = dsu::sys::Device::open()?.lock_token()?;
+    /// assert_ne!(token & (1 << 63), 0);
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn lock_token(&self) -> Result<u64> {
+        let mut t = u::dsu_lock_token {
+            size: size32::<u::dsu_lock_token>(),
+            ..Default::default()
+        };
+        // SAFETY: a valid struct of the encoded size.
+        unsafe { ioctls::lock_token(self.fd.as_raw_fd(), &mut t) }
+            .map_err(|e| self.error(Op::LockToken, e, "", None))?;
+        Ok(t.token)
+    }
+
+    /// Whether the process whose lock token is `token` can still release a lock whose
+    /// word is at `addr` in this process's shared memory (DSU_IOC_LOCK_OWNER): a
+    /// [`sync::Mutex`](crate::sync::Mutex) waiter asks this after waiting a while, and
+    /// takes the lock over when the answer is [`LockOwner::Gone`] (the word was copied:
+    /// a restored snapshot). `addr` outside a `MAP_SHARED` file mapping: an error.
+    ///
+    /// ```no_run
+    /// use dsu::sys::{Device, LockOwner};
+    /// let dev = Device::open()?;
+    /// let token = dev.lock_token()?;
+    /// // An address of no shared mapping is refused.
+    /// assert!(dev.lock_owner(token, &token as *const u64 as usize).is_err());
+    /// # Ok::<(), dsu::Error>(())
+    /// ```
+    pub fn lock_owner(&self, token: u64, addr: usize) -> Result<LockOwner> {
+        let mut q = u::dsu_lock_owner {
+            size: size32::<u::dsu_lock_owner>(),
+            token,
+            addr: addr as u64,
+            ..Default::default()
+        };
+        // SAFETY: a valid struct of the encoded size.
+        unsafe { ioctls::lock_owner(self.fd.as_raw_fd(), &mut q) }
+            .map_err(|e| self.error(Op::LockOwner, e, "", None))?;
+        Ok(match q.state {
+            u::DSU_LOCK_OWNER_LIVE => LockOwner::Live,
+            u::DSU_LOCK_OWNER_GONE => LockOwner::Gone,
+            _ => LockOwner::Unknown,
+        })
     }
 
     /// A second `Device` on the same open file (`dup` with close-on-exec): the same handle,
