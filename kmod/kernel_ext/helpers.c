@@ -276,3 +276,28 @@ u32 dsu_random_u32(void)
 {
 	return get_random_u32();
 }
+
+/*
+ * Lockdep classes of the module's private tmpfs, apart from every other tmpfs's: its
+ * files are never written through write(2) (they have no fd outside the module), so the
+ * order "i_rwsem of a user's tmpfs file -> mmap_lock" (a page fault in write) and the
+ * module's "mmap_lock -> segment mutex -> heap growth mutex -> fallocate of a heap file"
+ * involve different inodes, which lockdep would otherwise not tell apart.
+ */
+static struct lock_class_key dsu_shmem_writers_keys[SB_FREEZE_LEVELS];
+static struct lock_class_key dsu_shmem_i_rwsem_key;
+
+void dsu_shmem_sb_set_class(struct vfsmount *mnt);
+void dsu_shmem_sb_set_class(struct vfsmount *mnt)
+{
+	int i;
+
+	for (i = 0; i < SB_FREEZE_LEVELS; i++)
+		lockdep_set_class(&mnt->mnt_sb->s_writers.rw_sem[i], &dsu_shmem_writers_keys[i]);
+}
+
+void dsu_shmem_file_set_class(struct file *file);
+void dsu_shmem_file_set_class(struct file *file)
+{
+	lockdep_set_class(&file_inode(file)->i_rwsem, &dsu_shmem_i_rwsem_key);
+}

@@ -49,6 +49,8 @@ extern "C" {
     fn dsu_get_file(file: *mut bindings::file) -> *mut bindings::file;
     fn dsu_i_size_read(inode: *const bindings::inode) -> bindings::loff_t;
     fn dsu_task_size() -> kernel::ffi::c_ulong;
+    fn dsu_shmem_sb_set_class(mnt: *mut bindings::vfsmount);
+    fn dsu_shmem_file_set_class(file: *mut bindings::file);
     fn dsu_lock_barrier(
         mapping: *mut bindings::address_space,
         start: kernel::ffi::c_ulong,
@@ -171,6 +173,8 @@ impl ShmemMount {
             bindings::vfs_kern_mount(fs, SB_KERNMOUNT, (*fs).name, options.as_mut_ptr().cast())
         })?;
         let mnt = NonNull::new(mnt).ok_or(ENOMEM)?;
+        // SAFETY: A fresh mount that nobody else uses yet (see the helper for why).
+        unsafe { dsu_shmem_sb_set_class(mnt.as_ptr()) };
         if MOUNT
             .compare_exchange(
                 core::ptr::null_mut(),
@@ -236,6 +240,8 @@ impl ShmemFile {
         let this = Self {
             file: NonNull::new(file).ok_or(ENOMEM)?,
         };
+        // SAFETY: A new, unshared file whose inode's lock nobody holds.
+        unsafe { dsu_shmem_file_set_class(this.file.as_ptr()) };
         let mapping = this.mapping();
         // SAFETY: The mapping of a new, unshared file is valid. `flags` is only changed with
         // atomic bit operations (`set_bit` in C), which this mirrors; `gfp_mask` is a plain

@@ -648,7 +648,27 @@ fn snapshot_held_lock() -> TestResult {
         let mut line = String::new();
         std::io::BufRead::read_line(&mut std::io::BufReader::new(stdout), &mut line)?;
         ensure_eq!(line.trim(), "locked 1", "holder");
-        ok("dsuctl", &["save", seg, file.to_str().unwrap()])?;
+        // The save looks for an instant with no lock held, in vain: every attempt finds
+        // the holder's, and the last image is kept with it.
+        let saved = json(&["save", seg, file.to_str().unwrap(), "--json"])?;
+        ensure_eq!(
+            (saved["attempts"].as_u64(), saved["held_locks"].as_u64()),
+            (Some(dsu::snapshot::LOCK_ATTEMPTS as u64), Some(1)),
+            "save while a lock is held: {saved}"
+        );
+        let once = json(&[
+            "save",
+            seg,
+            file.to_str().unwrap(),
+            "--lock-attempts",
+            "1",
+            "--json",
+        ])?;
+        ensure_eq!(
+            (once["attempts"].as_u64(), once["held_locks"].as_u64()),
+            (Some(1), Some(1)),
+            "save --lock-attempts 1: {once}"
+        );
         ok(
             "dsuctl",
             &["restore", file.to_str().unwrap(), "--name", copy],

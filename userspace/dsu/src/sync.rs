@@ -1002,6 +1002,51 @@ impl<T> Mutex<T> {
     }
 }
 
+/// Counts the [`Mutex`]es that a memory image shows held: a lock word with a thread id in it
+/// and [`MARK`] 8 bytes after it (every holder stores it; a lock never taken has none). Fed
+/// the image's bytes in address order, region by region ([`feed`](Self::feed)): a lock whose
+/// word ends one read and whose mark starts the next is counted too. A snapshot writer uses
+/// it to find an instant at which no lock is held (`snapshot::Segment::snapshot_with`).
+///
+/// Bytes that merely look like a held lock (the mark's 8 bytes at an 8-aligned address
+/// after a non-zero word) are counted too: the count is an upper bound, never too low,
+/// except for a lock being taken for the very first time (the mark is stored just after
+/// the compare-and-swap).
+#[derive(Debug, Default)]
+pub(crate) struct HeldLocks {
+    /// The last 8 bytes fed and the offset after them, if they continue a region.
+    tail: Option<([u8; 8], u64)>,
+    /// Held locks seen so far.
+    pub count: u64,
+}
+
+impl HeldLocks {
+    /// Scans `bytes`, which start at `offset` (8-aligned) of a region; a new region (a
+    /// discontinuous offset) starts afresh.
+    pub(crate) fn feed(&mut self, offset: u64, bytes: &[u8]) {
+        let word_held = |w: &[u8]| u32::from_ne_bytes(w[..4].try_into().unwrap()) & TID_MASK != 0;
+        let is_mark = |m: &[u8]| u64::from_ne_bytes(m[..8].try_into().unwrap()) == MARK as u64;
+        if let Some((tail, next)) = self.tail.take()
+            && next == offset
+            && bytes.len() >= 8
+            && is_mark(bytes)
+            && word_held(&tail)
+        {
+            self.count += 1;
+        }
+        let words = bytes.len() / 8;
+        for i in 1..words {
+            if is_mark(&bytes[i * 8..]) && word_held(&bytes[(i - 1) * 8..]) {
+                self.count += 1;
+            }
+        }
+        if words > 0 && bytes.len() % 8 == 0 {
+            let last = bytes[bytes.len() - 8..].try_into().unwrap();
+            self.tail = Some((last, offset + bytes.len() as u64));
+        }
+    }
+}
+
 /// Timed-out waits on one unchanged holder, so that the module is asked about a holder
 /// that has not moved for [`ASK_AFTER`] waits, then after twice as many, and so on up to
 /// every [`ASK_EVERY_MAX`] waits (a live holder of a long critical section costs its
@@ -1483,6 +1528,46 @@ mod tests {
         );
         let died = m.lock().err().expect("taken over once its process is gone");
         assert_eq!(*died.into_inner(), 2);
+    }
+
+    /// A held lock's bytes are counted wherever they lie, across two reads too; a
+    /// released one, one never taken, and a region boundary are not.
+    #[test]
+    fn held_locks_are_found_in_an_image() {
+        let m = leak([0u8; 8]);
+        let bytes_of = |m: &Mutex<[u8; 8]>| {
+            // SAFETY: reading the plain bytes of a live mutex (no reference to its data).
+            unsafe { std::slice::from_raw_parts((m as *const Mutex<[u8; 8]>).cast::<u8>(), 56) }
+                .to_vec()
+        };
+        let never = bytes_of(m);
+        let g = m.lock().unwrap();
+        let held = bytes_of(m);
+        drop(g);
+        let released = bytes_of(m);
+        let count = |parts: &[(u64, &[u8])]| {
+            let mut h = HeldLocks::default();
+            for (off, b) in parts {
+                h.feed(*off, b);
+            }
+            h.count
+        };
+        assert_eq!(count(&[(0, &never)]), 0, "never taken");
+        assert_eq!(count(&[(0, &released)]), 0, "released");
+        assert_eq!(count(&[(0, &held)]), 1, "held");
+        let mut page = vec![0u8; 8192];
+        page[4096 - 8..4096 - 8 + 56].copy_from_slice(&held);
+        assert_eq!(count(&[(0, &page)]), 1, "held, in one read");
+        assert_eq!(
+            count(&[(0, &page[..4096]), (4096, &page[4096..])]),
+            1,
+            "held, its word and mark in two reads"
+        );
+        assert_eq!(
+            count(&[(0, &page[..4096]), (8192, &page[4096..])]),
+            0,
+            "two regions: no lock across them"
+        );
     }
 
     const DSU_ISSUED_FOR_TEST: u64 = 1 << 63;

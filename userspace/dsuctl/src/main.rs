@@ -258,7 +258,8 @@ enum Command {
     /// status is 1 if any failed. A machine crash loses at most one interval. With --json,
     /// each save prints one JSON object on one line ("segment", "path", "bytes",
     /// "pages_stored", "segment_pages", "heap_pages", "raw_bytes", "variables",
-    /// "generation", "taken_ns", "taken", "snapshot_call_us", "duration_us", and "pruned":
+    /// "generation", "taken_ns", "taken", "snapshot_call_us", "duration_us", "attempts",
+    /// "held_locks", and "pruned":
     /// the files --keep removed).
     #[command(after_help = SAVE_AFTER_HELP)]
     Save {
@@ -279,6 +280,11 @@ enum Command {
         /// With --every: stop after N saves (default: run until killed).
         #[arg(long, value_name = "N", requires = "every", value_parser = clap::value_parser!(u64).range(1..))]
         count: Option<u64>,
+        /// Take up to N snapshots to find an instant at which no dsu lock of the segment is
+        /// held (an image taken mid-update shows what a SIGKILL would leave); 1 keeps the
+        /// first instant whatever it shows.
+        #[arg(long, value_name = "N", default_value_t = dsu::snapshot::LOCK_ATTEMPTS, value_parser = clap::value_parser!(u32).range(1..))]
+        lock_attempts: u32,
     },
     /// Recreate a segment from a snapshot, before any version attaches: every variable
     /// with its bytes, type description and label, and the shared heap at its address. The
@@ -711,8 +717,10 @@ fn run(cli: Cli) -> Result<u8, Failure> {
             every,
             keep,
             count,
+            lock_attempts,
         } => {
             return snapshot::save(&snapshot::Save {
+                lock_attempts: *lock_attempts,
                 device: &cli.device,
                 segment,
                 target,

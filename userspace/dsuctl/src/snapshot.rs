@@ -28,6 +28,10 @@ pub struct SaveJson {
     pub taken: String,
     pub snapshot_call_us: u128,
     pub duration_us: u128,
+    /// Snapshots taken to find an instant with no dsu lock held.
+    pub attempts: u32,
+    /// dsu locks the image shows held (0 unless every attempt found one).
+    pub held_locks: u64,
     /// Files removed by --keep after this save.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub pruned: Vec<String>,
@@ -49,6 +53,8 @@ impl SaveJson {
             taken: utc(i.taken_ns),
             snapshot_call_us: i.snapshot_call.as_micros(),
             duration_us: i.duration.as_micros(),
+            attempts: i.attempts,
+            held_locks: i.held_locks,
             pruned,
         }
     }
@@ -56,8 +62,15 @@ impl SaveJson {
 
 /// `save`'s line of text.
 pub fn save_text(segment: &str, i: &SnapshotInfo) -> String {
+    let attempts = match (i.attempts, i.held_locks) {
+        (1, 0) => String::new(),
+        (n, 0) => format!(", {n} snapshots taken to find an instant with no dsu lock held"),
+        (n, held) => format!(
+            "; {held} dsu lock(s) held at that instant (all {n} snapshots found some): the restored program takes them over as after a SIGKILL of their holders"
+        ),
+    };
     format!(
-        "saved segment {segment} to {}: {} bytes, {} pages stored ({} segment, {} heap), {} variables, generation {}, taken {} in {:.1} ms (snapshot call {:.3} ms)\n",
+        "saved segment {segment} to {}: {} bytes, {} pages stored ({} segment, {} heap), {} variables, generation {}, taken {} in {:.1} ms (snapshot call {:.3} ms){attempts}\n",
         i.path.display(),
         i.bytes,
         i.pages_stored,
@@ -117,16 +130,20 @@ pub struct Save<'a> {
     pub keep: Option<usize>,
     pub count: Option<u64>,
     pub json: bool,
+    pub lock_attempts: u32,
 }
 
 /// `dsuctl save`: one save to a file, or periodic saves into a directory until killed (or
 /// `--count` saves). Returns the exit status: with --every, 1 if any save failed.
 pub fn save(s: &Save<'_>) -> Result<u8, crate::Failure> {
     let seg = Segment::open_on(s.device, s.segment).map_err(crate::device_failure(s.device))?;
-    let options = if s.compress {
-        SaveOptions::compressed()
-    } else {
-        SaveOptions::default()
+    let options = SaveOptions {
+        lock_attempts: s.lock_attempts,
+        ..if s.compress {
+            SaveOptions::compressed()
+        } else {
+            SaveOptions::default()
+        }
     };
     let print = |i: &SnapshotInfo, pruned: Vec<PathBuf>| {
         let text = if s.json {

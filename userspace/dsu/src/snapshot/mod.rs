@@ -33,6 +33,7 @@ pub mod format;
 mod tests;
 
 use crate::error::{Error, Result};
+use crate::sync::HeldLocks;
 use crate::sys::{Device, RestoreVar, SnapshotFd};
 use format::{BlockKind, Compression, Decoder, Encoder, HeapMeta, Metadata, Totals, VarMeta};
 use std::fs::File;
@@ -73,11 +74,45 @@ pub struct Segment {
 /// ```
 /// let o = dsu::snapshot::SaveOptions::compressed();
 /// assert_ne!(o.compression, dsu::snapshot::format::Compression::None);
+/// assert_eq!(o.lock_attempts, dsu::snapshot::LOCK_ATTEMPTS);
 /// ```
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SaveOptions {
     /// How blocks are stored (default: as they are).
     pub compression: Compression,
+    /// How many snapshots to take, at most, to find an instant at which no
+    /// [`sync::Mutex`](crate::sync::Mutex) (nor a [`heap::Mutex`](crate::heap::Mutex)) of
+    /// the segment is held: an image taken while a lock is held shows its data half-changed,
+    /// as a SIGKILL of the holder would leave it, and the restored program takes the lock
+    /// over ([`OwnerDied`](crate::sync::OwnerDied); a `heap::Mutex` is then poisoned). A
+    /// snapshot whose image shows a held lock is dropped as soon as the lock is seen and
+    /// another one taken, a little later. The last one is kept whatever it shows
+    /// ([`SnapshotInfo::held_locks`]). 1: the first instant, locks or not. Default
+    /// [`LOCK_ATTEMPTS`].
+    pub lock_attempts: u32,
+}
+
+/// How many snapshots [`SaveOptions::default`] takes at most to find an instant at which no
+/// dsu lock is held.
+///
+/// ```
+/// assert!(dsu::snapshot::LOCK_ATTEMPTS > 1);
+/// ```
+pub const LOCK_ATTEMPTS: u32 = 100;
+
+impl Default for SaveOptions {
+    /// Blocks as they are, up to [`LOCK_ATTEMPTS`] snapshots.
+    ///
+    /// ```
+    /// let o = dsu::snapshot::SaveOptions::default();
+    /// assert_eq!(o.compression, dsu::snapshot::format::Compression::None);
+    /// ```
+    fn default() -> Self {
+        SaveOptions {
+            compression: Compression::None,
+            lock_attempts: LOCK_ATTEMPTS,
+        }
+    }
 }
 
 impl SaveOptions {
@@ -90,6 +125,7 @@ impl SaveOptions {
     pub fn compressed() -> Self {
         SaveOptions {
             compression: Compression::Zstd(ZSTD_LEVEL),
+            ..SaveOptions::default()
         }
     }
 }
@@ -124,8 +160,16 @@ pub struct SnapshotInfo {
     pub taken: SystemTime,
     /// The same, in CLOCK_REALTIME nanoseconds.
     pub taken_ns: u64,
-    /// How long DSU_IOC_SNAPSHOT took (the image's instant is at its end).
+    /// How long DSU_IOC_SNAPSHOT took (the image's instant is at its end), for the
+    /// snapshot written.
     pub snapshot_call: Duration,
+    /// Snapshots taken: 1, plus one for each image dropped because it showed a held lock
+    /// ([`SaveOptions::lock_attempts`]).
+    pub attempts: u32,
+    /// dsu locks the written image shows held (0 unless every attempt found one): the
+    /// restored program takes them over as after a SIGKILL of their holders. An upper bound
+    /// (bytes that look like a held lock count).
+    pub held_locks: u64,
     /// The whole save: snapshot, reading, writing, fsync and rename.
     pub duration: Duration,
 }
@@ -200,19 +244,47 @@ impl Segment {
     ) -> Result<SnapshotInfo> {
         let path = path.as_ref();
         let start = Instant::now();
-        let snap = self.dev.snapshot(&self.name)?;
-        let snapshot_call = start.elapsed();
-        let meta = snapshot_metadata(&snap)?;
-        // The file holds the segment's data: readable by whom the segment is (less umask).
-        let mut tmp = TempFile::create(path, snap.mode & 0o666)?;
-        let w = BufWriter::with_capacity(1 << 20, &tmp.file);
-        let (mut w, totals) =
-            write_image(&meta, &mut FdSource(&snap), w, options.compression, path)?;
-        w.flush()
-            .map_err(|source| io_error("writing snapshot", path, source))?;
-        drop(w);
-        // The image is read: end the snapshot (its copies) before waiting for the disk.
-        drop(snap);
+        let mut attempts = 0;
+        let (meta, totals, held_locks, snapshot_call, mut tmp) = loop {
+            attempts += 1;
+            let last = attempts >= options.lock_attempts;
+            let call = Instant::now();
+            let snap = self.dev.snapshot(&self.name)?;
+            let snapshot_call = call.elapsed();
+            let meta = snapshot_metadata(&snap)?;
+            // The file holds the segment's data: readable by whom the segment is (less
+            // umask).
+            let tmp = TempFile::create(path, snap.mode & 0o666)?;
+            let mut src = ScanSource {
+                inner: FdSource(&snap),
+                segment: HeldLocks::default(),
+                heap: HeldLocks::default(),
+                stop_on_held: !last,
+            };
+            let written = {
+                let w = BufWriter::with_capacity(1 << 20, &tmp.file);
+                match write_image(&meta, &mut src, w, options.compression, path)? {
+                    Some((mut w, totals)) => {
+                        w.flush()
+                            .map_err(|source| io_error("writing snapshot", path, source))?;
+                        Some(totals)
+                    }
+                    None => None,
+                }
+            };
+            let held = src.segment.count + src.heap.count;
+            let Some(totals) = written else {
+                // A lock was held at that instant: drop this image (and its temporary
+                // file) and take another a little later (a holder keeps a lock for
+                // microseconds; the wait only spreads the instants apart).
+                drop(snap);
+                std::thread::sleep(Duration::from_millis(u64::from(attempts.min(10))));
+                continue;
+            };
+            // The image is read: end the snapshot (its copies) before waiting for the disk.
+            drop(snap);
+            break (meta, totals, held, snapshot_call, tmp);
+        };
         tmp.commit()?;
         Ok(SnapshotInfo {
             path: path.into(),
@@ -226,6 +298,8 @@ impl Segment {
             taken: SystemTime::UNIX_EPOCH + Duration::from_nanos(meta.taken_ns),
             taken_ns: meta.taken_ns,
             snapshot_call,
+            attempts,
+            held_locks,
             duration: start.elapsed(),
         })
     }
@@ -288,6 +362,35 @@ pub(crate) trait ImageSource {
     fn segment(&mut self, offset: u64, buf: &mut [u8]) -> Result<()>;
     /// Heap image bytes at `offset` from the heap's base.
     fn heap(&mut self, offset: u64, buf: &mut [u8]) -> Result<()>;
+    /// Whether the writer should give up on this image (checked after each read).
+    fn stop(&self) -> bool {
+        false
+    }
+}
+
+/// An [`ImageSource`] that counts the dsu locks its bytes show held, and asks the writer
+/// to stop at the first one if `stop_on_held`.
+struct ScanSource<S> {
+    inner: S,
+    segment: HeldLocks,
+    heap: HeldLocks,
+    stop_on_held: bool,
+}
+
+impl<S: ImageSource> ImageSource for ScanSource<S> {
+    fn segment(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.inner.segment(offset, buf)?;
+        self.segment.feed(offset, buf);
+        Ok(())
+    }
+    fn heap(&mut self, offset: u64, buf: &mut [u8]) -> Result<()> {
+        self.inner.heap(offset, buf)?;
+        self.heap.feed(offset, buf);
+        Ok(())
+    }
+    fn stop(&self) -> bool {
+        self.stop_on_held && self.segment.count + self.heap.count > 0
+    }
 }
 
 struct FdSource<'a>(&'a SnapshotFd);
@@ -302,14 +405,14 @@ impl ImageSource for FdSource<'_> {
 }
 
 /// Writes the image of `meta` whose bytes `src` gives: every variable's pages (in page
-/// order) and the heap's bytes, zero pages left out.
+/// order) and the heap's bytes, zero pages left out. `None` if the source asked to stop.
 pub(crate) fn write_image<W: Write>(
     meta: &Metadata,
     src: &mut impl ImageSource,
     w: W,
     compression: Compression,
     path: &Path,
-) -> Result<(W, Totals)> {
+) -> Result<Option<(W, Totals)>> {
     let werr = |source| io_error("writing snapshot", path, source);
     let mut enc = Encoder::new(w, meta, compression).map_err(werr)?;
     let mut buf = vec![0u8; format::MAX_BLOCK];
@@ -322,6 +425,9 @@ pub(crate) fn write_image<W: Write>(
         while at < end {
             let n = ((end - at) as usize).min(buf.len());
             src.segment(at, &mut buf[..n])?;
+            if src.stop() {
+                return Ok(None);
+            }
             enc.pages(BlockKind::Segment, at, &buf[..n]).map_err(werr)?;
             at += n as u64;
         }
@@ -331,11 +437,14 @@ pub(crate) fn write_image<W: Write>(
         while at < h.size {
             let n = ((h.size - at) as usize).min(buf.len());
             src.heap(at, &mut buf[..n])?;
+            if src.stop() {
+                return Ok(None);
+            }
             enc.pages(BlockKind::Heap, at, &buf[..n]).map_err(werr)?;
             at += n as u64;
         }
     }
-    enc.finish().map_err(werr)
+    enc.finish().map_err(werr).map(Some)
 }
 
 /// What [`restore_image`] builds a segment with; the device's restoring handle, or a test's

@@ -123,7 +123,9 @@ fn sample(seed: u64) -> (Metadata, MemSource) {
 }
 
 fn save(meta: &Metadata, src: &mut MemSource, compression: Compression) -> (Vec<u8>, Totals) {
-    write_image(meta, src, Vec::new(), compression, Path::new("mem")).unwrap()
+    write_image(meta, src, Vec::new(), compression, Path::new("mem"))
+        .unwrap()
+        .unwrap()
 }
 
 fn restore_bytes(file: &[u8]) -> (Result<(Metadata, Totals)>, Recorder) {
@@ -520,4 +522,63 @@ fn the_temporary_file_replaces_the_target_only_when_committed() {
     );
     assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1);
     std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// The bytes of a `sync::Mutex<u64>` held by this thread (its word, holder, mark, links,
+/// token), taken while a guard lives.
+fn held_mutex_bytes() -> Vec<u8> {
+    let m: &'static crate::sync::Mutex<u64> = Box::leak(Box::new(crate::sync::Mutex::new(7)));
+    let g = m.lock().unwrap();
+    // SAFETY: reading the plain bytes of a live mutex's header (no reference to its data).
+    let bytes = unsafe {
+        std::slice::from_raw_parts((m as *const crate::sync::Mutex<u64>).cast::<u8>(), 56)
+    }
+    .to_vec();
+    drop(g);
+    bytes
+}
+
+/// A writer that scans stops at the first held lock if asked to (the save takes another
+/// snapshot), and otherwise writes the image and counts the held locks, in segment pages
+/// and in the heap.
+#[test]
+fn held_locks_stop_or_are_counted() {
+    let (meta, mut src) = sample(1);
+    let held = held_mutex_bytes();
+    src.seg[3 * PAGE + 64..3 * PAGE + 64 + held.len()].copy_from_slice(&held);
+    src.heap[40 * PAGE + 4096 - 8..40 * PAGE + 4096 - 8 + held.len()].copy_from_slice(&held);
+    let write = |src: MemSource, stop_on_held: bool| {
+        let mut scan = ScanSource {
+            inner: src,
+            segment: HeldLocks::default(),
+            heap: HeldLocks::default(),
+            stop_on_held,
+        };
+        let out = write_image(
+            &meta,
+            &mut scan,
+            Vec::new(),
+            Compression::None,
+            Path::new("mem"),
+        )
+        .unwrap();
+        (out.is_some(), scan.segment.count, scan.heap.count)
+    };
+    let copy = MemSource {
+        seg: src.seg.clone(),
+        heap: src.heap.clone(),
+    };
+    assert_eq!(
+        write(copy, true),
+        (false, 1, 0),
+        "stopped at the segment's lock"
+    );
+    assert_eq!(
+        write(src, false),
+        (true, 1, 1),
+        "written, both locks counted"
+    );
+    let (meta2, clean) = sample(1);
+    assert_eq!(meta2.pages, meta.pages);
+    assert_eq!(write(clean, true), (true, 0, 0), "no lock held: written");
 }
