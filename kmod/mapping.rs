@@ -81,7 +81,7 @@ impl VmOperations for Mapping {
             .checked_sub(window(seg).0)
             .and_then(|p| version.map.segment_page(p));
         match page {
-            Some(p) => snapshot::page_before_write(seg, vmf.page(), p),
+            Some(p) => snapshot::page_before_write(seg, vmf.page(), p, vmf.pgoff() as u64),
             None => Err(MkwriteRetry),
         }
     }
@@ -162,7 +162,7 @@ impl VmOperations for ViewMapping {
             .checked_sub(view.pgoff)
             .and_then(|p| view.pages.map.segment_page(p));
         match page {
-            Some(p) => snapshot::page_before_write(seg, vmf.page(), p),
+            Some(p) => snapshot::page_before_write(seg, vmf.page(), p, vmf.pgoff() as u64),
             None => Err(MkwriteRetry),
         }
     }

@@ -9,13 +9,16 @@
 //!   (`kernel_ext/shmem.rs`), so the mm core maps their pages read-only and calls
 //!   [`SnapSlot::before_write`] before the first write through each PTE.
 //! - SNAPSHOT, phase 1a (*arming*): every PTE of the segment's pages is zapped in every
-//!   process while writers go on (one that faults now writes before the instant): version
-//!   and view VMAs live in the module's address space at the segment's offset window
-//!   (`DeviceMappings`, `mapping::window`), heap VMAs in the heap file's. Phase 1b
-//!   (*pending*): a writer that faults now waits; the PTEs made during 1a are zapped (the
-//!   same call, which now finds only those), and pages that may be pinned for DMA
-//!   (written without a PTE) are copied. Phase 2: the instant is recorded and the image
-//!   published (*taken*); waiting writers go on.
+//!   process while writers go on (one that faults now writes before the instant, and its
+//!   fault is logged: [`Armed`]): version and view VMAs live in the module's address space
+//!   at the segment's offset window (`DeviceMappings`, `mapping::window`), heap VMAs in
+//!   the heap file's. 1a also waits out the heap faults that passed `page_mkwrite` before
+//!   arming (a lock barrier over the heap pages, then a second zap) and lists the pages
+//!   that may be pinned for DMA (written without a PTE). Phase 1b (*pending*): a writer
+//!   that faults now waits; only the pages logged in 1a are zapped and waited out again,
+//!   and the pinned ones copied, so that the writers' pause does not grow with the segment
+//!   (if the log overflowed, 1b redoes the whole of phase 1). Phase 2: the instant is
+//!   recorded and the image published (*taken*); waiting writers go on.
 //! - From the instant, a write to an image page faults first; [`Image::preserve`] copies
 //!   the page (once) under its page lock before the write is allowed. A reader takes the
 //!   copy if there is one, else the live page under its page lock (no write can be in
@@ -95,12 +98,51 @@ pub static SNAPSHOT_FILE: AnonFileType<Image> = AnonFileType::new();
 
 enum SlotState {
     Idle,
-    /// Phase 1a: the bulk zap runs; writers that fault go on (their PTEs go in 1b).
-    Arming,
+    /// Phase 1a: the bulk zap runs; writers that fault go on, and are logged so that 1b
+    /// removes their PTEs.
+    Arming(ArmLog),
     /// Phase 1b: writers that fault wait.
     Pending,
     Taken(Arc<Image>),
 }
+
+/// Where a write fault during phase 1a was: what 1b must zap and check again.
+#[derive(Clone, Copy)]
+pub enum Armed {
+    /// A version's or view's VMA.
+    Segment {
+        /// The page in the module's address space.
+        pgoff: u64,
+        /// The segment page (image page).
+        index: u64,
+    },
+    /// A heap window.
+    Heap {
+        /// The heap page.
+        h: u64,
+    },
+}
+
+/// The write faults of phase 1a, up to the capacity allocated at SNAPSHOT (never grown in
+/// the fault path): `overflowed` once one more came, and 1b then redoes all of phase 1.
+struct ArmLog {
+    faults: KVec<Armed>,
+    overflowed: bool,
+}
+
+impl ArmLog {
+    fn note(&mut self, fault: Armed) {
+        if self.faults.len() < self.faults.capacity() {
+            // Within capacity: no allocation.
+            let _ = self.faults.push(fault, GFP_NOWAIT);
+        } else {
+            self.overflowed = true;
+        }
+    }
+}
+
+/// Most write faults phase 1a logs (16 bytes each, charged to the snapshot's caller).
+const ARM_LOG_MAX: usize = 65536;
 
 /// A segment's snapshot state: at most one snapshot at a time.
 #[pin_data]
@@ -119,6 +161,20 @@ pub struct SnapSlot {
 }
 
 impl SnapSlot {
+    /// Ends phase 1a: from now writers that fault wait. Returns the faults 1a logged, or
+    /// `None` if they overflowed the log.
+    fn begin_pending(&self) -> Option<KVec<Armed>> {
+        let old = {
+            let mut g = self.state.lock();
+            core::mem::replace(&mut *g, SlotState::Pending)
+        };
+        self.changed.notify_all();
+        match old {
+            SlotState::Arming(log) if !log.overflowed => Some(log.faults),
+            _ => None,
+        }
+    }
+
     /// No snapshot.
     pub fn new() -> impl PinInit<Self> {
         pin_init!(Self {
@@ -149,6 +205,7 @@ impl SnapSlot {
         &self,
         page: BorrowedPage<'_>,
         index: impl Fn(&Image) -> Option<u64>,
+        fault: Armed,
     ) -> Result<LockedForWrite, MkwriteRetry> {
         loop {
             let lock = page.lock();
@@ -160,9 +217,13 @@ impl SnapSlot {
                 return Ok(lock.hand_to_fault());
             }
             let image = {
-                let g = self.state.lock();
-                match &*g {
-                    SlotState::Idle | SlotState::Arming => None,
+                let mut g = self.state.lock();
+                match &mut *g {
+                    SlotState::Idle => None,
+                    SlotState::Arming(log) => {
+                        log.note(fault);
+                        None
+                    }
                     SlotState::Pending => {
                         drop(g);
                         drop(lock);
@@ -631,17 +692,21 @@ fn take(seg: &Arc<Segment>, s: &mut dsu_snapshot) -> Result<Arc<Image>> {
             GFP_ACCOUNT_MAYFAIL,
         )?;
 
-        // Phase 1a: the bulk of the PTEs go while writers go on (one that faults now
-        // writes before the instant, and its new PTE goes in 1b).
-        slot.set(SlotState::Arming);
-        let (first, count) = mapping::window(seg);
-        DeviceMappings::zap(first, count);
-        if let Some(heap) = &image.heap {
-            heap.file().zap(0, 0);
-        }
-        // Phase 1b: writers that fault from now wait; the PTEs made since go.
-        slot.set(SlotState::Pending);
-        let result = protect(seg, &image);
+        // Phase 1a, with writers going on: a writer that faults now writes before the
+        // instant; its fault is logged, and 1b removes its PTE.
+        let log_len = usize::try_from(pages + heap_pages)
+            .unwrap_or(ARM_LOG_MAX)
+            .clamp(1, ARM_LOG_MAX);
+        slot.set(SlotState::Arming(ArmLog {
+            faults: KVec::with_capacity(log_len, GFP_ACCOUNT_MAYFAIL)?,
+            overflowed: false,
+        }));
+        let pinned = arm(seg, &image);
+        // Phase 1b: writers that fault from now wait; the PTEs made during 1a go.
+        let result = match (slot.begin_pending(), pinned) {
+            (Some(faults), Ok(pinned)) => protect_logged(&image, &faults, &pinned),
+            _ => protect(seg, &image),
+        };
         if let Err(e) = result {
             slot.set(SlotState::Idle);
             return Err(e);
@@ -660,9 +725,106 @@ fn take(seg: &Arc<Segment>, s: &mut dsu_snapshot) -> Result<Arc<Image>> {
     })
 }
 
-/// Phase 1b: write-protects every mapping of the image's pages (after 1a's bulk zap, only
-/// the PTEs made meanwhile are left to remove) and copies those that may be written
-/// without a PTE (pinned for DMA).
+/// Most pages that phase 1a lists as pinned for DMA (more: 1b redoes all of phase 1).
+const PINNED_MAX: usize = 256;
+
+/// Phase 1a, writers going on: zaps every PTE of the image's pages; waits out the heap
+/// faults that passed their `page_mkwrite` before arming (each holds its page locked until
+/// its PTE is in) and zaps the PTEs they made; lists the pages that may be pinned for DMA
+/// (image indexes), which 1b copies. `ENOMEM` (the list is full, or no memory): 1b then
+/// does the whole of phase 1 again.
+fn arm(seg: &Segment, image: &Image) -> Result<KVec<u64>> {
+    let (first, count) = mapping::window(seg);
+    DeviceMappings::zap(first, count);
+    let mut pinned = KVec::with_capacity(PINNED_MAX, GFP_ACCOUNT_MAYFAIL)?;
+    let mut full = false;
+    let mut note = |i: u64| {
+        if pinned.len() < pinned.capacity() {
+            // Within capacity: no allocation (a page may be locked).
+            let _ = pinned.push(i, GFP_NOWAIT);
+        } else {
+            full = true;
+        }
+    };
+    for (i, r) in image.refs.iter().enumerate() {
+        if r.as_ref().is_some_and(|p| p.borrow().maybe_dma_pinned()) {
+            note(i as u64);
+        }
+    }
+    if let Some(heap) = &image.heap {
+        heap.file().zap(0, 0);
+        if image.heap_pages > 0 {
+            heap.file()
+                .lock_barrier(0, image.heap_pages - 1, |h, _| note(image.pages + h));
+            heap.file().zap(0, 0);
+        }
+    }
+    if full {
+        return Err(ENOMEM);
+    }
+    Ok(pinned)
+}
+
+/// Phase 1b after a complete 1a: only the pages written during 1a (`faults`) may have
+/// writable PTEs again, and only they or the pages 1a found pinned may be written without
+/// one. Zaps those, waits out heap faults on them (as the barrier of 1a), zaps again, and
+/// copies those pinned for DMA.
+fn protect_logged(image: &Image, faults: &[Armed], pinned: &[u64]) -> Result {
+    let heap = image.heap.as_ref();
+    for f in faults {
+        match *f {
+            Armed::Segment { pgoff, .. } => DeviceMappings::zap(pgoff, 1),
+            Armed::Heap { h } => {
+                if let Some(heap) = heap {
+                    heap.file().zap(h, 1);
+                }
+            }
+        }
+    }
+    for f in faults {
+        match *f {
+            Armed::Segment { index, .. } => {
+                if let Some(Some(page)) = image.refs.get(index as usize) {
+                    if page.borrow().maybe_dma_pinned() {
+                        let lock = page.borrow().lock();
+                        image.preserve(index, &lock)?;
+                    }
+                }
+            }
+            Armed::Heap { h } => {
+                let (Some(heap), Some(i)) = (heap, image.heap_index(h)) else {
+                    continue;
+                };
+                if let Some(page) = heap.file().lookup(h) {
+                    // Waits for a fault that holds the page until its PTE is in.
+                    let lock = page.borrow().lock();
+                    if page.borrow().maybe_dma_pinned() {
+                        image.preserve(i, &lock)?;
+                    }
+                }
+                heap.file().zap(h, 1);
+            }
+        }
+    }
+    for &i in pinned {
+        if i < image.pages {
+            if let Some(Some(page)) = image.refs.get(i as usize) {
+                let lock = page.borrow().lock();
+                image.preserve(i, &lock)?;
+            }
+        } else if let Some(heap) = heap {
+            if let Some(page) = heap.file().lookup(i - image.pages) {
+                let lock = page.borrow().lock();
+                image.preserve(i, &lock)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Phase 1b in full (when 1a's log overflowed): write-protects every mapping of the
+/// image's pages (after 1a's bulk zap, only the PTEs made meanwhile are left to remove)
+/// and copies those that may be written without a PTE (pinned for DMA).
 fn protect(seg: &Segment, image: &Image) -> Result {
     let (first, count) = mapping::window(seg);
     DeviceMappings::zap(first, count);
@@ -715,15 +877,21 @@ pub fn heap_before_write(
     page: BorrowedPage<'_>,
     h: u64,
 ) -> Result<LockedForWrite, MkwriteRetry> {
-    seg.snap.before_write(page, |image| image.heap_index(h))
+    seg.snap
+        .before_write(page, |image| image.heap_index(h), Armed::Heap { h })
 }
 
-/// A version's or view's `page_mkwrite` (segment page `p`).
+/// A version's or view's `page_mkwrite` (segment page `p`, at page `pgoff` of the module's
+/// address space).
 pub fn page_before_write(
     seg: &Segment,
     page: BorrowedPage<'_>,
     p: u64,
+    pgoff: u64,
 ) -> Result<LockedForWrite, MkwriteRetry> {
-    seg.snap
-        .before_write(page, |image| (p < image.pages).then_some(p))
+    seg.snap.before_write(
+        page,
+        |image| (p < image.pages).then_some(p),
+        Armed::Segment { pgoff, index: p },
+    )
 }
