@@ -19,8 +19,10 @@
 //! - a token no instance issued (bit 63 clear: a process that could not get one) is
 //!   unknown, and the waiter goes on waiting, as it would without this module.
 //!
-//! Tokens are `DSU_LOCK_TOKEN_ISSUED | instance << 32 | serial`: `instance` is 31 random
-//! bits drawn at module load, `serial` counts issues (never reused while its record lives).
+//! Tokens are `DSU_LOCK_TOKEN_ISSUED | instance << 32 | tag`: `instance` is 31 random bits
+//! drawn at module load, `tag` 32 random bits per issue (never one a live record has). A
+//! token is seen only by those who can read the memory of a lock its process held, so a
+//! random tag keeps others from probing which processes map a file they can map too.
 //! A record holds its address space's `mm_count` (not the mm alive), so the pointer is not
 //! reused while the record lives; records of exited processes are pruned at every issue.
 //!
@@ -53,8 +55,6 @@ const ISSUED: u64 = DSU_LOCK_TOKEN_ISSUED as u64;
 struct Table {
     /// Every issued token's address space, by token.
     records: RBTree<u64, MmRef>,
-    /// The next token's low 32 bits.
-    serial: u32,
 }
 
 /// The lock token table of this module instance. Every call may race with every other:
@@ -75,7 +75,6 @@ impl LockOwners {
             table <- new_mutex!(
                 Table {
                     records: RBTree::new(),
-                    serial: 1,
                 },
                 "dsu_lock_owners"
             ),
@@ -175,11 +174,10 @@ impl Table {
         Ok(())
     }
 
-    /// A token not in the table (the serial skips live records' after it wraps).
+    /// A token not in the table, with a random tag (never 0).
     fn next_free(&mut self, instance: u64) -> u64 {
         loop {
-            let token = instance | u64::from(self.serial);
-            self.serial = self.serial.wrapping_add(1).max(1);
+            let token = instance | u64::from(random_u32().max(1));
             if self.records.get(&token).is_none() {
                 return token;
             }

@@ -187,9 +187,9 @@ fn owner_states() -> TestResult {
     );
     // This instance's, never issued (or pruned): gone.
     ensure_eq!(
-        owner(&h, t + (1 << 30), addr)?,
+        owner(&h, t ^ (1 << 30), addr)?,
         DSU_LOCK_OWNER_GONE,
-        "unissued serial"
+        "an unissued tag"
     );
     // Addresses: private memory, unmapped, a kernel address.
     let private = 0u64;
