@@ -175,6 +175,26 @@ impl SnapSlot {
         }
     }
 
+    /// During phase 1a: how many faults the log holds, `None` if it overflowed.
+    fn logged(&self) -> Option<usize> {
+        match &*self.state.lock() {
+            SlotState::Arming(log) if !log.overflowed => Some(log.faults.len()),
+            _ => None,
+        }
+    }
+
+    /// During phase 1a: starts a new log (`fresh`, empty) and returns the faults logged so
+    /// far, or `None` if they overflowed (the new log is not installed then).
+    fn next_round(&self, fresh: KVec<Armed>) -> Option<KVec<Armed>> {
+        let mut g = self.state.lock();
+        match &mut *g {
+            SlotState::Arming(log) if !log.overflowed => {
+                Some(core::mem::replace(&mut log.faults, fresh))
+            }
+            _ => None,
+        }
+    }
+
     /// No snapshot.
     pub fn new() -> impl PinInit<Self> {
         pin_init!(Self {
@@ -701,7 +721,35 @@ fn take(seg: &Arc<Segment>, s: &mut dsu_snapshot) -> Result<Arc<Image>> {
             faults: KVec::with_capacity(log_len, GFP_ACCOUNT_MAYFAIL)?,
             overflowed: false,
         }));
-        let pinned = arm(seg, &image);
+        let mut pinned = arm(seg, &image);
+        // Rounds of 1a over the pages written during the previous one (shorter each time),
+        // so that 1b has few left.
+        for _ in 0..ARM_ROUNDS {
+            let Ok(list) = pinned.as_mut() else { break };
+            if slot.logged().is_none_or(|n| n <= ARM_SMALL) {
+                break;
+            }
+            // No memory for another log: no more rounds (1b takes the one there is).
+            let Ok(fresh) = KVec::with_capacity(log_len, GFP_ACCOUNT_MAYFAIL) else {
+                break;
+            };
+            let Some(faults) = slot.next_round(fresh) else {
+                break;
+            };
+            let mut full = false;
+            let swept = sweep(&image, &faults, |i, _| {
+                if list.len() < list.capacity() {
+                    // Within capacity: no allocation (the page is locked).
+                    let _ = list.push(i, GFP_NOWAIT);
+                } else {
+                    full = true;
+                }
+                Ok(())
+            });
+            if swept.is_err() || full {
+                pinned = Err(ENOMEM);
+            }
+        }
         // Phase 1b: writers that fault from now wait; the PTEs made during 1a go.
         let result = match (slot.begin_pending(), pinned) {
             (Some(faults), Ok(pinned)) => protect_logged(&image, &faults, &pinned),
@@ -765,11 +813,42 @@ fn arm(seg: &Segment, image: &Image) -> Result<KVec<u64>> {
     Ok(pinned)
 }
 
+/// Pre-copy rounds of phase 1a after its bulk: each takes the faults logged since the last
+/// (fewer each time, the rounds being shorter) and sweeps them, writers going on.
+const ARM_ROUNDS: usize = 3;
+/// A log this short goes to 1b as it is.
+const ARM_SMALL: usize = 64;
+
 /// Phase 1b after a complete 1a: only the pages written during 1a (`faults`) may have
 /// writable PTEs again, and only they or the pages 1a found pinned may be written without
-/// one. Zaps those, waits out heap faults on them (as the barrier of 1a), zaps again, and
-/// copies those pinned for DMA.
+/// one. Sweeps the former and copies those pinned for DMA, and the latter.
 fn protect_logged(image: &Image, faults: &[Armed], pinned: &[u64]) -> Result {
+    sweep(image, faults, |i, lock| image.preserve(i, lock))?;
+    let heap = image.heap.as_ref();
+    for &i in pinned {
+        if i < image.pages {
+            if let Some(Some(page)) = image.refs.get(i as usize) {
+                let lock = page.borrow().lock();
+                image.preserve(i, &lock)?;
+            }
+        } else if let Some(heap) = heap {
+            if let Some(page) = heap.file().lookup(i - image.pages) {
+                let lock = page.borrow().lock();
+                image.preserve(i, &lock)?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Zaps the PTEs of the pages of `faults`, waits out heap faults on them (a lock of each
+/// heap page, as the barrier of 1a), zaps those again, and calls `pinned` with each that
+/// may be pinned for DMA (image index, locked).
+fn sweep(
+    image: &Image,
+    faults: &[Armed],
+    mut pinned: impl FnMut(u64, &PageLock<'_>) -> Result,
+) -> Result {
     let heap = image.heap.as_ref();
     for f in faults {
         match *f {
@@ -787,7 +866,7 @@ fn protect_logged(image: &Image, faults: &[Armed], pinned: &[u64]) -> Result {
                 if let Some(Some(page)) = image.refs.get(index as usize) {
                     if page.borrow().maybe_dma_pinned() {
                         let lock = page.borrow().lock();
-                        image.preserve(index, &lock)?;
+                        pinned(index, &lock)?;
                     }
                 }
             }
@@ -799,23 +878,10 @@ fn protect_logged(image: &Image, faults: &[Armed], pinned: &[u64]) -> Result {
                     // Waits for a fault that holds the page until its PTE is in.
                     let lock = page.borrow().lock();
                     if page.borrow().maybe_dma_pinned() {
-                        image.preserve(i, &lock)?;
+                        pinned(i, &lock)?;
                     }
                 }
                 heap.file().zap(h, 1);
-            }
-        }
-    }
-    for &i in pinned {
-        if i < image.pages {
-            if let Some(Some(page)) = image.refs.get(i as usize) {
-                let lock = page.borrow().lock();
-                image.preserve(i, &lock)?;
-            }
-        } else if let Some(heap) = heap {
-            if let Some(page) = heap.file().lookup(i - image.pages) {
-                let lock = page.borrow().lock();
-                image.preserve(i, &lock)?;
             }
         }
     }

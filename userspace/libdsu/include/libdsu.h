@@ -450,6 +450,8 @@ int dsu_collect_garbage(int min_age, int dry_run);
  * Writes a point-in-time snapshot of `segment` (every variable, the directory, the shared
  * heap, as they were at one instant) to the file `path`, atomically (a temporary file
  * beside it, fsync, rename, fsync of the directory), while its versions keep running.
+ * It looks for an instant at which no dsu lock of the segment is held (up to 100
+ * snapshots, each dropped as soon as it shows a held lock), as `dsuctl save` does.
  * flags: 0 or DSU_SNAPSHOT_COMPRESS. Needs no dsu_attach, and read permission on the
  * segment. Returns 0, or -ENOENT (no such segment), -EACCES, -EBUSY (another snapshot of
  * it is in progress), -ENOMEM, or the file's -errno; dsu_last_error() says more.
