@@ -14,8 +14,9 @@
 //!   at the segment's offset window (`DeviceMappings`, `mapping::window`), heap VMAs in
 //!   the heap file's. 1a also waits out the heap faults that passed `page_mkwrite` before
 //!   arming (a lock barrier over the heap pages, then a second zap) and lists the pages
-//!   that may be pinned for DMA (written without a PTE). Phase 1b (*pending*): a writer
-//!   that faults now waits; only the pages logged in 1a are zapped and waited out again,
+//!   that may be pinned for DMA (written without a PTE), then sweeps the pages logged so
+//!   far in up to [`ARM_ROUNDS`] shorter rounds. Phase 1b (*pending*): a writer
+//!   that faults now waits; only the pages logged in the last round are swept,
 //!   and the pinned ones copied, so that the writers' pause does not grow with the segment
 //!   (if the log overflowed, 1b redoes the whole of phase 1). Phase 2: the instant is
 //!   recorded and the image published (*taken*); waiting writers go on.
