@@ -14,7 +14,9 @@
 //! 2. a snapshot window: `DSU_IOC_SNAPSHOT`, reading the whole image from its fd (into a
 //!    buffer, discarded; its rate is the *image read* column), and closing it; the writer's longest gap (the **pause**: the
 //!    longest any writing version was held up by the snapshot, its copy-on-write faults
-//!    included) and writes per second (the **write slowdown** is their ratio to 1);
+//!    included), the longest gap across the SNAPSHOT call alone (a gap with a write made
+//!    during the call at either end: the only time a writer can be made to wait, in
+//!    phase 1b) and writes per second (the **write slowdown** is their ratio to 1);
 //! 3. `BGSAVE` on a `redis-server` holding about as many bytes (`DEBUG POPULATE`), waited
 //!    for, and its `latest_fork_usec`: how long Redis's event loop stopped to fork.
 //!
@@ -73,6 +75,12 @@ struct Control {
     stop: AtomicU64,
     /// Set by the writer once it is attached and writing; `u64::MAX` if it failed.
     ready: AtomicU64,
+    /// Non-zero while the parent is in the SNAPSHOT ioctl (the only time a writer can be
+    /// made to wait).
+    in_call: AtomicU64,
+    /// The longest gap between two writes in this window of which either was made while
+    /// `in_call` was set, ns.
+    max_call_gap_ns: AtomicU64,
 }
 
 /// A `MAP_SHARED` anonymous page holding a [`Control`], inherited by a forked child.
@@ -143,6 +151,7 @@ fn writer(seg: &str, size: u64, ctl: &Control) -> io::Result<()> {
     let clock = Instant::now();
     let mut last = 0u64;
     let (mut epoch, mut max_gap, mut writes) = (u64::MAX, 0u64, 0u64);
+    let (mut max_call_gap, mut prev_in_call) = (0u64, false);
     ctl.ready.store(1, Relaxed);
     let mut i = 0u64;
     while ctl.stop.load(Relaxed) == 0 {
@@ -154,9 +163,12 @@ fn writer(seg: &str, size: u64, ctl: &Control) -> io::Result<()> {
         let gap = now - last;
         last = now;
         let e = ctl.epoch.load(Relaxed);
+        let in_call = ctl.in_call.load(Relaxed) != 0;
         if e != epoch {
             (epoch, max_gap, writes) = (e, 0, 0);
+            (max_call_gap, prev_in_call) = (0, in_call);
             ctl.max_gap_ns.store(0, Relaxed);
+            ctl.max_call_gap_ns.store(0, Relaxed);
             ctl.writes.store(0, Relaxed);
             ctl.ack.store(e, Relaxed);
             continue;
@@ -167,6 +179,12 @@ fn writer(seg: &str, size: u64, ctl: &Control) -> io::Result<()> {
             max_gap = gap;
             ctl.max_gap_ns.store(gap, Relaxed);
         }
+        // A gap that began or ended during the call may hold a wait in its phase 1b.
+        if (in_call || prev_in_call) && gap > max_call_gap {
+            max_call_gap = gap;
+            ctl.max_call_gap_ns.store(gap, Relaxed);
+        }
+        prev_in_call = in_call;
     }
     Ok(())
 }
@@ -259,9 +277,14 @@ impl Bench {
     /// One snapshot: the ioctl, the whole image read, the fd closed. Returns the ioctl's
     /// time and the image read's, ns.
     fn snapshot(&self, buf: &mut [u8]) -> io::Result<(f64, f64)> {
+        let h = Handle::open()?;
+        let ctl = self.ctl.get();
         let c = Clock::start();
-        let (fd, info) = Handle::open()?.snapshot(&self.seg)?;
+        ctl.in_call.store(1, Relaxed);
+        let taken = h.snapshot(&self.seg);
+        ctl.in_call.store(0, Relaxed);
         let ioctl_ns = c.ns();
+        let (fd, info) = taken?;
         let bytes = info.pages * PAGE as u64;
         if bytes < self.size {
             return Err(io::Error::other(format!(
@@ -454,6 +477,8 @@ struct Row {
     size: u64,
     base_gap: Vec<f64>,
     snap_gap: Vec<f64>,
+    /// The longest gap across the SNAPSHOT call, ns.
+    call_gap: Vec<f64>,
     ioctl: Vec<f64>,
     /// Reading the whole image from the fd, ns.
     read: Vec<f64>,
@@ -579,6 +604,7 @@ pub fn run(o: &Options, out: &mut dyn Write) -> io::Result<()> {
             size,
             base_gap: Vec::new(),
             snap_gap: Vec::new(),
+            call_gap: Vec::new(),
             ioctl: Vec::new(),
             read: Vec::new(),
             snap_total: Vec::new(),
@@ -600,6 +626,8 @@ pub fn run(o: &Options, out: &mut dyn Write) -> io::Result<()> {
             row.base_rate.push(rate);
             let (gap, rate, (ioctl, read), ns) = b.window(|| b.snapshot(&mut buf))?;
             row.snap_gap.push(gap);
+            row.call_gap
+                .push(b.ctl.get().max_call_gap_ns.load(Relaxed) as f64);
             row.snap_rate.push(rate);
             row.ioctl.push(ioctl);
             row.read.push(read);
@@ -633,17 +661,21 @@ fn print_tables(o: &Options, rows: &[Row], out: &mut dyn Write) -> io::Result<()
     )?;
     writeln!(
         out,
-        "| segment | no snapshot | during a snapshot | SNAPSHOT ioctl | image read | snapshot, image read, close | redis-server used_memory | BGSAVE fork (latest_fork_usec) |"
+        "| segment | no snapshot | during a snapshot | across the SNAPSHOT call | SNAPSHOT ioctl | image read | snapshot, image read, close | redis-server used_memory | BGSAVE fork (latest_fork_usec) |"
     )?;
-    writeln!(out, "| --- | --- | --- | --- | --- | --- | --- | --- |")?;
+    writeln!(
+        out,
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    )?;
     let pair = |v: &[f64]| format!("{} / {}", fmt_ns(median(v)), fmt_ns(max(v)));
     for r in rows {
         writeln!(
             out,
-            "| {} | {} | {} | {} | {} MiB/s | {} | {} | {} |",
+            "| {} | {} | {} | {} | {} | {} MiB/s | {} | {} | {} |",
             fmt_size(r.size),
             pair(&r.base_gap),
             pair(&r.snap_gap),
+            pair(&r.call_gap),
             fmt_ns(median(&r.ioctl)),
             mib_s(r.size, median(&r.read)),
             fmt_ns(median(&r.snap_total)),
@@ -658,25 +690,37 @@ fn print_tables(o: &Options, rows: &[Row], out: &mut dyn Write) -> io::Result<()
     if let (Some(small), Some(big)) = (rows.first(), rows.last())
         && rows.len() > 1
     {
-        let ratio = median(&big.snap_gap) / median(&small.snap_gap);
-        writeln!(
-            out,
-            "\nGoal: pause within 2x from {} to {}: {:.2}x, {}.",
-            fmt_size(small.size),
-            fmt_size(big.size),
-            ratio,
-            if ratio <= 2.0 { "met" } else { "missed" }
-        )?;
-        if !big.fork.is_empty() {
-            let (p, f) = (median(&big.snap_gap), median(&big.fork));
+        writeln!(out)?;
+        for (what, pick) in [
+            (
+                "across the SNAPSHOT call (where a writer can wait)",
+                (|r: &Row| median(&r.call_gap)) as fn(&Row) -> f64,
+            ),
+            (
+                "over the whole snapshot window (copy-on-write faults included)",
+                |r: &Row| median(&r.snap_gap),
+            ),
+        ] {
+            let ratio = pick(big) / pick(small);
             writeln!(
                 out,
-                "Goal: pause below redis-server's fork at {}: {} vs {}, {}.",
+                "Goal: pause within 2x from {} to {}, {what}: {:.2}x, {}.",
+                fmt_size(small.size),
                 fmt_size(big.size),
-                fmt_ns(p),
-                fmt_ns(f),
-                if p < f { "met" } else { "missed" }
+                ratio,
+                if ratio <= 2.0 { "met" } else { "missed" }
             )?;
+            if !big.fork.is_empty() {
+                let (p, f) = (pick(big), median(&big.fork));
+                writeln!(
+                    out,
+                    "Goal: pause below redis-server's fork at {}, {what}: {} vs {}, {}.",
+                    fmt_size(big.size),
+                    fmt_ns(p),
+                    fmt_ns(f),
+                    if p < f { "met" } else { "missed" }
+                )?;
+            }
         }
     }
     writeln!(

@@ -38,7 +38,7 @@
 //! lock, restored as a new segment; or restored after a module reload or a reboot) names a
 //! holder that will never release *that* copy, and no kernel marks it. Its process token is
 //! the dsu module's (`DSU_IOC_LOCK_TOKEN`): a waiter that has seen the same holder for
-//! [`RECHECK`] twice asks the module (`DSU_IOC_LOCK_OWNER`) whether that process is alive
+//! its 50 ms recheck twice asks the module (`DSU_IOC_LOCK_OWNER`) whether that process is alive
 //! and maps this lock's memory (for a segment's variables, the same segment). If not, the
 //! waiter marks the word `FUTEX_OWNER_DIED`, as the kernel would have, and takes the lock
 //! over ([`OwnerDied`]): a restored image continues as a SIGKILL of every holder at the
