@@ -127,7 +127,7 @@ pub enum Armed {
 /// The write faults of phase 1a, up to the capacity allocated at SNAPSHOT (never grown in
 /// the fault path): `overflowed` once one more came, and 1b then redoes all of phase 1.
 struct ArmLog {
-    faults: KVec<Armed>,
+    faults: KVVec<Armed>,
     overflowed: bool,
 }
 
@@ -142,7 +142,8 @@ impl ArmLog {
     }
 }
 
-/// Most write faults phase 1a logs (16 bytes each, charged to the snapshot's caller).
+/// Most write faults phase 1a logs (16 bytes each, charged to the snapshot's caller; a
+/// `KVVec`, so that a large log needs no high-order allocation).
 const ARM_LOG_MAX: usize = 65536;
 
 /// A segment's snapshot state: at most one snapshot at a time.
@@ -164,7 +165,7 @@ pub struct SnapSlot {
 impl SnapSlot {
     /// Ends phase 1a: from now writers that fault wait. Returns the faults 1a logged, or
     /// `None` if they overflowed the log.
-    fn begin_pending(&self) -> Option<KVec<Armed>> {
+    fn begin_pending(&self) -> Option<KVVec<Armed>> {
         let old = {
             let mut g = self.state.lock();
             core::mem::replace(&mut *g, SlotState::Pending)
@@ -186,7 +187,7 @@ impl SnapSlot {
 
     /// During phase 1a: starts a new log (`fresh`, empty) and returns the faults logged so
     /// far, or `None` if they overflowed (the new log is not installed then).
-    fn next_round(&self, fresh: KVec<Armed>) -> Option<KVec<Armed>> {
+    fn next_round(&self, fresh: KVVec<Armed>) -> Option<KVVec<Armed>> {
         let mut g = self.state.lock();
         match &mut *g {
             SlotState::Arming(log) if !log.overflowed => {
@@ -719,7 +720,7 @@ fn take(seg: &Arc<Segment>, s: &mut dsu_snapshot) -> Result<Arc<Image>> {
             .unwrap_or(ARM_LOG_MAX)
             .clamp(1, ARM_LOG_MAX);
         slot.set(SlotState::Arming(ArmLog {
-            faults: KVec::with_capacity(log_len, GFP_ACCOUNT_MAYFAIL)?,
+            faults: KVVec::with_capacity(log_len, GFP_ACCOUNT_MAYFAIL)?,
             overflowed: false,
         }));
         let mut pinned = arm(seg, &image);
@@ -731,7 +732,7 @@ fn take(seg: &Arc<Segment>, s: &mut dsu_snapshot) -> Result<Arc<Image>> {
                 break;
             }
             // No memory for another log: no more rounds (1b takes the one there is).
-            let Ok(fresh) = KVec::with_capacity(log_len, GFP_ACCOUNT_MAYFAIL) else {
+            let Ok(fresh) = KVVec::with_capacity(log_len, GFP_ACCOUNT_MAYFAIL) else {
                 break;
             };
             let Some(faults) = slot.next_round(fresh) else {

@@ -13,7 +13,7 @@ use crate::error::{Context, Error, Op, Result};
 use crate::names;
 use dsu_uapi as u;
 use nix::errno::Errno;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
 #[allow(missing_docs)]
 mod ioctls {
@@ -148,52 +148,59 @@ pub enum LockOwner {
     Unknown,
 }
 
-/// DSU_IOC_LOCK_TOKEN through a file opened with no allocation (the lock path calls this
-/// on its first use in a process, where allocating could recurse into an allocator that
-/// locks): `None` without the module, or if it has no token to give ([`Device::lock_token`]
-/// says why).
-pub(crate) fn lock_token_quiet() -> Option<u64> {
+/// Runs `f` on `/dev/dsu` opened with no allocation (the lock path asks for its token on
+/// its first use in a process, where allocating could recurse into an allocator that
+/// locks): `None` without the module, or if `f` fails.
+fn with_device_quiet<T>(f: impl FnOnce(RawFd) -> nix::Result<T>) -> Option<T> {
     // SAFETY: a NUL-terminated path; the fd is closed below.
     let fd = unsafe { libc::open(c"/dev/dsu".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
     if fd < 0 {
         return None;
     }
+    let r = f(fd);
+    // SAFETY: ours, closed once.
+    unsafe { libc::close(fd) };
+    r.ok()
+}
+
+/// DSU_IOC_LOCK_TOKEN on `fd`.
+fn lock_token_on(fd: RawFd) -> nix::Result<u64> {
     let mut t = u::dsu_lock_token {
         size: size32::<u::dsu_lock_token>(),
         ..Default::default()
     };
-    // SAFETY: a valid struct of the encoded size on an fd we own.
-    let r = unsafe { ioctls::lock_token(fd, &mut t) };
-    // SAFETY: ours, closed once.
-    unsafe { libc::close(fd) };
-    r.ok().map(|_| t.token)
+    // SAFETY: a valid struct of the encoded size.
+    unsafe { ioctls::lock_token(fd, &mut t) }?;
+    Ok(t.token)
 }
 
-/// DSU_IOC_LOCK_OWNER through a file opened with no allocation ([`lock_token_quiet`]):
-/// `None` without the module, or if it refuses the question ([`Device::lock_owner`] says
-/// why).
-pub(crate) fn lock_owner_quiet(token: u64, addr: usize) -> Option<LockOwner> {
-    // SAFETY: a NUL-terminated path; the fd is closed below.
-    let fd = unsafe { libc::open(c"/dev/dsu".as_ptr(), libc::O_RDWR | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return None;
-    }
+/// DSU_IOC_LOCK_OWNER on `fd`.
+fn lock_owner_on(fd: RawFd, token: u64, addr: usize) -> nix::Result<LockOwner> {
     let mut q = u::dsu_lock_owner {
         size: size32::<u::dsu_lock_owner>(),
         token,
         addr: addr as u64,
         ..Default::default()
     };
-    // SAFETY: a valid struct of the encoded size on an fd we own.
-    let r = unsafe { ioctls::lock_owner(fd, &mut q) };
-    // SAFETY: ours, closed once.
-    unsafe { libc::close(fd) };
-    r.ok()?;
-    Some(match q.state {
+    // SAFETY: a valid struct of the encoded size.
+    unsafe { ioctls::lock_owner(fd, &mut q) }?;
+    Ok(match q.state {
         u::DSU_LOCK_OWNER_LIVE => LockOwner::Live,
         u::DSU_LOCK_OWNER_GONE => LockOwner::Gone,
         _ => LockOwner::Unknown,
     })
+}
+
+/// [`Device::lock_token`] with no allocation: `None` without the module, or if it has no
+/// token to give.
+pub(crate) fn lock_token_quiet() -> Option<u64> {
+    with_device_quiet(lock_token_on)
+}
+
+/// [`Device::lock_owner`] with no allocation: `None` without the module, or if it refuses
+/// the question.
+pub(crate) fn lock_owner_quiet(token: u64, addr: usize) -> Option<LockOwner> {
+    with_device_quiet(|fd| lock_owner_on(fd, token, addr))
 }
 
 /// The path of the device.
@@ -670,14 +677,7 @@ impl Device {
     /// # Ok::<(), dsu::Error>(())
     /// ```
     pub fn lock_token(&self) -> Result<u64> {
-        let mut t = u::dsu_lock_token {
-            size: size32::<u::dsu_lock_token>(),
-            ..Default::default()
-        };
-        // SAFETY: a valid struct of the encoded size.
-        unsafe { ioctls::lock_token(self.fd.as_raw_fd(), &mut t) }
-            .map_err(|e| self.error(Op::LockToken, e, "", None))?;
-        Ok(t.token)
+        lock_token_on(self.fd.as_raw_fd()).map_err(|e| self.error(Op::LockToken, e, "", None))
     }
 
     /// Whether the process whose lock token is `token` can still release a lock whose
@@ -695,20 +695,8 @@ impl Device {
     /// # Ok::<(), dsu::Error>(())
     /// ```
     pub fn lock_owner(&self, token: u64, addr: usize) -> Result<LockOwner> {
-        let mut q = u::dsu_lock_owner {
-            size: size32::<u::dsu_lock_owner>(),
-            token,
-            addr: addr as u64,
-            ..Default::default()
-        };
-        // SAFETY: a valid struct of the encoded size.
-        unsafe { ioctls::lock_owner(self.fd.as_raw_fd(), &mut q) }
-            .map_err(|e| self.error(Op::LockOwner, e, "", None))?;
-        Ok(match q.state {
-            u::DSU_LOCK_OWNER_LIVE => LockOwner::Live,
-            u::DSU_LOCK_OWNER_GONE => LockOwner::Gone,
-            _ => LockOwner::Unknown,
-        })
+        lock_owner_on(self.fd.as_raw_fd(), token, addr)
+            .map_err(|e| self.error(Op::LockOwner, e, "", None))
     }
 
     /// A second `Device` on the same open file (`dup` with close-on-exec): the same handle,
