@@ -15,13 +15,25 @@ impl Drop for Proc {
     }
 }
 
-/// A TCP port nobody listens on now.
+/// A TCP port nobody listens on now, never the same twice in this process: tests run in
+/// parallel threads, and two of them given one port by the kernel's `bind(0)` would each
+/// start a server on it (the second fails to bind, and its test talks to the first's server
+/// until that one is killed).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::Mutex;
+    static GIVEN: Mutex<Vec<u16>> = Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// Starts `program args` and waits until `port` accepts connections.
@@ -33,7 +45,7 @@ pub fn start(program: &str, args: &[&str], port: u16) -> Proc {
         .stderr(Stdio::null())
         .spawn()
         .unwrap_or_else(|e| panic!("{program}: {e}"));
-    let p = Proc(child);
+    let mut p = Proc(child);
     let t0 = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
@@ -41,6 +53,10 @@ pub fn start(program: &str, args: &[&str], port: u16) -> Proc {
             "{program} not listening"
         );
         std::thread::sleep(Duration::from_millis(20));
+    }
+    // The listener must be this child, not another process on the same port.
+    if let Ok(Some(status)) = p.0.try_wait() {
+        panic!("{program} exited ({status}) although port {port} accepts connections");
     }
     p
 }
