@@ -739,12 +739,7 @@ fn take(seg: &Arc<Segment>, s: &mut dsu_snapshot) -> Result<Arc<Image>> {
                 break;
             };
             let mut full = false;
-            // Each zap flushes the TLBs of every CPU running a mapping process (an IPI each,
-            // which under TCG starved a writer for tens of ms over a thousand single-page
-            // zaps): past a few pages a round zaps the whole window once. 1b zaps page by
-            // page, so that its pause does not grow with the segment.
-            let zap_whole = faults.len() > SWEEP_PAGEWISE_MAX;
-            let swept = sweep(&image, &faults, zap_whole, |i, _| {
+            let swept = sweep(&image, &faults, |i, _| {
                 if list.len() < list.capacity() {
                     // Within capacity: no allocation (the page is locked).
                     let _ = list.push(i, GFP_NOWAIT);
@@ -825,14 +820,12 @@ fn arm(seg: &Segment, image: &Image) -> Result<KVec<u64>> {
 const ARM_ROUNDS: usize = 3;
 /// A log this short goes to 1b as it is.
 const ARM_SMALL: usize = 64;
-/// Most pages a pre-copy round zaps one by one (more: one zap of the whole window).
-const SWEEP_PAGEWISE_MAX: usize = 16;
 
 /// Phase 1b after a complete 1a: only the pages written during 1a (`faults`) may have
 /// writable PTEs again, and only they or the pages 1a found pinned may be written without
 /// one. Sweeps the former and copies those pinned for DMA, and the latter.
 fn protect_logged(image: &Image, faults: &[Armed], pinned: &[u64]) -> Result {
-    sweep(image, faults, false, |i, lock| image.preserve(i, lock))?;
+    sweep(image, faults, |i, lock| image.preserve(i, lock))?;
     let heap = image.heap.as_ref();
     for &i in pinned {
         if i < image.pages {
@@ -850,31 +843,21 @@ fn protect_logged(image: &Image, faults: &[Armed], pinned: &[u64]) -> Result {
     Ok(())
 }
 
-/// Zaps the PTEs of the pages of `faults` (with `zap_whole`, every PTE of the segment's
-/// window and heap instead), waits out heap faults on them (a lock of each heap page, as
-/// the barrier of 1a), zaps those again, and calls `pinned` with each that may be pinned
-/// for DMA (image index, locked).
+/// Zaps the PTEs of the pages of `faults`, waits out heap faults on them (a lock of each
+/// heap page, as the barrier of 1a), zaps those again, and calls `pinned` with each that
+/// may be pinned for DMA (image index, locked).
 fn sweep(
     image: &Image,
     faults: &[Armed],
-    zap_whole: bool,
     mut pinned: impl FnMut(u64, &PageLock<'_>) -> Result,
 ) -> Result {
     let heap = image.heap.as_ref();
-    if zap_whole {
-        let (first, count) = mapping::window(&image.seg);
-        DeviceMappings::zap(first, count);
-        if let Some(heap) = heap {
-            heap.file().zap(0, 0);
-        }
-    } else {
-        for f in faults {
-            match *f {
-                Armed::Segment { pgoff, .. } => DeviceMappings::zap(pgoff, 1),
-                Armed::Heap { h } => {
-                    if let Some(heap) = heap {
-                        heap.file().zap(h, 1);
-                    }
+    for f in faults {
+        match *f {
+            Armed::Segment { pgoff, .. } => DeviceMappings::zap(pgoff, 1),
+            Armed::Heap { h } => {
+                if let Some(heap) = heap {
+                    heap.file().zap(h, 1);
                 }
             }
         }
@@ -900,14 +883,9 @@ fn sweep(
                         pinned(i, &lock)?;
                     }
                 }
-                if !zap_whole {
-                    heap.file().zap(h, 1);
-                }
+                heap.file().zap(h, 1);
             }
         }
-    }
-    if let (true, Some(heap)) = (zap_whole, heap) {
-        heap.file().zap(0, 0);
     }
     Ok(())
 }
